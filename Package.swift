@@ -1,0 +1,50 @@
+// swift-tools-version: 6.2
+import PackageDescription
+
+let package = Package(
+    name: "swift-nats-eventbus",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "NATS", targets: ["NATS"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.5.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
+        .package(url: "https://github.com/apple/swift-configuration.git", from: "1.0.0", traits: []),
+    ],
+    targets: [
+        // cnats, the NATS C client (Debian/Ubuntu: libnats-dev). Only Sources/NATS/Native/ imports it.
+        .systemLibrary(
+            name: "CNATS",
+            pkgConfig: "libnats",
+            providers: [.apt(["libnats-dev"])]
+        ),
+        .target(
+            name: "NATS",
+            dependencies: [
+                "CNATS",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Configuration", package: "swift-configuration"),
+            ]
+        ),
+        // Starts and controls real nats-server processes for integration tests.
+        .target(
+            name: "NATSTestSupport",
+            dependencies: [],
+            path: "Tests/NATSTestSupport"
+        ),
+        .testTarget(
+            name: "NATSTests",
+            dependencies: [
+                "NATS",
+                "NATSTestSupport",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Configuration", package: "swift-configuration"),
+            ]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)
