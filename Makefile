@@ -1,0 +1,23 @@
+# Entry points for people and CI. `make test` is what CI runs (.ci/run).
+SWIFT ?= $(shell command -v swift 2>/dev/null || echo /opt/swift/usr/bin/swift)
+
+.PHONY: deps build test test-unit demo clean
+
+## Install system packages and the project virtualenv (idempotent).
+deps:
+	./deploy/install-deps.sh
+
+## Build everything (library, tools, tests).
+build: deps
+	$(SWIFT) build --build-tests
+
+## Set everything up, then run the whole test suite (unit tests and tests against real nats-servers).
+test: deps
+	$(SWIFT) test
+
+## Only the tests that need no server (suites whose names end in "Tests" but are not against a server).
+test-unit: deps
+	$(SWIFT) test --skip 'NATSConnectionTests|NATSConnectionServiceTests'
+
+clean:
+	rm -rf .build

@@ -1,0 +1,158 @@
+import Dispatch
+import Synchronization
+
+/// A bounded hand-off from one producer thread (a cnats delivery thread) to one consuming task.
+///
+/// The producer appends under a lock and resumes the consumer only if it is waiting; the consumer
+/// takes the whole pending batch at once by swapping arrays, so a busy stream costs one lock per
+/// message and one resume per batch, never one resume per message (measured: one `AsyncStream`
+/// yield per message costs 5-6x cnats's own CPU per message).
+///
+/// When the buffer holds `limits` worth of elements, the producer's thread blocks until the
+/// consumer takes a batch. That thread belongs to cnats (never to the Swift concurrency pool), so
+/// the back pressure flows into cnats's own pending limits, where cnats reports a slow consumer
+/// instead of growing memory. At most `limits` are pending plus the batch the consumer is working
+/// through.
+final class BoundedBatchBuffer<Element: Sendable>: Sendable {
+    struct Limits: Sendable {
+        var messages: Int
+        var bytes: Int
+    }
+
+    private struct State: ~Copyable {
+        var pending: [Element] = []
+        var pendingBytes = 0
+        var consumer: CheckedContinuation<Void, Never>?
+        var producerBlocked = false
+        var finished = false
+        var failure: NATSError?
+    }
+
+    private enum AppendOutcome {
+        case appended(CheckedContinuation<Void, Never>?)
+        case full
+        case finished
+    }
+
+    private enum TakeStep {
+        case took(wakeProducer: Bool)
+        case finished(NATSError?)
+        case wait
+    }
+
+    private let state = Mutex(State())
+    private let producerWakeup = DispatchSemaphore(value: 0)
+    let limits: Limits
+
+    init(limits: Limits) {
+        self.limits = limits
+    }
+
+    /// Appends an element; blocks the calling (non-Swift-concurrency) thread while the buffer is
+    /// full. Returns false when the buffer was finished and the element was discarded.
+    @discardableResult
+    func append(_ element: Element, size: Int) -> Bool {
+        var element = Optional(element)
+        while true {
+            let outcome: AppendOutcome = state.withLock { state in
+                if state.finished { return .finished }
+                if !state.pending.isEmpty
+                    && (state.pending.count >= limits.messages || state.pendingBytes + size > limits.bytes)
+                {
+                    state.producerBlocked = true
+                    return .full
+                }
+                state.pending.append(element.take()!)
+                state.pendingBytes += size
+                let consumer = state.consumer
+                state.consumer = nil
+                return .appended(consumer)
+            }
+            switch outcome {
+            case .appended(let consumer):
+                consumer?.resume()
+                return true
+            case .finished:
+                return false
+            case .full:
+                producerWakeup.wait()
+            }
+        }
+    }
+
+    /// Ends the buffer: elements already pending are still handed out, then the consumer gets
+    /// `nil` (or `failure`, if given). A blocked producer is released.
+    func finish(failure: NATSError? = nil) {
+        let (consumer, producerBlocked) = state.withLock { state -> (CheckedContinuation<Void, Never>?, Bool) in
+            if !state.finished {
+                state.finished = true
+                state.failure = failure
+            }
+            let consumer = state.consumer
+            state.consumer = nil
+            let blocked = state.producerBlocked
+            state.producerBlocked = false
+            return (consumer, blocked)
+        }
+        consumer?.resume()
+        if producerBlocked { producerWakeup.signal() }
+    }
+
+    /// Ends the buffer and drops what is pending (the consumer went away).
+    func discard() {
+        finish()
+        state.withLock { state in
+            state.pending.removeAll()
+            state.pendingBytes = 0
+        }
+    }
+
+    /// Whether ``finish(failure:)`` was called.
+    var isFinished: Bool { state.withLock { $0.finished } }
+
+    /// Replaces `batch` (which the caller has emptied) with everything pending, waiting while
+    /// there is nothing. Returns false when the buffer is finished and empty, or the calling task
+    /// was cancelled.
+    func takeBatch(into batch: inout [Element]) async throws(NATSError) -> Bool {
+        while true {
+            let step: TakeStep = state.withLock { state in
+                if !state.pending.isEmpty {
+                    swap(&state.pending, &batch)
+                    state.pendingBytes = 0
+                    let wake = state.producerBlocked
+                    state.producerBlocked = false
+                    return .took(wakeProducer: wake)
+                }
+                if state.finished { return .finished(state.failure) }
+                return .wait
+            }
+            switch step {
+            case .took(let wakeProducer):
+                if wakeProducer { producerWakeup.signal() }
+                return true
+            case .finished(let failure):
+                if let failure { throw failure }
+                return false
+            case .wait:
+                if Task.isCancelled { return false }
+                await withTaskCancellationHandler {
+                    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                        let resumeNow = state.withLock { state -> Bool in
+                            if !state.pending.isEmpty || state.finished || Task.isCancelled { return true }
+                            state.consumer = continuation
+                            return false
+                        }
+                        if resumeNow { continuation.resume() }
+                    }
+                } onCancel: {
+                    let consumer = state.withLock { state -> CheckedContinuation<Void, Never>? in
+                        defer { state.consumer = nil }
+                        return state.consumer
+                    }
+                    consumer?.resume()
+                }
+                if Task.isCancelled && state.withLock({ $0.pending.isEmpty }) { return false }
+            }
+        }
+    }
+}

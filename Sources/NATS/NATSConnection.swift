@@ -1,0 +1,324 @@
+import Logging
+import Synchronization
+
+/// A connection to a NATS server or cluster, built on cnats.
+///
+/// ```swift
+/// let connection = NATSConnection(configuration: try .init(servers: ["nats://127.0.0.1:4222"]), logger: logger)
+/// try await connection.connect()
+/// let orders = try await connection.subscribe(to: "orders.*", queueGroup: "workers")
+/// try connection.publish(subject: "orders.created", payload: Array("hello".utf8))
+/// for try await message in orders { print(message.subject, message.payload.string) }
+/// ```
+///
+/// Lifecycle: `init` does no I/O. ``connect()`` connects; ``run()`` (from `Service`) connects if
+/// needed and then holds the connection open until graceful shutdown (which drains) or task
+/// cancellation (which closes). ``drain(timeout:)`` delivers what subscriptions already received,
+/// flushes publishes, and closes; ``close()`` closes at once. When the connection closes, every
+/// subscription sequence and the ``events`` sequence end. Dropping the last reference closes the
+/// connection too.
+///
+/// Reconnection is cnats's, configured by ``NATSConnectionConfiguration/reconnect``: publishes
+/// made while disconnected are buffered (up to the reconnect buffer size) and sent after the
+/// reconnect; subscriptions are re-established.
+public final class NATSConnection: Sendable {
+    /// The configuration this connection was created with.
+    public let configuration: NATSConnectionConfiguration
+    let core: ConnectionCore
+    private let nativeConnection = AtomicLazyReference<NativeConnection>()
+    let blocking: BlockingExecutor
+
+    /// Creates a connection without connecting.
+    public init(configuration: NATSConnectionConfiguration, logger: Logger = Logger(label: "nats")) {
+        self.configuration = configuration
+        var logger = logger
+        if let name = configuration.name { logger[metadataKey: "nats.connection"] = "\(name)" }
+        core = ConnectionCore(logger: logger, connectionName: configuration.name ?? "default")
+        blocking = BlockingExecutor(label: "nats.blocking.\(configuration.name ?? "connection")")
+    }
+
+    /// Creates a connection and connects it.
+    public static func connect(
+        configuration: NATSConnectionConfiguration,
+        logger: Logger = Logger(label: "nats")
+    ) async throws(NATSError) -> NATSConnection {
+        let connection = NATSConnection(configuration: configuration, logger: logger)
+        try await connection.connect()
+        return connection
+    }
+
+    /// The connection's events from now on (connected, disconnected, reconnected, slow consumer,
+    /// errors, closed). Each access gives a new listener.
+    public var events: NATSConnectionEvents {
+        NATSConnectionEvents(stream: core.makeEventStream())
+    }
+
+    /// The largest message (payload plus headers) the server accepts, as it announced it.
+    public var maxPayload: Int { core.maxPayload.load(ordering: .relaxed) }
+
+    /// The server currently connected to (credentials redacted), or `nil` while not connected.
+    public var connectedServer: String? { nativeConnection.load()?.connectedURL }
+
+    /// Whether the connection is closed for good.
+    public var isClosed: Bool { core.phase == .closed }
+
+    /// Connects to the first reachable server of the configuration.
+    ///
+    /// - Throws: ``NATSError`` with ``NATSError/Code/noServers`` (naming the servers, credentials
+    ///   redacted) when no server answered, ``NATSError/Code/authenticationFailed``, or
+    ///   ``NATSError/Code/invalidConfiguration``; ``NATSError/Code/invalidArgument`` if this
+    ///   connection was already connected or closed.
+    public func connect() async throws(NATSError) {
+        try configuration.validate()
+        let phase = core.state.withLock { state -> ConnectionCore.Phase in
+            let current = state.phase
+            if current == .idle { state.phase = .connecting }
+            return current
+        }
+        guard phase == .idle else {
+            throw NATSError(.invalidArgument, "connect() called on a connection that is \(phase), not new")
+        }
+        let configuration = self.configuration
+        let core = self.core
+        let native: NativeConnection
+        do {
+            native = try await blocking.run { () throws(NATSError) -> NativeConnection in
+                try NativeConnection.connect(configuration) { event in
+                    if case .reconnected = event {
+                        // Another server may announce another limit.
+                        core.refreshMaxPayload()
+                    }
+                    core.handle(event)
+                }
+            }
+        } catch {
+            core.state.withLock { $0.phase = .idle }
+            throw error
+        }
+        _ = nativeConnection.storeIfNil(native)
+        core.setMaxPayloadProbe { [weak native] in native.map { Int($0.maxPayload) } }
+        core.maxPayload.store(Int(native.maxPayload), ordering: .relaxed)
+        let closedMeanwhile = core.state.withLock { state -> Bool in
+            if state.phase == .connecting { state.phase = .connected }
+            return state.phase == .closed
+        }
+        if !closedMeanwhile {
+            core.handle(.connected(server: native.connectedURL ?? configuration.servers[0].description))
+        }
+    }
+
+    /// The connected native connection, or the error that says why there is none.
+    @inline(__always)
+    func connected() throws(NATSError) -> NativeConnection {
+        guard let native = nativeConnection.load() else {
+            if core.phase == .closed { throw NATSError(.connectionClosed, "the connection is closed") }
+            throw NATSError(.notConnected, "the connection is not connected yet: call connect() or run() first")
+        }
+        return native
+    }
+
+    /// Checks a message's size against the server's `max_payload`.
+    @inline(__always)
+    func checkSize(payloadCount: Int, headers: NATSHeaders, subject: String) throws(NATSError) {
+        let limit = core.maxPayload.load(ordering: .relaxed)
+        if payloadCount > limit - (headers.isEmpty ? 0 : headers.encodedSize) {
+            let total = payloadCount + headers.encodedSize
+            throw NATSError(
+                .payloadTooLarge,
+                "message to '\(subject)' is \(total) bytes (payload \(payloadCount), headers \(headers.encodedSize)); the server accepts at most \(limit) bytes (max_payload)"
+            )
+        }
+    }
+
+    /// Publishes a message. Returns once cnats has buffered it (its flusher writes it within about
+    /// a millisecond, or at once with ``NATSConnectionConfiguration/sendAsap``); call
+    /// ``flush(timeout:)`` to know the server has it.
+    ///
+    /// Everything is checked before anything is sent: the subject (a literal subject, no
+    /// wildcards), the reply subject, header names and values, and the size against the server's
+    /// `max_payload`.
+    public func publish(
+        subject: String,
+        payload: some Sequence<UInt8>,
+        headers: NATSHeaders = NATSHeaders(),
+        replyTo: String? = nil
+    ) throws(NATSError) {
+        let result: Result<Void, NATSError>? = payload.withContiguousStorageIfAvailable { bytes in
+            Result { () throws(NATSError) in
+                try publish(subject: subject, bytes: UnsafeRawBufferPointer(bytes), headers: headers, replyTo: replyTo)
+            }
+        }
+        if let result {
+            try result.get()
+        } else {
+            let array = Array(payload)
+            let result = array.withUnsafeBytes { bytes in
+                Result { () throws(NATSError) in
+                    try publish(subject: subject, bytes: bytes, headers: headers, replyTo: replyTo)
+                }
+            }
+            try result.get()
+        }
+    }
+
+    /// Publishes a message whose payload is the UTF-8 bytes of a string.
+    public func publish(subject: String, payload: String, headers: NATSHeaders = NATSHeaders(), replyTo: String? = nil)
+        throws(NATSError)
+    {
+        var payload = payload
+        let result = payload.withUTF8 { bytes in
+            Result { () throws(NATSError) in
+                try publish(subject: subject, bytes: UnsafeRawBufferPointer(bytes), headers: headers, replyTo: replyTo)
+            }
+        }
+        try result.get()
+    }
+
+    /// Publishes a message with an empty payload.
+    public func publish(subject: String, headers: NATSHeaders = NATSHeaders(), replyTo: String? = nil) throws(NATSError) {
+        try publish(subject: subject, bytes: UnsafeRawBufferPointer(start: nil, count: 0), headers: headers, replyTo: replyTo)
+    }
+
+    @inline(__always)
+    func publish(subject: String, bytes: UnsafeRawBufferPointer, headers: NATSHeaders, replyTo: String?) throws(NATSError) {
+        try NATSValidation.validateSubject(subject, for: .publish)
+        if let replyTo {
+            if let rule = NATSValidation.subjectViolation(replyTo, for: .publish) {
+                throw NATSError(.invalidSubject, "invalid reply subject '\(NATSValidation.printable(replyTo))': \(rule)")
+            }
+        }
+        if !headers.isEmpty { try NATSValidation.validateHeaders(headers) }
+        try checkSize(payloadCount: bytes.count, headers: headers, subject: subject)
+        let native = try connected()
+        if headers.isEmpty {
+            try native.publish(subject: subject, replyTo: replyTo, payload: bytes)
+        } else {
+            try native.publish(subject: subject, replyTo: replyTo, headers: headers, payload: bytes)
+        }
+    }
+
+    /// Waits until the server has processed everything published so far (a PING/PONG round trip).
+    public func flush(timeout: Duration = .seconds(5)) async throws(NATSError) {
+        let native = try connected()
+        try await blocking.run { () throws(NATSError) in
+            try native.flush(timeoutMilliseconds: timeout.millisecondsClamped)
+        }
+    }
+
+    /// Subscribes to a subject (wildcards allowed) and returns the messages as an `AsyncSequence`.
+    ///
+    /// When this returns, the server has registered the interest (the client waited for a
+    /// PING/PONG), so a message published afterwards is delivered. Subscribers sharing a
+    /// `queueGroup` split the messages between them. The subscription buffers up to `limits` (the
+    /// configuration's ``NATSConnectionConfiguration/subscriptionLimits`` by default); when the
+    /// consumer falls further behind, cnats drops messages and the connection reports
+    /// ``NATSConnectionEvent/slowConsumer(subject:droppedTotal:)``.
+    ///
+    /// The sequence ends when it is unsubscribed or drained, when its iteration ends (a `break`,
+    /// or the consuming task being cancelled), or when the connection closes.
+    public func subscribe(
+        to subject: String,
+        queueGroup: String? = nil,
+        limits: NATSConnectionConfiguration.SubscriptionLimits? = nil
+    ) async throws(NATSError) -> NATSSubscription {
+        try NATSValidation.validateSubject(subject, for: .subscribe)
+        if let queueGroup { try NATSValidation.validateQueueGroup(queueGroup) }
+        let limits = limits ?? configuration.subscriptionLimits
+        if limits.messages < 1 || limits.bytes < 1 {
+            throw NATSError(.invalidArgument, "subscription limits must be at least 1 message and 1 byte, got \(limits)")
+        }
+        let native = try connected()
+        let buffer = BoundedBatchBuffer<NATSMessage>(limits: .init(messages: limits.messages, bytes: limits.bytes))
+        let nativeSubscription = try native.subscribe(
+            subject: subject, queueGroup: queueGroup, limits: limits, box: CoreSubscriptionBox(buffer: buffer))
+        let subscription = NATSSubscription(
+            handle: SubscriptionHandle(subject: subject, queueGroup: queueGroup, native: nativeSubscription, buffer: buffer))
+        // Make sure the server has the interest before returning. A failure here (for example a
+        // disconnection) is not fatal: cnats re-subscribes after reconnecting.
+        let timeout = configuration.connectTimeout.millisecondsClamped
+        try? await blocking.run { () throws(NATSError) in try native.flush(timeoutMilliseconds: timeout) }
+        return subscription
+    }
+
+    /// Sends a request and waits for the first reply.
+    ///
+    /// - Throws: ``NATSError/Code/noResponders`` at once when no subscriber listens on the subject,
+    ///   ``NATSError/Code/timeout`` when none answered in time; validation errors as for publish.
+    public func request(
+        subject: String,
+        payload: some Sequence<UInt8> = [UInt8](),
+        headers: NATSHeaders = NATSHeaders(),
+        timeout: Duration = .seconds(5)
+    ) async throws(NATSError) -> NATSMessage {
+        try NATSValidation.validateSubject(subject, for: .publish)
+        if !headers.isEmpty { try NATSValidation.validateHeaders(headers) }
+        if timeout <= .zero { throw NATSError(.invalidArgument, "request timeout must be positive, got \(timeout)") }
+        let bytes = NATSPayload(payload)
+        try checkSize(payloadCount: bytes.count, headers: headers, subject: subject)
+        let native = try connected()
+        let milliseconds = timeout.millisecondsClamped
+        return try await blocking.run { () throws(NATSError) -> NATSMessage in
+            try bytes.withUnsafeBytes { raw in
+                Result { () throws(NATSError) -> NATSMessage in
+                    try native.request(subject: subject, headers: headers, payload: raw, timeoutMilliseconds: milliseconds)
+                }
+            }.get()
+        }
+    }
+
+    /// Drains the connection: subscriptions stop receiving new messages but deliver the ones
+    /// already received (the iterating tasks must keep consuming), publishes are flushed, then the
+    /// connection closes. Returns when it is closed.
+    ///
+    /// - Throws: ``NATSError/Code/timeout`` if draining took longer than `timeout` (the connection
+    ///   is closed anyway).
+    public func drain(timeout: Duration = .seconds(30)) async throws(NATSError) {
+        guard let native = nativeConnection.load() else {
+            markClosedWithoutConnection()
+            return
+        }
+        let shouldStart = core.state.withLock { state -> Bool in
+            state.closingRequested = true
+            guard state.phase == .connected || state.phase == .connecting else { return false }
+            state.phase = .draining
+            return true
+        }
+        if shouldStart {
+            do {
+                try native.startDrain(timeoutMilliseconds: max(1, timeout.millisecondsClamped))
+            } catch where error.code == .connectionClosed || error.code == .connectionDraining {
+                // Already closing: wait for it below.
+            }
+        }
+        await core.waitUntilClosed()
+        if core.state.withLock({ $0.drainTimedOut }) {
+            throw NATSError(.timeout, "draining did not finish within \(timeout); the connection was closed", isRetriable: false)
+        }
+    }
+
+    /// Closes the connection at once: pending publishes are flushed for up to 500 ms, messages not
+    /// yet handed to subscribers are dropped. Returns when it is closed.
+    public func close() async {
+        guard let native = nativeConnection.load() else {
+            markClosedWithoutConnection()
+            return
+        }
+        core.markClosingRequested()
+        await blocking.runUnchecked { native.close() }
+        await core.waitUntilClosed()
+    }
+
+    /// Starts closing without waiting (for cancellation handlers, which cannot await).
+    func closeInBackground() {
+        guard let native = nativeConnection.load() else {
+            markClosedWithoutConnection()
+            return
+        }
+        core.markClosingRequested()
+        blocking.submit { native.close() }
+    }
+
+    private func markClosedWithoutConnection() {
+        core.handle(.closed)
+    }
+}

@@ -1,0 +1,197 @@
+/// Everything a ``NATSConnection`` needs to know before it connects.
+///
+/// The defaults suit a service: cluster discovery on, a bounded reconnect policy, and a ping
+/// interval of 5 seconds (cnats defaults to 2 minutes, so a stalled server would go unnoticed for
+/// over 4 minutes; with 5 s × 2 pings the client fails over in 10–15 s).
+public struct NATSConnectionConfiguration: Sendable, CustomStringConvertible, CustomDebugStringConvertible {
+    /// How many reconnect attempts cnats makes per server before it gives up and closes.
+    public enum ReconnectAttempts: Sendable, Hashable {
+        /// Try forever.
+        case unlimited
+        /// Try this many times (0 disables reconnecting).
+        case limited(Int)
+    }
+
+    /// What the client does after losing its connection.
+    public struct ReconnectPolicy: Sendable, Hashable {
+        /// Attempts per server before closing the connection. Default 60.
+        public var maxAttempts: ReconnectAttempts = .limited(60)
+        /// Wait between attempts to the same server. Default 2 s.
+        public var wait: Duration = .seconds(2)
+        /// Random extra wait added to `wait` for plain connections, so that many clients do not
+        /// reconnect at the same instant. Default 100 ms.
+        public var jitter: Duration = .milliseconds(100)
+        /// Random extra wait for TLS connections. Default 1 s.
+        public var jitterTLS: Duration = .seconds(1)
+        /// Bytes of publishes buffered while disconnected; past this, publishing fails with an
+        /// error instead of growing memory. Default 8 MiB.
+        public var bufferSize: Int = 8 * 1024 * 1024
+
+        /// Creates the default policy.
+        public init() {}
+    }
+
+    /// Bounds of one subscription's buffers, in messages and bytes.
+    ///
+    /// The client keeps up to this much in its own buffer waiting for the consumer, and cnats
+    /// keeps up to this much again in its queue; past that cnats drops messages and the
+    /// connection reports a ``NATSConnectionEvent/slowConsumer(subject:droppedTotal:)`` event.
+    public struct SubscriptionLimits: Sendable, Hashable {
+        /// Messages. Default 65,536.
+        public var messages: Int
+        /// Bytes (payloads and headers). Default 64 MiB.
+        public var bytes: Int
+
+        /// Creates limits.
+        public init(messages: Int = 65_536, bytes: Int = 64 * 1024 * 1024) {
+            self.messages = messages
+            self.bytes = bytes
+        }
+    }
+
+    /// How the client proves who it is.
+    public enum Authentication: Sendable, Hashable, CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
+        /// No credentials (or credentials embedded in the server URLs).
+        case none
+        /// A token.
+        case token(String)
+        /// A user name and password.
+        case userPassword(user: String, password: String)
+        /// A `.creds` file holding a user JWT and its NKey seed.
+        case credentialsFile(path: String)
+        /// An NKey: the public key and a file holding its seed.
+        case nkeySeedFile(publicKey: String, seedFile: String)
+
+        public var description: String {
+            switch self {
+            case .none: "none"
+            case .token: "token(***)"
+            case .userPassword(let user, _): "userPassword(user: \(user), password: ***)"
+            case .credentialsFile(let path): "credentialsFile(\(path))"
+            case .nkeySeedFile(let publicKey, let seedFile): "nkeySeedFile(publicKey: \(publicKey), seedFile: \(seedFile))"
+            }
+        }
+
+        /// The same as ``description``: secrets redacted.
+        public var debugDescription: String { description }
+
+        /// Shows the redacted description only, so that `dump` does not reveal secrets.
+        public var customMirror: Mirror { Mirror(self, children: ["value": description]) }
+    }
+
+    /// TLS settings; setting any of them makes the connection require TLS.
+    public struct TLS: Sendable, Hashable {
+        /// A PEM file of certificate authorities to trust.
+        public var caFile: String?
+        /// A PEM client certificate chain, for mutual TLS.
+        public var certificateFile: String?
+        /// The PEM private key of `certificateFile`.
+        public var keyFile: String?
+        /// The host name expected in the server's certificate, when it differs from the URL's.
+        public var expectedHostname: String?
+
+        /// Creates TLS settings.
+        public init(caFile: String? = nil, certificateFile: String? = nil, keyFile: String? = nil, expectedHostname: String? = nil) {
+            self.caFile = caFile
+            self.certificateFile = certificateFile
+            self.keyFile = keyFile
+            self.expectedHostname = expectedHostname
+        }
+    }
+
+    /// The servers to connect to. cnats picks among them (randomly unless
+    /// `randomizeServers` is false) and adds servers the cluster announces when
+    /// `discoverServers` is true. Default `nats://127.0.0.1:4222`.
+    public var servers: [NATSServerURL]
+    /// Whether to add the cluster members the server announces to the server list. Default true.
+    public var discoverServers = true
+    /// Whether to try servers in a random order (spreads clients over a cluster). Default true.
+    public var randomizeServers = true
+    /// A name the server shows for this connection (in monitoring). Default none.
+    public var name: String?
+    /// How long one connection attempt may take. Default 2 s.
+    public var connectTimeout: Duration = .seconds(2)
+    /// What happens after the connection is lost.
+    public var reconnect = ReconnectPolicy()
+    /// How often the client pings the server to detect a dead connection. Default 5 s.
+    public var pingInterval: Duration = .seconds(5)
+    /// How many pings may go unanswered before the connection counts as lost. Default 2.
+    public var maxPingsOut = 2
+    /// Whether the server should not send this connection its own publishes. Default false.
+    public var noEcho = false
+    /// Buffer bounds for every subscription of this connection.
+    public var subscriptionLimits = SubscriptionLimits()
+    /// Whether each publish is written to the socket at once instead of by cnats's flusher thread,
+    /// which waits up to 1 ms to batch writes. True lowers latency of replies and acks in
+    /// low-rate traffic and costs throughput under load. Default false.
+    public var sendAsap = false
+    /// How the client authenticates.
+    public var authentication: Authentication = .none
+    /// TLS settings, or `nil` for plain connections (unless a URL uses `tls://`).
+    public var tls: TLS?
+
+    /// Creates a configuration for the given servers.
+    public init(servers: [NATSServerURL]) {
+        self.servers = servers
+    }
+
+    /// Creates a configuration from server URL strings, validating each.
+    public init(servers: [String] = ["nats://127.0.0.1:4222"]) throws(NATSError) {
+        var parsed: [NATSServerURL] = []
+        for server in servers { parsed.append(try NATSServerURL(server)) }
+        self.init(servers: parsed)
+    }
+
+    /// Checks the values against each other and their ranges.
+    public func validate() throws(NATSError) {
+        func fail(_ field: String, _ rule: String) -> NATSError {
+            NATSError(.invalidConfiguration, "invalid configuration value \(field): \(rule)")
+        }
+        if servers.isEmpty { throw fail("servers", "at least one server is needed") }
+        if connectTimeout <= .zero { throw fail("connectTimeout (\(connectTimeout))", "must be greater than zero") }
+        if case .limited(let attempts) = reconnect.maxAttempts, attempts < 0 {
+            throw fail("reconnect.maxAttempts (\(attempts))", "must be 0 or more (or unlimited)")
+        }
+        if reconnect.wait < .zero { throw fail("reconnect.wait (\(reconnect.wait))", "must not be negative") }
+        if reconnect.jitter < .zero { throw fail("reconnect.jitter (\(reconnect.jitter))", "must not be negative") }
+        if reconnect.jitterTLS < .zero { throw fail("reconnect.jitterTLS (\(reconnect.jitterTLS))", "must not be negative") }
+        if reconnect.bufferSize < 0 { throw fail("reconnect.bufferSize (\(reconnect.bufferSize))", "must not be negative") }
+        if pingInterval <= .zero { throw fail("pingInterval (\(pingInterval))", "must be greater than zero") }
+        if maxPingsOut < 1 { throw fail("maxPingsOut (\(maxPingsOut))", "must be at least 1") }
+        if subscriptionLimits.messages < 1 {
+            throw fail("subscriptionLimits.messages (\(subscriptionLimits.messages))", "must be at least 1")
+        }
+        if subscriptionLimits.bytes < 1 {
+            throw fail("subscriptionLimits.bytes (\(subscriptionLimits.bytes))", "must be at least 1")
+        }
+        if let name, name.utf8.contains(where: { $0 < 0x20 }) {
+            throw fail("name", "must not contain control characters")
+        }
+        if let tls, (tls.certificateFile == nil) != (tls.keyFile == nil) {
+            throw fail("tls", "certificateFile and keyFile must be given together")
+        }
+    }
+
+    /// The same as ``description``: secrets redacted.
+    public var debugDescription: String { description }
+
+    public var description: String {
+        "NATSConnectionConfiguration(servers: \(servers.map(\.description)), name: \(name ?? "-"), "
+            + "connectTimeout: \(connectTimeout), reconnect: \(reconnect), pingInterval: \(pingInterval), "
+            + "maxPingsOut: \(maxPingsOut), noEcho: \(noEcho), subscriptionLimits: \(subscriptionLimits), "
+            + "sendAsap: \(sendAsap), authentication: \(authentication), tls: \(tls.map { "\($0)" } ?? "none"))"
+    }
+}
+
+extension Duration {
+    /// Whole nanoseconds, saturating.
+    var nanosecondsClamped: Int64 {
+        let (seconds, attoseconds) = components
+        let (secondsPart, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
+        if overflow { return seconds < 0 ? .min : .max }
+        return secondsPart &+ attoseconds / 1_000_000_000
+    }
+
+    /// Whole milliseconds, saturating.
+    var millisecondsClamped: Int64 { nanosecondsClamped / 1_000_000 }
+}

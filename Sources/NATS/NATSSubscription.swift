@@ -1,0 +1,105 @@
+/// The messages of one subscription, as an `AsyncSequence`.
+///
+/// Iterate it once, from one task. Ending the iteration (a `break`, a thrown error, or the task
+/// being cancelled) unsubscribes, and so does dropping the last reference to the subscription.
+/// The sequence ends (returns `nil`) after ``unsubscribe()``, after ``drain(timeout:)`` has
+/// delivered what was received, or when the connection closes.
+public struct NATSSubscription: AsyncSequence, Sendable {
+    public typealias Element = NATSMessage
+    public typealias Failure = NATSError
+
+    let handle: SubscriptionHandle
+
+    /// The subject this subscription listens on.
+    public var subject: String { handle.subject }
+    /// The queue group, if any.
+    public var queueGroup: String? { handle.queueGroup }
+
+    /// Messages cnats dropped for this subscription because the consumer fell behind its limits.
+    public var droppedCount: Int64 { handle.native.droppedCount }
+
+    /// Messages cnats handed to this subscription so far.
+    public var deliveredCount: Int64 { handle.native.deliveredCount }
+
+    /// Removes the interest at once; messages not yet iterated are discarded and the sequence ends.
+    public func unsubscribe() {
+        handle.stop()
+    }
+
+    /// Stops receiving new messages, delivers the ones already received, then ends the sequence.
+    public func drain(timeout: Duration = .seconds(30)) {
+        handle.native.drain(timeoutMilliseconds: Swift.max(1, timeout.millisecondsClamped))
+    }
+
+    /// Creates the iterator. Call once.
+    public func makeAsyncIterator() -> Iterator {
+        Iterator(handle: handle, token: IterationToken(handle: handle))
+    }
+
+    /// Iterates over the messages, a batch at a time under the hood.
+    public struct Iterator: AsyncIteratorProtocol {
+        let handle: SubscriptionHandle
+        let token: IterationToken
+        var batch: [NATSMessage] = []
+        var index = 0
+
+        init(handle: SubscriptionHandle, token: IterationToken) {
+            self.handle = handle
+            self.token = token
+        }
+
+        /// The next message, or `nil` when the subscription has ended or the task was cancelled.
+        public mutating func next() async throws(NATSError) -> NATSMessage? {
+            if index < batch.count {
+                defer { index += 1 }
+                return batch[index]
+            }
+            batch.removeAll(keepingCapacity: true)
+            index = 0
+            guard try await handle.buffer.takeBatch(into: &batch) else {
+                handle.stop()
+                return nil
+            }
+            index = 1
+            return batch[0]
+        }
+    }
+}
+
+/// Owns what a subscription needs; unsubscribes when the last reference goes away.
+final class SubscriptionHandle: Sendable {
+    let subject: String
+    let queueGroup: String?
+    let native: NativeSubscription
+    let buffer: BoundedBatchBuffer<NATSMessage>
+
+    init(subject: String, queueGroup: String?, native: NativeSubscription, buffer: BoundedBatchBuffer<NATSMessage>) {
+        self.subject = subject
+        self.queueGroup = queueGroup
+        self.native = native
+        self.buffer = buffer
+    }
+
+    /// Unsubscribes and releases a delivery thread blocked on a full buffer.
+    func stop() {
+        buffer.discard()
+        native.unsubscribe()
+    }
+
+    deinit {
+        stop()
+    }
+}
+
+/// Ends the subscription when the iterator that owns it goes away.
+final class IterationToken: Sendable {
+    let handle: SubscriptionHandle
+
+    init(handle: SubscriptionHandle) {
+        self.handle = handle
+    }
+
+    deinit {
+        handle.stop()
+    }
+}

@@ -1,0 +1,127 @@
+/// The rules the client checks before anything is sent, so that bad input fails with a clear,
+/// typed error instead of a protocol error (or a silently dropped message) later.
+///
+/// All checks walk the UTF-8 bytes once and allocate nothing on success; they sit on the
+/// publish path.
+public enum NATSValidation {
+    /// What a subject is used for, which decides whether wildcards are allowed.
+    public enum SubjectUse: Sendable {
+        /// A publish or reply subject: a literal subject, no `*` or `>` tokens.
+        case publish
+        /// A subscription subject: `*` may stand for a whole token, `>` may be the last token.
+        case subscribe
+    }
+
+    /// Checks a subject and throws ``NATSError/Code/invalidSubject`` naming the subject and the rule.
+    ///
+    /// Rules: not empty; no whitespace or control characters; no empty tokens (`a..b`, a leading or
+    /// trailing `.`); for publishing no wildcard tokens; for subscribing `*` only as a whole token
+    /// and `>` only as the whole last token.
+    @inlinable
+    public static func validateSubject(_ subject: String, for use: SubjectUse) throws(NATSError) {
+        if let failure = subjectViolation(subject, for: use) {
+            throw NATSError(.invalidSubject, "invalid subject '\(printable(subject))': \(failure)")
+        }
+    }
+
+    /// Returns the rule a subject breaks, or `nil` when it is valid.
+    @inlinable
+    public static func subjectViolation(_ subject: String, for use: SubjectUse) -> String? {
+        var subject = subject
+        return subject.withUTF8 { bytes in subjectViolation(bytes, for: use) }
+    }
+
+    @usableFromInline
+    static func subjectViolation(_ bytes: UnsafeBufferPointer<UInt8>, for use: SubjectUse) -> String? {
+        if bytes.isEmpty { return "a subject must not be empty" }
+        var tokenStart = 0
+        var index = 0
+        let count = bytes.count
+        while index <= count {
+            let byte: UInt8 = index < count ? bytes[index] : UInt8(ascii: ".")
+            if byte == UInt8(ascii: ".") {
+                let tokenLength = index - tokenStart
+                if tokenLength == 0 {
+                    if index == 0 { return "a subject must not start with '.'" }
+                    if index == count { return "a subject must not end with '.'" }
+                    return "a subject must not contain empty tokens ('..')"
+                }
+                if tokenLength == 1 {
+                    let token = bytes[tokenStart]
+                    if token == UInt8(ascii: "*") && use == .publish {
+                        return "wildcard '*' is not allowed in a subject to publish to"
+                    }
+                    if token == UInt8(ascii: ">") {
+                        if use == .publish { return "wildcard '>' is not allowed in a subject to publish to" }
+                        if index != count { return "wildcard '>' must be the last token" }
+                    }
+                }
+                tokenStart = index + 1
+            } else if byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") {
+                return "a subject must not contain whitespace"
+            } else if byte < 0x20 || byte == 0x7F {
+                return "a subject must not contain control characters"
+            }
+            index += 1
+        }
+        return nil
+    }
+
+    /// Checks a queue group name: not empty, no whitespace, no control characters.
+    public static func validateQueueGroup(_ name: String) throws(NATSError) {
+        if name.isEmpty { throw NATSError(.invalidQueueGroup, "a queue group name must not be empty") }
+        for byte in name.utf8 where byte <= 0x20 || byte == 0x7F {
+            throw NATSError(
+                .invalidQueueGroup,
+                "invalid queue group '\(printable(name))': it must not contain whitespace or control characters")
+        }
+    }
+
+    /// Checks a header name: printable ASCII (33...126) without `:`, not empty.
+    public static func validateHeaderName(_ name: String) throws(NATSError) {
+        if name.isEmpty { throw NATSError(.invalidHeader, "a header name must not be empty") }
+        for byte in name.utf8 {
+            if byte == UInt8(ascii: ":") {
+                throw NATSError(.invalidHeader, "invalid header name '\(printable(name))': it must not contain ':'")
+            }
+            if byte < 33 || byte > 126 {
+                throw NATSError(
+                    .invalidHeader,
+                    "invalid header name '\(printable(name))': only printable ASCII without spaces is allowed")
+            }
+        }
+    }
+
+    /// Checks a header value: no CR, LF or NUL (they would end or corrupt the header block).
+    public static func validateHeaderValue(_ value: String, name: String) throws(NATSError) {
+        for byte in value.utf8 where byte == 0x0D || byte == 0x0A || byte == 0x00 {
+            throw NATSError(
+                .invalidHeader,
+                "invalid value for header '\(name)': it must not contain CR, LF or NUL (value '\(printable(value))')")
+        }
+    }
+
+    /// Checks every name and value of a header set.
+    public static func validateHeaders(_ headers: NATSHeaders) throws(NATSError) {
+        for (name, value) in headers {
+            try validateHeaderName(name)
+            try validateHeaderValue(value, name: name)
+        }
+    }
+
+    /// Renders a user value for an error message: control characters become visible escapes and
+    /// very long values are shortened, so a message stays one readable line.
+    @usableFromInline
+    static func printable(_ value: String) -> String {
+        var result = ""
+        for scalar in value.unicodeScalars.prefix(200) {
+            if scalar.value < 0x20 || scalar.value == 0x7F {
+                result += scalar.escaped(asASCII: true)
+            } else {
+                result.unicodeScalars.append(scalar)
+            }
+        }
+        if value.unicodeScalars.count > 200 { result += "…" }
+        return result
+    }
+}

@@ -1,0 +1,240 @@
+import CNATS
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Owns a `natsConnection`. cnats connections are thread-safe, so this class is `Sendable`;
+/// methods marked "blocking" must run on the blocking executor, never on the Swift concurrency pool.
+final class NativeConnection: @unchecked Sendable {
+    let pointer: OpaquePointer
+
+    private init(pointer: OpaquePointer) {
+        self.pointer = pointer
+    }
+
+    deinit {
+        // Closes (if still open) and frees the connection; the callbacks box is released by the
+        // closed callback that this triggers.
+        natsConnection_Destroy(pointer)
+    }
+
+    /// Connects (blocking). `onEvent` is called on cnats's callback thread for every connection
+    /// event, the last one being `.closed`.
+    static func connect(
+        _ configuration: NATSConnectionConfiguration,
+        onEvent: @escaping @Sendable (NATSConnectionEvent) -> Void
+    ) throws(NATSError) -> NativeConnection {
+        let options = try NativeOptions(configuration)
+        let callbacks = NativeConnectionCallbacks(onEvent: onEvent)
+        // Retained for cnats: released in the closed callback, or below if connecting fails
+        // (cnats calls no callback for a connection that never connected).
+        let closure = Unmanaged.passRetained(callbacks).toOpaque()
+        do {
+            try options.setCallbacks(closure)
+        } catch {
+            Unmanaged<NativeConnectionCallbacks>.fromOpaque(closure).release()
+            throw error
+        }
+        var connection: OpaquePointer?
+        let status = natsConnection_Connect(&connection, options.pointer)
+        guard status == NATS_OK, let connection else {
+            Unmanaged<NativeConnectionCallbacks>.fromOpaque(closure).release()
+            let servers = configuration.servers.map(\.description).joined(separator: ", ")
+            throw NativeStatus.error(status, "cannot connect to \(servers)")
+        }
+        return NativeConnection(pointer: connection)
+    }
+
+    /// The URL of the server currently connected to, credentials redacted.
+    var connectedURL: String? {
+        var buffer = [CChar](repeating: 0, count: 512)
+        guard natsConnection_GetConnectedUrl(pointer, &buffer, buffer.count) == NATS_OK else { return nil }
+        let url = buffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        return url.isEmpty ? nil : NATSServerURL.redact(url)
+    }
+
+    /// The largest message (payload and headers) the server accepts.
+    var maxPayload: Int64 { natsConnection_GetMaxPayload(pointer) }
+
+    var isClosed: Bool { natsConnection_IsClosed(pointer) }
+
+    /// Publishes without headers. Non-blocking: cnats buffers and its flusher writes.
+    @inline(__always)
+    func publish(subject: String, replyTo: String?, payload: UnsafeRawBufferPointer) throws(NATSError) {
+        let status: natsStatus
+        let data = payload.baseAddress
+        let length = Int32(truncatingIfNeeded: payload.count)
+        if let replyTo {
+            status = natsConnection_PublishRequest(pointer, subject, replyTo, data, length)
+        } else {
+            status = natsConnection_Publish(pointer, subject, data, length)
+        }
+        if status != NATS_OK { throw NativeStatus.error(status, "publishing to '\(subject)'") }
+    }
+
+    /// Publishes with headers.
+    func publish(subject: String, replyTo: String?, headers: NATSHeaders, payload: UnsafeRawBufferPointer) throws(NATSError) {
+        let message = try NativeMessage.makeOutgoing(subject: subject, replyTo: replyTo, headers: headers, payload: payload)
+        // PublishMsg copies what it sends; the message stays ours to destroy.
+        defer { natsMsg_Destroy(message) }
+        let status = natsConnection_PublishMsg(pointer, message)
+        if status != NATS_OK { throw NativeStatus.error(status, "publishing to '\(subject)'") }
+    }
+
+    /// Sends a PING and waits for the PONG (blocking).
+    func flush(timeoutMilliseconds: Int64) throws(NATSError) {
+        try NativeStatus.check(natsConnection_FlushTimeout(pointer, max(1, timeoutMilliseconds)), "flushing")
+    }
+
+    /// Sends a request and waits for one reply (blocking).
+    func request(
+        subject: String,
+        headers: NATSHeaders,
+        payload: UnsafeRawBufferPointer,
+        timeoutMilliseconds: Int64
+    ) throws(NATSError) -> NATSMessage {
+        let message = try NativeMessage.makeOutgoing(subject: subject, replyTo: nil, headers: headers, payload: payload)
+        // The request message is ours; RequestMsg does not take it.
+        defer { natsMsg_Destroy(message) }
+        var reply: OpaquePointer?
+        let status = natsConnection_RequestMsg(&reply, pointer, message, max(1, timeoutMilliseconds))
+        if status == NATS_NO_RESPONDERS {
+            throw NATSError(
+                .noResponders, "no responders are subscribed to '\(subject)'", isRetriable: true,
+                nativeStatus: NativeStatus.describe(status))
+        }
+        if status == NATS_TIMEOUT {
+            throw NATSError(
+                .timeout, "no reply on '\(subject)' within \(timeoutMilliseconds) ms", isRetriable: true,
+                nativeStatus: NativeStatus.describe(status))
+        }
+        guard status == NATS_OK, let reply else { throw NativeStatus.error(status, "requesting on '\(subject)'") }
+        // The reply is handed to us: copy it out and destroy it.
+        defer { natsMsg_Destroy(reply) }
+        if NativeMessage.isNoResponders(reply) {
+            throw NATSError(.noResponders, "no responders are subscribed to '\(subject)'", isRetriable: true)
+        }
+        return NativeMessage.copy(reply)
+    }
+
+    /// Starts draining (non-blocking): subscriptions finish their pending messages, publishes are
+    /// flushed, then the connection closes and the closed callback fires.
+    func startDrain(timeoutMilliseconds: Int64) throws(NATSError) {
+        try NativeStatus.check(natsConnection_DrainTimeout(pointer, timeoutMilliseconds), "draining")
+    }
+
+    /// Closes the connection (blocking: cnats flushes for up to 500 ms first).
+    func close() {
+        natsConnection_Close(pointer)
+    }
+
+    /// Subscribes with an asynchronous callback into `box`.
+    func subscribe(
+        subject: String,
+        queueGroup: String?,
+        limits: NATSConnectionConfiguration.SubscriptionLimits,
+        box: NativeSubscriptionBox
+    ) throws(NATSError) -> NativeSubscription {
+        // Retained for cnats: released exactly once, by the completion callback, or at once below if
+        // subscribing fails.
+        let closure = Unmanaged.passRetained(box).toOpaque()
+        var subscription: OpaquePointer?
+        let status: natsStatus
+        if let queueGroup {
+            status = natsConnection_QueueSubscribe(&subscription, pointer, subject, queueGroup, nativeDeliver, closure)
+        } else {
+            status = natsConnection_Subscribe(&subscription, pointer, subject, nativeDeliver, closure)
+        }
+        guard status == NATS_OK, let subscription else {
+            Unmanaged<NativeSubscriptionBox>.fromOpaque(closure).release()
+            throw NativeStatus.error(status, "subscribing to '\(subject)'")
+        }
+        let completion = natsSubscription_SetOnCompleteCB(subscription, nativeSubscriptionComplete, closure)
+        if completion != NATS_OK {
+            // The subscription closed before the completion callback could be attached. Its delivery
+            // thread may still hold `closure`, so the box is deliberately not released (a one-off
+            // leak is safer than a use after free).
+            natsSubscription_Destroy(subscription)
+            throw NativeStatus.error(completion, "subscribing to '\(subject)'")
+        }
+        _ = natsSubscription_SetPendingLimits(
+            subscription, Int32(clamping: limits.messages), Int32(clamping: limits.bytes))
+        return NativeSubscription(pointer: subscription, connection: self)
+    }
+}
+
+/// What the connection-event trampolines call into.
+final class NativeConnectionCallbacks: @unchecked Sendable {
+    // @unchecked: immutable after init.
+    let onEvent: @Sendable (NATSConnectionEvent) -> Void
+
+    init(onEvent: @escaping @Sendable (NATSConnectionEvent) -> Void) {
+        self.onEvent = onEvent
+    }
+
+    static func from(_ closure: UnsafeMutableRawPointer?) -> NativeConnectionCallbacks {
+        Unmanaged<NativeConnectionCallbacks>.fromOpaque(closure!).takeUnretainedValue()
+    }
+}
+
+private func connectedURL(_ connection: OpaquePointer?) -> String {
+    guard let connection else { return "unknown" }
+    var buffer = [CChar](repeating: 0, count: 512)
+    guard natsConnection_GetConnectedUrl(connection, &buffer, buffer.count) == NATS_OK else { return "unknown" }
+    return NATSServerURL.redact(buffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) })
+}
+
+let nativeDisconnected: natsConnectionHandler = { _, closure in
+    NativeConnectionCallbacks.from(closure).onEvent(.disconnected)
+}
+
+let nativeReconnected: natsConnectionHandler = { connection, closure in
+    NativeConnectionCallbacks.from(closure).onEvent(.reconnected(server: connectedURL(connection)))
+}
+
+let nativeClosed: natsConnectionHandler = { _, closure in
+    // The last callback cnats makes for a connection: release the box retained at connect.
+    let callbacks = Unmanaged<NativeConnectionCallbacks>.fromOpaque(closure!).takeRetainedValue()
+    callbacks.onEvent(.closed)
+}
+
+let nativeLameDuck: natsConnectionHandler = { _, closure in
+    NativeConnectionCallbacks.from(closure).onEvent(.lameDuckMode)
+}
+
+let nativeDiscoveredServers: natsConnectionHandler = { connection, closure in
+    var servers: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?
+    var count: Int32 = 0
+    var urls: [String] = []
+    if let connection, natsConnection_GetDiscoveredServers(connection, &servers, &count) == NATS_OK, let servers {
+        // The array and every string in it are ours to free.
+        for index in 0..<Int(count) {
+            if let server = servers[index] {
+                urls.append(NATSServerURL.redact(String(cString: server)))
+                free(server)
+            }
+        }
+        free(servers)
+    }
+    NativeConnectionCallbacks.from(closure).onEvent(.discoveredServers(urls))
+}
+
+let nativeAsyncError: natsErrHandler = { connection, subscription, status, closure in
+    let callbacks = NativeConnectionCallbacks.from(closure)
+    if status == NATS_SLOW_CONSUMER, let subscription {
+        let subject = natsSubscription_GetSubject(subscription).map { String(cString: $0) } ?? ""
+        var dropped: Int64 = 0
+        _ = natsSubscription_GetDropped(subscription, &dropped)
+        callbacks.onEvent(.slowConsumer(subject: subject, droppedTotal: dropped))
+        return
+    }
+    var lastError: UnsafePointer<CChar>?
+    var text = NativeStatus.describe(status).text
+    if let connection, natsConnection_GetLastError(connection, &lastError) != NATS_OK, let lastError {
+        text = NATSServerURL.redact(String(cString: lastError))
+    }
+    callbacks.onEvent(.error(NativeStatus.error(status, "asynchronous error (\(text))")))
+}

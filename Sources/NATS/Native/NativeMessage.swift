@@ -1,0 +1,109 @@
+import CNATS
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Reads received `natsMsg` values into Swift values. The caller keeps ownership of the message.
+enum NativeMessage {
+    /// Copies everything out of a message. Headers are read here, once, on the thread that owns
+    /// the message, because cnats headers are not thread-safe.
+    static func copy(
+        _ message: OpaquePointer,
+        payloads: inout PayloadSlabWriter,
+        subjects: inout SubjectCache
+    ) -> NATSMessage {
+        let subject = subjects.string(for: natsMsg_GetSubject(message))
+        let reply = natsMsg_GetReply(message).flatMap { $0.pointee == 0 ? nil : String(cString: $0) }
+        let length = Int(natsMsg_GetDataLength(message))
+        let payload: NATSPayload
+        if length > 0, let data = natsMsg_GetData(message) {
+            payload = payloads.copy(UnsafeRawBufferPointer(start: data, count: length))
+        } else {
+            payload = NATSPayload()
+        }
+        return NATSMessage(subject: subject, replyTo: reply, headers: headers(of: message), payload: payload)
+    }
+
+    /// A one-off copy, for replies to requests: the payload gets an allocation of its own.
+    static func copy(_ message: OpaquePointer) -> NATSMessage {
+        let subject = natsMsg_GetSubject(message).map { String(cString: $0) } ?? ""
+        let reply = natsMsg_GetReply(message).flatMap { $0.pointee == 0 ? nil : String(cString: $0) }
+        let length = Int(natsMsg_GetDataLength(message))
+        let payload: NATSPayload
+        if length > 0, let data = natsMsg_GetData(message) {
+            payload = NATSPayload(copying: UnsafeRawBufferPointer(start: data, count: length))
+        } else {
+            payload = NATSPayload()
+        }
+        return NATSMessage(subject: subject, replyTo: reply, headers: headers(of: message), payload: payload)
+    }
+
+    /// All header fields in order; empty when the message has none.
+    static func headers(of message: OpaquePointer) -> NATSHeaders {
+        var keys: UnsafeMutablePointer<UnsafePointer<CChar>?>?
+        var keyCount: Int32 = 0
+        guard natsMsgHeader_Keys(message, &keys, &keyCount) == NATS_OK, let keys else { return NATSHeaders() }
+        // natsMsgHeader_Keys hands us the array (not the strings): we free it.
+        defer { free(keys) }
+        var headers = NATSHeaders()
+        for index in 0..<Int(keyCount) {
+            guard let key = keys[index] else { continue }
+            var values: UnsafeMutablePointer<UnsafePointer<CChar>?>?
+            var valueCount: Int32 = 0
+            guard natsMsgHeader_Values(message, key, &values, &valueCount) == NATS_OK, let values else { continue }
+            // Same ownership as the keys: the array is ours, the strings stay cnats's.
+            defer { free(values) }
+            let name = String(cString: key)
+            for valueIndex in 0..<Int(valueCount) {
+                headers.add(values[valueIndex].map { String(cString: $0) } ?? "", for: name)
+            }
+        }
+        return headers
+    }
+
+    /// Whether the message is the server's "no responders" status (503).
+    static func isNoResponders(_ message: OpaquePointer) -> Bool {
+        natsMsg_IsNoResponders(message)
+    }
+
+    /// Creates an outgoing message with headers; the caller destroys it.
+    static func makeOutgoing(
+        subject: String,
+        replyTo: String?,
+        headers: NATSHeaders,
+        payload: UnsafeRawBufferPointer
+    ) throws(NATSError) -> OpaquePointer {
+        var message: OpaquePointer?
+        let status = natsMsg_Create(
+            &message, subject, replyTo, payload.baseAddress?.assumingMemoryBound(to: CChar.self), Int32(payload.count))
+        try NativeStatus.check(status, "creating a message for '\(subject)'")
+        for (name, value) in headers {
+            let added = natsMsgHeader_Add(message, name, value)
+            if added != NATS_OK {
+                // The message never left our hands: destroy it before reporting.
+                natsMsg_Destroy(message)
+                throw NativeStatus.error(added, "adding header '\(name)'")
+            }
+        }
+        return message!
+    }
+}
+
+/// Reuses the `String` of the last subject seen, so that a subscription on a literal subject does
+/// not allocate a new string for every message.
+struct SubjectCache {
+    private var last = ""
+
+    mutating func string(for subject: UnsafePointer<CChar>?) -> String {
+        guard let subject else { return "" }
+        let length = strlen(subject)
+        let matches = subject.withMemoryRebound(to: UInt8.self, capacity: length) { bytes in
+            last.utf8.elementsEqual(UnsafeBufferPointer(start: bytes, count: length))
+        }
+        if !matches { last = String(cString: subject) }
+        return last
+    }
+}

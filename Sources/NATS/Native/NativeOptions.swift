@@ -1,0 +1,130 @@
+import CNATS
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Owns a `natsOptions` built from a ``NATSConnectionConfiguration``.
+final class NativeOptions {
+    let pointer: OpaquePointer
+
+    init(_ configuration: NATSConnectionConfiguration) throws(NATSError) {
+        _ = NativeStatus.libraryOpened
+        var options: OpaquePointer?
+        try NativeStatus.check(natsOptions_Create(&options), "creating connection options")
+        pointer = options!
+        try apply(configuration)
+    }
+
+    deinit {
+        // natsConnection_Connect cloned what it needed; the options are ours to destroy.
+        natsOptions_Destroy(pointer)
+    }
+
+    private func apply(_ configuration: NATSConnectionConfiguration) throws(NATSError) {
+        let urls = configuration.servers.map(\.connectString)
+        try withCStringArray(urls) { (array, count) throws(NATSError) in
+            try NativeStatus.check(natsOptions_SetServers(pointer, array, Int32(count)), "setting the server list")
+        }
+        try NativeStatus.check(natsOptions_SetNoRandomize(pointer, !configuration.randomizeServers), "setting server order")
+        try NativeStatus.check(
+            natsOptions_SetIgnoreDiscoveredServers(pointer, !configuration.discoverServers), "setting discovery")
+        if let name = configuration.name {
+            try NativeStatus.check(natsOptions_SetName(pointer, name), "setting the connection name")
+        }
+        try NativeStatus.check(
+            natsOptions_SetTimeout(pointer, configuration.connectTimeout.millisecondsClamped), "setting the connect timeout")
+        let reconnect = configuration.reconnect
+        switch reconnect.maxAttempts {
+        case .unlimited:
+            try NativeStatus.check(natsOptions_SetAllowReconnect(pointer, true), "enabling reconnect")
+            try NativeStatus.check(natsOptions_SetMaxReconnect(pointer, -1), "setting reconnect attempts")
+        case .limited(let attempts):
+            try NativeStatus.check(natsOptions_SetAllowReconnect(pointer, attempts > 0), "enabling reconnect")
+            try NativeStatus.check(natsOptions_SetMaxReconnect(pointer, Int32(clamping: attempts)), "setting reconnect attempts")
+        }
+        try NativeStatus.check(natsOptions_SetReconnectWait(pointer, reconnect.wait.millisecondsClamped), "setting reconnect wait")
+        try NativeStatus.check(
+            natsOptions_SetReconnectJitter(pointer, reconnect.jitter.millisecondsClamped, reconnect.jitterTLS.millisecondsClamped),
+            "setting reconnect jitter")
+        try NativeStatus.check(
+            natsOptions_SetReconnectBufSize(pointer, Int32(clamping: reconnect.bufferSize)), "setting the reconnect buffer")
+        try NativeStatus.check(
+            natsOptions_SetPingInterval(pointer, configuration.pingInterval.millisecondsClamped), "setting the ping interval")
+        try NativeStatus.check(natsOptions_SetMaxPingsOut(pointer, Int32(clamping: configuration.maxPingsOut)), "setting max pings out")
+        try NativeStatus.check(natsOptions_SetNoEcho(pointer, configuration.noEcho), "setting no-echo")
+        try NativeStatus.check(
+            natsOptions_SetMaxPendingMsgs(pointer, Int32(clamping: configuration.subscriptionLimits.messages)),
+            "setting pending limits")
+        try NativeStatus.check(natsOptions_SetSendAsap(pointer, configuration.sendAsap), "setting send-asap")
+        // Each subscription keeps its own delivery thread (cnats's default). The client blocks
+        // that thread when the subscriber's buffer is full, which pushes back into cnats's pending
+        // limits; a shared delivery pool would let one slow subscriber stall the others.
+        try NativeStatus.check(natsOptions_UseGlobalMessageDelivery(pointer, false), "setting message delivery")
+
+        switch configuration.authentication {
+        case .none:
+            break
+        case .token(let token):
+            try NativeStatus.check(natsOptions_SetToken(pointer, token), "setting the token")
+        case .userPassword(let user, let password):
+            try NativeStatus.check(natsOptions_SetUserInfo(pointer, user, password), "setting user and password")
+        case .credentialsFile(let path):
+            try NativeStatus.check(
+                natsOptions_SetUserCredentialsFromFiles(pointer, path, nil), "loading credentials file '\(path)'")
+        case .nkeySeedFile(let publicKey, let seedFile):
+            try NativeStatus.check(
+                natsOptions_SetNKeyFromSeed(pointer, publicKey, seedFile), "loading NKey seed file '\(seedFile)'")
+        }
+
+        let usesTLS = configuration.tls != nil || configuration.servers.contains { $0.scheme == "tls" }
+        if usesTLS {
+            try NativeStatus.check(natsOptions_SetSecure(pointer, true), "enabling TLS")
+        }
+        if let tls = configuration.tls {
+            if let caFile = tls.caFile {
+                try NativeStatus.check(
+                    natsOptions_LoadCATrustedCertificates(pointer, caFile), "loading CA certificates '\(caFile)'")
+            }
+            if let certificateFile = tls.certificateFile, let keyFile = tls.keyFile {
+                try NativeStatus.check(
+                    natsOptions_LoadCertificatesChain(pointer, certificateFile, keyFile),
+                    "loading certificate '\(certificateFile)' and key '\(keyFile)'")
+            }
+            if let hostname = tls.expectedHostname {
+                try NativeStatus.check(natsOptions_SetExpectedHostname(pointer, hostname), "setting the TLS host name")
+            }
+        }
+    }
+
+    /// Registers the connection-event trampolines; `closure` is the retained callback box.
+    func setCallbacks(_ closure: UnsafeMutableRawPointer) throws(NATSError) {
+        try NativeStatus.check(natsOptions_SetDisconnectedCB(pointer, nativeDisconnected, closure), "setting callbacks")
+        try NativeStatus.check(natsOptions_SetReconnectedCB(pointer, nativeReconnected, closure), "setting callbacks")
+        try NativeStatus.check(natsOptions_SetClosedCB(pointer, nativeClosed, closure), "setting callbacks")
+        try NativeStatus.check(natsOptions_SetErrorHandler(pointer, nativeAsyncError, closure), "setting callbacks")
+        try NativeStatus.check(
+            natsOptions_SetDiscoveredServersCB(pointer, nativeDiscoveredServers, closure), "setting callbacks")
+        try NativeStatus.check(natsOptions_SetLameDuckModeCB(pointer, nativeLameDuck, closure), "setting callbacks")
+    }
+}
+
+/// Calls `body` with a C array of C strings that lives for the duration of the call.
+func withCStringArray<Result, Failure: Error>(
+    _ strings: [String],
+    _ body: (UnsafeMutablePointer<UnsafePointer<CChar>?>, Int) throws(Failure) -> Result
+) throws(Failure) -> Result {
+    let duplicates = strings.map { strdup($0) }
+    defer { duplicates.forEach { free($0) } }
+    var pointers = duplicates.map { UnsafePointer($0) }
+    let result: Swift.Result<Result, Failure> = pointers.withUnsafeMutableBufferPointer { buffer in
+        do throws(Failure) {
+            return .success(try body(buffer.baseAddress!, buffer.count))
+        } catch {
+            return .failure(error)
+        }
+    }
+    return try result.get()
+}

@@ -1,0 +1,93 @@
+import CNATS
+
+/// Owns a `natsSubscription`.
+final class NativeSubscription: @unchecked Sendable {
+    // @unchecked: cnats subscriptions are thread-safe; the pointer is immutable.
+    let pointer: OpaquePointer
+    /// Kept so the connection outlives its subscriptions.
+    let connection: NativeConnection
+
+    init(pointer: OpaquePointer, connection: NativeConnection) {
+        self.pointer = pointer
+        self.connection = connection
+    }
+
+    deinit {
+        // Frees the subscription object; the server-side interest was removed by unsubscribe
+        // (or by the connection closing).
+        natsSubscription_Destroy(pointer)
+    }
+
+    /// Removes interest on the server and stops delivery (non-blocking). Safe to call repeatedly.
+    func unsubscribe() {
+        if natsSubscription_IsValid(pointer) { _ = natsSubscription_Unsubscribe(pointer) }
+    }
+
+    /// Stops new messages and lets the ones already received be delivered (non-blocking).
+    func drain(timeoutMilliseconds: Int64) {
+        if natsSubscription_IsValid(pointer) { _ = natsSubscription_DrainTimeout(pointer, timeoutMilliseconds) }
+    }
+
+    /// Messages cnats dropped for this subscription because its pending limits were reached.
+    var droppedCount: Int64 {
+        var dropped: Int64 = 0
+        _ = natsSubscription_GetDropped(pointer, &dropped)
+        return dropped
+    }
+
+    /// Messages delivered to the callback so far.
+    var deliveredCount: Int64 {
+        var delivered: Int64 = 0
+        _ = natsSubscription_GetDelivered(pointer, &delivered)
+        return delivered
+    }
+}
+
+/// The receiving side of an asynchronous subscription. Subclasses decide what a message becomes.
+///
+/// cnats calls ``deliver(_:)`` from the subscription's own delivery thread, one message at a time,
+/// and ``completed()`` once after the last message, so subclasses may keep unsynchronised state
+/// that only those two touch.
+class NativeSubscriptionBox: @unchecked Sendable {
+    /// Receives a message and takes ownership of it (must destroy it or hand it on).
+    func deliver(_ message: OpaquePointer) {
+        // Owned by the callee: nothing to hand it to here.
+        natsMsg_Destroy(message)
+    }
+
+    /// The subscription is finished: no message follows.
+    func completed() {}
+}
+
+/// Copies core NATS messages into a bounded buffer that a ``NATSSubscription`` iterates.
+final class CoreSubscriptionBox: NativeSubscriptionBox, @unchecked Sendable {
+    let buffer: BoundedBatchBuffer<NATSMessage>
+    // Touched only from the delivery thread (see NativeSubscriptionBox).
+    private var payloads = PayloadSlabWriter()
+    private var subjects = SubjectCache()
+
+    init(buffer: BoundedBatchBuffer<NATSMessage>) {
+        self.buffer = buffer
+    }
+
+    override func deliver(_ message: OpaquePointer) {
+        let copy = NativeMessage.copy(message, payloads: &payloads, subjects: &subjects)
+        // Everything was copied out; the message is ours to destroy.
+        natsMsg_Destroy(message)
+        buffer.append(copy, size: copy.bufferedSize)
+    }
+
+    override func completed() {
+        buffer.finish()
+    }
+}
+
+let nativeDeliver: natsMsgHandler = { _, _, message, closure in
+    let box = Unmanaged<NativeSubscriptionBox>.fromOpaque(closure!).takeUnretainedValue()
+    box.deliver(message!)
+}
+
+let nativeSubscriptionComplete: natsOnCompleteCB = { closure in
+    // The last call cnats makes with this closure: release the box retained at subscribe.
+    Unmanaged<NativeSubscriptionBox>.fromOpaque(closure!).takeRetainedValue().completed()
+}

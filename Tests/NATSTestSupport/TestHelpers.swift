@@ -1,0 +1,61 @@
+import Foundation
+
+/// Thread-safe list of values collected by a test.
+public final class Collected<Value: Sendable>: @unchecked Sendable {
+    // @unchecked: guarded by `lock`.
+    private let lock = NSLock()
+    private var storage: [Value] = []
+
+    /// Creates an empty list.
+    public init() {}
+
+    /// Appends a value.
+    public func append(_ value: Value) { lock.withLock { storage.append(value) } }
+
+    /// A snapshot of the values.
+    public var values: [Value] { lock.withLock { storage } }
+
+    /// The number of values.
+    public var count: Int { lock.withLock { storage.count } }
+}
+
+/// Waits until `condition` holds, checking every 10 ms; returns false after `timeout`.
+public func eventually(
+    timeout: Duration = .seconds(10),
+    _ condition: () async throws -> Bool
+) async rethrows -> Bool {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if try await condition() { return true }
+        try? await Task.sleep(for: .milliseconds(10))
+    }
+    return try await condition()
+}
+
+/// Runs `body` with a deadline; throws `TimedOut` if it has not finished by then.
+public func withDeadline<Result: Sendable>(
+    _ timeout: Duration,
+    _ body: @escaping @Sendable () async throws -> Result
+) async throws -> Result {
+    try await withThrowingTaskGroup(of: Result?.self) { group in
+        group.addTask { try await body() }
+        group.addTask {
+            try await Task.sleep(for: timeout)
+            return nil
+        }
+        guard let first = try await group.next(), let result = first else {
+            group.cancelAll()
+            throw TimedOut(timeout: timeout)
+        }
+        group.cancelAll()
+        return result
+    }
+}
+
+/// A test step did not finish in time.
+public struct TimedOut: Error, CustomStringConvertible {
+    /// The time that was allowed.
+    public var timeout: Duration
+    /// Says how long was allowed.
+    public var description: String { "timed out after \(timeout)" }
+}

@@ -1,0 +1,104 @@
+import Foundation
+import Testing
+
+@testable import NATS
+
+@Suite("Payloads, headers and the subscription buffer")
+struct NATSPayloadAndBufferTests {
+    @Test func payloadBasics() {
+        let payload = NATSPayload("héllo")
+        #expect(payload.count == 6)
+        #expect(payload.string == "héllo")
+        #expect(payload == NATSPayload(Array("héllo".utf8)))
+        #expect(NATSPayload().isEmpty)
+        #expect(NATSPayload([1, 2, 3]).bytes == [1, 2, 3])
+        #expect(Array(NATSPayload([0, 255])) == [0, 255])
+    }
+
+    @Test func slabPayloadsDoNotOverlap() {
+        var writer = PayloadSlabWriter()
+        var payloads: [NATSPayload] = []
+        // Enough to fill several slabs, plus one large enough for its own allocation.
+        for index in 0..<5_000 {
+            let bytes = [UInt8](repeating: UInt8(index % 251), count: index % 97)
+            payloads.append(bytes.withUnsafeBytes { writer.copy($0) })
+        }
+        let large = [UInt8](repeating: 7, count: PayloadSlabWriter.slabSize)
+        let largePayload = large.withUnsafeBytes { writer.copy($0) }
+        for (index, payload) in payloads.enumerated() {
+            #expect(payload.bytes == [UInt8](repeating: UInt8(index % 251), count: index % 97))
+        }
+        #expect(largePayload.bytes == large)
+    }
+
+    @Test func headersKeepOrderAndRepeatedNames() {
+        var headers = NATSHeaders()
+        headers.add("1", for: "X-A")
+        headers.add("2", for: "X-B")
+        headers.add("3", for: "X-A")
+        #expect(headers.values(for: "X-A") == ["1", "3"])
+        #expect(headers["X-A"] == "1")
+        #expect(headers.names == ["X-A", "X-B"])
+        #expect(headers["x-a"] == nil, "names are case-sensitive")
+        headers["X-A"] = "only"
+        #expect(headers.values(for: "X-A") == ["only"])
+        headers["X-B"] = nil
+        #expect(headers.count == 1)
+        #expect(headers.encodedSize == "NATS/1.0\r\nX-A: only\r\n\r\n".utf8.count)
+    }
+
+    @Test func bufferHandsOverBatchesAndEnds() async throws {
+        let buffer = BoundedBatchBuffer<Int>(limits: .init(messages: 1_000, bytes: .max))
+        for value in 0..<10 { #expect(buffer.append(value, size: 1)) }
+        var batch: [Int] = []
+        #expect(try await buffer.takeBatch(into: &batch))
+        #expect(batch == Array(0..<10))
+        buffer.finish()
+        #expect(!buffer.append(99, size: 1), "appending after finish is refused")
+        batch.removeAll()
+        #expect(try await !buffer.takeBatch(into: &batch))
+    }
+
+    @Test func fullBufferBlocksTheProducerUntilTheConsumerTakes() async throws {
+        let buffer = BoundedBatchBuffer<Int>(limits: .init(messages: 10, bytes: .max))
+        let produced = ManagedCounter()
+        let producer = Thread {
+            for value in 0..<100 {
+                buffer.append(value, size: 1)
+                produced.increment()
+            }
+        }
+        producer.start()
+        try await Task.sleep(for: .milliseconds(200))
+        // The producer is stuck after filling the buffer: the limit holds.
+        #expect(produced.value <= 11)
+        var received: [Int] = []
+        var batch: [Int] = []
+        while received.count < 100 {
+            batch.removeAll(keepingCapacity: true)
+            #expect(try await buffer.takeBatch(into: &batch))
+            #expect(batch.count <= 10)
+            received += batch
+        }
+        #expect(received == Array(0..<100))
+    }
+
+    @Test func cancellationEndsAWaitingConsumer() async throws {
+        let buffer = BoundedBatchBuffer<Int>(limits: .init(messages: 10, bytes: .max))
+        let consumer = Task {
+            var batch: [Int] = []
+            return try await buffer.takeBatch(into: &batch)
+        }
+        try await Task.sleep(for: .milliseconds(50))
+        consumer.cancel()
+        #expect(try await consumer.value == false)
+    }
+}
+
+/// A counter shared with a plain thread.
+final class ManagedCounter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var count = 0
+    func increment() { lock.withLock { count += 1 } }
+    var value: Int { lock.withLock { count } }
+}

@@ -1,0 +1,116 @@
+import Testing
+
+@testable import NATS
+
+@Suite("Validation before the wire")
+struct NATSValidationTests {
+    @Test(arguments: [
+        ("", "must not be empty"),
+        ("a b", "whitespace"),
+        ("a\tb", "whitespace"),
+        ("a\u{01}b", "control characters"),
+        ("a\u{7F}", "control characters"),
+        ("a..b", "empty tokens"),
+        (".a", "start with '.'"),
+        ("a.", "end with '.'"),
+        ("a.*", "wildcard '*'"),
+        ("*", "wildcard '*'"),
+        ("a.>", "wildcard '>'"),
+        (">", "wildcard '>'"),
+    ])
+    func publishSubjectRules(subject: String, rule: String) {
+        let error = #expect(throws: NATSError.self) { try NATSValidation.validateSubject(subject, for: .publish) }
+        #expect(error?.code == .invalidSubject)
+        #expect(error?.message.contains(rule) == true, "\(error?.message ?? "")")
+    }
+
+    @Test(arguments: ["orders", "orders.created", "a.b.c.d", "a*b", "a>b", "ünïcode.sübject", "$JS.API.INFO", "_INBOX.x"])
+    func validPublishSubjects(subject: String) throws {
+        try NATSValidation.validateSubject(subject, for: .publish)
+    }
+
+    @Test(arguments: ["*", ">", "a.*", "a.>", "*.b.>", "a.*.c"])
+    func wildcardsAllowedWhenSubscribing(subject: String) throws {
+        try NATSValidation.validateSubject(subject, for: .subscribe)
+    }
+
+    @Test(arguments: [("a.>.b", "must be the last token"), ("a..b", "empty tokens"), ("a. b", "whitespace"), ("", "empty")])
+    func subscribeSubjectRules(subject: String, rule: String) {
+        let error = #expect(throws: NATSError.self) { try NATSValidation.validateSubject(subject, for: .subscribe) }
+        #expect(error?.message.contains(rule) == true, "\(error?.message ?? "")")
+    }
+
+    @Test func errorNamesTheSubjectWithControlCharactersVisible() {
+        let error = #expect(throws: NATSError.self) { try NATSValidation.validateSubject("bad\r\nsubject", for: .publish) }
+        #expect(error?.message.contains("bad\\r\\nsubject") == true, "\(error?.message ?? "")")
+    }
+
+    @Test(arguments: ["", "a b", "a\tb", "a\nb"])
+    func queueGroupRules(name: String) {
+        let error = #expect(throws: NATSError.self) { try NATSValidation.validateQueueGroup(name) }
+        #expect(error?.code == .invalidQueueGroup)
+    }
+
+    @Test(arguments: [("", "empty"), ("a:b", "':'"), ("a b", "printable ASCII"), ("ümlaut", "printable ASCII"), ("a\rb", "printable ASCII")])
+    func headerNameRules(name: String, rule: String) {
+        let error = #expect(throws: NATSError.self) { try NATSValidation.validateHeaderName(name) }
+        #expect(error?.code == .invalidHeader)
+        #expect(error?.message.contains(rule) == true, "\(error?.message ?? "")")
+    }
+
+    @Test(arguments: ["a\rb", "a\nb", "a\u{0}b"])
+    func headerValueRules(value: String) {
+        let error = #expect(throws: NATSError.self) { try NATSValidation.validateHeaderValue(value, name: "X-Key") }
+        #expect(error?.code == .invalidHeader)
+        #expect(error?.message.contains("X-Key") == true)
+    }
+
+    @Test func headerValuesMayHoldUnicodeAndColons() throws {
+        try NATSValidation.validateHeaders(["X-Trace": "a:b:c", "X-Name": "Zoë ✓"])
+    }
+}
+
+@Suite("Server URLs")
+struct NATSServerURLTests {
+    @Test func parsesForms() throws {
+        let plain = try NATSServerURL("nats://127.0.0.1:4333")
+        #expect(plain.scheme == "nats" && plain.host == "127.0.0.1" && plain.port == 4333)
+        let bare = try NATSServerURL("example.com")
+        #expect(bare.port == 4222 && bare.scheme == "nats")
+        let tls = try NATSServerURL("tls://host:4443")
+        #expect(tls.scheme == "tls")
+        let v6 = try NATSServerURL("nats://[::1]:4222")
+        #expect(v6.host == "::1" && v6.port == 4222)
+        let user = try NATSServerURL("nats://alice:s3cret@host:4222")
+        #expect(user.user == "alice" && user.password == "s3cret")
+        #expect(user.connectString == "nats://alice:s3cret@host:4222")
+    }
+
+    @Test(arguments: [
+        ("http://host:4222", "scheme 'http' is not supported"),
+        ("nats://host:0", "out of range"),
+        ("nats://host:65536", "out of range"),
+        ("nats://host:abc", "not a number"),
+        ("nats://ho st:4222", "spaces"),
+        ("nats://:4222", "host is missing"),
+        ("", "must not be empty"),
+        ("nats://host:4222/path", "no path"),
+    ])
+    func rejectsBadURLs(url: String, rule: String) {
+        let error = #expect(throws: NATSError.self) { try NATSServerURL(url) }
+        #expect(error?.code == .invalidURL)
+        #expect(error?.message.contains(rule) == true, "\(error?.message ?? "")")
+    }
+
+    @Test func credentialsNeverPrinted() {
+        let error = #expect(throws: NATSError.self) { try NATSServerURL("http://alice:hunter2@host:99999") }
+        #expect(error?.description.contains("hunter2") == false)
+        #expect(error?.description.contains("alice:***@") == true)
+        let tokenError = #expect(throws: NATSError.self) { try NATSServerURL("nats://s3cr3tT0ken@host:0") }
+        #expect(tokenError?.description.contains("s3cr3tT0ken") == false)
+        let parsed = try? NATSServerURL("nats://bob:pa55@host:4222")
+        #expect(parsed?.description == "nats://bob:***@host:4222")
+        #expect("\(String(describing: parsed))".contains("pa55") == false)
+        #expect(NATSServerURL.redact("nats://a:b@h1:1,nats://tok@h2:2") == "nats://a:***@h1:1,nats://***@h2:2")
+    }
+}

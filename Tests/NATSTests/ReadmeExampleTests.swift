@@ -1,0 +1,37 @@
+import NATS
+import NATSTestSupport
+import Testing
+
+/// The README's example, run against a real server so that it stays true.
+@Suite("README example", .tags(.server))
+struct ReadmeExampleTests {
+    @Test func twentyLineExampleRuns() async throws {
+        let server = try NATSServerProcess(jetStream: false)
+        defer { server.stop() }
+
+        let configuration = try NATSConnectionConfiguration(servers: [server.url])
+        let connection = try await NATSConnection.connect(configuration: configuration)
+
+        let orders = try await connection.subscribe(to: "orders.*", queueGroup: "billing")
+        let inventory = try await connection.subscribe(to: "inventory.check")
+
+        try connection.publish(subject: "orders.created", payload: "order 42", headers: ["Order-Id": "42"])
+
+        async let answered: Void = {
+            for try await request in inventory {
+                try connection.publish(subject: request.replyTo!, payload: "in stock")
+            }
+        }()
+        let reply = try await connection.request(subject: "inventory.check", payload: Array("sku-1".utf8), timeout: .seconds(2))
+        #expect(reply.payload.string == "in stock")
+
+        var seen: [String] = []
+        for try await order in orders {
+            seen.append("\(order.subject) \(order.headers["Order-Id"] ?? "-") \(order.payload.string)")
+            break
+        }
+        try await connection.drain()
+        try await answered
+        #expect(seen == ["orders.created 42 order 42"])
+    }
+}
