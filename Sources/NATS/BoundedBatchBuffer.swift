@@ -26,6 +26,20 @@ final class BoundedBatchBuffer<Element: Sendable>: Sendable {
         var producerBlocked = false
         var finished = false
         var failure: NATSError?
+        /// Set by ``wakeConsumer()``: the waiting consumer returns `.timedOut`.
+        var wakeupRequested = false
+    }
+
+    /// What ``takeBatch(into:)`` found.
+    enum TakeResult {
+        /// `batch` holds new elements.
+        case took
+        /// The buffer is finished and empty.
+        case finished
+        /// ``wakeConsumer()`` was called (a timer fired) before anything arrived.
+        case wokenUp
+        /// The calling task was cancelled.
+        case cancelled
     }
 
     private enum AppendOutcome {
@@ -37,6 +51,7 @@ final class BoundedBatchBuffer<Element: Sendable>: Sendable {
     private enum TakeStep {
         case took(wakeProducer: Bool)
         case finished(NATSError?)
+        case wokenUp
         case wait
     }
 
@@ -110,35 +125,53 @@ final class BoundedBatchBuffer<Element: Sendable>: Sendable {
     /// Whether ``finish(failure:)`` was called.
     var isFinished: Bool { state.withLock { $0.finished } }
 
+    /// Makes a waiting (or the next) ``takeBatch(into:)`` return `.wokenUp` if nothing is pending.
+    func wakeConsumer() {
+        let consumer = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            state.wakeupRequested = true
+            defer { state.consumer = nil }
+            return state.consumer
+        }
+        consumer?.resume()
+    }
+
     /// Replaces `batch` (which the caller has emptied) with everything pending, waiting while
-    /// there is nothing. Returns false when the buffer is finished and empty, or the calling task
-    /// was cancelled.
-    func takeBatch(into batch: inout [Element]) async throws(NATSError) -> Bool {
+    /// there is nothing.
+    func takeBatch(into batch: inout [Element]) async throws(NATSError) -> TakeResult {
         while true {
             let step: TakeStep = state.withLock { state in
                 if !state.pending.isEmpty {
                     swap(&state.pending, &batch)
                     state.pendingBytes = 0
+                    state.wakeupRequested = false
                     let wake = state.producerBlocked
                     state.producerBlocked = false
                     return .took(wakeProducer: wake)
                 }
                 if state.finished { return .finished(state.failure) }
+                if state.wakeupRequested {
+                    state.wakeupRequested = false
+                    return .wokenUp
+                }
                 return .wait
             }
             switch step {
             case .took(let wakeProducer):
                 if wakeProducer { producerWakeup.signal() }
-                return true
+                return .took
             case .finished(let failure):
                 if let failure { throw failure }
-                return false
+                return .finished
+            case .wokenUp:
+                return .wokenUp
             case .wait:
-                if Task.isCancelled { return false }
+                if Task.isCancelled { return .cancelled }
                 await withTaskCancellationHandler {
                     await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
                         let resumeNow = state.withLock { state -> Bool in
-                            if !state.pending.isEmpty || state.finished || Task.isCancelled { return true }
+                            if !state.pending.isEmpty || state.finished || state.wakeupRequested || Task.isCancelled {
+                                return true
+                            }
                             state.consumer = continuation
                             return false
                         }
@@ -151,8 +184,27 @@ final class BoundedBatchBuffer<Element: Sendable>: Sendable {
                     }
                     consumer?.resume()
                 }
-                if Task.isCancelled && state.withLock({ $0.pending.isEmpty }) { return false }
+                if Task.isCancelled && state.withLock({ $0.pending.isEmpty }) { return .cancelled }
             }
         }
+    }
+
+    /// Like ``takeBatch(into:)``, but returns `.wokenUp` after `timeout` without elements.
+    func takeBatch(into batch: inout [Element], timeout: Duration) async throws(NATSError) -> TakeResult {
+        // Fast path: something is pending already, no timer needed.
+        let result: Result<TakeResult, NATSError> = await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                try? await Task.sleep(for: timeout)
+                if !Task.isCancelled { self.wakeConsumer() }
+            }
+            defer { group.cancelAll() }
+            do throws(NATSError) {
+                return .success(try await takeBatch(into: &batch))
+            } catch {
+                return .failure(error)
+            }
+        }
+        state.withLock { $0.wakeupRequested = false }
+        return try result.get()
     }
 }

@@ -44,6 +44,8 @@ final class ConnectionCore: Sendable {
     let state = Mutex(StateMachine())
     /// The server's `max_payload`, refreshed on every (re)connect.
     let maxPayload = Atomic<Int>(1024 * 1024)
+    /// How many times the connection reconnected.
+    let reconnects = Atomic<Int>(0)
     let logger: Logger
     /// Reads the live connection's `max_payload`; set after connecting (weakly, so that cnats's
     /// callbacks never keep the connection alive).
@@ -91,6 +93,7 @@ final class ConnectionCore: Sendable {
                 logger.warning("NATS disconnected; reconnecting")
             }
         case .reconnected(let server):
+            reconnects.add(1, ordering: .releasing)
             logger.notice("NATS reconnected", metadata: ["server": "\(server)"])
         case .discoveredServers(let servers):
             logger.debug("NATS discovered servers", metadata: ["servers": "\(servers)"])

@@ -56,7 +56,7 @@ public struct NATSSubscription: AsyncSequence, Sendable {
             }
             batch.removeAll(keepingCapacity: true)
             index = 0
-            guard try await handle.buffer.takeBatch(into: &batch) else {
+            guard try await handle.buffer.takeBatch(into: &batch) == .took else {
                 handle.stop()
                 return nil
             }

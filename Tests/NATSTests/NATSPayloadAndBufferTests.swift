@@ -51,12 +51,12 @@ struct NATSPayloadAndBufferTests {
         let buffer = BoundedBatchBuffer<Int>(limits: .init(messages: 1_000, bytes: .max))
         for value in 0..<10 { #expect(buffer.append(value, size: 1)) }
         var batch: [Int] = []
-        #expect(try await buffer.takeBatch(into: &batch))
+        #expect(try await buffer.takeBatch(into: &batch) == .took)
         #expect(batch == Array(0..<10))
         buffer.finish()
         #expect(!buffer.append(99, size: 1), "appending after finish is refused")
         batch.removeAll()
-        #expect(try await !buffer.takeBatch(into: &batch))
+        #expect(try await buffer.takeBatch(into: &batch) == .finished)
     }
 
     @Test func fullBufferBlocksTheProducerUntilTheConsumerTakes() async throws {
@@ -76,7 +76,7 @@ struct NATSPayloadAndBufferTests {
         var batch: [Int] = []
         while received.count < 100 {
             batch.removeAll(keepingCapacity: true)
-            #expect(try await buffer.takeBatch(into: &batch))
+            #expect(try await buffer.takeBatch(into: &batch) == .took)
             #expect(batch.count <= 10)
             received += batch
         }
@@ -91,7 +91,18 @@ struct NATSPayloadAndBufferTests {
         }
         try await Task.sleep(for: .milliseconds(50))
         consumer.cancel()
-        #expect(try await consumer.value == false)
+        #expect(try await consumer.value == .cancelled)
+    }
+
+    @Test func timedTakeReturnsWhenNothingArrives() async throws {
+        let buffer = BoundedBatchBuffer<Int>(limits: .init(messages: 10, bytes: .max))
+        var batch: [Int] = []
+        let started = ContinuousClock.now
+        #expect(try await buffer.takeBatch(into: &batch, timeout: .milliseconds(100)) == .wokenUp)
+        #expect(ContinuousClock.now - started >= .milliseconds(90))
+        buffer.append(1, size: 1)
+        #expect(try await buffer.takeBatch(into: &batch, timeout: .seconds(5)) == .took)
+        #expect(batch == [1])
     }
 }
 

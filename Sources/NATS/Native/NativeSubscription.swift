@@ -91,3 +91,30 @@ let nativeSubscriptionComplete: natsOnCompleteCB = { closure in
     // The last call cnats makes with this closure: release the box retained at subscribe.
     Unmanaged<NativeSubscriptionBox>.fromOpaque(closure!).takeRetainedValue().completed()
 }
+
+/// Hands each message to a closure on the delivery thread, with no buffer in between. For the
+/// client's own internal subscriptions whose handlers are quick and never block (JetStream
+/// publish acknowledgements).
+final class CallbackSubscriptionBox: NativeSubscriptionBox, @unchecked Sendable {
+    private let handler: @Sendable (NATSMessage) -> Void
+    private let onComplete: @Sendable () -> Void
+    // Touched only from the delivery thread (see NativeSubscriptionBox).
+    private var payloads = PayloadSlabWriter()
+    private var subjects = SubjectCache()
+
+    init(handler: @escaping @Sendable (NATSMessage) -> Void, onComplete: @escaping @Sendable () -> Void) {
+        self.handler = handler
+        self.onComplete = onComplete
+    }
+
+    override func deliver(_ message: OpaquePointer) {
+        let copy = NativeMessage.copy(message, payloads: &payloads, subjects: &subjects)
+        // Everything was copied out; the message is ours to destroy.
+        natsMsg_Destroy(message)
+        handler(copy)
+    }
+
+    override func completed() {
+        onComplete()
+    }
+}

@@ -1,0 +1,147 @@
+/// Replays a stream (or some of its subjects) in order, once, without acknowledgements.
+///
+/// It uses an ephemeral push consumer that the client recreates by itself when it detects a gap
+/// (a skipped consumer sequence), when heartbeats stop, or after a reconnect, resuming right
+/// after the last stream sequence it delivered. Nothing is delivered twice or out of order.
+public struct NATSOrderedConsumer: AsyncSequence, Sendable {
+    public typealias Element = NATSJetStreamMessage
+    public typealias Failure = NATSError
+
+    let jetStream: NATSJetStream
+    let stream: String
+    let filterSubjects: [String]
+    let deliverPolicy: NATSConsumerConfiguration.DeliverPolicy
+    let heartbeat: Duration
+
+    /// Creates the iterator; the consumer is created on the first `next()`.
+    public func makeAsyncIterator() -> Iterator {
+        Iterator(owner: self)
+    }
+
+    /// Iterates over the stream's messages in order.
+    public struct Iterator: AsyncIteratorProtocol {
+        let owner: NATSOrderedConsumer
+        var subscription: SubscriptionHandle?
+        var consumerName: String?
+        var batch: [NATSMessage] = []
+        var index = 0
+        var lastStreamSequence: UInt64 = 0
+        var expectedConsumerSequence: UInt64 = 1
+        var lastActivity = ContinuousClock.now
+        var generation = 0
+        /// How many times the consumer was recreated (gaps, silence, reconnects).
+        public private(set) var recreations = 0
+
+        init(owner: NATSOrderedConsumer) {
+            self.owner = owner
+        }
+
+        private mutating func recreate() async throws(NATSError) {
+            subscription?.stop()
+            subscription = nil
+            if let consumerName {
+                try? await owner.jetStream.deleteConsumer(stream: owner.stream, name: consumerName)
+            }
+            var configuration = NATSConsumerConfiguration()
+            configuration.filterSubjects = owner.filterSubjects
+            configuration.deliverPolicy =
+                lastStreamSequence == 0 ? owner.deliverPolicy : .byStartSequence(lastStreamSequence + 1)
+            configuration.ackPolicy = .none
+            configuration.maxDeliver = 1
+            configuration.flowControl = true
+            configuration.idleHeartbeat = owner.heartbeat
+            configuration.inactiveThreshold = .seconds(300)
+            configuration.memoryStorage = true
+            configuration.replicas = 1
+            configuration.maxAckPending = -1
+            let inbox = owner.jetStream.connection.newInbox()
+            configuration.deliverSubject = inbox
+            let subscription = try await owner.jetStream.connection.subscribe(to: inbox)
+            do {
+                let info = try await owner.jetStream.ensureConsumer(stream: owner.stream, configuration)
+                consumerName = info.name
+            } catch {
+                subscription.unsubscribe()
+                throw error
+            }
+            self.subscription = subscription.handle
+            batch.removeAll()
+            index = 0
+            expectedConsumerSequence = 1
+            lastActivity = .now
+            generation = owner.jetStream.connection.reconnectGeneration
+        }
+
+        /// The next message in stream order; `nil` when cancelled or the connection closed.
+        public mutating func next() async throws(NATSError) -> NATSJetStreamMessage? {
+            if subscription == nil { try await recreate() }
+            while true {
+                while index < batch.count {
+                    let message = batch[index]
+                    index += 1
+                    lastActivity = .now
+                    if let status = JetStreamStatus(message) {
+                        switch status {
+                        case .flowControl(let reply):
+                            try? owner.jetStream.connection.publish(subject: reply, payload: [UInt8]())
+                        case .heartbeat(let stalled):
+                            if let stalled { try? owner.jetStream.connection.publish(subject: stalled, payload: [UInt8]()) }
+                        default:
+                            break
+                        }
+                        continue
+                    }
+                    let delivered = NATSJetStreamMessage(message: message, connection: owner.jetStream.connection)
+                    guard let metadata = delivered.metadata else { continue }
+                    if metadata.consumerSequence != expectedConsumerSequence {
+                        // A gap: start over right after the last message delivered.
+                        recreations += 1
+                        try await recreate()
+                        break
+                    }
+                    expectedConsumerSequence += 1
+                    lastStreamSequence = metadata.streamSequence
+                    return delivered
+                }
+                if index >= batch.count {
+                    batch.removeAll(keepingCapacity: true)
+                    index = 0
+                }
+                if owner.jetStream.connection.reconnectGeneration != generation
+                    || ContinuousClock.now - lastActivity > owner.heartbeat * 3
+                {
+                    recreations += 1
+                    try await recreate()
+                }
+                guard let subscription else { return nil }
+                let wait = Swift.min(owner.heartbeat, .seconds(1))
+                switch try await subscription.buffer.takeBatch(into: &batch, timeout: wait) {
+                case .took, .wokenUp:
+                    continue
+                case .finished, .cancelled:
+                    subscription.stop()
+                    if let consumerName {
+                        try? await owner.jetStream.deleteConsumer(stream: owner.stream, name: consumerName)
+                    }
+                    return nil
+                }
+            }
+        }
+    }
+}
+
+extension NATSJetStream {
+    /// An ordered replay of a stream, or of the given subjects of it.
+    public func orderedConsumer(
+        stream: String,
+        filterSubjects: [String] = [],
+        deliverPolicy: NATSConsumerConfiguration.DeliverPolicy = .all,
+        heartbeat: Duration = .seconds(5)
+    ) throws(NATSError) -> NATSOrderedConsumer {
+        try NATSJetStream.validateName(stream, what: "stream name")
+        for subject in filterSubjects { try NATSValidation.validateSubject(subject, for: .subscribe) }
+        if heartbeat <= .zero { throw NATSError(.invalidArgument, "ordered consumer heartbeat must be positive") }
+        return NATSOrderedConsumer(
+            jetStream: self, stream: stream, filterSubjects: filterSubjects, deliverPolicy: deliverPolicy, heartbeat: heartbeat)
+    }
+}

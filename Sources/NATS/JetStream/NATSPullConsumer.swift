@@ -1,0 +1,314 @@
+import Synchronization
+
+/// A pull consumer: the client asks the server for batches of messages.
+///
+/// Iterate it (`for try await message in consumer`) for a continuous stream: it keeps at most
+/// ``Options/batch`` messages requested ahead, asks for more when half of them arrived, and
+/// re-issues its requests when the server's heartbeats stop or the connection reconnects (a pull
+/// request the server held is lost with the old connection). Or call ``fetch(batch:maxWait:)``
+/// for one batch at a time. Use one of the two at a time, from one task.
+///
+/// The iteration ends when the consumer is ``stop()``ped, its task is cancelled, or the
+/// connection closes; it throws when the server deleted the consumer.
+public final class NATSPullConsumer: AsyncSequence, Sendable {
+    public typealias Element = NATSJetStreamMessage
+    public typealias Failure = NATSError
+
+    /// How the continuous iteration asks for messages.
+    public struct Options: Sendable, Hashable {
+        /// Messages requested ahead, at most (the client buffers no more than this). Default 256.
+        public var batch = 256
+        /// How long one pull request lives on the server. Default 30 s.
+        public var expires: Duration = .seconds(30)
+        /// How often the server confirms an open pull request when it has nothing to send.
+        /// Two missed heartbeats make the client re-issue its request. Default 5 s.
+        public var idleHeartbeat: Duration = .seconds(5)
+
+        /// Creates options.
+        public init(batch: Int = 256, expires: Duration = .seconds(30), idleHeartbeat: Duration = .seconds(5)) {
+            self.batch = batch
+            self.expires = expires
+            self.idleHeartbeat = idleHeartbeat
+        }
+
+        func validate() throws(NATSError) {
+            if batch < 1 { throw NATSError(.invalidArgument, "pull batch \(batch) must be at least 1") }
+            if expires < .milliseconds(10) {
+                throw NATSError(.invalidArgument, "pull expires \(expires) must be at least 10 ms")
+            }
+            if idleHeartbeat <= .zero || idleHeartbeat * 2 > expires {
+                throw NATSError(
+                    .invalidArgument,
+                    "pull idleHeartbeat \(idleHeartbeat) must be positive and at most half of expires (\(expires))")
+            }
+        }
+    }
+
+    /// The stream.
+    public let stream: String
+    /// The consumer's name.
+    public let name: String
+    /// The continuous iteration's options.
+    public let options: Options
+    let connection: NATSConnection
+    let inbox: String
+    let handle: SubscriptionHandle
+    private let nextSubject: String
+    private let session = Mutex(PullSession())
+
+    init(jetStream: NATSJetStream, stream: String, name: String, options: Options, handle: SubscriptionHandle, inbox: String) {
+        self.stream = stream
+        self.name = name
+        self.options = options
+        self.connection = jetStream.connection
+        self.handle = handle
+        self.inbox = inbox
+        nextSubject = "\(jetStream.api.prefix).CONSUMER.MSG.NEXT.\(stream).\(name)"
+    }
+
+    /// Stops receiving: pull requests are abandoned and the iteration ends. Unacknowledged
+    /// messages are redelivered by the server after their ack wait.
+    public func stop() {
+        handle.stop()
+    }
+
+    /// Requests up to `batch` messages and returns what arrived within `maxWait` (possibly none).
+    public func fetch(batch: Int, maxWait: Duration = .seconds(5)) async throws(NATSError) -> [NATSJetStreamMessage] {
+        if batch < 1 { throw NATSError(.invalidArgument, "fetch batch \(batch) must be at least 1") }
+        if maxWait < .milliseconds(10) { throw NATSError(.invalidArgument, "fetch maxWait \(maxWait) must be at least 10 ms") }
+        var puller = Puller(consumer: self)
+        return try await puller.fetch(batch: batch, maxWait: maxWait)
+    }
+
+    /// Creates the continuous iterator.
+    public func makeAsyncIterator() -> Iterator {
+        Iterator(puller: Puller(consumer: self))
+    }
+
+    /// Iterates over messages, requesting more as they are consumed.
+    public struct Iterator: AsyncIteratorProtocol {
+        var puller: Puller
+
+        /// The next message; `nil` when stopped, cancelled, or the connection closed.
+        public mutating func next() async throws(NATSError) -> NATSJetStreamMessage? {
+            try await puller.next()
+        }
+    }
+
+    /// Bookkeeping shared by `fetch` and the iterator (kept here so both see the same requests).
+    struct PullSession {
+        /// Messages still expected from each open pull request, oldest first (the server serves
+        /// requests in order).
+        var openRequests: [Int] = []
+        var reconnectGeneration = 0
+        /// Messages a fetch received beyond its batch, handed out first next time.
+        var leftovers: [NATSMessage] = []
+
+        var expected: Int { openRequests.reduce(0, +) }
+
+        mutating func received() {
+            guard !openRequests.isEmpty else { return }
+            openRequests[0] -= 1
+            if openRequests[0] <= 0 { openRequests.removeFirst() }
+        }
+
+        mutating func oldestEnded() {
+            if !openRequests.isEmpty { openRequests.removeFirst() }
+        }
+    }
+
+    /// The pulling logic, owned by one task at a time.
+    struct Puller {
+        let consumer: NATSPullConsumer
+        var batch: [NATSMessage] = []
+        var index = 0
+        var lastActivity = ContinuousClock.now
+
+        init(consumer: NATSPullConsumer) {
+            self.consumer = consumer
+            batch = consumer.session.withLock { session in
+                defer { session.leftovers = [] }
+                return session.leftovers
+            }
+        }
+
+        private func sendPull(batch: Int, expires: Duration, heartbeat: Duration?) throws(NATSError) {
+            var body = "{\"batch\":\(batch),\"expires\":\(expires.nanosecondsClamped)"
+            if let heartbeat { body += ",\"idle_heartbeat\":\(heartbeat.nanosecondsClamped)" }
+            body += "}"
+            try consumer.connection.publish(subject: consumer.nextSubject, payload: body, replyTo: consumer.inbox)
+        }
+
+        /// Applies a status message to the session; returns an error that ends the iteration.
+        private func handle(_ status: JetStreamStatus) -> NATSError? {
+            switch status {
+            case .heartbeat, .flowControl:
+                return nil
+            case .noMessages, .requestTimeout:
+                consumer.session.withLock { $0.oldestEnded() }
+                return nil
+            case .conflict(let description, _):
+                consumer.session.withLock { $0.oldestEnded() }
+                if description.lowercased().contains("consumer deleted") {
+                    return NATSError(
+                        .jetStream, "consumer '\(consumer.name)' on stream '\(consumer.stream)' was deleted",
+                        jetStreamErrorCode: NATSJetStreamErrorCode.consumerNotFound)
+                }
+                return nil
+            case .other(let code, let description):
+                consumer.session.withLock { $0.oldestEnded() }
+                if code == "503" {
+                    return nil  // No responders: the consumer's leader is moving; ask again.
+                }
+                consumer.connection.core.logger.debug(
+                    "unexpected JetStream status on pull consumer",
+                    metadata: ["status": "\(code)", "description": "\(description)"])
+                return nil
+            }
+        }
+
+        /// Tops up open requests to `options.batch` once half of them arrived; forgets them after a
+        /// reconnect or when the server went quiet beyond two heartbeats.
+        private mutating func replenish() throws(NATSError) {
+            let options = consumer.options
+            let generation = consumer.connection.reconnectGeneration
+            let silentTooLong = ContinuousClock.now - lastActivity > options.idleHeartbeat * 2
+            let request = consumer.session.withLock { session -> Int in
+                if session.reconnectGeneration != generation || (silentTooLong && !session.openRequests.isEmpty) {
+                    // The server no longer holds these requests (or is not answering them).
+                    session.openRequests.removeAll()
+                    session.reconnectGeneration = generation
+                }
+                let expected = session.expected
+                guard expected <= options.batch / 2 else { return 0 }
+                let amount = options.batch - expected
+                session.openRequests.append(amount)
+                return amount
+            }
+            if request > 0 {
+                lastActivity = .now
+                do {
+                    try sendPull(batch: request, expires: options.expires, heartbeat: options.idleHeartbeat)
+                } catch {
+                    consumer.session.withLock { _ = $0.openRequests.popLast() }
+                    // Disconnected without a reconnect buffer, or closed: closed ends the loop below.
+                    if error.code != .connectionClosed { throw error }
+                }
+            }
+        }
+
+        mutating func next() async throws(NATSError) -> NATSJetStreamMessage? {
+            while true {
+                while index < batch.count {
+                    let message = batch[index]
+                    index += 1
+                    lastActivity = .now
+                    if let status = JetStreamStatus(message) {
+                        if let error = handle(status) { throw error }
+                        continue
+                    }
+                    consumer.session.withLock { $0.received() }
+                    return NATSJetStreamMessage(message: message, connection: consumer.connection)
+                }
+                batch.removeAll(keepingCapacity: true)
+                index = 0
+                try replenish()
+                // Wake up at least every second to notice reconnects and silence.
+                let wait = Swift.min(consumer.options.idleHeartbeat, .seconds(1))
+                switch try await consumer.handle.buffer.takeBatch(into: &batch, timeout: wait) {
+                case .took, .wokenUp:
+                    continue
+                case .finished, .cancelled:
+                    consumer.handle.stop()
+                    return nil
+                }
+            }
+        }
+
+        mutating func fetch(batch requested: Int, maxWait: Duration) async throws(NATSError) -> [NATSJetStreamMessage] {
+            var messages: [NATSJetStreamMessage] = []
+            // Leftovers of an earlier iteration or fetch come first.
+            consumer.session.withLock { $0.openRequests.append(requested) }
+            do {
+                try sendPull(batch: requested, expires: maxWait, heartbeat: nil)
+            } catch {
+                consumer.session.withLock { _ = $0.openRequests.popLast() }
+                throw error
+            }
+            // The server answers a request that expired with 408; the deadline is a safety net.
+            let deadline = ContinuousClock.now + maxWait + .milliseconds(500)
+            while messages.count < requested {
+                while index < batch.count && messages.count < requested {
+                    let message = batch[index]
+                    index += 1
+                    if let status = JetStreamStatus(message) {
+                        let ended: Bool
+                        switch status {
+                        case .noMessages, .requestTimeout, .conflict, .other: ended = true
+                        default: ended = false
+                        }
+                        if let error = handle(status) { throw error }
+                        if ended && consumer.session.withLock({ $0.openRequests.isEmpty }) {
+                            if index < batch.count {
+                                let rest = Array(batch[index...])
+                                consumer.session.withLock { $0.leftovers = rest + $0.leftovers }
+                            }
+                            return messages
+                        }
+                        continue
+                    }
+                    consumer.session.withLock { $0.received() }
+                    messages.append(NATSJetStreamMessage(message: message, connection: consumer.connection))
+                }
+                if messages.count >= requested { break }
+                batch.removeAll(keepingCapacity: true)
+                index = 0
+                let remaining = deadline - .now
+                if remaining <= .zero {
+                    consumer.session.withLock { $0.oldestEnded() }
+                    break
+                }
+                switch try await consumer.handle.buffer.takeBatch(into: &batch, timeout: remaining) {
+                case .took, .wokenUp:
+                    continue
+                case .finished:
+                    if messages.isEmpty { throw NATSError(.subscriptionClosed, "the pull consumer '\(consumer.name)' is stopped") }
+                    return messages
+                case .cancelled:
+                    throw NATSError(.cancelled, "fetch on '\(consumer.name)' was cancelled")
+                }
+            }
+            // Messages beyond the batch are kept for the next call.
+            if index < batch.count {
+                let rest = Array(batch[index...])
+                consumer.session.withLock { $0.leftovers = rest + $0.leftovers }
+            }
+            return messages
+        }
+    }
+}
+
+extension NATSJetStream {
+    /// Binds to an existing pull consumer (create it first with
+    /// ``ensureConsumer(stream:_:)``).
+    public func pullConsumer(
+        stream: String,
+        name: String,
+        options: NATSPullConsumer.Options = .init()
+    ) async throws(NATSError) -> NATSPullConsumer {
+        try options.validate()
+        let info = try await consumerInfo(stream: stream, name: name)
+        if info.configuration.deliverSubject != nil {
+            throw NATSError(
+                .invalidArgument,
+                "consumer '\(name)' on stream '\(stream)' is a push consumer (it has a deliver subject); use pushConsumer")
+        }
+        let inbox = connection.newInbox()
+        // Room for every message requested ahead plus the status messages that come with them.
+        let limits = NATSConnectionConfiguration.SubscriptionLimits(
+            messages: options.batch * 2 + 64, bytes: connection.configuration.subscriptionLimits.bytes)
+        let subscription = try await connection.subscribe(to: inbox, limits: limits)
+        return NATSPullConsumer(
+            jetStream: self, stream: stream, name: name, options: options, handle: subscription.handle, inbox: inbox)
+    }
+}

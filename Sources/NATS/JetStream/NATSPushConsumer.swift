@@ -1,0 +1,110 @@
+/// A push consumer subscription: the server sends messages to a deliver subject.
+///
+/// Subscribers sharing the consumer's deliver group split its messages. Flow-control requests
+/// are answered when the application reaches them in the stream (so the server never runs
+/// further ahead than the application consumes), heartbeats are absorbed, and the flow is
+/// bounded by the consumer's `maxAckPending` and the subscription's limits.
+public final class NATSPushConsumer: AsyncSequence, Sendable {
+    public typealias Element = NATSJetStreamMessage
+    public typealias Failure = NATSError
+
+    /// The stream.
+    public let stream: String
+    /// The consumer's name.
+    public let name: String
+    /// The deliver subject.
+    public let deliverSubject: String
+    let connection: NATSConnection
+    let handle: SubscriptionHandle
+
+    init(stream: String, name: String, deliverSubject: String, connection: NATSConnection, handle: SubscriptionHandle) {
+        self.stream = stream
+        self.name = name
+        self.deliverSubject = deliverSubject
+        self.connection = connection
+        self.handle = handle
+    }
+
+    /// Unsubscribes; the iteration ends.
+    public func stop() {
+        handle.stop()
+    }
+
+    /// Creates the iterator.
+    public func makeAsyncIterator() -> Iterator {
+        Iterator(consumer: self, token: IterationToken(handle: handle))
+    }
+
+    /// Iterates over messages.
+    public struct Iterator: AsyncIteratorProtocol {
+        let consumer: NATSPushConsumer
+        let token: IterationToken
+        var batch: [NATSMessage] = []
+        var index = 0
+
+        /// The next message; `nil` when stopped, cancelled, or the connection closed.
+        public mutating func next() async throws(NATSError) -> NATSJetStreamMessage? {
+            while true {
+                while index < batch.count {
+                    let message = batch[index]
+                    index += 1
+                    if let status = JetStreamStatus(message) {
+                        switch status {
+                        case .flowControl(let reply):
+                            try? consumer.connection.publish(subject: reply, payload: [UInt8]())
+                        case .heartbeat(let stalled):
+                            // A flow-control reply the server did not get: answer it again.
+                            if let stalled { try? consumer.connection.publish(subject: stalled, payload: [UInt8]()) }
+                        case .conflict(let description, _) where description.lowercased().contains("consumer deleted"):
+                            throw NATSError(
+                                .jetStream, "consumer '\(consumer.name)' on stream '\(consumer.stream)' was deleted",
+                                jetStreamErrorCode: NATSJetStreamErrorCode.consumerNotFound)
+                        default:
+                            break
+                        }
+                        continue
+                    }
+                    return NATSJetStreamMessage(message: message, connection: consumer.connection)
+                }
+                batch.removeAll(keepingCapacity: true)
+                index = 0
+                guard try await consumer.handle.buffer.takeBatch(into: &batch) == .took else {
+                    consumer.handle.stop()
+                    return nil
+                }
+            }
+        }
+    }
+}
+
+extension NATSJetStream {
+    /// Subscribes to a push consumer, creating or updating it first.
+    ///
+    /// When `configuration.deliverSubject` is `nil`, an existing consumer's deliver subject is
+    /// used, or a new inbox for a new consumer. Subscribers of a consumer with a
+    /// ``NATSConsumerConfiguration/deliverGroup`` join that group and share the messages.
+    public func pushConsumer(
+        stream: String,
+        configuration: NATSConsumerConfiguration,
+        limits: NATSConnectionConfiguration.SubscriptionLimits? = nil
+    ) async throws(NATSError) -> NATSPushConsumer {
+        var configuration = configuration
+        if configuration.deliverSubject == nil {
+            if let durable = configuration.durableName,
+                let existing = try? await consumerInfo(stream: stream, name: durable),
+                let subject = existing.configuration.deliverSubject
+            {
+                configuration.deliverSubject = subject
+            } else {
+                configuration.deliverSubject = connection.newInbox()
+            }
+        }
+        let info = try await ensureConsumer(stream: stream, configuration)
+        let deliverSubject = info.configuration.deliverSubject ?? configuration.deliverSubject!
+        let subscription = try await connection.subscribe(
+            to: deliverSubject, queueGroup: info.configuration.deliverGroup, limits: limits)
+        return NATSPushConsumer(
+            stream: stream, name: info.name, deliverSubject: deliverSubject, connection: connection,
+            handle: subscription.handle)
+    }
+}

@@ -1,0 +1,200 @@
+/// The configuration of a JetStream stream, as ``NATSJetStream/ensureStream(_:)`` wants it to be.
+///
+/// Defaults match the server's: unlimited messages, bytes and age, file storage, one replica,
+/// limits retention, discard old, a two-minute duplicate window.
+public struct NATSStreamConfiguration: Sendable, Hashable {
+    /// How messages leave the stream.
+    public enum Retention: String, Sendable, Hashable, CaseIterable {
+        /// Kept until a limit (count, bytes, age) removes them.
+        case limits
+        /// Kept while a consumer with interest has not acknowledged them.
+        case interest
+        /// Removed when acknowledged by a consumer (each subject has at most one consumer).
+        case workQueue = "workqueue"
+    }
+
+    /// Where messages are stored.
+    public enum Storage: String, Sendable, Hashable, CaseIterable {
+        /// On disk; survives server restarts.
+        case file
+        /// In memory.
+        case memory
+    }
+
+    /// What happens when a limit is reached.
+    public enum DiscardPolicy: String, Sendable, Hashable, CaseIterable {
+        /// The oldest messages are removed.
+        case old
+        /// New messages are refused.
+        case new
+    }
+
+    /// The stream name: no `.`, `*`, `>`, whitespace or path separators.
+    public var name: String
+    /// The subjects the stream stores (wildcards allowed).
+    public var subjects: [String]
+    /// A description shown in stream info.
+    public var description: String?
+    /// How messages leave the stream. Cannot change on a live stream.
+    public var retention: Retention = .limits
+    /// Where messages are stored. Cannot change on a live stream.
+    public var storage: Storage = .file
+    /// Copies kept in a cluster (1...5).
+    public var replicas = 1
+    /// The longest a message is kept; `.zero` for no limit.
+    public var maxAge: Duration = .zero
+    /// The most messages kept; -1 for no limit.
+    public var maxMessages: Int64 = -1
+    /// The most bytes kept; -1 for no limit.
+    public var maxBytes: Int64 = -1
+    /// The most messages kept per subject; -1 for no limit.
+    public var maxMessagesPerSubject: Int64 = -1
+    /// The largest message accepted; -1 for no limit (the server's `max_payload` still applies).
+    public var maxMessageSize: Int32 = -1
+    /// What happens when a limit is reached.
+    public var discard: DiscardPolicy = .old
+    /// How long message ids (`Nats-Msg-Id`) are remembered to drop duplicates. The server caps it
+    /// at `maxAge` when that is shorter.
+    public var duplicateWindow: Duration = .seconds(120)
+
+    /// Creates a configuration.
+    public init(name: String, subjects: [String]) {
+        self.name = name
+        self.subjects = subjects
+    }
+
+    /// Checks the values before anything is sent.
+    public func validate() throws(NATSError) {
+        try NATSJetStream.validateName(name, what: "stream name")
+        if subjects.isEmpty {
+            throw NATSError(.invalidConfiguration, "stream '\(name)' needs at least one subject")
+        }
+        for subject in subjects {
+            if let rule = NATSValidation.subjectViolation(subject, for: .subscribe) {
+                throw NATSError(.invalidSubject, "stream '\(name)' subject '\(NATSValidation.printable(subject))': \(rule)")
+            }
+        }
+        if !(1...5).contains(replicas) {
+            throw NATSError(.invalidConfiguration, "stream '\(name)' replicas \(replicas) is out of range (1...5)")
+        }
+        if maxAge < .zero { throw NATSError(.invalidConfiguration, "stream '\(name)' maxAge must not be negative") }
+        if duplicateWindow < .zero {
+            throw NATSError(.invalidConfiguration, "stream '\(name)' duplicateWindow must not be negative")
+        }
+        for (field, value) in [("maxMessages", maxMessages), ("maxBytes", maxBytes), ("maxMessagesPerSubject", maxMessagesPerSubject), ("maxMessageSize", Int64(maxMessageSize))]
+        where value < -1 || value == 0 {
+            throw NATSError(.invalidConfiguration, "stream '\(name)' \(field) \(value) must be -1 (no limit) or positive")
+        }
+    }
+
+    /// The duplicate window the server will actually use.
+    var effectiveDuplicateWindow: Duration {
+        if maxAge > .zero && duplicateWindow > maxAge { return maxAge }
+        return duplicateWindow
+    }
+
+    /// The fields that differ from `other` (the server's view), by name.
+    func differences(from other: NATSStreamConfiguration) -> [String] {
+        var fields: [String] = []
+        if Set(subjects) != Set(other.subjects) { fields.append("subjects") }
+        if (description ?? "") != (other.description ?? "") { fields.append("description") }
+        if retention != other.retention { fields.append("retention") }
+        if storage != other.storage { fields.append("storage") }
+        if replicas != other.replicas { fields.append("replicas") }
+        if maxAge != other.maxAge { fields.append("maxAge") }
+        if maxMessages != other.maxMessages { fields.append("maxMessages") }
+        if maxBytes != other.maxBytes { fields.append("maxBytes") }
+        if maxMessagesPerSubject != other.maxMessagesPerSubject { fields.append("maxMessagesPerSubject") }
+        if maxMessageSize != other.maxMessageSize { fields.append("maxMessageSize") }
+        if discard != other.discard { fields.append("discard") }
+        if effectiveDuplicateWindow != other.effectiveDuplicateWindow { fields.append("duplicateWindow") }
+        return fields
+    }
+
+    /// Fields the server does not let a live stream change.
+    static let immutableFields: Set<String> = ["storage", "retention"]
+}
+
+extension NATSStreamConfiguration: Codable {
+    enum CodingKeys: String, CodingKey {
+        case name, subjects, description, retention, storage
+        case replicas = "num_replicas"
+        case maxAge = "max_age"
+        case maxMessages = "max_msgs"
+        case maxBytes = "max_bytes"
+        case maxMessagesPerSubject = "max_msgs_per_subject"
+        case maxMessageSize = "max_msg_size"
+        case discard
+        case duplicateWindow = "duplicate_window"
+    }
+
+    /// Decodes the server's JSON.
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        name = try container.decode(String.self, forKey: .name)
+        subjects = try container.decodeIfPresent([String].self, forKey: .subjects) ?? []
+        description = try container.decodeIfPresent(String.self, forKey: .description)
+        retention = Retention(rawValue: try container.decodeIfPresent(String.self, forKey: .retention) ?? "limits") ?? .limits
+        storage = Storage(rawValue: try container.decodeIfPresent(String.self, forKey: .storage) ?? "file") ?? .file
+        replicas = try container.decodeIfPresent(Int.self, forKey: .replicas) ?? 1
+        maxAge = .nanoseconds(try container.decodeIfPresent(Int64.self, forKey: .maxAge) ?? 0)
+        maxMessages = try container.decodeIfPresent(Int64.self, forKey: .maxMessages) ?? -1
+        maxBytes = try container.decodeIfPresent(Int64.self, forKey: .maxBytes) ?? -1
+        maxMessagesPerSubject = try container.decodeIfPresent(Int64.self, forKey: .maxMessagesPerSubject) ?? -1
+        maxMessageSize = try container.decodeIfPresent(Int32.self, forKey: .maxMessageSize) ?? -1
+        discard = DiscardPolicy(rawValue: try container.decodeIfPresent(String.self, forKey: .discard) ?? "old") ?? .old
+        duplicateWindow = .nanoseconds(try container.decodeIfPresent(Int64.self, forKey: .duplicateWindow) ?? 0)
+    }
+
+    /// Encodes the server's JSON.
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(name, forKey: .name)
+        try container.encode(subjects, forKey: .subjects)
+        try container.encodeIfPresent(description, forKey: .description)
+        try container.encode(retention.rawValue, forKey: .retention)
+        try container.encode(storage.rawValue, forKey: .storage)
+        try container.encode(replicas, forKey: .replicas)
+        try container.encode(maxAge.nanosecondsClamped, forKey: .maxAge)
+        try container.encode(maxMessages, forKey: .maxMessages)
+        try container.encode(maxBytes, forKey: .maxBytes)
+        try container.encode(maxMessagesPerSubject, forKey: .maxMessagesPerSubject)
+        try container.encode(maxMessageSize, forKey: .maxMessageSize)
+        try container.encode(discard.rawValue, forKey: .discard)
+        try container.encode(duplicateWindow.nanosecondsClamped, forKey: .duplicateWindow)
+    }
+}
+
+/// What the server says about a stream.
+public struct NATSStreamInfo: Sendable, Decodable {
+    /// The stream's configuration as the server holds it.
+    public var configuration: NATSStreamConfiguration
+    /// The stream's counters.
+    public var state: State
+
+    /// Counters of a stream.
+    public struct State: Sendable, Decodable, Hashable {
+        /// Messages stored.
+        public var messages: UInt64
+        /// Bytes stored.
+        public var bytes: UInt64
+        /// Sequence of the first stored message.
+        public var firstSequence: UInt64
+        /// Sequence of the last stored message.
+        public var lastSequence: UInt64
+        /// Consumers of the stream.
+        public var consumerCount: Int
+
+        enum CodingKeys: String, CodingKey {
+            case messages, bytes
+            case firstSequence = "first_seq"
+            case lastSequence = "last_seq"
+            case consumerCount = "consumer_count"
+        }
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case configuration = "config"
+        case state
+    }
+}

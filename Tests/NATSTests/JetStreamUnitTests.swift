@@ -1,0 +1,110 @@
+import Foundation
+import Testing
+
+@testable import NATS
+
+@Suite("JetStream without a server")
+struct JetStreamUnitTests {
+    @Test func parsesAckSubjectMetadata() throws {
+        let v1 = try #require(NATSJetStreamMessage.Metadata(ackSubject: "$JS.ACK.ORDERS.billing.3.1042.17.1700000000123456789.5"))
+        #expect(v1.stream == "ORDERS" && v1.consumer == "billing")
+        #expect(v1.deliveryCount == 3 && v1.streamSequence == 1042 && v1.consumerSequence == 17 && v1.pending == 5)
+        #expect(v1.domain == nil)
+        #expect(abs(v1.timestamp.timeIntervalSince1970 - 1_700_000_000.123) < 0.001)
+        let v2 = try #require(
+            NATSJetStreamMessage.Metadata(ackSubject: "$JS.ACK.hub.ACCHASH.ORDERS.billing.1.7.7.1700000000000000000.0.rnd"))
+        #expect(v2.domain == "hub" && v2.stream == "ORDERS" && v2.streamSequence == 7)
+        #expect(NATSJetStreamMessage.Metadata(ackSubject: "_INBOX.abc") == nil)
+        #expect(NATSJetStreamMessage.Metadata(ackSubject: "$JS.ACK.S.C.x.1.1.1.1") == nil)
+    }
+
+    @Test func parsesPublishAcks() throws {
+        let ack = try NATSPublishAck.parse(NATSPayload(#"{"stream":"ORDERS","seq":42,"duplicate":true}"#), subject: "o.1")
+        #expect(ack == NATSPublishAck(stream: "ORDERS", sequence: 42, duplicate: true))
+        let plain = try NATSPublishAck.parse(NATSPayload(#"{"stream":"S", "seq": 7}"#), subject: "o.1")
+        #expect(plain.sequence == 7 && !plain.duplicate)
+        let error = #expect(throws: NATSError.self) {
+            try NATSPublishAck.parse(
+                NATSPayload(#"{"error":{"code":400,"err_code":10071,"description":"wrong last sequence: 3"}}"#), subject: "o.1")
+        }
+        #expect(error?.code == .jetStream)
+        #expect(error?.jetStreamErrorCode == NATSJetStreamErrorCode.wrongLastSequence)
+        #expect(error?.message.contains("wrong last sequence: 3") == true)
+        #expect(throws: NATSError.self) { try NATSPublishAck.parse(NATSPayload("nonsense"), subject: "o.1") }
+    }
+
+    @Test(arguments: ["", "a.b", "a*", "a>", "a b", "a/b", "tab\there"])
+    func rejectsBadNames(name: String) {
+        let error = #expect(throws: NATSError.self) { try NATSJetStream.validateName(name, what: "stream name") }
+        #expect(error?.code == .invalidName)
+    }
+
+    @Test func streamConfigurationRules() throws {
+        var configuration = NATSStreamConfiguration(name: "ORDERS", subjects: ["orders.>"])
+        try configuration.validate()
+        configuration.subjects = []
+        #expect(throws: NATSError.self) { try configuration.validate() }
+        configuration.subjects = ["orders..x"]
+        #expect(throws: NATSError.self) { try configuration.validate() }
+        configuration.subjects = ["orders.>"]
+        configuration.replicas = 7
+        let error = #expect(throws: NATSError.self) { try configuration.validate() }
+        #expect(error?.message.contains("replicas 7") == true)
+        configuration.replicas = 3
+        configuration.maxMessages = 0
+        #expect(throws: NATSError.self) { try configuration.validate() }
+    }
+
+    @Test func consumerConfigurationRulesAndJSON() throws {
+        var configuration = NATSConsumerConfiguration(durableName: "billing")
+        configuration.filterSubjects = ["orders.created", "orders.paid"]
+        configuration.backoff = [.seconds(1), .seconds(5)]
+        configuration.maxDeliver = 5
+        configuration.deliverPolicy = .byStartSequence(10)
+        try configuration.validate()
+        let json = String(decoding: try JetStreamAPI.makeEncoder().encode(configuration), as: UTF8.self)
+        #expect(json.contains(#""filter_subjects":["orders.created","orders.paid"]"#))
+        #expect(json.contains(#""backoff":[1000000000,5000000000]"#))
+        #expect(json.contains(#""deliver_policy":"by_start_sequence""#))
+        #expect(json.contains(#""opt_start_seq":10"#))
+        #expect(json.contains(#""durable_name":"billing""#))
+        let decoded = try JSONDecoder().decode(NATSConsumerConfiguration.self, from: Data(json.utf8))
+        #expect(decoded.differences(from: configuration).isEmpty)
+
+        configuration.maxDeliver = 2
+        let backoffError = #expect(throws: NATSError.self) { try configuration.validate() }
+        #expect(backoffError?.message.contains("backoff") == true)
+        var push = NATSConsumerConfiguration(durableName: "p")
+        push.deliverGroup = "g"
+        #expect(throws: NATSError.self) { try push.validate() }
+        push.deliverSubject = "deliver.p"
+        push.flowControl = true
+        #expect(throws: NATSError.self) { try push.validate() }
+        push.idleHeartbeat = .seconds(5)
+        try push.validate()
+    }
+
+    @Test func classifiesStatusMessages() {
+        func status(_ code: String, _ description: String = "", reply: String? = nil, extra: [(String, String)] = []) -> JetStreamStatus? {
+            var headers = NATSHeaders([("Status", code), ("Description", description)])
+            for (name, value) in extra { headers.add(value, for: name) }
+            return JetStreamStatus(NATSMessage(subject: "_INBOX.x", replyTo: reply, headers: headers, payload: NATSPayload()))
+        }
+        if case .flowControl(let reply)? = status("100", "FlowControl Request", reply: "fc.reply") {
+            #expect(reply == "fc.reply")
+        } else {
+            Issue.record("flow control not recognised")
+        }
+        if case .heartbeat(let stalled)? = status("100", "Idle Heartbeat", extra: [("Nats-Consumer-Stalled", "fc.2")]) {
+            #expect(stalled == "fc.2")
+        } else {
+            Issue.record("heartbeat not recognised")
+        }
+        if case .requestTimeout(let pending)? = status("408", "Request Timeout", extra: [("Nats-Pending-Messages", "12")]) {
+            #expect(pending == 12)
+        } else {
+            Issue.record("408 not recognised")
+        }
+        #expect(JetStreamStatus(NATSMessage(subject: "a", payload: NATSPayload("data"))) == nil)
+    }
+}
