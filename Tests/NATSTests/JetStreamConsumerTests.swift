@@ -1,0 +1,214 @@
+import Foundation
+import NATS
+import NATSTestSupport
+import Testing
+
+@Suite("JetStream consumers against a real server", .tags(.server))
+struct JetStreamConsumerTests {
+    /// A server, a connection and a stream.
+    func setUp(stream name: String, subjects: [String]) async throws -> (NATSServerProcess, NATSConnection, NATSJetStream) {
+        let server = try NATSServerProcess()
+        let connection = try await connect(to: server)
+        let js = connection.jetStream()
+        try await js.ensureStream(NATSStreamConfiguration(name: name, subjects: subjects))
+        return (server, connection, js)
+    }
+
+    func preload(_ js: NATSJetStream, subject: String, count: Int, from start: Int = 0) async throws {
+        let publisher = try await js.makePublisher()
+        var pending: [NATSPendingPublish] = []
+        for index in start..<(start + count) {
+            pending.append(try await publisher.publish(subject: subject, payload: Array("\(index)".utf8)))
+        }
+        for publish in pending { _ = try await publish.ack() }
+        await publisher.close()
+    }
+
+    @Test func pullConsumerDeliversEverythingOnceAcrossConsumerAndServerRestarts() async throws {
+        let (server, connection, js) = try await setUp(stream: "WORK", subjects: ["work.>"])
+        defer { server.stop() }
+        try await preload(js, subject: "work.item", count: 20_000)
+        var configuration = NATSConsumerConfiguration(durableName: "workers")
+        // Messages fetched ahead by a consumer that goes away come back after this.
+        configuration.ackWait = .seconds(2)
+        configuration.maxAckPending = 5_000
+        try await js.ensureConsumer(stream: "WORK", configuration)
+        let options = NATSPullConsumer.Options(batch: 200, expires: .seconds(4), idleHeartbeat: .seconds(1))
+
+        var acked: [Int] = []
+        func consume(_ iterator: inout NATSPullConsumer.Iterator, count: Int) async throws {
+            for _ in 0..<count {
+                guard let message = try await iterator.next() else { Issue.record("iteration ended early"); return }
+                try message.ack()
+                acked.append(Int(message.payload.string)!)
+            }
+            try await connection.flush()
+        }
+        do {
+            let first = try await js.pullConsumer(stream: "WORK", name: "workers", options: options)
+            var iterator = first.makeAsyncIterator()
+            try await consume(&iterator, count: 5_000)
+            first.stop()
+        }
+        // A new instance resumes where the durable left off.
+        let second = try await js.pullConsumer(stream: "WORK", name: "workers", options: options)
+        var iterator = second.makeAsyncIterator()
+        try await consume(&iterator, count: 5_000)
+        // The server restarts under the live consumer, which re-issues its pulls and carries on.
+        server.stop()
+        try server.start()
+        try await consume(&iterator, count: 10_000)
+        #expect(acked.count == 20_000)
+        #expect(Set(acked).count == 20_000, "no message was processed twice")
+        #expect(Set(acked) == Set(0..<20_000), "none was lost")
+        let info = try await js.consumerInfo(stream: "WORK", name: "workers")
+        #expect(info.ackFloor.streamSequence == 20_000)
+        await connection.close()
+    }
+
+    @Test func nakWithDelayTermAndMaxDeliver() async throws {
+        let (server, connection, js) = try await setUp(stream: "RETRY", subjects: ["retry.>"])
+        defer { server.stop() }
+        var configuration = NATSConsumerConfiguration(durableName: "retrier")
+        configuration.ackWait = .seconds(1)
+        configuration.maxDeliver = 3
+        try await js.ensureConsumer(stream: "RETRY", configuration)
+        let consumer = try await js.pullConsumer(
+            stream: "RETRY", name: "retrier", options: .init(batch: 10, expires: .seconds(2), idleHeartbeat: .milliseconds(500)))
+
+        // nak(delay:) redelivers after the delay, not before.
+        _ = try await js.publish(subject: "retry.delay", payload: Array("delayed".utf8))
+        let first = try #require(try await consumer.fetch(batch: 1, maxWait: .seconds(2)).first)
+        let nakAt = ContinuousClock.now
+        try first.nak(delay: .milliseconds(800))
+        let again = try #require(try await consumer.fetch(batch: 1, maxWait: .seconds(3)).first)
+        #expect(ContinuousClock.now - nakAt >= .milliseconds(700))
+        #expect(again.metadata?.deliveryCount == 2)
+        try again.ack()
+
+        // term: never redelivered, even after the ack wait.
+        _ = try await js.publish(subject: "retry.term", payload: Array("poison".utf8))
+        let poison = try #require(try await consumer.fetch(batch: 1, maxWait: .seconds(2)).first)
+        try poison.term(reason: "cannot parse")
+        #expect(try await consumer.fetch(batch: 1, maxWait: .milliseconds(2_500)).isEmpty)
+
+        // max deliver: three deliveries, then no more; the last one says it is the third.
+        _ = try await js.publish(subject: "retry.max", payload: Array("flaky".utf8))
+        var deliveryCounts: [UInt64] = []
+        for _ in 0..<5 {
+            guard let message = try await consumer.fetch(batch: 1, maxWait: .milliseconds(2_500)).first else { break }
+            deliveryCounts.append(message.metadata?.deliveryCount ?? 0)
+            try message.nak()
+        }
+        #expect(deliveryCounts == [1, 2, 3])
+        let info = try await js.consumerInfo(stream: "RETRY", name: "retrier")
+        #expect(info.ackPendingCount == 0)
+        await connection.close()
+    }
+
+    @Test func actingTwiceOnAMessageIsAClearError() async throws {
+        let (server, connection, js) = try await setUp(stream: "TWICE", subjects: ["twice.>"])
+        defer { server.stop() }
+        try await js.ensureConsumer(stream: "TWICE", NATSConsumerConfiguration(durableName: "c"))
+        _ = try await js.publish(subject: "twice.a", payload: [1])
+        let consumer = try await js.pullConsumer(stream: "TWICE", name: "c")
+        let message = try #require(try await consumer.fetch(batch: 1, maxWait: .seconds(2)).first)
+        try await message.ackSync()
+        for attempt in [{ try message.ack() }, { try message.nak() }, { try message.term() }, { try message.inProgress() }] {
+            let error = #expect(throws: NATSError.self) { try attempt() }
+            #expect(error?.code == .alreadyAcknowledged, "\(String(describing: error))")
+        }
+        let metadata = try #require(message.metadata)
+        #expect(metadata.stream == "TWICE" && metadata.consumer == "c" && metadata.streamSequence == 1)
+        await connection.close()
+    }
+
+    @Test func fetchOnAnEmptyConsumerReturnsAfterMaxWait() async throws {
+        let (server, connection, js) = try await setUp(stream: "EMPTY", subjects: ["empty.>"])
+        defer { server.stop() }
+        try await js.ensureConsumer(stream: "EMPTY", NATSConsumerConfiguration(durableName: "idle"))
+        let consumer = try await js.pullConsumer(stream: "EMPTY", name: "idle")
+        var slowest: Duration = .zero
+        for _ in 0..<100 {
+            let started = ContinuousClock.now
+            let messages = try await consumer.fetch(batch: 10, maxWait: .milliseconds(50))
+            let took = ContinuousClock.now - started
+            #expect(messages.isEmpty)
+            slowest = max(slowest, took)
+        }
+        print("fetch(maxWait: 50 ms) on an empty consumer, slowest of 100: \(slowest)")
+        #expect(slowest < .milliseconds(400))
+
+        try await preload(js, subject: "empty.x", count: 15)
+        #expect(try await consumer.fetch(batch: 10, maxWait: .seconds(1)).count == 10)
+        #expect(try await consumer.fetch(batch: 10, maxWait: .milliseconds(300)).count == 5)
+        await connection.close()
+    }
+
+    @Test func pushConsumerWithDeliverGroupSplitsTheWork() async throws {
+        let (server, connection, js) = try await setUp(stream: "PUSH", subjects: ["push.>"])
+        defer { server.stop() }
+        var configuration = NATSConsumerConfiguration(durableName: "billing")
+        configuration.deliverGroup = "billing"
+        configuration.flowControl = true
+        configuration.idleHeartbeat = .seconds(1)
+        configuration.maxAckPending = 256
+        let members = try await (0..<3).asyncMap { _ in try await js.pushConsumer(stream: "PUSH", configuration: configuration) }
+        #expect(Set(members.map(\.deliverSubject)).count == 1, "all members share one deliver subject")
+        let received = (0..<3).map { _ in Collected<Int>() }
+        let tasks = members.enumerated().map { index, member in
+            Task {
+                for try await message in member {
+                    received[index].append(Int(message.payload.string)!)
+                    try message.ack()
+                }
+            }
+        }
+        try await preload(js, subject: "push.order", count: 3_000)
+        #expect(await eventually(timeout: .seconds(30)) { received.reduce(0) { $0 + $1.count } >= 3_000 })
+        try await Task.sleep(for: .milliseconds(300))
+        let all = received.flatMap(\.values)
+        #expect(all.count == 3_000)
+        #expect(Set(all) == Set(0..<3_000))
+        for member in received { #expect(member.count > 0, "each member got a share") }
+        try await connection.flush()
+        #expect(await eventually { (try? await js.consumerInfo(stream: "PUSH", name: "billing").ackPendingCount) == 0 })
+        for task in tasks { task.cancel() }
+        await connection.close()
+    }
+
+    @Test func orderedConsumerReplaysInOrderAndRecoversFromALostConsumer() async throws {
+        let (server, connection, js) = try await setUp(stream: "LOG", subjects: ["log.>"])
+        defer { server.stop() }
+        let publisher = try await js.makePublisher()
+        for index in 0..<1_000 {
+            _ = try await publisher.publish(subject: index % 2 == 0 ? "log.even" : "log.odd", payload: Array("\(index)".utf8))
+        }
+        await publisher.waitForPending()
+        let ordered = try js.orderedConsumer(stream: "LOG", filterSubjects: ["log.even"], heartbeat: .milliseconds(500))
+        var iterator = ordered.makeAsyncIterator()
+        var values: [Int] = []
+        for _ in 0..<500 { values.append(Int(try #require(try await iterator.next()).payload.string)!) }
+        // Remove the consumer behind the iterator's back, then publish more: the iterator notices
+        // the silence, recreates its consumer after the last sequence it saw, and carries on.
+        #expect(try await js.streamInfo("LOG").state.consumerCount == 1)
+        for consumerName in try await consumerNames(js, stream: "LOG") {
+            try await js.deleteConsumer(stream: "LOG", name: consumerName)
+        }
+        for index in 1_000..<2_000 {
+            _ = try await publisher.publish(subject: index % 2 == 0 ? "log.even" : "log.odd", payload: Array("\(index)".utf8))
+        }
+        await publisher.waitForPending()
+        for _ in 0..<500 { values.append(Int(try #require(try await iterator.next()).payload.string)!) }
+        #expect(values == Array(stride(from: 0, to: 2_000, by: 2)))
+        #expect(iterator.recreations >= 1)
+        await connection.close()
+    }
+
+    /// Names of the stream's consumers, through the JetStream API.
+    func consumerNames(_ js: NATSJetStream, stream: String) async throws -> [String] {
+        let reply = try await js.connection.request(subject: "$JS.API.CONSUMER.NAMES.\(stream)", payload: Array("{}".utf8))
+        struct Names: Decodable { var consumers: [String]? }
+        return try JSONDecoder().decode(Names.self, from: Data(reply.payload.bytes)).consumers ?? []
+    }
+}
