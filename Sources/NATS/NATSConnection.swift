@@ -16,7 +16,7 @@ import Synchronization
 /// cancellation (which closes). ``drain(timeout:)`` delivers what subscriptions already received,
 /// flushes publishes, and closes; ``close()`` closes at once. When the connection closes, every
 /// subscription sequence and the ``events`` sequence end. Dropping the last reference closes the
-/// connection too.
+/// connection too (subscriptions refer to their connection, so one being iterated keeps it open).
 ///
 /// Reconnection is cnats's, configured by ``NATSConnectionConfiguration/reconnect``: publishes
 /// made while disconnected are buffered (up to the reconnect buffer size) and sent after the

@@ -310,6 +310,16 @@ struct NATSConnectionTests {
         #expect(error?.description.contains("hunter2") == false)
     }
 
+    @Test func droppingTheLastReferenceClosesTheConnection() async throws {
+        let server = try NATSServerProcess(jetStream: false)
+        defer { server.stop() }
+        var doomed: NATSConnection? = try await connect(to: server, name: "doomed")
+        let recorder = await EventRecorder(doomed!)
+        try doomed!.publish(subject: "lifetime.test", payload: "bye")
+        doomed = nil
+        #expect(await recorder.waitFor { $0 == .closed })
+    }
+
     @Test func operationsBeforeConnectFailClearly() async throws {
         let connection = NATSConnection(configuration: try NATSConnectionConfiguration())
         let error = #expect(throws: NATSError.self) { try connection.publish(subject: "a", payload: "x") }

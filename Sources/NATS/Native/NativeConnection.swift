@@ -1,4 +1,5 @@
 import CNATS
+import Dispatch
 
 #if canImport(Glibc)
 import Glibc
@@ -17,8 +18,13 @@ final class NativeConnection: @unchecked Sendable {
 
     deinit {
         // Closes (if still open) and frees the connection; the callbacks box is released by the
-        // closed callback that this triggers.
-        natsConnection_Destroy(pointer)
+        // closed callback that this triggers. Destroying may flush for up to 500 ms and joins
+        // cnats's threads, so it runs on a background queue: the last reference may be dropped
+        // on a Swift concurrency thread.
+        let pointer = UncheckedPointer(pointer)
+        DispatchQueue.global(qos: .utility).async {
+            natsConnection_Destroy(pointer.value)
+        }
     }
 
     /// Connects (blocking). `onEvent` is called on cnats's callback thread for every connection
@@ -164,6 +170,13 @@ final class NativeConnection: @unchecked Sendable {
             subscription, Int32(clamping: limits.messages), Int32(clamping: limits.bytes))
         return NativeSubscription(pointer: subscription, connection: self)
     }
+}
+
+/// Carries a cnats pointer to the queue that destroys it.
+struct UncheckedPointer: @unchecked Sendable {
+    // @unchecked: the pointer is handed over exactly once, to the destroying queue.
+    let value: OpaquePointer
+    init(_ value: OpaquePointer) { self.value = value }
 }
 
 /// What the connection-event trampolines call into.
