@@ -5,7 +5,6 @@ let package = Package(
     name: "swift-nats-eventbus",
     platforms: [.macOS(.v15)],
     products: [
-        .library(name: "NATS", targets: ["NATS"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
@@ -19,31 +18,6 @@ let package = Package(
             name: "CNATS",
             pkgConfig: "libnats",
             providers: [.apt(["libnats-dev"])]
-        ),
-        .target(
-            name: "NATS",
-            dependencies: [
-                "CNATS",
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "Metrics", package: "swift-metrics"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-                .product(name: "Configuration", package: "swift-configuration"),
-            ]
-        ),
-        // Starts and controls real nats-server processes for integration tests.
-        .target(
-            name: "NATSTestSupport",
-            dependencies: [],
-            path: "Tests/NATSTestSupport"
-        ),
-        .testTarget(
-            name: "NATSTests",
-            dependencies: [
-                "NATS",
-                "NATSTestSupport",
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "Configuration", package: "swift-configuration"),
-            ]
         ),
     ],
     swiftLanguageModes: [.v6]
