@@ -12,22 +12,27 @@ extension Event {
     /// extension value contains CR, LF or NUL (each becomes a header); extension names are 1 to 64 lower-case
     /// letters, digits or `-` and are not reserved (``reservedExtensionNames``).
     public func validateForPublish() throws(EventBusError) {
-        for (name, value) in [("id", id), ("source", source), ("type", type)] where value.isEmpty {
-            throw EventBusError(.invalidEvent, "event attribute '\(name)' is empty; CloudEvents requires it")
-        }
+        // Written out attribute by attribute, without collections: this runs on every publish.
+        try Self.validateRequired(id, name: "id")
+        try Self.validateRequired(source, name: "source")
+        try Self.validateRequired(type, name: "type")
         try SubjectRules.validateLiteral(subject, role: "event subject")
-        let attributes: [(String, String?)] = [
-            ("id", id), ("source", source), ("type", type), ("datacontenttype", dataContentType),
-            ("correlationid", correlationID), ("causationid", causationID), ("traceparent", traceParent),
-            ("tracestate", traceState),
-        ]
-        for case let (name, value?) in attributes {
-            try Self.validateHeaderValue(value, name: name)
-        }
+        try Self.validateHeaderValue(dataContentType, name: "datacontenttype")
+        try Self.validateHeaderValue(correlationID, name: "correlationid")
+        try Self.validateHeaderValue(causationID, name: "causationid")
+        try Self.validateHeaderValue(traceParent, name: "traceparent")
+        try Self.validateHeaderValue(traceState, name: "tracestate")
         for (name, value) in extensions {
             try Self.validateExtensionName(name)
             try Self.validateHeaderValue(value, name: name)
         }
+    }
+
+    private static func validateRequired(_ value: String, name: String) throws(EventBusError) {
+        if value.isEmpty {
+            throw EventBusError(.invalidEvent, "event attribute '\(name)' is empty; CloudEvents requires it")
+        }
+        try validateHeaderValue(value, name: name)
     }
 
     static func validateExtensionName(_ name: String) throws(EventBusError) {
@@ -51,7 +56,8 @@ extension Event {
         }
     }
 
-    static func validateHeaderValue(_ value: String, name: String) throws(EventBusError) {
+    static func validateHeaderValue(_ value: String?, name: String) throws(EventBusError) {
+        guard let value else { return }
         for byte in value.utf8 where byte == 0x0D || byte == 0x0A || byte == 0x00 {
             throw EventBusError(
                 .invalidEvent,

@@ -9,33 +9,71 @@ enum SubjectRules {
     static let greaterThan = UInt8(ascii: ">")
 
     /// Checks a literal subject, as publish and dead-letter targets need. `role` names it in the error.
+    /// One pass over the bytes and no allocation: it runs on every publish.
     static func validateLiteral(_ subject: String, role: String = "subject") throws(EventBusError) {
-        try validateTokens(subject, role: role, code: .invalidSubject) { (token, _, _) throws(EventBusError) in
-            if token.contains(star) || token.contains(greaterThan) {
+        var tokenLength = 0
+        var tokenIndex = 0
+        for byte in subject.utf8 {
+            switch byte {
+            case dot:
+                if tokenLength == 0 {
+                    throw emptyToken(subject, role: role, code: .invalidSubject, position: tokenIndex + 1)
+                }
+                tokenLength = 0
+                tokenIndex += 1
+            case star, greaterThan:
                 throw EventBusError(
                     .invalidSubject,
                     "\(role) '\(subject)' contains a wildcard ('*' or '>'); a literal subject is needed here"
                 )
+            case 0...0x20, 0x7F:
+                throw badByte(subject, role: role, code: .invalidSubject, byte: byte)
+            default:
+                tokenLength += 1
             }
+        }
+        if tokenLength == 0 {
+            throw emptyToken(subject, role: role, code: .invalidSubject, position: tokenIndex + 1)
         }
     }
 
-    /// Checks a subscription pattern.
+    /// Checks a subscription pattern, in one pass over its bytes.
     static func validatePattern(_ pattern: String) throws(EventBusError) {
-        try validateTokens(pattern, role: "pattern", code: .invalidPattern) { (token, index, isLast) throws(EventBusError) in
-            let hasWildcardByte = token.contains(star) || token.contains(greaterThan)
-            guard hasWildcardByte else { return }
-            if token.count != 1 {
+        var tokenLength = 0
+        var tokenIndex = 0
+        var lastWildcard: UInt8?
+        func checkToken(isLast: Bool) throws(EventBusError) {
+            if tokenLength == 0 {
+                throw emptyToken(pattern, role: "pattern", code: .invalidPattern, position: tokenIndex + 1)
+            }
+            guard let wildcard = lastWildcard else { return }
+            if tokenLength != 1 {
                 throw EventBusError(
                     .invalidPattern,
-                    "pattern '\(pattern)' has token \(index + 1) '\(String(decoding: token, as: UTF8.self))': "
-                        + "'*' and '>' must be a whole token"
+                    "pattern '\(pattern)' token \(tokenIndex + 1): '*' and '>' must be a whole token"
                 )
             }
-            if token.first == greaterThan && !isLast {
+            if wildcard == greaterThan && !isLast {
                 throw EventBusError(.invalidPattern, "pattern '\(pattern)': '>' may only be the last token")
             }
         }
+        for byte in pattern.utf8 {
+            switch byte {
+            case dot:
+                try checkToken(isLast: false)
+                tokenLength = 0
+                tokenIndex += 1
+                lastWildcard = nil
+            case star, greaterThan:
+                lastWildcard = byte
+                tokenLength += 1
+            case 0...0x20, 0x7F:
+                throw badByte(pattern, role: "pattern", code: .invalidPattern, byte: byte)
+            default:
+                tokenLength += 1
+            }
+        }
+        try checkToken(isLast: true)
     }
 
     /// Checks a consumer group name: it becomes a JetStream durable name, so only letters, digits, `-` and `_`.
@@ -55,31 +93,14 @@ enum SubjectRules {
         }
     }
 
-    /// Splits `text` at dots and checks the rules shared by subjects and patterns, then calls `checkToken`
-    /// with each token, its index and whether it is the last.
-    private static func validateTokens(
-        _ text: String,
-        role: String,
-        code: EventBusError.Code,
-        checkToken: (ArraySlice<UInt8>, Int, Bool) throws(EventBusError) -> Void
-    ) throws(EventBusError) {
-        let bytes = Array(text.utf8)
-        if bytes.isEmpty {
-            throw EventBusError(code, "\(role) is empty; it needs at least one token")
-        }
-        for byte in bytes where byte <= 0x20 || byte == 0x7F {
-            throw EventBusError(
-                code,
-                "\(role) '\(text.debugEscaped)' contains whitespace or a control character (byte \(byte))"
-            )
-        }
-        let tokens = bytes.split(separator: dot, omittingEmptySubsequences: false)
-        for (index, token) in tokens.enumerated() {
-            if token.isEmpty {
-                throw EventBusError(code, "\(role) '\(text)' has an empty token at position \(index + 1)")
-            }
-            try checkToken(token, index, index == tokens.count - 1)
-        }
+    private static func emptyToken(_ text: String, role: String, code: EventBusError.Code, position: Int) -> EventBusError {
+        text.isEmpty
+            ? EventBusError(code, "\(role) is empty; it needs at least one token")
+            : EventBusError(code, "\(role) '\(text)' has an empty token at position \(position)")
+    }
+
+    private static func badByte(_ text: String, role: String, code: EventBusError.Code, byte: UInt8) -> EventBusError {
+        EventBusError(code, "\(role) '\(text.debugEscaped)' contains whitespace or a control character (byte \(byte))")
     }
 }
 
