@@ -37,6 +37,11 @@ public final class InMemoryEventBus: EventBus {
         self.init(broker: InMemoryBroker(configuration: configuration, logger: logger))
     }
 
+    /// A bus with the default configuration, which is valid, so this cannot fail.
+    convenience init(defaultConfigurationLogger logger: Logger) {
+        self.init(broker: InMemoryBroker(configuration: Configuration(), logger: logger))
+    }
+
     private init(broker: InMemoryBroker) {
         self.broker = broker
         self.client = broker.state.withLock { $0.openClient() }
