@@ -220,7 +220,7 @@ struct BrokerState {
         guard let record = subscribers.removeValue(forKey: subscriber) else { return }
         clients[record.client]?.subscribers.remove(subscriber)
         let id = record.consumer
-        guard consumers[id] != nil else { return }
+        guard consumers.index(forKey: id) != nil else { return }
         for waiter in consumers[id]!.removeMember(subscriber) {
             effects.resume(waiter, with: .ended)
         }
@@ -233,7 +233,7 @@ struct BrokerState {
     }
 
     private mutating func removeConsumer(_ id: ConsumerID, effects: inout BrokerEffects) {
-        guard var consumer = consumers.removeValue(forKey: id) else { return }
+        guard let consumer = consumers.removeValue(forKey: id) else { return }
         index.remove(consumer.pattern, id)
         for waiter in consumer.removeAllWaiters() {
             effects.resume(waiter, with: .ended)
@@ -248,7 +248,7 @@ struct BrokerState {
         broker: InMemoryBroker,
         effects: inout BrokerEffects
     ) -> PullOutcome {
-        guard let record = subscribers[subscriber], consumers[record.consumer] != nil else { return .ended }
+        guard let record = subscribers[subscriber], consumers.index(forKey: record.consumer) != nil else { return .ended }
         let id = record.consumer
         if log.trim(now: now) > 0 {
             dropDiscarded(now: now, effects: &effects)
@@ -277,7 +277,7 @@ struct BrokerState {
         isCancelled: Bool,
         now: ContinuousClock.Instant
     ) -> WaitOutcome? {
-        guard let record = subscribers[subscriber], consumers[record.consumer] != nil else { return .ended }
+        guard let record = subscribers[subscriber], consumers.index(forKey: record.consumer) != nil else { return .ended }
         if isCancelled { return .cancelled }
         let id = record.consumer
         if consumers[id]!.hasWork(now: now) { return .retry }
@@ -303,7 +303,7 @@ struct BrokerState {
         now: ContinuousClock.Instant,
         effects: inout BrokerEffects
     ) {
-        guard consumers[consumer] != nil else { return }
+        guard consumers.index(forKey: consumer) != nil else { return }
         consumers[consumer]!.giveBack(events)
         consumers[consumer]!.giveBack(requests: requests)
         effects.resume(consumers[consumer]!.waiterToWake(now: now))
@@ -319,7 +319,7 @@ struct BrokerState {
         now: ContinuousClock.Instant,
         effects: inout BrokerEffects
     ) throws(EventBusError) {
-        guard consumers[id] != nil else {
+        guard consumers.index(forKey: id) != nil else {
             throw EventBusError(
                 .closed,
                 "the subscription that received sequence \(sequence) was closed; it will not be delivered there again"

@@ -79,6 +79,10 @@ struct SubjectIndex<Value: Hashable & Sendable>: Sendable {
 
     /// The values whose pattern matches the literal `subject`.
     mutating func match(_ subject: String) -> [Value] {
+        if root.isEmpty {
+            // Nobody subscribes: no hashing, no cache entry.
+            return []
+        }
         if let cached = cache[subject] {
             return cached
         }
