@@ -34,7 +34,8 @@ public enum DeliverySettlement {
         }
     }
 
-    private static func settle(_ action: () async throws -> Void) async throws {
+    /// Runs a settling `action`, ignoring the errors that only say the delivery is settled or gone.
+    static func settle(_ action: () async throws -> Void) async throws {
         do {
             try await action()
         } catch let error as EventBusError where error.code == .alreadyAcknowledged || error.code == .closed || error.isRetriable {

@@ -55,10 +55,6 @@ public struct TypedEventSubscription<Value: Decodable & Sendable>: AsyncSequence
 
     /// Terminates an undecodable delivery so it reaches the dead-letter subject with the reason.
     static func deadLetter(_ delivery: Delivery, _ error: EventBusError) async throws {
-        do {
-            try await delivery.term(reason: error.message)
-        } catch let settleError as EventBusError where settleError.code == .alreadyAcknowledged || settleError.code == .closed {
-            // Already gone; nothing left to do with it.
-        }
+        try await DeliverySettlement.settle { try await delivery.term(reason: error.message) }
     }
 }

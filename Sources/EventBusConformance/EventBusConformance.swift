@@ -66,13 +66,9 @@ public enum EventBusConformance {
     /// Runs every check one after another, for a test that prefers one case (skipped checks are noted, not
     /// cancelled, so the rest still run).
     public static func runAll(harness: EventBusConformanceHarness, size: Size) async throws {
-        let capabilities = try await {
-            let bus = try await harness.makeBus()
-            defer { _ = bus }
-            let capabilities = bus.capabilities
-            try await harness.teardown(bus)
-            return capabilities
-        }()
+        let probe = try await harness.makeBus()
+        let capabilities = probe.capabilities
+        try await harness.teardown(probe)
         for check in checks {
             let missing = check.requires.subtracting(capabilities)
             if !missing.isEmpty {

@@ -25,26 +25,20 @@ final class ReplyBox: Sendable {
     }
 
     private func finish(_ result: Result<Event, EventBusError>) -> Bool {
-        let waiter: UnsafeContinuation<Result<Event, EventBusError>, Never>? = state.withLock { state in
+        let (accepted, waiter): (Bool, UnsafeContinuation<Result<Event, EventBusError>, Never>?) = state.withLock { state in
             switch state {
             case .open:
                 state = .finished(result)
-                return nil
+                return (true, nil)
             case .waiting(let continuation):
                 state = .consumed
-                return continuation
+                return (true, continuation)
             case .finished, .consumed:
-                return nil
+                return (false, nil)
             }
         }
-        if let waiter {
-            waiter.resume(returning: result)
-            return true
-        }
-        return state.withLock { state in
-            if case .finished = state { return true }
-            return false
-        }
+        waiter?.resume(returning: result)
+        return accepted
     }
 
     /// Waits for the reply or the failure. Cancelling the waiting task fails the box with `closed`.
