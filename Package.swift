@@ -6,12 +6,15 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "NATS", targets: ["NATS"]),
+        .library(name: "EventBus", targets: ["EventBus"]),
+        .library(name: "EventBusConformance", targets: ["EventBusConformance"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.5.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
         .package(url: "https://github.com/apple/swift-configuration.git", from: "1.0.0", traits: []),
+        .package(url: "https://github.com/apple/swift-collections.git", from: "1.1.0"),
     ],
     targets: [
         // cnats, the NATS C client (Debian/Ubuntu: libnats-dev). Only Sources/NATS/Native/ imports it.
@@ -45,6 +48,25 @@ let package = Package(
                 .product(name: "Configuration", package: "swift-configuration"),
                 .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
             ]
+        ),
+        // The EventBus protocol and its in-memory backends. Never depends on NATS or CNATS, so an
+        // in-memory user needs no C library.
+        .target(
+            name: "EventBus",
+            dependencies: [
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "HeapModule", package: "swift-collections"),
+            ]
+        ),
+        // The behaviour suite every EventBus backend must pass; a library so any backend's tests can run it.
+        .target(
+            name: "EventBusConformance",
+            dependencies: ["EventBus"]
+        ),
+        .testTarget(
+            name: "EventBusTests",
+            dependencies: ["EventBus", "EventBusConformance"]
         ),
     ],
     swiftLanguageModes: [.v6]

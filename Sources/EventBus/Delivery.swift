@@ -1,0 +1,71 @@
+/// One delivery of an event to a subscriber, with the means to settle it.
+///
+/// Settle each delivery exactly once: ``ack()`` when handled, ``nak(delay:)`` to have it redelivered,
+/// ``term(reason:)`` to give it up to the dead-letter subject. Acting twice throws
+/// ``EventBusError/Code/alreadyAcknowledged``.
+public struct Delivery: Sendable, CustomStringConvertible {
+    /// The delivered event.
+    public let event: Event
+    /// Which attempt this is, starting at 1 (JetStream: `NumDelivered`).
+    public let deliveryCount: Int
+    /// The event's sequence in the backend's log; 0 for a request, which is not stored.
+    public let sequence: UInt64
+    /// The subject the event was published on.
+    public let subject: String
+    /// Whether a requester waits for ``respond(_:)``.
+    public let isRequest: Bool
+    /// The backend's handle for settling this delivery.
+    public let acknowledger: any DeliveryAcknowledger
+
+    /// Creates a delivery; backends call this.
+    public init(
+        event: Event,
+        deliveryCount: Int,
+        sequence: UInt64,
+        subject: String,
+        isRequest: Bool = false,
+        acknowledger: any DeliveryAcknowledger
+    ) {
+        self.event = event
+        self.deliveryCount = deliveryCount
+        self.sequence = sequence
+        self.subject = subject
+        self.isRequest = isRequest
+        self.acknowledger = acknowledger
+    }
+
+    /// The attempt number, starting at 1; the same as ``deliveryCount``.
+    public var attempt: Int { deliveryCount }
+
+    /// The event was handled; it is not delivered again.
+    public func ack() async throws {
+        try await acknowledger.ack()
+    }
+
+    /// The event was not handled; it is delivered again after `delay`, or after the subscription's backoff
+    /// when `delay` is `nil`. At the last attempt `maxDeliver` allows, it moves to the dead-letter subject.
+    public func nak(delay: Duration? = nil) async throws {
+        try await acknowledger.nak(delay: delay)
+    }
+
+    /// The event can never be handled: it is not delivered again and moves to the dead-letter subject with
+    /// `reason` as its error. To drop an event you do not care about, ``ack()`` it instead.
+    public func term(reason: String? = nil) async throws {
+        try await acknowledger.term(reason: reason)
+    }
+
+    /// Restarts the ack wait while a long handler is still working.
+    public func inProgress() async throws {
+        try await acknowledger.inProgress()
+    }
+
+    /// Answers the requester that sent this event (see ``isRequest``).
+    public func respond(_ reply: Event) async throws {
+        try await acknowledger.respond(reply)
+    }
+
+    /// Subject, sequence, attempt and event id.
+    public var description: String {
+        "Delivery(subject: \(subject), sequence: \(sequence), attempt: \(deliveryCount), id: \(event.id))"
+    }
+}

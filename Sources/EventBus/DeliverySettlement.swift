@@ -1,0 +1,45 @@
+/// How a handler's outcome settles its delivery; shared by every `consume`.
+public enum DeliverySettlement {
+    /// Runs `handler` on `delivery`, then settles it: ack on return; on a throw, nak with backoff, or
+    /// `term` with the error's text on the last attempt `options.maxDeliver` allows.
+    ///
+    /// A delivery the handler settled itself is left alone. Settling errors that only say the delivery or
+    /// bus is gone, or that are retriable (the event comes back anyway), are not rethrown.
+    public static func run(
+        _ handler: @Sendable (Delivery) async throws -> Void,
+        on delivery: Delivery,
+        options: SubscriptionOptions
+    ) async throws {
+        do {
+            try await handler(delivery)
+        } catch {
+            try await settleFailure(error, of: delivery, options: options)
+            return
+        }
+        try await settle { try await delivery.ack() }
+    }
+
+    private static func settleFailure(_ error: any Error, of delivery: Delivery, options: SubscriptionOptions) async throws {
+        let cancelled = error is CancellationError && Task.isCancelled
+        if cancelled {
+            // The consumer is going away, not failing: hand the event back at once, but never dead-letter it
+            // for that; on the last attempt the ack wait brings it back instead.
+            if !options.isFinalAttempt(delivery.deliveryCount) {
+                try await settle { try await delivery.nak(delay: .zero) }
+            }
+        } else if options.isFinalAttempt(delivery.deliveryCount) {
+            try await settle { try await delivery.term(reason: String(describing: error)) }
+        } else {
+            try await settle { try await delivery.nak(delay: nil) }
+        }
+    }
+
+    /// Runs a settling `action`, ignoring the errors that only say the delivery is settled or gone.
+    static func settle(_ action: () async throws -> Void) async throws {
+        do {
+            try await action()
+        } catch let error as EventBusError where error.code == .alreadyAcknowledged || error.code == .closed || error.isRetriable {
+            // Settled by the handler, or the bus is closing, or the event will be redelivered anyway.
+        }
+    }
+}

@@ -1,0 +1,135 @@
+import Synchronization
+
+/// One `subscribe` call's registration with the broker. Closing it, or dropping the last reference to it,
+/// ends the subscriber; a group keeps its consumer for the other members.
+final class InMemorySubscription: DeliverySource {
+    let broker: InMemoryBroker
+    let subscriber: SubscriberID
+    let consumer: ConsumerID
+    /// Read on every `next()` without the broker's lock, so a close from another task ends iteration at once.
+    let isClosed = Atomic<Bool>(false)
+
+    init(broker: InMemoryBroker, subscriber: SubscriberID, consumer: ConsumerID) {
+        self.broker = broker
+        self.subscriber = subscriber
+        self.consumer = consumer
+    }
+
+    deinit {
+        broker.closeSubscriber(subscriber)
+    }
+
+    func makeDeliveryIterator() -> any DeliveryIterator {
+        InMemoryDeliveryIterator(cursor: InMemoryDeliveryCursor(subscription: self))
+    }
+
+    func close() async {
+        closeNow()
+    }
+
+    func closeNow() {
+        isClosed.store(true, ordering: .releasing)
+        broker.closeSubscriber(subscriber)
+    }
+}
+
+/// The iterator handed to ``EventSubscription``; all state is in its cursor.
+struct InMemoryDeliveryIterator: DeliveryIterator {
+    let cursor: InMemoryDeliveryCursor
+
+    mutating func next() async throws -> Delivery? {
+        await cursor.next()
+    }
+}
+
+/// One iterator's local batch: a pull hands over many deliveries under one lock, and `next()` returns them
+/// one by one without touching the broker. Deliveries still in the batch when the iterator ends go back to
+/// the consumer uncounted, so nothing pulled is lost.
+///
+/// Owned by the single task that iterates; never shared.
+final class InMemoryDeliveryCursor {
+    private let subscription: InMemorySubscription
+    private var batch: [Delivery] = []
+    private var position = 0
+    private var finished = false
+
+    init(subscription: InMemorySubscription) {
+        self.subscription = subscription
+    }
+
+    deinit {
+        giveBackUnseen()
+    }
+
+    func next() async -> Delivery? {
+        if subscription.isClosed.load(ordering: .acquiring) {
+            finish(closing: false)
+            return nil
+        }
+        if position < batch.count {
+            position += 1
+            return batch[position - 1]
+        }
+        if finished {
+            return nil
+        }
+        let broker = subscription.broker
+        while true {
+            let outcome = broker.withState { state, now, effects in
+                state.pull(subscription.subscriber, now: now, broker: broker, effects: &effects)
+            }
+            switch outcome {
+            case .deliveries(let deliveries):
+                batch = deliveries
+                position = 1
+                return deliveries[0]
+            case .ended:
+                finish(closing: false)
+                return nil
+            case .wait(let timer):
+                if Task.isCancelled {
+                    finish(closing: true)
+                    return nil
+                }
+                switch await broker.park(subscription.subscriber, timer: timer) {
+                case .retry:
+                    continue
+                case .ended:
+                    finish(closing: false)
+                    return nil
+                case .cancelled:
+                    finish(closing: true)
+                    return nil
+                }
+            }
+        }
+    }
+
+    /// Ends this iterator for good; cancellation of the iterating task also ends the subscription.
+    private func finish(closing: Bool) {
+        finished = true
+        giveBackUnseen()
+        if closing {
+            subscription.closeNow()
+        }
+    }
+
+    private func giveBackUnseen() {
+        guard position < batch.count else { return }
+        var events: [(sequence: UInt64, attempt: UInt32)] = []
+        var requests: [QueuedRequest] = []
+        for delivery in batch[position...] {
+            if let acknowledger = delivery.acknowledger as? InMemoryAcknowledger {
+                events.append((acknowledger.sequence, acknowledger.attempt))
+            } else if let acknowledger = delivery.acknowledger as? RequestAcknowledger {
+                requests.append(acknowledger.request)
+            }
+        }
+        batch = []
+        position = 0
+        let consumer = subscription.consumer
+        subscription.broker.withState { state, now, effects in
+            state.giveBack(to: consumer, events: events, requests: requests, now: now, effects: &effects)
+        }
+    }
+}

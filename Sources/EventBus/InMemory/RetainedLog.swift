@@ -1,0 +1,89 @@
+import DequeModule
+
+/// The in-memory bus's stream: every published event in sequence order, bounded by count, payload bytes and
+/// age. The oldest events are discarded first, as JetStream's limits retention with `DiscardOld` does.
+struct RetainedLog {
+    struct Entry {
+        var event: Event
+        var storedAt: ContinuousClock.Instant
+    }
+
+    struct Limits {
+        var maxEvents: Int
+        var maxBytes: Int
+        var maxAge: Duration?
+    }
+
+    let limits: Limits
+    private(set) var entries: Deque<Entry> = []
+    /// The sequence of `entries[0]`; sequences start at 1 and are never reused.
+    private(set) var firstSequence: UInt64 = 1
+    private(set) var payloadBytes = 0
+
+    init(limits: Limits) {
+        self.limits = limits
+    }
+
+    /// The sequence the next appended event gets.
+    var nextSequence: UInt64 { firstSequence &+ UInt64(entries.count) }
+
+    /// The last stored sequence, or 0 when nothing was ever stored.
+    var lastSequence: UInt64 { nextSequence - 1 }
+
+    mutating func append(_ event: Event, at now: ContinuousClock.Instant) -> UInt64 {
+        let sequence = nextSequence
+        entries.append(Entry(event: event, storedAt: now))
+        payloadBytes += event.data.count
+        return sequence
+    }
+
+    /// The retained entry for `sequence`, or `nil` if it was discarded or never stored.
+    func entry(_ sequence: UInt64) -> Entry? {
+        guard sequence >= firstSequence, sequence < nextSequence else { return nil }
+        return entries[Int(sequence - firstSequence)]
+    }
+
+    /// Discards the oldest entries until every limit holds; returns how many were discarded. The discarded
+    /// sequences are `firstSequence - count ..< firstSequence` afterwards.
+    mutating func trim(now: ContinuousClock.Instant) -> Int {
+        var discarded = 0
+        while let oldest = entries.first {
+            let tooMany = entries.count > limits.maxEvents
+            let tooBig = payloadBytes > limits.maxBytes
+            let tooOld = limits.maxAge.map { oldest.storedAt.duration(to: now) > $0 } ?? false
+            guard tooMany || tooBig || tooOld else { break }
+            payloadBytes -= oldest.event.data.count
+            entries.removeFirst()
+            firstSequence += 1
+            discarded += 1
+        }
+        return discarded
+    }
+
+    /// The retained sequences a new consumer with `pattern` starts from, oldest first.
+    func sequences(
+        matching pattern: SubjectPattern,
+        from start: SubscriptionOptions.StartPosition,
+        startInstant: ContinuousClock.Instant?
+    ) -> Deque<UInt64> {
+        var result: Deque<UInt64> = []
+        var sequence = firstSequence
+        for entry in entries {
+            defer { sequence += 1 }
+            switch start {
+            case .new:
+                return []
+            case .all:
+                break
+            case .sequence(let first):
+                if sequence < first { continue }
+            case .time:
+                if let startInstant, entry.storedAt < startInstant { continue }
+            }
+            if pattern.matches(entry.event.subject) {
+                result.append(sequence)
+            }
+        }
+        return result
+    }
+}

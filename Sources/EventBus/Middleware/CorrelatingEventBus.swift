@@ -1,0 +1,76 @@
+/// Middleware that propagates correlation: while a `consume` handler runs, ``EventContext/current`` holds
+/// the handled event, and every event published, requested or sent as a reply from inside the handler gets
+/// its correlation id, the handled event's id as causation id, and its trace context (unless it sets them
+/// itself).
+public struct CorrelatingEventBus: EventBus {
+    /// The bus the operations go to.
+    public let base: any EventBus
+
+    /// Wraps `base`.
+    public init(_ base: any EventBus) {
+        self.base = base
+    }
+
+    /// The wrapped bus's capabilities.
+    public var capabilities: EventBusCapabilities { base.capabilities }
+
+    /// Publishes `event` with the current handling context applied.
+    @discardableResult
+    public func publish(_ event: Event) async throws -> PublishReceipt {
+        try await base.publish(Self.contextual(event))
+    }
+
+    /// Forwards.
+    public func subscribe(_ pattern: SubjectPattern, options: SubscriptionOptions) async throws -> EventSubscription {
+        try await base.subscribe(pattern, options: options)
+    }
+
+    /// Requests with the current handling context applied.
+    public func request(_ event: Event, timeout: Duration) async throws -> Event {
+        try await base.request(Self.contextual(event), timeout: timeout)
+    }
+
+    /// Runs `handler` with ``EventContext/current`` set to the delivered event; replies it sends get the
+    /// context too.
+    public func consume(
+        _ pattern: SubjectPattern,
+        options: SubscriptionOptions,
+        handler: @escaping @Sendable (Delivery) async throws -> Void
+    ) async throws {
+        try await base.consume(pattern, options: options) { delivery in
+            try await EventContext.withHandling(delivery.event) {
+                try await handler(Self.correlatingReplies(of: delivery))
+            }
+        }
+    }
+
+    /// Closes the wrapped bus.
+    public func close() async {
+        await base.close()
+    }
+
+    static func contextual(_ event: Event) -> Event {
+        EventContext.current?.applied(to: event) ?? event
+    }
+
+    /// The same delivery, whose replies get the current context.
+    static func correlatingReplies(of delivery: Delivery) -> Delivery {
+        guard delivery.isRequest else { return delivery }
+        return Delivery(
+            event: delivery.event, deliveryCount: delivery.deliveryCount, sequence: delivery.sequence,
+            subject: delivery.subject, isRequest: true,
+            acknowledger: CorrelatingAcknowledger(base: delivery.acknowledger)
+        )
+    }
+}
+
+/// Applies the handling context to replies, and forwards everything else.
+struct CorrelatingAcknowledger: DeliveryAcknowledger {
+    let base: any DeliveryAcknowledger
+
+    func ack() async throws { try await base.ack() }
+    func nak(delay: Duration?) async throws { try await base.nak(delay: delay) }
+    func term(reason: String?) async throws { try await base.term(reason: reason) }
+    func inProgress() async throws { try await base.inProgress() }
+    func respond(_ reply: Event) async throws { try await base.respond(CorrelatingEventBus.contextual(reply)) }
+}

@@ -1,0 +1,116 @@
+/// The NATS subject syntax, checked before anything reaches a backend.
+///
+/// A subject is tokens separated by `.`; no token is empty; no byte is whitespace, a control character or
+/// DEL. In a pattern, `*` stands for exactly one token and `>` for one or more trailing tokens; each must be
+/// a whole token, and `>` only the last. A literal subject (what a publish needs) has no wildcard at all.
+enum SubjectRules {
+    static let dot = UInt8(ascii: ".")
+    static let star = UInt8(ascii: "*")
+    static let greaterThan = UInt8(ascii: ">")
+
+    /// Checks a literal subject, as publish and dead-letter targets need. `role` names it in the error.
+    /// One pass over the bytes and no allocation: it runs on every publish.
+    static func validateLiteral(_ subject: String, role: String = "subject") throws(EventBusError) {
+        var tokenLength = 0
+        var tokenIndex = 0
+        for byte in subject.utf8 {
+            switch byte {
+            case dot:
+                if tokenLength == 0 {
+                    throw emptyToken(subject, role: role, code: .invalidSubject, position: tokenIndex + 1)
+                }
+                tokenLength = 0
+                tokenIndex += 1
+            case star, greaterThan:
+                throw EventBusError(
+                    .invalidSubject,
+                    "\(role) '\(subject)' contains a wildcard ('*' or '>'); a literal subject is needed here"
+                )
+            case 0...0x20, 0x7F:
+                throw badByte(subject, role: role, code: .invalidSubject, byte: byte)
+            default:
+                tokenLength += 1
+            }
+        }
+        if tokenLength == 0 {
+            throw emptyToken(subject, role: role, code: .invalidSubject, position: tokenIndex + 1)
+        }
+    }
+
+    /// Checks a subscription pattern, in one pass over its bytes.
+    static func validatePattern(_ pattern: String) throws(EventBusError) {
+        var tokenLength = 0
+        var tokenIndex = 0
+        var lastWildcard: UInt8?
+        func checkToken(isLast: Bool) throws(EventBusError) {
+            if tokenLength == 0 {
+                throw emptyToken(pattern, role: "pattern", code: .invalidPattern, position: tokenIndex + 1)
+            }
+            guard let wildcard = lastWildcard else { return }
+            if tokenLength != 1 {
+                throw EventBusError(
+                    .invalidPattern,
+                    "pattern '\(pattern)' token \(tokenIndex + 1): '*' and '>' must be a whole token"
+                )
+            }
+            if wildcard == greaterThan && !isLast {
+                throw EventBusError(.invalidPattern, "pattern '\(pattern)': '>' may only be the last token")
+            }
+        }
+        for byte in pattern.utf8 {
+            switch byte {
+            case dot:
+                try checkToken(isLast: false)
+                tokenLength = 0
+                tokenIndex += 1
+                lastWildcard = nil
+            case star, greaterThan:
+                lastWildcard = byte
+                tokenLength += 1
+            case 0...0x20, 0x7F:
+                throw badByte(pattern, role: "pattern", code: .invalidPattern, byte: byte)
+            default:
+                tokenLength += 1
+            }
+        }
+        try checkToken(isLast: true)
+    }
+
+    /// Checks a consumer group name: it becomes a JetStream durable name, so only letters, digits, `-` and `_`.
+    static func validateGroup(_ group: String) throws(EventBusError) {
+        guard !group.isEmpty, group.utf8.count <= 200 else {
+            throw EventBusError(.invalidOption, "group '\(group)' must have 1 to 200 characters")
+        }
+        for byte in group.utf8 {
+            let allowed = (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5A)
+                || (byte >= 0x61 && byte <= 0x7A) || byte == UInt8(ascii: "-") || byte == UInt8(ascii: "_")
+            if !allowed {
+                throw EventBusError(
+                    .invalidOption,
+                    "group '\(group)' may only contain letters, digits, '-' and '_'"
+                )
+            }
+        }
+    }
+
+    private static func emptyToken(_ text: String, role: String, code: EventBusError.Code, position: Int) -> EventBusError {
+        text.isEmpty
+            ? EventBusError(code, "\(role) is empty; it needs at least one token")
+            : EventBusError(code, "\(role) '\(text)' has an empty token at position \(position)")
+    }
+
+    private static func badByte(_ text: String, role: String, code: EventBusError.Code, byte: UInt8) -> EventBusError {
+        EventBusError(code, "\(role) '\(text.debugEscaped)' contains whitespace or a control character (byte \(byte))")
+    }
+}
+
+extension String {
+    /// The string with control characters escaped, so an error message shows them instead of printing them.
+    var debugEscaped: String {
+        var result = ""
+        for scalar in unicodeScalars {
+            result += scalar.value < 0x20 || scalar.value == 0x7F ? scalar.escaped(asASCII: true) : String(scalar)
+        }
+        return result
+    }
+}
