@@ -8,6 +8,7 @@ let package = Package(
         .library(name: "NATS", targets: ["NATS"]),
         .library(name: "EventBus", targets: ["EventBus"]),
         .library(name: "EventBusConformance", targets: ["EventBusConformance"]),
+        .library(name: "EventBusJetStream", targets: ["EventBusJetStream"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
@@ -67,6 +68,25 @@ let package = Package(
         .testTarget(
             name: "EventBusTests",
             dependencies: ["EventBus", "EventBusConformance"]
+        ),
+        // The EventBus on NATS JetStream.
+        .target(
+            name: "EventBusJetStream",
+            dependencies: [
+                "EventBus",
+                "NATS",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        .testTarget(
+            name: "EventBusJetStreamTests",
+            dependencies: [
+                "EventBusJetStream",
+                "EventBusConformance",
+                "NATSTestSupport",
+                .product(name: "Logging", package: "swift-log"),
+            ]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -1,7 +1,8 @@
 import Dispatch
 import Synchronization
 
-/// A bounded hand-off from one producer thread (a cnats delivery thread) to one consuming task.
+/// A bounded hand-off from producer threads (cnats delivery threads, usually one) to one
+/// consuming task.
 ///
 /// The producer appends under a lock and resumes the consumer only if it is waiting; the consumer
 /// takes the whole pending batch at once by swapping arrays, so a busy stream costs one lock per
@@ -23,7 +24,8 @@ final class BoundedBatchBuffer<Element: Sendable>: Sendable {
         var pending: [Element] = []
         var pendingBytes = 0
         var consumer: CheckedContinuation<Void, Never>?
-        var producerBlocked = false
+        /// Producer threads waiting for room.
+        var blockedProducers = 0
         var finished = false
         var failure: NATSError?
         /// Set by ``wakeConsumer()``: the waiting consumer returns `.timedOut`.
@@ -49,7 +51,7 @@ final class BoundedBatchBuffer<Element: Sendable>: Sendable {
     }
 
     private enum TakeStep {
-        case took(wakeProducer: Bool)
+        case took(wakeProducers: Int)
         case finished(NATSError?)
         case wokenUp
         case wait
@@ -74,7 +76,7 @@ final class BoundedBatchBuffer<Element: Sendable>: Sendable {
                 if !state.pending.isEmpty
                     && (state.pending.count >= limits.messages || state.pendingBytes + size > limits.bytes)
                 {
-                    state.producerBlocked = true
+                    state.blockedProducers += 1
                     return .full
                 }
                 state.pending.append(element.take()!)
@@ -98,19 +100,19 @@ final class BoundedBatchBuffer<Element: Sendable>: Sendable {
     /// Ends the buffer: elements already pending are still handed out, then the consumer gets
     /// `nil` (or `failure`, if given). A blocked producer is released.
     func finish(failure: NATSError? = nil) {
-        let (consumer, producerBlocked) = state.withLock { state -> (CheckedContinuation<Void, Never>?, Bool) in
+        let (consumer, blocked) = state.withLock { state -> (CheckedContinuation<Void, Never>?, Int) in
             if !state.finished {
                 state.finished = true
                 state.failure = failure
             }
             let consumer = state.consumer
             state.consumer = nil
-            let blocked = state.producerBlocked
-            state.producerBlocked = false
+            let blocked = state.blockedProducers
+            state.blockedProducers = 0
             return (consumer, blocked)
         }
         consumer?.resume()
-        if producerBlocked { producerWakeup.signal() }
+        for _ in 0..<blocked { producerWakeup.signal() }
     }
 
     /// Ends the buffer and drops what is pending (the consumer went away).
@@ -144,9 +146,9 @@ final class BoundedBatchBuffer<Element: Sendable>: Sendable {
                     swap(&state.pending, &batch)
                     state.pendingBytes = 0
                     state.wakeupRequested = false
-                    let wake = state.producerBlocked
-                    state.producerBlocked = false
-                    return .took(wakeProducer: wake)
+                    let wake = state.blockedProducers
+                    state.blockedProducers = 0
+                    return .took(wakeProducers: wake)
                 }
                 if state.finished { return .finished(state.failure) }
                 if state.wakeupRequested {
@@ -156,8 +158,8 @@ final class BoundedBatchBuffer<Element: Sendable>: Sendable {
                 return .wait
             }
             switch step {
-            case .took(let wakeProducer):
-                if wakeProducer { producerWakeup.signal() }
+            case .took(let wakeProducers):
+                for _ in 0..<wakeProducers { producerWakeup.signal() }
                 return .took
             case .finished(let failure):
                 if let failure { throw failure }
@@ -192,6 +194,8 @@ final class BoundedBatchBuffer<Element: Sendable>: Sendable {
     /// Like ``takeBatch(into:)``, but returns `.wokenUp` after `timeout` without elements.
     func takeBatch(into batch: inout [Element], timeout: Duration) async throws(NATSError) -> TakeResult {
         // Fast path: something is pending already, no timer needed.
+        let ready = state.withLock { !$0.pending.isEmpty || $0.finished }
+        if ready { return try await takeBatch(into: &batch) }
         let result: Result<TakeResult, NATSError> = await withTaskGroup(of: Void.self) { group in
             group.addTask {
                 try? await Task.sleep(for: timeout)

@@ -32,11 +32,11 @@ extension NATSConnection {
 
     /// Subscribes with a handler called on the cnats delivery thread for every message. The
     /// handler must be quick and must not block. Used for the client's own reply subscriptions.
-    func subscribeWithHandler(
+    package func subscribeWithHandler(
         to subject: String,
         onComplete: @escaping @Sendable () -> Void = {},
         handler: @escaping @Sendable (NATSMessage) -> Void
-    ) async throws(NATSError) -> NativeSubscription {
+    ) async throws(NATSError) -> NATSHandlerSubscription {
         try NATSValidation.validateSubject(subject, for: .subscribe)
         let native = try connected()
         let subscription = try native.subscribe(
@@ -44,10 +44,29 @@ extension NATSConnection {
             box: CallbackSubscriptionBox(handler: handler, onComplete: onComplete))
         let timeout = configuration.connectTimeout.millisecondsClamped
         try? await blocking.run { () throws(NATSError) in try native.flush(timeoutMilliseconds: timeout) }
-        return subscription
+        return NATSHandlerSubscription(native: subscription)
     }
 
     /// Increments on every reconnect; consumers compare it to know that pull requests the server
     /// held were lost with the old connection.
     var reconnectGeneration: Int { core.reconnects.load(ordering: .acquiring) }
+}
+
+/// A subscription whose messages go to a handler on the delivery thread; unsubscribes when
+/// released.
+package final class NATSHandlerSubscription: Sendable {
+    let native: NativeSubscription
+
+    init(native: NativeSubscription) {
+        self.native = native
+    }
+
+    /// Removes the interest; no handler call follows the completion.
+    package func unsubscribe() {
+        native.unsubscribe()
+    }
+
+    deinit {
+        native.unsubscribe()
+    }
 }

@@ -37,6 +37,11 @@ public final class NATSConnection: Sendable {
         blocking = BlockingExecutor(label: "nats.blocking.\(configuration.name ?? "connection")")
     }
 
+    deinit {
+        // The native connection closes as it is released; that disconnection is expected.
+        core.markClosingRequested()
+    }
+
     /// Creates a connection and connects it.
     public static func connect(
         configuration: NATSConnectionConfiguration,
@@ -238,6 +243,22 @@ public final class NATSConnection: Sendable {
         let timeout = configuration.connectTimeout.millisecondsClamped
         try? await blocking.run { () throws(NATSError) in try native.flush(timeoutMilliseconds: timeout) }
         return subscription
+    }
+
+    /// Adds another subject whose messages go into an existing subscription's buffer (used to
+    /// deliver a consumer's requests and its JetStream messages through one sequence).
+    func addCompanion(to handle: SubscriptionHandle, subject: String, queueGroup: String?) async throws(NATSError) {
+        try NATSValidation.validateSubject(subject, for: .subscribe)
+        if let queueGroup { try NATSValidation.validateQueueGroup(queueGroup) }
+        let native = try connected()
+        let companion = try native.subscribe(
+            subject: subject, queueGroup: queueGroup,
+            limits: .init(messages: handle.buffer.limits.messages, bytes: handle.buffer.limits.bytes),
+            box: CoreSubscriptionBox(buffer: handle.buffer))
+        handle.companions.withLock { $0.append(companion) }
+        if handle.buffer.isFinished { companion.unsubscribe() }
+        let timeout = configuration.connectTimeout.millisecondsClamped
+        try? await blocking.run { () throws(NATSError) in try native.flush(timeoutMilliseconds: timeout) }
     }
 
     /// Sends a request and waits for the first reply.

@@ -1,3 +1,5 @@
+import Synchronization
+
 /// The messages of one subscription, as an `AsyncSequence`.
 ///
 /// Iterate it once, from one task. Ending the iteration (a `break`, a thrown error, or the task
@@ -72,6 +74,8 @@ final class SubscriptionHandle: Sendable {
     let queueGroup: String?
     let native: NativeSubscription
     let buffer: BoundedBatchBuffer<NATSMessage>
+    /// More subscriptions that feed the same buffer (for example a consumer's request subject).
+    let companions: Mutex<[NativeSubscription]> = Mutex([])
 
     init(subject: String, queueGroup: String?, native: NativeSubscription, buffer: BoundedBatchBuffer<NATSMessage>) {
         self.subject = subject
@@ -84,6 +88,7 @@ final class SubscriptionHandle: Sendable {
     func stop() {
         buffer.discard()
         native.unsubscribe()
+        for companion in companions.withLock({ $0 }) { companion.unsubscribe() }
     }
 
     deinit {

@@ -66,6 +66,40 @@ struct JetStreamConsumerTests {
         await connection.close()
     }
 
+    @Test func pullConsumerWithMaxAckPendingOneKeepsFlowing() async throws {
+        let (server, connection, js) = try await setUp(stream: "ONE", subjects: ["one.>"])
+        defer { server.stop() }
+        var configuration = NATSConsumerConfiguration()
+        configuration.maxAckPending = 1
+        configuration.deliverPolicy = .new
+        configuration.inactiveThreshold = .seconds(60)
+        let info = try await js.ensureConsumer(stream: "ONE", configuration)
+        let consumer = try await js.pullConsumer(stream: "ONE", name: info.name, options: .init(batch: 1))
+        let received = Collected<String>()
+        let task = Task {
+            for try await message in consumer {
+                received.append(message.payload.string)
+                try message.ack()
+            }
+        }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for subject in 0..<4 {
+                group.addTask {
+                    for index in 0..<50 { _ = try await js.publish(subject: "one.\(subject)", payload: Array("\(subject):\(index)".utf8)) }
+                }
+            }
+            try await group.waitForAll()
+        }
+        // One at a time: each pull is answered as soon as the previous message is acknowledged.
+        #expect(await eventually(timeout: .seconds(8)) { received.count >= 200 })
+        for subject in 0..<4 {
+            let indexes = received.values.filter { $0.hasPrefix("\(subject):") }.map { Int($0.split(separator: ":")[1])! }
+            #expect(indexes == Array(0..<50))
+        }
+        task.cancel()
+        await connection.close()
+    }
+
     @Test func nakWithDelayTermAndMaxDeliver() async throws {
         let (server, connection, js) = try await setUp(stream: "RETRY", subjects: ["retry.>"])
         defer { server.stop() }

@@ -88,6 +88,9 @@ public struct NATSJetStreamMessage: Sendable {
         }
     }
 
+    /// Whether a final action (ack, nak or term) was already taken on this message.
+    public var isAcknowledged: Bool { acknowledgement?.isDone ?? false }
+
     /// Acknowledges the message (sent without waiting for the server).
     public func ack() throws(NATSError) {
         try act(.ack, body: "+ACK")

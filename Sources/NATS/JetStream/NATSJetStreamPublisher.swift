@@ -60,7 +60,7 @@ public final class NATSJetStreamPublisher: Sendable {
     let connection: NATSConnection
     private let inboxPrefix: String
     private let state = Mutex(State())
-    private let subscription = Mutex<NativeSubscription?>(nil)
+    private let subscription = Mutex<NATSHandlerSubscription?>(nil)
     // Dispatch sources are thread-safe; the type just is not marked Sendable.
     private nonisolated(unsafe) let timer: DispatchSourceTimer
 

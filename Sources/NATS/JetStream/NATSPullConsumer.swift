@@ -202,6 +202,11 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
                 while index < batch.count {
                     let message = batch[index]
                     index += 1
+                    if message.subject != consumer.inbox && message.replyTo?.hasPrefix("$JS.ACK.") != true {
+                        // A message on a companion subject (a request to the consumer's owner).
+                        // Stream messages keep their own subject; their reply is an ack subject.
+                        return NATSJetStreamMessage(message: message, connection: consumer.connection)
+                    }
                     lastActivity = .now
                     if let status = JetStreamStatus(message) {
                         if let error = handle(status) { throw error }
@@ -285,6 +290,15 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
             }
             return messages
         }
+    }
+}
+
+extension NATSPullConsumer {
+    /// Also delivers core messages on `subject` (joining `queueGroup`) through this consumer's
+    /// iteration, as messages without JetStream metadata. The EventBus uses it to hand a
+    /// subscriber both its stream events and the requests addressed to it.
+    package func addCompanionSubscription(subject: String, queueGroup: String?) async throws(NATSError) {
+        try await connection.addCompanion(to: handle, subject: subject, queueGroup: queueGroup)
     }
 }
 

@@ -1,0 +1,90 @@
+public import NATS
+
+extension JetStreamEventBus {
+    /// Everything the JetStream bus needs: the connection, the stream, and subscription defaults.
+    ///
+    /// Event subjects live under ``subjectPrefix``: the event `order.created` travels as the NATS
+    /// subject `events.order.created` and is stored by the stream ``streamName``, which captures
+    /// ``streamSubjects`` (by default `events.>`). Requests travel as core NATS messages under
+    /// ``requestSubjectPrefix`` (never stored).
+    public struct Configuration: Sendable {
+        /// The NATS connection.
+        public var connection: NATSConnectionConfiguration
+        /// The stream that stores the bus's events. Default `EVENTS`.
+        public var streamName = "EVENTS"
+        /// The first token(s) of every event's NATS subject. Default `events`.
+        public var subjectPrefix = "events"
+        /// The stream's subjects; `nil` for `<subjectPrefix>.>`.
+        public var streamSubjects: [String]?
+        /// The prefix of request subjects (core NATS, not stored). Default `eventbus-requests`.
+        public var requestSubjectPrefix = "eventbus-requests"
+        /// Stream replicas (1 for a single server, 3 for a 3-node cluster). Default 1.
+        public var replicas = 1
+        /// Stream storage. Default file.
+        public var storage: NATSStreamConfiguration.Storage = .file
+        /// How long events are retained; `.zero` for no limit. Default 7 days.
+        public var maxAge: Duration = .seconds(7 * 24 * 3600)
+        /// The most events retained; -1 for no limit.
+        public var maxMessages: Int64 = -1
+        /// The most bytes retained; -1 for no limit.
+        public var maxBytes: Int64 = -1
+        /// How long event ids are remembered to drop duplicate publishes. Default 2 minutes.
+        public var duplicateWindow: Duration = .seconds(120)
+        /// Ack wait for subscriptions that keep ``SubscriptionOptions``' default. Default 30 s.
+        public var ackWait: Duration = .seconds(30)
+        /// Max deliver for subscriptions that keep ``SubscriptionOptions``' default. Default 5.
+        public var maxDeliver = 5
+        /// Max in flight (JetStream's MaxAckPending) for subscriptions that keep the default.
+        /// Default 256.
+        public var maxAckPending = 256
+        /// Events a subscriber requests ahead from the server, at most. Default 256.
+        public var pullBatch = 256
+        /// Publishes awaiting their ack, at most (back pressure beyond). Default 4,096.
+        public var maxPendingPublishes = 4_096
+        /// How long a publish waits for the stream's ack. Default 10 s (longer than a JetStream
+        /// leader election, which takes 5-8 s).
+        public var publishTimeout: Duration = .seconds(10)
+        /// How long the server keeps the consumer of a subscriber without group after it went
+        /// away. Default 60 s.
+        public var ephemeralInactiveThreshold: Duration = .seconds(60)
+
+        /// Creates a configuration for a connection.
+        public init(connection: NATSConnectionConfiguration) {
+            self.connection = connection
+        }
+
+        /// The stream's subjects.
+        public var effectiveStreamSubjects: [String] { streamSubjects ?? ["\(subjectPrefix).>"] }
+
+        /// The stream configuration the bus ensures at start.
+        public var stream: NATSStreamConfiguration {
+            var stream = NATSStreamConfiguration(name: streamName, subjects: effectiveStreamSubjects)
+            stream.description = "EventBus events (swift-nats-eventbus)"
+            stream.replicas = replicas
+            stream.storage = storage
+            stream.maxAge = maxAge
+            stream.maxMessages = maxMessages
+            stream.maxBytes = maxBytes
+            stream.duplicateWindow = duplicateWindow
+            return stream
+        }
+
+        /// Checks the values.
+        public func validate() throws(NATSError) {
+            try connection.validate()
+            try stream.validate()
+            if let rule = NATSValidation.subjectViolation(subjectPrefix, for: .publish) {
+                throw NATSError(.invalidConfiguration, "subject prefix '\(subjectPrefix)': \(rule)")
+            }
+            if let rule = NATSValidation.subjectViolation(requestSubjectPrefix, for: .publish) {
+                throw NATSError(.invalidConfiguration, "request subject prefix '\(requestSubjectPrefix)': \(rule)")
+            }
+            for (name, value) in [("maxDeliver", maxDeliver), ("maxAckPending", maxAckPending), ("pullBatch", pullBatch), ("maxPendingPublishes", maxPendingPublishes)]
+            where value < 1 {
+                throw NATSError(.invalidConfiguration, "\(name) \(value) must be at least 1")
+            }
+            if ackWait <= .zero { throw NATSError(.invalidConfiguration, "ackWait must be positive") }
+            if publishTimeout <= .zero { throw NATSError(.invalidConfiguration, "publishTimeout must be positive") }
+        }
+    }
+}

@@ -1,0 +1,282 @@
+import EventBus
+import NATS
+import Synchronization
+
+/// One ``EventBus/subscribe(_:options:)`` on JetStream: a pull consumer for the stored events and,
+/// through the same sequence, the requests sent to the pattern.
+final class JetStreamSubscription: DeliverySource, Sendable {
+    let bus: JetStreamEventBus
+    let ready: JetStreamEventBus.Ready
+    let pattern: SubjectPattern
+    let options: SubscriptionOptions
+    let consumer: NATSPullConsumer
+    let consumerName: String
+    let durable: Bool
+    private let closed = Atomic<Bool>(false)
+
+    private init(
+        bus: JetStreamEventBus, ready: JetStreamEventBus.Ready, pattern: SubjectPattern, options: SubscriptionOptions,
+        consumer: NATSPullConsumer, consumerName: String, durable: Bool
+    ) {
+        self.bus = bus
+        self.ready = ready
+        self.pattern = pattern
+        self.options = options
+        self.consumer = consumer
+        self.consumerName = consumerName
+        self.durable = durable
+    }
+
+    /// The durable consumer name of a group and pattern: readable, valid, and the same on every
+    /// host (FNV-1a of the pattern keeps groups of different patterns apart).
+    static func durableName(group: String, pattern: SubjectPattern) -> String {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in pattern.rawValue.utf8 {
+            hash ^= UInt64(byte)
+            hash = hash &* 0x0000_0100_0000_01B3
+        }
+        let safeGroup = String(
+            String.UnicodeScalarView(group.unicodeScalars.map { scalar in
+                switch scalar {
+                case ".", "*", ">", "/", "\\", " ", "\t": "_"
+                default: scalar
+                }
+            }))
+        let hex = String(hash, radix: 16)
+        return "\(safeGroup)-\(String(repeating: "0", count: 16 - hex.count))\(hex)"
+    }
+
+    static func make(
+        bus: JetStreamEventBus, ready: JetStreamEventBus.Ready, pattern: SubjectPattern, options: SubscriptionOptions
+    ) async throws -> JetStreamSubscription {
+        let configuration = bus.configuration
+        var consumerConfiguration = NATSConsumerConfiguration(durableName: options.group.map { durableName(group: $0, pattern: pattern) })
+        consumerConfiguration.description = "EventBus subscription to '\(pattern.rawValue)'" + (options.group.map { " in group '\($0)'" } ?? "")
+        consumerConfiguration.filterSubjects = [bus.natsSubject(for: pattern.rawValue)]
+        consumerConfiguration.ackPolicy = .explicit
+        consumerConfiguration.ackWait = options.ackWait
+        consumerConfiguration.maxDeliver = options.maxDeliver ?? -1
+        consumerConfiguration.maxAckPending = options.maxInFlight
+        switch options.start {
+        case .new: consumerConfiguration.deliverPolicy = .new
+        case .all: consumerConfiguration.deliverPolicy = .all
+        case .sequence(let sequence): consumerConfiguration.deliverPolicy = .byStartSequence(sequence)
+        case .time(let date): consumerConfiguration.deliverPolicy = .byStartTime(date)
+        }
+        if options.group == nil {
+            consumerConfiguration.inactiveThreshold = configuration.ephemeralInactiveThreshold
+        }
+        let jetStream = ready.jetStream
+        let info: NATSConsumerInfo
+        do {
+            if let durable = consumerConfiguration.durableName,
+                let existing = try? await jetStream.consumerInfo(stream: configuration.streamName, name: durable)
+            {
+                // An existing group resumes where it is; its start position stays as created.
+                consumerConfiguration.deliverPolicy = existing.configuration.deliverPolicy
+            }
+            info = try await jetStream.ensureConsumer(stream: configuration.streamName, consumerConfiguration)
+        } catch {
+            throw EventBusError(mapping: error, what: "subscribing to '\(pattern.rawValue)'", fallback: .backendUnavailable)
+        }
+        let batch = max(1, min(configuration.pullBatch, options.maxInFlight))
+        do {
+            let consumer = try await jetStream.pullConsumer(
+                stream: configuration.streamName, name: info.name,
+                options: .init(batch: batch, expires: .seconds(30), idleHeartbeat: .seconds(5)))
+            try await consumer.addCompanionSubscription(
+                subject: "\(configuration.requestSubjectPrefix).\(pattern.rawValue)", queueGroup: options.group)
+            return JetStreamSubscription(
+                bus: bus, ready: ready, pattern: pattern, options: options, consumer: consumer, consumerName: info.name,
+                durable: options.group != nil)
+        } catch {
+            if options.group == nil { try? await jetStream.deleteConsumer(stream: configuration.streamName, name: info.name) }
+            throw EventBusError(mapping: error, what: "subscribing to '\(pattern.rawValue)'", fallback: .backendUnavailable)
+        }
+    }
+
+    func makeDeliveryIterator() -> any DeliveryIterator {
+        Iterator(subscription: self, base: consumer.makeAsyncIterator())
+    }
+
+    /// Stops the consumer; a subscriber without group also removes its ephemeral consumer.
+    func close() async {
+        guard !closed.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        consumer.stop()
+        bus.forget(self)
+        if !durable {
+            try? await ready.jetStream.deleteConsumer(stream: bus.configuration.streamName, name: consumerName)
+        }
+    }
+
+    struct Iterator: DeliveryIterator {
+        let subscription: JetStreamSubscription
+        var base: NATSPullConsumer.Iterator
+
+        mutating func next() async throws -> Delivery? {
+            let message: NATSJetStreamMessage?
+            do {
+                message = try await base.next()
+            } catch {
+                throw EventBusError(mapping: error, what: "receiving on '\(subscription.pattern.rawValue)'", fallback: .backendUnavailable)
+            }
+            guard let message else { return nil }
+            return subscription.delivery(for: message)
+        }
+    }
+
+    func delivery(for message: NATSJetStreamMessage) -> Delivery {
+        let configuration = bus.configuration
+        guard let metadata = message.metadata else {
+            // A request: core NATS, never stored.
+            let subject = bus.busSubject(fromNATS: message.subject, prefix: configuration.requestSubjectPrefix)
+            let event = CloudEventsNATSBinding.event(subject: subject, headers: message.headers, payload: message.payload.bytes)
+            return Delivery(
+                event: event, deliveryCount: 1, sequence: 0, subject: subject, isRequest: true,
+                acknowledger: JetStreamRequestAcknowledger(connection: ready.connection, replyTo: message.replyTo, requestID: event.id))
+        }
+        let subject = bus.busSubject(fromNATS: message.subject, prefix: configuration.subjectPrefix)
+        let event = CloudEventsNATSBinding.event(subject: subject, headers: message.headers, payload: message.payload.bytes)
+        bus.ledger.delivered(consumer: consumerName, sequence: metadata.streamSequence, attempt: metadata.deliveryCount)
+        return Delivery(
+            event: event, deliveryCount: Int(metadata.deliveryCount), sequence: metadata.streamSequence, subject: subject,
+            acknowledger: JetStreamDeliveryAcknowledger(subscription: self, message: message, event: event, metadata: metadata))
+    }
+}
+
+/// Settles a stored event on JetStream, dead-lettering where the contract says so.
+final class JetStreamDeliveryAcknowledger: DeliveryAcknowledger {
+    let subscription: JetStreamSubscription
+    let message: NATSJetStreamMessage
+    let event: Event
+    let metadata: NATSJetStreamMessage.Metadata
+
+    init(subscription: JetStreamSubscription, message: NATSJetStreamMessage, event: Event, metadata: NATSJetStreamMessage.Metadata) {
+        self.subscription = subscription
+        self.message = message
+        self.event = event
+        self.metadata = metadata
+    }
+
+    private var attempt: Int { Int(metadata.deliveryCount) }
+
+    private func checkCurrent(_ action: String) throws(EventBusError) {
+        let current = subscription.bus.ledger.isCurrent(
+            consumer: subscription.consumerName, sequence: metadata.streamSequence, attempt: metadata.deliveryCount)
+        if !current {
+            throw EventBusError(
+                .alreadyAcknowledged,
+                "cannot \(action) attempt \(attempt) of '\(event.subject)' (sequence \(metadata.streamSequence)): its ack wait expired and it was delivered again")
+        }
+    }
+
+    private func settled() {
+        subscription.bus.ledger.settled(
+            consumer: subscription.consumerName, sequence: metadata.streamSequence, attempt: metadata.deliveryCount)
+    }
+
+    private func perform(_ what: String, _ action: () throws(NATSError) -> Void) throws(EventBusError) {
+        do {
+            try action()
+        } catch {
+            throw EventBusError(mapping: error, what: "\(what) '\(event.subject)' (sequence \(metadata.streamSequence))", fallback: .backendUnavailable)
+        }
+    }
+
+    func ack() async throws {
+        try checkCurrent("ack")
+        try perform("acknowledging") { () throws(NATSError) in try message.ack() }
+        settled()
+    }
+
+    func nak(delay: Duration?) async throws {
+        try checkCurrent("nak")
+        if subscription.options.isFinalAttempt(attempt) {
+            let limit = subscription.options.maxDeliver ?? attempt
+            try await deadLetter(error: "negatively acknowledged on attempt \(attempt), the last of \(limit)")
+            try perform("ending") { () throws(NATSError) in try message.term(reason: "dead-lettered after \(attempt) attempts") }
+        } else {
+            let wait = delay ?? subscription.options.backoffDelay(afterAttempt: attempt)
+            try perform("rejecting") { () throws(NATSError) in try message.nak(delay: wait) }
+        }
+        settled()
+    }
+
+    func term(reason: String?) async throws {
+        try checkCurrent("term")
+        try await deadLetter(error: reason ?? "terminated by the subscriber")
+        try perform("ending") { () throws(NATSError) in try message.term(reason: reason) }
+        settled()
+    }
+
+    func inProgress() async throws {
+        try checkCurrent("extend")
+        try perform("extending the ack wait of") { () throws(NATSError) in try message.inProgress() }
+    }
+
+    func respond(_ reply: Event) async throws {
+        throw EventBusError(.notARequest, "'\(event.subject)' (sequence \(metadata.streamSequence)) is a published event, not a request")
+    }
+
+    /// Publishes the dead letter before the event is ended, so that nothing is lost if this fails
+    /// (the event is then redelivered). Its message id is derived from the consumer and sequence,
+    /// so racing members store it once.
+    private func deadLetter(error: String) async throws {
+        if message.isAcknowledged {
+            throw EventBusError(.alreadyAcknowledged, "attempt \(attempt) of '\(event.subject)' was already settled")
+        }
+        let options = subscription.options
+        let deadLetter = DeadLetter.event(
+            from: event, deadLetterSubject: options.deadLetterSubject(forOriginalSubject: event.subject), attempts: attempt,
+            error: error, sequence: metadata.streamSequence, group: options.group)
+        _ = try await subscription.bus.publish(
+            deadLetter, messageID: "deadletter-\(subscription.consumerName)-\(metadata.streamSequence)")
+    }
+}
+
+/// Settles a request (nothing to tell the server) and sends its reply.
+final class JetStreamRequestAcknowledger: DeliveryAcknowledger {
+    let connection: NATSConnection
+    let replyTo: String?
+    let requestID: String
+    private let flags = Mutex<(settled: Bool, responded: Bool)>((false, false))
+
+    init(connection: NATSConnection, replyTo: String?, requestID: String) {
+        self.connection = connection
+        self.replyTo = replyTo
+        self.requestID = requestID
+    }
+
+    private func settle(_ action: String) throws(EventBusError) {
+        let first = flags.withLock { flags in
+            defer { flags.settled = true }
+            return !flags.settled
+        }
+        if !first { throw EventBusError(.alreadyAcknowledged, "request '\(requestID)' was already settled; cannot \(action) it again") }
+    }
+
+    func ack() async throws { try settle("ack") }
+    func nak(delay: Duration?) async throws { try settle("nak") }
+    func term(reason: String?) async throws { try settle("term") }
+
+    func inProgress() async throws {
+        if flags.withLock({ $0.settled }) {
+            throw EventBusError(.alreadyAcknowledged, "request '\(requestID)' was already settled")
+        }
+    }
+
+    func respond(_ reply: Event) async throws {
+        try reply.validateForPublish()
+        let first = flags.withLock { flags in
+            defer { flags.responded = true }
+            return !flags.responded
+        }
+        guard first else { throw EventBusError(.alreadyAcknowledged, "request '\(requestID)' was already answered") }
+        guard let replyTo else { throw EventBusError(.notARequest, "request '\(requestID)' has no reply subject") }
+        do {
+            try connection.publish(subject: replyTo, payload: reply.data, headers: CloudEventsNATSBinding.headers(for: reply))
+        } catch {
+            throw EventBusError(mapping: error, what: "replying to request '\(requestID)'", fallback: .backendUnavailable)
+        }
+    }
+}

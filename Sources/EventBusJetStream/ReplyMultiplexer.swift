@@ -1,0 +1,138 @@
+import EventBus
+import NATS
+import Synchronization
+
+/// Request/reply over one wildcard inbox subscription: each request gets a token, replies are
+/// matched on the cnats delivery thread and resume their waiting task. Unlike a blocking request
+/// per call, any number of requests can be in flight without a thread each.
+final class ReplyMultiplexer: Sendable {
+    private let connection: NATSConnection
+    private let prefix: String
+    private let waiting = Mutex<(next: UInt64, continuations: [UInt64: CheckedContinuation<Result<NATSMessage, EventBusError>, Never>])>((1, [:]))
+    private let subscription = Mutex<NATSHandlerSubscription?>(nil)
+
+    private init(connection: NATSConnection) {
+        self.connection = connection
+        prefix = connection.newInbox() + "."
+    }
+
+    static func make(connection: NATSConnection) async throws(NATSError) -> ReplyMultiplexer {
+        let multiplexer = ReplyMultiplexer(connection: connection)
+        let handler = try await connection.subscribeWithHandler(
+            to: multiplexer.prefix + "*",
+            onComplete: { [weak multiplexer] in multiplexer?.failAll(EventBusError(.closed, "the connection closed before the reply arrived")) },
+            handler: { [weak multiplexer] message in multiplexer?.received(message) })
+        multiplexer.subscription.withLock { $0 = handler }
+        return multiplexer
+    }
+
+    func close() {
+        subscription.withLock { $0?.unsubscribe() }
+        failAll(EventBusError(.closed, "the JetStream event bus closed before the reply arrived"))
+    }
+
+    private func received(_ message: NATSMessage) {
+        guard let dot = message.subject.lastIndex(of: "."),
+            let token = UInt64(message.subject[message.subject.index(after: dot)...]),
+            let continuation = waiting.withLock({ $0.continuations.removeValue(forKey: token) })
+        else { return }
+        if message.payload.isEmpty, message.headers["Status"] == "503" {
+            continuation.resume(returning: .failure(EventBusError(.noResponders, "no subscriber answers requests on this subject")))
+        } else {
+            continuation.resume(returning: .success(message))
+        }
+    }
+
+    private func failAll(_ error: EventBusError) {
+        let continuations = waiting.withLock { state in
+            defer { state.continuations.removeAll() }
+            return Array(state.continuations.values)
+        }
+        for continuation in continuations { continuation.resume(returning: .failure(error)) }
+    }
+
+    private func fail(_ token: UInt64, _ error: EventBusError) {
+        waiting.withLock { $0.continuations.removeValue(forKey: token) }?.resume(returning: .failure(error))
+    }
+
+    /// Publishes a request and waits for its first reply (or the timeout, or "no responders").
+    func request(
+        subject: String,
+        headers: NATSHeaders,
+        payload: [UInt8],
+        timeout: Duration,
+        what: String
+    ) async throws(EventBusError) -> NATSMessage {
+        let token = waiting.withLock { state -> UInt64 in
+            defer { state.next += 1 }
+            return state.next
+        }
+        let result: Result<NATSMessage, EventBusError> = await withTaskGroup(of: Void.self) { group in
+            let outcome: Result<NATSMessage, EventBusError> = await withCheckedContinuation { continuation in
+                waiting.withLock { $0.continuations[token] = continuation }
+                do {
+                    try connection.publish(subject: subject, payload: payload, headers: headers, replyTo: prefix + String(token))
+                } catch let error as NATSError {
+                    fail(token, EventBusError(mapping: error, what: what, fallback: .backendUnavailable))
+                    return
+                } catch {
+                    fail(token, EventBusError(.backendUnavailable, "\(what): \(error)"))
+                    return
+                }
+                group.addTask { [weak self] in
+                    try? await Task.sleep(for: timeout)
+                    if !Task.isCancelled {
+                        self?.fail(token, EventBusError(.timeout, "\(what): no reply within \(timeout)"))
+                    }
+                }
+            }
+            group.cancelAll()
+            return outcome
+        }
+        switch result {
+        case .success(let message): return message
+        case .failure(let error) where error.code == .noResponders:
+            throw EventBusError(.noResponders, "\(what): no subscriber answers requests on '\(subject)'")
+        case .failure(let error): throw error
+        }
+    }
+}
+
+/// Remembers, per consumer and stream sequence, the latest delivery this process handed out, so
+/// that settling an older delivery of the same event (its ack wait expired and it came back) is
+/// refused as the in-memory bus refuses it, instead of acknowledging the newer one by accident.
+final class DeliveryLedger: Sendable {
+    private struct Entry {
+        var attempt: UInt64
+        var settled: Bool
+    }
+
+    private let entries = Mutex<[String: [UInt64: Entry]]>([:])
+    private static let pruneThreshold = 100_000
+
+    func delivered(consumer: String, sequence: UInt64, attempt: UInt64) {
+        entries.withLock { all in
+            var forConsumer = all[consumer] ?? [:]
+            if let existing = forConsumer[sequence], existing.attempt > attempt { return }
+            forConsumer[sequence] = Entry(attempt: attempt, settled: false)
+            if forConsumer.count > Self.pruneThreshold {
+                forConsumer = forConsumer.filter { !$0.value.settled }
+            }
+            all[consumer] = forConsumer
+        }
+    }
+
+    /// Whether `attempt` is still the newest delivery of `sequence` (or unknown here).
+    func isCurrent(consumer: String, sequence: UInt64, attempt: UInt64) -> Bool {
+        entries.withLock { all in
+            guard let entry = all[consumer]?[sequence] else { return true }
+            return entry.attempt == attempt
+        }
+    }
+
+    func settled(consumer: String, sequence: UInt64, attempt: UInt64) {
+        entries.withLock { all in
+            if all[consumer]?[sequence]?.attempt == attempt { all[consumer]?[sequence]?.settled = true }
+        }
+    }
+}

@@ -1,0 +1,81 @@
+import EventBus
+import Foundation
+import EventBusConformance
+import EventBusJetStream
+import Logging
+import NATS
+import NATSTestSupport
+import Testing
+
+/// The JetStream bus against the whole conformance suite, each check with its own nats-server.
+@Suite("JetStreamEventBus conformance", .serialized)
+struct JetStreamConformanceTests {
+    /// Buses and the server each was made for, so that `restart` can restart the right server.
+    final class Servers: @unchecked Sendable {
+        private let lock = NSLock()
+        private var byBus: [ObjectIdentifier: NATSServerProcess] = [:]
+
+        func register(_ server: NATSServerProcess, for bus: JetStreamEventBus) {
+            lock.withLock { byBus[ObjectIdentifier(bus)] = server }
+        }
+
+        func server(for bus: any EventBus) -> NATSServerProcess? {
+            guard let bus = bus as? JetStreamEventBus else { return nil }
+            return lock.withLock { byBus[ObjectIdentifier(bus)] }
+        }
+
+        func remove(_ bus: any EventBus) -> NATSServerProcess? {
+            guard let bus = bus as? JetStreamEventBus else { return nil }
+            return lock.withLock { byBus.removeValue(forKey: ObjectIdentifier(bus)) }
+        }
+    }
+
+    static let servers = Servers()
+
+    static func makeBus(on server: NATSServerProcess) throws -> JetStreamEventBus {
+        var connection = try NATSConnectionConfiguration(servers: [server.url])
+        connection.reconnect.wait = .milliseconds(100)
+        connection.reconnect.maxAttempts = .unlimited
+        var configuration = JetStreamEventBus.Configuration(connection: connection)
+        configuration.storage = .file
+        var logger = Logger(label: "conformance.jetstream")
+        logger.logLevel = .warning
+        let bus = JetStreamEventBus(configuration: configuration, logger: logger)
+        servers.register(server, for: bus)
+        return bus
+    }
+
+    static let harness = EventBusConformanceHarness(
+        timing: ConformanceTiming(ackWait: .seconds(1), quietPeriod: .milliseconds(300), stepTimeout: .seconds(20)),
+        makeBus: {
+            let server = try NATSServerProcess()
+            let bus = try makeBus(on: server)
+            try await bus.start()
+            return bus
+        },
+        connect: { bus in
+            guard let server = servers.server(for: bus) else { throw EventBusError(.invalidOption, "unknown bus") }
+            let client = try makeBus(on: server)
+            try await client.start()
+            return client
+        },
+        restart: { bus in
+            guard let server = servers.server(for: bus) else { throw EventBusError(.invalidOption, "unknown bus") }
+            await bus.close()
+            server.stop()
+            try server.start()
+            let restarted = try makeBus(on: server)
+            try await restarted.start()
+            return restarted
+        },
+        teardown: { bus in
+            await bus.close()
+            servers.remove(bus)?.stop()
+        }
+    )
+
+    @Test(arguments: EventBusConformance.checks)
+    func conformance(_ check: EventBusConformance.Check) async throws {
+        try await EventBusConformance.run(check, harness: Self.harness, size: .short)
+    }
+}
