@@ -33,5 +33,5 @@ public enum BenchmarkMetrics {
         + [messagesPerSecond, cpuNanosPerMessage, latency, latencyP50, latencyP99]
 
     /// Micro benchmarks.
-    public static let micro: [BenchmarkMetric] = [.throughput, .wallClock, .cpuTotal, .mallocCountTotal]
+    public static let micro: [BenchmarkMetric] = [.throughput, .wallClock, .mallocCountTotal]
 }
