@@ -1,7 +1,6 @@
 import Benchmark
 import BenchmarkSupport
 import CNATSRaw
-import Dispatch
 import NATS
 
 #if canImport(Glibc)
@@ -86,11 +85,18 @@ func registerW2() {
         sem_init(&state.pointee.done, 0, 0)
         var subscription: OpaquePointer?
         var status = natsConnection_Subscribe(&subscription, subscriber.pointer, subject.pointer, rawCount, state)
-        if status == NATS_OK {
-            // From here on cnats owns the counter and frees it in the completion callback.
-            status = natsSubscription_SetOnCompleteCB(subscription, rawCountComplete, state)
-        } else {
+        if status != NATS_OK {
+            // No subscription: the counter is still ours.
+            sem_destroy(&state.pointee.done)
             state.deallocate()
+        } else {
+            // From here on the completion callback frees the counter.
+            status = natsSubscription_SetOnCompleteCB(subscription, rawCountComplete, state)
+            if status != NATS_OK {
+                // The delivery thread may hold the counter: leak it rather than free it under it.
+                natsSubscription_Unsubscribe(subscription)
+                natsSubscription_Destroy(subscription)
+            }
         }
         guard status == NATS_OK, let subscription else {
             benchmark.error("subscribing: \(String(cString: natsStatus_GetText(status)))")
