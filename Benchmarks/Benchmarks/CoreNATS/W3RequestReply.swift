@@ -1,0 +1,116 @@
+import Benchmark
+import BenchmarkSupport
+import CNATSRaw
+import NATS
+
+// W3: 20,000 sequential requests of 128 bytes to an echo responder in the same process (its own
+// connection, with SendAsap so that replies leave at once instead of after the flusher's 1 ms
+// wait; see shared/notes/cnats.md). Every round trip is timed; the iteration reports its p50 and
+// p99 and hands every sample to the tool's histogram.
+
+private let subject = "bench.w3"
+
+/// The raw responder: echoes the payload to the reply subject from the delivery thread.
+private let rawEcho: natsMsgHandler = { connection, _, message, _ in
+    natsConnection_Publish(
+        connection, natsMsg_GetReply(message), UnsafeRawPointer(natsMsg_GetData(message)), natsMsg_GetDataLength(message))
+    // The message is ours once handed to the callback.
+    natsMsg_Destroy(message)
+}
+
+/// The NATS module's responder: a task that answers every request until the connection closes.
+private func echo(_ requests: NATSSubscription, on connection: NATSConnection) async {
+    do {
+        for try await request in requests {
+            guard let replyTo = request.replyTo else { continue }
+            try connection.publish(subject: replyTo, payload: request.payload)
+        }
+    } catch {
+        // The benchmark's requests time out and fail it; nothing to add here.
+    }
+}
+
+func registerW3() {
+    let configuration = BenchmarkSettings.live(metrics: BenchmarkMetrics.latencyWorkload)
+
+    let raw = SetupBox<(server: BenchmarkServer, requester: RawConnection, responder: RawConnection, subscription: OpaquePointer, subject: RawCString)>()
+    Benchmark("W3 raw", configuration: configuration) { benchmark in
+        let (_, requester, _, _, subject) = raw.unwrapped
+        var recorder = LatencyRecorder(capacity: Workload.w3Requests)
+        let failure: natsStatus = Workload.payload.withUnsafeBytes { payload in
+            for _ in 0..<Workload.w3Requests {
+                var reply: OpaquePointer?
+                let start = Clocks.monotonicNanos()
+                let status = natsConnection_Request(
+                    &reply, requester.pointer, subject.pointer, payload.baseAddress, Int32(payload.count), 5_000)
+                let end = Clocks.monotonicNanos()
+                if status != NATS_OK { return status }
+                // The reply is handed to us.
+                natsMsg_Destroy(reply)
+                recorder.record(nanos: end - start)
+            }
+            return NATS_OK
+        }
+        recorder.stop()
+        benchmark.stopMeasurement()
+        if failure != NATS_OK {
+            benchmark.error("natsConnection_Request: \(String(cString: natsStatus_GetText(failure)))")
+            return
+        }
+        recorder.finish(benchmark)
+    } setup: {
+        let server = try BenchmarkServer.start()
+        let requester = try RawConnection(url: server.url)
+        let responder = try RawConnection(url: server.url, sendAsap: true)
+        let subject = RawCString(subject)
+        var subscription: OpaquePointer?
+        try rawCheck(natsConnection_Subscribe(&subscription, responder.pointer, subject.pointer, rawEcho, nil), "natsConnection_Subscribe")
+        try responder.flush()
+        raw.value = (server, requester, responder, subscription!, subject)
+    } teardown: {
+        if let value = raw.value {
+            natsSubscription_Unsubscribe(value.subscription)
+            // Unsubscribed above; this frees the subscription object.
+            natsSubscription_Destroy(value.subscription)
+            value.server.stop()
+        }
+        raw.value = nil
+    }
+
+    let module = SetupBox<(server: BenchmarkServer, requester: NATSConnection, responder: NATSConnection, echo: Task<Void, Never>)>()
+    Benchmark("W3 NATS", configuration: configuration) { benchmark in
+        let (_, requester, _, _) = module.unwrapped
+        var recorder = LatencyRecorder(capacity: Workload.w3Requests)
+        let payload = Workload.payload
+        do {
+            for _ in 0..<Workload.w3Requests {
+                let start = Clocks.monotonicNanos()
+                let reply = try await requester.request(subject: subject, payload: payload, timeout: .seconds(5))
+                let end = Clocks.monotonicNanos()
+                blackHole(reply)
+                recorder.record(nanos: end - start)
+            }
+        } catch {
+            benchmark.error("request: \(error)")
+            return
+        }
+        recorder.stop()
+        benchmark.stopMeasurement()
+        recorder.finish(benchmark)
+    } setup: {
+        let server = try BenchmarkServer.start()
+        let requester = try await NATSConnection.connectForBenchmark(server)
+        let responder = try await NATSConnection.connectForBenchmark(server, sendAsap: true)
+        let requests = try await responder.subscribe(to: subject)
+        let task = Task { await echo(requests, on: responder) }
+        module.value = (server, requester, responder, task)
+    } teardown: {
+        if let value = module.value {
+            await value.responder.close()
+            await value.echo.value
+            await value.requester.close()
+            value.server.stop()
+        }
+        module.value = nil
+    }
+}

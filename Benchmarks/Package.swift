@@ -1,0 +1,61 @@
+// swift-tools-version: 6.2
+// Benchmarks for the NATS client, a nested package so that the library does not depend on
+// package-benchmark. Run them with Benchmarks/run.sh (see its header).
+import PackageDescription
+
+let package = Package(
+    name: "Benchmarks",
+    platforms: [.macOS(.v15)],
+    dependencies: [
+        .package(name: "swift-nats-eventbus", path: ".."),
+        // Only the malloc interposer trait: the default also turns on the ARC runtime interposer,
+        // which we do not measure and whose package is not needed.
+        .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.0", traits: ["MallocInterposer"]),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.1.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
+    ],
+    targets: [
+        // cnats for the raw baselines. The root package keeps its CNATS module internal to NATS,
+        // so the benchmarks declare their own module over the same header and library.
+        .systemLibrary(
+            name: "CNATSRaw",
+            pkgConfig: "libnats",
+            providers: [.apt(["libnats-dev"])]
+        ),
+        // What every benchmark file shares: a nats-server per benchmark process, the workloads'
+        // constants, clocks and the metric sets.
+        .target(
+            name: "BenchmarkSupport",
+            dependencies: [
+                .product(name: "Benchmark", package: "benchmark"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ]
+        ),
+        // W1-W3 (and later W4-W8): live workloads against a nats-server, raw cnats beside the NATS module.
+        .executableTarget(
+            name: "CoreNATS",
+            dependencies: [
+                "BenchmarkSupport",
+                "CNATSRaw",
+                .product(name: "NATS", package: "swift-nats-eventbus"),
+                .product(name: "Benchmark", package: "benchmark"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Benchmarks/CoreNATS",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ),
+        // Server-free micro benchmarks of the public API's hot helpers; cheap enough for CI.
+        .executableTarget(
+            name: "Micro",
+            dependencies: [
+                "BenchmarkSupport",
+                .product(name: "NATS", package: "swift-nats-eventbus"),
+                .product(name: "Benchmark", package: "benchmark"),
+            ],
+            path: "Benchmarks/Micro",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

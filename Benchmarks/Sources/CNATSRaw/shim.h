@@ -1,0 +1,7 @@
+#ifndef CNATSRAW_SHIM_H
+#define CNATSRAW_SHIM_H
+
+// cnats (Debian libnats-dev 3.4.x), called directly by the raw baselines of the benchmarks.
+#include <nats/nats.h>
+
+#endif

