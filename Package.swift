@@ -88,6 +88,38 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // Reliability under faults (issue 8): a Jepsen-style history checker and JetStream probes,
+        // the service processes of the multi-host test, and the fault tests themselves.
+        .target(
+            name: "EventBusReliabilitySupport",
+            dependencies: ["EventBus", "EventBusJetStream", "NATS"],
+            path: "Tests/EventBusReliabilitySupport"
+        ),
+        .executableTarget(
+            name: "EventBusReliabilityAgent",
+            dependencies: [
+                "EventBus",
+                "EventBusJetStream",
+                "EventBusReliabilitySupport",
+                "NATS",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Tests/EventBusReliabilityAgent"
+        ),
+        .testTarget(
+            name: "EventBusReliabilityTests",
+            dependencies: [
+                "EventBus",
+                "EventBusJetStream",
+                "EventBusReliabilitySupport",
+                // Not linked for its code: the dependency makes `swift test` build the agent binary
+                // that the multi-host test starts inside network namespaces.
+                "EventBusReliabilityAgent",
+                "NATS",
+                "NATSTestSupport",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
     ],
     swiftLanguageModes: [.v6]
 )

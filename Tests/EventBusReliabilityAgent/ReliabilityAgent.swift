@@ -1,0 +1,254 @@
+// eventbus-reliability-agent: the service processes of the multi-host reliability test, until
+// `eventbus-demo` (roles orders/billing/...) is available to play them.
+//
+//   eventbus-reliability-agent publisher --count N [--rate PER_S] [--subject order.created]
+//                                        [--id-prefix P] [--retry-budget-ms MS] [--log PATH]
+//   eventbus-reliability-agent billing   --worker NAME [--group billing] [--pattern order.>]
+//                                        [--work-ms MS] [--log PATH]
+//   eventbus-reliability-agent audit     [--log PATH]
+//
+// The bus comes from EVENT_BUS_* variables (see EventBusEnvironment): EVENT_BUS_BACKEND=jetstream,
+// EVENT_BUS_NATS_SERVERS=nats://a:4222,nats://b:4222,..., EVENT_BUS_JETSTREAM_STREAM,
+// EVENT_BUS_JETSTREAM_REPLICAS=3, ... Every action is written as one JSON line (AgentRecord) to
+// --log (or standard output), so the test can check the history even after killing the process.
+import EventBus
+import EventBusJetStream
+import EventBusReliabilitySupport
+import Foundation
+import Logging
+import NATS
+
+struct Arguments {
+    var role: String
+    var options: [String: String] = [:]
+
+    init(_ arguments: [String]) throws {
+        guard let role = arguments.first else { throw AgentFailure("usage: eventbus-reliability-agent publisher|billing|audit [--option value ...]") }
+        self.role = role
+        var index = 1
+        while index < arguments.count {
+            let key = arguments[index]
+            guard key.hasPrefix("--"), index + 1 < arguments.count else { throw AgentFailure("expected --option value, got \(key)") }
+            options[String(key.dropFirst(2))] = arguments[index + 1]
+            index += 2
+        }
+    }
+
+    func string(_ key: String, _ fallback: String) -> String { options[key] ?? fallback }
+
+    func int(_ key: String, _ fallback: Int) throws -> Int {
+        guard let text = options[key] else { return fallback }
+        guard let value = Int(text) else { throw AgentFailure("--\(key) \(text): expected an integer") }
+        return value
+    }
+}
+
+struct AgentFailure: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// Whether a failed publish certainly stored nothing: the request reached no stream, or the
+/// event was refused before the wire. Anything else (timeouts, dropped connections) may have
+/// been stored.
+func definitelyNotStored(_ error: any Error) -> Bool {
+    if let error = error as? EventBusError {
+        if [.invalidEvent, .invalidSubject, .invalidOption].contains(error.code) { return true }
+        if let underlying = error.underlying as? NATSError { return underlying.code == .noResponders }
+        return false
+    }
+    if let error = error as? NATSError { return error.code == .noResponders }
+    return false
+}
+
+func startBus(_ configuration: JetStreamEventBus.Configuration, logger: Logger, budget: Duration) async throws -> JetStreamEventBus {
+    let deadline = ContinuousClock.now + budget
+    while true {
+        let bus = JetStreamEventBus(configuration: configuration, logger: logger)
+        do {
+            try await bus.start()
+            return bus
+        } catch {
+            await bus.close()
+            if ContinuousClock.now >= deadline { throw error }
+            logger.warning("bus not ready yet, retrying", metadata: ["error": "\(error)"])
+            try await Task.sleep(for: .milliseconds(500))
+        }
+    }
+}
+
+func runPublisher(_ arguments: Arguments, bus: JetStreamEventBus, log: AgentLogWriter) async throws {
+    let count = try arguments.int("count", 100)
+    let rate = try arguments.int("rate", 0)
+    let subject = arguments.string("subject", "order.created")
+    let prefix = arguments.string("id-prefix", "order-\(UUID().uuidString.prefix(8))")
+    let budget = Duration.milliseconds(try arguments.int("retry-budget-ms", 30_000))
+    let start = ContinuousClock.now
+    for number in 0..<count {
+        let number = number + 1
+        if rate > 0 {
+            let due = start + .milliseconds(Int64(number - 1) * 1_000 / Int64(rate))
+            if due > .now { try await Task.sleep(until: due, clock: .continuous) }
+        }
+        let event = Event(
+            id: "\(prefix)-\(number)", subject: subject, type: "com.example.\(subject)", source: "/orders",
+            dataContentType: "application/json", data: Array("{\"order\":\(number),\"amountCents\":\(number * 100)}".utf8))
+        var record = AgentRecord(kind: "publish")
+        record.id = event.id
+        record.startedAt = wallClock()
+        let deadline = ContinuousClock.now + budget
+        var attempts = 0
+        var ambiguous = false
+        while true {
+            attempts += 1
+            do {
+                let receipt = try await bus.publish(event)
+                record.outcome = "acked"
+                record.sequence = receipt.sequence
+                record.duplicate = receipt.duplicate
+                break
+            } catch {
+                let certain = definitelyNotStored(error)
+                if !certain { ambiguous = true }
+                let retriable = (error as? EventBusError)?.isRetriable ?? false
+                if retriable && ContinuousClock.now < deadline {
+                    try await Task.sleep(for: .milliseconds(100 * min(attempts, 5)))
+                    continue
+                }
+                record.outcome = ambiguous ? "unknown" : "failed"
+                record.detail = "\(error)"
+                break
+            }
+        }
+        record.attempts = attempts
+        record.at = wallClock()
+        log.write(record)
+    }
+    var done = AgentRecord(kind: "done")
+    done.detail = "published \(count)"
+    log.write(done)
+}
+
+func runBilling(_ arguments: Arguments, bus: JetStreamEventBus, log: AgentLogWriter, logger: Logger) async throws {
+    let worker = arguments.string("worker", ProcessInfo.processInfo.hostName)
+    let group = arguments.string("group", "billing")
+    let pattern = arguments.string("pattern", "order.>")
+    let work = Duration.milliseconds(try arguments.int("work-ms", 0))
+    while true {
+        let subscription: EventSubscription
+        do {
+            subscription = try await bus.subscribe(pattern, options: SubscriptionOptions(group: group, start: .all))
+        } catch {
+            logger.warning("subscribe failed, retrying", metadata: ["error": "\(error)"])
+            try await Task.sleep(for: .seconds(1))
+            continue
+        }
+        var ready = AgentRecord(kind: "ready")
+        ready.worker = worker
+        log.write(ready)
+        do {
+            for try await delivery in subscription {
+                var received = AgentRecord(kind: "delivery")
+                received.worker = worker
+                received.id = delivery.event.id
+                received.sequence = delivery.sequence
+                received.deliveryCount = delivery.deliveryCount
+                log.write(received)
+                if work > .zero { try await Task.sleep(for: work) }
+                var acked = AgentRecord(kind: "ack")
+                acked.worker = worker
+                acked.id = delivery.event.id
+                acked.sequence = delivery.sequence
+                acked.deliveryCount = delivery.deliveryCount
+                do {
+                    try await delivery.ack()
+                    acked.ok = true
+                } catch {
+                    acked.ok = false
+                    acked.detail = "\(error)"
+                }
+                log.write(acked)
+            }
+            logger.warning("subscription ended; subscribing again")
+        } catch {
+            var failure = AgentRecord(kind: "error")
+            failure.worker = worker
+            failure.detail = "\(error)"
+            log.write(failure)
+            try await Task.sleep(for: .seconds(1))
+        }
+    }
+}
+
+func runAudit(configuration: JetStreamEventBus.Configuration, log: AgentLogWriter, logger: Logger) async throws {
+    let connection = try await NATSConnection.connect(configuration: configuration.connection, logger: logger)
+    let probe = JetStreamProbe(connection: connection)
+    let stream = configuration.streamName
+    let cluster = try await probe.streamCluster(stream, timeout: .seconds(5))
+    var summary = AgentRecord(kind: "stream")
+    summary.name = stream
+    summary.messages = cluster.messages
+    summary.sequence = cluster.lastSequence
+    summary.leader = cluster.leader
+    summary.server = connection.connectedServer
+    log.write(summary)
+    for consumer in try await probe.consumers(stream: stream, timeout: .seconds(5)) {
+        var record = AgentRecord(kind: "consumer")
+        record.name = consumer.name
+        record.leader = consumer.leader
+        record.pending = consumer.pending
+        record.ackPending = consumer.ackPending
+        record.redelivered = consumer.redelivered
+        record.ackFloor = consumer.ackFloorStreamSequence
+        log.write(record)
+    }
+    for message in try await probe.readStream(stream, timeout: .seconds(60)) {
+        var record = AgentRecord(kind: "stored")
+        record.id = message.id
+        record.sequence = message.sequence
+        log.write(record)
+    }
+    log.write(AgentRecord(kind: "done"))
+    await connection.close()
+}
+
+@main
+struct ReliabilityAgent {
+    static func main() async {
+        var logger = Logger(label: "eventbus-reliability-agent")
+        logger.logLevel = .notice
+        let log: AgentLogWriter
+        do {
+            let arguments = try Arguments(Array(CommandLine.arguments.dropFirst()))
+            log = try AgentLogWriter(path: arguments.options["log"])
+            do {
+                var configuration = try EventBusEnvironment.jetStreamConfiguration(ProcessInfo.processInfo.environment)
+                if configuration.connection.name == nil {
+                    configuration.connection.name = "\(arguments.role)-\(arguments.options["worker"] ?? ProcessInfo.processInfo.hostName)"
+                }
+                switch arguments.role {
+                case "publisher":
+                    let bus = try await startBus(configuration, logger: logger, budget: .seconds(60))
+                    try await runPublisher(arguments, bus: bus, log: log)
+                    await bus.close()
+                case "billing":
+                    let bus = try await startBus(configuration, logger: logger, budget: .seconds(60))
+                    try await runBilling(arguments, bus: bus, log: log, logger: logger)
+                case "audit":
+                    try await runAudit(configuration: configuration, log: log, logger: logger)
+                default:
+                    throw AgentFailure("unknown role \(arguments.role): publisher, billing or audit")
+                }
+            } catch {
+                var failure = AgentRecord(kind: "error")
+                failure.detail = "\(error)"
+                log.write(failure)
+                FileHandle.standardError.write(Data("eventbus-reliability-agent: \(error)\n".utf8))
+                exit(1)
+            }
+        } catch {
+            FileHandle.standardError.write(Data("eventbus-reliability-agent: \(error)\n".utf8))
+            exit(2)
+        }
+    }
+}
