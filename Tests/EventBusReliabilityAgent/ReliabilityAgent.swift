@@ -48,19 +48,6 @@ struct AgentFailure: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
-/// Whether a failed publish certainly stored nothing: the request reached no stream, or the
-/// event was refused before the wire. Anything else (timeouts, dropped connections) may have
-/// been stored.
-func definitelyNotStored(_ error: any Error) -> Bool {
-    if let error = error as? EventBusError {
-        if [.invalidEvent, .invalidSubject, .invalidOption].contains(error.code) { return true }
-        if let underlying = error.underlying as? NATSError { return underlying.code == .noResponders }
-        return false
-    }
-    if let error = error as? NATSError { return error.code == .noResponders }
-    return false
-}
-
 func startBus(_ configuration: JetStreamEventBus.Configuration, logger: Logger, budget: Duration) async throws -> JetStreamEventBus {
     let deadline = ContinuousClock.now + budget
     while true {
@@ -93,35 +80,23 @@ func runPublisher(_ arguments: Arguments, bus: JetStreamEventBus, log: AgentLogW
         let event = Event(
             id: "\(prefix)-\(number)", subject: subject, type: "com.example.\(subject)", source: "/orders",
             dataContentType: "application/json", data: Array("{\"order\":\(number),\"amountCents\":\(number * 100)}".utf8))
-        var record = AgentRecord(kind: "publish")
+        let outcome = await EventPublishing.publish(event, on: bus, budget: budget)
+        var record = AgentRecord(kind: "publish", at: outcome.completedAt)
         record.id = event.id
-        record.startedAt = wallClock()
-        let deadline = ContinuousClock.now + budget
-        var attempts = 0
-        var ambiguous = false
-        while true {
-            attempts += 1
-            do {
-                let receipt = try await bus.publish(event)
-                record.outcome = "acked"
-                record.sequence = receipt.sequence
-                record.duplicate = receipt.duplicate
-                break
-            } catch {
-                let certain = definitelyNotStored(error)
-                if !certain { ambiguous = true }
-                let retriable = (error as? EventBusError)?.isRetriable ?? false
-                if retriable && ContinuousClock.now < deadline {
-                    try await Task.sleep(for: .milliseconds(100 * min(attempts, 5)))
-                    continue
-                }
-                record.outcome = ambiguous ? "unknown" : "failed"
-                record.detail = "\(error)"
-                break
-            }
+        record.startedAt = outcome.startedAt
+        record.attempts = outcome.attempts
+        switch outcome.outcome {
+        case .acked(let sequence, let duplicate):
+            record.outcome = "acked"
+            record.sequence = sequence
+            record.duplicate = duplicate
+        case .failed(let reason):
+            record.outcome = "failed"
+            record.detail = reason
+        case .unknown(let reason):
+            record.outcome = "unknown"
+            record.detail = reason
         }
-        record.attempts = attempts
-        record.at = wallClock()
         log.write(record)
     }
     var done = AgentRecord(kind: "done")

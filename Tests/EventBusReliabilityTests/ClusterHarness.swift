@@ -169,6 +169,8 @@ final class ConsumerRecorder: Sendable {
     private let received = Mutex<Set<String>>([])
     /// Deliveries of a sequence whose ack the server had already confirmed (R7's violation).
     let deliveredAfterConfirmedAck = HistoryLog<DeliveryRecord>()
+    /// ackSync calls the server did not confirm in time.
+    let unconfirmedAcks = HistoryLog<DeliveryRecord>()
     private let confirmed = Mutex<[UInt64: Double]>([:])
     private let task = Mutex<Task<Void, Never>?>(nil)
     private let stopped = Atomic<Bool>(false)
@@ -212,6 +214,7 @@ final class ConsumerRecorder: Sendable {
                                 confirmed.withLock { $0[metadata.streamSequence] = now }
                             } catch {
                                 // Not confirmed: the server may redeliver it, which is allowed.
+                                unconfirmedAcks.append(record)
                             }
                         } else {
                             try? message.ack()
@@ -298,4 +301,14 @@ final class ConnectionWatcher: Sendable {
         }
         return nil
     }
+}
+
+/// A thread-safe set of ids.
+final class IDSet: Sendable {
+    private let storage = Mutex<Set<String>>([])
+
+    func insert(_ id: String) { _ = storage.withLock { $0.insert(id) } }
+    var all: Set<String> { storage.withLock { $0 } }
+    var count: Int { storage.withLock { $0.count } }
+    func contains(all ids: Set<String>) -> Bool { storage.withLock { ids.isSubset(of: $0) } }
 }
