@@ -89,6 +89,8 @@ let package = Package(
                 "EventBusConformance",
                 "NATSTestSupport",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
             ]
         ),
         // Settings from the environment and the one factory that switches backends.
