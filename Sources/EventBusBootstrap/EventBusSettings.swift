@@ -25,6 +25,7 @@ import NATS
 /// | `jetstream.maxDeliver` (`EVENT_BUS_JETSTREAM_MAX_DELIVER`) | 5 | default attempts before dead letter |
 /// | `jetstream.maxAckPending` (`EVENT_BUS_JETSTREAM_MAX_ACK_PENDING`) | 256 | default max in flight per group |
 /// | `jetstream.publishTimeoutMs` (`EVENT_BUS_JETSTREAM_PUBLISH_TIMEOUT_MS`) | 10000 | how long a publish waits for its ack |
+/// | `jetstream.groupConsumer` (`EVENT_BUS_JETSTREAM_GROUP_CONSUMER`) | `pull` | `pull` or `push` (deliver group) |
 public struct EventBusSettings: Sendable, CustomStringConvertible {
     /// The backends.
     public enum Backend: String, Sendable, CaseIterable {
@@ -133,6 +134,15 @@ public struct EventBusSettings: Sendable, CustomStringConvertible {
             if let maxDeliver = try js.int("maxDeliver", minimum: 1) { jetStream.maxDeliver = maxDeliver }
             if let maxAckPending = try js.int("maxAckPending", minimum: 1) { jetStream.maxAckPending = maxAckPending }
             if let timeout = try js.milliseconds("publishTimeoutMs", minimum: 1) { jetStream.publishTimeout = timeout }
+            if let kind = js.string("groupConsumer")?.lowercased() {
+                guard let value = JetStreamEventBus.GroupConsumerKind(rawValue: kind) else {
+                    throw NATSError(
+                        .invalidConfiguration,
+                        "invalid value '\(kind)' for \(js.name("groupConsumer")): expected one of \(JetStreamEventBus.GroupConsumerKind.allCases.map(\.rawValue).joined(separator: ", "))"
+                    )
+                }
+                jetStream.groupConsumer = value
+            }
             try jetStream.validate()
         } catch {
             throw invalid(error)

@@ -52,6 +52,7 @@ struct EventBusSettingsTests {
             "EVENT_BUS_JETSTREAM_MAX_DELIVER": "7",
             "EVENT_BUS_JETSTREAM_MAX_ACK_PENDING": "64",
             "EVENT_BUS_JETSTREAM_PUBLISH_TIMEOUT_MS": "12000",
+            "EVENT_BUS_JETSTREAM_GROUP_CONSUMER": "push",
         ])
         #expect(settings.backend == .jetstream)
         let nats = settings.jetStream.connection
@@ -70,6 +71,7 @@ struct EventBusSettingsTests {
         #expect(js.maxAge == .seconds(86_400) && js.duplicateWindow == .seconds(60))
         #expect(js.ackWait == .seconds(15) && js.maxDeliver == 7 && js.maxAckPending == 64)
         #expect(js.publishTimeout == .seconds(12))
+        #expect(js.groupConsumer == .push)
         #expect(!settings.description.contains("s3cret-pw"), "\(settings)")
     }
 
@@ -89,6 +91,7 @@ struct EventBusSettingsTests {
         ("EVENT_BUS_JETSTREAM_MAX_DELIVER", "0", "whole number ≥ 1"),
         ("EVENT_BUS_JETSTREAM_MAX_ACK_PENDING", "lots", "whole number ≥ 1"),
         ("EVENT_BUS_JETSTREAM_SUBJECTS", "a..b", "empty tokens"),
+        ("EVENT_BUS_JETSTREAM_GROUP_CONSUMER", "queue", "pull, push"),
     ])
     func badValueNamesVariableValueAndRule(variable: String, value: String, rule: String) throws {
         var variables = ["EVENT_BUS_BACKEND": "jetstream"]
