@@ -88,3 +88,40 @@ struct JetStreamEventBusTests {
         #expect(error?.message.contains("bad.name") == true)
     }
 }
+
+@Suite("JetStreamEventBus dead letters after an expired last attempt")
+struct JetStreamMaxDeliveriesTests {
+    @Test func anEventWhoseLastAckWaitExpiresIsDeadLettered() async throws {
+        let server = try NATSServerProcess()
+        defer { server.stop() }
+        let bus = try JetStreamEventBusTests.bus(server)
+        let deadLetters = try await bus.subscribe("deadletter.>", options: .init(group: "ops"))
+        let options = SubscriptionOptions(group: "workers", ackWait: .seconds(1), maxDeliver: 2)
+        let work = try await bus.subscribe("slow.job", options: options)
+        let attempts = Collected<Int>()
+        // A worker that takes every delivery and never settles it (as if it crashed each time).
+        let worker = Task {
+            for try await delivery in work { attempts.append(delivery.deliveryCount) }
+        }
+        let job = Event(subject: "slow.job", type: "job", source: "/test", data: Array("payload".utf8))
+        try await bus.publish(job)
+        var received: Delivery?
+        let deadline = ContinuousClock.now + .seconds(20)
+        var iterator = deadLetters.makeAsyncIterator()
+        while received == nil && ContinuousClock.now < deadline {
+            received = try await iterator.next()
+        }
+        let deadLetter = try #require(received)
+        #expect(deadLetter.event.subject == "deadletter.slow.job")
+        #expect(deadLetter.event.id == job.id)
+        #expect(deadLetter.event.data == job.data)
+        #expect(deadLetter.event.extensions[DeadLetter.subjectHeader] == "slow.job")
+        #expect(deadLetter.event.extensions[DeadLetter.attemptsHeader] == "2")
+        #expect(deadLetter.event.extensions[DeadLetter.groupHeader] == "workers")
+        #expect(deadLetter.event.extensions[DeadLetter.errorHeader]?.contains("ack wait") == true)
+        #expect(attempts.values == [1, 2])
+        try await deadLetter.ack()
+        worker.cancel()
+        await bus.close()
+    }
+}
