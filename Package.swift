@@ -11,6 +11,7 @@ let package = Package(
         .library(name: "EventBusJetStream", targets: ["EventBusJetStream"]),
         .library(name: "EventBusBootstrap", targets: ["EventBusBootstrap"]),
         .executable(name: "eventbus-demo", targets: ["EventBusDemo"]),
+        .executable(name: "eventbus", targets: ["EventBusCLI"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
@@ -118,6 +119,18 @@ let package = Package(
             dependencies: [
                 "EventBus",
                 "EventBusBootstrap",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // `eventbus`: publish, subscribe, request, stream and consumer info, doctor, bench.
+        .executableTarget(
+            name: "EventBusCLI",
+            dependencies: [
+                "EventBus",
+                "EventBusBootstrap",
+                "EventBusJetStream",
+                "NATS",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

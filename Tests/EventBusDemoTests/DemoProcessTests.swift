@@ -87,8 +87,12 @@ final class DemoProcess: @unchecked Sendable {
     private let lock = NSLock()
     private var collected = ""
 
-    init(arguments: [String], environment: [String: String]) throws {
-        process.executableURL = URL(fileURLWithPath: try DemoProcessTests.demoExecutable())
+    convenience init(arguments: [String], environment: [String: String]) throws {
+        try self.init(executable: try DemoProcessTests.demoExecutable(), arguments: arguments, environment: environment)
+    }
+
+    init(executable: String, arguments: [String], environment: [String: String]) throws {
+        process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
         var merged = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("EVENT_BUS_") }
         merged.merge(environment) { $1 }
