@@ -9,6 +9,9 @@ let package = Package(
         .library(name: "EventBus", targets: ["EventBus"]),
         .library(name: "EventBusConformance", targets: ["EventBusConformance"]),
         .library(name: "EventBusJetStream", targets: ["EventBusJetStream"]),
+        .library(name: "EventBusBootstrap", targets: ["EventBusBootstrap"]),
+        .executable(name: "eventbus-demo", targets: ["EventBusDemo"]),
+        .executable(name: "eventbus", targets: ["EventBusCLI"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
@@ -16,6 +19,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
         .package(url: "https://github.com/apple/swift-configuration.git", from: "1.0.0", traits: []),
         .package(url: "https://github.com/apple/swift-collections.git", from: "1.1.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
     ],
     targets: [
         // cnats, the NATS C client (Debian/Ubuntu: libnats-dev). Only Sources/NATS/Native/ imports it.
@@ -86,7 +90,54 @@ let package = Package(
                 "EventBusConformance",
                 "NATSTestSupport",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
             ]
+        ),
+        // Settings from the environment and the one factory that switches backends.
+        .target(
+            name: "EventBusBootstrap",
+            dependencies: [
+                "EventBus",
+                "EventBusJetStream",
+                "NATS",
+                .product(name: "Configuration", package: "swift-configuration"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .testTarget(
+            name: "EventBusBootstrapTests",
+            dependencies: [
+                "EventBusBootstrap",
+                "NATSTestSupport",
+                .product(name: "Configuration", package: "swift-configuration"),
+            ]
+        ),
+        // `eventbus-demo`: an order workflow on the bus, in one process or one role per process.
+        .executableTarget(
+            name: "EventBusDemo",
+            dependencies: [
+                "EventBus",
+                "EventBusBootstrap",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // `eventbus`: publish, subscribe, request, stream and consumer info, doctor, bench.
+        .executableTarget(
+            name: "EventBusCLI",
+            dependencies: [
+                "EventBus",
+                "EventBusBootstrap",
+                "EventBusJetStream",
+                "NATS",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .testTarget(
+            name: "EventBusDemoTests",
+            dependencies: ["NATSTestSupport", "NATS"]
         ),
         // Reliability under faults (issue 8): a Jepsen-style history checker and JetStream probes,
         // the service processes of the multi-host test, and the fault tests themselves.

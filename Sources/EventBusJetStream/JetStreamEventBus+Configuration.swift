@@ -1,6 +1,14 @@
 public import NATS
 
 extension JetStreamEventBus {
+    /// The JetStream consumer kind behind a group.
+    public enum GroupConsumerKind: String, Sendable, CaseIterable {
+        /// A durable pull consumer: members fetch batches; natural back pressure. The default.
+        case pull
+        /// A durable push consumer with a deliver group, flow control and heartbeats.
+        case push
+    }
+
     /// Everything the JetStream bus needs: the connection, the stream, and subscription defaults.
     ///
     /// Event subjects live under ``subjectPrefix``: the event `order.created` travels as the NATS
@@ -39,6 +47,9 @@ extension JetStreamEventBus {
         public var maxAckPending = 256
         /// Events a subscriber requests ahead from the server, at most. Default 256.
         public var pullBatch = 256
+        /// How groups receive events: pull consumers (default: each member asks for batches) or
+        /// push consumers with a deliver group (the server spreads events over the members).
+        public var groupConsumer: GroupConsumerKind = .pull
         /// Publishes awaiting their ack, at most (back pressure beyond). Default 4,096.
         public var maxPendingPublishes = 4_096
         /// How long a publish waits for the stream's ack. Default 10 s (longer than a JetStream

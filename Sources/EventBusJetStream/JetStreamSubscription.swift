@@ -2,21 +2,43 @@ import EventBus
 import NATS
 import Synchronization
 
-/// One ``EventBus/subscribe(_:options:)`` on JetStream: a pull consumer for the stored events and,
-/// through the same sequence, the requests sent to the pattern.
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+/// The subject prefix of the server's "max deliveries reached" advisories.
+let maxDeliveriesAdvisoryPrefix = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES."
+
+/// One ``EventBus/subscribe(_:options:)`` on JetStream: a pull (or push) consumer for the stored
+/// events and, through the same sequence, the requests sent to the pattern.
 final class JetStreamSubscription: DeliverySource, Sendable {
+    /// The consumer behind the subscription.
+    enum Consumer: Sendable {
+        case pull(NATSPullConsumer)
+        case push(NATSPushConsumer)
+
+        func stop() {
+            switch self {
+            case .pull(let consumer): consumer.stop()
+            case .push(let consumer): consumer.stop()
+            }
+        }
+    }
+
     let bus: JetStreamEventBus
     let ready: JetStreamEventBus.Ready
     let pattern: SubjectPattern
     let options: SubscriptionOptions
-    let consumer: NATSPullConsumer
+    let consumer: Consumer
     let consumerName: String
     let durable: Bool
     private let closed = Atomic<Bool>(false)
 
     private init(
         bus: JetStreamEventBus, ready: JetStreamEventBus.Ready, pattern: SubjectPattern, options: SubscriptionOptions,
-        consumer: NATSPullConsumer, consumerName: String, durable: Bool
+        consumer: Consumer, consumerName: String, durable: Bool
     ) {
         self.bus = bus
         self.ready = ready
@@ -66,6 +88,14 @@ final class JetStreamSubscription: DeliverySource, Sendable {
         if options.group == nil {
             consumerConfiguration.inactiveThreshold = configuration.ephemeralInactiveThreshold
         }
+        let push = options.group != nil && configuration.groupConsumer == .push
+        if push, let durable = consumerConfiguration.durableName, let group = options.group {
+            // Every member on every host derives the same deliver subject and group.
+            consumerConfiguration.deliverSubject = "_EVENTBUS.DELIVER.\(configuration.streamName).\(durable)"
+            consumerConfiguration.deliverGroup = durableName(group: group, pattern: pattern)
+            consumerConfiguration.flowControl = true
+            consumerConfiguration.idleHeartbeat = .seconds(5)
+        }
         let jetStream = ready.jetStream
         let info: NATSConsumerInfo
         do {
@@ -80,12 +110,26 @@ final class JetStreamSubscription: DeliverySource, Sendable {
             throw EventBusError(mapping: error, what: "subscribing to '\(pattern.rawValue)'", fallback: .backendUnavailable)
         }
         let batch = max(1, min(configuration.pullBatch, options.maxInFlight))
+        let requestSubject = "\(configuration.requestSubjectPrefix).\(pattern.rawValue)"
+        // The server's "max deliveries reached" advisories for this consumer come through the same
+        // sequence (one member of the group handles each), so that an event whose ack wait expired
+        // on its last attempt still reaches the dead-letter subject.
+        let advisorySubject = "\(maxDeliveriesAdvisoryPrefix)\(configuration.streamName).\(info.name)"
         do {
-            let consumer = try await jetStream.pullConsumer(
-                stream: configuration.streamName, name: info.name,
-                options: .init(batch: batch, expires: .seconds(30), idleHeartbeat: .seconds(5)))
-            try await consumer.addCompanionSubscription(
-                subject: "\(configuration.requestSubjectPrefix).\(pattern.rawValue)", queueGroup: options.group)
+            let consumer: Consumer
+            if push {
+                let pushConsumer = try await jetStream.pushConsumer(stream: configuration.streamName, configuration: consumerConfiguration)
+                try await pushConsumer.addCompanionSubscription(subject: requestSubject, queueGroup: options.group)
+                try await pushConsumer.addCompanionSubscription(subject: advisorySubject, queueGroup: info.name)
+                consumer = .push(pushConsumer)
+            } else {
+                let pullConsumer = try await jetStream.pullConsumer(
+                    stream: configuration.streamName, name: info.name,
+                    options: .init(batch: batch, expires: .seconds(30), idleHeartbeat: .seconds(5)))
+                try await pullConsumer.addCompanionSubscription(subject: requestSubject, queueGroup: options.group)
+                try await pullConsumer.addCompanionSubscription(subject: advisorySubject, queueGroup: info.name)
+                consumer = .pull(pullConsumer)
+            }
             return JetStreamSubscription(
                 bus: bus, ready: ready, pattern: pattern, options: options, consumer: consumer, consumerName: info.name,
                 durable: options.group != nil)
@@ -96,7 +140,10 @@ final class JetStreamSubscription: DeliverySource, Sendable {
     }
 
     func makeDeliveryIterator() -> any DeliveryIterator {
-        Iterator(subscription: self, base: consumer.makeAsyncIterator())
+        switch consumer {
+        case .pull(let pull): Iterator(subscription: self, pull: pull.makeAsyncIterator(), push: nil)
+        case .push(let push): Iterator(subscription: self, pull: nil, push: push.makeAsyncIterator())
+        }
     }
 
     /// Stops the consumer; a subscriber without group also removes its ephemeral consumer.
@@ -111,17 +158,60 @@ final class JetStreamSubscription: DeliverySource, Sendable {
 
     struct Iterator: DeliveryIterator {
         let subscription: JetStreamSubscription
-        var base: NATSPullConsumer.Iterator
+        // One of the two is set; mutated in place so that its buffers stay uniquely referenced.
+        var pull: NATSPullConsumer.Iterator?
+        var push: NATSPushConsumer.Iterator?
 
         mutating func next() async throws -> Delivery? {
-            let message: NATSJetStreamMessage?
-            do {
-                message = try await base.next()
-            } catch {
-                throw EventBusError(mapping: error, what: "receiving on '\(subscription.pattern.rawValue)'", fallback: .backendUnavailable)
+            while true {
+                let message: NATSJetStreamMessage?
+                do {
+                    if pull != nil {
+                        message = try await pull!.next()
+                    } else {
+                        message = try await push?.next()
+                    }
+                } catch {
+                    throw EventBusError(mapping: error, what: "receiving on '\(subscription.pattern.rawValue)'", fallback: .backendUnavailable)
+                }
+                guard let message else { return nil }
+                if message.subject.hasPrefix(maxDeliveriesAdvisoryPrefix) {
+                    await subscription.deadLetterAfterMaxDeliveries(message)
+                    continue
+                }
+                return subscription.delivery(for: message)
             }
-            guard let message else { return nil }
-            return subscription.delivery(for: message)
+        }
+    }
+
+    /// Moves the event an advisory names to the dead-letter subject: its ack wait expired on the
+    /// last attempt, so no handler settled it. Failures are logged; the advisory is not retried
+    /// (the event stays in the stream).
+    func deadLetterAfterMaxDeliveries(_ advisory: NATSJetStreamMessage) async {
+        struct Advisory: Decodable {
+            var stream_seq: UInt64
+            var deliveries: UInt64
+        }
+        let logger = bus.logger
+        guard let facts = try? JSONDecoder().decode(Advisory.self, from: Data(advisory.payload.bytes)) else {
+            logger.warning("unreadable max-deliveries advisory", metadata: ["subject": "\(advisory.subject)"])
+            return
+        }
+        let configuration = bus.configuration
+        do {
+            let stored = try await ready.jetStream.message(stream: configuration.streamName, sequence: facts.stream_seq)
+            let subject = bus.busSubject(fromNATS: stored.subject, prefix: configuration.subjectPrefix)
+            let event = CloudEventsNATSBinding.event(subject: subject, headers: stored.headers, payload: stored.payload.bytes)
+            let deadLetter = DeadLetter.event(
+                from: event, deadLetterSubject: options.deadLetterSubject(forOriginalSubject: subject),
+                attempts: Int(facts.deliveries),
+                error: "ack wait of \(options.ackWait) expired on attempt \(facts.deliveries), the last of \(options.maxDeliver ?? Int(facts.deliveries))",
+                sequence: facts.stream_seq, group: options.group)
+            _ = try await bus.publish(deadLetter, messageID: "deadletter-\(consumerName)-\(facts.stream_seq)")
+        } catch {
+            logger.error(
+                "could not dead-letter an event that reached its max deliveries",
+                metadata: ["sequence": "\(facts.stream_seq)", "consumer": "\(consumerName)", "error": "\(error)"])
         }
     }
 

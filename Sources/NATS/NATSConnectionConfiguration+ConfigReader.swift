@@ -112,13 +112,18 @@ extension NATSConnectionConfiguration {
 
 /// Reads configuration values as strings and parses them itself, so that a bad value fails with
 /// a message naming the key, the value and what is accepted.
-struct ConfigValues {
-    let config: ConfigReader
-    let keyPrefix: String
+package struct ConfigValues {
+    package let config: ConfigReader
+    package let keyPrefix: String
+
+    package init(config: ConfigReader, keyPrefix: String) {
+        self.config = config
+        self.keyPrefix = keyPrefix
+    }
 
     /// The key as the user sees it: with the prefix, in environment-variable spelling when the
     /// prefix looks like one.
-    func name(_ key: String) -> String {
+    package func name(_ key: String) -> String {
         guard !keyPrefix.isEmpty else { return "'\(key)'" }
         if keyPrefix.uppercased() == keyPrefix {
             var spelled = ""
@@ -137,13 +142,13 @@ struct ConfigValues {
         return "'\(keyPrefix)\(key)'"
     }
 
-    func string(_ key: String, isSecret: Bool = false) -> String? {
+    package func string(_ key: String, isSecret: Bool = false) -> String? {
         guard let value = config.string(forKey: ConfigKey(key), isSecret: isSecret) else { return nil }
         let trimmed = value.trimmingSpaces
         return trimmed.isEmpty ? nil : trimmed
     }
 
-    func int(_ key: String, minimum: Int) throws(NATSError) -> Int? {
+    package func int(_ key: String, minimum: Int) throws(NATSError) -> Int? {
         guard let text = string(key) else { return nil }
         guard let value = Int(text), value >= minimum else {
             throw NATSError(
@@ -153,7 +158,7 @@ struct ConfigValues {
         return value
     }
 
-    func milliseconds(_ key: String, minimum: Int) throws(NATSError) -> Duration? {
+    package func milliseconds(_ key: String, minimum: Int) throws(NATSError) -> Duration? {
         guard let text = string(key) else { return nil }
         guard let value = Int(text), value >= minimum else {
             throw NATSError(
@@ -163,7 +168,7 @@ struct ConfigValues {
         return .milliseconds(value)
     }
 
-    func bool(_ key: String) throws(NATSError) -> Bool? {
+    package func bool(_ key: String) throws(NATSError) -> Bool? {
         guard let text = string(key) else { return nil }
         switch text.lowercased() {
         case "true", "yes", "1", "on": return true
@@ -178,7 +183,7 @@ struct ConfigValues {
 
 extension StringProtocol {
     /// The text without leading and trailing spaces, tabs and newlines.
-    var trimmingSpaces: String {
+    package var trimmingSpaces: String {
         let isSpace: (Character) -> Bool = { $0 == " " || $0 == "\t" || $0 == "\n" || $0 == "\r" }
         guard let first = firstIndex(where: { !isSpace($0) }) else { return "" }
         let last = lastIndex(where: { !isSpace($0) })!

@@ -32,12 +32,13 @@ struct JetStreamConformanceTests {
 
     static let servers = Servers()
 
-    static func makeBus(on server: NATSServerProcess) throws -> JetStreamEventBus {
+    static func makeBus(on server: NATSServerProcess, groupConsumer: JetStreamEventBus.GroupConsumerKind = .pull) throws -> JetStreamEventBus {
         var connection = try NATSConnectionConfiguration(servers: [server.url])
         connection.reconnect.wait = .milliseconds(100)
         connection.reconnect.maxAttempts = .unlimited
         var configuration = JetStreamEventBus.Configuration(connection: connection)
         configuration.storage = .file
+        configuration.groupConsumer = groupConsumer
         var logger = Logger(label: "conformance.jetstream")
         logger.logLevel = .warning
         let bus = JetStreamEventBus(configuration: configuration, logger: logger)
@@ -45,17 +46,18 @@ struct JetStreamConformanceTests {
         return bus
     }
 
-    static let harness = EventBusConformanceHarness(
+    static func harness(groupConsumer: JetStreamEventBus.GroupConsumerKind) -> EventBusConformanceHarness {
+        EventBusConformanceHarness(
         timing: ConformanceTiming(ackWait: .seconds(1), quietPeriod: .milliseconds(300), stepTimeout: .seconds(20)),
         makeBus: {
             let server = try NATSServerProcess()
-            let bus = try makeBus(on: server)
+            let bus = try makeBus(on: server, groupConsumer: groupConsumer)
             try await bus.start()
             return bus
         },
         connect: { bus in
             guard let server = servers.server(for: bus) else { throw EventBusError(.invalidOption, "unknown bus") }
-            let client = try makeBus(on: server)
+            let client = try makeBus(on: server, groupConsumer: groupConsumer)
             try await client.start()
             return client
         },
@@ -64,7 +66,7 @@ struct JetStreamConformanceTests {
             await bus.close()
             server.stop()
             try server.start()
-            let restarted = try makeBus(on: server)
+            let restarted = try makeBus(on: server, groupConsumer: groupConsumer)
             try await restarted.start()
             return restarted
         },
@@ -72,10 +74,18 @@ struct JetStreamConformanceTests {
             await bus.close()
             servers.remove(bus)?.stop()
         }
-    )
+        )
+    }
 
+    /// Groups as durable pull consumers (the default).
     @Test(arguments: EventBusConformance.checks)
     func conformance(_ check: EventBusConformance.Check) async throws {
-        try await EventBusConformance.run(check, harness: Self.harness, size: .short)
+        try await EventBusConformance.run(check, harness: Self.harness(groupConsumer: .pull), size: .short)
+    }
+
+    /// Groups as durable push consumers with a deliver group.
+    @Test(arguments: EventBusConformance.checks)
+    func conformancePushGroups(_ check: EventBusConformance.Check) async throws {
+        try await EventBusConformance.run(check, harness: Self.harness(groupConsumer: .push), size: .short)
     }
 }

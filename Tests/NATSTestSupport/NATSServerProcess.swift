@@ -21,6 +21,11 @@ public final class NATSServerProcess: @unchecked Sendable {
     public struct Failure: Error, CustomStringConvertible {
         /// What went wrong.
         public var description: String
+
+        /// Creates a failure.
+        public init(description: String) {
+            self.description = description
+        }
     }
 
     /// The loopback port the server listens on (kept across restarts).

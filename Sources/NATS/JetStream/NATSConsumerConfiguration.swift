@@ -131,8 +131,9 @@ public struct NATSConsumerConfiguration: Sendable, Hashable {
         }
     }
 
-    /// The fields that differ from `other` (the server's view), by name.
-    func differences(from other: NATSConsumerConfiguration) -> [String] {
+    /// The names of the fields that differ from `other` (for example the server's view), the
+    /// same names ``NATSJetStream`` uses in its update errors.
+    public func differences(from other: NATSConsumerConfiguration) -> [String] {
         var fields: [String] = []
         if (description ?? "") != (other.description ?? "") { fields.append("description") }
         if Set(filterSubjects) != Set(other.filterSubjects) { fields.append("filterSubjects") }

@@ -36,6 +36,8 @@ public enum NATSJetStreamErrorCode {
     public static let messageTooLarge = 10054
     /// 10074: replicas > 1 need a cluster.
     public static let replicasNotSupported = 10074
+    /// 10037: no message found (reading a stream message by sequence).
+    public static let noMessageFound = 10037
     /// 10023: insufficient resources.
     public static let insufficientResources = 10023
 }

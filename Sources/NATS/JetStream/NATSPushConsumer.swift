@@ -77,6 +77,15 @@ public final class NATSPushConsumer: AsyncSequence, Sendable {
     }
 }
 
+extension NATSPushConsumer {
+    /// Also delivers core messages on `subject` (joining `queueGroup`) through this consumer's
+    /// iteration, as messages without JetStream metadata (see
+    /// ``NATSPullConsumer/addCompanionSubscription(subject:queueGroup:)``).
+    package func addCompanionSubscription(subject: String, queueGroup: String?) async throws(NATSError) {
+        try await connection.addCompanion(to: handle, subject: subject, queueGroup: queueGroup)
+    }
+}
+
 extension NATSJetStream {
     /// Subscribes to a push consumer, creating or updating it first.
     ///

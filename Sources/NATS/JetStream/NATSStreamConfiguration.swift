@@ -93,8 +93,9 @@ public struct NATSStreamConfiguration: Sendable, Hashable {
         return duplicateWindow
     }
 
-    /// The fields that differ from `other` (the server's view), by name.
-    func differences(from other: NATSStreamConfiguration) -> [String] {
+    /// The names of the fields that differ from `other` (for example the server's view), the
+    /// same names ``NATSJetStream`` uses in its update errors.
+    public func differences(from other: NATSStreamConfiguration) -> [String] {
         var fields: [String] = []
         if Set(subjects) != Set(other.subjects) { fields.append("subjects") }
         if (description ?? "") != (other.description ?? "") { fields.append("description") }

@@ -1,0 +1,247 @@
+import ArgumentParser
+import EventBus
+import EventBusBootstrap
+import EventBusJetStream
+import Foundation
+import Logging
+import NATS
+
+/// `eventbus`: publish, subscribe and request from the command line, inspect the JetStream stream
+/// and consumers, check a deployment, and measure publish rates. It reads the same `EVENT_BUS_*`
+/// variables as a service (docs/configuration.md).
+@main
+struct EventBusCLI: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "eventbus",
+        abstract: "Publish, subscribe, request, inspect and check the event bus configured by EVENT_BUS_* variables.",
+        subcommands: [Publish.self, Subscribe.self, Request.self, StreamInfo.self, ConsumerInfo.self, Doctor.self, Bench.self])
+}
+
+struct BusOptions: ParsableArguments {
+    @Option(help: "Log level: trace, debug, info, notice, warning, error.")
+    var logLevel: String = "warning"
+
+    func logger() -> Logger {
+        var logger = Logger(label: "eventbus-cli")
+        logger.logLevel = Logger.Level(rawValue: logLevel) ?? .warning
+        return logger
+    }
+
+    func settings() throws -> EventBusSettings { try EventBusSettings.fromEnvironment() }
+
+    func bus() async throws -> any EventBus {
+        try await EventBusFactory.makeEventBus(settings: settings(), logger: logger())
+    }
+
+    /// A plain NATS connection from the same settings (JetStream commands).
+    func jetStream() async throws -> (NATSConnection, NATSJetStream, EventBusSettings) {
+        let settings = try settings()
+        guard settings.backend == .jetstream else {
+            throw ValidationError("this command needs EVENT_BUS_BACKEND=jetstream (the in-memory bus lives inside one process)")
+        }
+        let connection = try await NATSConnection.connect(configuration: settings.jetStream.connection, logger: logger())
+        return (connection, connection.jetStream(), settings)
+    }
+}
+
+func render(_ delivery: Delivery) -> String {
+    let event = delivery.event
+    let text = String(decoding: event.data, as: UTF8.self)
+    var line = "#\(delivery.sequence) \(event.subject) id=\(event.id) type=\(event.type) source=\(event.source) attempt=\(delivery.deliveryCount)"
+    if !event.extensions.isEmpty { line += " extensions=\(event.extensions.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ","))" }
+    return line + " data=\(text)"
+}
+
+extension EventBusCLI {
+    struct Publish: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Publish one event and print its receipt.")
+        @OptionGroup var bus: BusOptions
+        @Argument(help: "The event subject, e.g. orders.created.") var subject: String
+        @Argument(help: "The payload (text).") var data: String = ""
+        @Option(help: "CloudEvents type.") var type = "com.example.cli"
+        @Option(help: "CloudEvents source.") var source = "/eventbus-cli"
+        @Option(help: "Event id (default: a new one); publishing an id twice inside the duplicate window stores it once.") var id: String?
+        @Option(help: "Content type of the payload.") var contentType = "text/plain"
+
+        func run() async throws {
+            let eventBus = try await bus.bus()
+            var event = Event(subject: subject, type: type, source: source, dataContentType: contentType, data: Array(data.utf8))
+            if let id { event.id = id }
+            let receipt = try await eventBus.publish(event)
+            print("published \(event.id) to \(subject): stream \(receipt.stream) sequence \(receipt.sequence)\(receipt.duplicate ? " (duplicate, not stored again)" : "")")
+            await eventBus.close()
+        }
+    }
+
+    struct Subscribe: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print events on a pattern (and ack them).")
+        @OptionGroup var bus: BusOptions
+        @Argument(help: "Subject pattern: * one token, > the rest.") var pattern: String
+        @Option(help: "Join this group (durable on JetStream).") var group: String?
+        @Flag(help: "Start with every retained event instead of new ones (for a new group or a subscriber without group).") var all = false
+        @Option(help: "Stop after this many events; 0 for no limit.") var count = 0
+
+        func run() async throws {
+            let eventBus = try await bus.bus()
+            let subscription = try await eventBus.subscribe(pattern, options: .init(group: group, start: all ? .all : .new))
+            var seen = 0
+            for try await delivery in subscription {
+                print(render(delivery) + (delivery.isRequest ? " (request, not answered)" : ""))
+                try await delivery.ack()
+                seen += 1
+                if count > 0 && seen >= count { break }
+            }
+            await subscription.close()
+            await eventBus.close()
+        }
+    }
+
+    struct Request: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Send a request and print the reply.")
+        @OptionGroup var bus: BusOptions
+        @Argument(help: "The request subject.") var subject: String
+        @Argument(help: "The payload (text).") var data: String = ""
+        @Option(help: "Seconds to wait for the reply.") var timeout = 5
+
+        func run() async throws {
+            let eventBus = try await bus.bus()
+            let request = Event(subject: subject, type: "com.example.cli.request", source: "/eventbus-cli", data: Array(data.utf8))
+            let reply = try await eventBus.request(request, timeout: .seconds(timeout))
+            print("reply \(reply.id) type=\(reply.type) data=\(String(decoding: reply.data, as: UTF8.self))")
+            await eventBus.close()
+        }
+    }
+
+    struct StreamInfo: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "stream-info", abstract: "Show the bus's JetStream stream.")
+        @OptionGroup var bus: BusOptions
+
+        func run() async throws {
+            let (connection, jetStream, settings) = try await bus.jetStream()
+            let info = try await jetStream.streamInfo(settings.jetStream.streamName)
+            let config = info.configuration
+            print("""
+                stream      \(config.name)
+                subjects    \(config.subjects.joined(separator: ", "))
+                storage     \(config.storage.rawValue), replicas \(config.replicas), retention \(config.retention.rawValue)
+                max age     \(config.maxAge == .zero ? "unlimited" : "\(config.maxAge)"), duplicate window \(config.duplicateWindow)
+                messages    \(info.state.messages) (\(info.state.bytes) bytes), sequences \(info.state.firstSequence)...\(info.state.lastSequence)
+                consumers   \(info.state.consumerCount)
+                """)
+            await connection.close()
+        }
+    }
+
+    struct ConsumerInfo: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "consumer-info", abstract: "Show a consumer (a group is named <group>-<hash>; see stream-info).")
+        @OptionGroup var bus: BusOptions
+        @Argument(help: "The consumer name.") var name: String
+
+        func run() async throws {
+            let (connection, jetStream, settings) = try await bus.jetStream()
+            let info = try await jetStream.consumerInfo(stream: settings.jetStream.streamName, name: name)
+            print("""
+                consumer     \(info.name) on \(info.stream)
+                filter       \(info.configuration.filterSubjects.joined(separator: ", "))
+                ack wait     \(info.configuration.ackWait), max deliver \(info.configuration.maxDeliver), max ack pending \(info.configuration.maxAckPending)
+                delivered    stream sequence \(info.delivered.streamSequence), ack floor \(info.ackFloor.streamSequence)
+                pending      \(info.pendingCount) not yet delivered, \(info.ackPendingCount) awaiting ack, \(info.redeliveredCount) redelivered
+                """)
+            await connection.close()
+        }
+    }
+
+    struct Doctor: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Check the configuration, the servers, JetStream and the stream; exit non-zero on a problem.")
+        @OptionGroup var bus: BusOptions
+
+        func run() async throws {
+            var problems = 0
+            func check(_ what: String, _ body: () async throws -> String) async {
+                do {
+                    print("ok    \(what): \(try await body())")
+                } catch {
+                    problems += 1
+                    print("FAIL  \(what): \(error)")
+                }
+            }
+            let settings: EventBusSettings
+            do {
+                settings = try bus.settings()
+                print("ok    configuration: \(settings)")
+            } catch {
+                print("FAIL  configuration: \(error)")
+                throw ExitCode(1)
+            }
+            guard settings.backend == .jetstream else {
+                print("ok    backend memory: nothing to reach")
+                return
+            }
+            var connection: NATSConnection?
+            await check("connect") {
+                let started = ContinuousClock.now
+                let connected = try await NATSConnection.connect(configuration: settings.jetStream.connection, logger: bus.logger())
+                connection = connected
+                return "\(connected.connectedServer ?? "?") in \(ContinuousClock.now - started), max payload \(connected.maxPayload) bytes"
+            }
+            guard let connection else { throw ExitCode(1) }
+            await check("round trip") {
+                let started = ContinuousClock.now
+                try await connection.flush()
+                return "\(ContinuousClock.now - started)"
+            }
+            let jetStream = connection.jetStream()
+            await check("stream \(settings.jetStream.streamName)") {
+                let info = try await jetStream.streamInfo(settings.jetStream.streamName)
+                let differences = settings.jetStream.stream.differences(from: info.configuration)
+                let note = differences.isEmpty ? "matches the configuration" : "differs from the configuration in \(differences.joined(separator: ", ")) (the bus updates it at start where the server allows)"
+                return "\(info.state.messages) events, \(info.configuration.replicas) replicas, \(note)"
+            }
+            await check("publish") {
+                let probe = try await jetStream.publish(
+                    subject: "\(settings.jetStream.subjectPrefix).doctor.probe", payload: Array("probe".utf8),
+                    options: .init(messageID: "doctor-\(UUID().uuidString)"))
+                return "stored at sequence \(probe.sequence)"
+            }
+            await connection.close()
+            if problems > 0 { throw ExitCode(1) }
+        }
+    }
+
+    struct Bench: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Publish events through the bus and report the rate and latency (a quick check, not the benchmark suite).")
+        @OptionGroup var bus: BusOptions
+        @Option(help: "How many events.") var count = 10_000
+        @Option(help: "Concurrent publishers.") var concurrency = 1
+        @Option(help: "Payload bytes.") var size = 128
+
+        func run() async throws {
+            let eventBus = try await bus.bus()
+            let payload = [UInt8](repeating: 0x61, count: size)
+            let perTask = max(1, count / max(1, concurrency))
+            let started = ContinuousClock.now
+            let latencies: [Duration] = try await withThrowingTaskGroup(of: [Duration].self) { group in
+                for task in 0..<concurrency {
+                    group.addTask {
+                        var samples: [Duration] = []
+                        samples.reserveCapacity(perTask)
+                        for index in 0..<perTask {
+                            let begin = ContinuousClock.now
+                            try await eventBus.publish(Event(subject: "bench.cli.\(task)", type: "bench", source: "/eventbus-cli", data: payload, extensions: ["n": "\(index)"]))
+                            samples.append(ContinuousClock.now - begin)
+                        }
+                        return samples
+                    }
+                }
+                var all: [Duration] = []
+                for try await samples in group { all += samples }
+                return all.sorted()
+            }
+            let elapsed = ContinuousClock.now - started
+            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+            print("published \(latencies.count) events of \(size) bytes with \(concurrency) publisher(s) in \(elapsed)")
+            print("rate \(Int(Double(latencies.count) / seconds)) events/s; latency p50 \(latencies[latencies.count / 2]), p99 \(latencies[latencies.count * 99 / 100]), max \(latencies.last!)")
+            await eventBus.close()
+        }
+    }
+}

@@ -1,0 +1,189 @@
+import ArgumentParser
+import EventBus
+import EventBusBootstrap
+import Foundation
+import Logging
+
+/// `eventbus-demo`: a small order workflow on the event bus.
+///
+/// With no arguments it runs every role in one process on the backend `EVENT_BUS_BACKEND` picks
+/// (in memory by default) and prints a summary. With a role name it runs that role alone, so the
+/// workflow can spread over processes and hosts that share a JetStream bus.
+@main
+struct EventBusDemo: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "eventbus-demo",
+        abstract: "An order workflow on the event bus: orders, billing (two workers), notifications, inventory.",
+        discussion: """
+            The backend comes from the environment: EVENT_BUS_BACKEND=memory (default) or jetstream, with \
+            EVENT_BUS_NATS_SERVERS and the other EVENT_BUS_* variables (see docs/configuration.md). Roles as \
+            separate processes need the jetstream backend: in-memory buses do not cross processes.
+            """,
+        subcommands: [All.self, Orders.self, Billing.self, Notifications.self, Inventory.self],
+        defaultSubcommand: All.self)
+}
+
+/// Options every role shares.
+struct CommonOptions: ParsableArguments {
+    @Option(help: "Log level: trace, debug, info, notice, warning, error.")
+    var logLevel: String = "warning"
+
+    func logger(_ label: String) -> Logger {
+        var logger = Logger(label: label)
+        logger.logLevel = Logger.Level(rawValue: logLevel) ?? .warning
+        return logger
+    }
+
+    func makeBus(_ label: String) async throws -> (any EventBus, EventBusSettings) {
+        let settings = try EventBusSettings.fromEnvironment()
+        let bus = try await EventBusFactory.makeEventBus(settings: settings, logger: logger(label))
+        return (bus, settings)
+    }
+}
+
+extension EventBusDemo {
+    /// Every role in one process.
+    struct All: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "all", abstract: "Run every role in this process and print a summary.")
+
+        @OptionGroup var common: CommonOptions
+        @Option(help: "How many orders to place.") var orders = 40
+        @Option(help: "Seconds to wait for every order to be billed or dead-lettered.") var timeout = 60
+
+        func run() async throws {
+            let (bus, settings) = try await common.makeBus("eventbus-demo")
+            let counters = DemoCounters()
+            let activity = Activity()
+            let started = ContinuousClock.now
+            let expectedDeadLetters = (0..<orders).filter(Demo.isPoison).count
+            let outcome: Bool = try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await Roles.inventory(bus: bus, counters: counters) }
+                group.addTask { try await Roles.billing(bus: bus, worker: "billing-1", flaky: false, counters: counters, activity: activity) }
+                group.addTask { try await Roles.billing(bus: bus, worker: "billing-2", flaky: true, counters: counters, activity: activity) }
+                group.addTask { try await Roles.notifications(bus: bus, counters: counters, activity: activity) }
+                // Give the subscriptions a moment to exist before the first order (groups start at new events).
+                try await Task.sleep(for: .milliseconds(300))
+                try await Roles.orders(bus: bus, count: orders, first: 0, runID: Demo.newRunID(), counters: counters)
+                let deadline = ContinuousClock.now + .seconds(timeout)
+                var done = false
+                while ContinuousClock.now < deadline {
+                    let values = counters.snapshot
+                    if values.notified + values.deadLettered >= values.published && values.deadLettered >= expectedDeadLetters {
+                        done = true
+                        break
+                    }
+                    try await Task.sleep(for: .milliseconds(50))
+                }
+                await bus.close()
+                group.cancelAll()
+                while let _ = try? await group.next() {}
+                return done
+            }
+            printSummary(counters.snapshot, backend: settings.backend.rawValue, duration: ContinuousClock.now - started)
+            if !outcome { throw ValidationError("not every order was billed or dead-lettered within \(timeout) s") }
+        }
+
+        func printSummary(_ values: DemoCounters.Values, backend: String, duration: Duration) {
+            let billed = values.billedByWorker.values.reduce(0, +)
+            let perWorker = values.billedByWorker.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }.joined(separator: ", ")
+            let seconds = Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+            print("""
+
+                eventbus-demo summary (backend: \(backend))
+                  orders published     \(values.published)
+                  inventory checks     \(values.inventoryChecks) (\(values.inStock) in stock, request/reply)
+                  billed               \(billed) (\(perWorker))
+                  retried deliveries   \(values.retried) (after \(values.failedAttempts) failed attempts, with backoff)
+                  dead-lettered        \(values.deadLettered) (to \(Demo.deadLetterSubject))
+                  notifications        \(values.notified)
+                  duration             \(String(format: "%.2f", seconds)) s
+                """)
+        }
+    }
+
+    /// Places orders.
+    struct Orders: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "orders", abstract: "Check inventory and publish orders.")
+        @OptionGroup var common: CommonOptions
+        @Option(help: "How many orders to place.") var count = 40
+        @Option(help: "The number of the first order.") var first = 0
+        @Option(help: "Distinguishes this run's event ids from earlier runs' (default: random).") var runID = Demo.newRunID()
+
+        func run() async throws {
+            let (bus, _) = try await common.makeBus("eventbus-demo.orders")
+            let counters = DemoCounters()
+            try await Roles.orders(bus: bus, count: count, first: first, runID: runID, counters: counters)
+            report("DONE published=\(counters.snapshot.published)")
+            await bus.close()
+        }
+    }
+
+    /// One billing worker of the `billing` group.
+    struct Billing: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "billing", abstract: "Run one worker of the billing group.")
+        @OptionGroup var common: CommonOptions
+        @Option(help: "The worker's name.") var worker = "billing-\(ProcessInfo.processInfo.processIdentifier)"
+        @Flag(help: "Fail the first attempt of every fourth order (a flaky payment provider).") var flaky = false
+        @Option(help: "Exit after this many seconds without work (after the first order); 0 to run forever.") var idleExit = 0
+        @Option(help: "Exit after this many seconds at most; 0 for no limit.") var maxSeconds = 0
+
+        func run() async throws {
+            let (bus, _) = try await common.makeBus("eventbus-demo.billing")
+            try await runRole(bus: bus, idleExit: idleExit, maxSeconds: maxSeconds) { activity in
+                try await Roles.billing(bus: bus, worker: worker, flaky: flaky, counters: DemoCounters(), activity: activity)
+            }
+        }
+    }
+
+    /// Notifications and dead-letter reports.
+    struct Notifications: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "notifications", abstract: "Report payments and dead letters.")
+        @OptionGroup var common: CommonOptions
+        @Option(help: "Exit after this many seconds without work (after the first event); 0 to run forever.") var idleExit = 0
+        @Option(help: "Exit after this many seconds at most; 0 for no limit.") var maxSeconds = 0
+
+        func run() async throws {
+            let (bus, _) = try await common.makeBus("eventbus-demo.notifications")
+            try await runRole(bus: bus, idleExit: idleExit, maxSeconds: maxSeconds) { activity in
+                try await Roles.notifications(bus: bus, counters: DemoCounters(), activity: activity)
+            }
+        }
+    }
+
+    /// Answers inventory checks.
+    struct Inventory: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "inventory", abstract: "Answer inventory checks (request/reply).")
+        @OptionGroup var common: CommonOptions
+        @Option(help: "Exit after this many seconds at most; 0 for no limit.") var maxSeconds = 0
+
+        func run() async throws {
+            let (bus, _) = try await common.makeBus("eventbus-demo.inventory")
+            try await runRole(bus: bus, idleExit: 0, maxSeconds: maxSeconds) { _ in
+                try await Roles.inventory(bus: bus, counters: DemoCounters())
+            }
+        }
+    }
+}
+
+/// Runs a role until it is idle for `idleExit` seconds (after its first event), `maxSeconds`
+/// passed, or it fails; then closes the bus.
+func runRole(bus: any EventBus, idleExit: Int, maxSeconds: Int, _ role: @escaping @Sendable (Activity) async throws -> Void) async throws {
+    let activity = Activity()
+    report("READY")
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        group.addTask { try await role(activity) }
+        group.addTask {
+            let limit: Duration = maxSeconds > 0 ? .seconds(maxSeconds) : .seconds(365 * 24 * 3600)
+            if idleExit > 0 {
+                await activity.waitUntilIdle(.seconds(idleExit), limit: limit)
+            } else {
+                try await Task.sleep(for: limit)
+            }
+        }
+        // Whichever ends first ends the role.
+        _ = try await group.next()
+        await bus.close()
+        group.cancelAll()
+        while let _ = try? await group.next() {}
+    }
+}

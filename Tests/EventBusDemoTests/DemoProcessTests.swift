@@ -1,0 +1,134 @@
+import Foundation
+import NATSTestSupport
+import Testing
+
+/// Runs `eventbus-demo` itself, as a user would: in one process, and as one process per role.
+@Suite("eventbus-demo", .serialized)
+struct DemoProcessTests {
+    /// The built demo executable (the test target does not link it, so build it first: `swift build`).
+    static func demoExecutable() throws -> String {
+        let root = NATSServerProcess.projectRoot()
+        for candidate in [".build/debug/eventbus-demo", ".build/release/eventbus-demo"] {
+            let path = "\(root)/\(candidate)"
+            if FileManager.default.isExecutableFile(atPath: path) { return path }
+        }
+        throw NATSServerProcess.Failure(description: "eventbus-demo is not built: run `swift build` first (make test does)")
+    }
+
+    @Test func runsInMemoryWithNoSetup() async throws {
+        let demo = try DemoProcess(arguments: ["--orders", "30"], environment: ["EVENT_BUS_BACKEND": "memory"])
+        let status = try await demo.waitForExit(timeout: .seconds(60))
+        let output = demo.output
+        #expect(status == 0, "\(output)")
+        #expect(output.contains("eventbus-demo summary (backend: memory)"))
+        #expect(output.contains("orders published     30"))
+        #expect(output.contains("dead-lettered        3"))
+        #expect(output.contains("billed               27"))
+    }
+
+    @Test func rolesAsSeparateProcessesOnJetStream() async throws {
+        let server = try NATSServerProcess()
+        defer { server.stop() }
+        let environment = [
+            "EVENT_BUS_BACKEND": "jetstream",
+            "EVENT_BUS_NATS_SERVERS": server.url,
+            "EVENT_BUS_NATS_NAME": "demo-test",
+        ]
+        let inventory = try DemoProcess(arguments: ["inventory", "--max-seconds", "120"], environment: environment)
+        let billing1 = try DemoProcess(arguments: ["billing", "--worker", "billing-1", "--idle-exit", "4", "--max-seconds", "120"], environment: environment)
+        let billing2 = try DemoProcess(
+            arguments: ["billing", "--worker", "billing-2", "--flaky", "--idle-exit", "4", "--max-seconds", "120"], environment: environment)
+        let notifications = try DemoProcess(arguments: ["notifications", "--idle-exit", "4", "--max-seconds", "120"], environment: environment)
+        let services = [inventory, billing1, billing2, notifications]
+        defer { for service in services { service.terminate() } }
+        for service in services {
+            #expect(await service.waitForLine(timeout: .seconds(30)) { $0 == "READY" }, "\(service.output)")
+        }
+        let orderCount = 60
+        let orders = try DemoProcess(arguments: ["orders", "--count", "\(orderCount)"], environment: environment)
+        #expect(try await orders.waitForExit(timeout: .seconds(60)) == 0, "\(orders.output)")
+        let poison = (0..<orderCount).filter { $0 % 10 == 7 }.map(orderID)
+        let good = (0..<orderCount).filter { $0 % 10 != 7 }.map(orderID)
+        // Wait until every order is accounted for, then let the workers go idle and exit.
+        let accounted = await eventually(timeout: .seconds(60)) {
+            let lines = notifications.lines
+            return lines.filter { $0.hasPrefix("NOTIFIED ") }.count >= good.count
+                && lines.filter { $0.hasPrefix("DEAD-LETTERED ") }.count >= poison.count
+        }
+        #expect(accounted, "notifications saw: \(notifications.output)")
+        for worker in [billing1, billing2, notifications] {
+            _ = try await worker.waitForExit(timeout: .seconds(30))
+        }
+
+        func ids(_ lines: [String], _ prefix: String) -> [String] {
+            lines.filter { $0.hasPrefix(prefix) }.map { String($0.split(separator: " ")[1]) }
+        }
+        let billedBy1 = ids(billing1.lines, "BILLED ")
+        let billedBy2 = ids(billing2.lines, "BILLED ")
+        let billed = billedBy1 + billedBy2
+        #expect(billed.sorted() == good.sorted(), "every good order billed exactly once across the workers")
+        #expect(!billedBy1.isEmpty && !billedBy2.isEmpty, "each worker got a share: \(billedBy1.count) and \(billedBy2.count)")
+        #expect(!billing2.lines.filter { $0.hasPrefix("RETRY ") }.isEmpty, "the flaky worker failed some first attempts")
+        let deadLettered = ids(notifications.lines, "DEAD-LETTERED ")
+        #expect(deadLettered.sorted() == poison.sorted(), "the declined orders, and only they, were dead-lettered once each")
+        #expect(Set(ids(notifications.lines, "NOTIFIED ")) == Set(good))
+        print("multi-process demo: billed \(billedBy1.count) + \(billedBy2.count), dead-lettered \(deadLettered.count)")
+    }
+
+    func orderID(_ number: Int) -> String {
+        "order-\(String(repeating: "0", count: max(0, 4 - String(number).count)))\(number)"
+    }
+}
+
+/// A running demo process whose output lines are collected.
+final class DemoProcess: @unchecked Sendable {
+    // @unchecked: `collected` is guarded by `lock`; `process` is only read after start.
+    private let process = Process()
+    private let lock = NSLock()
+    private var collected = ""
+
+    convenience init(arguments: [String], environment: [String: String]) throws {
+        try self.init(executable: try DemoProcessTests.demoExecutable(), arguments: arguments, environment: environment)
+    }
+
+    init(executable: String, arguments: [String], environment: [String: String]) throws {
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        var merged = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("EVENT_BUS_") }
+        merged.merge(environment) { $1 }
+        process.environment = merged
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        pipe.fileHandleForReading.readabilityHandler = { [weak self] handle in
+            let data = handle.availableData
+            guard !data.isEmpty, let self else { return }
+            let text = String(decoding: data, as: UTF8.self)
+            self.lock.withLock { self.collected += text }
+        }
+        try process.run()
+    }
+
+    var output: String { lock.withLock { collected } }
+    var lines: [String] { output.split(separator: "\n").map(String.init) }
+
+    func waitForLine(timeout: Duration, _ predicate: @escaping (String) -> Bool) async -> Bool {
+        await eventually(timeout: timeout) { self.lines.contains(where: predicate) }
+    }
+
+    func waitForExit(timeout: Duration) async throws -> Int32 {
+        let exited = await eventually(timeout: timeout) { !self.process.isRunning }
+        if !exited {
+            terminate()
+            throw NATSServerProcess.Failure(description: "eventbus-demo \(process.arguments ?? []) did not exit within \(timeout): \(output)")
+        }
+        return process.terminationStatus
+    }
+
+    func terminate() {
+        if process.isRunning {
+            process.terminate()
+            process.waitUntilExit()
+        }
+    }
+}
