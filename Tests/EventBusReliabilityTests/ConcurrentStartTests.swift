@@ -1,5 +1,6 @@
 import EventBus
 import EventBusJetStream
+import EventBusReliabilitySupport
 import Foundation
 import Logging
 import NATS
@@ -70,19 +71,19 @@ extension ReliabilityTests {
             try await first.start()
             await first.close()
 
-            try await offPool {
-                cluster.kill(1)
-                cluster.kill(2)
-            }
+            // Keep a follower; stop the leader and the other follower (the stream loses its quorum).
+            let admin = try await ClusterHarness(cluster: cluster).connect(name: "admin")
+            let leader = try await ClusterHarness(cluster: cluster).leaderIndex(of: "ORDERS", probe: JetStreamProbe(connection: admin))
+            await admin.close()
+            let survivor = (leader + 1) % 3
+            let stopped = [0, 1, 2].filter { $0 != survivor }
+            try await offPool { for node in stopped { cluster.kill(node) } }
             let restarter = Task {
                 try await Task.sleep(for: .seconds(3))
-                try await offPool {
-                    try cluster.start(1)
-                    try cluster.start(2)
-                }
+                try await offPool { for node in stopped { try cluster.start(node) } }
             }
             let began = ContinuousClock.now
-            let second = try makeBus("second", servers: [cluster.urls[0]])
+            let second = try makeBus("second", servers: [cluster.urls[survivor]])
             var failure: (any Error)?
             do {
                 try await second.start()
