@@ -150,6 +150,7 @@ let package = Package(
             name: "EventBusReliabilityAgent",
             dependencies: [
                 "EventBus",
+                "EventBusBootstrap",
                 "EventBusJetStream",
                 "EventBusReliabilitySupport",
                 "NATS",

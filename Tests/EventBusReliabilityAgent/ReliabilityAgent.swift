@@ -1,17 +1,20 @@
-// eventbus-reliability-agent: the service processes of the multi-host reliability test, until
-// `eventbus-demo` (roles orders/billing/...) is available to play them.
+// eventbus-reliability-agent: service processes for the multi-host reliability test where
+// `eventbus-demo` has no knob for what the test needs: a billing worker that takes its time (so a
+// worker host that is cut off certainly holds un-acked events), a publisher that logs every
+// outcome with its stream sequence, and an audit that reads back the stream and its consumers.
 //
 //   eventbus-reliability-agent publisher --count N [--rate PER_S] [--subject order.created]
 //                                        [--id-prefix P] [--retry-budget-ms MS] [--log PATH]
 //   eventbus-reliability-agent billing   --worker NAME [--group billing] [--pattern order.>]
 //                                        [--work-ms MS] [--log PATH]
-//   eventbus-reliability-agent audit     [--log PATH]
+//   eventbus-reliability-agent audit     [--wait-consumer PREFIX] [--read SUBJECT|none] [--log PATH]
 //
-// The bus comes from EVENT_BUS_* variables (see EventBusEnvironment): EVENT_BUS_BACKEND=jetstream,
-// EVENT_BUS_NATS_SERVERS=nats://a:4222,nats://b:4222,..., EVENT_BUS_JETSTREAM_STREAM,
-// EVENT_BUS_JETSTREAM_REPLICAS=3, ... Every action is written as one JSON line (AgentRecord) to
+// The bus comes from the EVENT_BUS_* variables, read by EventBusBootstrap exactly as
+// eventbus-demo reads them: EVENT_BUS_BACKEND=jetstream, EVENT_BUS_NATS_SERVERS=nats://a:4222,...,
+// EVENT_BUS_JETSTREAM_STREAM, EVENT_BUS_JETSTREAM_REPLICAS=3, ... Every action is written as one JSON line (AgentRecord) to
 // --log (or standard output), so the test can check the history even after killing the process.
 import EventBus
+import EventBusBootstrap
 import EventBusJetStream
 import EventBusReliabilitySupport
 import Foundation
@@ -155,10 +158,19 @@ func runBilling(_ arguments: Arguments, bus: JetStreamEventBus, log: AgentLogWri
     }
 }
 
-func runAudit(configuration: JetStreamEventBus.Configuration, log: AgentLogWriter, logger: Logger) async throws {
+func runAudit(_ arguments: Arguments, configuration: JetStreamEventBus.Configuration, log: AgentLogWriter, logger: Logger) async throws {
     let connection = try await NATSConnection.connect(configuration: configuration.connection, logger: logger)
     let probe = JetStreamProbe(connection: connection)
     let stream = configuration.streamName
+    let deadline = ContinuousClock.now + .milliseconds(try arguments.int("wait-ms", 30_000))
+    // --wait-consumer PREFIX: first wait until a consumer whose name starts so exists (a group's
+    // durable consumer is created when its first member subscribes).
+    if let prefix = arguments.options["wait-consumer"] {
+        while !((try? await probe.consumers(stream: stream, timeout: .seconds(2))) ?? []).contains(where: { $0.name.hasPrefix(prefix) }) {
+            if ContinuousClock.now >= deadline { throw AgentFailure("no consumer named \(prefix)* on stream \(stream)") }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+    }
     let cluster = try await probe.streamCluster(stream, timeout: .seconds(5))
     var summary = AgentRecord(kind: "stream")
     summary.name = stream
@@ -177,11 +189,15 @@ func runAudit(configuration: JetStreamEventBus.Configuration, log: AgentLogWrite
         record.ackFloor = consumer.ackFloorStreamSequence
         log.write(record)
     }
-    for message in try await probe.readStream(stream, timeout: .seconds(60)) {
-        var record = AgentRecord(kind: "stored")
-        record.id = message.id
-        record.sequence = message.sequence
-        log.write(record)
+    if arguments.options["read"] != "none" {
+        // --read SUBJECT: only the events on that bus subject (for example orders.created).
+        let filter = arguments.options["read"].map { "\(configuration.subjectPrefix).\($0)" }
+        for message in try await probe.readStream(stream, filterSubject: filter, timeout: .seconds(60)) {
+            var record = AgentRecord(kind: "stored")
+            record.id = message.id
+            record.sequence = message.sequence
+            log.write(record)
+        }
     }
     log.write(AgentRecord(kind: "done"))
     await connection.close()
@@ -197,7 +213,11 @@ struct ReliabilityAgent {
             let arguments = try Arguments(Array(CommandLine.arguments.dropFirst()))
             log = try AgentLogWriter(path: arguments.options["log"])
             do {
-                var configuration = try EventBusEnvironment.jetStreamConfiguration(ProcessInfo.processInfo.environment)
+                let settings = try EventBusSettings.fromEnvironment()
+                guard settings.backend == .jetstream else {
+                    throw AgentFailure("EVENT_BUS_BACKEND=\(settings.backend.rawValue): this program needs jetstream (an in-memory bus does not span processes)")
+                }
+                var configuration = settings.jetStream
                 if configuration.connection.name == nil {
                     configuration.connection.name = "\(arguments.role)-\(arguments.options["worker"] ?? ProcessInfo.processInfo.hostName)"
                 }
@@ -210,7 +230,7 @@ struct ReliabilityAgent {
                     let bus = try await startBus(configuration, logger: logger, budget: .seconds(60))
                     try await runBilling(arguments, bus: bus, log: log, logger: logger)
                 case "audit":
-                    try await runAudit(configuration: configuration, log: log, logger: logger)
+                    try await runAudit(arguments, configuration: configuration, log: log, logger: logger)
                 default:
                     throw AgentFailure("unknown role \(arguments.role): publisher, billing or audit")
                 }

@@ -45,7 +45,7 @@ public enum ConsistencyChecker {
                 if duplicate { report.acksMarkedDuplicate += 1 }
                 if sequences.isEmpty {
                     report.lost.append(id)
-                } else if !sequences.contains(sequence) || idBySequence[sequence] != id {
+                } else if sequence != 0 && (!sequences.contains(sequence) || idBySequence[sequence] != id) {
                     report.misplaced.append("\(id): acked at \(sequence), stored at \(sequences)")
                 }
             case .failed:

@@ -8,6 +8,7 @@ import Synchronization
 /// stream, for example with "no responders"), `unknown` (an attempt timed out or the connection
 /// dropped with it in flight: it may or may not be stored).
 public enum PublishOutcome: Sendable, Hashable, Codable {
+    /// Stored at `sequence` (0 when the publisher did not report it: sequences start at 1).
     case acked(sequence: UInt64, duplicate: Bool)
     case failed(reason: String)
     case unknown(reason: String)

@@ -139,23 +139,22 @@ public struct JetStreamProbe: Sendable {
             deliveredStreamSequence: (delivered["stream_seq"] as? NSNumber)?.uint64Value ?? 0)
     }
 
-    /// Every message the stream holds, as (`Nats-Msg-Id`, sequence), read with an ephemeral pull
-    /// consumer (no acks) in bounded fetches; throws if it cannot read up to the last sequence
-    /// within `timeout`.
-    public func readStream(_ stream: String, timeout: Duration = .seconds(60)) async throws -> [StoredMessage] {
+    /// Every message the stream holds (or those on `filterSubject`), as (`Nats-Msg-Id`,
+    /// sequence), read with an ephemeral pull consumer (no acks) in bounded fetches; throws if it
+    /// cannot read them all within `timeout`.
+    public func readStream(_ stream: String, filterSubject: String? = nil, timeout: Duration = .seconds(60)) async throws -> [StoredMessage] {
         let deadline = ContinuousClock.now + timeout
         let jetStream = connection.jetStream()
-        let target = try await streamCluster(stream, timeout: .seconds(5)).lastSequence
-        if target == 0 { return [] }
         var configuration = NATSConsumerConfiguration()
         configuration.ackPolicy = .none
         configuration.deliverPolicy = .all
         configuration.inactiveThreshold = .seconds(30)
         configuration.replicas = 1
         configuration.memoryStorage = true
+        if let filterSubject { configuration.filterSubjects = [filterSubject] }
         let info = try await jetStream.ensureConsumer(stream: stream, configuration)
         do {
-            let messages = try await read(jetStream: jetStream, stream: stream, consumer: info.name, upTo: target, deadline: deadline, timeout: timeout)
+            let messages = try await read(jetStream: jetStream, stream: stream, consumer: info.name, deadline: deadline, timeout: timeout)
             try? await jetStream.deleteConsumer(stream: stream, name: info.name)
             return messages
         } catch {
@@ -165,23 +164,24 @@ public struct JetStreamProbe: Sendable {
     }
 
     private func read(
-        jetStream: NATSJetStream, stream: String, consumer name: String, upTo target: UInt64,
-        deadline: ContinuousClock.Instant, timeout: Duration
+        jetStream: NATSJetStream, stream: String, consumer name: String, deadline: ContinuousClock.Instant, timeout: Duration
     ) async throws -> [StoredMessage] {
         let consumer = try await jetStream.pullConsumer(stream: stream, name: name, options: .init(batch: 1_000))
         defer { consumer.stop() }
         var messages: [StoredMessage] = []
-        var highest: UInt64 = 0
-        while highest < target {
+        while true {
             if ContinuousClock.now >= deadline {
-                throw Failure(description: "read \(messages.count) messages of stream \(stream) up to sequence \(highest) of \(target) within \(timeout)")
+                throw Failure(description: "read only \(messages.count) messages of stream \(stream) within \(timeout)")
             }
-            for message in try await consumer.fetch(batch: 1_000, maxWait: .seconds(2)) {
+            let batch = try await consumer.fetch(batch: 1_000, maxWait: .seconds(1))
+            for message in batch {
                 guard let sequence = message.metadata?.streamSequence else { continue }
-                highest = max(highest, sequence)
                 messages.append(StoredMessage(id: message.headers[NATSPublishOptions.Header.messageID] ?? "", sequence: sequence))
             }
+            // Done once a fetch came back short and the server has nothing left for this consumer.
+            if batch.count < 1_000, try await self.consumer(stream: stream, name: name, timeout: .seconds(5)).pending == 0 {
+                return messages
+            }
         }
-        return messages
     }
 }
