@@ -37,6 +37,9 @@ public final class NetworkNamespaceLab: @unchecked Sendable {
     public struct Failure: Error, CustomStringConvertible {
         /// What went wrong.
         public var description: String
+
+        /// Creates a failure.
+        public init(description: String) { self.description = description }
     }
 
     /// The prefix of every namespace name.
