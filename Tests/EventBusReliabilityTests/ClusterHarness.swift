@@ -183,6 +183,9 @@ final class ConsumerRecorder: Sendable {
     /// Sequences whose ackSync the server confirmed.
     var confirmedSequences: Set<UInt64> { Set(confirmed.withLock { $0.keys }) }
 
+    /// When each confirmation arrived.
+    var confirmationTimes: [Double] { confirmed.withLock { Array($0.values) } }
+
     /// Distinct ids received.
     var receivedIDs: Set<String> { received.withLock { $0 } }
 

@@ -150,13 +150,22 @@ extension ReliabilityTests {
                     }
                 }
             }
+            // Done when every event was acked (confirmed, or an ackSync whose confirmation was lost
+            // but which the server applied) and the server's ack floor covers the whole stream.
             let everything = Set(1...UInt64(total))
-            let allConfirmed = await eventually(timeout: .seconds(120)) { consumer.confirmedSequences.isSuperset(of: everything) }
-            #expect(allConfirmed, "only \(consumer.confirmedSequences.count) of \(total) acks were confirmed within 120 s")
+            let allAcked = await eventually(timeout: .seconds(120)) {
+                let attempted = consumer.confirmedSequences.union(consumer.unconfirmedAcks.all.map(\.sequence))
+                guard attempted.isSuperset(of: everything) else { return false }
+                let state = try? await probe.consumer(stream: stream, name: "billing")
+                return state?.ackFloorStreamSequence == UInt64(total) && state?.ackPending == 0
+            }
+            #expect(allAcked, "only \(consumer.confirmedSequences.count) of \(total) acks were confirmed within 120 s")
             // Keep consuming past the ack wait: a confirmed ack the server forgot would show now.
             try await Task.sleep(for: ackWait + .seconds(3))
             await consumer.stop()
 
+            let consumption = AvailabilityTimeline(ackTimes: consumer.confirmationTimes)
+            result.recoverySeconds = result.faults.map { consumption.unavailability(after: $0.at, within: 30) }
             let violations = consumer.deliveredAfterConfirmedAck.all
             #expect(violations.isEmpty, "delivered again after a confirmed ack: \(violations.prefix(5))")
             let stored = try await probe.readStream(stream, timeout: .seconds(60))
@@ -164,6 +173,7 @@ extension ReliabilityTests {
             result.take(report)
             let state = try await probe.consumer(stream: stream, name: "billing")
             result.notes.append("\(violations.count) deliveries after a confirmed ack")
+            result.notes.append("recovery here = longest pause in confirmed acks after each fault")
             result.notes.append("\(consumer.unconfirmedAcks.count) ackSync calls not confirmed (those events may come again)")
             result.notes.append("\(consumer.confirmedSequences.count) acks confirmed; consumer ack floor \(state.ackFloorStreamSequence), ack pending \(state.ackPending)")
             result.seconds = (ContinuousClock.now - began).seconds

@@ -105,6 +105,14 @@ public final class NATSClusterProcess: @unchecked Sendable {
         self.nodes = nodes
         do {
             try waitUntilHealthy(timeout: readyTimeout)
+            // The fault tests' figures are only meaningful with the setting they claim.
+            for index in nodes.indices {
+                let config = (monitoring(index, path: "/varz")?["jetstream"] as? [String: Any])?["config"] as? [String: Any]
+                let syncs = config?["sync_always"] as? Bool ?? false
+                if syncs != syncAlways {
+                    throw NATSServerProcess.Failure(description: "\(serverNames[index]) runs with sync_always=\(syncs), expected \(syncAlways)")
+                }
+            }
         } catch {
             killAll()
             try? FileManager.default.removeItem(atPath: baseDirectory)
