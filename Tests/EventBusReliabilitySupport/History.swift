@@ -124,14 +124,24 @@ public struct AvailabilityTimeline: Sendable {
         self.ackTimes = ackTimes.sorted()
     }
 
-    /// The longest stretch without any ack, starting at `fault` and looking `horizon` seconds
-    /// ahead: the write unavailability the fault caused (a stray ack just after the fault does
-    /// not hide the hole that follows). `.infinity` when no ack came after the fault.
+    /// ``unavailability(after:within:)`` for each fault, looking ahead up to `horizon` but not past
+    /// the next fault, so that a hole the next fault caused is not blamed on this one.
+    public func unavailability(after faults: [FaultEvent], horizon: Double = 30) -> [Double] {
+        let times = faults.map(\.at)
+        return times.enumerated().map { index, time in
+            let next = index + 1 < times.count ? times[index + 1] : .infinity
+            return unavailability(after: time, within: max(0, min(horizon, next - time)))
+        }
+    }
+
+    /// The longest stretch without any ack between `fault` and `fault + horizon`: the write
+    /// unavailability the fault caused (a stray ack just after the fault does not hide the hole
+    /// that follows). `.infinity` when no ack came after the fault at all.
     public func unavailability(after fault: Double, within horizon: Double) -> Double {
         var longest = 0.0
         var previous = fault
         for time in ackTimes where time > fault {
-            longest = max(longest, time - previous)
+            longest = max(longest, min(time, fault + horizon) - previous)
             previous = time
             if time > fault + horizon { break }
         }

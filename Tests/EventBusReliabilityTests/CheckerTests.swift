@@ -66,5 +66,9 @@ struct CheckerTests {
         #expect(abs(gap - 6.48) < 0.01, "gap \(gap)")
         let none = AvailabilityTimeline(ackTimes: acks).unavailability(after: 2.0, within: 1)
         #expect(none < 0.2)
+        // A later fault's hole is not blamed on an earlier one: fault at 5.0 sees 0.1 s gaps only
+        // (the next fault, at 10.02, bounds its horizon); the fault at 10.02 sees the hole.
+        let perFault = AvailabilityTimeline(ackTimes: acks).unavailability(after: [FaultEvent("a", at: 5.0), FaultEvent("b", at: 10.02)])
+        #expect(perFault[0] < 0.2 && abs(perFault[1] - 6.48) < 0.01, "\(perFault)")
     }
 }

@@ -50,7 +50,7 @@ extension ReliabilityTests {
             await load.stop()
 
             let timeline = load.timeline
-            result.recoverySeconds = result.faults.map { timeline.unavailability(after: $0.at, within: 30) }
+            result.recoverySeconds = timeline.unavailability(after: result.faults)
             for (fault, recovery) in zip(result.faults, result.recoverySeconds) {
                 #expect(recovery < 30, "writes did not resume within 30 s after \(fault.what)")
             }

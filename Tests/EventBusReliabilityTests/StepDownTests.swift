@@ -65,7 +65,7 @@ extension ReliabilityTests {
             #expect(recognised == republished, "only \(recognised) of \(republished) re-published ids were recognised as duplicates")
             #expect(wrongSequence.isEmpty, "a duplicate ack named another sequence: \(wrongSequence.prefix(5))")
             let timeline = load.timeline
-            result.recoverySeconds = result.faults.map { timeline.unavailability(after: $0.at, within: 30) }
+            result.recoverySeconds = timeline.unavailability(after: result.faults)
             result.notes.append("\(republished) ids acked by a previous leader re-published after its step-down: \(recognised) answered duplicate")
             let report = try await checkAndRecord(&result, load: load, probe: probe, stream: stream, consumer: nil, began: began)
             result.notes.append("\(report.retried) publishes retried, \(report.acksMarkedDuplicate) of them acked as duplicate")
@@ -128,7 +128,7 @@ extension ReliabilityTests {
             let total = profile.ackSyncEvents
             for round in 1...profile.ackSyncRounds {
                 // Spread the rounds over the consumption.
-                let milestone = total * round / (profile.ackSyncRounds + 1) / 2
+                let milestone = total * round / (profile.ackSyncRounds + 1)
                 _ = await eventually(timeout: .seconds(60)) { consumer.confirmedSequences.count >= milestone }
                 let streamLeader = try await probe.waitForStreamLeader(stream)
                 result.faults.append(FaultEvent("step-down of stream leader \(streamLeader) (\(consumer.confirmedSequences.count) of \(total) acks confirmed)"))
@@ -165,7 +165,7 @@ extension ReliabilityTests {
             await consumer.stop()
 
             let consumption = AvailabilityTimeline(ackTimes: consumer.confirmationTimes)
-            result.recoverySeconds = result.faults.map { consumption.unavailability(after: $0.at, within: 30) }
+            result.recoverySeconds = consumption.unavailability(after: result.faults)
             let violations = consumer.deliveredAfterConfirmedAck.all
             #expect(violations.isEmpty, "delivered again after a confirmed ack: \(violations.prefix(5))")
             let stored = try await probe.readStream(stream, timeout: .seconds(60))
