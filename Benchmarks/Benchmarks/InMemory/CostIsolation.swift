@@ -4,7 +4,8 @@ import EventBus
 import Synchronization
 
 // Variants that isolate one cost of M1 and M2 each, 1,000 operations per iteration:
-// - validation alone (what every publish checks before it takes the lock);
+// - validation alone (what every publish checks before it takes the lock), of new events and of one
+//   event again;
 // - subject matching: publishes (duplicate suppression off) with 1,000 subscribed patterns that
 //   match none of the subjects, on 64 subjects (the index's cache answers) and on 10,000 subjects
 //   (more than the cache holds, so the token tree is walked), beside a linear scan of the same
@@ -24,8 +25,21 @@ func registerCostIsolation() {
         }
         meter.finishOperations(benchmark, operations: events.count)
         benchmark.stopMeasurement()
+        withExtendedLifetime(events) {}
     }
 
+    // The same event again (a retry): the event remembers that it passed.
+    Benchmark("validation Event.validateForPublish again", configuration: configuration) { benchmark in
+        let events = InMemoryWorkload.events(InMemoryWorkload.m1Operations)
+        benchmark.startMeasurement()
+        let meter = ThroughputMeter()
+        for _ in events {
+            try events[0].validateForPublish()
+        }
+        meter.finishOperations(benchmark, operations: events.count)
+        benchmark.stopMeasurement()
+        withExtendedLifetime(events) {}
+    }
     registerMatching(subjects: 64)
     registerMatching(subjects: 10_000)
 

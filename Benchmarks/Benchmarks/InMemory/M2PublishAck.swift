@@ -31,6 +31,7 @@ func registerM2() {
         }
         meter.finishOperations(benchmark, operations: events.count)
         benchmark.stopMeasurement()
+        withExtendedLifetime(events) {}
     } setup: {
         let bus = try InMemoryWorkload.bus()
         let subscription = try await bus.subscribe(SubjectPattern("orders.>"), options: .init())

@@ -69,20 +69,97 @@ struct DeadLetterWork {
 ///
 /// Part of the broker's state machine, and only ever touched under the broker's lock. A class rather than a
 /// struct because the broker's dictionary would otherwise copy the whole record (deques, dictionary, heap)
-/// on every read of one field; measured, those copies were a fifth of publish-to-ack time.
-/// `@unchecked Sendable` for the same reason the subject tree's nodes are: reachable only through the lock.
-final class ConsumerState: @unchecked Sendable {
+/// on every read of one field; measured, those copies were a fifth of publish-to-ack time. The subject index
+/// holds these objects directly, so a publish reaches its consumers without a dictionary lookup.
+///
+/// Everything that changes lives in one struct, ``ConsumerCore``, behind one stored property: Swift checks
+/// exclusive access to a class's stored properties at run time (`swift_beginAccess`), once per access, and
+/// with a dozen mutable fields that was a third of a pull's time, measured. Through `core` it is one check
+/// per call. `@unchecked Sendable` for the same reason the subject tree's nodes are: reachable only
+/// through the lock.
+final class ConsumerState: Hashable, @unchecked Sendable {
     let id: ConsumerID
     let pattern: SubjectPattern
     let options: SubscriptionOptions
-    private(set) var members: [SubscriberID] = []
+    private var core: ConsumerCore
+
+    init(id: ConsumerID, pattern: SubjectPattern, options: SubscriptionOptions, ready: Deque<UInt64>) {
+        self.id = id
+        self.pattern = pattern
+        self.options = options
+        core = ConsumerCore(id: id, pattern: pattern, options: options, ready: ready)
+    }
+
+    /// Equal only to itself: one record per consumer id.
+    static func == (lhs: ConsumerState, rhs: ConsumerState) -> Bool { lhs === rhs }
+
+    func hash(into hasher: inout Hasher) {
+        hasher.combine(ObjectIdentifier(self))
+    }
+
+    var group: String? { options.group }
+    var isDurable: Bool { options.group != nil }
+    // Readers name stored fields of `core`: a computed property of the struct would copy all of `core`
+    // (retaining every buffer in it) to run its getter, measured as a third of an ack.
+    var members: [SubscriberID] { core.members }
+    var pendingCount: Int { core.pending.count }
+    var discardedUndelivered: Int { core.discardedUndelivered }
+    var hasWaiters: Bool { !core.waiters.isEmpty }
+
+    func addMember(_ subscriber: SubscriberID) { core.addMember(subscriber) }
+    func removeMember(_ subscriber: SubscriberID) -> [Waiter] { core.removeMember(subscriber) }
+    func removeAllWaiters() -> [Waiter] { core.removeAllWaiters() }
+    func park(_ waiter: Waiter) { core.park(waiter) }
+    func unpark(token: UInt64) -> Waiter? { core.unpark(token: token) }
+    func waiterToWake(now: ContinuousClock.Instant) -> Waiter? { core.waiterToWake(now: now) }
+    func hasWork(now: ContinuousClock.Instant) -> Bool { core.hasWork(now: now) }
+    func nextDeadline() -> ContinuousClock.Instant? { core.nextDeadline() }
+
+    func expireDeadlines(now: ContinuousClock.Instant, into deadLetters: inout [DeadLetterWork]) {
+        core.expireDeadlines(now: now, into: &deadLetters)
+    }
+
+    func takeBatch(
+        limit: Int,
+        now: ContinuousClock.Instant,
+        log: RetainedLog,
+        broker: InMemoryBroker,
+        into deliveries: inout [Delivery]
+    ) {
+        core.takeBatch(limit: limit, now: now, log: log, broker: broker, into: &deliveries)
+    }
+
+    func giveBack(_ returned: [(sequence: UInt64, attempt: UInt32)]) { core.giveBack(returned) }
+    func giveBack(requests returned: [QueuedRequest]) { core.giveBack(requests: returned) }
+
+    func settle(
+        _ settlement: ConsumerCore.Settlement,
+        sequence: UInt64,
+        attempt: UInt32,
+        now: inout LazyNow
+    ) throws(EventBusError) -> DeadLetterWork? {
+        try core.settle(settlement, sequence: sequence, attempt: attempt, now: &now)
+    }
+
+    func enqueue(_ sequence: UInt64) { core.enqueue(sequence) }
+    func enqueue(_ request: QueuedRequest, limit: Int) -> Bool { core.enqueue(request, limit: limit) }
+    func dropDiscarded(before firstRetained: UInt64) -> Int { core.dropDiscarded(before: firstRetained) }
+    func shouldReportDiscard(now: ContinuousClock.Instant) -> Bool { core.shouldReportDiscard(now: now) }
+}
+
+/// The mutable part of a ``ConsumerState``; its methods are the consumer's events.
+struct ConsumerCore {
+    let id: ConsumerID
+    let pattern: SubjectPattern
+    let options: SubscriptionOptions
+    fileprivate(set) var members: [SubscriberID] = []
 
     /// Sequences matching the pattern that were never delivered, oldest first.
     var ready: Deque<UInt64>
     /// Sequences due for redelivery, in the order they became due.
     private var redeliveries: Deque<UInt64> = []
     /// Delivered, not settled; includes those waiting for redelivery (JetStream's ack pending).
-    private(set) var pending: [UInt64: PendingDelivery] = [:]
+    private(set) var pending = PendingTable()
     /// Ack deadlines in the order they were set. Every one is `now + ackWait` at the time it was set, so the
     /// deque stays sorted; entries for settled deliveries are skipped lazily and compacted in bulk.
     private var ackDeadlines: Deque<AttemptDeadline> = []
@@ -91,7 +168,7 @@ final class ConsumerState: @unchecked Sendable {
     /// Requests not yet handed to a member; not stored in the log, delivered at most once.
     private var requests: Deque<QueuedRequest> = []
     /// Parked iterators, longest waiting first.
-    private var waiters: Deque<Waiter> = []
+    fileprivate var waiters: Deque<Waiter> = []
 
     /// Events the log discarded before this consumer delivered them (its members were too slow).
     private(set) var discardedUndelivered = 0
@@ -106,17 +183,20 @@ final class ConsumerState: @unchecked Sendable {
 
     var group: String? { options.group }
 
+    /// Whether an iterator is parked (checked before the work a wake-up decision needs).
+    var hasWaiters: Bool { !waiters.isEmpty }
+
     /// Whether a group's consumer outlives its members (only group consumers do).
     var isDurable: Bool { options.group != nil }
 
     // MARK: Members and waiters
 
-    func addMember(_ subscriber: SubscriberID) {
+    mutating func addMember(_ subscriber: SubscriberID) {
         members.append(subscriber)
     }
 
     /// Removes a member and returns its parked iterators, to be resumed with `.ended`.
-    func removeMember(_ subscriber: SubscriberID) -> [Waiter] {
+    mutating func removeMember(_ subscriber: SubscriberID) -> [Waiter] {
         members.removeAll { $0 == subscriber }
         var removed: [Waiter] = []
         waiters.removeAll { waiter in
@@ -128,24 +208,24 @@ final class ConsumerState: @unchecked Sendable {
     }
 
     /// Every parked iterator, removed; for closing the whole consumer.
-    func removeAllWaiters() -> [Waiter] {
+    mutating func removeAllWaiters() -> [Waiter] {
         defer { waiters.removeAll() }
         return Array(waiters)
     }
 
-    func park(_ waiter: Waiter) {
+    mutating func park(_ waiter: Waiter) {
         waiters.append(waiter)
     }
 
     /// Removes the parked iterator with `token`, if it is still parked.
-    func unpark(token: UInt64) -> Waiter? {
+    mutating func unpark(token: UInt64) -> Waiter? {
         guard let index = waiters.firstIndex(where: { $0.token == token }) else { return nil }
         return waiters.remove(at: index)
     }
 
     /// Takes the longest-waiting parked iterator if there is work it could pick up now, or if a deadline is
     /// in force that no parked iterator's timer covers (it must re-park with a timer).
-    func waiterToWake(now: ContinuousClock.Instant) -> Waiter? {
+    mutating func waiterToWake(now: ContinuousClock.Instant) -> Waiter? {
         guard !waiters.isEmpty else { return nil }
         if hasWork(now: now) {
             return waiters.removeFirst()
@@ -159,7 +239,7 @@ final class ConsumerState: @unchecked Sendable {
     }
 
     /// Whether a pull now would deliver something.
-    func hasWork(now: ContinuousClock.Instant) -> Bool {
+    mutating func hasWork(now: ContinuousClock.Instant) -> Bool {
         if !requests.isEmpty || !redeliveries.isEmpty { return true }
         if !ready.isEmpty && pending.count < options.maxInFlight { return true }
         if let next = nextDeadline(), next <= now { return true }
@@ -168,7 +248,7 @@ final class ConsumerState: @unchecked Sendable {
 
     /// The earliest ack deadline or nak delay still in force. Drops stale entries from the front on the
     /// way, so the answer costs O(1) amortized.
-    func nextDeadline() -> ContinuousClock.Instant? {
+    mutating func nextDeadline() -> ContinuousClock.Instant? {
         while let first = ackDeadlines.first, !isLive(first) {
             ackDeadlines.removeFirst()
         }
@@ -198,7 +278,7 @@ final class ConsumerState: @unchecked Sendable {
 
     /// Moves expired ack waits and elapsed nak delays to the redelivery queue; an expired ack wait on the
     /// last allowed attempt gives the event up instead.
-    func expireDeadlines(now: ContinuousClock.Instant, into deadLetters: inout [DeadLetterWork]) {
+    mutating func expireDeadlines(now: ContinuousClock.Instant, into deadLetters: inout [DeadLetterWork]) {
         while let entry = ackDeadlines.first {
             guard isLive(entry) else {
                 ackDeadlines.removeFirst()
@@ -231,7 +311,7 @@ final class ConsumerState: @unchecked Sendable {
 
     /// Stale deadline entries (settled deliveries) behind a live one are only dropped lazily; drop them in
     /// bulk once they outnumber the live ones, so memory stays bounded by `maxInFlight`.
-    private func compactDeadlinesIfMostlyStale() {
+    private mutating func compactDeadlinesIfMostlyStale() {
         let bound = 2 * pending.count + 64
         if ackDeadlines.count > bound {
             ackDeadlines = Deque(ackDeadlines.filter(isLive))
@@ -244,13 +324,14 @@ final class ConsumerState: @unchecked Sendable {
     /// Takes up to `limit` deliveries: requests first, then redeliveries, then new events while fewer than
     /// `maxInFlight` are pending. With several members, new events are shared out so that one member does
     /// not take the whole backlog.
-    func takeBatch(
+    mutating func takeBatch(
         limit: Int,
         now: ContinuousClock.Instant,
         log: RetainedLog,
         broker: InMemoryBroker,
         into deliveries: inout [Delivery]
     ) {
+        deliveries.reserveCapacity(min(limit, requests.count + redeliveries.count + ready.count))
         while deliveries.count < limit, let request = requests.popFirst() {
             deliveries.append(
                 Delivery(
@@ -296,7 +377,7 @@ final class ConsumerState: @unchecked Sendable {
 
     /// Takes back deliveries that were pulled but never reached the subscriber's code (its iterator ended):
     /// they are due again at once and their attempt does not count.
-    func giveBack(_ returned: [(sequence: UInt64, attempt: UInt32)]) {
+    mutating func giveBack(_ returned: [(sequence: UInt64, attempt: UInt32)]) {
         for (sequence, attempt) in returned.reversed() {
             guard var entry = pending[sequence], entry.attempt == attempt, case .delivered = entry.phase else { continue }
             entry.attempt -= 1
@@ -307,7 +388,7 @@ final class ConsumerState: @unchecked Sendable {
     }
 
     /// Puts requests that never reached the subscriber's code back at the front of the queue.
-    func giveBack(requests returned: [QueuedRequest]) {
+    mutating func giveBack(requests returned: [QueuedRequest]) {
         for request in returned.reversed() {
             requests.prepend(request)
         }
@@ -324,11 +405,11 @@ final class ConsumerState: @unchecked Sendable {
 
     /// Applies one settlement to the delivery `sequence`/`attempt`; returns the dead-letter work if the event
     /// was given up.
-    func settle(
+    mutating func settle(
         _ settlement: Settlement,
         sequence: UInt64,
         attempt: UInt32,
-        now: ContinuousClock.Instant
+        now: inout LazyNow
     ) throws(EventBusError) -> DeadLetterWork? {
         guard var entry = pending[sequence], entry.attempt == attempt, case .delivered = entry.phase else {
             throw EventBusError(
@@ -341,7 +422,7 @@ final class ConsumerState: @unchecked Sendable {
         case .ack:
             pending[sequence] = nil
         case .inProgress:
-            let deadline = now + options.ackWait
+            let deadline = now.instant + options.ackWait
             entry.phase = .delivered(deadline: deadline)
             pending[sequence] = entry
             ackDeadlines.append(AttemptDeadline(deadline: deadline, sequence: sequence, attempt: attempt))
@@ -362,7 +443,7 @@ final class ConsumerState: @unchecked Sendable {
             }
             let wait = delay ?? options.backoffDelay(afterAttempt: Int(attempt)) ?? .zero
             if wait > .zero {
-                let until = now + wait
+                let until = now.instant + wait
                 entry.phase = .delayed(until: until)
                 nakDelays.insert(AttemptDeadline(deadline: until, sequence: sequence, attempt: attempt))
             } else {
@@ -377,19 +458,19 @@ final class ConsumerState: @unchecked Sendable {
     // MARK: Feeding
 
     /// Records a newly stored matching event.
-    func enqueue(_ sequence: UInt64) {
+    mutating func enqueue(_ sequence: UInt64) {
         ready.append(sequence)
     }
 
     /// Queues a request unless `limit` requests already wait; returns whether it was queued.
-    func enqueue(_ request: QueuedRequest, limit: Int) -> Bool {
+    mutating func enqueue(_ request: QueuedRequest, limit: Int) -> Bool {
         guard requests.count < limit else { return false }
         requests.append(request)
         return true
     }
 
     /// Drops ready sequences the log no longer holds; returns how many there were, for reporting.
-    func dropDiscarded(before firstRetained: UInt64) -> Int {
+    mutating func dropDiscarded(before firstRetained: UInt64) -> Int {
         var dropped = 0
         while let first = ready.first, first < firstRetained {
             ready.removeFirst()
@@ -400,7 +481,7 @@ final class ConsumerState: @unchecked Sendable {
     }
 
     /// Whether a discard report is due (at most one every 10 seconds per consumer).
-    func shouldReportDiscard(now: ContinuousClock.Instant) -> Bool {
+    mutating func shouldReportDiscard(now: ContinuousClock.Instant) -> Bool {
         if let last = lastDiscardReport, last.duration(to: now) < .seconds(10) {
             return false
         }

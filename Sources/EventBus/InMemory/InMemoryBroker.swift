@@ -24,15 +24,20 @@ final class InMemoryBroker: Sendable {
 
     /// Runs what a state transition asked for, outside the lock.
     func run(_ effects: consuming BrokerEffects) {
-        for (continuation, outcome) in effects.resumes {
+        if let (continuation, outcome) = effects.firstResume {
             continuation.resume(returning: outcome)
         }
-        for replies in effects.failedReplies {
+        guard let more = effects.more else { return }
+        for (continuation, outcome) in more.resumes {
+            continuation.resume(returning: outcome)
+        }
+        for replies in more.failedReplies {
             replies.fail(EventBusError(.closed, "the in-memory event bus client was closed before a reply came"))
         }
-        for warning in effects.warnings {
+        for warning in more.warnings {
             logger.warning("\(warning)")
         }
+        // Discarded events (`firstDiscarded`, `more.discarded`) are freed here, when `effects` ends.
     }
 
     /// Runs `body` on the state under the lock, then its effects outside it.
@@ -98,14 +103,20 @@ final class InMemoryBroker: Sendable {
     // MARK: Settling
 
     func settle(
-        _ settlement: ConsumerState.Settlement,
+        _ settlement: ConsumerCore.Settlement,
         consumer: ConsumerID,
         sequence: UInt64,
         attempt: UInt32
     ) throws(EventBusError) {
-        try withState { (state, now, effects) throws(EventBusError) in
-            try state.settle(settlement, consumer: consumer, sequence: sequence, attempt: attempt, now: now, effects: &effects)
+        // No clock read up front: an ack needs none (the state reads it if it does).
+        let effects = try state.withLock { (state) throws(EventBusError) -> BrokerEffects in
+            var effects = BrokerEffects()
+            try state.settle(
+                settlement, consumer: consumer, sequence: sequence, attempt: attempt, clock: clock, effects: &effects
+            )
+            return effects
         }
+        run(effects)
     }
 
     func closeSubscriber(_ subscriber: SubscriberID) {

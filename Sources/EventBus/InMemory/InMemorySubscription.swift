@@ -74,15 +74,18 @@ final class InMemoryDeliveryCursor {
             return nil
         }
         let broker = subscription.broker
+        // The batch was handed out in full: reuse its storage for the next one.
+        batch.removeAll(keepingCapacity: true)
+        position = 0
         while true {
+            let subscriber = subscription.subscriber
             let outcome = broker.withState { state, now, effects in
-                state.pull(subscription.subscriber, now: now, broker: broker, effects: &effects)
+                state.pull(subscriber, now: now, broker: broker, into: &batch, effects: &effects)
             }
             switch outcome {
-            case .deliveries(let deliveries):
-                batch = deliveries
+            case .delivered:
                 position = 1
-                return deliveries[0]
+                return batch[0]
             case .ended:
                 finish(closing: false)
                 return nil

@@ -21,6 +21,12 @@ struct SubjectIndex<Value: Hashable & Sendable>: Sendable {
     private let root = Node()
     private var cache: [String: [Value]] = [:]
     private let cacheLimit: Int
+    /// The last answer, checked before the cache: a publisher usually sends many events on one subject, and
+    /// comparing two strings (the same storage, or a short memcmp) is cheaper than hashing one.
+    private var lastSubject: String?
+    private var lastMatch: [Value] = []
+    /// Patterns inserted and not removed: a publish with nobody subscribed looks at nothing else.
+    private var patternCount = 0
 
     init(cacheLimit: Int = 4096) {
         self.cacheLimit = cacheLimit
@@ -30,12 +36,13 @@ struct SubjectIndex<Value: Hashable & Sendable>: Sendable {
     var cachedSubjectCount: Int { cache.count }
 
     mutating func insert(_ pattern: SubjectPattern, _ value: Value) {
+        patternCount += 1
         var node = root
         let tokens = pattern.rawValue.split(separator: ".", omittingEmptySubsequences: false)
         for (index, token) in tokens.enumerated() {
             if token == ">" && index == tokens.count - 1 {
                 node.tailValues.append(value)
-                cache.removeAll(keepingCapacity: true)
+                forgetAnswers()
                 return
             }
             if token == "*" {
@@ -47,43 +54,59 @@ struct SubjectIndex<Value: Hashable & Sendable>: Sendable {
             }
         }
         node.values.append(value)
+        forgetAnswers()
+    }
+
+    /// Drops every remembered answer, after the patterns changed.
+    private mutating func forgetAnswers() {
         cache.removeAll(keepingCapacity: true)
+        lastSubject = nil
+        lastMatch = []
     }
 
     mutating func remove(_ pattern: SubjectPattern, _ value: Value) {
         let tokens = pattern.rawValue.split(separator: ".", omittingEmptySubsequences: false)
-        Self.remove(value, tokens: tokens[...], from: root)
-        cache.removeAll(keepingCapacity: true)
+        patternCount -= Self.remove(value, tokens: tokens[...], from: root)
+        forgetAnswers()
     }
 
-    /// Removes `value` below `node` and prunes nodes left empty.
-    private static func remove(_ value: Value, tokens: ArraySlice<Substring>, from node: Node) {
+    /// Removes `value` below `node` and prunes nodes left empty; returns how many entries it removed.
+    private static func remove(_ value: Value, tokens: ArraySlice<Substring>, from node: Node) -> Int {
         guard let token = tokens.first else {
+            let before = node.values.count
             node.values.removeAll { $0 == value }
-            return
+            return before - node.values.count
         }
         if token == ">" && tokens.count == 1 {
+            let before = node.tailValues.count
             node.tailValues.removeAll { $0 == value }
-            return
+            return before - node.tailValues.count
         }
+        let removed: Int
         if token == "*" {
-            guard let child = node.starChild else { return }
-            remove(value, tokens: tokens.dropFirst(), from: child)
+            guard let child = node.starChild else { return 0 }
+            removed = remove(value, tokens: tokens.dropFirst(), from: child)
             if child.isEmpty { node.starChild = nil }
         } else {
-            guard let child = node.children[token] else { return }
-            remove(value, tokens: tokens.dropFirst(), from: child)
+            guard let child = node.children[token] else { return 0 }
+            removed = remove(value, tokens: tokens.dropFirst(), from: child)
             if child.isEmpty { node.children[token] = nil }
         }
+        return removed
     }
 
     /// The values whose pattern matches the literal `subject`.
     mutating func match(_ subject: String) -> [Value] {
-        if root.isEmpty {
+        if patternCount == 0 {
             // Nobody subscribes: no hashing, no cache entry.
             return []
         }
+        if let lastSubject, lastSubject == subject {
+            return lastMatch
+        }
         if let cached = cache[subject] {
+            lastSubject = subject
+            lastMatch = cached
             return cached
         }
         var result: [Value] = []
@@ -94,6 +117,8 @@ struct SubjectIndex<Value: Hashable & Sendable>: Sendable {
             cache.remove(at: cache.startIndex)
         }
         cache[subject] = result
+        lastSubject = subject
+        lastMatch = result
         return result
     }
 
