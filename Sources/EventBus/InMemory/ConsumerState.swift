@@ -42,6 +42,10 @@ struct QueuedRequest {
 }
 
 /// A delivery that left the log and is not yet settled.
+///
+/// Stored as plain fields (a kind byte and one instant) and read through ``phase``: as a stored
+/// multi-payload enum inside an `Optional`, every table read and write went through the runtime's generic
+/// enum-tag functions (`swift_storeEnumTagSinglePayloadGeneric`), measured on the ack path.
 struct PendingDelivery {
     enum Phase: Equatable {
         /// Handed to a subscriber; redelivered when `deadline` passes.
@@ -53,7 +57,55 @@ struct PendingDelivery {
     }
 
     var attempt: UInt32
-    var phase: Phase
+    private var kind: UInt8
+    private var instant: ContinuousClock.Instant
+
+    init(attempt: UInt32, phase: Phase) {
+        self.attempt = attempt
+        switch phase {
+        case .delivered(let deadline):
+            kind = 1
+            instant = deadline
+        case .delayed(let until):
+            kind = 2
+            instant = until
+        case .queued:
+            kind = 0
+            instant = .unused
+        }
+    }
+
+    var phase: Phase {
+        @inline(__always) get {
+            switch kind {
+            case 1: .delivered(deadline: instant)
+            case 2: .delayed(until: instant)
+            default: .queued
+            }
+        }
+        @inline(__always) set {
+            switch newValue {
+            case .delivered(let deadline):
+                kind = 1
+                instant = deadline
+            case .delayed(let until):
+                kind = 2
+                instant = until
+            case .queued:
+                kind = 0
+            }
+        }
+    }
+
+    /// Whether the delivery is with a subscriber (not delayed, not queued).
+    var isDelivered: Bool { kind == 1 }
+    /// Whether the delivery waits in the redelivery queue.
+    var isQueued: Bool { kind == 0 }
+}
+
+extension ContinuousClock.Instant {
+    /// A fixed instant for a field that is not in use (a queued delivery's, an empty table slot's).
+    static let unused = ContinuousClock.now
 }
 
 /// Work the broker must do after a consumer gave an event up: publish its dead-letter copy.
@@ -342,7 +394,7 @@ struct ConsumerCore {
         }
         let deadline = now + options.ackWait
         while deliveries.count < limit, let sequence = redeliveries.popFirst() {
-            guard var entry = pending[sequence], entry.phase == .queued else { continue }
+            guard var entry = pending[sequence], entry.isQueued else { continue }
             guard let logged = log.entry(sequence) else {
                 pending[sequence] = nil
                 discardedUndelivered += 1
@@ -379,7 +431,7 @@ struct ConsumerCore {
     /// they are due again at once and their attempt does not count.
     mutating func giveBack(_ returned: [(sequence: UInt64, attempt: UInt32)]) {
         for (sequence, attempt) in returned.reversed() {
-            guard var entry = pending[sequence], entry.attempt == attempt, case .delivered = entry.phase else { continue }
+            guard var entry = pending[sequence], entry.attempt == attempt, entry.isDelivered else { continue }
             entry.attempt -= 1
             entry.phase = .queued
             pending[sequence] = entry
@@ -411,7 +463,7 @@ struct ConsumerCore {
         attempt: UInt32,
         now: inout LazyNow
     ) throws(EventBusError) -> DeadLetterWork? {
-        guard var entry = pending[sequence], entry.attempt == attempt, case .delivered = entry.phase else {
+        guard var entry = pending[sequence], entry.attempt == attempt, entry.isDelivered else {
             throw EventBusError(
                 .alreadyAcknowledged,
                 "delivery of sequence \(sequence) attempt \(attempt) on '\(pattern)' was already settled, "
