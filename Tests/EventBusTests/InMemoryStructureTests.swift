@@ -46,7 +46,7 @@ struct InMemoryStructureTests {
     }
 
     @Test func duplicateWindowFindsEveryIdInsideItAndForgetsTheOldestPastItsCapacity() {
-        let now = ContinuousClock.now
+        let now = BrokerInstant(nanoseconds: 5_000_000_000)
         var window = DuplicateWindow(window: .seconds(60), capacity: 5_000)
         for index in 0..<20_000 {
             #expect(window.recordIfNew("id-\(index)", sequence: UInt64(index + 1), now: now) == nil)
@@ -69,7 +69,7 @@ struct InMemoryStructureTests {
     }
 
     @Test func duplicateWindowExpiresByTime() {
-        let start = ContinuousClock.now
+        let start = BrokerInstant(nanoseconds: 5_000_000_000)
         var window = DuplicateWindow(window: .seconds(10), capacity: 1_000)
         for index in 0..<100 {
             _ = window.recordIfNew("e\(index)", sequence: UInt64(index + 1), now: start + .milliseconds(index * 100))
@@ -85,7 +85,7 @@ struct InMemoryStructureTests {
 
     @Test func duplicateWindowComparesIdsOfEveryLength() {
         var window = DuplicateWindow(window: .seconds(60), capacity: 100)
-        let now = ContinuousClock.now
+        let now = BrokerInstant(nanoseconds: 5_000_000_000)
         let ids = ["", "a", "ab", "abcdefg", "abcdefgh", "abcdefghi", "6f1c2a9e-47b1-4c4e-9a52-0c1d2e3f4a5b", "grüße"]
         for (index, id) in ids.enumerated() {
             #expect(window.recordIfNew(id, sequence: UInt64(index + 1), now: now) == nil, "\(id)")

@@ -9,14 +9,14 @@ typealias ClientID = UInt64
 
 /// The current time, read from the clock on first use only: a clock read is ~30 ns, and an ack needs none.
 struct LazyNow {
-    let clock: ContinuousClock
-    private var read: ContinuousClock.Instant?
+    let clock: BrokerClock
+    private var read: BrokerInstant?
 
-    init(clock: ContinuousClock) {
+    init(clock: BrokerClock) {
         self.clock = clock
     }
 
-    var instant: ContinuousClock.Instant {
+    var instant: BrokerInstant {
         mutating get {
             if let read { return read }
             let now = clock.now
@@ -102,7 +102,7 @@ struct BrokerState {
     /// the iterator keeps from batch to batch.
     enum PullOutcome {
         case delivered
-        case wait(until: ContinuousClock.Instant?)
+        case wait(until: BrokerInstant?)
         case ended
     }
 
@@ -161,7 +161,7 @@ struct BrokerState {
         }
     }
 
-    mutating func closeClient(_ client: ClientID, now: ContinuousClock.Instant, effects: inout BrokerEffects) {
+    mutating func closeClient(_ client: ClientID, now: BrokerInstant, effects: inout BrokerEffects) {
         guard var record = clients[client], record.isOpen else { return }
         record.isOpen = false
         clients[client] = record
@@ -178,7 +178,7 @@ struct BrokerState {
     mutating func publish(
         _ event: Event,
         from client: ClientID,
-        now: ContinuousClock.Instant,
+        now: BrokerInstant,
         effects: inout BrokerEffects
     ) throws(EventBusError) -> PublishReceipt {
         try requireOpen(client)
@@ -191,7 +191,7 @@ struct BrokerState {
     }
 
     /// Appends to the log, applies its limits and hands the sequence to every matching consumer.
-    private mutating func store(_ event: Event, now: ContinuousClock.Instant, effects: inout BrokerEffects) -> UInt64 {
+    private mutating func store(_ event: Event, now: BrokerInstant, effects: inout BrokerEffects) -> UInt64 {
         let sequence = log.append(event, at: now)
         if log.needsTrim, log.trim(now: now, releasingInto: &effects) > 0 {
             dropDiscarded(now: now, effects: &effects)
@@ -207,7 +207,7 @@ struct BrokerState {
 
     /// After the log discarded its oldest events: consumers forget the ones they never delivered, and a
     /// consumer that lost events is reported (its subscribers are slower than the log's limits allow).
-    private mutating func dropDiscarded(now: ContinuousClock.Instant, effects: inout BrokerEffects) {
+    private mutating func dropDiscarded(now: BrokerInstant, effects: inout BrokerEffects) {
         let firstRetained = log.firstSequence
         for consumer in consumers.values {
             let dropped = consumer.dropDiscarded(before: firstRetained)
@@ -225,7 +225,7 @@ struct BrokerState {
     }
 
     /// Publishes the dead-letter copy of a given-up event. Not deduplicated: it keeps the original id.
-    private mutating func deadLetter(_ work: DeadLetterWork, now: ContinuousClock.Instant, effects: inout BrokerEffects) {
+    private mutating func deadLetter(_ work: DeadLetterWork, now: BrokerInstant, effects: inout BrokerEffects) {
         guard let consumer = consumers[work.consumer] else { return }
         guard let original = log.entry(work.sequence) else {
             effects.warn(
@@ -248,7 +248,7 @@ struct BrokerState {
         _ pattern: SubjectPattern,
         options: SubscriptionOptions,
         client: ClientID,
-        now: ContinuousClock.Instant,
+        now: BrokerInstant,
         wallClockNow: Date
     ) throws(EventBusError) -> (SubscriberID, ConsumerID) {
         try requireOpen(client)
@@ -259,7 +259,7 @@ struct BrokerState {
         } else {
             consumerID = nextConsumerID
             nextConsumerID += 1
-            var startInstant: ContinuousClock.Instant?
+            var startInstant: BrokerInstant?
             if case .time(let date) = options.start {
                 startInstant = now - .milliseconds(Int64((wallClockNow.timeIntervalSince(date) * 1000).rounded()))
             }
@@ -283,7 +283,7 @@ struct BrokerState {
         subscribers[subscriber] != nil
     }
 
-    mutating func closeSubscriber(_ subscriber: SubscriberID, now: ContinuousClock.Instant, effects: inout BrokerEffects) {
+    mutating func closeSubscriber(_ subscriber: SubscriberID, now: BrokerInstant, effects: inout BrokerEffects) {
         guard let record = subscribers.removeValue(forKey: subscriber) else { return }
         clients[record.client]?.subscribers.remove(subscriber)
         let id = record.consumer
@@ -311,7 +311,7 @@ struct BrokerState {
 
     mutating func pull(
         _ subscriber: SubscriberID,
-        now: ContinuousClock.Instant,
+        now: BrokerInstant,
         broker: InMemoryBroker,
         into deliveries: inout [Delivery],
         effects: inout BrokerEffects
@@ -340,10 +340,10 @@ struct BrokerState {
     mutating func park(
         _ subscriber: SubscriberID,
         token: UInt64,
-        timer: ContinuousClock.Instant?,
+        timer: BrokerInstant?,
         continuation: UnsafeContinuation<WaitOutcome, Never>,
         isCancelled: Bool,
-        now: ContinuousClock.Instant
+        now: BrokerInstant
     ) -> WaitOutcome? {
         guard let record = subscribers[subscriber], let consumer = consumers[record.consumer] else { return .ended }
         if isCancelled { return .cancelled }
@@ -367,7 +367,7 @@ struct BrokerState {
         to consumer: ConsumerID,
         events: [(sequence: UInt64, attempt: UInt32)],
         requests: [QueuedRequest],
-        now: ContinuousClock.Instant,
+        now: BrokerInstant,
         effects: inout BrokerEffects
     ) {
         guard let record = consumers[consumer] else { return }
@@ -383,7 +383,7 @@ struct BrokerState {
         consumer id: ConsumerID,
         sequence: UInt64,
         attempt: UInt32,
-        clock: ContinuousClock,
+        clock: BrokerClock,
         effects: inout BrokerEffects
     ) throws(EventBusError) {
         guard let consumer = consumers[id] else {
@@ -410,7 +410,7 @@ struct BrokerState {
         _ event: Event,
         replies: ReplyBox,
         from client: ClientID,
-        now: ContinuousClock.Instant,
+        now: BrokerInstant,
         effects: inout BrokerEffects
     ) throws(EventBusError) -> UInt64 {
         try requireOpen(client)

@@ -20,13 +20,13 @@ enum WaitOutcome: Sendable {
 struct Waiter {
     var subscriber: SubscriberID
     var token: UInt64
-    var deadline: ContinuousClock.Instant?
+    var deadline: BrokerInstant?
     var continuation: UnsafeContinuation<WaitOutcome, Never>
 }
 
 /// A deadline for one delivery attempt: an ack wait or a nak delay.
 struct AttemptDeadline: Comparable {
-    var deadline: ContinuousClock.Instant
+    var deadline: BrokerInstant
     var sequence: UInt64
     var attempt: UInt32
 
@@ -49,16 +49,16 @@ struct QueuedRequest {
 struct PendingDelivery {
     enum Phase: Equatable {
         /// Handed to a subscriber; redelivered when `deadline` passes.
-        case delivered(deadline: ContinuousClock.Instant)
+        case delivered(deadline: BrokerInstant)
         /// Nak'd with a delay; queued for redelivery when `until` passes.
-        case delayed(until: ContinuousClock.Instant)
+        case delayed(until: BrokerInstant)
         /// In `redeliveries`, waiting for a subscriber.
         case queued
     }
 
     var attempt: UInt32
     private var kind: UInt8
-    private var instant: ContinuousClock.Instant
+    private var instant: BrokerInstant
 
     init(attempt: UInt32, phase: Phase) {
         self.attempt = attempt
@@ -101,11 +101,6 @@ struct PendingDelivery {
     var isDelivered: Bool { kind == 1 }
     /// Whether the delivery waits in the redelivery queue.
     var isQueued: Bool { kind == 0 }
-}
-
-extension ContinuousClock.Instant {
-    /// A fixed instant for a field that is not in use (a queued delivery's, an empty table slot's).
-    static let unused = ContinuousClock.now
 }
 
 /// Work the broker must do after a consumer gave an event up: publish its dead-letter copy.
@@ -163,17 +158,17 @@ final class ConsumerState: Hashable, @unchecked Sendable {
     func removeAllWaiters() -> [Waiter] { core.removeAllWaiters() }
     func park(_ waiter: Waiter) { core.park(waiter) }
     func unpark(token: UInt64) -> Waiter? { core.unpark(token: token) }
-    func waiterToWake(now: ContinuousClock.Instant) -> Waiter? { core.waiterToWake(now: now) }
-    func hasWork(now: ContinuousClock.Instant) -> Bool { core.hasWork(now: now) }
-    func nextDeadline() -> ContinuousClock.Instant? { core.nextDeadline() }
+    func waiterToWake(now: BrokerInstant) -> Waiter? { core.waiterToWake(now: now) }
+    func hasWork(now: BrokerInstant) -> Bool { core.hasWork(now: now) }
+    func nextDeadline() -> BrokerInstant? { core.nextDeadline() }
 
-    func expireDeadlines(now: ContinuousClock.Instant, into deadLetters: inout [DeadLetterWork]) {
+    func expireDeadlines(now: BrokerInstant, into deadLetters: inout [DeadLetterWork]) {
         core.expireDeadlines(now: now, into: &deadLetters)
     }
 
     func takeBatch(
         limit: Int,
-        now: ContinuousClock.Instant,
+        now: BrokerInstant,
         log: RetainedLog,
         broker: InMemoryBroker,
         into deliveries: inout [Delivery]
@@ -196,7 +191,7 @@ final class ConsumerState: Hashable, @unchecked Sendable {
     func enqueue(_ sequence: UInt64) { core.enqueue(sequence) }
     func enqueue(_ request: QueuedRequest, limit: Int) -> Bool { core.enqueue(request, limit: limit) }
     func dropDiscarded(before firstRetained: UInt64) -> Int { core.dropDiscarded(before: firstRetained) }
-    func shouldReportDiscard(now: ContinuousClock.Instant) -> Bool { core.shouldReportDiscard(now: now) }
+    func shouldReportDiscard(now: BrokerInstant) -> Bool { core.shouldReportDiscard(now: now) }
 }
 
 /// The mutable part of a ``ConsumerState``; its methods are the consumer's events.
@@ -224,7 +219,7 @@ struct ConsumerCore {
 
     /// Events the log discarded before this consumer delivered them (its members were too slow).
     private(set) var discardedUndelivered = 0
-    private var lastDiscardReport: ContinuousClock.Instant?
+    private var lastDiscardReport: BrokerInstant?
 
     init(id: ConsumerID, pattern: SubjectPattern, options: SubscriptionOptions, ready: Deque<UInt64>) {
         self.id = id
@@ -277,7 +272,7 @@ struct ConsumerCore {
 
     /// Takes the longest-waiting parked iterator if there is work it could pick up now, or if a deadline is
     /// in force that no parked iterator's timer covers (it must re-park with a timer).
-    mutating func waiterToWake(now: ContinuousClock.Instant) -> Waiter? {
+    mutating func waiterToWake(now: BrokerInstant) -> Waiter? {
         guard !waiters.isEmpty else { return nil }
         if hasWork(now: now) {
             return waiters.removeFirst()
@@ -291,7 +286,7 @@ struct ConsumerCore {
     }
 
     /// Whether a pull now would deliver something.
-    mutating func hasWork(now: ContinuousClock.Instant) -> Bool {
+    mutating func hasWork(now: BrokerInstant) -> Bool {
         if !requests.isEmpty || !redeliveries.isEmpty { return true }
         if !ready.isEmpty && pending.count < options.maxInFlight { return true }
         if let next = nextDeadline(), next <= now { return true }
@@ -300,7 +295,7 @@ struct ConsumerCore {
 
     /// The earliest ack deadline or nak delay still in force. Drops stale entries from the front on the
     /// way, so the answer costs O(1) amortized.
-    mutating func nextDeadline() -> ContinuousClock.Instant? {
+    mutating func nextDeadline() -> BrokerInstant? {
         while let first = ackDeadlines.first, !isLive(first) {
             ackDeadlines.removeFirst()
         }
@@ -330,7 +325,7 @@ struct ConsumerCore {
 
     /// Moves expired ack waits and elapsed nak delays to the redelivery queue; an expired ack wait on the
     /// last allowed attempt gives the event up instead.
-    mutating func expireDeadlines(now: ContinuousClock.Instant, into deadLetters: inout [DeadLetterWork]) {
+    mutating func expireDeadlines(now: BrokerInstant, into deadLetters: inout [DeadLetterWork]) {
         while let entry = ackDeadlines.first {
             guard isLive(entry) else {
                 ackDeadlines.removeFirst()
@@ -378,7 +373,7 @@ struct ConsumerCore {
     /// not take the whole backlog.
     mutating func takeBatch(
         limit: Int,
-        now: ContinuousClock.Instant,
+        now: BrokerInstant,
         log: RetainedLog,
         broker: InMemoryBroker,
         into deliveries: inout [Delivery]
@@ -533,7 +528,7 @@ struct ConsumerCore {
     }
 
     /// Whether a discard report is due (at most one every 10 seconds per consumer).
-    mutating func shouldReportDiscard(now: ContinuousClock.Instant) -> Bool {
+    mutating func shouldReportDiscard(now: BrokerInstant) -> Bool {
         if let last = lastDiscardReport, last.duration(to: now) < .seconds(10) {
             return false
         }

@@ -16,7 +16,7 @@ struct DuplicateWindow {
     private struct Record {
         var hash: UInt64
         var sequence: UInt64
-        var expires: ContinuousClock.Instant
+        var expires: BrokerInstant
     }
 
     /// A table slot: the record's hash and its position + 1 (0: empty).
@@ -51,7 +51,7 @@ struct DuplicateWindow {
 
     /// Records `id` as stored at `sequence`, unless it is already known: then returns the earlier sequence
     /// and records nothing.
-    mutating func recordIfNew(_ id: String, sequence: UInt64, now: ContinuousClock.Instant) -> UInt64? {
+    mutating func recordIfNew(_ id: String, sequence: UInt64, now: BrokerInstant) -> UInt64? {
         guard isEnabled else { return nil }
         forgetExpired(now: now)
         let hash = hashOf(id)
@@ -82,7 +82,7 @@ struct DuplicateWindow {
         return nil
     }
 
-    private mutating func forgetExpired(now: ContinuousClock.Instant) {
+    private mutating func forgetExpired(now: BrokerInstant) {
         while !records.isEmpty && records[records.startIndex].expires <= now {
             removeOldest()
         }

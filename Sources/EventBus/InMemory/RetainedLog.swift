@@ -5,7 +5,7 @@ import DequeModule
 struct RetainedLog {
     struct Entry {
         var event: Event
-        var storedAt: ContinuousClock.Instant
+        var storedAt: BrokerInstant
     }
 
     struct Limits {
@@ -30,7 +30,7 @@ struct RetainedLog {
     /// The last stored sequence, or 0 when nothing was ever stored.
     var lastSequence: UInt64 { nextSequence - 1 }
 
-    mutating func append(_ event: Event, at now: ContinuousClock.Instant) -> UInt64 {
+    mutating func append(_ event: Event, at now: BrokerInstant) -> UInt64 {
         let sequence = nextSequence
         entries.append(Entry(event: event, storedAt: now))
         payloadBytes += event.dataCount
@@ -52,7 +52,7 @@ struct RetainedLog {
     /// Discards the oldest entries until every limit holds; returns how many were discarded. The discarded
     /// sequences are `firstSequence - count ..< firstSequence` afterwards. The discarded events are handed
     /// to `effects`, so that the last reference to each is dropped after the broker's lock is released.
-    mutating func trim(now: ContinuousClock.Instant, releasingInto effects: inout BrokerEffects) -> Int {
+    mutating func trim(now: BrokerInstant, releasingInto effects: inout BrokerEffects) -> Int {
         var discarded = 0
         while !entries.isEmpty {
             let tooMany = entries.count > limits.maxEvents
@@ -75,7 +75,7 @@ struct RetainedLog {
     func sequences(
         matching pattern: SubjectPattern,
         from start: SubscriptionOptions.StartPosition,
-        startInstant: ContinuousClock.Instant?
+        startInstant: BrokerInstant?
     ) -> Deque<UInt64> {
         var result: Deque<UInt64> = []
         var sequence = firstSequence
