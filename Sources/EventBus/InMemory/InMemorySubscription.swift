@@ -51,12 +51,13 @@ struct InMemoryDeliveryIterator: DeliveryIterator {
 /// one by one without touching the broker. Deliveries still in the batch when the iterator ends go back to
 /// the consumer uncounted, so nothing pulled is lost.
 ///
-/// Owned by the single task that iterates; never shared.
+/// Owned by the single task that iterates; never shared. So its fields are `@exclusivity(unchecked)`: no
+/// two accesses can overlap, and the run-time check cost ~10 ns on each `next()`.
 final class InMemoryDeliveryCursor {
     private let subscription: InMemorySubscription
-    private var batch: [Delivery] = []
-    private var position = 0
-    private var finished = false
+    @exclusivity(unchecked) private var batch: [Delivery] = []
+    @exclusivity(unchecked) private var position = 0
+    @exclusivity(unchecked) private var finished = false
 
     init(subscription: InMemorySubscription) {
         self.subscription = subscription
