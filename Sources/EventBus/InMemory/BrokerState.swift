@@ -301,6 +301,7 @@ struct BrokerState {
 
     private mutating func removeConsumer(_ id: ConsumerID, effects: inout BrokerEffects) {
         guard let consumer = consumers.removeValue(forKey: id) else { return }
+        consumer.close()
         index.remove(consumer.pattern, consumer)
         for waiter in consumer.removeAllWaiters() {
             effects.resume(waiter, with: .ended)
@@ -352,7 +353,10 @@ struct BrokerState {
             // A deadline appeared since the pull: pull again and park with a timer for it.
             return .retry
         }
-        consumer.park(Waiter(subscriber: subscriber, token: token, deadline: timer, continuation: continuation))
+        if !consumer.park(Waiter(subscriber: subscriber, token: token, deadline: timer, continuation: continuation)) {
+            // Acks arrived meanwhile and may have made room: pull again.
+            return .retry
+        }
         return nil
     }
 

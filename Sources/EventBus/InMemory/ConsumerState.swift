@@ -151,20 +151,37 @@ final class ConsumerState: Hashable, @unchecked Sendable {
     // Readers name stored fields of `core`: a computed property of the struct would copy all of `core`
     // (retaining every buffer in it) to run its getter, measured as a third of an ack.
     var members: [SubscriberID] { core.members }
-    var pendingCount: Int { core.pending.count }
+    var pendingCount: Int {
+        core.drainAcks()
+        return core.pending.count
+    }
     var discardedUndelivered: Int { core.discardedUndelivered }
     var hasWaiters: Bool { !core.waiters.isEmpty }
 
     func addMember(_ subscriber: SubscriberID) { core.addMember(subscriber) }
     func removeMember(_ subscriber: SubscriberID) -> [Waiter] { core.removeMember(subscriber) }
     func removeAllWaiters() -> [Waiter] { core.removeAllWaiters() }
-    func park(_ waiter: Waiter) { core.park(waiter) }
+    func park(_ waiter: Waiter) -> Bool { core.park(waiter) }
     func unpark(token: UInt64) -> Waiter? { core.unpark(token: token) }
-    func waiterToWake(now: BrokerInstant) -> Waiter? { core.waiterToWake(now: now) }
-    func hasWork(now: BrokerInstant) -> Bool { core.hasWork(now: now) }
-    func nextDeadline() -> BrokerInstant? { core.nextDeadline() }
+    // Each method that reads or changes pending deliveries or their deadlines applies the ack inbox
+    // first (see AckInbox for why that makes deferred acks invisible).
+    func waiterToWake(now: BrokerInstant) -> Waiter? {
+        core.drainAcks()
+        return core.waiterToWake(now: now)
+    }
+
+    func hasWork(now: BrokerInstant) -> Bool {
+        core.drainAcks()
+        return core.hasWork(now: now)
+    }
+
+    func nextDeadline() -> BrokerInstant? {
+        core.drainAcks()
+        return core.nextDeadline()
+    }
 
     func expireDeadlines(now: BrokerInstant, into deadLetters: inout [DeadLetterWork]) {
+        core.drainAcks()
         core.expireDeadlines(now: now, into: &deadLetters)
     }
 
@@ -175,10 +192,14 @@ final class ConsumerState: Hashable, @unchecked Sendable {
         broker: InMemoryBroker,
         into deliveries: inout [Delivery]
     ) {
+        core.drainAcks()
         core.takeBatch(limit: limit, now: now, log: log, broker: broker, into: &deliveries)
     }
 
-    func giveBack(_ returned: [(sequence: UInt64, attempt: UInt32)]) { core.giveBack(returned) }
+    func giveBack(_ returned: [(sequence: UInt64, attempt: UInt32)]) {
+        core.drainAcks()
+        core.giveBack(returned)
+    }
     func giveBack(requests returned: [QueuedRequest]) { core.giveBack(requests: returned) }
 
     func settle(
@@ -187,13 +208,17 @@ final class ConsumerState: Hashable, @unchecked Sendable {
         attempt: UInt32,
         now: inout LazyNow
     ) throws(EventBusError) -> DeadLetterWork? {
-        try core.settle(settlement, sequence: sequence, attempt: attempt, now: &now)
+        core.drainAcks()
+        return try core.settle(settlement, sequence: sequence, attempt: attempt, now: &now)
     }
 
     func enqueue(_ sequence: UInt64) { core.enqueue(sequence) }
     func enqueue(_ request: QueuedRequest, limit: Int) -> Bool { core.enqueue(request, limit: limit) }
     func dropDiscarded(before firstRetained: UInt64) -> Int { core.dropDiscarded(before: firstRetained) }
     func shouldReportDiscard(now: BrokerInstant) -> Bool { core.shouldReportDiscard(now: now) }
+
+    /// The consumer is removed: acks from now on go to the broker (and fail there as `closed`).
+    func close() { core.inbox.close() }
 }
 
 /// The mutable part of a ``ConsumerState``; its methods are the consumer's events.
@@ -218,6 +243,13 @@ struct ConsumerCore {
     private var requests: Deque<QueuedRequest> = []
     /// Parked iterators, longest waiting first.
     fileprivate var waiters: Deque<Waiter> = []
+    /// Acks accepted without the broker's lock; applied by ``drainAcks()`` before pending is read.
+    let inbox = AckInbox()
+    /// The drained acks' array, kept for its capacity.
+    private var drainedAcks: [DeferredAck] = []
+    /// The batch object new deliveries join, while it has room.
+    private var batch: DeliveryBatch?
+    private var batchCount = 0
 
     /// Events the log discarded before this consumer delivered them (its members were too slow).
     private(set) var discardedUndelivered = 0
@@ -253,23 +285,50 @@ struct ConsumerCore {
             removed.append(waiter)
             return true
         }
+        waitersChanged()
         return removed
     }
 
     /// Every parked iterator, removed; for closing the whole consumer.
     mutating func removeAllWaiters() -> [Waiter] {
-        defer { waiters.removeAll() }
+        defer {
+            waiters.removeAll()
+            waitersChanged()
+        }
         return Array(waiters)
     }
 
-    mutating func park(_ waiter: Waiter) {
+    /// Parks an iterator; `false` (not parked) if acks arrived in the inbox since the caller looked for
+    /// work, which may have made room: the caller pulls again instead.
+    mutating func park(_ waiter: Waiter) -> Bool {
+        guard inbox.setHasWaiters(true) else { return false }
         waiters.append(waiter)
+        return true
     }
 
     /// Removes the parked iterator with `token`, if it is still parked.
     mutating func unpark(token: UInt64) -> Waiter? {
         guard let index = waiters.firstIndex(where: { $0.token == token }) else { return nil }
+        defer { waitersChanged() }
         return waiters.remove(at: index)
+    }
+
+    /// Tells the inbox whether acks may still bypass the broker (not while a member is parked).
+    private func waitersChanged() {
+        if waiters.isEmpty {
+            _ = inbox.setHasWaiters(false)
+        }
+    }
+
+    /// Applies the acks the inbox accepted, as the broker would have applied each when it was made.
+    mutating func drainAcks() {
+        guard inbox.drain(into: &drainedAcks) else { return }
+        for ack in drainedAcks {
+            if let entry = pending[ack.sequence], entry.attempt == ack.attempt, entry.isDelivered {
+                pending[ack.sequence] = nil
+            }
+        }
+        drainedAcks.removeAll(keepingCapacity: true)
     }
 
     /// Takes the longest-waiting parked iterator if there is work it could pick up now, or if a deadline is
@@ -277,11 +336,13 @@ struct ConsumerCore {
     mutating func waiterToWake(now: BrokerInstant) -> Waiter? {
         guard !waiters.isEmpty else { return nil }
         if hasWork(now: now) {
+            defer { waitersChanged() }
             return waiters.removeFirst()
         }
         if let next = nextDeadline(),
             !waiters.contains(where: { waiter in waiter.deadline.map { $0 <= next } ?? false })
         {
+            defer { waitersChanged() }
             return waiters.removeFirst()
         }
         return nil
@@ -401,7 +462,9 @@ struct ConsumerCore {
             entry.phase = .delivered(deadline: deadline)
             pending[sequence] = entry
             ackDeadlines.append(AttemptDeadline(deadline: deadline, sequence: sequence, attempt: entry.attempt))
-            deliveries.append(makeDelivery(logged.event, sequence: sequence, attempt: entry.attempt, broker: broker))
+            deliveries.append(
+                makeDelivery(logged.event, sequence: sequence, attempt: entry.attempt, deadline: deadline, broker: broker)
+            )
         }
         let fairShare = members.count > 1 ? max(1, (ready.count + members.count - 1) / members.count) : Int.max
         var newLimit = min(limit - deliveries.count, options.maxInFlight - pending.count, fairShare)
@@ -412,15 +475,33 @@ struct ConsumerCore {
             }
             pending[sequence] = PendingDelivery(attempt: 1, phase: .delivered(deadline: deadline))
             ackDeadlines.append(AttemptDeadline(deadline: deadline, sequence: sequence, attempt: 1))
-            deliveries.append(makeDelivery(logged.event, sequence: sequence, attempt: 1, broker: broker))
+            deliveries.append(makeDelivery(logged.event, sequence: sequence, attempt: 1, deadline: deadline, broker: broker))
             newLimit -= 1
         }
     }
 
-    private func makeDelivery(_ event: Event, sequence: UInt64, attempt: UInt32, broker: InMemoryBroker) -> Delivery {
-        Delivery(
+    /// A delivery whose acknowledger joins the current ``DeliveryBatch`` (a new one per pull, and per 64
+    /// deliveries): one small allocation per batch rather than state per delivery.
+    private mutating func makeDelivery(
+        _ event: Event,
+        sequence: UInt64,
+        attempt: UInt32,
+        deadline: BrokerInstant,
+        broker: InMemoryBroker
+    ) -> Delivery {
+        let current: DeliveryBatch
+        if let batch, batchCount < DeliveryBatch.capacity, batch.deadline == deadline {
+            current = batch
+        } else {
+            current = DeliveryBatch(broker: broker, consumer: id, inbox: inbox, deadline: deadline)
+            batch = current
+            batchCount = 0
+        }
+        let index = batchCount
+        batchCount += 1
+        return Delivery(
             event: event, deliveryCount: Int(attempt), sequence: sequence, subject: event.subject,
-            acknowledger: InMemoryAcknowledger(broker: broker, consumer: id, sequence: sequence, attempt: attempt)
+            acknowledger: InMemoryAcknowledger(batch: current, index: index, sequence: sequence, attempt: attempt)
         )
     }
 
