@@ -117,6 +117,31 @@ struct InMemoryStructureTests {
         }
     }
 
+    /// Matching in place agrees with splitting both into tokens, the way it was done before.
+    @Test func patternMatchingAgreesWithTokenSplitting() throws {
+        func reference(_ pattern: String, _ subject: String) -> Bool {
+            var subjectTokens = subject.split(separator: ".", omittingEmptySubsequences: false)[...]
+            for token in pattern.split(separator: ".", omittingEmptySubsequences: false) {
+                if token == ">" { return !subjectTokens.isEmpty }
+                guard let subjectToken = subjectTokens.popFirst() else { return false }
+                if token != "*" && token != subjectToken { return false }
+            }
+            return subjectTokens.isEmpty
+        }
+        var random = SplitMix(state: 99)
+        let words = ["a", "b", "ab", "grüße", "x1"]
+        func pick(_ choices: [String]) -> String { choices[Int(random.next() % UInt64(choices.count))] }
+        for _ in 0..<20_000 {
+            let subject = (0..<(1 + Int(random.next() % 4))).map { _ in pick(words) }.joined(separator: ".")
+            var tokens = (0..<(1 + Int(random.next() % 4))).map { _ in pick(words + ["*", "*"]) }
+            if random.next() % 3 == 0 { tokens.append(">") }
+            let text = tokens.joined(separator: ".")
+            let pattern = try SubjectPattern(text)
+            #expect(pattern.matches(subject) == reference(text, subject), "\(text) ~ \(subject)")
+            #expect(SubjectRules.tokens(of: subject) == subject.split(separator: ".", omittingEmptySubsequences: false))
+        }
+    }
+
     @Test func validationIsRememberedUntilAnAttributeChanges() throws {
         var event = Event(subject: "orders.created", type: "t", source: "/s")
         try event.validateForPublish()
