@@ -2,8 +2,9 @@ import Benchmark
 import BenchmarkSupport
 import EventBus
 
-// M2: publish → one subscriber receives and acks. The subscription (default options: maxInFlight 256,
-// ack wait 30 s) lives for the whole benchmark; each iteration publishes 10,000 events from the
+// M2: publish → one subscriber receives and acks. Setup fills the log and the duplicate window (see
+// InMemoryWorkload.prefill, on a subject the subscription does not match). The subscription (default
+// options: maxInFlight 256, ack wait 30 s) lives for the whole benchmark; each iteration publishes 10,000 events from the
 // benchmark's task while a child task iterates the subscription and acks each delivery, and ends
 // when the last one is acked. Time per event is the pipeline's.
 //
@@ -43,6 +44,7 @@ func registerM2() {
         withExtendedLifetime(events) {}
     } setup: {
         let bus = try InMemoryWorkload.bus()
+        try await InMemoryWorkload.prefill(bus)
         let subscription = try await bus.subscribe(SubjectPattern("orders.>"), options: .init())
         sequential.value = (bus, subscription)
     } teardown: {
@@ -89,6 +91,7 @@ private func registerM2Pipeline(name: String, duplicateWindow: Duration?, ownThr
         }
     } setup: {
         let bus = try InMemoryWorkload.bus(duplicateWindow: duplicateWindow)
+        try await InMemoryWorkload.prefill(bus)
         let subscription = try await bus.subscribe(SubjectPattern("orders.>"), options: .init())
         box.value = (bus, subscription, ownThread ? ThreadTaskExecutor(name: "m2-subscriber") : nil)
     } teardown: {
