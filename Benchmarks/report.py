@@ -183,22 +183,29 @@ def ratio_text(value):
     return "-" if value is None else f"{value:.2f}x"
 
 
-def in_memory_section(samples, notes_path):
-    """The lines of the "In-memory bus" section, or [] when there are no InMemory results."""
+def in_memory_section(samples, notes_path, source):
+    """The lines of the "In-memory bus" section, or [] when there are no InMemory results. `source` says
+    which run produced them (this section can be regenerated alone)."""
     memory = {name: metrics for (target, name), metrics in samples.items() if target == "InMemory"}
     if not memory:
         return []
-    out = [IN_MEMORY_HEADING, ""]
+    out = [IN_MEMORY_HEADING, "", source, ""]
     out.append(
         "The in-memory `EventBus` (`InMemoryEventBus`, default configuration unless the name says otherwise: "
-        "retained log of up to 1,000,000 events, duplicate window 120 s), through its public API, no server. "
-        "Events (128-byte payload, UUID-shaped ids, four-token subject) are built before the measured part "
-        "of each iteration. M1 publishes 1,000 events per iteration with no subscriber; M2 publishes 10,000 "
-        "per iteration while a second task iterates one subscription (default options) and acks each "
-        "delivery, so time per event is the pipeline's and CPU per event counts both tasks. Measured by "
-        "the benchmark itself (CLOCK_MONOTONIC, CLOCK_PROCESS_CPUTIME_ID); figures are the median with the "
-        "p25-p75 range across iterations; mallocs count every allocation in the process during the "
-        "measured part, per operation."
+        "retained log of up to 1,000,000 events, duplicate window 120 s and 1,000,000 ids), through its public "
+        "API, no server (`Benchmarks/Benchmarks/InMemory`). Setup publishes 1,000,000 events first, so every "
+        "measured publish finds the log and the duplicate window full, as in a service that has run a while "
+        "(each publish also discards the oldest event and forgets the oldest id). Events (128-byte payload, "
+        "UUID-shaped ids, four-token subject) are built before the measured part of each iteration. M1 "
+        "publishes 1,000 events per iteration with no subscriber. M2 publishes 10,000 per iteration while a "
+        "child task iterates one subscription (default options) and acks each delivery; package-benchmark "
+        "blocks one of the two cooperative-pool threads while an async benchmark runs, so publisher and "
+        "subscriber take turns on the other and the time per event is the CPU cost of publish, delivery and "
+        "ack together. \"subscriber own thread\" runs the subscriber on a thread of its own instead (a task "
+        "executor preference, whose run-time bookkeeping that thread pays on every async call). \"one task\" "
+        "publishes, takes and acks one event at a time. Measured by the benchmark itself (CLOCK_MONOTONIC, "
+        "CLOCK_PROCESS_CPUTIME_ID); figures are the median with the p25-p75 range across iterations; mallocs "
+        "count every allocation in the process during the measured part, per operation."
     )
     out.append("")
     out.append("| benchmark | ns/op | ops/s | CPU ns/op | mallocs/op | iterations |")
@@ -264,8 +271,13 @@ def main():
     if not samples:
         sys.exit(f"report.py: no histogram exports under {arguments.results}")
 
+    source = (
+        f"From results folder `{os.path.basename(os.path.normpath(arguments.results))}`, "
+        f"{datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}"
+        + (" (`Benchmarks/run.sh memory`: this section alone)." if arguments.only_in_memory else ".")
+    )
     if arguments.only_in_memory:
-        section = in_memory_section(samples, arguments.memory_notes)
+        section = in_memory_section(samples, arguments.memory_notes, source)
         if not section:
             sys.exit(f"report.py: no InMemory results under {arguments.results}")
         if os.path.exists(arguments.output):
@@ -414,7 +426,7 @@ def main():
         out.append(f"No ratio for {', '.join(missing)}: a variant has no results (it failed; see the logs).")
     out.append("")
 
-    out.extend(in_memory_section(samples, arguments.memory_notes))
+    out.extend(in_memory_section(samples, arguments.memory_notes, source))
 
     if micro:
         out.append("## Micro benchmarks (no server)")
