@@ -156,3 +156,75 @@ struct InMemoryStructureTests {
         #expect(throws: EventBusError.self) { try event.validateForPublish() }
     }
 }
+
+/// Acks that the consumer's inbox accepted without the broker's lock behave exactly like acks applied at
+/// once: nothing can observe the difference.
+@Suite("In-memory bus deferred acks")
+struct InMemoryDeferredAckTests {
+    @Test func anAcceptedAckIsAppliedBeforeItsDeadlineCouldRedeliver() async throws {
+        let bus = try InMemoryEventBus()
+        let subscription = try await bus.subscribe("d.ack", options: .init(ackWait: .milliseconds(60)))
+        var iterator = subscription.makeAsyncIterator()
+        try await bus.publish(makeEvent("d.ack", "1"))
+        let first = try #require(try await iterator.next())
+        try await first.ack()
+        #expect(bus.statistics().pendingDeliveries == 0, "statistics see the ack at once")
+        // Past the ack wait: had the ack been lost, the next pull would redeliver the first event.
+        try await Task.sleep(for: .milliseconds(150))
+        try await bus.publish(makeEvent("d.ack", "2"))
+        let second = try #require(try await iterator.next())
+        #expect(second.deliveryCount == 1 && second.event.data == Array("2".utf8))
+        await #expect(throws: EventBusError.self) { try await first.ack() }
+        await #expect(throws: EventBusError.self) { try await first.nak(delay: nil) }
+        try await second.inProgress()
+        try await second.ack()
+        await #expect(throws: EventBusError.self) { try await second.inProgress() }
+        await bus.close()
+    }
+
+    @Test func anAckPastItsDeadlineGoesToTheBrokerAndFailsIfRedelivered() async throws {
+        let bus = try InMemoryEventBus()
+        let subscription = try await bus.subscribe("d.late", options: .init(ackWait: .milliseconds(40)))
+        var iterator = subscription.makeAsyncIterator()
+        try await bus.publish(makeEvent("d.late"))
+        let first = try #require(try await iterator.next())
+        let again = try #require(try await iterator.next())
+        #expect(again.deliveryCount == 2 && again.sequence == first.sequence)
+        await #expect(throws: EventBusError.self) { try await first.ack() }
+        try await again.ack()
+        #expect(bus.statistics().pendingDeliveries == 0)
+        await bus.close()
+    }
+
+    /// With `maxInFlight: 1`, a parked member can only go on once the other member's ack makes room: that
+    /// ack must wake it, so it takes the broker's path.
+    @Test func anAckThatMakesRoomWakesAParkedMember() async throws {
+        let bus = try InMemoryEventBus()
+        let options = SubscriptionOptions(group: "room", maxInFlight: 1)
+        let first = try await bus.subscribe("d.room", options: options)
+        let second = try await bus.subscribe("d.room", options: options)
+        try await bus.publish(makeEvent("d.room", "1"))
+        try await bus.publish(makeEvent("d.room", "2"))
+        var firstIterator = first.makeAsyncIterator()
+        let one = try #require(try await firstIterator.next())
+        let received = try await withThrowingTaskGroup(of: Delivery?.self) { group in
+            group.addTask {
+                var secondIterator = second.makeAsyncIterator()
+                return try await secondIterator.next()
+            }
+            group.addTask {
+                try await Task.sleep(for: .seconds(5))
+                return nil
+            }
+            // Let the second member park first.
+            try await Task.sleep(for: .milliseconds(50))
+            try await one.ack()
+            let result = try await group.next() ?? nil
+            group.cancelAll()
+            return result
+        }
+        #expect(received?.event.data == Array("2".utf8), "the parked member got the next event after the ack")
+        try await received?.ack()
+        await bus.close()
+    }
+}
