@@ -114,7 +114,8 @@ struct DeadLetterWork {
 /// One consumer's state, as JetStream keeps it for a consumer: where it is in the log, what it has handed
 /// out and not had settled, what is due again, and who waits for work.
 ///
-/// Part of the broker's state machine, and only ever touched under the broker's lock. A class rather than a
+/// Part of the broker's state machine, and only ever touched under the broker's lock (its ``AckInbox`` is an
+/// object of its own, with its own lock, which acks reach without the broker's). A class rather than a
 /// struct because the broker's dictionary would otherwise copy the whole record (deques, dictionary, heap)
 /// on every read of one field; measured, those copies were a fifth of publish-to-ack time. The subject index
 /// holds these objects directly, so a publish reaches its consumers without a dictionary lookup.
