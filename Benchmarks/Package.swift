@@ -56,6 +56,19 @@ let package = Package(
             path: "Benchmarks/Micro",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
         ),
+        // M1, M2 and the variants that isolate their costs: the in-memory EventBus, no server, no
+        // C library (EventBus does not depend on NATS). Cheap enough for CI's quick mode.
+        .executableTarget(
+            name: "InMemory",
+            dependencies: [
+                "BenchmarkSupport",
+                .product(name: "EventBus", package: "swift-nats-eventbus"),
+                .product(name: "Benchmark", package: "benchmark"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Benchmarks/InMemory",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ),
     ],
     swiftLanguageModes: [.v6]
 )

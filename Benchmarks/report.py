@@ -2,6 +2,7 @@
 """Writes docs/performance.md from package-benchmark exports (Python standard library only).
 
     python3 Benchmarks/report.py --results DIR --output docs/performance.md [--notes FILE]
+        [--memory-notes FILE] [--only-in-memory]
 
 DIR holds one folder per round, each filled by
 `swift package benchmark --format histogramEncoded --path ROUND_DIR`: one JSON file per benchmark
@@ -10,6 +11,11 @@ histogram of that metric's per-iteration values (raw units: ns, counts, bytes). 
 rounds are pooled per benchmark and metric; the report shows medians with the p25-p75 spread, and
 for every workload the ratio of the NATS module's median to raw cnats's. Run.sh calls this; it
 can be rerun on kept results. The text of --notes (the analysis, written by hand) is appended.
+
+The section "In-memory bus" comes from the InMemory target (M1, M2 and their variants), followed by
+the text of --memory-notes. With --only-in-memory, only that section of the existing --output is
+replaced (or added before the micro benchmarks), so that a run of the InMemory target alone
+(`Benchmarks/run.sh memory`) does not need the live workloads.
 """
 
 import argparse
@@ -33,6 +39,15 @@ WORKLOAD_TITLES = {
 THROUGHPUT_TARGET = 0.95
 LATENCY_TARGET = 1.10
 MICRO_OPERATIONS = 1_000  # scaling factor kilo: operations per micro iteration
+# Targets of the in-memory bus (the benchmark issue: a well-known Go event bus's figures), in ns per
+# operation, for the benchmarks named here (Benchmarks/Benchmarks/InMemory).
+IN_MEMORY_TARGETS = {
+    "M1 publish": ("M1", 35),
+    "M1 publish dedupe off": ("M1", 35),
+    "M2 publish receive ack": ("M2", 165),
+    "M2 publish receive ack dedupe off": ("M2", 165),
+}
+IN_MEMORY_HEADING = "## In-memory bus"
 
 FILE_PATTERN = re.compile(r"^Current_run\.(?P<target>[^.]+)\.(?P<name>.+)\.(?P<metric>[A-Za-z0-9]+)\.histogram\.json$")
 
@@ -168,11 +183,86 @@ def ratio_text(value):
     return "-" if value is None else f"{value:.2f}x"
 
 
+def in_memory_section(samples, notes_path, source):
+    """The lines of the "In-memory bus" section, or [] when there are no InMemory results. `source` says
+    which run produced them (this section can be regenerated alone)."""
+    memory = {name: metrics for (target, name), metrics in samples.items() if target == "InMemory"}
+    if not memory:
+        return []
+    out = [IN_MEMORY_HEADING, "", source, ""]
+    out.append(
+        "The in-memory `EventBus` (`InMemoryEventBus`, default configuration unless the name says otherwise: "
+        "retained log of up to 1,000,000 events, duplicate window 120 s and 1,000,000 ids), through its public "
+        "API, no server (`Benchmarks/Benchmarks/InMemory`). Setup publishes 1,000,000 events first, so every "
+        "measured publish finds the log and the duplicate window full, as in a service that has run a while "
+        "(each publish also discards the oldest event and forgets the oldest id). Events (128-byte payload, "
+        "UUID-shaped ids, four-token subject) are built before the measured part of each iteration. M1 "
+        "publishes 1,000 events per iteration with no subscriber. M2 publishes 10,000 per iteration while a "
+        "child task iterates one subscription (default options) and acks each delivery; package-benchmark "
+        "blocks one of the two cooperative-pool threads while an async benchmark runs, so publisher and "
+        "subscriber take turns on the other and the time per event is the CPU cost of publish, delivery and "
+        "ack together. \"subscriber own thread\" runs the subscriber on a thread of its own instead (a task "
+        "executor preference, whose run-time bookkeeping that thread pays on every async call). \"one task\" "
+        "publishes, takes and acks one event at a time. Measured by the benchmark itself (CLOCK_MONOTONIC, "
+        "CLOCK_PROCESS_CPUTIME_ID); figures are the median with the p25-p75 range across iterations; mallocs "
+        "count every allocation in the process during the measured part, per operation."
+    )
+    out.append("")
+    out.append("| benchmark | ns/op | ops/s | CPU ns/op | mallocs/op | iterations |")
+    out.append("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for name in sorted(memory):
+        metrics = memory[name]
+        operations = median(metrics.get("operations", [])) or MICRO_OPERATIONS
+        out.append(
+            f"| {name} | {spread(metrics.get('nanosPerOperation', []))} "
+            f"| {spread(metrics.get('messagesPerSecond', []))} "
+            f"| {spread(metrics.get('cpuNanosPerMessage', []))} "
+            f"| {spread(metrics.get('mallocCountTotal', []), operations, 2)} "
+            f"| {len(metrics.get('nanosPerOperation', []))} |"
+        )
+    out.append("")
+    out.append("Targets (ns per operation, lower is better): M1 ≤ 35 ns, M2 ≤ 165 ns.")
+    out.append("")
+    out.append("| workload | benchmark | median ns/op | target | verdict |")
+    out.append("| --- | --- | ---: | ---: | --- |")
+    for name, (workload, target) in IN_MEMORY_TARGETS.items():
+        value = median(memory.get(name, {}).get("nanosPerOperation", []))
+        if value is None:
+            out.append(f"| {workload} | {name} | - | {target} | not measured |")
+            continue
+        verdict = "meets target" if value <= target else f"**misses target** ({value / target:.1f}x)"
+        out.append(f"| {workload} | {name} | {value:,.0f} | {target} | {verdict} |")
+    out.append("")
+    if notes_path and os.path.exists(notes_path):
+        with open(notes_path) as handle:
+            out.append(handle.read().rstrip())
+            out.append("")
+    return out
+
+
+def splice_section(path, section):
+    """Replaces the in-memory section of the document at path (or adds it before the micro benchmarks,
+    or at the end), keeping everything else."""
+    with open(path) as handle:
+        lines = handle.read().split("\n")
+    start = next((i for i, line in enumerate(lines) if line.strip() == IN_MEMORY_HEADING), None)
+    if start is not None:
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    else:
+        start = next((i for i, line in enumerate(lines) if line.startswith("## Micro benchmarks")), len(lines))
+        end = start
+    lines[start:end] = section
+    with open(path, "w") as handle:
+        handle.write("\n".join(lines))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", required=True)
     parser.add_argument("--output", required=True)
     parser.add_argument("--notes")
+    parser.add_argument("--memory-notes")
+    parser.add_argument("--only-in-memory", action="store_true")
     arguments = parser.parse_args()
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -180,6 +270,22 @@ def main():
     rounds = len(per_round)
     if not samples:
         sys.exit(f"report.py: no histogram exports under {arguments.results}")
+
+    source = (
+        f"From results folder `{os.path.basename(os.path.normpath(arguments.results))}`, "
+        f"{datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}"
+        + (" (`Benchmarks/run.sh memory`: this section alone)." if arguments.only_in_memory else ".")
+    )
+    if arguments.only_in_memory:
+        section = in_memory_section(samples, arguments.memory_notes, source)
+        if not section:
+            sys.exit(f"report.py: no InMemory results under {arguments.results}")
+        if os.path.exists(arguments.output):
+            splice_section(arguments.output, section)
+        else:
+            with open(arguments.output, "w") as handle:
+                handle.write("\n".join(["# Performance", ""] + section))
+        return
 
     live = {name: metrics for (target, name), metrics in samples.items() if target == "CoreNATS"}
     micro = {name: metrics for (target, name), metrics in samples.items() if target == "Micro"}
@@ -319,6 +425,8 @@ def main():
         out.append("")
         out.append(f"No ratio for {', '.join(missing)}: a variant has no results (it failed; see the logs).")
     out.append("")
+
+    out.extend(in_memory_section(samples, arguments.memory_notes, source))
 
     if micro:
         out.append("## Micro benchmarks (no server)")

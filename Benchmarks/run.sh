@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Runs the NATS client's benchmarks (package-benchmark, nested package Benchmarks/).
 #
-#   Benchmarks/run.sh quick          server-free micro benchmarks only, short runs (for CI)
+#   Benchmarks/run.sh quick          server-free benchmarks only (Micro, and InMemory: the in-memory
+#                                    EventBus's M1, M2 and their variants), short runs (for CI)
 #   Benchmarks/run.sh full [ROUNDS]  everything, the live workloads ROUNDS times (default 5, with 3
 #                                    iterations each), then writes docs/performance.md from the
 #                                    pooled samples
+#   Benchmarks/run.sh memory         the InMemory target alone (NATS_BENCH_MICRO_MS default 1000),
+#                                    then replaces only the "In-memory bus" section of
+#                                    docs/performance.md (no server needed)
 #   Benchmarks/run.sh run ARGS...    `swift package benchmark ARGS...`, for example
 #                                    Benchmarks/run.sh run --target CoreNATS --filter 'W3.*'
 #
@@ -41,7 +45,18 @@ shift || true
 
 case "$mode" in
   quick)
-    NATS_BENCH_MICRO_MS="${NATS_BENCH_MICRO_MS:-100}" benchmark benchmark --target Micro --no-progress "$@"
+    NATS_BENCH_MICRO_MS="${NATS_BENCH_MICRO_MS:-100}" benchmark benchmark --target Micro --target InMemory \
+      --no-progress "$@"
+    ;;
+  memory)
+    results="$here/.build/benchmark-results/memory-$(date -u +%Y%m%dT%H%M%SZ)"
+    out="$results/round-1"
+    mkdir -p "$out"
+    benchmark --allow-writing-to-directory "$out" benchmark --target InMemory --no-progress \
+      --format histogramEncoded --path "$out" "$@" | tee "$out/log.txt"
+    python3 "$here/report.py" --results "$results" --output "$root/docs/performance.md" \
+      --memory-notes "$here/performance-notes-inmemory.md" --only-in-memory
+    echo "run.sh: replaced the in-memory section of docs/performance.md (results in $results)"
     ;;
   run)
     benchmark benchmark "$@"
@@ -61,7 +76,7 @@ case "$mode" in
     for round in $(seq 1 "$rounds"); do
       out="$results/round-$round"
       mkdir -p "$out"
-      # Micro benchmarks do not depend on the server or on interleaving: once is enough.
+      # Micro and InMemory benchmarks do not depend on the server or on interleaving: once is enough.
       targets=(--target CoreNATS)
       if [ "$round" -eq 1 ]; then targets=(); fi
       echo "run.sh: round $round of $rounds"
@@ -73,14 +88,14 @@ case "$mode" in
       grep -iE "failed|error|received [0-9]+ of" "$out/log.txt" || true
     done
     python3 "$here/report.py" --results "$results" --output "$root/docs/performance.md" \
-      --notes "$here/performance-notes.md"
+      --notes "$here/performance-notes.md" --memory-notes "$here/performance-notes-inmemory.md"
     echo "run.sh: wrote docs/performance.md"
     if [ "$failed" -ne 0 ]; then
       echo "run.sh: some benchmarks failed (see the logs in $results); the report shows what was measured" >&2
     fi
     ;;
   *)
-    sed -n '2,29p' "$0" >&2
+    sed -n '2,33p' "$0" >&2
     exit 2
     ;;
 esac

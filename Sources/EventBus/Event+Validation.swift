@@ -11,8 +11,20 @@ extension Event {
     /// The rules: `id`, `source` and `type` are not empty; `subject` is a literal NATS subject; no attribute or
     /// extension value contains CR, LF or NUL (each becomes a header); extension names are 1 to 64 lower-case
     /// letters, digits or `-` and are not reserved (``reservedExtensionNames``).
+    ///
+    /// An event that passed is remembered as valid until one of its attributes is set, so publishing the same
+    /// value again (a retry, a fan-out to several buses) does not check it again.
     public func validateForPublish() throws(EventBusError) {
-        // Written out attribute by attribute, without collections: this runs on every publish.
+        if isKnownValidForPublish { return }
+        if !passesPublishChecks {
+            try validateInDetail()
+        }
+        markValidForPublish()
+    }
+
+    /// Names the first rule the event breaks; runs only when the quick check said something is wrong (or
+    /// the event has extensions), so it may take its time.
+    private func validateInDetail() throws(EventBusError) {
         try Self.validateRequired(id, name: "id")
         try Self.validateRequired(source, name: "source")
         try Self.validateRequired(type, name: "type")
@@ -58,6 +70,7 @@ extension Event {
 
     static func validateHeaderValue(_ value: String?, name: String) throws(EventBusError) {
         guard let value else { return }
+        if value.withContiguousUTF8IfAvailable(ByteScan.isHeaderSafe) == true { return }
         for byte in value.utf8 where byte == 0x0D || byte == 0x0A || byte == 0x00 {
             throw EventBusError(
                 .invalidEvent,

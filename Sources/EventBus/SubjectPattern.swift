@@ -24,6 +24,12 @@ public struct SubjectPattern: Hashable, Sendable, CustomStringConvertible {
 
     /// Whether `subject` (a literal subject) matches the pattern.
     public func matches(_ subject: String) -> Bool {
+        // In place on the UTF-8 bytes; splitting both into arrays cost ~500 ns per pattern, and a new group
+        // starting from `.all` matches every retained event this way.
+        let answer = rawValue.withContiguousUTF8IfAvailable { pattern in
+            subject.withContiguousUTF8IfAvailable { SubjectRules.matches(pattern: pattern, subject: $0) }
+        }
+        if let answer, let answer { return answer }
         var subjectTokens = subject.utf8.split(separator: SubjectRules.dot, omittingEmptySubsequences: false)[...]
         for patternToken in rawValue.utf8.split(separator: SubjectRules.dot, omittingEmptySubsequences: false) {
             if patternToken.count == 1 && patternToken.first == SubjectRules.greaterThan {

@@ -8,9 +8,68 @@ enum SubjectRules {
     static let star = UInt8(ascii: "*")
     static let greaterThan = UInt8(ascii: ">")
 
+    /// The `.`-separated tokens of a subject or pattern, empty ones included, found on the UTF-8 bytes:
+    /// `String.split` walks `Character`s (grapheme breaking), which made it 60% of a subject-index walk.
+    static func tokens(of text: String) -> [Substring] {
+        var tokens: [Substring] = []
+        let utf8 = text.utf8
+        var start = utf8.startIndex
+        var index = start
+        while index != utf8.endIndex {
+            if utf8[index] == dot {
+                tokens.append(text[start..<index])
+                start = utf8.index(after: index)
+            }
+            index = utf8.index(after: index)
+        }
+        tokens.append(text[start..<utf8.endIndex])
+        return tokens
+    }
+
+    /// Whether the literal subject `subject` matches the pattern `pattern` (both as UTF-8 bytes), token by
+    /// token in place: `*` matches one token, a final `>` one or more.
+    static func matches(pattern: UnsafeRawBufferPointer, subject: UnsafeRawBufferPointer) -> Bool {
+        @inline(__always)
+        func tokenEnd(_ bytes: UnsafeRawBufferPointer, from start: Int) -> Int {
+            var end = start
+            while end < bytes.count && bytes[end] != dot { end &+= 1 }
+            return end
+        }
+        var patternStart = 0
+        var subjectStart = 0
+        while true {
+            let patternEnd = tokenEnd(pattern, from: patternStart)
+            let isSingle = patternEnd &- patternStart == 1
+            if isSingle && pattern[patternStart] == greaterThan {
+                return subjectStart <= subject.count
+            }
+            // A subject token starts at `subjectStart` while it is at most the count.
+            guard subjectStart <= subject.count else { return false }
+            let subjectEnd = tokenEnd(subject, from: subjectStart)
+            if !(isSingle && pattern[patternStart] == star) {
+                let length = patternEnd &- patternStart
+                guard length == subjectEnd &- subjectStart else { return false }
+                var offset = 0
+                while offset < length {
+                    if pattern[patternStart &+ offset] != subject[subjectStart &+ offset] { return false }
+                    offset &+= 1
+                }
+            }
+            patternStart = patternEnd &+ 1
+            subjectStart = subjectEnd &+ 1
+            if patternStart > pattern.count {
+                return subjectStart > subject.count
+            }
+        }
+    }
+
     /// Checks a literal subject, as publish and dead-letter targets need. `role` names it in the error.
-    /// One pass over the bytes and no allocation: it runs on every publish.
+    /// No allocation, eight bytes at a time (``ByteScan``): it runs on every publish. Only a subject that
+    /// breaks a rule (or is not contiguous) takes the byte-by-byte loop that names the rule.
     static func validateLiteral(_ subject: String, role: String = "subject") throws(EventBusError) {
+        if subject.withContiguousUTF8IfAvailable(ByteScan.isLiteralSubject) == true {
+            return
+        }
         var tokenLength = 0
         var tokenIndex = 0
         for byte in subject.utf8 {

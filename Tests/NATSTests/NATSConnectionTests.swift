@@ -373,3 +373,29 @@ struct NATSConnectionServiceTests {
         try await subscription.waitUntilFinished(timeout: .seconds(5))
     }
 }
+
+@Suite("Cluster events", .tags(.server))
+struct NATSClusterEventTests {
+    @Test func discoveredServersAndLameDuckModeAreReported() async throws {
+        let clusterPortA = try NATSServerProcess.freePort()
+        let clusterPortB = try NATSServerProcess.freePort()
+        let nodeA = try NATSServerProcess(
+            jetStream: false, arguments: ["--cluster_name", "events", "--cluster", "nats://127.0.0.1:\(clusterPortA)"])
+        // Killed, not stopped: in lame duck mode a graceful stop waits out the lame-duck duration.
+        defer { nodeA.kill() }
+        let connection = try await connect(to: nodeA)
+        let recorder = await EventRecorder(connection)
+        // A second node joins; node A announces it to its clients.
+        let nodeB = try NATSServerProcess(
+            jetStream: false,
+            arguments: ["--cluster_name", "events", "--cluster", "nats://127.0.0.1:\(clusterPortB)", "--routes", "nats://127.0.0.1:\(clusterPortA)"])
+        defer { nodeB.stop() }
+        #expect(await recorder.waitFor { event in
+            if case .discoveredServers(let servers) = event { servers.contains { $0.contains(":\(nodeB.port)") } } else { false }
+        })
+        // Lame duck mode (SIGUSR2 to the server): clients are told to move.
+        if let pid = nodeA.pid { kill(pid, SIGUSR2) }
+        #expect(await recorder.waitFor { $0 == .lameDuckMode })
+        await connection.close()
+    }
+}

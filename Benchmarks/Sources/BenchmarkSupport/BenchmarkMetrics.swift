@@ -18,6 +18,14 @@ public enum BenchmarkMetrics {
     /// The 99th percentile round trip of one iteration, in ns.
     public static let latencyP99 = BenchmarkMetric.custom("latencyP99Nanos", polarity: .prefersSmaller, useScalingFactor: false)
 
+    /// Wall-clock time per operation (publish, or publish-receive-ack) of one iteration, in ns.
+    public static let nanosPerOperation = BenchmarkMetric.custom(
+        "nanosPerOperation", polarity: .prefersSmaller, useScalingFactor: false)
+
+    /// Operations in one iteration, so that a report can divide per-iteration counts (mallocs) by it.
+    public static let operations = BenchmarkMetric.custom(
+        "operations", polarity: .prefersLarger, useScalingFactor: false)
+
     /// The standard set the workloads report.
     public static let standard: [BenchmarkMetric] = [
         .throughput, .wallClock, .cpuTotal, .mallocCountTotal, .peakMemoryResident,
@@ -31,6 +39,11 @@ public enum BenchmarkMetrics {
     public static let latencyWorkload: [BenchmarkMetric] =
         [.wallClock, .cpuTotal, .mallocCountTotal, .peakMemoryResident]
         + [messagesPerSecond, cpuNanosPerMessage, latency, latencyP50, latencyP99]
+
+    /// In-memory bus benchmarks (M1, M2 and their cost-isolating variants): operations per second, wall
+    /// and CPU time per operation, mallocs (divided by the operations per iteration in the report).
+    public static let inMemory: [BenchmarkMetric] =
+        [.wallClock, .mallocCountTotal, messagesPerSecond, nanosPerOperation, cpuNanosPerMessage, operations]
 
     /// Micro benchmarks.
     public static let micro: [BenchmarkMetric] = [.throughput, .wallClock, .mallocCountTotal]

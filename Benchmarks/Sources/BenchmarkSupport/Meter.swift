@@ -48,6 +48,15 @@ public struct ThroughputMeter {
         Self.report(benchmark, operations: operations, elapsed: elapsed())
     }
 
+    /// Records operations per second, wall nanoseconds per operation and CPU nanoseconds per operation:
+    /// for benchmarks whose iterations are short, where the tool's own per-iteration figures are coarse.
+    public func finishOperations(_ benchmark: Benchmark, operations: Int) {
+        let (wall, cpu) = elapsed()
+        Self.report(benchmark, operations: operations, elapsed: (wall, cpu))
+        benchmark.measurement(BenchmarkMetrics.nanosPerOperation, Int((Double(wall) / Double(operations)).rounded()))
+        benchmark.measurement(BenchmarkMetrics.operations, operations)
+    }
+
     static func report(_ benchmark: Benchmark, operations: Int, elapsed: (wall: UInt64, cpu: UInt64)) {
         let (wall, cpu) = elapsed
         benchmark.measurement(BenchmarkMetrics.messagesPerSecond, Int(Double(operations) * 1e9 / Double(max(wall, 1))))

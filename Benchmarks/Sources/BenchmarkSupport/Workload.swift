@@ -47,13 +47,16 @@ public enum BenchmarkSettings {
     }
 
     /// A server-free micro benchmark: 1,000 operations per iteration, bounded by time.
-    public static func micro(metrics: [BenchmarkMetric] = BenchmarkMetrics.micro) -> Benchmark.Configuration {
+    public static func micro(
+        metrics: [BenchmarkMetric] = BenchmarkMetrics.micro,
+        maxIterations: Int = 100_000
+    ) -> Benchmark.Configuration {
         Benchmark.Configuration(
             metrics: metrics,
             warmupIterations: 10,
             scalingFactor: .kilo,
             maxDuration: microDuration,
-            maxIterations: 100_000
+            maxIterations: maxIterations
         )
     }
 

@@ -7,16 +7,74 @@ import Foundation
 /// Identifies one client (one `InMemoryEventBus` value) of a broker.
 typealias ClientID = UInt64
 
-/// What the broker must do after releasing its lock: resume parked iterators, fail replies, log.
+/// The current time, read from the clock on first use only: a clock read is ~30 ns, and an ack needs none.
+struct LazyNow {
+    let clock: BrokerClock
+    private var read: BrokerInstant?
+
+    init(clock: BrokerClock) {
+        self.clock = clock
+    }
+
+    var instant: BrokerInstant {
+        mutating get {
+            if let read { return read }
+            let now = clock.now
+            read = now
+            return now
+        }
+    }
+}
+
+/// What the broker must do after releasing its lock: resume parked iterators, fail replies, log, and let go
+/// of events the log discarded (so that freeing them happens outside the lock).
+///
+/// Built and destroyed on every transition, so the common case is kept inline and allocation-free: at most
+/// one resume and one discarded event; anything more (and the rare failures and warnings) goes to `more`.
 struct BrokerEffects {
-    var resumes: [(UnsafeContinuation<WaitOutcome, Never>, WaitOutcome)] = []
-    var failedReplies: [ReplyBox] = []
-    var warnings: [String] = []
+    struct More {
+        var resumes: [(UnsafeContinuation<WaitOutcome, Never>, WaitOutcome)] = []
+        var failedReplies: [ReplyBox] = []
+        var warnings: [String] = []
+        var discarded: [Event] = []
+    }
+
+    var firstResume: (UnsafeContinuation<WaitOutcome, Never>, WaitOutcome)?
+    var firstDiscarded: Event?
+    var more: More?
 
     mutating func resume(_ waiter: Waiter?, with outcome: WaitOutcome = .retry) {
-        if let waiter {
-            resumes.append((waiter.continuation, outcome))
+        guard let waiter else { return }
+        if firstResume == nil {
+            firstResume = (waiter.continuation, outcome)
+        } else {
+            ensureMore()
+            more!.resumes.append((waiter.continuation, outcome))
         }
+    }
+
+    mutating func warn(_ warning: String) {
+        ensureMore()
+        more!.warnings.append(warning)
+    }
+
+    mutating func fail(_ replies: some Sequence<ReplyBox>) {
+        ensureMore()
+        more!.failedReplies.append(contentsOf: replies)
+    }
+
+    /// Keeps a discarded event alive until the lock is released.
+    mutating func release(_ event: consuming Event) {
+        if firstDiscarded == nil {
+            firstDiscarded = event
+        } else {
+            ensureMore()
+            more!.discarded.append(event)
+        }
+    }
+
+    private mutating func ensureMore() {
+        if more == nil { more = More() }
     }
 }
 
@@ -40,10 +98,11 @@ struct BrokerState {
         var pattern: String
     }
 
-    /// What a subscriber's pull found.
+    /// What a subscriber's pull found. The deliveries themselves go into the caller's array, whose capacity
+    /// the iterator keeps from batch to batch.
     enum PullOutcome {
-        case deliveries([Delivery])
-        case wait(until: ContinuousClock.Instant?)
+        case delivered
+        case wait(until: BrokerInstant?)
         case ended
     }
 
@@ -52,11 +111,14 @@ struct BrokerState {
     let requestQueueLimit: Int
     var log: RetainedLog
     var duplicates: DuplicateWindow
-    private var index = SubjectIndex<ConsumerID>()
+    private var index = SubjectIndex<ConsumerState>()
     private(set) var consumers: [ConsumerID: ConsumerState] = [:]
     private var groups: [GroupKey: ConsumerID] = [:]
     private var subscribers: [SubscriberID: Subscriber] = [:]
     private var clients: [ClientID: Client] = [:]
+    /// Whether client `id` is open, at index `id - 1` (ids count up from 1): the check every publish makes,
+    /// without hashing or copying the client's record.
+    private var clientIsOpen: [Bool] = []
     private var nextConsumerID: ConsumerID = 1
     private var nextSubscriberID: SubscriberID = 1
     private var nextClientID: ClientID = 1
@@ -84,11 +146,13 @@ struct BrokerState {
         let id = nextClientID
         nextClientID += 1
         clients[id] = Client()
+        clientIsOpen.append(true)
         return id
     }
 
     func isOpen(_ client: ClientID) -> Bool {
-        clients[client]?.isOpen ?? false
+        let index = Int(truncatingIfNeeded: client) &- 1
+        return index >= 0 && index < clientIsOpen.count && clientIsOpen[index]
     }
 
     private func requireOpen(_ client: ClientID) throws(EventBusError) {
@@ -97,14 +161,15 @@ struct BrokerState {
         }
     }
 
-    mutating func closeClient(_ client: ClientID, now: ContinuousClock.Instant, effects: inout BrokerEffects) {
+    mutating func closeClient(_ client: ClientID, now: BrokerInstant, effects: inout BrokerEffects) {
         guard var record = clients[client], record.isOpen else { return }
         record.isOpen = false
         clients[client] = record
+        clientIsOpen[Int(client) - 1] = false
         for subscriber in record.subscribers {
             closeSubscriber(subscriber, now: now, effects: &effects)
         }
-        effects.failedReplies.append(contentsOf: record.replies.values)
+        effects.fail(record.replies.values)
         clients[client]?.replies = [:]
     }
 
@@ -113,7 +178,7 @@ struct BrokerState {
     mutating func publish(
         _ event: Event,
         from client: ClientID,
-        now: ContinuousClock.Instant,
+        now: BrokerInstant,
         effects: inout BrokerEffects
     ) throws(EventBusError) -> PublishReceipt {
         try requireOpen(client)
@@ -126,29 +191,30 @@ struct BrokerState {
     }
 
     /// Appends to the log, applies its limits and hands the sequence to every matching consumer.
-    private mutating func store(_ event: Event, now: ContinuousClock.Instant, effects: inout BrokerEffects) -> UInt64 {
+    private mutating func store(_ event: Event, now: BrokerInstant, effects: inout BrokerEffects) -> UInt64 {
         let sequence = log.append(event, at: now)
-        if log.trim(now: now) > 0 {
+        if log.needsTrim, log.trim(now: now, releasingInto: &effects) > 0 {
             dropDiscarded(now: now, effects: &effects)
         }
-        for id in index.match(event.subject) {
-            consumers[id]!.enqueue(sequence)
-            effects.resume(consumers[id]!.waiterToWake(now: now))
+        for consumer in index.match(event.subject) {
+            consumer.enqueue(sequence)
+            if consumer.hasWaiters {
+                effects.resume(consumer.waiterToWake(now: now))
+            }
         }
         return sequence
     }
 
     /// After the log discarded its oldest events: consumers forget the ones they never delivered, and a
     /// consumer that lost events is reported (its subscribers are slower than the log's limits allow).
-    private mutating func dropDiscarded(now: ContinuousClock.Instant, effects: inout BrokerEffects) {
+    private mutating func dropDiscarded(now: BrokerInstant, effects: inout BrokerEffects) {
         let firstRetained = log.firstSequence
-        for id in consumers.keys {
-            let dropped = consumers[id]!.dropDiscarded(before: firstRetained)
+        for consumer in consumers.values {
+            let dropped = consumer.dropDiscarded(before: firstRetained)
             guard dropped > 0 else { continue }
             discardedBeforeDelivery += dropped
-            if consumers[id]!.shouldReportDiscard(now: now) {
-                let consumer = consumers[id]!
-                effects.warnings.append(
+            if consumer.shouldReportDiscard(now: now) {
+                effects.warn(
                     "in-memory event bus discarded events before delivering them to "
                         + "\(consumer.group.map { "group '\($0)'" } ?? "a subscriber") on '\(consumer.pattern)': "
                         + "\(consumer.discardedUndelivered) so far; its subscribers are slower than the retained "
@@ -159,10 +225,10 @@ struct BrokerState {
     }
 
     /// Publishes the dead-letter copy of a given-up event. Not deduplicated: it keeps the original id.
-    private mutating func deadLetter(_ work: DeadLetterWork, now: ContinuousClock.Instant, effects: inout BrokerEffects) {
+    private mutating func deadLetter(_ work: DeadLetterWork, now: BrokerInstant, effects: inout BrokerEffects) {
         guard let consumer = consumers[work.consumer] else { return }
         guard let original = log.entry(work.sequence) else {
-            effects.warnings.append(
+            effects.warn(
                 "in-memory event bus could not dead-letter sequence \(work.sequence) on '\(consumer.pattern)': "
                     + "the retained log already discarded it (last error: \(work.error))"
             )
@@ -182,7 +248,7 @@ struct BrokerState {
         _ pattern: SubjectPattern,
         options: SubscriptionOptions,
         client: ClientID,
-        now: ContinuousClock.Instant,
+        now: BrokerInstant,
         wallClockNow: Date
     ) throws(EventBusError) -> (SubscriberID, ConsumerID) {
         try requireOpen(client)
@@ -193,13 +259,14 @@ struct BrokerState {
         } else {
             consumerID = nextConsumerID
             nextConsumerID += 1
-            var startInstant: ContinuousClock.Instant?
+            var startInstant: BrokerInstant?
             if case .time(let date) = options.start {
                 startInstant = now - .milliseconds(Int64((wallClockNow.timeIntervalSince(date) * 1000).rounded()))
             }
             let ready = log.sequences(matching: pattern, from: options.start, startInstant: startInstant)
-            consumers[consumerID] = ConsumerState(id: consumerID, pattern: pattern, options: options, ready: ready)
-            index.insert(pattern, consumerID)
+            let consumer = ConsumerState(id: consumerID, pattern: pattern, options: options, ready: ready)
+            consumers[consumerID] = consumer
+            index.insert(pattern, consumer)
             if let group = options.group {
                 groups[GroupKey(group: group, pattern: pattern.rawValue)] = consumerID
             }
@@ -216,17 +283,17 @@ struct BrokerState {
         subscribers[subscriber] != nil
     }
 
-    mutating func closeSubscriber(_ subscriber: SubscriberID, now: ContinuousClock.Instant, effects: inout BrokerEffects) {
+    mutating func closeSubscriber(_ subscriber: SubscriberID, now: BrokerInstant, effects: inout BrokerEffects) {
         guard let record = subscribers.removeValue(forKey: subscriber) else { return }
         clients[record.client]?.subscribers.remove(subscriber)
         let id = record.consumer
-        guard consumers.index(forKey: id) != nil else { return }
-        for waiter in consumers[id]!.removeMember(subscriber) {
+        guard let consumer = consumers[id] else { return }
+        for waiter in consumer.removeMember(subscriber) {
             effects.resume(waiter, with: .ended)
         }
-        if consumers[id]!.isDurable {
+        if consumer.isDurable {
             // The group keeps its place; another member takes over what this one left.
-            effects.resume(consumers[id]!.waiterToWake(now: now))
+            effects.resume(consumer.waiterToWake(now: now))
         } else {
             removeConsumer(id, effects: &effects)
         }
@@ -234,7 +301,8 @@ struct BrokerState {
 
     private mutating func removeConsumer(_ id: ConsumerID, effects: inout BrokerEffects) {
         guard let consumer = consumers.removeValue(forKey: id) else { return }
-        index.remove(consumer.pattern, id)
+        consumer.close()
+        index.remove(consumer.pattern, consumer)
         for waiter in consumer.removeAllWaiters() {
             effects.resume(waiter, with: .ended)
         }
@@ -244,48 +312,51 @@ struct BrokerState {
 
     mutating func pull(
         _ subscriber: SubscriberID,
-        now: ContinuousClock.Instant,
+        now: BrokerInstant,
         broker: InMemoryBroker,
+        into deliveries: inout [Delivery],
         effects: inout BrokerEffects
     ) -> PullOutcome {
-        guard let record = subscribers[subscriber], consumers.index(forKey: record.consumer) != nil else { return .ended }
-        let id = record.consumer
-        if log.trim(now: now) > 0 {
+        guard let record = subscribers[subscriber], let consumer = consumers[record.consumer] else { return .ended }
+        if log.needsTrim, log.trim(now: now, releasingInto: &effects) > 0 {
             dropDiscarded(now: now, effects: &effects)
         }
         var deadLetters: [DeadLetterWork] = []
-        consumers[id]!.expireDeadlines(now: now, into: &deadLetters)
-        var deliveries: [Delivery] = []
-        consumers[id]!.takeBatch(limit: batchLimit, now: now, log: log, broker: broker, into: &deliveries)
+        consumer.expireDeadlines(now: now, into: &deadLetters)
+        consumer.takeBatch(limit: batchLimit, now: now, log: log, broker: broker, into: &deliveries)
         for work in deadLetters {
             deadLetter(work, now: now, effects: &effects)
         }
         if deliveries.isEmpty {
-            return .wait(until: consumers[id]!.nextDeadline())
+            return .wait(until: consumer.nextDeadline())
         }
         // Work left over goes to another parked member rather than waiting for this one to come back.
-        effects.resume(consumers[id]!.waiterToWake(now: now))
-        return .deliveries(deliveries)
+        if consumer.hasWaiters {
+            effects.resume(consumer.waiterToWake(now: now))
+        }
+        return .delivered
     }
 
     /// Parks an iterator, unless there is something for it already (then returns what it should do).
     mutating func park(
         _ subscriber: SubscriberID,
         token: UInt64,
-        timer: ContinuousClock.Instant?,
+        timer: BrokerInstant?,
         continuation: UnsafeContinuation<WaitOutcome, Never>,
         isCancelled: Bool,
-        now: ContinuousClock.Instant
+        now: BrokerInstant
     ) -> WaitOutcome? {
-        guard let record = subscribers[subscriber], consumers.index(forKey: record.consumer) != nil else { return .ended }
+        guard let record = subscribers[subscriber], let consumer = consumers[record.consumer] else { return .ended }
         if isCancelled { return .cancelled }
-        let id = record.consumer
-        if consumers[id]!.hasWork(now: now) { return .retry }
-        if let next = consumers[id]!.nextDeadline(), timer.map({ next < $0 }) ?? true {
+        if consumer.hasWork(now: now) { return .retry }
+        if let next = consumer.nextDeadline(), timer.map({ next < $0 }) ?? true {
             // A deadline appeared since the pull: pull again and park with a timer for it.
             return .retry
         }
-        consumers[id]!.park(Waiter(subscriber: subscriber, token: token, deadline: timer, continuation: continuation))
+        if !consumer.park(Waiter(subscriber: subscriber, token: token, deadline: timer, continuation: continuation)) {
+            // Acks arrived meanwhile and may have made room: pull again.
+            return .retry
+        }
         return nil
     }
 
@@ -300,35 +371,39 @@ struct BrokerState {
         to consumer: ConsumerID,
         events: [(sequence: UInt64, attempt: UInt32)],
         requests: [QueuedRequest],
-        now: ContinuousClock.Instant,
+        now: BrokerInstant,
         effects: inout BrokerEffects
     ) {
-        guard consumers.index(forKey: consumer) != nil else { return }
-        consumers[consumer]!.giveBack(events)
-        consumers[consumer]!.giveBack(requests: requests)
-        effects.resume(consumers[consumer]!.waiterToWake(now: now))
+        guard let record = consumers[consumer] else { return }
+        record.giveBack(events)
+        record.giveBack(requests: requests)
+        effects.resume(record.waiterToWake(now: now))
     }
 
     // MARK: Settling
 
     mutating func settle(
-        _ settlement: ConsumerState.Settlement,
+        _ settlement: ConsumerCore.Settlement,
         consumer id: ConsumerID,
         sequence: UInt64,
         attempt: UInt32,
-        now: ContinuousClock.Instant,
+        clock: BrokerClock,
         effects: inout BrokerEffects
     ) throws(EventBusError) {
-        guard consumers.index(forKey: id) != nil else {
+        guard let consumer = consumers[id] else {
             throw EventBusError(
                 .closed,
                 "the subscription that received sequence \(sequence) was closed; it will not be delivered there again"
             )
         }
-        if let work = try consumers[id]!.settle(settlement, sequence: sequence, attempt: attempt, now: now) {
-            deadLetter(work, now: now, effects: &effects)
+        // An ack needs no time unless it makes room for a parked member; the others set deadlines.
+        var now = LazyNow(clock: clock)
+        if let work = try consumer.settle(settlement, sequence: sequence, attempt: attempt, now: &now) {
+            deadLetter(work, now: now.instant, effects: &effects)
         }
-        effects.resume(consumers[id]?.waiterToWake(now: now))
+        if consumer.hasWaiters {
+            effects.resume(consumer.waiterToWake(now: now.instant))
+        }
     }
 
     // MARK: Requests
@@ -339,16 +414,16 @@ struct BrokerState {
         _ event: Event,
         replies: ReplyBox,
         from client: ClientID,
-        now: ContinuousClock.Instant,
+        now: BrokerInstant,
         effects: inout BrokerEffects
     ) throws(EventBusError) -> UInt64 {
         try requireOpen(client)
         var queued = false
         var full = false
-        for id in index.match(event.subject) where !consumers[id]!.members.isEmpty {
-            if consumers[id]!.enqueue(QueuedRequest(event: event, replies: replies), limit: requestQueueLimit) {
+        for consumer in index.match(event.subject) where !consumer.members.isEmpty {
+            if consumer.enqueue(QueuedRequest(event: event, replies: replies), limit: requestQueueLimit) {
                 queued = true
-                effects.resume(consumers[id]!.waiterToWake(now: now))
+                effects.resume(consumer.waiterToWake(now: now))
             } else {
                 full = true
             }

@@ -20,13 +20,13 @@ enum WaitOutcome: Sendable {
 struct Waiter {
     var subscriber: SubscriberID
     var token: UInt64
-    var deadline: ContinuousClock.Instant?
+    var deadline: BrokerInstant?
     var continuation: UnsafeContinuation<WaitOutcome, Never>
 }
 
 /// A deadline for one delivery attempt: an ack wait or a nak delay.
 struct AttemptDeadline: Comparable {
-    var deadline: ContinuousClock.Instant
+    var deadline: BrokerInstant
     var sequence: UInt64
     var attempt: UInt32
 
@@ -42,18 +42,65 @@ struct QueuedRequest {
 }
 
 /// A delivery that left the log and is not yet settled.
+///
+/// Stored as plain fields (a kind byte and one instant) and read through ``phase``: as a stored
+/// multi-payload enum inside an `Optional`, every table read and write went through the runtime's generic
+/// enum-tag functions (`swift_storeEnumTagSinglePayloadGeneric`), measured on the ack path.
 struct PendingDelivery {
     enum Phase: Equatable {
         /// Handed to a subscriber; redelivered when `deadline` passes.
-        case delivered(deadline: ContinuousClock.Instant)
+        case delivered(deadline: BrokerInstant)
         /// Nak'd with a delay; queued for redelivery when `until` passes.
-        case delayed(until: ContinuousClock.Instant)
+        case delayed(until: BrokerInstant)
         /// In `redeliveries`, waiting for a subscriber.
         case queued
     }
 
     var attempt: UInt32
-    var phase: Phase
+    private var kind: UInt8
+    private var instant: BrokerInstant
+
+    init(attempt: UInt32, phase: Phase) {
+        self.attempt = attempt
+        switch phase {
+        case .delivered(let deadline):
+            kind = 1
+            instant = deadline
+        case .delayed(let until):
+            kind = 2
+            instant = until
+        case .queued:
+            kind = 0
+            instant = .unused
+        }
+    }
+
+    var phase: Phase {
+        @inline(__always) get {
+            switch kind {
+            case 1: .delivered(deadline: instant)
+            case 2: .delayed(until: instant)
+            default: .queued
+            }
+        }
+        @inline(__always) set {
+            switch newValue {
+            case .delivered(let deadline):
+                kind = 1
+                instant = deadline
+            case .delayed(let until):
+                kind = 2
+                instant = until
+            case .queued:
+                kind = 0
+            }
+        }
+    }
+
+    /// Whether the delivery is with a subscriber (not delayed, not queued).
+    var isDelivered: Bool { kind == 1 }
+    /// Whether the delivery waits in the redelivery queue.
+    var isQueued: Bool { kind == 0 }
 }
 
 /// Work the broker must do after a consumer gave an event up: publish its dead-letter copy.
@@ -67,22 +114,127 @@ struct DeadLetterWork {
 /// One consumer's state, as JetStream keeps it for a consumer: where it is in the log, what it has handed
 /// out and not had settled, what is due again, and who waits for work.
 ///
-/// Part of the broker's state machine, and only ever touched under the broker's lock. A class rather than a
+/// Part of the broker's state machine, and only ever touched under the broker's lock (its ``AckInbox`` is an
+/// object of its own, with its own lock, which acks reach without the broker's). A class rather than a
 /// struct because the broker's dictionary would otherwise copy the whole record (deques, dictionary, heap)
-/// on every read of one field; measured, those copies were a fifth of publish-to-ack time.
-/// `@unchecked Sendable` for the same reason the subject tree's nodes are: reachable only through the lock.
-final class ConsumerState: @unchecked Sendable {
+/// on every read of one field; measured, those copies were a fifth of publish-to-ack time. The subject index
+/// holds these objects directly, so a publish reaches its consumers without a dictionary lookup.
+///
+/// Everything that changes lives in one struct, ``ConsumerCore``, behind one stored property: Swift checks
+/// exclusive access to a class's stored properties at run time (`swift_beginAccess`, ~10 ns with its
+/// thread-local lookup), once per access, and with a dozen mutable fields that was a third of a pull's
+/// time, measured. `core` itself is `@exclusivity(unchecked)`: every access happens under the broker's
+/// lock, and none overlaps another (no method of the core calls back into its wrapper), which is what the
+/// run-time check would verify. `@unchecked Sendable` for the same reason the subject tree's nodes are:
+/// reachable only through the lock.
+final class ConsumerState: Hashable, @unchecked Sendable {
     let id: ConsumerID
     let pattern: SubjectPattern
     let options: SubscriptionOptions
-    private(set) var members: [SubscriberID] = []
+    @exclusivity(unchecked) private var core: ConsumerCore
+
+    init(id: ConsumerID, pattern: SubjectPattern, options: SubscriptionOptions, ready: Deque<UInt64>) {
+        self.id = id
+        self.pattern = pattern
+        self.options = options
+        core = ConsumerCore(id: id, pattern: pattern, options: options, ready: ready)
+    }
+
+    /// Equal only to itself: one record per consumer id.
+    static func == (lhs: ConsumerState, rhs: ConsumerState) -> Bool { lhs === rhs }
+
+    func hash(into hasher: inout Hasher) {
+        hasher.combine(ObjectIdentifier(self))
+    }
+
+    var group: String? { options.group }
+    var isDurable: Bool { options.group != nil }
+    // Readers name stored fields of `core`: a computed property of the struct would copy all of `core`
+    // (retaining every buffer in it) to run its getter, measured as a third of an ack.
+    var members: [SubscriberID] { core.members }
+    var pendingCount: Int {
+        core.drainAcks()
+        return core.pending.count
+    }
+    var discardedUndelivered: Int { core.discardedUndelivered }
+    var hasWaiters: Bool { !core.waiters.isEmpty }
+
+    func addMember(_ subscriber: SubscriberID) { core.addMember(subscriber) }
+    func removeMember(_ subscriber: SubscriberID) -> [Waiter] { core.removeMember(subscriber) }
+    func removeAllWaiters() -> [Waiter] { core.removeAllWaiters() }
+    func park(_ waiter: Waiter) -> Bool { core.park(waiter) }
+    func unpark(token: UInt64) -> Waiter? { core.unpark(token: token) }
+    // Each method that reads or changes pending deliveries or their deadlines applies the ack inbox
+    // first (see AckInbox for why that makes deferred acks invisible).
+    func waiterToWake(now: BrokerInstant) -> Waiter? {
+        core.drainAcks()
+        return core.waiterToWake(now: now)
+    }
+
+    func hasWork(now: BrokerInstant) -> Bool {
+        core.drainAcks()
+        return core.hasWork(now: now)
+    }
+
+    func nextDeadline() -> BrokerInstant? {
+        core.drainAcks()
+        return core.nextDeadline()
+    }
+
+    func expireDeadlines(now: BrokerInstant, into deadLetters: inout [DeadLetterWork]) {
+        core.drainAcks()
+        core.expireDeadlines(now: now, into: &deadLetters)
+    }
+
+    func takeBatch(
+        limit: Int,
+        now: BrokerInstant,
+        log: RetainedLog,
+        broker: InMemoryBroker,
+        into deliveries: inout [Delivery]
+    ) {
+        core.drainAcks()
+        core.takeBatch(limit: limit, now: now, log: log, broker: broker, into: &deliveries)
+    }
+
+    func giveBack(_ returned: [(sequence: UInt64, attempt: UInt32)]) {
+        core.drainAcks()
+        core.giveBack(returned)
+    }
+    func giveBack(requests returned: [QueuedRequest]) { core.giveBack(requests: returned) }
+
+    func settle(
+        _ settlement: ConsumerCore.Settlement,
+        sequence: UInt64,
+        attempt: UInt32,
+        now: inout LazyNow
+    ) throws(EventBusError) -> DeadLetterWork? {
+        core.drainAcks()
+        return try core.settle(settlement, sequence: sequence, attempt: attempt, now: &now)
+    }
+
+    func enqueue(_ sequence: UInt64) { core.enqueue(sequence) }
+    func enqueue(_ request: QueuedRequest, limit: Int) -> Bool { core.enqueue(request, limit: limit) }
+    func dropDiscarded(before firstRetained: UInt64) -> Int { core.dropDiscarded(before: firstRetained) }
+    func shouldReportDiscard(now: BrokerInstant) -> Bool { core.shouldReportDiscard(now: now) }
+
+    /// The consumer is removed: acks from now on go to the broker (and fail there as `closed`).
+    func close() { core.inbox.close() }
+}
+
+/// The mutable part of a ``ConsumerState``; its methods are the consumer's events.
+struct ConsumerCore {
+    let id: ConsumerID
+    let pattern: SubjectPattern
+    let options: SubscriptionOptions
+    fileprivate(set) var members: [SubscriberID] = []
 
     /// Sequences matching the pattern that were never delivered, oldest first.
     var ready: Deque<UInt64>
     /// Sequences due for redelivery, in the order they became due.
     private var redeliveries: Deque<UInt64> = []
     /// Delivered, not settled; includes those waiting for redelivery (JetStream's ack pending).
-    private(set) var pending: [UInt64: PendingDelivery] = [:]
+    private(set) var pending = PendingTable()
     /// Ack deadlines in the order they were set. Every one is `now + ackWait` at the time it was set, so the
     /// deque stays sorted; entries for settled deliveries are skipped lazily and compacted in bulk.
     private var ackDeadlines: Deque<AttemptDeadline> = []
@@ -91,11 +243,18 @@ final class ConsumerState: @unchecked Sendable {
     /// Requests not yet handed to a member; not stored in the log, delivered at most once.
     private var requests: Deque<QueuedRequest> = []
     /// Parked iterators, longest waiting first.
-    private var waiters: Deque<Waiter> = []
+    fileprivate var waiters: Deque<Waiter> = []
+    /// Acks accepted without the broker's lock; applied by ``drainAcks()`` before pending is read.
+    let inbox = AckInbox()
+    /// The drained acks' array, kept for its capacity.
+    private var drainedAcks: [DeferredAck] = []
+    /// The batch object new deliveries join, while it has room.
+    private var batch: DeliveryBatch?
+    private var batchCount = 0
 
     /// Events the log discarded before this consumer delivered them (its members were too slow).
     private(set) var discardedUndelivered = 0
-    private var lastDiscardReport: ContinuousClock.Instant?
+    private var lastDiscardReport: BrokerInstant?
 
     init(id: ConsumerID, pattern: SubjectPattern, options: SubscriptionOptions, ready: Deque<UInt64>) {
         self.id = id
@@ -106,17 +265,20 @@ final class ConsumerState: @unchecked Sendable {
 
     var group: String? { options.group }
 
+    /// Whether an iterator is parked (checked before the work a wake-up decision needs).
+    var hasWaiters: Bool { !waiters.isEmpty }
+
     /// Whether a group's consumer outlives its members (only group consumers do).
     var isDurable: Bool { options.group != nil }
 
     // MARK: Members and waiters
 
-    func addMember(_ subscriber: SubscriberID) {
+    mutating func addMember(_ subscriber: SubscriberID) {
         members.append(subscriber)
     }
 
     /// Removes a member and returns its parked iterators, to be resumed with `.ended`.
-    func removeMember(_ subscriber: SubscriberID) -> [Waiter] {
+    mutating func removeMember(_ subscriber: SubscriberID) -> [Waiter] {
         members.removeAll { $0 == subscriber }
         var removed: [Waiter] = []
         waiters.removeAll { waiter in
@@ -124,42 +286,71 @@ final class ConsumerState: @unchecked Sendable {
             removed.append(waiter)
             return true
         }
+        waitersChanged()
         return removed
     }
 
     /// Every parked iterator, removed; for closing the whole consumer.
-    func removeAllWaiters() -> [Waiter] {
-        defer { waiters.removeAll() }
+    mutating func removeAllWaiters() -> [Waiter] {
+        defer {
+            waiters.removeAll()
+            waitersChanged()
+        }
         return Array(waiters)
     }
 
-    func park(_ waiter: Waiter) {
+    /// Parks an iterator; `false` (not parked) if acks arrived in the inbox since the caller looked for
+    /// work, which may have made room: the caller pulls again instead.
+    mutating func park(_ waiter: Waiter) -> Bool {
+        guard inbox.setHasWaiters(true) else { return false }
         waiters.append(waiter)
+        return true
     }
 
     /// Removes the parked iterator with `token`, if it is still parked.
-    func unpark(token: UInt64) -> Waiter? {
+    mutating func unpark(token: UInt64) -> Waiter? {
         guard let index = waiters.firstIndex(where: { $0.token == token }) else { return nil }
+        defer { waitersChanged() }
         return waiters.remove(at: index)
+    }
+
+    /// Tells the inbox whether acks may still bypass the broker (not while a member is parked).
+    private func waitersChanged() {
+        if waiters.isEmpty {
+            _ = inbox.setHasWaiters(false)
+        }
+    }
+
+    /// Applies the acks the inbox accepted, as the broker would have applied each when it was made.
+    mutating func drainAcks() {
+        guard inbox.drain(into: &drainedAcks) else { return }
+        for ack in drainedAcks {
+            if let entry = pending[ack.sequence], entry.attempt == ack.attempt, entry.isDelivered {
+                pending[ack.sequence] = nil
+            }
+        }
+        drainedAcks.removeAll(keepingCapacity: true)
     }
 
     /// Takes the longest-waiting parked iterator if there is work it could pick up now, or if a deadline is
     /// in force that no parked iterator's timer covers (it must re-park with a timer).
-    func waiterToWake(now: ContinuousClock.Instant) -> Waiter? {
+    mutating func waiterToWake(now: BrokerInstant) -> Waiter? {
         guard !waiters.isEmpty else { return nil }
         if hasWork(now: now) {
+            defer { waitersChanged() }
             return waiters.removeFirst()
         }
         if let next = nextDeadline(),
             !waiters.contains(where: { waiter in waiter.deadline.map { $0 <= next } ?? false })
         {
+            defer { waitersChanged() }
             return waiters.removeFirst()
         }
         return nil
     }
 
     /// Whether a pull now would deliver something.
-    func hasWork(now: ContinuousClock.Instant) -> Bool {
+    mutating func hasWork(now: BrokerInstant) -> Bool {
         if !requests.isEmpty || !redeliveries.isEmpty { return true }
         if !ready.isEmpty && pending.count < options.maxInFlight { return true }
         if let next = nextDeadline(), next <= now { return true }
@@ -168,7 +359,7 @@ final class ConsumerState: @unchecked Sendable {
 
     /// The earliest ack deadline or nak delay still in force. Drops stale entries from the front on the
     /// way, so the answer costs O(1) amortized.
-    func nextDeadline() -> ContinuousClock.Instant? {
+    mutating func nextDeadline() -> BrokerInstant? {
         while let first = ackDeadlines.first, !isLive(first) {
             ackDeadlines.removeFirst()
         }
@@ -198,7 +389,7 @@ final class ConsumerState: @unchecked Sendable {
 
     /// Moves expired ack waits and elapsed nak delays to the redelivery queue; an expired ack wait on the
     /// last allowed attempt gives the event up instead.
-    func expireDeadlines(now: ContinuousClock.Instant, into deadLetters: inout [DeadLetterWork]) {
+    mutating func expireDeadlines(now: BrokerInstant, into deadLetters: inout [DeadLetterWork]) {
         while let entry = ackDeadlines.first {
             guard isLive(entry) else {
                 ackDeadlines.removeFirst()
@@ -231,7 +422,7 @@ final class ConsumerState: @unchecked Sendable {
 
     /// Stale deadline entries (settled deliveries) behind a live one are only dropped lazily; drop them in
     /// bulk once they outnumber the live ones, so memory stays bounded by `maxInFlight`.
-    private func compactDeadlinesIfMostlyStale() {
+    private mutating func compactDeadlinesIfMostlyStale() {
         let bound = 2 * pending.count + 64
         if ackDeadlines.count > bound {
             ackDeadlines = Deque(ackDeadlines.filter(isLive))
@@ -244,13 +435,14 @@ final class ConsumerState: @unchecked Sendable {
     /// Takes up to `limit` deliveries: requests first, then redeliveries, then new events while fewer than
     /// `maxInFlight` are pending. With several members, new events are shared out so that one member does
     /// not take the whole backlog.
-    func takeBatch(
+    mutating func takeBatch(
         limit: Int,
-        now: ContinuousClock.Instant,
+        now: BrokerInstant,
         log: RetainedLog,
         broker: InMemoryBroker,
         into deliveries: inout [Delivery]
     ) {
+        deliveries.reserveCapacity(min(limit, requests.count + redeliveries.count + ready.count))
         while deliveries.count < limit, let request = requests.popFirst() {
             deliveries.append(
                 Delivery(
@@ -261,7 +453,7 @@ final class ConsumerState: @unchecked Sendable {
         }
         let deadline = now + options.ackWait
         while deliveries.count < limit, let sequence = redeliveries.popFirst() {
-            guard var entry = pending[sequence], entry.phase == .queued else { continue }
+            guard var entry = pending[sequence], entry.isQueued else { continue }
             guard let logged = log.entry(sequence) else {
                 pending[sequence] = nil
                 discardedUndelivered += 1
@@ -271,7 +463,9 @@ final class ConsumerState: @unchecked Sendable {
             entry.phase = .delivered(deadline: deadline)
             pending[sequence] = entry
             ackDeadlines.append(AttemptDeadline(deadline: deadline, sequence: sequence, attempt: entry.attempt))
-            deliveries.append(makeDelivery(logged.event, sequence: sequence, attempt: entry.attempt, broker: broker))
+            deliveries.append(
+                makeDelivery(logged.event, sequence: sequence, attempt: entry.attempt, deadline: deadline, broker: broker)
+            )
         }
         let fairShare = members.count > 1 ? max(1, (ready.count + members.count - 1) / members.count) : Int.max
         var newLimit = min(limit - deliveries.count, options.maxInFlight - pending.count, fairShare)
@@ -282,23 +476,41 @@ final class ConsumerState: @unchecked Sendable {
             }
             pending[sequence] = PendingDelivery(attempt: 1, phase: .delivered(deadline: deadline))
             ackDeadlines.append(AttemptDeadline(deadline: deadline, sequence: sequence, attempt: 1))
-            deliveries.append(makeDelivery(logged.event, sequence: sequence, attempt: 1, broker: broker))
+            deliveries.append(makeDelivery(logged.event, sequence: sequence, attempt: 1, deadline: deadline, broker: broker))
             newLimit -= 1
         }
     }
 
-    private func makeDelivery(_ event: Event, sequence: UInt64, attempt: UInt32, broker: InMemoryBroker) -> Delivery {
-        Delivery(
+    /// A delivery whose acknowledger joins the current ``DeliveryBatch`` (a new one per pull, and per 64
+    /// deliveries): one small allocation per batch rather than state per delivery.
+    private mutating func makeDelivery(
+        _ event: Event,
+        sequence: UInt64,
+        attempt: UInt32,
+        deadline: BrokerInstant,
+        broker: InMemoryBroker
+    ) -> Delivery {
+        let current: DeliveryBatch
+        if let batch, batchCount < DeliveryBatch.capacity, batch.deadline == deadline {
+            current = batch
+        } else {
+            current = DeliveryBatch(broker: broker, consumer: id, inbox: inbox, deadline: deadline)
+            batch = current
+            batchCount = 0
+        }
+        let index = batchCount
+        batchCount += 1
+        return Delivery(
             event: event, deliveryCount: Int(attempt), sequence: sequence, subject: event.subject,
-            acknowledger: InMemoryAcknowledger(broker: broker, consumer: id, sequence: sequence, attempt: attempt)
+            acknowledger: InMemoryAcknowledger(batch: current, index: index, sequence: sequence, attempt: attempt)
         )
     }
 
     /// Takes back deliveries that were pulled but never reached the subscriber's code (its iterator ended):
     /// they are due again at once and their attempt does not count.
-    func giveBack(_ returned: [(sequence: UInt64, attempt: UInt32)]) {
+    mutating func giveBack(_ returned: [(sequence: UInt64, attempt: UInt32)]) {
         for (sequence, attempt) in returned.reversed() {
-            guard var entry = pending[sequence], entry.attempt == attempt, case .delivered = entry.phase else { continue }
+            guard var entry = pending[sequence], entry.attempt == attempt, entry.isDelivered else { continue }
             entry.attempt -= 1
             entry.phase = .queued
             pending[sequence] = entry
@@ -307,7 +519,7 @@ final class ConsumerState: @unchecked Sendable {
     }
 
     /// Puts requests that never reached the subscriber's code back at the front of the queue.
-    func giveBack(requests returned: [QueuedRequest]) {
+    mutating func giveBack(requests returned: [QueuedRequest]) {
         for request in returned.reversed() {
             requests.prepend(request)
         }
@@ -324,13 +536,13 @@ final class ConsumerState: @unchecked Sendable {
 
     /// Applies one settlement to the delivery `sequence`/`attempt`; returns the dead-letter work if the event
     /// was given up.
-    func settle(
+    mutating func settle(
         _ settlement: Settlement,
         sequence: UInt64,
         attempt: UInt32,
-        now: ContinuousClock.Instant
+        now: inout LazyNow
     ) throws(EventBusError) -> DeadLetterWork? {
-        guard var entry = pending[sequence], entry.attempt == attempt, case .delivered = entry.phase else {
+        guard var entry = pending[sequence], entry.attempt == attempt, entry.isDelivered else {
             throw EventBusError(
                 .alreadyAcknowledged,
                 "delivery of sequence \(sequence) attempt \(attempt) on '\(pattern)' was already settled, "
@@ -341,7 +553,7 @@ final class ConsumerState: @unchecked Sendable {
         case .ack:
             pending[sequence] = nil
         case .inProgress:
-            let deadline = now + options.ackWait
+            let deadline = now.instant + options.ackWait
             entry.phase = .delivered(deadline: deadline)
             pending[sequence] = entry
             ackDeadlines.append(AttemptDeadline(deadline: deadline, sequence: sequence, attempt: attempt))
@@ -362,7 +574,7 @@ final class ConsumerState: @unchecked Sendable {
             }
             let wait = delay ?? options.backoffDelay(afterAttempt: Int(attempt)) ?? .zero
             if wait > .zero {
-                let until = now + wait
+                let until = now.instant + wait
                 entry.phase = .delayed(until: until)
                 nakDelays.insert(AttemptDeadline(deadline: until, sequence: sequence, attempt: attempt))
             } else {
@@ -377,19 +589,19 @@ final class ConsumerState: @unchecked Sendable {
     // MARK: Feeding
 
     /// Records a newly stored matching event.
-    func enqueue(_ sequence: UInt64) {
+    mutating func enqueue(_ sequence: UInt64) {
         ready.append(sequence)
     }
 
     /// Queues a request unless `limit` requests already wait; returns whether it was queued.
-    func enqueue(_ request: QueuedRequest, limit: Int) -> Bool {
+    mutating func enqueue(_ request: QueuedRequest, limit: Int) -> Bool {
         guard requests.count < limit else { return false }
         requests.append(request)
         return true
     }
 
     /// Drops ready sequences the log no longer holds; returns how many there were, for reporting.
-    func dropDiscarded(before firstRetained: UInt64) -> Int {
+    mutating func dropDiscarded(before firstRetained: UInt64) -> Int {
         var dropped = 0
         while let first = ready.first, first < firstRetained {
             ready.removeFirst()
@@ -400,7 +612,7 @@ final class ConsumerState: @unchecked Sendable {
     }
 
     /// Whether a discard report is due (at most one every 10 seconds per consumer).
-    func shouldReportDiscard(now: ContinuousClock.Instant) -> Bool {
+    mutating func shouldReportDiscard(now: BrokerInstant) -> Bool {
         if let last = lastDiscardReport, last.duration(to: now) < .seconds(10) {
             return false
         }

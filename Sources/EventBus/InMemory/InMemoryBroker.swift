@@ -14,7 +14,7 @@ import Synchronization
 final class InMemoryBroker: Sendable {
     let state: Mutex<BrokerState>
     let logger: Logger
-    let clock = ContinuousClock()
+    let clock = BrokerClock()
     private let waitTokens = Atomic<UInt64>(0)
 
     init(configuration: InMemoryEventBus.Configuration, logger: Logger) {
@@ -24,20 +24,25 @@ final class InMemoryBroker: Sendable {
 
     /// Runs what a state transition asked for, outside the lock.
     func run(_ effects: consuming BrokerEffects) {
-        for (continuation, outcome) in effects.resumes {
+        if let (continuation, outcome) = effects.firstResume {
             continuation.resume(returning: outcome)
         }
-        for replies in effects.failedReplies {
+        guard let more = effects.more else { return }
+        for (continuation, outcome) in more.resumes {
+            continuation.resume(returning: outcome)
+        }
+        for replies in more.failedReplies {
             replies.fail(EventBusError(.closed, "the in-memory event bus client was closed before a reply came"))
         }
-        for warning in effects.warnings {
+        for warning in more.warnings {
             logger.warning("\(warning)")
         }
+        // Discarded events (`firstDiscarded`, `more.discarded`) are freed here, when `effects` ends.
     }
 
     /// Runs `body` on the state under the lock, then its effects outside it.
     func withState<Result, Failure: Error>(
-        _ body: (inout BrokerState, ContinuousClock.Instant, inout BrokerEffects) throws(Failure) -> Result
+        _ body: (inout BrokerState, BrokerInstant, inout BrokerEffects) throws(Failure) -> Result
     ) throws(Failure) -> Result {
         let now = clock.now
         let (result, effects) = try state.withLock { (state) throws(Failure) -> (Result, BrokerEffects) in
@@ -53,14 +58,14 @@ final class InMemoryBroker: Sendable {
 
     /// Waits until the subscriber's consumer may have work, `timer` passes, the subscription ends or the task
     /// is cancelled.
-    func park(_ subscriber: SubscriberID, timer: ContinuousClock.Instant?) async -> WaitOutcome {
+    func park(_ subscriber: SubscriberID, timer: BrokerInstant?) async -> WaitOutcome {
         let token = waitTokens.wrappingAdd(1, ordering: .relaxed).newValue
         guard let timer else {
             return await parkUntilWoken(subscriber, token: token, timer: nil)
         }
         return await withTaskGroup(of: Void.self, returning: WaitOutcome.self) { group in
             group.addTask(operation: { [self] in
-                try? await Task.sleep(until: timer, clock: clock)
+                try? await Task.sleep(until: clock.continuousInstant(timer), clock: clock.clock)
                 wake(subscriber, token: token, with: .retry)
             })
             let outcome = await parkUntilWoken(subscriber, token: token, timer: timer)
@@ -69,7 +74,7 @@ final class InMemoryBroker: Sendable {
         }
     }
 
-    private func parkUntilWoken(_ subscriber: SubscriberID, token: UInt64, timer: ContinuousClock.Instant?) async -> WaitOutcome {
+    private func parkUntilWoken(_ subscriber: SubscriberID, token: UInt64, timer: BrokerInstant?) async -> WaitOutcome {
         await withTaskCancellationHandler {
             await withUnsafeContinuation { (continuation: UnsafeContinuation<WaitOutcome, Never>) in
                 let now = clock.now
@@ -98,14 +103,20 @@ final class InMemoryBroker: Sendable {
     // MARK: Settling
 
     func settle(
-        _ settlement: ConsumerState.Settlement,
+        _ settlement: ConsumerCore.Settlement,
         consumer: ConsumerID,
         sequence: UInt64,
         attempt: UInt32
     ) throws(EventBusError) {
-        try withState { (state, now, effects) throws(EventBusError) in
-            try state.settle(settlement, consumer: consumer, sequence: sequence, attempt: attempt, now: now, effects: &effects)
+        // No clock read up front: an ack needs none (the state reads it if it does).
+        let effects = try state.withLock { (state) throws(EventBusError) -> BrokerEffects in
+            var effects = BrokerEffects()
+            try state.settle(
+                settlement, consumer: consumer, sequence: sequence, attempt: attempt, clock: clock, effects: &effects
+            )
+            return effects
         }
+        run(effects)
     }
 
     func closeSubscriber(_ subscriber: SubscriberID) {

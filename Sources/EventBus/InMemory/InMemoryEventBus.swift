@@ -113,7 +113,7 @@ public final class InMemoryEventBus: EventBus {
                 firstSequence: state.log.firstSequence,
                 lastSequence: state.log.lastSequence,
                 consumers: state.consumers.count,
-                pendingDeliveries: state.consumers.values.reduce(0) { $0 + $1.pending.count },
+                pendingDeliveries: state.consumers.values.reduce(0) { $0 + $1.pendingCount },
                 duplicatesSuppressed: state.duplicatesSuppressed,
                 discardedBeforeDelivery: state.discardedBeforeDelivery
             )

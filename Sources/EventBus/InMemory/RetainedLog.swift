@@ -5,7 +5,7 @@ import DequeModule
 struct RetainedLog {
     struct Entry {
         var event: Event
-        var storedAt: ContinuousClock.Instant
+        var storedAt: BrokerInstant
     }
 
     struct Limits {
@@ -30,11 +30,17 @@ struct RetainedLog {
     /// The last stored sequence, or 0 when nothing was ever stored.
     var lastSequence: UInt64 { nextSequence - 1 }
 
-    mutating func append(_ event: Event, at now: ContinuousClock.Instant) -> UInt64 {
+    mutating func append(_ event: Event, at now: BrokerInstant) -> UInt64 {
         let sequence = nextSequence
         entries.append(Entry(event: event, storedAt: now))
-        payloadBytes += event.data.count
+        payloadBytes += event.dataCount
         return sequence
+    }
+
+    /// Whether ``trim(now:)`` may discard anything: a limit of count or bytes is exceeded, or there is an
+    /// age limit. Checked first, so a publish below the limits does not look at the oldest entry.
+    var needsTrim: Bool {
+        entries.count > limits.maxEvents || payloadBytes > limits.maxBytes || limits.maxAge != nil
     }
 
     /// The retained entry for `sequence`, or `nil` if it was discarded or never stored.
@@ -44,16 +50,21 @@ struct RetainedLog {
     }
 
     /// Discards the oldest entries until every limit holds; returns how many were discarded. The discarded
-    /// sequences are `firstSequence - count ..< firstSequence` afterwards.
-    mutating func trim(now: ContinuousClock.Instant) -> Int {
+    /// sequences are `firstSequence - count ..< firstSequence` afterwards. The discarded events are handed
+    /// to `effects`, so that the last reference to each is dropped after the broker's lock is released.
+    mutating func trim(now: BrokerInstant, releasingInto effects: inout BrokerEffects) -> Int {
         var discarded = 0
-        while let oldest = entries.first {
+        while !entries.isEmpty {
             let tooMany = entries.count > limits.maxEvents
             let tooBig = payloadBytes > limits.maxBytes
-            let tooOld = limits.maxAge.map { oldest.storedAt.duration(to: now) > $0 } ?? false
+            var tooOld = false
+            if !tooMany && !tooBig, let maxAge = limits.maxAge {
+                tooOld = entries[entries.startIndex].storedAt.duration(to: now) > maxAge
+            }
             guard tooMany || tooBig || tooOld else { break }
-            payloadBytes -= oldest.event.data.count
-            entries.removeFirst()
+            let oldest = entries.removeFirst()
+            payloadBytes -= oldest.event.dataCount
+            effects.release(oldest.event)
             firstSequence += 1
             discarded += 1
         }
@@ -64,7 +75,7 @@ struct RetainedLog {
     func sequences(
         matching pattern: SubjectPattern,
         from start: SubscriptionOptions.StartPosition,
-        startInstant: ContinuousClock.Instant?
+        startInstant: BrokerInstant?
     ) -> Deque<UInt64> {
         var result: Deque<UInt64> = []
         var sequence = firstSequence

@@ -5,13 +5,17 @@
 struct SubjectIndex<Value: Hashable & Sendable>: Sendable {
     /// `@unchecked Sendable`: nodes are mutable, but reachable only through an index, and an index only
     /// through the broker's `Mutex`, so no two threads touch a node at once.
+    ///
+    /// The fields are `@exclusivity(unchecked)`: only one thread at a time (the lock holder) touches a node,
+    /// and no access to a field overlaps another, so the run-time exclusivity check (~10 ns per access, on
+    /// every node a match walks) has nothing to catch.
     private final class Node: @unchecked Sendable {
-        var children: [Substring: Node] = [:]
-        var starChild: Node?
+        @exclusivity(unchecked) var children: [Substring: Node] = [:]
+        @exclusivity(unchecked) var starChild: Node?
         /// Values whose pattern ends at this node.
-        var values: [Value] = []
+        @exclusivity(unchecked) var values: [Value] = []
         /// Values whose pattern is this node's path followed by `>`.
-        var tailValues: [Value] = []
+        @exclusivity(unchecked) var tailValues: [Value] = []
 
         var isEmpty: Bool {
             children.isEmpty && starChild == nil && values.isEmpty && tailValues.isEmpty
@@ -21,6 +25,12 @@ struct SubjectIndex<Value: Hashable & Sendable>: Sendable {
     private let root = Node()
     private var cache: [String: [Value]] = [:]
     private let cacheLimit: Int
+    /// The last answer, checked before the cache: a publisher usually sends many events on one subject, and
+    /// comparing two strings (the same storage, or a short memcmp) is cheaper than hashing one.
+    private var lastSubject: String?
+    private var lastMatch: [Value] = []
+    /// Patterns inserted and not removed: a publish with nobody subscribed looks at nothing else.
+    private var patternCount = 0
 
     init(cacheLimit: Int = 4096) {
         self.cacheLimit = cacheLimit
@@ -30,12 +40,13 @@ struct SubjectIndex<Value: Hashable & Sendable>: Sendable {
     var cachedSubjectCount: Int { cache.count }
 
     mutating func insert(_ pattern: SubjectPattern, _ value: Value) {
+        patternCount += 1
         var node = root
-        let tokens = pattern.rawValue.split(separator: ".", omittingEmptySubsequences: false)
+        let tokens = SubjectRules.tokens(of: pattern.rawValue)
         for (index, token) in tokens.enumerated() {
             if token == ">" && index == tokens.count - 1 {
                 node.tailValues.append(value)
-                cache.removeAll(keepingCapacity: true)
+                forgetAnswers()
                 return
             }
             if token == "*" {
@@ -47,53 +58,73 @@ struct SubjectIndex<Value: Hashable & Sendable>: Sendable {
             }
         }
         node.values.append(value)
+        forgetAnswers()
+    }
+
+    /// Drops every remembered answer, after the patterns changed.
+    private mutating func forgetAnswers() {
         cache.removeAll(keepingCapacity: true)
+        lastSubject = nil
+        lastMatch = []
     }
 
     mutating func remove(_ pattern: SubjectPattern, _ value: Value) {
-        let tokens = pattern.rawValue.split(separator: ".", omittingEmptySubsequences: false)
-        Self.remove(value, tokens: tokens[...], from: root)
-        cache.removeAll(keepingCapacity: true)
+        let tokens = SubjectRules.tokens(of: pattern.rawValue)
+        patternCount -= Self.remove(value, tokens: tokens[...], from: root)
+        forgetAnswers()
     }
 
-    /// Removes `value` below `node` and prunes nodes left empty.
-    private static func remove(_ value: Value, tokens: ArraySlice<Substring>, from node: Node) {
+    /// Removes `value` below `node` and prunes nodes left empty; returns how many entries it removed.
+    private static func remove(_ value: Value, tokens: ArraySlice<Substring>, from node: Node) -> Int {
         guard let token = tokens.first else {
+            let before = node.values.count
             node.values.removeAll { $0 == value }
-            return
+            return before - node.values.count
         }
         if token == ">" && tokens.count == 1 {
+            let before = node.tailValues.count
             node.tailValues.removeAll { $0 == value }
-            return
+            return before - node.tailValues.count
         }
+        let removed: Int
         if token == "*" {
-            guard let child = node.starChild else { return }
-            remove(value, tokens: tokens.dropFirst(), from: child)
+            guard let child = node.starChild else { return 0 }
+            removed = remove(value, tokens: tokens.dropFirst(), from: child)
             if child.isEmpty { node.starChild = nil }
         } else {
-            guard let child = node.children[token] else { return }
-            remove(value, tokens: tokens.dropFirst(), from: child)
+            guard let child = node.children[token] else { return 0 }
+            removed = remove(value, tokens: tokens.dropFirst(), from: child)
             if child.isEmpty { node.children[token] = nil }
         }
+        return removed
     }
 
     /// The values whose pattern matches the literal `subject`.
     mutating func match(_ subject: String) -> [Value] {
-        if root.isEmpty {
+        if patternCount == 0 {
             // Nobody subscribes: no hashing, no cache entry.
             return []
         }
+        if let lastSubject, lastSubject == subject {
+            return lastMatch
+        }
         if let cached = cache[subject] {
+            lastSubject = subject
+            lastMatch = cached
             return cached
         }
         var result: [Value] = []
-        let tokens = subject.split(separator: ".", omittingEmptySubsequences: false)
+        let tokens = SubjectRules.tokens(of: subject)
         Self.collect(tokens[...], at: root, into: &result)
         if cache.count >= cacheLimit {
-            // Evict one entry; the first in hash order is as good as a random one and costs nothing.
-            cache.remove(at: cache.startIndex)
+            // Start over. Evicting one entry at a time (the first in hash order) kept the table at its
+            // fullest, and its probe runs compared ~10 strings per lookup: ~700 ns per publish, measured
+            // with 10,000 subjects cycling through a 4,096-entry cache.
+            cache.removeAll(keepingCapacity: true)
         }
         cache[subject] = result
+        lastSubject = subject
+        lastMatch = result
         return result
     }
 
