@@ -120,6 +120,18 @@ final class MultiHostLab: Sendable {
         return records
     }
 
+    /// Runs `body`, then tears the lab down (off the cooperative pool: it waits for processes to
+    /// exit), whether `body` succeeded or threw.
+    func use(_ body: () async throws -> Void) async throws {
+        do {
+            try await body()
+        } catch {
+            _ = try? await offPool { self.teardown() }
+            throw error
+        }
+        _ = try await offPool { self.teardown() }
+    }
+
     /// Removes everything; with `EVENTBUS_KEEP_LAB_LOGS=<folder>` the logs are copied there first.
     func teardown() {
         if let keep = ProcessInfo.processInfo.environment["EVENTBUS_KEEP_LAB_LOGS"] {

@@ -33,7 +33,10 @@ extension ReliabilityTests {
             let began = ContinuousClock.now
             var result = ReliabilityResult(test: "M1", title: "eventbus-demo: orders host, billing-a and billing-b hosts, 3 server hosts")
             let hosts = try await MultiHostLab()
-            defer { hosts.teardown() }
+            try await hosts.use { try await runDemoAcrossHosts(hosts, began: began, result: &result) }
+        }
+
+        func runDemoAcrossHosts(_ hosts: MultiHostLab, began: ContinuousClock.Instant, result: inout ReliabilityResult) async throws {
             let demo = try ServicePrograms.demo()
             result.faults.append(FaultEvent("none: each service on its own host"))
 
@@ -108,7 +111,10 @@ extension ReliabilityTests {
             let began = ContinuousClock.now
             var result = ReliabilityResult(test: "M2", title: "billing group on two hosts; billing-b's host cut off mid-stream (ack wait 5 s)")
             let hosts = try await MultiHostLab()
-            defer { hosts.teardown() }
+            try await hosts.use { try await runWorkerHostCutOff(hosts, began: began, result: &result) }
+        }
+
+        func runWorkerHostCutOff(_ hosts: MultiHostLab, began: ContinuousClock.Instant, result: inout ReliabilityResult) async throws {
             let agent = try ServicePrograms.agent()
             let ackWait = 5.0
             let busSettings = [
@@ -144,7 +150,7 @@ extension ReliabilityTests {
             }
             #expect(busy, "billing-b received too little before the cut")
             let cut = FaultEvent("billing-b host cut off (switch port down)")
-            try hosts.lab.disconnect("billing-b")
+            try await offPool { try hosts.lab.disconnect("billing-b") }
             result.faults.append(cut)
 
             let published = try await offPool { publisher.waitForExit(timeout: .seconds(300)) }

@@ -9,7 +9,7 @@ struct ReliabilityResult: Codable, Sendable {
     var test: String
     var title: String
     var profile = FaultProfile.current.name
-    var server = NATSServerProcess.version().components(separatedBy: " (").first ?? "?"
+    var server = ReliabilityResult.serverVersion
     var syncInterval = "always"
     var replicas = 3
     var faults: [FaultEvent] = []
@@ -26,6 +26,9 @@ struct ReliabilityResult: Codable, Sendable {
     var seconds = 0.0
     var notes: [String] = []
     var startedAt = Date()
+
+    /// The server version, asked once (it runs `nats-server --version`).
+    static let serverVersion = NATSServerProcess.version().components(separatedBy: " (").first ?? "?"
 
     init(test: String, title: String) {
         self.test = test
