@@ -152,7 +152,8 @@ public struct JetStreamProbe: Sendable {
         configuration.replicas = 1
         configuration.memoryStorage = true
         if let filterSubject { configuration.filterSubjects = [filterSubject] }
-        let info = try await jetStream.ensureConsumer(stream: stream, configuration)
+        // Right after a fault the meta leader may be moving: API calls can go unanswered.
+        let info = try await retrying(until: deadline) { try await jetStream.ensureConsumer(stream: stream, configuration) }
         do {
             let messages = try await read(jetStream: jetStream, stream: stream, consumer: info.name, deadline: deadline, timeout: timeout)
             try? await jetStream.deleteConsumer(stream: stream, name: info.name)
@@ -179,8 +180,22 @@ public struct JetStreamProbe: Sendable {
                 messages.append(StoredMessage(id: message.headers[NATSPublishOptions.Header.messageID] ?? "", sequence: sequence))
             }
             // Done once a fetch came back short and the server has nothing left for this consumer.
-            if batch.count < 1_000, try await self.consumer(stream: stream, name: name, timeout: .seconds(5)).pending == 0 {
+            if batch.count < 1_000,
+                try await retrying(until: deadline, { try await self.consumer(stream: stream, name: name, timeout: .seconds(5)) }).pending == 0
+            {
                 return messages
+            }
+        }
+    }
+
+    /// Runs `body` until it succeeds or `deadline` passes (then rethrows its last error).
+    private func retrying<T>(until deadline: ContinuousClock.Instant, _ body: () async throws -> T) async throws -> T {
+        while true {
+            do {
+                return try await body()
+            } catch {
+                if ContinuousClock.now >= deadline { throw error }
+                try await Task.sleep(for: .milliseconds(250))
             }
         }
     }

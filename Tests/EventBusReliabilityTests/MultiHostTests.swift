@@ -86,7 +86,7 @@ extension ReliabilityTests {
             #expect(billedA.count >= good.count / 10 && billedB.count >= good.count / 10, "a worker got almost nothing: \(billedA.count) / \(billedB.count)")
 
             // The stream holds each order event once.
-            let records = try await hosts.audit(["--read", "orders.created"], label: "audit-final")
+            let records = try await withRetries(timeout: .seconds(60)) { try await hosts.audit(["--read", "orders.created"], label: "audit-final") }
             let stored = records.compactMap(\.storedMessage)
             let history = published.map {
                 PublishRecord(id: "\($0)-created-\(runID)", outcome: .acked(sequence: 0, duplicate: false), attempts: 1, startedAt: 0, completedAt: 0)
@@ -185,7 +185,7 @@ extension ReliabilityTests {
             let ackedLocallyByB = Set(readAgentLog(logs["billing-b"]!).filter { $0.kind == "ack" && $0.ok == true }.compactMap(\.id))
             let billedTwice = takeovers.filter { ackedLocallyByB.contains($0.id) }.count
 
-            let records = try await hosts.audit(["--read", "order.created"], label: "audit-final")
+            let records = try await withRetries(timeout: .seconds(60)) { try await hosts.audit(["--read", "order.created"], label: "audit-final") }
             let stored = records.compactMap(\.storedMessage)
             let report = ConsistencyChecker.check(published: history, stored: stored, deliveries: deliveriesA + deliveriesB)
             result.take(report)

@@ -135,7 +135,7 @@ extension ReliabilityTests {
                 try await withRetries(timeout: .seconds(10)) { try await probe.stepDownStream(stream) }
                 try await Task.sleep(for: .seconds(1))
                 for _ in 1...2 {
-                    let consumerLeader = try await probe.consumer(stream: stream, name: "billing").leader ?? "?"
+                    let consumerLeader = (try? await probe.consumer(stream: stream, name: "billing"))?.leader ?? "?"
                     result.faults.append(FaultEvent("step-down of consumer leader \(consumerLeader)"))
                     try await withRetries(timeout: .seconds(10)) { try await probe.stepDownConsumer(stream: stream, consumer: "billing") }
                     try await Task.sleep(for: .seconds(1))
@@ -171,7 +171,7 @@ extension ReliabilityTests {
             let stored = try await probe.readStream(stream, timeout: .seconds(60))
             let report = ConsistencyChecker.check(published: history.all, stored: stored, deliveries: consumer.deliveries.all)
             result.take(report)
-            let state = try await probe.consumer(stream: stream, name: "billing")
+            let state = try await withRetries(timeout: .seconds(30)) { try await probe.consumer(stream: stream, name: "billing") }
             result.notes.append("\(violations.count) deliveries after a confirmed ack")
             result.notes.append("recovery here = longest pause in confirmed acks after each fault")
             result.notes.append("\(consumer.unconfirmedAcks.count) ackSync calls not confirmed (those events may come again)")
@@ -189,12 +189,12 @@ extension ReliabilityTests {
 }
 
 /// Runs `body` until it succeeds or `timeout` passes (then rethrows its last error).
-func withRetries(timeout: Duration, _ body: () async throws -> Void) async throws {
+@discardableResult
+func withRetries<T>(timeout: Duration, _ body: () async throws -> T) async throws -> T {
     let deadline = ContinuousClock.now + timeout
     while true {
         do {
-            try await body()
-            return
+            return try await body()
         } catch {
             if ContinuousClock.now >= deadline { throw error }
             try await Task.sleep(for: .milliseconds(250))
