@@ -50,7 +50,7 @@ struct JetStreamConformanceTests {
         EventBusConformanceHarness(
         timing: ConformanceTiming(ackWait: .seconds(1), quietPeriod: .milliseconds(300), stepTimeout: .seconds(20)),
         makeBus: {
-            let server = try NATSServerProcess()
+            let server = try await NATSServerProcess.started()
             let bus = try makeBus(on: server, groupConsumer: groupConsumer)
             try await bus.start()
             return bus

@@ -7,7 +7,7 @@ import Testing
 struct JetStreamConsumerTests {
     /// A server, a connection and a stream.
     func setUp(stream name: String, subjects: [String]) async throws -> (NATSServerProcess, NATSConnection, NATSJetStream) {
-        let server = try NATSServerProcess()
+        let server = try await NATSServerProcess.started()
         let connection = try await connect(to: server)
         let js = connection.jetStream()
         try await js.ensureStream(NATSStreamConfiguration(name: name, subjects: subjects))

@@ -13,7 +13,7 @@ struct NATSConnectionTests {
     }
 
     @Test func roundTripWithHeadersAndBinaryPayloads() async throws {
-        let server = try NATSServerProcess(jetStream: false, configuration: "max_payload: 4MB")
+        let server = try await NATSServerProcess.started(jetStream: false, configuration: "max_payload: 4MB")
         let connection = try await connect(to: server)
         defer { server.stop() }
         let subscription = try await connection.subscribe(to: "rt.>")
@@ -46,7 +46,7 @@ struct NATSConnectionTests {
     }
 
     @Test func queueGroupOfThreeSplitsMessagesExactlyOnce() async throws {
-        let server = try NATSServerProcess(jetStream: false)
+        let server = try await NATSServerProcess.started(jetStream: false)
         defer { server.stop() }
         let connection = try await connect(to: server)
         let receivers = try await (0..<3).asyncMap { _ in
@@ -69,7 +69,7 @@ struct NATSConnectionTests {
     }
 
     @Test func requestReplyTimeoutAndNoResponders() async throws {
-        let server = try NATSServerProcess(jetStream: false)
+        let server = try await NATSServerProcess.started(jetStream: false)
         defer { server.stop() }
         let responder = try await connect(to: server, name: "responder") { $0.sendAsap = true }
         let requester = try await connect(to: server, name: "requester")
@@ -108,7 +108,7 @@ struct NATSConnectionTests {
 
     @Test(arguments: [false, true])
     func reconnectDeliversEverythingPublishedOrBuffered(kill: Bool) async throws {
-        let server = try NATSServerProcess(jetStream: false)
+        let server = try await NATSServerProcess.started(jetStream: false)
         defer { server.stop() }
         let connection = try await connect(to: server)
         let recorder = await EventRecorder(connection)
@@ -156,7 +156,7 @@ struct NATSConnectionTests {
     }
 
     @Test func drainLosesNothingPublishedBeforeIt() async throws {
-        let server = try NATSServerProcess(jetStream: false)
+        let server = try await NATSServerProcess.started(jetStream: false)
         defer { server.stop() }
         // Publisher side: publishes not yet flushed are sent by drain.
         let listener = try await connect(to: server, name: "listener")
@@ -182,7 +182,7 @@ struct NATSConnectionTests {
     }
 
     @Test func closingEndsIterationsAndEvents() async throws {
-        let server = try NATSServerProcess(jetStream: false)
+        let server = try await NATSServerProcess.started(jetStream: false)
         defer { server.stop() }
         let connection = try await connect(to: server)
         let recorder = await EventRecorder(connection)
@@ -203,7 +203,7 @@ struct NATSConnectionTests {
     }
 
     @Test func breakingOutOfTheLoopUnsubscribes() async throws {
-        let server = try NATSServerProcess(jetStream: false)
+        let server = try await NATSServerProcess.started(jetStream: false)
         defer { server.stop() }
         let connection = try await connect(to: server)
         let requester = try await connect(to: server, name: "requester")
@@ -224,7 +224,7 @@ struct NATSConnectionTests {
     }
 
     @Test func slowSubscriberIsReportedAndMemoryStaysBounded() async throws {
-        let server = try NATSServerProcess(jetStream: false)
+        let server = try await NATSServerProcess.started(jetStream: false)
         defer { server.stop() }
         let connection = try await connect(to: server)
         let recorder = await EventRecorder(connection)
@@ -251,7 +251,7 @@ struct NATSConnectionTests {
     }
 
     @Test func invalidInputNeverReachesTheServer() async throws {
-        let server = try NATSServerProcess(jetStream: false)
+        let server = try await NATSServerProcess.started(jetStream: false)
         defer { server.stop() }
         let watcher = try await connect(to: server, name: "watcher")
         let everything = Receiver(try await watcher.subscribe(to: ">"))
@@ -311,7 +311,7 @@ struct NATSConnectionTests {
     }
 
     @Test func droppingTheLastReferenceClosesTheConnection() async throws {
-        let server = try NATSServerProcess(jetStream: false)
+        let server = try await NATSServerProcess.started(jetStream: false)
         defer { server.stop() }
         var doomed: NATSConnection? = try await connect(to: server, name: "doomed")
         let recorder = await EventRecorder(doomed!)
@@ -340,7 +340,7 @@ extension Sequence {
 @Suite("Service lifecycle", .tags(.server))
 struct NATSConnectionServiceTests {
     @Test func gracefulShutdownDrainsAndReturns() async throws {
-        let server = try NATSServerProcess(jetStream: false)
+        let server = try await NATSServerProcess.started(jetStream: false)
         defer { server.stop() }
         let listener = try await connect(to: server, name: "listener")
         let listened = Receiver(try await listener.subscribe(to: "svc.out"))
@@ -361,7 +361,7 @@ struct NATSConnectionServiceTests {
     }
 
     @Test func cancellationCloses() async throws {
-        let server = try NATSServerProcess(jetStream: false)
+        let server = try await NATSServerProcess.started(jetStream: false)
         defer { server.stop() }
         let connection = NATSConnection(configuration: try NATSConnectionConfiguration(servers: [server.url]))
         let running = Task { try await connection.run() }
@@ -379,14 +379,14 @@ struct NATSClusterEventTests {
     @Test func discoveredServersAndLameDuckModeAreReported() async throws {
         let clusterPortA = try NATSServerProcess.freePort()
         let clusterPortB = try NATSServerProcess.freePort()
-        let nodeA = try NATSServerProcess(
+        let nodeA = try await NATSServerProcess.started(
             jetStream: false, arguments: ["--cluster_name", "events", "--cluster", "nats://127.0.0.1:\(clusterPortA)"])
         // Killed, not stopped: in lame duck mode a graceful stop waits out the lame-duck duration.
         defer { nodeA.kill() }
         let connection = try await connect(to: nodeA)
         let recorder = await EventRecorder(connection)
         // A second node joins; node A announces it to its clients.
-        let nodeB = try NATSServerProcess(
+        let nodeB = try await NATSServerProcess.started(
             jetStream: false,
             arguments: ["--cluster_name", "events", "--cluster", "nats://127.0.0.1:\(clusterPortB)", "--routes", "nats://127.0.0.1:\(clusterPortA)"])
         defer { nodeB.stop() }
