@@ -32,6 +32,11 @@ public enum BenchmarkMetrics {
         [.wallClock, .cpuTotal, .mallocCountTotal, .peakMemoryResident]
         + [messagesPerSecond, cpuNanosPerMessage, latency, latencyP50, latencyP99]
 
+    /// The memory benchmark: peak resident memory above all, and the rate for context.
+    public static let memoryWorkload: [BenchmarkMetric] = [
+        .peakMemoryResident, .wallClock, .cpuTotal, .mallocCountTotal, messagesPerSecond, cpuNanosPerMessage,
+    ]
+
     /// Micro benchmarks.
     public static let micro: [BenchmarkMetric] = [.throughput, .wallClock, .mallocCountTotal]
 }
