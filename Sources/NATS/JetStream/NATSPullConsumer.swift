@@ -120,16 +120,25 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
     /// The pulling logic, owned by one task at a time.
     struct Puller {
         let consumer: NATSPullConsumer
+        /// Messages received and not yet handed out, reversed: each is moved out with
+        /// `popLast` (no reference counting of its fields).
         var batch: [NATSMessage] = []
-        var index = 0
         var lastActivity = ContinuousClock.now
 
         init(consumer: NATSPullConsumer) {
             self.consumer = consumer
             batch = consumer.session.withLock { session in
                 defer { session.leftovers = [] }
-                return session.leftovers
+                return session.leftovers.reversed()
             }
+        }
+
+        /// Keeps what is left of the batch for the next fetch or iteration, in order.
+        private mutating func keepLeftovers() {
+            guard !batch.isEmpty else { return }
+            let rest = Array(batch.reversed())
+            batch.removeAll()
+            consumer.session.withLock { $0.leftovers = rest + $0.leftovers }
         }
 
         private func sendPull(batch: Int, expires: Duration, heartbeat: Duration?) throws(NATSError) {
@@ -199,9 +208,7 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
 
         mutating func next() async throws(NATSError) -> NATSJetStreamMessage? {
             while true {
-                while index < batch.count {
-                    let message = batch[index]
-                    index += 1
+                while let message = batch.popLast() {
                     if message.subject != consumer.inbox && message.replyTo?.hasPrefix("$JS.ACK.") != true {
                         // A message on a companion subject (a request to the consumer's owner).
                         // Stream messages keep their own subject; their reply is an ack subject.
@@ -215,13 +222,12 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
                     consumer.session.withLock { $0.received() }
                     return NATSJetStreamMessage(message: message, connection: consumer.connection)
                 }
-                batch.removeAll(keepingCapacity: true)
-                index = 0
                 try replenish()
                 // Wake up at least every second to notice reconnects and silence.
                 let wait = Swift.min(consumer.options.idleHeartbeat, .seconds(1))
                 switch try await consumer.handle.buffer.takeBatch(into: &batch, timeout: wait) {
                 case .took, .wokenUp:
+                    batch.reverse()
                     continue
                 case .finished, .cancelled:
                     consumer.handle.stop()
@@ -243,9 +249,7 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
             // The server answers a request that expired with 408; the deadline is a safety net.
             let deadline = ContinuousClock.now + maxWait + .milliseconds(500)
             while messages.count < requested {
-                while index < batch.count && messages.count < requested {
-                    let message = batch[index]
-                    index += 1
+                while messages.count < requested, let message = batch.popLast() {
                     if let status = JetStreamStatus(message) {
                         let ended: Bool
                         switch status {
@@ -254,10 +258,7 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
                         }
                         if let error = handle(status) { throw error }
                         if ended && consumer.session.withLock({ $0.openRequests.isEmpty }) {
-                            if index < batch.count {
-                                let rest = Array(batch[index...])
-                                consumer.session.withLock { $0.leftovers = rest + $0.leftovers }
-                            }
+                            keepLeftovers()
                             return messages
                         }
                         continue
@@ -266,8 +267,6 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
                     messages.append(NATSJetStreamMessage(message: message, connection: consumer.connection))
                 }
                 if messages.count >= requested { break }
-                batch.removeAll(keepingCapacity: true)
-                index = 0
                 let remaining = deadline - .now
                 if remaining <= .zero {
                     consumer.session.withLock { $0.oldestEnded() }
@@ -275,6 +274,7 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
                 }
                 switch try await consumer.handle.buffer.takeBatch(into: &batch, timeout: remaining) {
                 case .took, .wokenUp:
+                    batch.reverse()
                     continue
                 case .finished:
                     if messages.isEmpty { throw NATSError(.subscriptionClosed, "the pull consumer '\(consumer.name)' is stopped") }
@@ -284,10 +284,7 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
                 }
             }
             // Messages beyond the batch are kept for the next call.
-            if index < batch.count {
-                let rest = Array(batch[index...])
-                consumer.session.withLock { $0.leftovers = rest + $0.leftovers }
-            }
+            keepLeftovers()
             return messages
         }
     }
