@@ -48,34 +48,8 @@ func registerW4() {
         raw.value = nil
     }
 
-    let module = SetupBox<(server: BenchmarkServer, connection: NATSConnection, admin: RawJetStream)>()
-    Benchmark("W4 NATS", configuration: configuration) { benchmark in
-        let (_, connection, admin) = module.unwrapped
-        do {
-            try admin.purge(stream: Workload.streamName)
-            benchmark.startMeasurement()
-            let meter = ThroughputMeter()
-            let js = connection.jetStream()
-            let payload = Workload.payload
-            for _ in 0..<messages {
-                blackHole(try await js.publish(subject: Workload.jetStreamSubject, payload: payload))
-            }
-            meter.finish(benchmark, operations: messages)
-            benchmark.stopMeasurement()
-            try admin.expectMessageCount(stream: Workload.streamName, messages)
-        } catch {
-            benchmark.error("\(error)")
-        }
-    } setup: {
-        let server = try BenchmarkServer.start()
-        let admin = try RawJetStream(connection: RawConnection(url: server.url))
-        try admin.addStream(name: Workload.streamName, subjects: Workload.streamSubjects)
-        module.value = (server, try await NATSConnection.connectForBenchmark(server), admin)
-    } teardown: {
-        await module.value?.connection.close()
-        module.value?.server.stop()
-        module.value = nil
-    }
+    registerW4NATS(name: "W4 NATS", configuration: configuration, sendAsap: false)
+    registerW4NATS(name: "W4 NATS send-asap", configuration: configuration, sendAsap: true)
 
     let bus = SetupBox<(server: BenchmarkServer, bus: JetStreamEventBus, admin: RawJetStream)>()
     Benchmark("W4 EventBus", configuration: configuration) { benchmark in
@@ -102,4 +76,40 @@ func registerW4() {
         bus.value?.server.stop()
         bus.value = nil
     }
+}
+
+/// The NATS module's W4: `jetStream().publish` on a connection with the default configuration
+/// (cnats's blocking request on the blocking executor) or with SendAsap (the connection's request
+/// multiplexer).
+private func registerW4NATS(name: String, configuration: Benchmark.Configuration, sendAsap: Bool) {
+    let messages = Workload.w4Messages
+    let module = SetupBox<(server: BenchmarkServer, connection: NATSConnection, admin: RawJetStream)>()
+    Benchmark(name, configuration: configuration) { benchmark in
+        let (_, connection, admin) = module.unwrapped
+        do {
+            try admin.purge(stream: Workload.streamName)
+            benchmark.startMeasurement()
+            let meter = ThroughputMeter()
+            let js = connection.jetStream()
+            let payload = Workload.payload
+            for _ in 0..<messages {
+                blackHole(try await js.publish(subject: Workload.jetStreamSubject, payload: payload))
+            }
+            meter.finish(benchmark, operations: messages)
+            benchmark.stopMeasurement()
+            try admin.expectMessageCount(stream: Workload.streamName, messages)
+        } catch {
+            benchmark.error("\(error)")
+        }
+    } setup: {
+        let server = try BenchmarkServer.start()
+        let admin = try RawJetStream(connection: RawConnection(url: server.url))
+        try admin.addStream(name: Workload.streamName, subjects: Workload.streamSubjects)
+        module.value = (server, try await NATSConnection.connectForBenchmark(server, sendAsap: sendAsap), admin)
+    } teardown: {
+        await module.value?.connection.close()
+        module.value?.server.stop()
+        module.value = nil
+    }
+
 }

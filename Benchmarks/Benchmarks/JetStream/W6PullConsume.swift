@@ -15,66 +15,15 @@ import NATS
 // batch 500, ack() on each, a flush at the end. EventBus: subscribe with a group (a durable pull
 // consumer, pull batch 500), ack() on each delivery; its messages are events as the bus publishes
 // them (128 bytes of data plus the CloudEvents headers), which the bus turns into `Event`s.
-// All three consumers allow 1,000 unacknowledged messages (MaxAckPending).
+// All three consumers allow 1,000 unacknowledged messages (MaxAckPending). "W6 raw events" is raw
+// cnats on the EventBus's messages, the like-for-like ceiling for "W6 EventBus".
 
 func registerW6() {
     let configuration = BenchmarkSettings.live(metrics: BenchmarkMetrics.throughputWorkload, scalingFactor: .kilo)
     let messages = Workload.w6Messages
 
-    let raw = SetupBox<(server: BenchmarkServer, js: RawJetStream, subject: RawCString, iterations: IterationCounter)>()
-    Benchmark("W6 raw", configuration: configuration) { benchmark in
-        let (_, js, subject, iterations) = raw.unwrapped
-        let durable = "w6-raw-\(iterations.next())"
-        do throws(RawFailure) {
-            try js.addConsumer(stream: Workload.streamName, durable: durable, maxAckPending: Int64(Workload.maxAckPending))
-            defer { js.deleteConsumer(stream: Workload.streamName, durable: durable) }
-            var options = jsSubOptions()
-            try rawCheck(jsSubOptions_Init(&options), "jsSubOptions_Init")
-            let streamName = RawCString(Workload.streamName)
-            let consumerName = RawCString(durable)
-            options.Stream = UnsafePointer(streamName.pointer)
-            options.Consumer = UnsafePointer(consumerName.pointer)
-            var subscription: OpaquePointer?
-            var errorCode = jsErrCode(0)
-            try rawCheck(
-                js_PullSubscribe(&subscription, js.pointer, subject.pointer, consumerName.pointer, nil, &options, &errorCode),
-                "js_PullSubscribe (error code \(errorCode.rawValue))")
-            defer {
-                // Unbinds (the consumer is deleted above) and frees the subscription.
-                natsSubscription_Unsubscribe(subscription)
-                natsSubscription_Destroy(subscription)
-            }
-            benchmark.startMeasurement()
-            let meter = ThroughputMeter()
-            var received = 0
-            while received < messages {
-                var list = natsMsgList()
-                let status = natsSubscription_Fetch(&list, subscription, Int32(Workload.w6Batch), 5_000, &errorCode)
-                try rawCheck(status, "natsSubscription_Fetch (error code \(errorCode.rawValue))")
-                for index in 0..<Int(list.Count) {
-                    try rawCheck(natsMsg_Ack(list.Msgs[index], nil), "natsMsg_Ack")
-                }
-                received += Int(list.Count)
-                // Frees the messages and the array.
-                natsMsgList_Destroy(&list)
-            }
-            try js.connection.flush()
-            meter.finish(benchmark, operations: messages)
-            benchmark.stopMeasurement()
-            withExtendedLifetime((streamName, consumerName)) {}
-        } catch {
-            benchmark.error(error.description)
-        }
-    } setup: {
-        let server = try BenchmarkServer.start()
-        let js = try RawJetStream(connection: RawConnection(url: server.url))
-        try js.addStream(name: Workload.streamName, subjects: Workload.streamSubjects)
-        try js.preload(subject: Workload.jetStreamSubject, count: messages, payload: Workload.payload)
-        raw.value = (server, js, RawCString(Workload.jetStreamSubject), IterationCounter())
-    } teardown: {
-        raw.value?.server.stop()
-        raw.value = nil
-    }
+    registerW6Raw(name: "W6 raw", configuration: configuration, eventHeaders: false)
+    registerW6Raw(name: "W6 raw events", configuration: configuration, eventHeaders: true)
 
     let module = SetupBox<(server: BenchmarkServer, connection: NATSConnection, iterations: IterationCounter)>()
     Benchmark("W6 NATS", configuration: configuration) { benchmark in
@@ -150,4 +99,69 @@ func registerW6() {
         bus.value?.server.stop()
         bus.value = nil
     }
+}
+
+/// Raw cnats's W6, on plain 128-byte messages or (`eventHeaders`) on the messages the EventBus
+/// stores (the same 128 bytes plus the CloudEvents headers): the ceiling for the EventBus, which
+/// must read those headers, on the same stream content. Raw never reads the headers.
+private func registerW6Raw(name: String, configuration: Benchmark.Configuration, eventHeaders: Bool) {
+    let messages = Workload.w6Messages
+    let headers: (@Sendable (Int) -> [(String, String)])? = eventHeaders ? { @Sendable index in benchmarkEventHeaders(index) } : nil
+    let raw = SetupBox<(server: BenchmarkServer, js: RawJetStream, subject: RawCString, iterations: IterationCounter)>()
+    Benchmark(name, configuration: configuration) { benchmark in
+        let (_, js, subject, iterations) = raw.unwrapped
+        let durable = "w6-raw-\(iterations.next())"
+        do throws(RawFailure) {
+            try js.addConsumer(stream: Workload.streamName, durable: durable, maxAckPending: Int64(Workload.maxAckPending))
+            defer { js.deleteConsumer(stream: Workload.streamName, durable: durable) }
+            var options = jsSubOptions()
+            try rawCheck(jsSubOptions_Init(&options), "jsSubOptions_Init")
+            let streamName = RawCString(Workload.streamName)
+            let consumerName = RawCString(durable)
+            options.Stream = UnsafePointer(streamName.pointer)
+            options.Consumer = UnsafePointer(consumerName.pointer)
+            var subscription: OpaquePointer?
+            var errorCode = jsErrCode(0)
+            try rawCheck(
+                js_PullSubscribe(&subscription, js.pointer, subject.pointer, consumerName.pointer, nil, &options, &errorCode),
+                "js_PullSubscribe (error code \(errorCode.rawValue))")
+            defer {
+                // Unbinds (the consumer is deleted above) and frees the subscription.
+                natsSubscription_Unsubscribe(subscription)
+                natsSubscription_Destroy(subscription)
+            }
+            benchmark.startMeasurement()
+            let meter = ThroughputMeter()
+            var received = 0
+            while received < messages {
+                var list = natsMsgList()
+                let status = natsSubscription_Fetch(&list, subscription, Int32(Workload.w6Batch), 5_000, &errorCode)
+                try rawCheck(status, "natsSubscription_Fetch (error code \(errorCode.rawValue))")
+                for index in 0..<Int(list.Count) {
+                    try rawCheck(natsMsg_Ack(list.Msgs[index], nil), "natsMsg_Ack")
+                }
+                received += Int(list.Count)
+                // Frees the messages and the array.
+                natsMsgList_Destroy(&list)
+            }
+            try js.connection.flush()
+            meter.finish(benchmark, operations: messages)
+            benchmark.stopMeasurement()
+            withExtendedLifetime((streamName, consumerName)) {}
+        } catch {
+            benchmark.error(error.description)
+        }
+    } setup: {
+        let server = try BenchmarkServer.start()
+        let js = try RawJetStream(connection: RawConnection(url: server.url))
+        try js.addStream(name: Workload.streamName, subjects: Workload.streamSubjects)
+        try js.preload(
+            subject: Workload.jetStreamSubject, count: messages, payload: Workload.payload,
+            headers: headers)
+        raw.value = (server, js, RawCString(Workload.jetStreamSubject), IterationCounter())
+    } teardown: {
+        raw.value?.server.stop()
+        raw.value = nil
+    }
+
 }

@@ -119,67 +119,8 @@ func registerW8() {
         raw.value = nil
     }
 
-    let module = SetupBox<(server: BenchmarkServer, publisher: NATSConnection, subscriber: NATSConnection, iterations: IterationCounter)>()
-    Benchmark("W8 NATS", configuration: configuration) { benchmark in
-        let (_, publisher, subscriber, iterations) = module.unwrapped
-        let iteration = iterations.next()
-        let durable = "w8-nats-\(iteration)"
-        do {
-            var consumerConfiguration = NATSConsumerConfiguration(durableName: durable)
-            consumerConfiguration.maxAckPending = Workload.maxAckPending
-            consumerConfiguration.deliverSubject = "w8.deliver.nats.\(iteration)"
-            consumerConfiguration.deliverPolicy = .new
-            consumerConfiguration.flowControl = true
-            consumerConfiguration.idleHeartbeat = .seconds(5)
-            let consumer = try await subscriber.jetStream().pushConsumer(stream: Workload.streamName, configuration: consumerConfiguration)
-            let receipts = Receipts()
-            let receiver = Task {
-                for try await message in consumer {
-                    receipts.received()
-                    try message.ack()
-                }
-            }
-            let watchdog = startWatchdog(progress: { receipts.count.load(ordering: .relaxed) }, onStall: { receipts.signal.fail() })
-            defer {
-                watchdog.cancel()
-                receiver.cancel()
-            }
-            try await subscriber.flush()
-            benchmark.startMeasurement()
-            let js = publisher.jetStream()
-            var recorder = LatencyRecorder(capacity: messages)
-            let payload = Workload.payload
-            for index in 0..<messages {
-                let start = Clocks.monotonicNanos()
-                blackHole(try await js.publish(subject: Workload.jetStreamSubject, payload: payload))
-                guard await receipts.signal.wait() else {
-                    benchmark.error("message \(index) did not arrive")
-                    return
-                }
-                recorder.record(nanos: receipts.lastReceivedAt.load(ordering: .acquiring) - start)
-            }
-            recorder.stop()
-            benchmark.stopMeasurement()
-            recorder.finish(benchmark)
-            consumer.stop()
-            try await subscriber.jetStream().deleteConsumer(stream: Workload.streamName, name: durable)
-        } catch {
-            benchmark.error("\(error)")
-        }
-    } setup: {
-        let server = try BenchmarkServer.start()
-        let admin = try RawJetStream(connection: RawConnection(url: server.url))
-        try admin.addStream(name: Workload.streamName, subjects: Workload.streamSubjects)
-        module.value = (
-            server, try await NATSConnection.connectForBenchmark(server), try await NATSConnection.connectForBenchmark(server),
-            IterationCounter()
-        )
-    } teardown: {
-        await module.value?.publisher.close()
-        await module.value?.subscriber.close()
-        module.value?.server.stop()
-        module.value = nil
-    }
+    registerW8NATS(name: "W8 NATS", configuration: configuration, sendAsap: false)
+    registerW8NATS(name: "W8 NATS send-asap", configuration: configuration, sendAsap: true)
 
     let bus = SetupBox<(server: BenchmarkServer, publisher: JetStreamEventBus, subscriber: JetStreamEventBus, iterations: IterationCounter)>()
     Benchmark("W8 EventBus", configuration: configuration) { benchmark in
@@ -230,4 +171,74 @@ func registerW8() {
         bus.value?.server.stop()
         bus.value = nil
     }
+}
+
+/// The NATS module's W8: `jetStream().publish` on a connection with the default configuration
+/// (cnats's blocking request on the blocking executor) or with SendAsap (the connection's request
+/// multiplexer); the subscriber's connection has the default configuration.
+private func registerW8NATS(name: String, configuration: Benchmark.Configuration, sendAsap: Bool) {
+    let messages = Workload.w8Messages
+    let module = SetupBox<(server: BenchmarkServer, publisher: NATSConnection, subscriber: NATSConnection, iterations: IterationCounter)>()
+    Benchmark(name, configuration: configuration) { benchmark in
+        let (_, publisher, subscriber, iterations) = module.unwrapped
+        let iteration = iterations.next()
+        let durable = "w8-nats-\(sendAsap ? "asap-" : "")\(iteration)"
+        do {
+            var consumerConfiguration = NATSConsumerConfiguration(durableName: durable)
+            consumerConfiguration.maxAckPending = Workload.maxAckPending
+            consumerConfiguration.deliverSubject = "w8.deliver.nats.\(sendAsap ? "asap." : "")\(iteration)"
+            consumerConfiguration.deliverPolicy = .new
+            consumerConfiguration.flowControl = true
+            consumerConfiguration.idleHeartbeat = .seconds(5)
+            let consumer = try await subscriber.jetStream().pushConsumer(stream: Workload.streamName, configuration: consumerConfiguration)
+            let receipts = Receipts()
+            let receiver = Task {
+                for try await message in consumer {
+                    receipts.received()
+                    try message.ack()
+                }
+            }
+            let watchdog = startWatchdog(progress: { receipts.count.load(ordering: .relaxed) }, onStall: { receipts.signal.fail() })
+            defer {
+                watchdog.cancel()
+                receiver.cancel()
+            }
+            try await subscriber.flush()
+            benchmark.startMeasurement()
+            let js = publisher.jetStream()
+            var recorder = LatencyRecorder(capacity: messages)
+            let payload = Workload.payload
+            for index in 0..<messages {
+                let start = Clocks.monotonicNanos()
+                blackHole(try await js.publish(subject: Workload.jetStreamSubject, payload: payload))
+                guard await receipts.signal.wait() else {
+                    benchmark.error("message \(index) did not arrive")
+                    return
+                }
+                recorder.record(nanos: receipts.lastReceivedAt.load(ordering: .acquiring) - start)
+            }
+            recorder.stop()
+            benchmark.stopMeasurement()
+            recorder.finish(benchmark)
+            consumer.stop()
+            try await subscriber.jetStream().deleteConsumer(stream: Workload.streamName, name: durable)
+        } catch {
+            benchmark.error("\(error)")
+        }
+    } setup: {
+        let server = try BenchmarkServer.start()
+        let admin = try RawJetStream(connection: RawConnection(url: server.url))
+        try admin.addStream(name: Workload.streamName, subjects: Workload.streamSubjects)
+        module.value = (
+            server, try await NATSConnection.connectForBenchmark(server, sendAsap: sendAsap),
+            try await NATSConnection.connectForBenchmark(server),
+            IterationCounter()
+        )
+    } teardown: {
+        await module.value?.publisher.close()
+        await module.value?.subscriber.close()
+        module.value?.server.stop()
+        module.value = nil
+    }
+
 }

@@ -194,3 +194,44 @@ public final class RawFailureCounter: Sendable {
 private let rawPublishFailed: jsPubAckErrHandler = { _, _, closure in
     Unmanaged<RawFailureCounter>.fromOpaque(closure!).takeUnretainedValue().increment()
 }
+
+/// Headers prepared once as C strings, for raw publishes that carry the EventBus's headers; the
+/// id headers (`ce-id`, `Nats-Msg-Id`) get a value per message.
+public final class RawEventHeaders: @unchecked Sendable {
+    // @unchecked: immutable after init.
+    private let fixed: [(RawCString, RawCString)]
+    private let idNames: [RawCString]
+
+    public init(_ template: [(String, String)]) {
+        let idHeaders: Set<String> = ["ce-id", "Nats-Msg-Id"]
+        fixed = template.filter { !idHeaders.contains($0.0) }.map { (RawCString($0.0), RawCString($0.1)) }
+        idNames = template.filter { idHeaders.contains($0.0) }.map { RawCString($0.0) }
+    }
+
+    /// js_PublishMsgAsync of a message with these headers and `id` (retrying while the window
+    /// stays full).
+    public func publish(
+        js: OpaquePointer, subject: UnsafePointer<CChar>, payload: UnsafeRawBufferPointer, id: String,
+        options: UnsafeMutablePointer<jsPubOptions>
+    ) -> natsStatus {
+        var message: OpaquePointer?
+        var status = natsMsg_Create(
+            &message, subject, nil, payload.baseAddress?.assumingMemoryBound(to: CChar.self), Int32(payload.count))
+        if status != NATS_OK { return status }
+        for (name, value) in fixed where status == NATS_OK {
+            status = natsMsgHeader_Add(message, name.pointer, value.pointer)
+        }
+        id.withCString { id in
+            for name in idNames where status == NATS_OK { status = natsMsgHeader_Add(message, name.pointer, id) }
+        }
+        while status == NATS_OK {
+            // On success cnats takes the message and clears our pointer.
+            status = js_PublishMsgAsync(js, &message, options)
+            if status != NATS_TIMEOUT { break }
+            status = NATS_OK
+        }
+        // No-op when cnats took it.
+        natsMsg_Destroy(message)
+        return status
+    }
+}
