@@ -133,9 +133,19 @@ final class DeliveryLedger: Sendable {
         }
     }
 
+    /// Records that `attempt` was settled. A first delivery that is settled is forgotten at once:
+    /// no older delivery of it can exist, and a later redelivery makes a new entry (its own
+    /// message refuses a second settlement). A settled redelivery is kept, to refuse the older
+    /// deliveries still held, until the ledger is pruned. So the ledger holds what is
+    /// outstanding plus settled redeliveries, not one entry per event ever delivered.
     func settled(consumer: String, sequence: UInt64, attempt: UInt64) {
         entries.withLock { all in
-            if all[consumer]?[sequence]?.attempt == attempt { all[consumer]?[sequence]?.settled = true }
+            guard all[consumer]?[sequence]?.attempt == attempt else { return }
+            if attempt <= 1 {
+                all[consumer]?[sequence] = nil
+            } else {
+                all[consumer]?[sequence]?.settled = true
+            }
         }
     }
 }
