@@ -35,7 +35,11 @@ final class BoundedBatchBuffer<Element: Sendable>: Sendable {
     private struct State: ~Copyable {
         var pending: [Element] = []
         var pendingBytes = 0
-        var consumer: CheckedContinuation<Void, Never>?
+        /// The waiting consumer. Unsafe (not checked) continuations: their layout is known to
+        /// the compiler (a checked one is a resilient type, and every copy of the optional went
+        /// through runtime witness calls on the delivery thread), and each is resumed exactly
+        /// once because whoever resumes takes it out of the state under the lock.
+        var consumer: UnsafeContinuation<Void, Never>?
         /// Producer threads waiting for room.
         var blockedProducers = 0
         var finished = false
@@ -58,12 +62,12 @@ final class BoundedBatchBuffer<Element: Sendable>: Sendable {
 
     private enum AppendOutcome {
         /// Stored; resume this consumer (if any).
-        case appended(CheckedContinuation<Void, Never>?)
+        case appended(UnsafeContinuation<Void, Never>?)
         /// Stored, the consumer waits and the batch is small: ask the producer whether more is
         /// coming before waking it.
         case consumerWaitsForSmallBatch
         /// No room: resume this consumer (if any), then block.
-        case full(CheckedContinuation<Void, Never>?)
+        case full(UnsafeContinuation<Void, Never>?)
         case finished
     }
 
@@ -123,7 +127,7 @@ final class BoundedBatchBuffer<Element: Sendable>: Sendable {
             case .consumerWaitsForSmallBatch:
                 // The next append of this producer decides (it is on its way).
                 if moreComing() { return true }
-                let consumer = state.withLock { state -> CheckedContinuation<Void, Never>? in
+                let consumer = state.withLock { state -> UnsafeContinuation<Void, Never>? in
                     defer { state.consumer = nil }
                     return state.consumer
                 }
@@ -141,7 +145,7 @@ final class BoundedBatchBuffer<Element: Sendable>: Sendable {
     /// Ends the buffer: elements already pending are still handed out, then the consumer gets
     /// `nil` (or `failure`, if given). A blocked producer is released.
     func finish(failure: NATSError? = nil) {
-        let (consumer, blocked) = state.withLock { state -> (CheckedContinuation<Void, Never>?, Int) in
+        let (consumer, blocked) = state.withLock { state -> (UnsafeContinuation<Void, Never>?, Int) in
             if !state.finished {
                 state.finished = true
                 state.failure = failure
@@ -173,7 +177,7 @@ final class BoundedBatchBuffer<Element: Sendable>: Sendable {
 
     /// Makes a waiting (or the next) ``takeBatch(into:)`` return `.wokenUp` if nothing is pending.
     func wakeConsumer() {
-        let consumer = state.withLock { state -> CheckedContinuation<Void, Never>? in
+        let consumer = state.withLock { state -> UnsafeContinuation<Void, Never>? in
             state.wakeupRequested = true
             defer { state.consumer = nil }
             return state.consumer
@@ -213,7 +217,7 @@ final class BoundedBatchBuffer<Element: Sendable>: Sendable {
             case .wait:
                 if Task.isCancelled { return .cancelled }
                 await withTaskCancellationHandler {
-                    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                    await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
                         let resumeNow = state.withLock { state -> Bool in
                             if !state.pending.isEmpty || state.finished || state.wakeupRequested || Task.isCancelled {
                                 return true
@@ -224,7 +228,7 @@ final class BoundedBatchBuffer<Element: Sendable>: Sendable {
                         if resumeNow { continuation.resume() }
                     }
                 } onCancel: {
-                    let consumer = state.withLock { state -> CheckedContinuation<Void, Never>? in
+                    let consumer = state.withLock { state -> UnsafeContinuation<Void, Never>? in
                         defer { state.consumer = nil }
                         return state.consumer
                     }

@@ -223,6 +223,25 @@ public final class NATSConnection: Sendable {
         }
     }
 
+    /// Publishes a small body to a subject the server gave (a JetStream ack subject, a
+    /// flow-control reply): not validated again, only sized. For the client's own protocol
+    /// replies, which run once per message received.
+    func publishToServerSubject(_ subject: String, body: String) throws(NATSError) {
+        var body = body
+        let failure: NATSError? = body.withUTF8 { bytes -> NATSError? in
+            do throws(NATSError) {
+                try checkSize(payloadCount: bytes.count, headers: NATSHeaders(), subject: subject)
+                try native.publish(subject: subject, replyTo: nil, payload: UnsafeRawBufferPointer(bytes))
+                return nil
+            } catch where error.code == .notConnected {
+                return notConnectedError()
+            } catch {
+                return error
+            }
+        }
+        if let failure { throw failure }
+    }
+
     /// Waits until the server has processed everything published so far (a PING/PONG round trip).
     public func flush(timeout: Duration = .seconds(5)) async throws(NATSError) {
         let native = try connected()

@@ -253,7 +253,8 @@ final class MessageAcknowledgement: Sendable {
     }
 
     func send(_ body: String) throws(NATSError) {
-        try connection.publish(subject: replyTo, payload: body)
+        // The ack subject came from the server: no need to validate it again per message.
+        try connection.publishToServerSubject(replyTo, body: body)
     }
 
     static func noReply(subject: String) -> NATSError {

@@ -106,10 +106,14 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
 
         var expected: Int { openRequests.reduce(0, +) }
 
-        mutating func received() {
-            guard !openRequests.isEmpty else { return }
-            openRequests[0] -= 1
-            if openRequests[0] <= 0 { openRequests.removeFirst() }
+        mutating func received(count: Int = 1) {
+            var remaining = count
+            while remaining > 0, !openRequests.isEmpty {
+                let taken = Swift.min(remaining, openRequests[0])
+                openRequests[0] -= taken
+                remaining -= taken
+                if openRequests[0] <= 0 { openRequests.removeFirst() }
+            }
         }
 
         mutating func oldestEnded() {
@@ -124,6 +128,8 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
         /// `popLast` (no reference counting of its fields).
         var batch: [NATSMessage] = []
         var lastActivity = ContinuousClock.now
+        /// Stream messages handed out since the open requests were last updated.
+        var receivedSinceReplenish = 0
 
         init(consumer: NATSPullConsumer) {
             self.consumer = consumer
@@ -209,18 +215,25 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
         mutating func next() async throws(NATSError) -> NATSJetStreamMessage? {
             while true {
                 while let message = batch.popLast() {
-                    if message.subject != consumer.inbox && message.replyTo?.hasPrefix("$JS.ACK.") != true {
+                    guard message.subject == consumer.inbox || Self.isAckSubject(message.replyTo) else {
                         // A message on a companion subject (a request to the consumer's owner).
                         // Stream messages keep their own subject; their reply is an ack subject.
                         return NATSJetStreamMessage(message: message, connection: consumer.connection)
                     }
-                    lastActivity = .now
                     if let status = JetStreamStatus(message) {
+                        lastActivity = .now
                         if let error = handle(status) { throw error }
                         continue
                     }
-                    consumer.session.withLock { $0.received() }
+                    // Counted into the open requests once per batch, before asking for more.
+                    receivedSinceReplenish += 1
                     return NATSJetStreamMessage(message: message, connection: consumer.connection)
+                }
+                if receivedSinceReplenish > 0 {
+                    lastActivity = .now
+                    let received = receivedSinceReplenish
+                    receivedSinceReplenish = 0
+                    consumer.session.withLock { $0.received(count: received) }
                 }
                 try replenish()
                 // Wake up at least every second to notice reconnects and silence.
@@ -233,6 +246,16 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
                     consumer.handle.stop()
                     return nil
                 }
+            }
+        }
+
+        /// Whether a reply subject is a JetStream ack subject (`$JS.ACK.…`), by its bytes.
+        static func isAckSubject(_ subject: String?) -> Bool {
+            guard var subject else { return false }
+            return subject.withUTF8 { bytes in
+                bytes.count > 8 && bytes[0] == UInt8(ascii: "$") && bytes[1] == UInt8(ascii: "J") && bytes[2] == UInt8(ascii: "S")
+                    && bytes[3] == UInt8(ascii: ".") && bytes[4] == UInt8(ascii: "A") && bytes[5] == UInt8(ascii: "C")
+                    && bytes[6] == UInt8(ascii: "K") && bytes[7] == UInt8(ascii: ".")
             }
         }
 
