@@ -375,20 +375,30 @@ def main():
                    f"while it consumes stored messages of 128 bytes and acks each; one measured iteration. "
                    f"Target: under {MEMORY_LIMIT_MIB} MiB, and the same for 100,000 and 1,000,000 messages.")
         out.append("")
-        out.append("| benchmark | peak RSS MiB | msgs/s | client CPU ns/msg | verdict |")
-        out.append("| --- | ---: | ---: | ---: | --- |")
+        out.append("| benchmark | RSS at start MiB | peak RSS consuming MiB | peak RSS (package-benchmark) MiB | msgs/s | client CPU ns/msg | verdict |")
+        out.append("| --- | ---: | ---: | ---: | ---: | ---: | --- |")
+
+        def mib(metrics, metric):
+            value = median(metrics.get(metric, []), 1024 * 1024)
+            return None if value is None else value
+
         for name in sorted(memory):
             metrics = memory[name]
-            rss = median(metrics.get("peakMemoryResident", []), 1024 * 1024)
+            rss = mib(metrics, "peakMemoryResident")
+            start, consuming = mib(metrics, "residentAtStart"), mib(metrics, "residentPeakConsuming")
             verdict = "-"
             if rss is not None:
                 verdict = "under the limit" if rss < MEMORY_LIMIT_MIB else "**over the limit**"
                 small = memory.get(name.replace("1M", "100k")) if name.endswith("1M") else None
-                small_rss = median(small.get("peakMemoryResident", []), 1024 * 1024) if small else None
+                small_rss = mib(small, "peakMemoryResident") if small else None
                 if small_rss:
                     verdict += f"; {rss - small_rss:+.1f} MiB against 100k"
+
+            def text(value):
+                return "-" if value is None else f"{value:.1f}"
+
             out.append(
-                f"| {name} | {'-' if rss is None else f'{rss:.1f}'} | {spread(metrics.get('messagesPerSecond', []))} "
+                f"| {name} | {text(start)} | {text(consuming)} | {text(rss)} | {spread(metrics.get('messagesPerSecond', []))} "
                 f"| {spread(metrics.get('cpuNanosPerMessage', []))} | {verdict} |")
         out.append("")
 
