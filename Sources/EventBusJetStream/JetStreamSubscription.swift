@@ -223,7 +223,7 @@ final class JetStreamSubscription: DeliverySource, Sendable {
             let event = CloudEventsNATSBinding.event(subject: subject, headers: message.headers, payload: message.payload.bytes)
             return Delivery(
                 event: event, deliveryCount: 1, sequence: 0, subject: subject, isRequest: true,
-                acknowledger: JetStreamRequestAcknowledger(connection: ready.connection, replyTo: message.replyTo, requestID: event.id))
+                acknowledger: JetStreamRequestAcknowledger(connection: ready.direct, replyTo: message.replyTo, requestID: event.id))
         }
         let subject = bus.busSubject(fromNATS: message.subject, prefix: configuration.subjectPrefix)
         let event = CloudEventsNATSBinding.event(subject: subject, headers: message.headers, payload: message.payload.bytes)

@@ -4,7 +4,10 @@ import Synchronization
 
 /// Request/reply over one wildcard inbox subscription: each request gets a token, replies are
 /// matched on the cnats delivery thread and resume their waiting task. Unlike a blocking request
-/// per call, any number of requests can be in flight without a thread each.
+/// per call, any number of requests can be in flight without a thread each. The bus gives it
+/// its SendAsap connection, so that requests leave at once; the inbox is subscribed on the same
+/// connection, because the server only answers "no responders" to a client that listens on the
+/// reply subject itself.
 final class ReplyMultiplexer: Sendable {
     private let connection: NATSConnection
     private let prefix: String
@@ -112,13 +115,13 @@ final class DeliveryLedger: Sendable {
 
     func delivered(consumer: String, sequence: UInt64, attempt: UInt64) {
         entries.withLock { all in
-            var forConsumer = all[consumer] ?? [:]
-            if let existing = forConsumer[sequence], existing.attempt > attempt { return }
-            forConsumer[sequence] = Entry(attempt: attempt, settled: false)
-            if forConsumer.count > Self.pruneThreshold {
-                forConsumer = forConsumer.filter { !$0.value.settled }
+            // Mutated in place: taking the consumer's dictionary out and storing it back would
+            // copy all of it for every delivery (the outer dictionary still references it).
+            if let existing = all[consumer]?[sequence], existing.attempt > attempt { return }
+            all[consumer, default: [:]][sequence] = Entry(attempt: attempt, settled: false)
+            if all[consumer]!.count > Self.pruneThreshold {
+                all[consumer] = all[consumer]!.filter { !$0.value.settled }
             }
-            all[consumer] = forConsumer
         }
     }
 
@@ -130,9 +133,20 @@ final class DeliveryLedger: Sendable {
         }
     }
 
+    /// Records that `attempt` was settled. A first delivery that is settled is forgotten at once:
+    /// no older delivery of it can exist, and a later redelivery makes a new entry (its own
+    /// message refuses a second settlement). A settled redelivery is kept, to refuse the older
+    /// deliveries still held, until the ledger is pruned. So the ledger holds what is
+    /// outstanding plus settled redeliveries, not one entry per event ever delivered.
     func settled(consumer: String, sequence: UInt64, attempt: UInt64) {
         entries.withLock { all in
-            if all[consumer]?[sequence]?.attempt == attempt { all[consumer]?[sequence]?.settled = true }
+            guard all[consumer]?[sequence]?.attempt == attempt else { return }
+            if attempt <= 1 {
+                all[consumer]?[sequence] = nil
+            } else {
+                all[consumer]?[sequence]?.settled = true
+            }
         }
     }
 }
+

@@ -106,6 +106,86 @@ struct NATSConnectionTests {
         await responder.close()
     }
 
+    /// Requests on a SendAsap connection go through the connection's inbox multiplexer; on a
+    /// default connection through cnats's blocking request. Both must behave alike.
+    @Test(arguments: [false, true])
+    func handlerResponderAnswersConcurrentRequests(requesterSendsAsap: Bool) async throws {
+        let server = try NATSServerProcess(jetStream: false)
+        defer { server.stop() }
+        let responder = try await connect(to: server, name: "responder") { $0.sendAsap = true }
+        let requester = try await connect(to: server, name: "requester") { $0.sendAsap = requesterSendsAsap }
+        let echo = try await responder.subscribe(to: "svc.handler") { request in
+            guard let replyTo = request.replyTo else { return }
+            var headers = NATSHeaders()
+            headers["X-Echoed"] = request.headers["X-In"] ?? "none"
+            try? responder.publish(subject: replyTo, payload: Array("echo:".utf8) + request.payload.bytes, headers: headers)
+        }
+        #expect(echo.subject == "svc.handler")
+        let replies = try await withThrowingTaskGroup(of: (Int, NATSMessage).self) { group in
+            for index in 0..<200 {
+                group.addTask {
+                    (index, try await requester.request(subject: "svc.handler", payload: Array("\(index)".utf8), headers: ["X-In": "\(index)"]))
+                }
+            }
+            var replies: [Int: NATSMessage] = [:]
+            for try await (index, reply) in group { replies[index] = reply }
+            return replies
+        }
+        #expect(replies.count == 200)
+        for (index, reply) in replies {
+            #expect(reply.payload.string == "echo:\(index)")
+            #expect(reply.headers["X-Echoed"] == "\(index)")
+        }
+        #expect(echo.deliveredCount == 200)
+
+        // Timeouts and "no responders" as on the other path.
+        let silent = try await responder.subscribe(to: "svc.silent2")
+        let started = ContinuousClock.now
+        let timeoutError = await #expect(throws: NATSError.self) {
+            _ = try await requester.request(subject: "svc.silent2", timeout: .milliseconds(300))
+        }
+        #expect(timeoutError?.code == .timeout)
+        #expect(ContinuousClock.now - started >= .milliseconds(250))
+        #expect(ContinuousClock.now - started < .seconds(3))
+        _ = silent
+        echo.unsubscribe()
+        try await responder.flush()
+        let noResponders = await #expect(throws: NATSError.self) {
+            _ = try await requester.request(subject: "svc.handler", timeout: .seconds(5))
+        }
+        #expect(noResponders?.code == .noResponders)
+
+        if requesterSendsAsap {
+            // A multiplexed request whose task is cancelled ends at once.
+            let waiting = Task { try await requester.request(subject: "svc.silent2", timeout: .seconds(30)) }
+            try await Task.sleep(for: .milliseconds(100))
+            let cancelledAt = ContinuousClock.now
+            waiting.cancel()
+            let cancelled = await #expect(throws: NATSError.self) { _ = try await waiting.value }
+            #expect(cancelled?.code == .cancelled)
+            #expect(ContinuousClock.now - cancelledAt < .seconds(2))
+        }
+        await requester.close()
+        await responder.close()
+    }
+
+    @Test func droppingAConnectionWithRequestsInFlightClosesIt() async throws {
+        let server = try NATSServerProcess(jetStream: false)
+        defer { server.stop() }
+        let responder = try await connect(to: server, name: "responder") { $0.sendAsap = true }
+        let echo = try await responder.subscribe(to: "svc.drop") { request in
+            try? responder.publish(subject: request.replyTo!, payload: request.payload)
+        }
+        var doomed: NATSConnection? = try await connect(to: server, name: "doomed") { $0.sendAsap = true }
+        let recorder = await EventRecorder(doomed!)
+        // The multiplexer's inbox subscription must not keep the connection open.
+        #expect(try await doomed!.request(subject: "svc.drop", payload: Array("x".utf8)).payload.string == "x")
+        doomed = nil
+        #expect(await recorder.waitFor { $0 == .closed })
+        echo.unsubscribe()
+        await responder.close()
+    }
+
     @Test(arguments: [false, true])
     func reconnectDeliversEverythingPublishedOrBuffered(kill: Bool) async throws {
         let server = try await NATSServerProcess.started(jetStream: false)
@@ -247,6 +327,52 @@ struct NATSConnectionTests {
         }
         #expect(received == 100)
         await publisher.close()
+        await connection.close()
+    }
+
+    @Test func aSingleMessageAfterABurstArrivesPromptly() async throws {
+        // The subscriber's wake-ups are deferred while cnats holds more messages for it; the last
+        // message of a burst, and a lone message later, must still be handed over at once.
+        let server = try NATSServerProcess(jetStream: false)
+        defer { server.stop() }
+        let connection = try await connect(to: server)
+        let publisher = try await connect(to: server, name: "publisher") { $0.sendAsap = true }
+        let subscription = try await connection.subscribe(to: "burst.test")
+        let receiver = Receiver(subscription)
+        for index in 0..<20_000 { try publisher.publish(subject: "burst.test", payload: "\(index)") }
+        #expect(await receiver.waitForCount(20_000))
+        try await Task.sleep(for: .milliseconds(200))
+        for round in 0..<5 {
+            let started = ContinuousClock.now
+            try publisher.publish(subject: "burst.test", payload: "single \(round)")
+            #expect(await receiver.waitForCount(20_001 + round, timeout: .seconds(5)))
+            let elapsed = ContinuousClock.now - started
+            // A loopback round trip takes well under a millisecond (the bound leaves room for a
+            // busy test machine); a stranded message would wait for the next one: never, here.
+            #expect(elapsed < .seconds(2), "round \(round) took \(elapsed)")
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        let values = receiver.messages.values.map(\.payload.string)
+        #expect(values.prefix(20_000) == (0..<20_000).map { "\($0)" }[...])
+        #expect(values.suffix(5) == (0..<5).map { "single \($0)" }[...])
+        await publisher.close()
+        await connection.close()
+    }
+
+    @Test func maxPayloadFollowsTheServerAfterAReconnect() async throws {
+        let first = try NATSServerProcess(jetStream: false)
+        let connection = try await connect(to: first)
+        let recorder = await EventRecorder(connection)
+        #expect(connection.maxPayload == 1024 * 1024)
+        first.stop()
+        #expect(await recorder.waitFor { $0 == .disconnected })
+        // Another server on the same port announces a larger limit.
+        let second = try NATSServerProcess(jetStream: false, port: first.port, configuration: "max_payload: 4MB")
+        defer { second.stop() }
+        #expect(await recorder.waitFor { if case .reconnected = $0 { true } else { false } })
+        #expect(connection.maxPayload == 4 * 1024 * 1024)
+        let big = [UInt8](repeating: 1, count: 2 * 1024 * 1024)
+        try connection.publish(subject: "big.test", payload: big)
         await connection.close()
     }
 

@@ -39,15 +39,13 @@ public final class NATSPushConsumer: AsyncSequence, Sendable {
     public struct Iterator: AsyncIteratorProtocol {
         let consumer: NATSPushConsumer
         let token: IterationToken
+        /// Reversed, so that each message is moved out with `popLast`.
         var batch: [NATSMessage] = []
-        var index = 0
 
         /// The next message; `nil` when stopped, cancelled, or the connection closed.
         public mutating func next() async throws(NATSError) -> NATSJetStreamMessage? {
             while true {
-                while index < batch.count {
-                    let message = batch[index]
-                    index += 1
+                while let message = batch.popLast() {
                     if let status = JetStreamStatus(message) {
                         switch status {
                         case .flowControl(let reply):
@@ -66,12 +64,11 @@ public final class NATSPushConsumer: AsyncSequence, Sendable {
                     }
                     return NATSJetStreamMessage(message: message, connection: consumer.connection)
                 }
-                batch.removeAll(keepingCapacity: true)
-                index = 0
                 guard try await consumer.handle.buffer.takeBatch(into: &batch) == .took else {
                     consumer.handle.stop()
                     return nil
                 }
+                batch.reverse()
             }
         }
     }
