@@ -118,7 +118,10 @@ final class JetStreamSubscription: DeliverySource, Sendable {
         do {
             let consumer: Consumer
             if push {
-                let pushConsumer = try await jetStream.pushConsumer(stream: configuration.streamName, configuration: consumerConfiguration)
+                // Bind to the consumer as the server now holds it (its start position included).
+                var bound = consumerConfiguration
+                bound.deliverPolicy = info.configuration.deliverPolicy
+                let pushConsumer = try await jetStream.pushConsumer(stream: configuration.streamName, configuration: bound)
                 try await pushConsumer.addCompanionSubscription(subject: requestSubject, queueGroup: options.group)
                 try await pushConsumer.addCompanionSubscription(subject: advisorySubject, queueGroup: info.name)
                 consumer = .push(pushConsumer)
