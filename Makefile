@@ -1,7 +1,7 @@
 # Entry points for people and CI. `make test` is what CI runs (.ci/run).
 SWIFT ?= $(shell command -v swift 2>/dev/null || echo /opt/swift/usr/bin/swift)
 
-.PHONY: deps build test test-unit demo clean
+.PHONY: deps build test test-unit demo reliability reliability-short clean
 
 ## Install system packages and the project virtualenv (idempotent).
 deps:
@@ -12,8 +12,11 @@ build: deps
 	$(SWIFT) build --build-tests
 
 ## Set everything up, then run the whole test suite (unit tests and tests against real nats-servers).
+## The fault tests (short profile, about 3 minutes) run after the rest, not beside it: their
+## clusters would take the 2 cores that other suites' timing-sensitive tests need.
 test: deps
-	$(SWIFT) test
+	$(SWIFT) test --skip 'EventBusReliabilityTests.ReliabilityTests'
+	$(SWIFT) test --skip-build --filter 'EventBusReliabilityTests.ReliabilityTests'
 
 ## Set everything up, then run the order workflow on the in-memory bus (EVENT_BUS_BACKEND switches it).
 demo: deps
@@ -22,7 +25,16 @@ demo: deps
 
 ## Only the tests that need no nats-server.
 test-unit: deps
-	$(SWIFT) test --skip 'NATSConnectionTests|NATSConnectionServiceTests|NATSTests.ReadmeExampleTests|JetStreamTests|JetStreamConsumerTests|JetStreamConformanceTests|InteropTests|rolesAsSeparateProcesses|factoryMakesTheChosenBackend|unreachableServer'
+	$(SWIFT) test --skip 'NATSConnectionTests|NATSConnectionServiceTests|NATSTests.ReadmeExampleTests|JetStreamTests|JetStreamConsumerTests|JetStreamConformanceTests|InteropTests|rolesAsSeparateProcesses|factoryMakesTheChosenBackend|unreachableServer|EventBusReliabilityTests.ReliabilityTests'
+
+## Fault tests, long profile (more kills, step-downs and events; about 15 minutes, needs root for
+## the multi-host tests). Figures: .build/reliability/long.md, the source of docs/reliability.md.
+reliability: deps
+	EVENTBUS_FAULTS=long $(SWIFT) test --filter 'EventBusReliabilityTests'
+
+## Fault tests at the size CI runs them in `make test` (about 3 minutes).
+reliability-short: deps
+	$(SWIFT) test --filter 'EventBusReliabilityTests'
 
 clean:
 	rm -rf .build

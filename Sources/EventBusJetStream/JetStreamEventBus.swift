@@ -167,7 +167,7 @@ public final class JetStreamEventBus: EventBus, Service {
                 EventBusError(.backendUnavailable, "cannot connect to NATS at \(servers): \(error.message)", underlying: error))
         }
         do {
-            try await jetStream.ensureStream(configuration.stream)
+            try await ensureStreamThroughElections(jetStream, configuration.stream, logger: logger)
             let publisher = try await jetStream.makePublisher(
                 configuration: .init(maxPending: configuration.maxPendingPublishes, ackTimeout: configuration.publishTimeout))
             let replies = try await ReplyMultiplexer.make(connection: direct)
@@ -185,6 +185,28 @@ public final class JetStreamEventBus: EventBus, Service {
                 EventBusError(
                     .backendUnavailable,
                     "cannot set up stream '\(configuration.streamName)' on \(servers): \(error.message)", underlying: error))
+        }
+    }
+
+    /// Creates or updates the stream, retrying for up to 30 s while it has no leader: a stream that
+    /// another service is creating at this moment, or whose leader was just lost, leaves
+    /// `STREAM.INFO` unanswered (timeout) or answers 503 until a leader is elected (seconds).
+    /// Other errors fail at once.
+    private static func ensureStreamThroughElections(
+        _ jetStream: NATSJetStream, _ stream: NATSStreamConfiguration, logger: Logger
+    ) async throws(NATSError) {
+        let deadline = ContinuousClock.now + .seconds(30)
+        while true {
+            do {
+                try await jetStream.ensureStream(stream)
+                return
+            } catch where (error.code == .timeout || (error.code == .jetStream && error.isRetriable))
+                && ContinuousClock.now < deadline && !Task.isCancelled
+            {
+                logger.warning(
+                    "stream not ready (leader election?), retrying", metadata: ["stream": "\(stream.name)", "error": "\(error.message)"])
+                try? await Task.sleep(for: .milliseconds(500))
+            }
         }
     }
 
