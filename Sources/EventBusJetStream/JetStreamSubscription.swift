@@ -19,10 +19,11 @@ final class JetStreamSubscription: DeliverySource, Sendable {
         case pull(NATSPullConsumer)
         case push(NATSPushConsumer)
 
+        /// Stops, handing back what was received but never delivered to the application.
         func stop() {
             switch self {
-            case .pull(let consumer): consumer.stop()
-            case .push(let consumer): consumer.stop()
+            case .pull(let consumer): consumer.stopReturningUndelivered()
+            case .push(let consumer): consumer.stopReturningUndelivered()
             }
         }
     }

@@ -162,10 +162,18 @@ final class BoundedBatchBuffer<Element: Sendable>: Sendable {
 
     /// Ends the buffer and drops what is pending (the consumer went away).
     func discard() {
+        _ = discardReturningPending()
+    }
+
+    /// Ends the buffer and returns what was pending, which the consumer will never see.
+    func discardReturningPending() -> [Element] {
         finish()
-        state.withLock { state in
-            state.pending.removeAll()
-            state.pendingBytes = 0
+        return state.withLock { state in
+            defer {
+                state.pending.removeAll()
+                state.pendingBytes = 0
+            }
+            return state.pending
         }
     }
 

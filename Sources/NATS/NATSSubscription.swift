@@ -82,9 +82,15 @@ final class SubscriptionHandle: Sendable {
 
     /// Unsubscribes and releases a delivery thread blocked on a full buffer.
     func stop() {
-        buffer.discard()
+        _ = stopReturningPending()
+    }
+
+    /// Unsubscribes (first, so that nothing more arrives) and returns the messages received but
+    /// never handed to the consumer.
+    func stopReturningPending() -> [NATSMessage] {
         native.unsubscribe()
         for companion in companions.withLock({ $0 }) { companion.unsubscribe() }
+        return buffer.discardReturningPending()
     }
 
     deinit {

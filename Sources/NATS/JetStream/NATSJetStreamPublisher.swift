@@ -106,8 +106,8 @@ public final class NATSJetStreamPublisher: Sendable {
 
     /// Publishes a message; returns once it is sent (waiting first while the window is full).
     ///
-    /// - Throws: validation errors as for a core publish, ``NATSError/Code/connectionClosed``, or
-    ///   ``NATSError/Code/invalidArgument`` after ``close()``. Failures after the message was sent
+    /// - Throws: validation errors as for a core publish, or ``NATSError/Code/connectionClosed``
+    ///   when the connection or the publisher (``close()``) is closed. Failures after the message was sent
     ///   arrive through the returned ``NATSPendingPublish``.
     public func publish(
         subject: String,
@@ -162,7 +162,7 @@ public final class NATSJetStreamPublisher: Sendable {
             case .registered(let id):
                 return id
             case .closed:
-                throw NATSError(.invalidArgument, "the publisher is closed")
+                throw NATSError(.connectionClosed, "the publisher is closed")
             case .wait:
                 await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
                     let resumeNow = state.withLock { state -> Bool in

@@ -72,6 +72,16 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
         handle.stop()
     }
 
+    /// Stops like ``stop()``, and hands the messages that were received but never iterated back to
+    /// the server at once (`-NAK`), so that another member gets them now instead of after their
+    /// ack wait.
+    public func stopReturningUndelivered() {
+        for message in handle.stopReturningPending() {
+            guard let reply = message.replyTo, reply.hasPrefix("$JS.ACK.") else { continue }
+            try? connection.publish(subject: reply, payload: "-NAK")
+        }
+    }
+
     /// Requests up to `batch` messages and returns what arrived within `maxWait` (possibly none).
     public func fetch(batch: Int, maxWait: Duration = .seconds(5)) async throws(NATSError) -> [NATSJetStreamMessage] {
         if batch < 1 { throw NATSError(.invalidArgument, "fetch batch \(batch) must be at least 1") }

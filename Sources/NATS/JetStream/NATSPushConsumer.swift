@@ -30,6 +30,16 @@ public final class NATSPushConsumer: AsyncSequence, Sendable {
         handle.stop()
     }
 
+    /// Stops like ``stop()``, and hands the messages that were received but never iterated back to
+    /// the server at once (`-NAK`), so that another member gets them now instead of after their
+    /// ack wait.
+    public func stopReturningUndelivered() {
+        for message in handle.stopReturningPending() {
+            guard let reply = message.replyTo, reply.hasPrefix("$JS.ACK.") else { continue }
+            try? connection.publish(subject: reply, payload: "-NAK")
+        }
+    }
+
     /// Creates the iterator.
     public func makeAsyncIterator() -> Iterator {
         Iterator(consumer: self, token: IterationToken(handle: handle))
