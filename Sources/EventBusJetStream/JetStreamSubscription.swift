@@ -35,6 +35,8 @@ final class JetStreamSubscription: DeliverySource, Sendable {
     let consumer: Consumer
     let consumerName: String
     let durable: Bool
+    /// This process's record of the consumer's deliveries (shared with other members here).
+    let ledger: ConsumerLedger
     private let closed = Atomic<Bool>(false)
 
     private init(
@@ -48,6 +50,11 @@ final class JetStreamSubscription: DeliverySource, Sendable {
         self.consumer = consumer
         self.consumerName = consumerName
         self.durable = durable
+        ledger = bus.ledger.acquire(consumerName)
+    }
+
+    deinit {
+        bus.ledger.release(consumerName)
     }
 
     /// The durable consumer name of a group and pattern: readable, valid, and the same on every
@@ -231,7 +238,7 @@ final class JetStreamSubscription: DeliverySource, Sendable {
         }
         let subject = bus.busSubject(fromNATS: message.subject, prefix: configuration.subjectPrefix)
         let event = CloudEventsNATSBinding.event(subject: subject, headers: message.headers, payload: message.payload.bytes)
-        bus.ledger.delivered(consumer: consumerName, sequence: metadata.streamSequence, attempt: metadata.deliveryCount)
+        ledger.delivered(sequence: metadata.streamSequence, attempt: metadata.deliveryCount)
         return Delivery(
             event: event, deliveryCount: Int(metadata.deliveryCount), sequence: metadata.streamSequence, subject: subject,
             acknowledger: JetStreamDeliveryAcknowledger(subscription: self, message: message, event: event, metadata: metadata))
@@ -255,8 +262,7 @@ final class JetStreamDeliveryAcknowledger: DeliveryAcknowledger {
     private var attempt: Int { Int(metadata.deliveryCount) }
 
     private func checkCurrent(_ action: String) throws(EventBusError) {
-        let current = subscription.bus.ledger.isCurrent(
-            consumer: subscription.consumerName, sequence: metadata.streamSequence, attempt: metadata.deliveryCount)
+        let current = subscription.ledger.isCurrent(sequence: metadata.streamSequence, attempt: metadata.deliveryCount)
         if !current {
             throw EventBusError(
                 .alreadyAcknowledged,
@@ -265,8 +271,7 @@ final class JetStreamDeliveryAcknowledger: DeliveryAcknowledger {
     }
 
     private func settled() {
-        subscription.bus.ledger.settled(
-            consumer: subscription.consumerName, sequence: metadata.streamSequence, attempt: metadata.deliveryCount)
+        subscription.ledger.settled(sequence: metadata.streamSequence, attempt: metadata.deliveryCount)
     }
 
     private func perform(_ what: String, _ action: () throws(NATSError) -> Void) throws(EventBusError) {
