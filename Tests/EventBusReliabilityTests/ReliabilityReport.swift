@@ -49,8 +49,9 @@ struct ReliabilityResult: Codable, Sendable {
     }
 
     var markdownRow: String {
+        // Infinity: nothing was acked after that fault (R7: the work was already done).
         let recovery = recoverySeconds.isEmpty
-            ? "-" : recoverySeconds.map { String(format: "%.1f", $0) }.joined(separator: ", ")
+            ? "-" : recoverySeconds.map { $0.isFinite ? String(format: "%.1f", $0) : "-" }.joined(separator: ", ")
         let schedule = faults.map(\.what).joined(separator: "; ")
         return "| \(test) | \(profile) | \(schedule) | \(published) | \(acked) | \(lost) | \(duplicatesStored) | \(unknown) (\(recoveredUnknown) stored) | \(redeliveries.map(String.init) ?? "-") | \(recovery) | \(String(format: "%.0f", seconds)) | \(notes.joined(separator: "; ")) |"
     }
@@ -63,6 +64,7 @@ struct ReliabilityResult: Codable, Sendable {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         encoder.dateEncodingStrategy = .iso8601
+        encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
         if var line = try? encoder.encode(self) {
             line.append(UInt8(ascii: "\n"))
             append(line, to: "\(directory)/\(profile).jsonl")

@@ -127,8 +127,9 @@ extension ReliabilityTests {
 
             let total = profile.ackSyncEvents
             for round in 1...profile.ackSyncRounds {
-                // Spread the rounds over the consumption.
-                let milestone = total * round / (profile.ackSyncRounds + 1)
+                // Spread the rounds over the consumption, leaving enough after the last round that the
+                // rolling restart happens while events are still being consumed.
+                let milestone = total * round / (profile.ackSyncRounds + 2)
                 _ = await eventually(timeout: .seconds(60)) { consumer.confirmedSequences.count >= milestone }
                 let streamLeader = try await probe.waitForStreamLeader(stream)
                 result.faults.append(FaultEvent("step-down of stream leader \(streamLeader) (\(consumer.confirmedSequences.count) of \(total) acks confirmed)"))
