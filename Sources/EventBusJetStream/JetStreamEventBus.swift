@@ -9,7 +9,11 @@ import Synchronization
 /// same events.
 ///
 /// - `publish` sends the event with `Nats-Msg-Id` = event id and returns when the stream stored
-///   it (the receipt carries the stream sequence and whether it was a duplicate).
+///   it (the receipt carries the stream sequence and whether it was a duplicate). A publish that
+///   is alone goes out at once on a second, SendAsap connection (cnats's flusher would hold it up
+///   to a millisecond); while other publishes are in flight it joins them in the bounded window
+///   of asynchronous publishes on the main connection, which cnats batches into few writes.
+///   Requests and replies also use the SendAsap connection.
 /// - `subscribe` with a group binds to the durable pull consumer of that group and pattern (created
 ///   on first use, named `<group>-<hash of the pattern>`); without a group it creates an ephemeral
 ///   consumer. Both start where ``SubscriptionOptions/start`` says (an existing group resumes).
@@ -27,12 +31,21 @@ public final class JetStreamEventBus: EventBus, Service {
     let logger: Logger
     private let state = Mutex(State())
     let ledger = DeliveryLedger()
+    /// Publishes between their start and their ack, by either path: a publish that finds none
+    /// is alone and goes out at once on the SendAsap connection.
+    private let publishesInFlight = Atomic<Int>(0)
 
     struct Ready: Sendable {
+        /// Consumers, acks, the asynchronous publisher, stream and consumer management.
         let connection: NATSConnection
         let jetStream: NATSJetStream
         let publisher: NATSJetStreamPublisher
         let replies: ReplyMultiplexer
+        /// The same servers with SendAsap: every publish is written at once. For latency:
+        /// lone publishes (a JetStream request through its request multiplexer), requests and
+        /// replies.
+        let direct: NATSConnection
+        let directJetStream: NATSJetStream
     }
 
     private enum Phase {
@@ -101,7 +114,10 @@ public final class JetStreamEventBus: EventBus, Service {
                 return (waiters, false)
             }
             if closedMeanwhile {
-                if case .success(let ready) = result { await ready.connection.close() }
+                if case .success(let ready) = result {
+                    await ready.connection.close()
+                    await ready.direct.close()
+                }
                 throw EventBusError(.closed, "the JetStream event bus was closed while starting")
             }
             for waiter in waiters { waiter.resume(returning: result) }
@@ -139,17 +155,32 @@ public final class JetStreamEventBus: EventBus, Service {
                 EventBusError(.backendUnavailable, "cannot connect to NATS at \(servers): \(error.message)", underlying: error))
         }
         let jetStream = connection.jetStream(timeout: configuration.publishTimeout)
+        var directConfiguration = configuration.connection
+        directConfiguration.sendAsap = true
+        directConfiguration.name = (configuration.connection.name ?? "eventbus") + "-direct"
+        let direct: NATSConnection
+        do {
+            direct = try await NATSConnection.connect(configuration: directConfiguration, logger: logger)
+        } catch {
+            await connection.close()
+            return .failure(
+                EventBusError(.backendUnavailable, "cannot connect to NATS at \(servers): \(error.message)", underlying: error))
+        }
         do {
             try await ensureStreamThroughElections(jetStream, configuration.stream, logger: logger)
             let publisher = try await jetStream.makePublisher(
                 configuration: .init(maxPending: configuration.maxPendingPublishes, ackTimeout: configuration.publishTimeout))
-            let replies = try await ReplyMultiplexer.make(connection: connection)
+            let replies = try await ReplyMultiplexer.make(connection: direct)
             logger.info(
                 "JetStream event bus ready",
                 metadata: ["servers": "\(servers)", "stream": "\(configuration.streamName)", "subjects": "\(configuration.effectiveStreamSubjects)"])
-            return .success(Ready(connection: connection, jetStream: jetStream, publisher: publisher, replies: replies))
+            return .success(
+                Ready(
+                    connection: connection, jetStream: jetStream, publisher: publisher, replies: replies, direct: direct,
+                    directJetStream: direct.jetStream(timeout: configuration.publishTimeout)))
         } catch {
             await connection.close()
+            await direct.close()
             return .failure(
                 EventBusError(
                     .backendUnavailable,
@@ -208,6 +239,11 @@ public final class JetStreamEventBus: EventBus, Service {
         } catch {
             logger.warning("draining the NATS connection did not finish in time", metadata: ["error": "\(error)"])
         }
+        do {
+            try await ready.direct.drain(timeout: .seconds(10))
+        } catch {
+            logger.warning("draining the direct NATS connection did not finish in time", metadata: ["error": "\(error)"])
+        }
     }
 
     /// Waits until ``close()`` is called or a stop is requested.
@@ -265,23 +301,33 @@ public final class JetStreamEventBus: EventBus, Service {
         return try await publish(event, messageID: event.id)
     }
 
-    func publish(_ event: Event, messageID: String) async throws(EventBusError) -> PublishReceipt {
+    ///
+    /// Cancelling the task while a lone publish waits for its ack throws `CancellationError`
+    /// (the event may or may not be stored; publishing it again with the same id stores it once).
+    func publish(_ event: Event, messageID: String) async throws -> PublishReceipt {
         let ready = try await ready()
         let headers = CloudEventsNATSBinding.headers(for: event)
         let subject = natsSubject(for: event.subject)
-        let pending: NATSPendingPublish
+        let ack: NATSPublishAck
+        let alone = publishesInFlight.add(1, ordering: .relaxed).oldValue == 0
+        defer { publishesInFlight.subtract(1, ordering: .relaxed) }
         do {
-            pending = try await ready.publisher.publish(
-                subject: subject, payload: event.data, headers: headers, options: .init(messageID: messageID))
+            if alone {
+                // Alone: a JetStream request on the SendAsap connection leaves at once.
+                ack = try await ready.directJetStream.publish(
+                    subject: subject, payload: event.data, headers: headers, options: .init(messageID: messageID))
+            } else {
+                // Others are in flight: join their window; cnats batches the writes.
+                let pending = try await ready.publisher.publish(
+                    subject: subject, payload: event.data, headers: headers, options: .init(messageID: messageID))
+                ack = try await pending.ack()
+            }
+        } catch where error.code == .cancelled {
+            throw CancellationError()
         } catch {
             throw EventBusError(mapping: error, what: "publishing '\(event.subject)'", fallback: .publishFailed)
         }
-        do {
-            let ack = try await pending.ack()
-            return PublishReceipt(sequence: ack.sequence, duplicate: ack.duplicate, stream: ack.stream)
-        } catch {
-            throw EventBusError(mapping: error, what: "publishing '\(event.subject)'", fallback: .publishFailed)
-        }
+        return PublishReceipt(sequence: ack.sequence, duplicate: ack.duplicate, stream: ack.stream)
     }
 
     // MARK: Subscribing

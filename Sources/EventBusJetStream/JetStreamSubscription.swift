@@ -19,10 +19,11 @@ final class JetStreamSubscription: DeliverySource, Sendable {
         case pull(NATSPullConsumer)
         case push(NATSPushConsumer)
 
+        /// Stops, handing back what was received but never delivered to the application.
         func stop() {
             switch self {
-            case .pull(let consumer): consumer.stop()
-            case .push(let consumer): consumer.stop()
+            case .pull(let consumer): consumer.stopReturningUndelivered()
+            case .push(let consumer): consumer.stopReturningUndelivered()
             }
         }
     }
@@ -34,6 +35,8 @@ final class JetStreamSubscription: DeliverySource, Sendable {
     let consumer: Consumer
     let consumerName: String
     let durable: Bool
+    /// This process's record of the consumer's deliveries (shared with other members here).
+    let ledger: ConsumerLedger
     private let closed = Atomic<Bool>(false)
 
     private init(
@@ -47,6 +50,11 @@ final class JetStreamSubscription: DeliverySource, Sendable {
         self.consumer = consumer
         self.consumerName = consumerName
         self.durable = durable
+        ledger = bus.ledger.acquire(consumerName)
+    }
+
+    deinit {
+        bus.ledger.release(consumerName)
     }
 
     /// The durable consumer name of a group and pattern: readable, valid, and the same on every
@@ -118,7 +126,10 @@ final class JetStreamSubscription: DeliverySource, Sendable {
         do {
             let consumer: Consumer
             if push {
-                let pushConsumer = try await jetStream.pushConsumer(stream: configuration.streamName, configuration: consumerConfiguration)
+                // Bind to the consumer as the server now holds it (its start position included).
+                var bound = consumerConfiguration
+                bound.deliverPolicy = info.configuration.deliverPolicy
+                let pushConsumer = try await jetStream.pushConsumer(stream: configuration.streamName, configuration: bound)
                 try await pushConsumer.addCompanionSubscription(subject: requestSubject, queueGroup: options.group)
                 try await pushConsumer.addCompanionSubscription(subject: advisorySubject, queueGroup: info.name)
                 consumer = .push(pushConsumer)
@@ -223,11 +234,11 @@ final class JetStreamSubscription: DeliverySource, Sendable {
             let event = CloudEventsNATSBinding.event(subject: subject, headers: message.headers, payload: message.payload.bytes)
             return Delivery(
                 event: event, deliveryCount: 1, sequence: 0, subject: subject, isRequest: true,
-                acknowledger: JetStreamRequestAcknowledger(connection: ready.connection, replyTo: message.replyTo, requestID: event.id))
+                acknowledger: JetStreamRequestAcknowledger(connection: ready.direct, replyTo: message.replyTo, requestID: event.id))
         }
         let subject = bus.busSubject(fromNATS: message.subject, prefix: configuration.subjectPrefix)
         let event = CloudEventsNATSBinding.event(subject: subject, headers: message.headers, payload: message.payload.bytes)
-        bus.ledger.delivered(consumer: consumerName, sequence: metadata.streamSequence, attempt: metadata.deliveryCount)
+        ledger.delivered(sequence: metadata.streamSequence, attempt: metadata.deliveryCount)
         return Delivery(
             event: event, deliveryCount: Int(metadata.deliveryCount), sequence: metadata.streamSequence, subject: subject,
             acknowledger: JetStreamDeliveryAcknowledger(subscription: self, message: message, event: event, metadata: metadata))
@@ -251,8 +262,7 @@ final class JetStreamDeliveryAcknowledger: DeliveryAcknowledger {
     private var attempt: Int { Int(metadata.deliveryCount) }
 
     private func checkCurrent(_ action: String) throws(EventBusError) {
-        let current = subscription.bus.ledger.isCurrent(
-            consumer: subscription.consumerName, sequence: metadata.streamSequence, attempt: metadata.deliveryCount)
+        let current = subscription.ledger.isCurrent(sequence: metadata.streamSequence, attempt: metadata.deliveryCount)
         if !current {
             throw EventBusError(
                 .alreadyAcknowledged,
@@ -261,8 +271,7 @@ final class JetStreamDeliveryAcknowledger: DeliveryAcknowledger {
     }
 
     private func settled() {
-        subscription.bus.ledger.settled(
-            consumer: subscription.consumerName, sequence: metadata.streamSequence, attempt: metadata.deliveryCount)
+        subscription.ledger.settled(sequence: metadata.streamSequence, attempt: metadata.deliveryCount)
     }
 
     private func perform(_ what: String, _ action: () throws(NATSError) -> Void) throws(EventBusError) {

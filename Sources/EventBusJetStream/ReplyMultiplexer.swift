@@ -4,7 +4,10 @@ import Synchronization
 
 /// Request/reply over one wildcard inbox subscription: each request gets a token, replies are
 /// matched on the cnats delivery thread and resume their waiting task. Unlike a blocking request
-/// per call, any number of requests can be in flight without a thread each.
+/// per call, any number of requests can be in flight without a thread each. The bus gives it
+/// its SendAsap connection, so that requests leave at once; the inbox is subscribed on the same
+/// connection, because the server only answers "no responders" to a client that listens on the
+/// reply subject itself.
 final class ReplyMultiplexer: Sendable {
     private let connection: NATSConnection
     private let prefix: String
@@ -101,38 +104,76 @@ final class ReplyMultiplexer: Sendable {
 /// Remembers, per consumer and stream sequence, the latest delivery this process handed out, so
 /// that settling an older delivery of the same event (its ack wait expired and it came back) is
 /// refused as the in-memory bus refuses it, instead of acknowledging the newer one by accident.
+///
+/// One ``ConsumerLedger`` per consumer, shared by this process's subscriptions to it (members of
+/// one group); a subscription looks its ledger up once, so a delivery costs no hashing of the
+/// consumer's name. A ledger lives while a subscription uses it.
 final class DeliveryLedger: Sendable {
+    private let consumers = Mutex<[String: (ledger: ConsumerLedger, users: Int)]>([:])
+
+    /// The consumer's ledger, for a new subscription to it; give it back with ``release(_:)``.
+    func acquire(_ consumer: String) -> ConsumerLedger {
+        consumers.withLock { consumers in
+            if let existing = consumers[consumer] {
+                consumers[consumer] = (existing.ledger, existing.users + 1)
+                return existing.ledger
+            }
+            let ledger = ConsumerLedger()
+            consumers[consumer] = (ledger, 1)
+            return ledger
+        }
+    }
+
+    /// A subscription to `consumer` ended; the ledger goes when the last one did.
+    func release(_ consumer: String) {
+        consumers.withLock { consumers in
+            guard let existing = consumers[consumer] else { return }
+            consumers[consumer] = existing.users > 1 ? (existing.ledger, existing.users - 1) : nil
+        }
+    }
+}
+
+/// The deliveries of one consumer (see ``DeliveryLedger``).
+final class ConsumerLedger: Sendable {
     private struct Entry {
         var attempt: UInt64
         var settled: Bool
     }
 
-    private let entries = Mutex<[String: [UInt64: Entry]]>([:])
+    private let entries = Mutex<[UInt64: Entry]>([:])
     private static let pruneThreshold = 100_000
 
-    func delivered(consumer: String, sequence: UInt64, attempt: UInt64) {
-        entries.withLock { all in
-            var forConsumer = all[consumer] ?? [:]
-            if let existing = forConsumer[sequence], existing.attempt > attempt { return }
-            forConsumer[sequence] = Entry(attempt: attempt, settled: false)
-            if forConsumer.count > Self.pruneThreshold {
-                forConsumer = forConsumer.filter { !$0.value.settled }
+    func delivered(sequence: UInt64, attempt: UInt64) {
+        entries.withLock { entries in
+            if let existing = entries[sequence], existing.attempt > attempt { return }
+            entries[sequence] = Entry(attempt: attempt, settled: false)
+            if entries.count > Self.pruneThreshold {
+                entries = entries.filter { !$0.value.settled }
             }
-            all[consumer] = forConsumer
         }
     }
 
     /// Whether `attempt` is still the newest delivery of `sequence` (or unknown here).
-    func isCurrent(consumer: String, sequence: UInt64, attempt: UInt64) -> Bool {
-        entries.withLock { all in
-            guard let entry = all[consumer]?[sequence] else { return true }
+    func isCurrent(sequence: UInt64, attempt: UInt64) -> Bool {
+        entries.withLock { entries in
+            guard let entry = entries[sequence] else { return true }
             return entry.attempt == attempt
         }
     }
 
-    func settled(consumer: String, sequence: UInt64, attempt: UInt64) {
-        entries.withLock { all in
-            if all[consumer]?[sequence]?.attempt == attempt { all[consumer]?[sequence]?.settled = true }
+    /// Records that `attempt` was settled. A first delivery that is settled is forgotten at once:
+    /// no older delivery of it can exist, and a later redelivery makes a new entry (its own
+    /// message refuses a second settlement). A settled redelivery is kept, to refuse the older
+    /// deliveries still held, until the ledger is pruned. So the ledger holds what is
+    /// outstanding plus settled redeliveries, not one entry per event ever delivered.
+    func settled(sequence: UInt64, attempt: UInt64) {
+        entries.withLock { entries in
+            guard entries[sequence]?.attempt == attempt else { return }
+            if attempt <= 1 {
+                entries[sequence] = nil
+            } else {
+                entries[sequence]?.settled = true
+            }
         }
     }
 }

@@ -13,9 +13,11 @@ struct BlockingExecutor: Sendable {
         queue = DispatchQueue(label: label, qos: .userInitiated, attributes: .concurrent)
     }
 
-    /// Runs `body` on the blocking queue and returns its result to the awaiting task.
+    /// Runs `body` on the blocking queue and returns its result to the awaiting task. (An unsafe
+    /// continuation: it is resumed exactly once, by the block, and needs no allocation of its
+    /// own, which a checked one does.)
     func run<Result: Sendable>(_ body: @escaping @Sendable () throws(NATSError) -> Result) async throws(NATSError) -> Result {
-        let result: Swift.Result<Result, NATSError> = await withCheckedContinuation { continuation in
+        let result: Swift.Result<Result, NATSError> = await withUnsafeContinuation { continuation in
             queue.async {
                 do throws(NATSError) {
                     continuation.resume(returning: .success(try body()))

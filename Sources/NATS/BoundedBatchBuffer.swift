@@ -9,21 +9,37 @@ import Synchronization
 /// message and one resume per batch, never one resume per message (measured: one `AsyncStream`
 /// yield per message costs 5-6x cnats's own CPU per message).
 ///
+/// A consumer that keeps up is nearly always waiting, so resuming it whenever it waits would
+/// still mean one wake-up (a futex call on each side) per message. The producer therefore defers
+/// the wake-up while the batch is small and it knows it will be called again soon (`moreComing`:
+/// cnats still holds messages for the subscription, so its delivery thread returns to `append`
+/// with the next one). The last message of a burst finds nothing more coming and wakes the
+/// consumer at once, so nothing waits for a later message or a timer: a message is handed over
+/// by the `append` that stores it, by a later `append` of the same producer, or by ``finish``.
+///
 /// When the buffer holds `limits` worth of elements, the producer's thread blocks until the
-/// consumer takes a batch. That thread belongs to cnats (never to the Swift concurrency pool), so
-/// the back pressure flows into cnats's own pending limits, where cnats reports a slow consumer
-/// instead of growing memory. At most `limits` are pending plus the batch the consumer is working
-/// through.
+/// consumer takes a batch (waking it first, in case a deferred wake-up left it waiting). That
+/// thread belongs to cnats (never to the Swift concurrency pool), so the back pressure flows into
+/// cnats's own pending limits, where cnats reports a slow consumer instead of growing memory. At
+/// most `limits` are pending plus the batch the consumer is working through.
 final class BoundedBatchBuffer<Element: Sendable>: Sendable {
     struct Limits: Sendable {
         var messages: Int
         var bytes: Int
     }
 
+    /// A waiting consumer is woken once this many messages or bytes are pending, whatever
+    /// `moreComing` says (at most the limits, so that a full buffer always has a woken consumer).
+    static var wakeBatch: Limits { Limits(messages: 256, bytes: 64 * 1024) }
+
     private struct State: ~Copyable {
         var pending: [Element] = []
         var pendingBytes = 0
-        var consumer: CheckedContinuation<Void, Never>?
+        /// The waiting consumer. Unsafe (not checked) continuations: their layout is known to
+        /// the compiler (a checked one is a resilient type, and every copy of the optional went
+        /// through runtime witness calls on the delivery thread), and each is resumed exactly
+        /// once because whoever resumes takes it out of the state under the lock.
+        var consumer: UnsafeContinuation<Void, Never>?
         /// Producer threads waiting for room.
         var blockedProducers = 0
         var finished = false
@@ -45,8 +61,13 @@ final class BoundedBatchBuffer<Element: Sendable>: Sendable {
     }
 
     private enum AppendOutcome {
-        case appended(CheckedContinuation<Void, Never>?)
-        case full
+        /// Stored; resume this consumer (if any).
+        case appended(UnsafeContinuation<Void, Never>?)
+        /// Stored, the consumer waits and the batch is small: ask the producer whether more is
+        /// coming before waking it.
+        case consumerWaitsForSmallBatch
+        /// No room: resume this consumer (if any), then block.
+        case full(UnsafeContinuation<Void, Never>?)
         case finished
     }
 
@@ -60,16 +81,24 @@ final class BoundedBatchBuffer<Element: Sendable>: Sendable {
     private let state = Mutex(State())
     private let producerWakeup = DispatchSemaphore(value: 0)
     let limits: Limits
+    private let wakeMessages: Int
+    private let wakeBytes: Int
 
     init(limits: Limits) {
         self.limits = limits
+        wakeMessages = max(1, min(Self.wakeBatch.messages, limits.messages))
+        wakeBytes = max(1, min(Self.wakeBatch.bytes, limits.bytes))
     }
 
     /// Appends an element; blocks the calling (non-Swift-concurrency) thread while the buffer is
     /// full. Returns false when the buffer was finished and the element was discarded.
+    ///
+    /// `moreComing` is asked only when the consumer waits and fewer than ``wakeBatch`` are
+    /// pending. Return true only if this producer is certain to call `append` (or the buffer's
+    /// ``finish(failure:)`` to be called) again; the wake-up is then left to that call.
     @discardableResult
-    func append(_ element: Element, size: Int) -> Bool {
-        var element = Optional(element)
+    func append(_ element: consuming Element, size: Int, moreComing: () -> Bool = { false }) -> Bool {
+        var element = Optional(consume element)
         while true {
             let outcome: AppendOutcome = state.withLock { state in
                 if state.finished { return .finished }
@@ -77,10 +106,16 @@ final class BoundedBatchBuffer<Element: Sendable>: Sendable {
                     && (state.pending.count >= limits.messages || state.pendingBytes + size > limits.bytes)
                 {
                     state.blockedProducers += 1
-                    return .full
+                    let consumer = state.consumer
+                    state.consumer = nil
+                    return .full(consumer)
                 }
                 state.pending.append(element.take()!)
                 state.pendingBytes += size
+                guard state.consumer != nil else { return .appended(nil) }
+                if state.pending.count < wakeMessages && state.pendingBytes < wakeBytes {
+                    return .consumerWaitsForSmallBatch
+                }
                 let consumer = state.consumer
                 state.consumer = nil
                 return .appended(consumer)
@@ -89,9 +124,19 @@ final class BoundedBatchBuffer<Element: Sendable>: Sendable {
             case .appended(let consumer):
                 consumer?.resume()
                 return true
+            case .consumerWaitsForSmallBatch:
+                // The next append of this producer decides (it is on its way).
+                if moreComing() { return true }
+                let consumer = state.withLock { state -> UnsafeContinuation<Void, Never>? in
+                    defer { state.consumer = nil }
+                    return state.consumer
+                }
+                consumer?.resume()
+                return true
             case .finished:
                 return false
-            case .full:
+            case .full(let consumer):
+                consumer?.resume()
                 producerWakeup.wait()
             }
         }
@@ -100,7 +145,7 @@ final class BoundedBatchBuffer<Element: Sendable>: Sendable {
     /// Ends the buffer: elements already pending are still handed out, then the consumer gets
     /// `nil` (or `failure`, if given). A blocked producer is released.
     func finish(failure: NATSError? = nil) {
-        let (consumer, blocked) = state.withLock { state -> (CheckedContinuation<Void, Never>?, Int) in
+        let (consumer, blocked) = state.withLock { state -> (UnsafeContinuation<Void, Never>?, Int) in
             if !state.finished {
                 state.finished = true
                 state.failure = failure
@@ -117,19 +162,30 @@ final class BoundedBatchBuffer<Element: Sendable>: Sendable {
 
     /// Ends the buffer and drops what is pending (the consumer went away).
     func discard() {
+        _ = discardReturningPending()
+    }
+
+    /// Ends the buffer and returns what was pending, which the consumer will never see.
+    func discardReturningPending() -> [Element] {
         finish()
-        state.withLock { state in
-            state.pending.removeAll()
-            state.pendingBytes = 0
+        return state.withLock { state in
+            defer {
+                state.pending.removeAll()
+                state.pendingBytes = 0
+            }
+            return state.pending
         }
     }
 
     /// Whether ``finish(failure:)`` was called.
     var isFinished: Bool { state.withLock { $0.finished } }
 
+    /// Whether the consumer waits for elements (for tests of the wake-up rules).
+    var hasWaitingConsumer: Bool { state.withLock { $0.consumer != nil } }
+
     /// Makes a waiting (or the next) ``takeBatch(into:)`` return `.wokenUp` if nothing is pending.
     func wakeConsumer() {
-        let consumer = state.withLock { state -> CheckedContinuation<Void, Never>? in
+        let consumer = state.withLock { state -> UnsafeContinuation<Void, Never>? in
             state.wakeupRequested = true
             defer { state.consumer = nil }
             return state.consumer
@@ -169,7 +225,7 @@ final class BoundedBatchBuffer<Element: Sendable>: Sendable {
             case .wait:
                 if Task.isCancelled { return .cancelled }
                 await withTaskCancellationHandler {
-                    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                    await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
                         let resumeNow = state.withLock { state -> Bool in
                             if !state.pending.isEmpty || state.finished || state.wakeupRequested || Task.isCancelled {
                                 return true
@@ -180,7 +236,7 @@ final class BoundedBatchBuffer<Element: Sendable>: Sendable {
                         if resumeNow { continuation.resume() }
                     }
                 } onCancel: {
-                    let consumer = state.withLock { state -> CheckedContinuation<Void, Never>? in
+                    let consumer = state.withLock { state -> UnsafeContinuation<Void, Never>? in
                         defer { state.consumer = nil }
                         return state.consumer
                     }

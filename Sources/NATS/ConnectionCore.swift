@@ -42,14 +42,12 @@ final class ConnectionCore: Sendable {
     }
 
     let state = Mutex(StateMachine())
-    /// The server's `max_payload`, refreshed on every (re)connect.
+    /// The server's `max_payload`, refreshed on every (re)connect (the reconnected callback reads
+    /// it from the cnats connection it is given).
     let maxPayload = Atomic<Int>(1024 * 1024)
     /// How many times the connection reconnected.
     let reconnects = Atomic<Int>(0)
     let logger: Logger
-    /// Reads the live connection's `max_payload`; set after connecting (weakly, so that cnats's
-    /// callbacks never keep the connection alive).
-    private let maxPayloadReader = Mutex<(@Sendable () -> Int?)?>(nil)
     private let slowConsumerEvents: Counter
     private let disconnections: Counter
 
@@ -128,16 +126,6 @@ final class ConnectionCore: Sendable {
             let listeners = state.withLock { Array($0.listeners.values) }
             for listener in listeners { listener.yield(event) }
         }
-    }
-
-    func setMaxPayloadProbe(_ probe: @escaping @Sendable () -> Int?) {
-        maxPayloadReader.withLock { $0 = probe }
-    }
-
-    /// Refreshes ``maxPayload`` from the live connection (after a reconnect).
-    func refreshMaxPayload() {
-        guard let probe = maxPayloadReader.withLock({ $0 }), let value = probe(), value > 0 else { return }
-        maxPayload.store(value, ordering: .relaxed)
     }
 
     /// Waits until the connection is closed. Returns at once if it is.

@@ -25,8 +25,12 @@ public final class NATSConnection: Sendable {
     /// The configuration this connection was created with.
     public let configuration: NATSConnectionConfiguration
     let core: ConnectionCore
-    private let nativeConnection = AtomicLazyReference<NativeConnection>()
+    /// The cnats connection, created unconnected with this object and connected by ``connect()``.
+    /// A `let`, so the hot paths use it without a retain and release of their own.
+    let native = NativeConnection()
     let blocking: BlockingExecutor
+    /// The request multiplexer of a SendAsap connection, made by its first request.
+    private let responseMux = AtomicLazyReference<ResponseMux>()
 
     /// Creates a connection without connecting.
     public init(configuration: NATSConnectionConfiguration, logger: Logger = Logger(label: "nats")) {
@@ -40,6 +44,8 @@ public final class NATSConnection: Sendable {
     deinit {
         // The native connection closes as it is released; that disconnection is expected.
         core.markClosingRequested()
+        // Its inbox subscription holds the native connection until it is unsubscribed.
+        responseMux.load()?.close()
     }
 
     /// Creates a connection and connects it.
@@ -62,7 +68,7 @@ public final class NATSConnection: Sendable {
     public var maxPayload: Int { core.maxPayload.load(ordering: .relaxed) }
 
     /// The server currently connected to (credentials redacted), or `nil` while not connected.
-    public var connectedServer: String? { nativeConnection.load()?.connectedURL }
+    public var connectedServer: String? { native.connectedURL }
 
     /// Whether the connection is closed for good.
     public var isClosed: Bool { core.phase == .closed }
@@ -85,23 +91,17 @@ public final class NATSConnection: Sendable {
         }
         let configuration = self.configuration
         let core = self.core
-        let native: NativeConnection
+        let native = self.native
         do {
-            native = try await blocking.run { () throws(NATSError) -> NativeConnection in
-                try NativeConnection.connect(configuration) { event in
-                    if case .reconnected = event {
-                        // Another server may announce another limit.
-                        core.refreshMaxPayload()
-                    }
-                    core.handle(event)
-                }
+            try await blocking.run { () throws(NATSError) in
+                try native.connect(configuration, onEvent: { core.handle($0) }, onMaxPayload: { limit in
+                    core.maxPayload.store(limit, ordering: .relaxed)
+                })
             }
         } catch {
             core.state.withLock { $0.phase = .idle }
             throw error
         }
-        _ = nativeConnection.storeIfNil(native)
-        core.setMaxPayloadProbe { [weak native] in native.map { Int($0.maxPayload) } }
         core.maxPayload.store(Int(native.maxPayload), ordering: .relaxed)
         let closedMeanwhile = core.state.withLock { state -> Bool in
             if state.phase == .connecting { state.phase = .connected }
@@ -115,11 +115,14 @@ public final class NATSConnection: Sendable {
     /// The connected native connection, or the error that says why there is none.
     @inline(__always)
     func connected() throws(NATSError) -> NativeConnection {
-        guard let native = nativeConnection.load() else {
-            if core.phase == .closed { throw NATSError(.connectionClosed, "the connection is closed") }
-            throw NATSError(.notConnected, "the connection is not connected yet: call connect() or run() first")
-        }
+        guard native.isConnected else { throw notConnectedError() }
         return native
+    }
+
+    /// Why there is no native connection: closed before it connected, or not connected yet.
+    func notConnectedError() -> NATSError {
+        if core.phase == .closed { return NATSError(.connectionClosed, "the connection is closed") }
+        return NativeConnection.notConnected
     }
 
     /// Checks a message's size against the server's `max_payload`.
@@ -142,28 +145,39 @@ public final class NATSConnection: Sendable {
     /// Everything is checked before anything is sent: the subject (a literal subject, no
     /// wildcards), the reply subject, header names and values, and the size against the server's
     /// `max_payload`.
+    ///
+    /// Inlinable, so that a caller's payload type (`[UInt8]`, ``NATSPayload``, a slice) is
+    /// specialised in the caller's module: the work happens in one non-generic function, with no
+    /// generic metadata looked up per call.
+    @inlinable
     public func publish(
         subject: String,
         payload: some Sequence<UInt8>,
         headers: NATSHeaders = NATSHeaders(),
         replyTo: String? = nil
     ) throws(NATSError) {
-        let result: Result<Void, NATSError>? = payload.withContiguousStorageIfAvailable { bytes in
-            Result { () throws(NATSError) in
+        let contiguous: NATSError?? = payload.withContiguousStorageIfAvailable { bytes -> NATSError? in
+            do throws(NATSError) {
                 try publish(subject: subject, bytes: UnsafeRawBufferPointer(bytes), headers: headers, replyTo: replyTo)
+                return nil
+            } catch {
+                return error
             }
         }
-        if let result {
-            try result.get()
-        } else {
-            let array = Array(payload)
-            let result = array.withUnsafeBytes { bytes in
-                Result { () throws(NATSError) in
-                    try publish(subject: subject, bytes: bytes, headers: headers, replyTo: replyTo)
-                }
-            }
-            try result.get()
+        if let contiguous {
+            if let failure = contiguous { throw failure }
+            return
         }
+        let array = Array(payload)
+        let failure: NATSError? = array.withUnsafeBytes { bytes -> NATSError? in
+            do throws(NATSError) {
+                try publish(subject: subject, bytes: bytes, headers: headers, replyTo: replyTo)
+                return nil
+            } catch {
+                return error
+            }
+        }
+        if let failure { throw failure }
     }
 
     /// Publishes a message whose payload is the UTF-8 bytes of a string.
@@ -171,12 +185,15 @@ public final class NATSConnection: Sendable {
         throws(NATSError)
     {
         var payload = payload
-        let result = payload.withUTF8 { bytes in
-            Result { () throws(NATSError) in
+        let failure: NATSError? = payload.withUTF8 { bytes -> NATSError? in
+            do throws(NATSError) {
                 try publish(subject: subject, bytes: UnsafeRawBufferPointer(bytes), headers: headers, replyTo: replyTo)
+                return nil
+            } catch {
+                return error
             }
         }
-        try result.get()
+        if let failure { throw failure }
     }
 
     /// Publishes a message with an empty payload.
@@ -184,7 +201,8 @@ public final class NATSConnection: Sendable {
         try publish(subject: subject, bytes: UnsafeRawBufferPointer(start: nil, count: 0), headers: headers, replyTo: replyTo)
     }
 
-    @inline(__always)
+    /// The one publish path every overload ends in: validation, the size check, then cnats.
+    @usableFromInline
     func publish(subject: String, bytes: UnsafeRawBufferPointer, headers: NATSHeaders, replyTo: String?) throws(NATSError) {
         try NATSValidation.validateSubject(subject, for: .publish)
         if let replyTo {
@@ -194,12 +212,34 @@ public final class NATSConnection: Sendable {
         }
         if !headers.isEmpty { try NATSValidation.validateHeaders(headers) }
         try checkSize(payloadCount: bytes.count, headers: headers, subject: subject)
-        let native = try connected()
-        if headers.isEmpty {
-            try native.publish(subject: subject, replyTo: replyTo, payload: bytes)
-        } else {
-            try native.publish(subject: subject, replyTo: replyTo, headers: headers, payload: bytes)
+        do {
+            if headers.isEmpty {
+                try native.publish(subject: subject, replyTo: replyTo, payload: bytes)
+            } else {
+                try native.publish(subject: subject, replyTo: replyTo, headers: headers, payload: bytes)
+            }
+        } catch where error.code == .notConnected {
+            throw notConnectedError()
         }
+    }
+
+    /// Publishes a small body to a subject the server gave (a JetStream ack subject, a
+    /// flow-control reply): not validated again, only sized. For the client's own protocol
+    /// replies, which run once per message received.
+    func publishToServerSubject(_ subject: String, body: String) throws(NATSError) {
+        var body = body
+        let failure: NATSError? = body.withUTF8 { bytes -> NATSError? in
+            do throws(NATSError) {
+                try checkSize(payloadCount: bytes.count, headers: NATSHeaders(), subject: subject)
+                try native.publish(subject: subject, replyTo: nil, payload: UnsafeRawBufferPointer(bytes))
+                return nil
+            } catch where error.code == .notConnected {
+                return notConnectedError()
+            } catch {
+                return error
+            }
+        }
+        if let failure { throw failure }
     }
 
     /// Waits until the server has processed everything published so far (a PING/PONG round trip).
@@ -263,28 +303,83 @@ public final class NATSConnection: Sendable {
 
     /// Sends a request and waits for the first reply.
     ///
+    /// On a connection with ``NATSConnectionConfiguration/sendAsap`` the request is written at
+    /// once and the reply resumes the waiting task straight from cnats's delivery thread (one
+    /// inbox subscription per connection serves every request). Otherwise cnats's blocking request
+    /// (which writes the request at once too) runs on the blocking executor: a plain publish
+    /// would wait up to a millisecond for cnats's flusher. Both behave the same otherwise.
+    ///
     /// - Throws: ``NATSError/Code/noResponders`` at once when no subscriber listens on the subject,
-    ///   ``NATSError/Code/timeout`` when none answered in time; validation errors as for publish.
+    ///   ``NATSError/Code/timeout`` when none answered in time, ``NATSError/Code/cancelled`` when
+    ///   the task was cancelled while waiting (SendAsap connections); validation errors as for
+    ///   publish.
     public func request(
         subject: String,
         payload: some Sequence<UInt8> = [UInt8](),
         headers: NATSHeaders = NATSHeaders(),
         timeout: Duration = .seconds(5)
     ) async throws(NATSError) -> NATSMessage {
+        let started: Result<StartedRequest, NATSError>
+        if let contiguous = payload.withContiguousStorageIfAvailable({ bytes in
+            Result { () throws(NATSError) in
+                try startRequest(subject: subject, bytes: UnsafeRawBufferPointer(bytes), headers: headers, timeout: timeout)
+            }
+        }) {
+            started = contiguous
+        } else {
+            started = Array(payload).withUnsafeBytes { bytes in
+                Result { () throws(NATSError) in
+                    try startRequest(subject: subject, bytes: bytes, headers: headers, timeout: timeout)
+                }
+            }
+        }
+        switch try started.get() {
+        case .multiplexed(let mux, let token):
+            return try await mux.wait(token: token).get()
+        case .blocking(let bytes):
+            let native = self.native
+            let milliseconds = timeout.millisecondsClamped
+            return try await blocking.run { () throws(NATSError) -> NATSMessage in
+                try bytes.withUnsafeBytes { raw in
+                    Result { () throws(NATSError) -> NATSMessage in
+                        try native.request(subject: subject, headers: headers, payload: raw, timeoutMilliseconds: milliseconds)
+                    }
+                }.get()
+            }
+        }
+    }
+
+    /// A request that was checked and, on a SendAsap connection, sent.
+    enum StartedRequest {
+        /// Sent through the multiplexer; wait for `token`.
+        case multiplexed(ResponseMux, UInt64)
+        /// To be sent by cnats's blocking request, with a copy of the payload.
+        case blocking(NATSPayload)
+    }
+
+    /// Validates a request and sends it through the multiplexer, or copies its payload for the
+    /// blocking path. Synchronous: the caller's bytes are only valid here.
+    func startRequest(subject: String, bytes: UnsafeRawBufferPointer, headers: NATSHeaders, timeout: Duration)
+        throws(NATSError) -> StartedRequest
+    {
         try NATSValidation.validateSubject(subject, for: .publish)
         if !headers.isEmpty { try NATSValidation.validateHeaders(headers) }
         if timeout <= .zero { throw NATSError(.invalidArgument, "request timeout must be positive, got \(timeout)") }
-        let bytes = NATSPayload(payload)
         try checkSize(payloadCount: bytes.count, headers: headers, subject: subject)
-        let native = try connected()
-        let milliseconds = timeout.millisecondsClamped
-        return try await blocking.run { () throws(NATSError) -> NATSMessage in
-            try bytes.withUnsafeBytes { raw in
-                Result { () throws(NATSError) -> NATSMessage in
-                    try native.request(subject: subject, headers: headers, payload: raw, timeoutMilliseconds: milliseconds)
-                }
-            }.get()
-        }
+        guard native.isConnected else { throw notConnectedError() }
+        guard configuration.sendAsap else { return .blocking(NATSPayload(copying: bytes)) }
+        let mux = try responseMultiplexer()
+        return .multiplexed(mux, try mux.start(subject: subject, bytes: bytes, headers: headers, timeout: timeout))
+    }
+
+    /// The connection's request multiplexer, made on first use.
+    private func responseMultiplexer() throws(NATSError) -> ResponseMux {
+        if let mux = responseMux.load() { return mux }
+        let made = try ResponseMux.make(native: native, limits: configuration.subscriptionLimits)
+        let mux = responseMux.storeIfNil(made)
+        // Another request made one first: use it, release ours.
+        if mux !== made { made.close() }
+        return mux
     }
 
     /// Drains the connection: subscriptions stop receiving new messages but deliver the ones
@@ -294,7 +389,7 @@ public final class NATSConnection: Sendable {
     /// - Throws: ``NATSError/Code/timeout`` if draining took longer than `timeout` (the connection
     ///   is closed anyway).
     public func drain(timeout: Duration = .seconds(30)) async throws(NATSError) {
-        guard let native = nativeConnection.load() else {
+        guard native.isConnected else {
             markClosedWithoutConnection()
             return
         }
@@ -320,7 +415,8 @@ public final class NATSConnection: Sendable {
     /// Closes the connection at once: pending publishes are flushed for up to 500 ms, messages not
     /// yet handed to subscribers are dropped. Returns when it is closed.
     public func close() async {
-        guard let native = nativeConnection.load() else {
+        let native = self.native
+        guard native.isConnected else {
             markClosedWithoutConnection()
             return
         }
@@ -331,7 +427,8 @@ public final class NATSConnection: Sendable {
 
     /// Starts closing without waiting (for cancellation handlers, which cannot await).
     func closeInBackground() {
-        guard let native = nativeConnection.load() else {
+        let native = self.native
+        guard native.isConnected else {
             markClosedWithoutConnection()
             return
         }

@@ -86,6 +86,7 @@ public struct NATSHeaders: Sendable, Hashable, Sequence, ExpressibleByDictionary
     }
 
     /// Iterates over name/value pairs in order.
+    @inlinable
     public func makeIterator() -> some IteratorProtocol<Element> {
         fields.lazy.map { (name: $0.name, value: $0.value) }.makeIterator()
     }

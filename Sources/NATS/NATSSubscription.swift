@@ -42,8 +42,9 @@ public struct NATSSubscription: AsyncSequence, Sendable {
     public struct Iterator: AsyncIteratorProtocol {
         let handle: SubscriptionHandle
         let token: IterationToken
+        /// The batch taken from the buffer, reversed: each message is moved out with `popLast`
+        /// (no reference counting of its fields, which the delivery thread would contend for).
         var batch: [NATSMessage] = []
-        var index = 0
 
         init(handle: SubscriptionHandle, token: IterationToken) {
             self.handle = handle
@@ -52,18 +53,13 @@ public struct NATSSubscription: AsyncSequence, Sendable {
 
         /// The next message, or `nil` when the subscription has ended or the task was cancelled.
         public mutating func next() async throws(NATSError) -> NATSMessage? {
-            if index < batch.count {
-                defer { index += 1 }
-                return batch[index]
-            }
-            batch.removeAll(keepingCapacity: true)
-            index = 0
+            if let message = batch.popLast() { return message }
             guard try await handle.buffer.takeBatch(into: &batch) == .took else {
                 handle.stop()
                 return nil
             }
-            index = 1
-            return batch[0]
+            batch.reverse()
+            return batch.popLast()
         }
     }
 }
@@ -86,9 +82,15 @@ final class SubscriptionHandle: Sendable {
 
     /// Unsubscribes and releases a delivery thread blocked on a full buffer.
     func stop() {
-        buffer.discard()
+        _ = stopReturningPending()
+    }
+
+    /// Unsubscribes (first, so that nothing more arrives) and returns the messages received but
+    /// never handed to the consumer.
+    func stopReturningPending() -> [NATSMessage] {
         native.unsubscribe()
         for companion in companions.withLock({ $0 }) { companion.unsubscribe() }
+        return buffer.discardReturningPending()
     }
 
     deinit {

@@ -31,38 +31,54 @@ public enum NATSValidation {
         return subject.withUTF8 { bytes in subjectViolation(bytes, for: use) }
     }
 
+    /// Bytes below 64 that need a closer look: controls, space, `*`, `.` and `>`.
+    @usableFromInline
+    static let specialBelow64: UInt64 = 0x0000_0001_FFFF_FFFF | (1 << 0x2A) | (1 << 0x2E) | (1 << 0x3E)
+
     @usableFromInline
     static func subjectViolation(_ bytes: UnsafeBufferPointer<UInt8>, for use: SubjectUse) -> String? {
         if bytes.isEmpty { return "a subject must not be empty" }
+        // Fast path: most bytes are letters, digits, `-` or `_`; one comparison (and one shift for
+        // bytes below 64) each. Only a special byte or the end of a token is looked at closely.
         var tokenStart = 0
         var index = 0
         let count = bytes.count
-        while index <= count {
-            let byte: UInt8 = index < count ? bytes[index] : UInt8(ascii: ".")
-            if byte == UInt8(ascii: ".") {
-                let tokenLength = index - tokenStart
-                if tokenLength == 0 {
-                    if index == 0 { return "a subject must not start with '.'" }
-                    if index == count { return "a subject must not end with '.'" }
-                    return "a subject must not contain empty tokens ('..')"
+        while index < count {
+            let byte = bytes[index]
+            let special = byte < 64 ? (specialBelow64 >> UInt64(byte)) & 1 != 0 : byte == 0x7F
+            if special {
+                if byte == UInt8(ascii: ".") {
+                    if let rule = tokenViolation(bytes, start: tokenStart, end: index, for: use) { return rule }
+                    tokenStart = index + 1
+                } else if byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") {
+                    return "a subject must not contain whitespace"
+                } else if byte < 0x20 || byte == 0x7F {
+                    return "a subject must not contain control characters"
                 }
-                if tokenLength == 1 {
-                    let token = bytes[tokenStart]
-                    if token == UInt8(ascii: "*") && use == .publish {
-                        return "wildcard '*' is not allowed in a subject to publish to"
-                    }
-                    if token == UInt8(ascii: ">") {
-                        if use == .publish { return "wildcard '>' is not allowed in a subject to publish to" }
-                        if index != count { return "wildcard '>' must be the last token" }
-                    }
-                }
-                tokenStart = index + 1
-            } else if byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") {
-                return "a subject must not contain whitespace"
-            } else if byte < 0x20 || byte == 0x7F {
-                return "a subject must not contain control characters"
             }
             index += 1
+        }
+        return tokenViolation(bytes, start: tokenStart, end: count, for: use)
+    }
+
+    /// The rule the token `bytes[start..<end]` breaks (`end` is a `.` or the end of the subject).
+    @usableFromInline
+    static func tokenViolation(_ bytes: UnsafeBufferPointer<UInt8>, start: Int, end: Int, for use: SubjectUse) -> String? {
+        let length = end - start
+        if length == 0 {
+            if end == 0 { return "a subject must not start with '.'" }
+            if end == bytes.count { return "a subject must not end with '.'" }
+            return "a subject must not contain empty tokens ('..')"
+        }
+        if length == 1 {
+            let token = bytes[start]
+            if token == UInt8(ascii: "*") && use == .publish {
+                return "wildcard '*' is not allowed in a subject to publish to"
+            }
+            if token == UInt8(ascii: ">") {
+                if use == .publish { return "wildcard '>' is not allowed in a subject to publish to" }
+                if end != bytes.count { return "wildcard '>' must be the last token" }
+            }
         }
         return nil
     }
@@ -102,10 +118,24 @@ public enum NATSValidation {
     }
 
     /// Checks every name and value of a header set.
+    ///
+    /// Walks the stored fields' UTF-8 bytes directly (no tuple iterator, no per-byte view
+    /// indexing); the per-field checks above only run to build the error when a rule is broken.
     public static func validateHeaders(_ headers: NATSHeaders) throws(NATSError) {
-        for (name, value) in headers {
-            try validateHeaderName(name)
-            try validateHeaderValue(value, name: name)
+        for field in headers.fields {
+            var name = field.name
+            let nameValid = name.withUTF8 { bytes in
+                guard !bytes.isEmpty else { return false }
+                for byte in bytes where byte < 33 || byte > 126 || byte == UInt8(ascii: ":") { return false }
+                return true
+            }
+            if !nameValid { try validateHeaderName(field.name) }
+            var value = field.value
+            let valueValid = value.withUTF8 { bytes in
+                for byte in bytes where byte == 0x0D || byte == 0x0A || byte == 0x00 { return false }
+                return true
+            }
+            if !valueValid { try validateHeaderValue(field.value, name: field.name) }
         }
     }
 

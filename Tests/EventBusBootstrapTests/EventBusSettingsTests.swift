@@ -139,7 +139,7 @@ struct EventBusSettingsTests {
         let memory = try await EventBusFactory.makeEventBus(settings: try settings([:]))
         #expect(memory is InMemoryEventBus)
         await memory.close()
-        let server = try NATSServerProcess()
+        let server = try await NATSServerProcess.started()
         defer { server.stop() }
         let jetStream = try await EventBusFactory.makeEventBus(
             settings: try settings(["EVENT_BUS_BACKEND": "jetstream", "EVENT_BUS_NATS_SERVERS": server.url]))

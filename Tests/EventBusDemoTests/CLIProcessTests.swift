@@ -13,7 +13,7 @@ struct CLIProcessTests {
     }
 
     @Test func doctorPublishAndInspect() async throws {
-        let server = try NATSServerProcess()
+        let server = try await NATSServerProcess.started()
         defer { server.stop() }
         let environment = ["EVENT_BUS_BACKEND": "jetstream", "EVENT_BUS_NATS_SERVERS": server.url]
         // The stream is created by the first bus that starts (publish does).

@@ -27,7 +27,7 @@ struct DemoProcessTests {
     }
 
     @Test func rolesAsSeparateProcessesOnJetStream() async throws {
-        let server = try NATSServerProcess()
+        let server = try await NATSServerProcess.started()
         defer { server.stop() }
         let environment = [
             "EVENT_BUS_BACKEND": "jetstream",

@@ -35,14 +35,14 @@ struct InteropTests {
     }
 
     @Test func eventsCrossBothWays() async throws {
-        let server = try NATSServerProcess()
+        let server = try await NATSServerProcess.started()
         defer { server.stop() }
         let bus = JetStreamEventBus(configuration: .init(connection: try NATSConnectionConfiguration(servers: [server.url])))
         try await bus.start()
 
         // nats-py → bus: a message with CloudEvents headers becomes an Event with every attribute.
         let subscription = try await bus.subscribe("interop.from-python", options: .init(start: .all))
-        _ = try Self.runScript(["publish", server.url, "events.interop.from-python"])
+        _ = try await offCooperativePool { try Self.runScript(["publish", server.url, "events.interop.from-python"]) }
         var received: Delivery?
         for try await delivery in subscription {
             received = delivery
@@ -69,7 +69,7 @@ struct InteropTests {
             extensions: ["region": "eu-1"], correlationID: "corr-swift", causationID: "cause-swift",
             traceParent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", traceState: "vendor=1")
         try await bus.publish(sent)
-        let json = try Self.runScript(["read", server.url, "events.interop.from-swift"])
+        let json = try await offCooperativePool { try Self.runScript(["read", server.url, "events.interop.from-swift"]) }
         struct Received: Decodable { var subject: String; var headers: [String: String]; var data: String }
         let message = try JSONDecoder().decode(Received.self, from: Data(json.utf8))
         #expect(message.subject == "events.interop.from-swift")

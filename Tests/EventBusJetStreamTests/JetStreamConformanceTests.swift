@@ -39,6 +39,9 @@ struct JetStreamConformanceTests {
         var configuration = JetStreamEventBus.Configuration(connection: connection)
         configuration.storage = .file
         configuration.groupConsumer = groupConsumer
+        // Subscriptions that keep the default ack wait: an event in flight to a subscriber that
+        // closed comes back within a check's step timeout (20 s) instead of after 30 s.
+        configuration.ackWait = .seconds(5)
         var logger = Logger(label: "conformance.jetstream")
         logger.logLevel = .warning
         let bus = JetStreamEventBus(configuration: configuration, logger: logger)
@@ -50,7 +53,7 @@ struct JetStreamConformanceTests {
         EventBusConformanceHarness(
         timing: ConformanceTiming(ackWait: .seconds(1), quietPeriod: .milliseconds(300), stepTimeout: .seconds(20)),
         makeBus: {
-            let server = try NATSServerProcess()
+            let server = try await NATSServerProcess.started()
             let bus = try makeBus(on: server, groupConsumer: groupConsumer)
             try await bus.start()
             return bus

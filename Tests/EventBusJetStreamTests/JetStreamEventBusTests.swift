@@ -20,7 +20,7 @@ struct JetStreamEventBusTests {
     }
 
     @Test func aSubscriptionKeepsReceivingAcrossAServerRestart() async throws {
-        let server = try NATSServerProcess()
+        let server = try await NATSServerProcess.started()
         defer { server.stop() }
         let bus = try Self.bus(server)
         let subscription = try await bus.subscribe("restart.>", options: .init(group: "workers"))
@@ -58,7 +58,7 @@ struct JetStreamEventBusTests {
     }
 
     @Test func runsAsAServiceAndDrainsOnGracefulShutdown() async throws {
-        let server = try NATSServerProcess()
+        let server = try await NATSServerProcess.started()
         defer { server.stop() }
         let bus = try Self.bus(server)
         try await testGracefulShutdown { trigger in
@@ -92,7 +92,7 @@ struct JetStreamEventBusTests {
 @Suite("JetStreamEventBus dead letters after an expired last attempt")
 struct JetStreamMaxDeliveriesTests {
     @Test func anEventWhoseLastAckWaitExpiresIsDeadLettered() async throws {
-        let server = try NATSServerProcess()
+        let server = try await NATSServerProcess.started()
         defer { server.stop() }
         let bus = try JetStreamEventBusTests.bus(server)
         let deadLetters = try await bus.subscribe("deadletter.>", options: .init(group: "ops"))

@@ -6,7 +6,7 @@ import Testing
 @Suite("InMemoryEventBus conformance")
 struct InMemoryConformanceTests {
     static let harness = EventBusConformanceHarness(
-        timing: ConformanceTiming(ackWait: .milliseconds(200), quietPeriod: .milliseconds(100), stepTimeout: .seconds(20)),
+        timing: ConformanceTiming(ackWait: .seconds(1), quietPeriod: .milliseconds(100), stepTimeout: .seconds(20)),
         makeBus: { try InMemoryEventBus() },
         connect: { bus in
             guard let memory = bus as? InMemoryEventBus else {

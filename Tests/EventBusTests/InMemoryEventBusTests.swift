@@ -143,7 +143,7 @@ struct InMemoryEventBusTests {
             #expect(deadLetter.extensions[DeadLetter.errorHeader]?.contains("cannot decode") == true)
             #expect(deadLetter.extensions[DeadLetter.attemptsHeader] == "1")
             let clock = ContinuousClock()
-            let deadline = clock.now + .seconds(5)
+            let deadline = clock.now + .seconds(30)
             while amounts.withLock({ $0 }).isEmpty && clock.now < deadline {
                 try await Task.sleep(for: .milliseconds(5))
             }

@@ -252,7 +252,7 @@ struct HandlerTimeoutTests {
             })
             for _ in 0..<10 { try await memory.publish(makeEvent("quick")) }
             let clock = ContinuousClock()
-            let deadline = clock.now + .seconds(5)
+            let deadline = clock.now + .seconds(30)
             // The ack follows the handler's return, so wait for both.
             while (handled.withLock({ $0 }) < 10 || memory.statistics().pendingDeliveries > 0) && clock.now < deadline {
                 try await Task.sleep(for: .milliseconds(5))

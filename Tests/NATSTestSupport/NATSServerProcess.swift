@@ -264,3 +264,50 @@ public final class NATSServerProcess: @unchecked Sendable {
         return path
     }
 }
+
+extension NATSServerProcess {
+    /// Starts a server from an async test without blocking Swift's cooperative threads (there
+    /// are only as many as cores; a test waiting for a server there stalls every other test).
+    public static func started(
+        jetStream: Bool = true,
+        port: Int? = nil,
+        storeDirectory: String? = nil,
+        arguments: [String] = [],
+        configuration: String? = nil
+    ) async throws -> NATSServerProcess {
+        try await offCooperativePool {
+            try NATSServerProcess(
+                jetStream: jetStream, port: port, storeDirectory: storeDirectory, arguments: arguments,
+                configuration: configuration)
+        }
+    }
+
+    /// ``stop()`` without blocking a cooperative thread.
+    public func stopped() async {
+        await offCooperativePool { self.stop() }
+    }
+
+    /// ``start()`` (again) without blocking a cooperative thread.
+    public func restarted() async throws {
+        try await offCooperativePool { try self.start() }
+    }
+}
+
+/// Runs blocking test-support work (process control, waiting for ports) on a dispatch thread.
+public func offCooperativePool<Result: Sendable>(_ body: @escaping @Sendable () throws -> Result) async throws -> Result {
+    try await withCheckedThrowingContinuation { continuation in
+        DispatchQueue.global().async {
+            continuation.resume(with: Swift.Result { try body() })
+        }
+    }
+}
+
+/// Runs blocking test-support work that cannot fail on a dispatch thread.
+public func offCooperativePool(_ body: @escaping @Sendable () -> Void) async {
+    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+        DispatchQueue.global().async {
+            body()
+            continuation.resume()
+        }
+    }
+}

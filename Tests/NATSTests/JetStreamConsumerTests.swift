@@ -7,7 +7,7 @@ import Testing
 struct JetStreamConsumerTests {
     /// A server, a connection and a stream.
     func setUp(stream name: String, subjects: [String]) async throws -> (NATSServerProcess, NATSConnection, NATSJetStream) {
-        let server = try NATSServerProcess()
+        let server = try await NATSServerProcess.started()
         let connection = try await connect(to: server)
         let js = connection.jetStream()
         try await js.ensureStream(NATSStreamConfiguration(name: name, subjects: subjects))
@@ -39,7 +39,9 @@ struct JetStreamConsumerTests {
         func consume(_ iterator: inout NATSPullConsumer.Iterator, count: Int) async throws {
             for _ in 0..<count {
                 guard let message = try await iterator.next() else { Issue.record("iteration ended early"); return }
-                try message.ack()
+                // Confirmed acks: a plain ack the server had not yet persisted when it restarted would
+                // be redelivered (JetStream is at least once), which this test would count as double.
+                try await message.ackSync()
                 acked.append(Int(message.payload.string)!)
             }
             try await connection.flush()

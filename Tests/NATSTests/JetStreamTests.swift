@@ -6,7 +6,7 @@ import Testing
 @Suite("JetStream against a real server", .tags(.server))
 struct JetStreamTests {
     @Test func ensureStreamIsIdempotentUpdatesAndRefusesImmutableChanges() async throws {
-        let server = try NATSServerProcess()
+        let server = try await NATSServerProcess.started()
         defer { server.stop() }
         let connection = try await connect(to: server)
         let js = connection.jetStream()
@@ -37,7 +37,7 @@ struct JetStreamTests {
     }
 
     @Test func purgeAllOrBySubject() async throws {
-        let server = try NATSServerProcess()
+        let server = try await NATSServerProcess.started()
         defer { server.stop() }
         let connection = try await connect(to: server)
         let js = connection.jetStream()
@@ -51,7 +51,7 @@ struct JetStreamTests {
     }
 
     @Test func asyncPublishesAreAckedInOrderAndDuplicatesStoredOnce() async throws {
-        let server = try NATSServerProcess()
+        let server = try await NATSServerProcess.started()
         defer { server.stop() }
         let connection = try await connect(to: server)
         let js = connection.jetStream()
@@ -80,7 +80,7 @@ struct JetStreamTests {
     }
 
     @Test func expectationsRejectWrongValuesAndStoreNothing() async throws {
-        let server = try NATSServerProcess()
+        let server = try await NATSServerProcess.started()
         defer { server.stop() }
         let connection = try await connect(to: server)
         let js = connection.jetStream()
@@ -112,7 +112,7 @@ struct JetStreamTests {
     }
 
     @Test func pendingPublishesCompleteWhenTheServerDiesAndResendingStoresEachOnce() async throws {
-        let server = try NATSServerProcess()
+        let server = try await NATSServerProcess.started()
         defer { server.stop() }
         let connection = try await connect(to: server)
         let js = connection.jetStream()

@@ -16,6 +16,16 @@ struct JetStreamUnitTests {
         #expect(v2.domain == "hub" && v2.stream == "ORDERS" && v2.streamSequence == 7)
         #expect(NATSJetStreamMessage.Metadata(ackSubject: "_INBOX.abc") == nil)
         #expect(NATSJetStreamMessage.Metadata(ackSubject: "$JS.ACK.S.C.x.1.1.1.1") == nil)
+        // The domain "_" means none; ten tokens are neither form; numbers must fit and be digits.
+        let noDomain = try #require(
+            NATSJetStreamMessage.Metadata(ackSubject: "$JS.ACK._.ACCHASH.ORDERS.billing.2.8.9.1700000000000000000.4.rnd"))
+        #expect(noDomain.domain == nil)
+        #expect(noDomain.deliveryCount == 2 && noDomain.streamSequence == 8 && noDomain.consumerSequence == 9 && noDomain.pending == 4)
+        #expect(NATSJetStreamMessage.Metadata(ackSubject: "$JS.ACK.hub.ACCHASH.ORDERS.billing.1.7.7.1700000000000000000") == nil)
+        #expect(NATSJetStreamMessage.Metadata(ackSubject: "$JS.ACK.S.C.1.99999999999999999999.1.1.1") == nil)
+        #expect(NATSJetStreamMessage.Metadata(ackSubject: "$JS.ACK.S.C.1..1.1.1") == nil)
+        #expect(NATSJetStreamMessage.Metadata(ackSubject: "$JS.NAK.S.C.1.1.1.1.1") == nil)
+        #expect(NATSJetStreamMessage.Metadata(ackSubject: "$JS.ACK.S.C.1.1.1.1.1")?.timestamp == Date(timeIntervalSince1970: 1e-9))
     }
 
     @Test func parsesPublishAcks() throws {

@@ -13,7 +13,7 @@ struct NATSConnectionTests {
     }
 
     @Test func roundTripWithHeadersAndBinaryPayloads() async throws {
-        let server = try NATSServerProcess(jetStream: false, configuration: "max_payload: 4MB")
+        let server = try await NATSServerProcess.started(jetStream: false, configuration: "max_payload: 4MB")
         let connection = try await connect(to: server)
         defer { server.stop() }
         let subscription = try await connection.subscribe(to: "rt.>")
@@ -46,7 +46,7 @@ struct NATSConnectionTests {
     }
 
     @Test func queueGroupOfThreeSplitsMessagesExactlyOnce() async throws {
-        let server = try NATSServerProcess(jetStream: false)
+        let server = try await NATSServerProcess.started(jetStream: false)
         defer { server.stop() }
         let connection = try await connect(to: server)
         let receivers = try await (0..<3).asyncMap { _ in
@@ -69,7 +69,7 @@ struct NATSConnectionTests {
     }
 
     @Test func requestReplyTimeoutAndNoResponders() async throws {
-        let server = try NATSServerProcess(jetStream: false)
+        let server = try await NATSServerProcess.started(jetStream: false)
         defer { server.stop() }
         let responder = try await connect(to: server, name: "responder") { $0.sendAsap = true }
         let requester = try await connect(to: server, name: "requester")
@@ -106,9 +106,89 @@ struct NATSConnectionTests {
         await responder.close()
     }
 
+    /// Requests on a SendAsap connection go through the connection's inbox multiplexer; on a
+    /// default connection through cnats's blocking request. Both must behave alike.
+    @Test(arguments: [false, true])
+    func handlerResponderAnswersConcurrentRequests(requesterSendsAsap: Bool) async throws {
+        let server = try NATSServerProcess(jetStream: false)
+        defer { server.stop() }
+        let responder = try await connect(to: server, name: "responder") { $0.sendAsap = true }
+        let requester = try await connect(to: server, name: "requester") { $0.sendAsap = requesterSendsAsap }
+        let echo = try await responder.subscribe(to: "svc.handler") { request in
+            guard let replyTo = request.replyTo else { return }
+            var headers = NATSHeaders()
+            headers["X-Echoed"] = request.headers["X-In"] ?? "none"
+            try? responder.publish(subject: replyTo, payload: Array("echo:".utf8) + request.payload.bytes, headers: headers)
+        }
+        #expect(echo.subject == "svc.handler")
+        let replies = try await withThrowingTaskGroup(of: (Int, NATSMessage).self) { group in
+            for index in 0..<200 {
+                group.addTask {
+                    (index, try await requester.request(subject: "svc.handler", payload: Array("\(index)".utf8), headers: ["X-In": "\(index)"]))
+                }
+            }
+            var replies: [Int: NATSMessage] = [:]
+            for try await (index, reply) in group { replies[index] = reply }
+            return replies
+        }
+        #expect(replies.count == 200)
+        for (index, reply) in replies {
+            #expect(reply.payload.string == "echo:\(index)")
+            #expect(reply.headers["X-Echoed"] == "\(index)")
+        }
+        #expect(echo.deliveredCount == 200)
+
+        // Timeouts and "no responders" as on the other path.
+        let silent = try await responder.subscribe(to: "svc.silent2")
+        let started = ContinuousClock.now
+        let timeoutError = await #expect(throws: NATSError.self) {
+            _ = try await requester.request(subject: "svc.silent2", timeout: .milliseconds(300))
+        }
+        #expect(timeoutError?.code == .timeout)
+        #expect(ContinuousClock.now - started >= .milliseconds(250))
+        #expect(ContinuousClock.now - started < .seconds(3))
+        _ = silent
+        echo.unsubscribe()
+        try await responder.flush()
+        let noResponders = await #expect(throws: NATSError.self) {
+            _ = try await requester.request(subject: "svc.handler", timeout: .seconds(5))
+        }
+        #expect(noResponders?.code == .noResponders)
+
+        if requesterSendsAsap {
+            // A multiplexed request whose task is cancelled ends at once.
+            let waiting = Task { try await requester.request(subject: "svc.silent2", timeout: .seconds(30)) }
+            try await Task.sleep(for: .milliseconds(100))
+            let cancelledAt = ContinuousClock.now
+            waiting.cancel()
+            let cancelled = await #expect(throws: NATSError.self) { _ = try await waiting.value }
+            #expect(cancelled?.code == .cancelled)
+            #expect(ContinuousClock.now - cancelledAt < .seconds(2))
+        }
+        await requester.close()
+        await responder.close()
+    }
+
+    @Test func droppingAConnectionWithRequestsInFlightClosesIt() async throws {
+        let server = try NATSServerProcess(jetStream: false)
+        defer { server.stop() }
+        let responder = try await connect(to: server, name: "responder") { $0.sendAsap = true }
+        let echo = try await responder.subscribe(to: "svc.drop") { request in
+            try? responder.publish(subject: request.replyTo!, payload: request.payload)
+        }
+        var doomed: NATSConnection? = try await connect(to: server, name: "doomed") { $0.sendAsap = true }
+        let recorder = await EventRecorder(doomed!)
+        // The multiplexer's inbox subscription must not keep the connection open.
+        #expect(try await doomed!.request(subject: "svc.drop", payload: Array("x".utf8)).payload.string == "x")
+        doomed = nil
+        #expect(await recorder.waitFor { $0 == .closed })
+        echo.unsubscribe()
+        await responder.close()
+    }
+
     @Test(arguments: [false, true])
     func reconnectDeliversEverythingPublishedOrBuffered(kill: Bool) async throws {
-        let server = try NATSServerProcess(jetStream: false)
+        let server = try await NATSServerProcess.started(jetStream: false)
         defer { server.stop() }
         let connection = try await connect(to: server)
         let recorder = await EventRecorder(connection)
@@ -156,7 +236,7 @@ struct NATSConnectionTests {
     }
 
     @Test func drainLosesNothingPublishedBeforeIt() async throws {
-        let server = try NATSServerProcess(jetStream: false)
+        let server = try await NATSServerProcess.started(jetStream: false)
         defer { server.stop() }
         // Publisher side: publishes not yet flushed are sent by drain.
         let listener = try await connect(to: server, name: "listener")
@@ -182,7 +262,7 @@ struct NATSConnectionTests {
     }
 
     @Test func closingEndsIterationsAndEvents() async throws {
-        let server = try NATSServerProcess(jetStream: false)
+        let server = try await NATSServerProcess.started(jetStream: false)
         defer { server.stop() }
         let connection = try await connect(to: server)
         let recorder = await EventRecorder(connection)
@@ -203,7 +283,7 @@ struct NATSConnectionTests {
     }
 
     @Test func breakingOutOfTheLoopUnsubscribes() async throws {
-        let server = try NATSServerProcess(jetStream: false)
+        let server = try await NATSServerProcess.started(jetStream: false)
         defer { server.stop() }
         let connection = try await connect(to: server)
         let requester = try await connect(to: server, name: "requester")
@@ -224,7 +304,7 @@ struct NATSConnectionTests {
     }
 
     @Test func slowSubscriberIsReportedAndMemoryStaysBounded() async throws {
-        let server = try NATSServerProcess(jetStream: false)
+        let server = try await NATSServerProcess.started(jetStream: false)
         defer { server.stop() }
         let connection = try await connect(to: server)
         let recorder = await EventRecorder(connection)
@@ -250,8 +330,54 @@ struct NATSConnectionTests {
         await connection.close()
     }
 
-    @Test func invalidInputNeverReachesTheServer() async throws {
+    @Test func aSingleMessageAfterABurstArrivesPromptly() async throws {
+        // The subscriber's wake-ups are deferred while cnats holds more messages for it; the last
+        // message of a burst, and a lone message later, must still be handed over at once.
         let server = try NATSServerProcess(jetStream: false)
+        defer { server.stop() }
+        let connection = try await connect(to: server)
+        let publisher = try await connect(to: server, name: "publisher") { $0.sendAsap = true }
+        let subscription = try await connection.subscribe(to: "burst.test")
+        let receiver = Receiver(subscription)
+        for index in 0..<20_000 { try publisher.publish(subject: "burst.test", payload: "\(index)") }
+        #expect(await receiver.waitForCount(20_000))
+        try await Task.sleep(for: .milliseconds(200))
+        for round in 0..<5 {
+            let started = ContinuousClock.now
+            try publisher.publish(subject: "burst.test", payload: "single \(round)")
+            #expect(await receiver.waitForCount(20_001 + round, timeout: .seconds(5)))
+            let elapsed = ContinuousClock.now - started
+            // A loopback round trip takes well under a millisecond (the bound leaves room for a
+            // busy test machine); a stranded message would wait for the next one: never, here.
+            #expect(elapsed < .seconds(2), "round \(round) took \(elapsed)")
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        let values = receiver.messages.values.map(\.payload.string)
+        #expect(values.prefix(20_000) == (0..<20_000).map { "\($0)" }[...])
+        #expect(values.suffix(5) == (0..<5).map { "single \($0)" }[...])
+        await publisher.close()
+        await connection.close()
+    }
+
+    @Test func maxPayloadFollowsTheServerAfterAReconnect() async throws {
+        let first = try NATSServerProcess(jetStream: false)
+        let connection = try await connect(to: first)
+        let recorder = await EventRecorder(connection)
+        #expect(connection.maxPayload == 1024 * 1024)
+        first.stop()
+        #expect(await recorder.waitFor { $0 == .disconnected })
+        // Another server on the same port announces a larger limit.
+        let second = try NATSServerProcess(jetStream: false, port: first.port, configuration: "max_payload: 4MB")
+        defer { second.stop() }
+        #expect(await recorder.waitFor { if case .reconnected = $0 { true } else { false } })
+        #expect(connection.maxPayload == 4 * 1024 * 1024)
+        let big = [UInt8](repeating: 1, count: 2 * 1024 * 1024)
+        try connection.publish(subject: "big.test", payload: big)
+        await connection.close()
+    }
+
+    @Test func invalidInputNeverReachesTheServer() async throws {
+        let server = try await NATSServerProcess.started(jetStream: false)
         defer { server.stop() }
         let watcher = try await connect(to: server, name: "watcher")
         let everything = Receiver(try await watcher.subscribe(to: ">"))
@@ -311,7 +437,7 @@ struct NATSConnectionTests {
     }
 
     @Test func droppingTheLastReferenceClosesTheConnection() async throws {
-        let server = try NATSServerProcess(jetStream: false)
+        let server = try await NATSServerProcess.started(jetStream: false)
         defer { server.stop() }
         var doomed: NATSConnection? = try await connect(to: server, name: "doomed")
         let recorder = await EventRecorder(doomed!)
@@ -340,7 +466,7 @@ extension Sequence {
 @Suite("Service lifecycle", .tags(.server))
 struct NATSConnectionServiceTests {
     @Test func gracefulShutdownDrainsAndReturns() async throws {
-        let server = try NATSServerProcess(jetStream: false)
+        let server = try await NATSServerProcess.started(jetStream: false)
         defer { server.stop() }
         let listener = try await connect(to: server, name: "listener")
         let listened = Receiver(try await listener.subscribe(to: "svc.out"))
@@ -361,7 +487,7 @@ struct NATSConnectionServiceTests {
     }
 
     @Test func cancellationCloses() async throws {
-        let server = try NATSServerProcess(jetStream: false)
+        let server = try await NATSServerProcess.started(jetStream: false)
         defer { server.stop() }
         let connection = NATSConnection(configuration: try NATSConnectionConfiguration(servers: [server.url]))
         let running = Task { try await connection.run() }
@@ -379,14 +505,14 @@ struct NATSClusterEventTests {
     @Test func discoveredServersAndLameDuckModeAreReported() async throws {
         let clusterPortA = try NATSServerProcess.freePort()
         let clusterPortB = try NATSServerProcess.freePort()
-        let nodeA = try NATSServerProcess(
+        let nodeA = try await NATSServerProcess.started(
             jetStream: false, arguments: ["--cluster_name", "events", "--cluster", "nats://127.0.0.1:\(clusterPortA)"])
         // Killed, not stopped: in lame duck mode a graceful stop waits out the lame-duck duration.
         defer { nodeA.kill() }
         let connection = try await connect(to: nodeA)
         let recorder = await EventRecorder(connection)
         // A second node joins; node A announces it to its clients.
-        let nodeB = try NATSServerProcess(
+        let nodeB = try await NATSServerProcess.started(
             jetStream: false,
             arguments: ["--cluster_name", "events", "--cluster", "nats://127.0.0.1:\(clusterPortB)", "--routes", "nats://127.0.0.1:\(clusterPortA)"])
         defer { nodeB.stop() }

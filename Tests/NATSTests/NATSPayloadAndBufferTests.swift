@@ -2,6 +2,7 @@ import Foundation
 import Testing
 
 @testable import NATS
+import NATSTestSupport
 
 @Suite("Payloads, headers and the subscription buffer")
 struct NATSPayloadAndBufferTests {
@@ -92,6 +93,78 @@ struct NATSPayloadAndBufferTests {
         try await Task.sleep(for: .milliseconds(50))
         consumer.cancel()
         #expect(try await consumer.value == .cancelled)
+    }
+
+    @Test func deferredWakeUpsStillHandOverABurstAndALateSingleMessage() async throws {
+        let buffer = BoundedBatchBuffer<Int>(limits: .init(messages: 100_000, bytes: .max))
+        let received = ManagedCounter()
+        let takes = ManagedCounter()
+        let consumer = Task {
+            var all: [Int] = []
+            var batch: [Int] = []
+            while all.count < 1_001 {
+                batch.removeAll(keepingCapacity: true)
+                guard try await buffer.takeBatch(into: &batch) == .took else { break }
+                takes.increment()
+                all += batch
+                for _ in batch { received.increment() }
+            }
+            return all
+        }
+        #expect(await eventually { buffer.hasWaitingConsumer })
+        let burst = Thread {
+            // A producer that always has more coming until the last of the burst.
+            for value in 0..<1_000 { buffer.append(value, size: 1) { value < 999 } }
+        }
+        burst.start()
+        #expect(await eventually { received.value == 1_000 && buffer.hasWaitingConsumer })
+        // Wake-ups were batched: one per wakeBatch while more was coming, plus the last.
+        #expect(takes.value <= 1_000 / BoundedBatchBuffer<Int>.wakeBatch.messages + 2)
+        // A single message long after the burst, with nothing behind it: the append itself
+        // resumes the waiting consumer (it is not left for a later message or a timer).
+        buffer.append(1_000, size: 1) { false }
+        #expect(!buffer.hasWaitingConsumer)
+        let all = try await consumer.value
+        #expect(all == Array(0...1_000))
+    }
+
+    @Test func aDeferredWakeUpIsGivenByFinish() async throws {
+        let buffer = BoundedBatchBuffer<Int>(limits: .init(messages: 1_000, bytes: .max))
+        let consumer = Task {
+            var batch: [Int] = []
+            let first = try await buffer.takeBatch(into: &batch)
+            return (first, batch)
+        }
+        try await Task.sleep(for: .milliseconds(50))
+        // The producer claims more is coming, then the subscription ends instead.
+        buffer.append(7, size: 1) { true }
+        buffer.finish()
+        let (first, batch) = try await consumer.value
+        #expect(first == .took)
+        #expect(batch == [7])
+    }
+
+    @Test func aFullBufferWakesAConsumerLeftWaitingByADeferredWakeUp() async throws {
+        // 600-byte elements against a 1,000-byte limit: the second append finds the buffer full
+        // while the consumer still waits for the first (its wake-up was deferred).
+        let buffer = BoundedBatchBuffer<Int>(limits: .init(messages: 1_000, bytes: 1_000))
+        let consumer = Task {
+            var received: [Int] = []
+            var batch: [Int] = []
+            while received.count < 20 {
+                batch.removeAll(keepingCapacity: true)
+                guard try await buffer.takeBatch(into: &batch) == .took else { break }
+                received += batch
+            }
+            return received
+        }
+        try await Task.sleep(for: .milliseconds(50))
+        let producer = Thread {
+            for value in 0..<20 { buffer.append(value, size: 600) { value < 19 } }
+        }
+        producer.start()
+        let received = try await consumer.value
+        #expect(received == Array(0..<20))
     }
 
     @Test func timedTakeReturnsWhenNothingArrives() async throws {

@@ -6,7 +6,7 @@ import Testing
 @Suite("README example", .tags(.server))
 struct ReadmeExampleTests {
     @Test func twentyLineExampleRuns() async throws {
-        let server = try NATSServerProcess(jetStream: false)
+        let server = try await NATSServerProcess.started(jetStream: false)
         defer { server.stop() }
 
         let configuration = try NATSConnectionConfiguration(servers: [server.url])

@@ -7,6 +7,11 @@ import NATS
 // connection, with SendAsap so that replies leave at once instead of after the flusher's 1 ms
 // wait; see shared/notes/cnats.md). Every round trip is timed; the iteration reports its p50 and
 // p99 and hands every sample to the tool's histogram.
+//
+// Raw cnats replies from the subscription's callback and requests with natsConnection_Request
+// (which writes the request at once and blocks the calling thread). The NATS variants differ in
+// the requester's connection (default or SendAsap) and in how the responder answers (a handler
+// on the delivery thread, or a task iterating the subscription); see registerW3NATS.
 
 private let subject = "bench.w3"
 
@@ -18,7 +23,8 @@ private let rawEcho: natsMsgHandler = { connection, _, message, _ in
     natsMsg_Destroy(message)
 }
 
-/// The NATS module's responder: a task that answers every request until the connection closes.
+/// The NATS module's iterating responder: a task that answers every request until the connection
+/// closes.
 private func echo(_ requests: NATSSubscription, on connection: NATSConnection) async {
     do {
         for try await request in requests {
@@ -77,9 +83,27 @@ func registerW3() {
         raw.value = nil
     }
 
-    let module = SetupBox<(server: BenchmarkServer, requester: NATSConnection, responder: NATSConnection, echo: Task<Void, Never>)>()
-    Benchmark("W3 NATS", configuration: configuration) { benchmark in
-        let (_, requester, _, _) = module.unwrapped
+    registerW3NATS(name: "W3 NATS", configuration: configuration, requesterSendsAsap: false, iteratorResponder: false)
+    registerW3NATS(
+        name: "W3 NATS send-asap requester", configuration: configuration, requesterSendsAsap: true, iteratorResponder: false)
+    registerW3NATS(
+        name: "W3 NATS iterator responder", configuration: configuration, requesterSendsAsap: false, iteratorResponder: true)
+}
+
+/// The NATS module's W3. The responder's connection uses SendAsap (as raw's does) and answers
+/// from a handler subscription on the delivery thread (as raw's callback does), or, with
+/// `iteratorResponder`, from a task iterating the subscription. The requester uses the default
+/// configuration (cnats's blocking request on the blocking executor), or SendAsap (the
+/// connection's request multiplexer: no blocked thread).
+private func registerW3NATS(
+    name: String,
+    configuration: Benchmark.Configuration,
+    requesterSendsAsap: Bool,
+    iteratorResponder: Bool
+) {
+    let module = SetupBox<(server: BenchmarkServer, requester: NATSConnection, responder: NATSConnection, echo: Task<Void, Never>?, handler: NATSHandlerSubscription?)>()
+    Benchmark(name, configuration: configuration) { benchmark in
+        let (_, requester, _, _, _) = module.unwrapped
         var recorder = LatencyRecorder(capacity: Workload.w3Requests)
         let payload = Workload.payload
         do {
@@ -99,15 +123,24 @@ func registerW3() {
         recorder.finish(benchmark)
     } setup: {
         let server = try BenchmarkServer.start()
-        let requester = try await NATSConnection.connectForBenchmark(server)
+        let requester = try await NATSConnection.connectForBenchmark(server, sendAsap: requesterSendsAsap)
         let responder = try await NATSConnection.connectForBenchmark(server, sendAsap: true)
-        let requests = try await responder.subscribe(to: subject)
-        let task = Task { await echo(requests, on: responder) }
-        module.value = (server, requester, responder, task)
+        if iteratorResponder {
+            let requests = try await responder.subscribe(to: subject)
+            let task = Task { await echo(requests, on: responder) }
+            module.value = (server, requester, responder, task, nil)
+        } else {
+            let handler = try await responder.subscribe(to: subject) { request in
+                guard let replyTo = request.replyTo else { return }
+                try? responder.publish(subject: replyTo, payload: request.payload)
+            }
+            module.value = (server, requester, responder, nil, handler)
+        }
     } teardown: {
         if let value = module.value {
+            value.handler?.unsubscribe()
             await value.responder.close()
-            await value.echo.value
+            await value.echo?.value
             await value.requester.close()
             value.server.stop()
         }

@@ -45,6 +45,19 @@ public enum BenchmarkMetrics {
     public static let inMemory: [BenchmarkMetric] =
         [.wallClock, .mallocCountTotal, messagesPerSecond, nanosPerOperation, cpuNanosPerMessage, operations]
 
+    /// Resident memory when the consuming part of the memory benchmark started, in bytes.
+    public static let residentAtStart = BenchmarkMetric.custom(
+        "residentAtStart", polarity: .prefersSmaller, useScalingFactor: false)
+    /// Peak resident memory while the memory benchmark consumed, in bytes (sampled every 5 ms).
+    public static let residentPeakConsuming = BenchmarkMetric.custom(
+        "residentPeakConsuming", polarity: .prefersSmaller, useScalingFactor: false)
+
+    /// The memory benchmark: peak resident memory above all, and the rate for context.
+    public static let memoryWorkload: [BenchmarkMetric] = [
+        .peakMemoryResident, .wallClock, .cpuTotal, .mallocCountTotal, messagesPerSecond, cpuNanosPerMessage,
+        residentAtStart, residentPeakConsuming,
+    ]
+
     /// Micro benchmarks.
     public static let micro: [BenchmarkMetric] = [.throughput, .wallClock, .mallocCountTotal]
 }

@@ -1,4 +1,5 @@
 import Benchmark
+import Foundation
 import Histogram
 
 #if canImport(Glibc)
@@ -95,5 +96,51 @@ public struct LatencyRecorder {
         }
         benchmark.measurement(BenchmarkMetrics.latencyP50, Int(histogram.valueAtPercentile(50)))
         benchmark.measurement(BenchmarkMetrics.latencyP99, Int(histogram.valueAtPercentile(99)))
+    }
+}
+
+/// Samples the process's resident memory on a thread of its own while a part of a benchmark
+/// runs, and reports the resident memory when it started and the peak while it ran.
+public final class ResidentMemorySampler: @unchecked Sendable {
+    // @unchecked: `peak` and `running` are guarded by `lock`.
+    private let lock = NSLock()
+    private var peak = 0
+    private var running = true
+    private let done = DispatchSemaphore(value: 0)
+    /// Resident bytes when sampling started.
+    public let atStart: Int
+
+    /// Starts sampling every `interval`.
+    public init(interval: Duration = .milliseconds(5)) {
+        atStart = Self.residentBytes()
+        peak = atStart
+        let thread = Thread { [self] in
+            while lock.withLock({ running }) {
+                let now = Self.residentBytes()
+                lock.withLock { peak = max(peak, now) }
+                Thread.sleep(forTimeInterval: Double(interval.components.attoseconds) / 1e18)
+            }
+            done.signal()
+        }
+        thread.start()
+    }
+
+    /// Stops sampling; returns the peak resident bytes seen (at least the final one).
+    public func stop() -> Int {
+        let last = Self.residentBytes()
+        lock.withLock {
+            running = false
+            peak = max(peak, last)
+        }
+        done.wait()
+        return lock.withLock { peak }
+    }
+
+    /// The resident set of this process in bytes (Linux: /proc/self/statm; 0 elsewhere).
+    public static func residentBytes() -> Int {
+        guard let text = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return 0 }
+        let fields = text.split(separator: " ")
+        guard fields.count > 1, let pages = Int(fields[1]) else { return 0 }
+        return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
     }
 }

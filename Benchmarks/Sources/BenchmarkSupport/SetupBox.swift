@@ -12,3 +12,29 @@ public final class SetupBox<Value>: @unchecked Sendable {
         return value
     }
 }
+
+/// Numbers the iterations of one benchmark process (for names that must differ per iteration,
+/// such as a new durable consumer each time).
+public final class IterationCounter: @unchecked Sendable {
+    // @unchecked: iterations of one benchmark run one after another.
+    private var current = 0
+
+    public init() {}
+
+    /// 1 for the first call, then 2, 3, ...
+    public func next() -> Int {
+        current += 1
+        return current
+    }
+}
+
+/// Keeps objects alive until the benchmark process ends (for example what a raw callback may
+/// still touch after its iteration unsubscribed).
+public final class KeepAlive<Value>: @unchecked Sendable {
+    // @unchecked: iterations of one benchmark run one after another.
+    private var values: [Value] = []
+
+    public init() {}
+
+    public func keep(_ value: Value) { values.append(value) }
+}

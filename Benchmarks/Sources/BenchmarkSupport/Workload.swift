@@ -16,6 +16,38 @@ public enum Workload {
     /// W3: sequential request/reply round trips per iteration.
     public static let w3Requests = 20_000
 
+    /// The JetStream workloads' stream: the EventBus's default name and subjects, so that raw
+    /// cnats, the NATS module and the EventBus store into the same kind of stream (file storage).
+    public static let streamName = "EVENTS"
+    /// The subjects the stream captures.
+    public static let streamSubjects = ["events.>"]
+    /// The subject of every JetStream workload (the EventBus's `bench` under its `events` prefix).
+    public static let jetStreamSubject = "events.bench"
+    /// The event subject of the EventBus variants (travels as `events.bench`).
+    public static let eventSubject = "bench"
+
+    /// W4: JetStream publishes per iteration, each waiting for its ack.
+    public static let w4Messages = 20_000
+    /// W5: asynchronous JetStream publishes per iteration.
+    public static let w5Messages = 200_000
+    /// W5: publishes in flight at most.
+    public static let w5InFlight = 4_096
+    /// W6: messages preloaded and consumed by a durable pull consumer per iteration.
+    public static let w6Messages = 200_000
+    /// W6: messages per pull request.
+    public static let w6Batch = 500
+    /// W7: messages preloaded and consumed by a durable push consumer per iteration.
+    public static let w7Messages = 200_000
+    /// W6, W7: the consumers' MaxAckPending (the server's default for a consumer).
+    public static let maxAckPending = 1_000
+    /// W8: messages published one at a time, each timed from publish to receipt.
+    public static let w8Messages = 10_000
+
+    /// Memory benchmark: the smaller number of stored messages consumed.
+    public static let memorySmall = 100_000
+    /// Memory benchmark: the larger number; the peak resident memory must be the same for both.
+    public static let memoryLarge = 1_000_000
+
     /// How long a receive or request may take before the iteration fails instead of hanging.
     public static let receiveTimeout: Duration = .seconds(60)
 }

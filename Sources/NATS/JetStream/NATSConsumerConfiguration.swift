@@ -160,10 +160,12 @@ public struct NATSConsumerConfiguration: Sendable, Hashable {
 }
 
 extension NATSConsumerConfiguration.DeliverPolicy {
-    /// The same policy with the start time at millisecond precision (what survives a round trip).
+    /// The same policy with the start time as it survives a round trip through the server (the
+    /// client sends it as RFC 3339 text), so that comparing a configuration with the server's
+    /// view does not see a difference that is only precision.
     var normalized: Self {
-        if case .byStartTime(let date) = self {
-            return .byStartTime(Date(timeIntervalSince1970: (date.timeIntervalSince1970 * 1000).rounded() / 1000))
+        if case .byStartTime(let date) = self, let roundTripped = JetStreamTime.parse(JetStreamTime.format(date)) {
+            return .byStartTime(roundTripped)
         }
         return self
     }

@@ -59,32 +59,81 @@ public struct NATSJetStreamMessage: Sendable {
 
         /// Parses `$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ns>.<pending>` and the
         /// newer form with domain and account hash in front and a random token at the end.
+        /// One pass over the UTF-8 bytes; only the stream and consumer names become strings.
         public init?(ackSubject: String) {
-            let tokens = ackSubject.split(separator: ".", omittingEmptySubsequences: false)
-            guard tokens.count >= 9, tokens[0] == "$JS", tokens[1] == "ACK" else { return nil }
-            let fields: ArraySlice<Substring>
-            if tokens.count == 9 {
+            var subject = ackSubject
+            guard let parsed = subject.withUTF8({ Self.parse($0) }) else { return nil }
+            self = parsed
+        }
+
+        private init(
+            stream: String, consumer: String, domain: String?, streamSequence: UInt64, consumerSequence: UInt64,
+            deliveryCount: UInt64, pending: UInt64, timestamp: Date
+        ) {
+            self.stream = stream
+            self.consumer = consumer
+            self.domain = domain
+            self.streamSequence = streamSequence
+            self.consumerSequence = consumerSequence
+            self.deliveryCount = deliveryCount
+            self.pending = pending
+            self.timestamp = timestamp
+        }
+
+        private static func parse(_ bytes: UnsafeBufferPointer<UInt8>) -> Metadata? {
+            // Where each of the first 12 tokens ends (the next starts one byte later).
+            withUnsafeTemporaryAllocation(of: Int.self, capacity: 12) { ends in
+                var count = 0
+                for index in 0...bytes.count where index == bytes.count || bytes[index] == UInt8(ascii: ".") {
+                    if count < 12 { ends[count] = index }
+                    count += 1
+                }
+                return parse(bytes, tokenEnds: ends, count: count)
+            }
+        }
+
+        private static func parse(_ bytes: UnsafeBufferPointer<UInt8>, tokenEnds ends: UnsafeMutableBufferPointer<Int>, count: Int) -> Metadata? {
+            func range(_ token: Int) -> Range<Int> { (token == 0 ? 0 : ends[token - 1] + 1)..<ends[token] }
+            func text(_ token: Int) -> String { String(decoding: UnsafeBufferPointer(rebasing: bytes[range(token)]), as: UTF8.self) }
+            func number(_ token: Int) -> UInt64? {
+                let digits = range(token)
+                guard !digits.isEmpty, digits.count <= 20 else { return nil }
+                var value: UInt64 = 0
+                for index in digits {
+                    let digit = bytes[index] &- UInt8(ascii: "0")
+                    guard digit < 10 else { return nil }
+                    let (times10, overflow1) = value.multipliedReportingOverflow(by: 10)
+                    let (sum, overflow2) = times10.addingReportingOverflow(UInt64(digit))
+                    guard !overflow1, !overflow2 else { return nil }
+                    value = sum
+                }
+                return value
+            }
+            guard count >= 9, range(0).count == 3, range(1).count == 3,
+                bytes[range(0).lowerBound] == UInt8(ascii: "$"), bytes[range(0).lowerBound + 1] == UInt8(ascii: "J"),
+                bytes[range(0).lowerBound + 2] == UInt8(ascii: "S"), bytes[range(1).lowerBound] == UInt8(ascii: "A"),
+                bytes[range(1).lowerBound + 1] == UInt8(ascii: "C"), bytes[range(1).lowerBound + 2] == UInt8(ascii: "K")
+            else { return nil }
+            let first: Int
+            let domain: String?
+            if count == 9 {
                 domain = nil
-                fields = tokens[2...]
-            } else if tokens.count >= 11 {
-                domain = tokens[2] == "_" ? nil : String(tokens[2])
-                fields = tokens[4...]
+                first = 2
+            } else if count >= 11 {
+                let domainRange = range(2)
+                domain = domainRange.count == 1 && bytes[domainRange.lowerBound] == UInt8(ascii: "_") ? nil : text(2)
+                first = 4
             } else {
                 return nil
             }
-            let values = Array(fields)
-            guard values.count >= 7,
-                let delivered = UInt64(values[2]), let streamSequence = UInt64(values[3]),
-                let consumerSequence = UInt64(values[4]), let nanoseconds = Int64(values[5]),
-                let pending = UInt64(values[6])
+            guard let delivered = number(first + 2), let streamSequence = number(first + 3),
+                let consumerSequence = number(first + 4), let nanoseconds = number(first + 5),
+                nanoseconds <= UInt64(Int64.max), let pending = number(first + 6)
             else { return nil }
-            stream = String(values[0])
-            consumer = String(values[1])
-            deliveryCount = delivered
-            self.streamSequence = streamSequence
-            self.consumerSequence = consumerSequence
-            self.pending = pending
-            timestamp = Date(timeIntervalSince1970: Double(nanoseconds) / 1_000_000_000)
+            return Metadata(
+                stream: text(first), consumer: text(first + 1), domain: domain, streamSequence: streamSequence,
+                consumerSequence: consumerSequence, deliveryCount: delivered, pending: pending,
+                timestamp: Date(timeIntervalSince1970: Double(Int64(nanoseconds)) / 1_000_000_000))
         }
     }
 
@@ -204,7 +253,8 @@ final class MessageAcknowledgement: Sendable {
     }
 
     func send(_ body: String) throws(NATSError) {
-        try connection.publish(subject: replyTo, payload: body)
+        // The ack subject came from the server: no need to validate it again per message.
+        try connection.publishToServerSubject(replyTo, body: body)
     }
 
     static func noReply(subject: String) -> NATSError {

@@ -31,14 +31,17 @@ public final class NATSJetStreamPublisher: Sendable {
         }
     }
 
+    /// Waiters are unsafe (not checked) continuations: each is taken out of the state under the
+    /// lock by whoever resumes it, so it is resumed exactly once, and they cost no allocation or
+    /// runtime witness calls per publish.
     private struct State: ~Copyable {
         var nextID: UInt64 = 1
         var pending: [UInt64: NATSPendingPublish] = [:]
         /// Publish order, which is also deadline order (one timeout for all).
         var deadlines: [(id: UInt64, deadline: ContinuousClock.Instant)] = []
         var deadlinesHead = 0
-        var windowWaiters: [CheckedContinuation<Void, Never>] = []
-        var drainWaiters: [CheckedContinuation<Void, Never>] = []
+        var windowWaiters: [UnsafeContinuation<Void, Never>] = []
+        var drainWaiters: [UnsafeContinuation<Void, Never>] = []
         var closed = false
 
         mutating func popExpired(now: ContinuousClock.Instant) -> [NATSPendingPublish] {
@@ -103,8 +106,8 @@ public final class NATSJetStreamPublisher: Sendable {
 
     /// Publishes a message; returns once it is sent (waiting first while the window is full).
     ///
-    /// - Throws: validation errors as for a core publish, ``NATSError/Code/connectionClosed``, or
-    ///   ``NATSError/Code/invalidArgument`` after ``close()``. Failures after the message was sent
+    /// - Throws: validation errors as for a core publish, or ``NATSError/Code/connectionClosed``
+    ///   when the connection or the publisher (``close()``) is closed. Failures after the message was sent
     ///   arrive through the returned ``NATSPendingPublish``.
     public func publish(
         subject: String,
@@ -159,9 +162,9 @@ public final class NATSJetStreamPublisher: Sendable {
             case .registered(let id):
                 return id
             case .closed:
-                throw NATSError(.invalidArgument, "the publisher is closed")
+                throw NATSError(.connectionClosed, "the publisher is closed")
             case .wait:
-                await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
                     let resumeNow = state.withLock { state -> Bool in
                         if state.closed || state.pending.count < configuration.maxPending { return true }
                         state.windowWaiters.append(continuation)
@@ -223,13 +226,13 @@ public final class NATSJetStreamPublisher: Sendable {
     /// Wakes publishers waiting for room once a quarter of the window is free (one wake-up per
     /// batch of acks, not per ack), and drain waiters once nothing is pending.
     private func afterCompletion() {
-        let (window, drained) = state.withLock { state -> ([CheckedContinuation<Void, Never>], [CheckedContinuation<Void, Never>]) in
-            var window: [CheckedContinuation<Void, Never>] = []
+        let (window, drained) = state.withLock { state -> ([UnsafeContinuation<Void, Never>], [UnsafeContinuation<Void, Never>]) in
+            var window: [UnsafeContinuation<Void, Never>] = []
             let lowWater = configuration.maxPending - max(1, configuration.maxPending / 4)
             if !state.windowWaiters.isEmpty && (state.pending.count <= lowWater || state.closed) {
                 swap(&window, &state.windowWaiters)
             }
-            var drained: [CheckedContinuation<Void, Never>] = []
+            var drained: [UnsafeContinuation<Void, Never>] = []
             if state.pending.isEmpty { swap(&drained, &state.drainWaiters) }
             return (window, drained)
         }
@@ -239,7 +242,7 @@ public final class NATSJetStreamPublisher: Sendable {
 
     /// Waits until every publish so far has its outcome (each within its ack timeout).
     public func waitForPending() async {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+        await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
             let done = state.withLock { state -> Bool in
                 if state.pending.isEmpty { return true }
                 state.drainWaiters.append(continuation)
@@ -252,7 +255,7 @@ public final class NATSJetStreamPublisher: Sendable {
     /// Stops accepting publishes, waits for the outcomes of those in flight, and releases the
     /// publisher's subscription.
     public func close() async {
-        let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+        let waiters = state.withLock { state -> [UnsafeContinuation<Void, Never>] in
             state.closed = true
             defer { state.windowWaiters.removeAll() }
             return state.windowWaiters
@@ -275,7 +278,7 @@ public final class NATSPendingPublish: Sendable {
 
     private struct State: ~Copyable {
         var outcome: Result<NATSPublishAck, NATSError>?
-        var waiters: [CheckedContinuation<Result<NATSPublishAck, NATSError>, Never>] = []
+        var waiters: [UnsafeContinuation<Result<NATSPublishAck, NATSError>, Never>] = []
     }
 
     private let state = Mutex(State())
@@ -294,7 +297,7 @@ public final class NATSPendingPublish: Sendable {
 
     /// Waits for the outcome (at most the publisher's ack timeout).
     public func result() async -> Result<NATSPublishAck, NATSError> {
-        await withCheckedContinuation { continuation in
+        await withUnsafeContinuation { continuation in
             let known = state.withLock { state -> Result<NATSPublishAck, NATSError>? in
                 if let outcome = state.outcome { return outcome }
                 state.waiters.append(continuation)
@@ -310,7 +313,7 @@ public final class NATSPendingPublish: Sendable {
     }
 
     func complete(_ outcome: Result<NATSPublishAck, NATSError>) {
-        let waiters = state.withLock { state -> [CheckedContinuation<Result<NATSPublishAck, NATSError>, Never>] in
+        let waiters = state.withLock { state -> [UnsafeContinuation<Result<NATSPublishAck, NATSError>, Never>] in
             guard state.outcome == nil else { return [] }
             state.outcome = outcome
             defer { state.waiters.removeAll() }

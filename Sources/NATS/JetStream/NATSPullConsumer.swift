@@ -72,6 +72,16 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
         handle.stop()
     }
 
+    /// Stops like ``stop()``, and hands the messages that were received but never iterated back to
+    /// the server at once (`-NAK`), so that another member gets them now instead of after their
+    /// ack wait.
+    public func stopReturningUndelivered() {
+        for message in handle.stopReturningPending() {
+            guard let reply = message.replyTo, reply.hasPrefix("$JS.ACK.") else { continue }
+            try? connection.publish(subject: reply, payload: "-NAK")
+        }
+    }
+
     /// Requests up to `batch` messages and returns what arrived within `maxWait` (possibly none).
     public func fetch(batch: Int, maxWait: Duration = .seconds(5)) async throws(NATSError) -> [NATSJetStreamMessage] {
         if batch < 1 { throw NATSError(.invalidArgument, "fetch batch \(batch) must be at least 1") }
@@ -106,10 +116,14 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
 
         var expected: Int { openRequests.reduce(0, +) }
 
-        mutating func received() {
-            guard !openRequests.isEmpty else { return }
-            openRequests[0] -= 1
-            if openRequests[0] <= 0 { openRequests.removeFirst() }
+        mutating func received(count: Int = 1) {
+            var remaining = count
+            while remaining > 0, !openRequests.isEmpty {
+                let taken = Swift.min(remaining, openRequests[0])
+                openRequests[0] -= taken
+                remaining -= taken
+                if openRequests[0] <= 0 { openRequests.removeFirst() }
+            }
         }
 
         mutating func oldestEnded() {
@@ -120,16 +134,27 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
     /// The pulling logic, owned by one task at a time.
     struct Puller {
         let consumer: NATSPullConsumer
+        /// Messages received and not yet handed out, reversed: each is moved out with
+        /// `popLast` (no reference counting of its fields).
         var batch: [NATSMessage] = []
-        var index = 0
         var lastActivity = ContinuousClock.now
+        /// Stream messages handed out since the open requests were last updated.
+        var receivedSinceReplenish = 0
 
         init(consumer: NATSPullConsumer) {
             self.consumer = consumer
             batch = consumer.session.withLock { session in
                 defer { session.leftovers = [] }
-                return session.leftovers
+                return session.leftovers.reversed()
             }
+        }
+
+        /// Keeps what is left of the batch for the next fetch or iteration, in order.
+        private mutating func keepLeftovers() {
+            guard !batch.isEmpty else { return }
+            let rest = Array(batch.reversed())
+            batch.removeAll()
+            consumer.session.withLock { $0.leftovers = rest + $0.leftovers }
         }
 
         private func sendPull(batch: Int, expires: Duration, heartbeat: Duration?) throws(NATSError) {
@@ -199,34 +224,48 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
 
         mutating func next() async throws(NATSError) -> NATSJetStreamMessage? {
             while true {
-                while index < batch.count {
-                    let message = batch[index]
-                    index += 1
-                    if message.subject != consumer.inbox && message.replyTo?.hasPrefix("$JS.ACK.") != true {
+                while let message = batch.popLast() {
+                    guard message.subject == consumer.inbox || Self.isAckSubject(message.replyTo) else {
                         // A message on a companion subject (a request to the consumer's owner).
                         // Stream messages keep their own subject; their reply is an ack subject.
                         return NATSJetStreamMessage(message: message, connection: consumer.connection)
                     }
-                    lastActivity = .now
                     if let status = JetStreamStatus(message) {
+                        lastActivity = .now
                         if let error = handle(status) { throw error }
                         continue
                     }
-                    consumer.session.withLock { $0.received() }
+                    // Counted into the open requests once per batch, before asking for more.
+                    receivedSinceReplenish += 1
                     return NATSJetStreamMessage(message: message, connection: consumer.connection)
                 }
-                batch.removeAll(keepingCapacity: true)
-                index = 0
+                if receivedSinceReplenish > 0 {
+                    lastActivity = .now
+                    let received = receivedSinceReplenish
+                    receivedSinceReplenish = 0
+                    consumer.session.withLock { $0.received(count: received) }
+                }
                 try replenish()
                 // Wake up at least every second to notice reconnects and silence.
                 let wait = Swift.min(consumer.options.idleHeartbeat, .seconds(1))
                 switch try await consumer.handle.buffer.takeBatch(into: &batch, timeout: wait) {
                 case .took, .wokenUp:
+                    batch.reverse()
                     continue
                 case .finished, .cancelled:
                     consumer.handle.stop()
                     return nil
                 }
+            }
+        }
+
+        /// Whether a reply subject is a JetStream ack subject (`$JS.ACK.…`), by its bytes.
+        static func isAckSubject(_ subject: String?) -> Bool {
+            guard var subject else { return false }
+            return subject.withUTF8 { bytes in
+                bytes.count > 8 && bytes[0] == UInt8(ascii: "$") && bytes[1] == UInt8(ascii: "J") && bytes[2] == UInt8(ascii: "S")
+                    && bytes[3] == UInt8(ascii: ".") && bytes[4] == UInt8(ascii: "A") && bytes[5] == UInt8(ascii: "C")
+                    && bytes[6] == UInt8(ascii: "K") && bytes[7] == UInt8(ascii: ".")
             }
         }
 
@@ -243,9 +282,7 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
             // The server answers a request that expired with 408; the deadline is a safety net.
             let deadline = ContinuousClock.now + maxWait + .milliseconds(500)
             while messages.count < requested {
-                while index < batch.count && messages.count < requested {
-                    let message = batch[index]
-                    index += 1
+                while messages.count < requested, let message = batch.popLast() {
                     if let status = JetStreamStatus(message) {
                         let ended: Bool
                         switch status {
@@ -254,10 +291,7 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
                         }
                         if let error = handle(status) { throw error }
                         if ended && consumer.session.withLock({ $0.openRequests.isEmpty }) {
-                            if index < batch.count {
-                                let rest = Array(batch[index...])
-                                consumer.session.withLock { $0.leftovers = rest + $0.leftovers }
-                            }
+                            keepLeftovers()
                             return messages
                         }
                         continue
@@ -266,8 +300,6 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
                     messages.append(NATSJetStreamMessage(message: message, connection: consumer.connection))
                 }
                 if messages.count >= requested { break }
-                batch.removeAll(keepingCapacity: true)
-                index = 0
                 let remaining = deadline - .now
                 if remaining <= .zero {
                     consumer.session.withLock { $0.oldestEnded() }
@@ -275,6 +307,7 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
                 }
                 switch try await consumer.handle.buffer.takeBatch(into: &batch, timeout: remaining) {
                 case .took, .wokenUp:
+                    batch.reverse()
                     continue
                 case .finished:
                     if messages.isEmpty { throw NATSError(.subscriptionClosed, "the pull consumer '\(consumer.name)' is stopped") }
@@ -284,10 +317,7 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
                 }
             }
             // Messages beyond the batch are kept for the next call.
-            if index < batch.count {
-                let rest = Array(batch[index...])
-                consumer.session.withLock { $0.leftovers = rest + $0.leftovers }
-            }
+            keepLeftovers()
             return messages
         }
     }

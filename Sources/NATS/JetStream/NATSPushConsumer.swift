@@ -30,6 +30,16 @@ public final class NATSPushConsumer: AsyncSequence, Sendable {
         handle.stop()
     }
 
+    /// Stops like ``stop()``, and hands the messages that were received but never iterated back to
+    /// the server at once (`-NAK`), so that another member gets them now instead of after their
+    /// ack wait.
+    public func stopReturningUndelivered() {
+        for message in handle.stopReturningPending() {
+            guard let reply = message.replyTo, reply.hasPrefix("$JS.ACK.") else { continue }
+            try? connection.publish(subject: reply, payload: "-NAK")
+        }
+    }
+
     /// Creates the iterator.
     public func makeAsyncIterator() -> Iterator {
         Iterator(consumer: self, token: IterationToken(handle: handle))
@@ -39,15 +49,13 @@ public final class NATSPushConsumer: AsyncSequence, Sendable {
     public struct Iterator: AsyncIteratorProtocol {
         let consumer: NATSPushConsumer
         let token: IterationToken
+        /// Reversed, so that each message is moved out with `popLast`.
         var batch: [NATSMessage] = []
-        var index = 0
 
         /// The next message; `nil` when stopped, cancelled, or the connection closed.
         public mutating func next() async throws(NATSError) -> NATSJetStreamMessage? {
             while true {
-                while index < batch.count {
-                    let message = batch[index]
-                    index += 1
+                while let message = batch.popLast() {
                     if let status = JetStreamStatus(message) {
                         switch status {
                         case .flowControl(let reply):
@@ -66,12 +74,11 @@ public final class NATSPushConsumer: AsyncSequence, Sendable {
                     }
                     return NATSJetStreamMessage(message: message, connection: consumer.connection)
                 }
-                batch.removeAll(keepingCapacity: true)
-                index = 0
                 guard try await consumer.handle.buffer.takeBatch(into: &batch) == .took else {
                     consumer.handle.stop()
                     return nil
                 }
+                batch.reverse()
             }
         }
     }

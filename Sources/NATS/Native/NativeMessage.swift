@@ -15,7 +15,20 @@ enum NativeMessage {
         payloads: inout PayloadSlabWriter,
         subjects: inout SubjectCache
     ) -> NATSMessage {
+        let headers = headers(of: message)
         let subject = subjects.string(for: natsMsg_GetSubject(message))
+        let reply = natsMsg_GetReply(message).flatMap { $0.pointee == 0 ? nil : String(cString: $0) }
+        let data = natsMsg_GetData(message)
+        let length = data == nil ? 0 : Int(natsMsg_GetDataLength(message))
+        return NATSMessage(
+            subject: subject, replyTo: reply, headers: headers,
+            payload: payloads.copy(UnsafeRawBufferPointer(start: data, count: length)))
+    }
+
+    /// Copies a message whose subject changes every time (a reply on a request inbox): the
+    /// payload goes into the shared slabs, the subject gets a string of its own.
+    static func copy(_ message: OpaquePointer, payloads: inout PayloadSlabWriter) -> NATSMessage {
+        let subject = natsMsg_GetSubject(message).map { String(cString: $0) } ?? ""
         let reply = natsMsg_GetReply(message).flatMap { $0.pointee == 0 ? nil : String(cString: $0) }
         let length = Int(natsMsg_GetDataLength(message))
         let payload: NATSPayload
@@ -49,6 +62,7 @@ enum NativeMessage {
         // natsMsgHeader_Keys hands us the array (not the strings): we free it.
         defer { free(keys) }
         var headers = NATSHeaders()
+        headers.fields.reserveCapacity(Int(keyCount))
         for index in 0..<Int(keyCount) {
             guard let key = keys[index] else { continue }
             var values: UnsafeMutablePointer<UnsafePointer<CChar>?>?
@@ -69,23 +83,41 @@ enum NativeMessage {
         natsMsg_IsNoResponders(message)
     }
 
-    /// Creates an outgoing message with headers; the caller destroys it.
+    /// Creates an outgoing message with headers; the caller destroys it. Strings reach cnats
+    /// through `withCString` (no allocation for native Swift strings).
     static func makeOutgoing(
         subject: String,
         replyTo: String?,
         headers: NATSHeaders,
         payload: UnsafeRawBufferPointer
     ) throws(NATSError) -> OpaquePointer {
+        guard let replyTo else { return try makeOutgoing(subject: subject, replyC: nil, headers: headers, payload: payload) }
+        let result: Result<OpaquePointer, NATSError> = replyTo.withCString { reply in
+            Result { () throws(NATSError) in try makeOutgoing(subject: subject, replyC: reply, headers: headers, payload: payload) }
+        }
+        return try result.get()
+    }
+
+    /// ``makeOutgoing(subject:replyTo:headers:payload:)`` with the reply subject as a C string.
+    static func makeOutgoing(
+        subject: String,
+        replyC: UnsafePointer<CChar>?,
+        headers: NATSHeaders,
+        payload: UnsafeRawBufferPointer
+    ) throws(NATSError) -> OpaquePointer {
         var message: OpaquePointer?
-        let status = natsMsg_Create(
-            &message, subject, replyTo, payload.baseAddress?.assumingMemoryBound(to: CChar.self), Int32(payload.count))
+        let data = payload.baseAddress?.assumingMemoryBound(to: CChar.self)
+        let length = Int32(payload.count)
+        let status = subject.withCString { natsMsg_Create(&message, $0, replyC, data, length) }
         try NativeStatus.check(status, "creating a message for '\(subject)'")
-        for (name, value) in headers {
-            let added = natsMsgHeader_Add(message, name, value)
+        for field in headers.fields {
+            let added = field.name.withCString { name in
+                field.value.withCString { natsMsgHeader_Add(message, name, $0) }
+            }
             if added != NATS_OK {
                 // The message never left our hands: destroy it before reporting.
                 natsMsg_Destroy(message)
-                throw NativeStatus.error(added, "adding header '\(name)'")
+                throw NativeStatus.error(added, "adding header '\(field.name)'")
             }
         }
         return message!
@@ -93,17 +125,21 @@ enum NativeMessage {
 }
 
 /// Reuses the `String` of the last subject seen, so that a subscription on a literal subject does
-/// not allocate a new string for every message.
+/// not allocate a new string for every message. The comparison is a `memcmp` against a copy of
+/// the last subject's bytes.
 struct SubjectCache {
     private var last = ""
+    private var lastBytes: [UInt8] = []
 
     mutating func string(for subject: UnsafePointer<CChar>?) -> String {
         guard let subject else { return "" }
         let length = strlen(subject)
-        let matches = subject.withMemoryRebound(to: UInt8.self, capacity: length) { bytes in
-            last.utf8.elementsEqual(UnsafeBufferPointer(start: bytes, count: length))
+        let matches = length == lastBytes.count
+            && lastBytes.withUnsafeBytes { bytes in bytes.baseAddress.map { memcmp($0, subject, length) == 0 } ?? (length == 0) }
+        if !matches {
+            last = String(cString: subject)
+            lastBytes = Array(UnsafeRawBufferPointer(start: subject, count: length))
         }
-        if !matches { last = String(cString: subject) }
         return last
     }
 }

@@ -1,5 +1,11 @@
 import CNATS
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// Owns a `natsSubscription`.
 final class NativeSubscription: @unchecked Sendable {
     // @unchecked: cnats subscriptions are thread-safe; the pointer is immutable.
@@ -50,7 +56,8 @@ final class NativeSubscription: @unchecked Sendable {
 /// that only those two touch.
 class NativeSubscriptionBox: @unchecked Sendable {
     /// Receives a message and takes ownership of it (must destroy it or hand it on).
-    func deliver(_ message: OpaquePointer) {
+    /// `subscription` is the cnats subscription delivering it.
+    func deliver(_ message: OpaquePointer, subscription: OpaquePointer?) {
         // Owned by the callee: nothing to hand it to here.
         natsMsg_Destroy(message)
     }
@@ -62,19 +69,28 @@ class NativeSubscriptionBox: @unchecked Sendable {
 /// Copies core NATS messages into a bounded buffer that a ``NATSSubscription`` iterates.
 final class CoreSubscriptionBox: NativeSubscriptionBox, @unchecked Sendable {
     let buffer: BoundedBatchBuffer<NATSMessage>
-    // Touched only from the delivery thread (see NativeSubscriptionBox).
-    private var payloads = PayloadSlabWriter()
-    private var subjects = SubjectCache()
+    // Touched only from the delivery thread (see NativeSubscriptionBox), so the runtime
+    // exclusivity check (and the copy of each message it forced) is left out.
+    @exclusivity(unchecked) private var payloads = PayloadSlabWriter()
+    @exclusivity(unchecked) private var subjects = SubjectCache()
 
     init(buffer: BoundedBatchBuffer<NATSMessage>) {
         self.buffer = buffer
     }
 
-    override func deliver(_ message: OpaquePointer) {
+    override func deliver(_ message: OpaquePointer, subscription: OpaquePointer?) {
         let copy = NativeMessage.copy(message, payloads: &payloads, subjects: &subjects)
+        let size = copy.bufferedSize
         // Everything was copied out; the message is ours to destroy.
         natsMsg_Destroy(message)
-        buffer.append(copy, size: copy.bufferedSize)
+        buffer.append(copy, size: size) {
+            // cnats counts the messages it holds for this subscription after this one; its
+            // delivery thread (this thread) comes back for each of them, or the subscription
+            // closed and `completed()` finishes the buffer.
+            guard let subscription else { return false }
+            var pending: Int32 = 0
+            return natsSubscription_GetPending(subscription, &pending, nil) == NATS_OK && pending > 0
+        }
     }
 
     override func completed() {
@@ -82,9 +98,9 @@ final class CoreSubscriptionBox: NativeSubscriptionBox, @unchecked Sendable {
     }
 }
 
-let nativeDeliver: natsMsgHandler = { _, _, message, closure in
+let nativeDeliver: natsMsgHandler = { _, subscription, message, closure in
     let box = Unmanaged<NativeSubscriptionBox>.fromOpaque(closure!).takeUnretainedValue()
-    box.deliver(message!)
+    box.deliver(message!, subscription: subscription)
 }
 
 let nativeSubscriptionComplete: natsOnCompleteCB = { closure in
@@ -98,16 +114,17 @@ let nativeSubscriptionComplete: natsOnCompleteCB = { closure in
 final class CallbackSubscriptionBox: NativeSubscriptionBox, @unchecked Sendable {
     private let handler: @Sendable (NATSMessage) -> Void
     private let onComplete: @Sendable () -> Void
-    // Touched only from the delivery thread (see NativeSubscriptionBox).
-    private var payloads = PayloadSlabWriter()
-    private var subjects = SubjectCache()
+    // Touched only from the delivery thread (see NativeSubscriptionBox), so the runtime
+    // exclusivity check (and the copy of each message it forced) is left out.
+    @exclusivity(unchecked) private var payloads = PayloadSlabWriter()
+    @exclusivity(unchecked) private var subjects = SubjectCache()
 
     init(handler: @escaping @Sendable (NATSMessage) -> Void, onComplete: @escaping @Sendable () -> Void) {
         self.handler = handler
         self.onComplete = onComplete
     }
 
-    override func deliver(_ message: OpaquePointer) {
+    override func deliver(_ message: OpaquePointer, subscription: OpaquePointer?) {
         let copy = NativeMessage.copy(message, payloads: &payloads, subjects: &subjects)
         // Everything was copied out; the message is ours to destroy.
         natsMsg_Destroy(message)
@@ -116,5 +133,59 @@ final class CallbackSubscriptionBox: NativeSubscriptionBox, @unchecked Sendable 
 
     override func completed() {
         onComplete()
+    }
+}
+
+/// Receives the replies of a ``ResponseMux`` on its inbox wildcard subscription: reads the
+/// request's token from the last subject token (without building a string) and hands the copied
+/// reply, or "no responders", to the mux on the delivery thread.
+final class NativeReplyBox: NativeSubscriptionBox, @unchecked Sendable {
+    enum Outcome {
+        case reply(NATSMessage)
+        case noResponders
+    }
+
+    private let handler: @Sendable (UInt64, Outcome) -> Void
+    private let onComplete: @Sendable () -> Void
+    // Touched only from the delivery thread (see NativeSubscriptionBox), so the runtime
+    // exclusivity check (and the copy of each message it forced) is left out.
+    @exclusivity(unchecked) private var payloads = PayloadSlabWriter()
+
+    init(handler: @escaping @Sendable (UInt64, Outcome) -> Void, onComplete: @escaping @Sendable () -> Void) {
+        self.handler = handler
+        self.onComplete = onComplete
+    }
+
+    override func deliver(_ message: OpaquePointer, subscription: OpaquePointer?) {
+        guard let token = Self.token(of: natsMsg_GetSubject(message)) else {
+            // Not one of ours (no numeric last token): the message is ours to destroy.
+            natsMsg_Destroy(message)
+            return
+        }
+        let outcome: Outcome =
+            NativeMessage.isNoResponders(message) ? .noResponders : .reply(NativeMessage.copy(message, payloads: &payloads))
+        // Everything was copied out; the message is ours to destroy.
+        natsMsg_Destroy(message)
+        handler(token, outcome)
+    }
+
+    override func completed() {
+        onComplete()
+    }
+
+    /// The decimal number after the subject's last `.`, if that is all digits.
+    static func token(of subject: UnsafePointer<CChar>?) -> UInt64? {
+        guard let subject else { return nil }
+        let length = strlen(subject)
+        var start = length
+        while start > 0 && subject[start - 1] != CChar(UInt8(ascii: ".")) { start -= 1 }
+        guard start < length, length - start <= 19 else { return nil }
+        var value: UInt64 = 0
+        for index in start..<length {
+            let digit = UInt8(bitPattern: subject[index]) &- UInt8(ascii: "0")
+            guard digit < 10 else { return nil }
+            value = value * 10 + UInt64(digit)
+        }
+        return value
     }
 }

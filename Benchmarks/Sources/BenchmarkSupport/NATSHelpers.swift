@@ -1,23 +1,23 @@
-import BenchmarkSupport
 import Logging
 import NATS
 
 /// The NATS module's configuration for a benchmark: its defaults, pointed at the benchmark's server.
-func natsConfiguration(_ server: BenchmarkServer, sendAsap: Bool = false) throws -> NATSConnectionConfiguration {
+public func natsConfiguration(_ server: BenchmarkServer, sendAsap: Bool = false) throws -> NATSConnectionConfiguration {
     var configuration = try NATSConnectionConfiguration(servers: [server.url])
     configuration.sendAsap = sendAsap
     return configuration
 }
 
 /// Warnings and errors only (a slow consumer, for instance), not the connect/close notices.
-let benchmarkLogger: Logger = {
+public let benchmarkLogger: Logger = {
     var logger = Logger(label: "nats-benchmarks")
     logger.logLevel = .warning
     return logger
 }()
 
 extension NATSConnection {
-    static func connectForBenchmark(_ server: BenchmarkServer, sendAsap: Bool = false) async throws -> NATSConnection {
+    /// Connects with the module's defaults (and SendAsap when asked) to the benchmark's server.
+    public static func connectForBenchmark(_ server: BenchmarkServer, sendAsap: Bool = false) async throws -> NATSConnection {
         try await NATSConnection.connect(configuration: natsConfiguration(server, sendAsap: sendAsap), logger: benchmarkLogger)
     }
 }

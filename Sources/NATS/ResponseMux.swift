@@ -1,0 +1,189 @@
+import Dispatch
+import Synchronization
+
+/// Request/reply without a blocked thread: one wildcard inbox subscription per connection
+/// (`_INBOX.<random>.*`), a token per request as the last subject token, and the reply handed to
+/// the awaiting task straight from cnats's delivery thread.
+///
+/// Used by ``NATSConnection/request(subject:payload:headers:timeout:)`` on connections that write
+/// at once (``NATSConnectionConfiguration/sendAsap``). There the request leaves the process inside
+/// `publish`, and the round trip costs what raw cnats's blocking request costs: the delivery
+/// thread wakes for the reply, then the awaiting task (where cnats wakes the blocked caller).
+/// Without SendAsap a plain publish waits up to a millisecond for cnats's flusher, and cnats 3.4
+/// has no call that writes one message at once without blocking for its reply, so those
+/// connections keep cnats's blocking request on the blocking executor.
+///
+/// Each request ends exactly once: with its reply, "no responders", its timeout (a one-shot timer
+/// armed for the earliest deadline), cancellation of the awaiting task, or the connection
+/// closing. Starting a request (``start(subject:bytes:headers:timeout:)``, synchronous, while the
+/// caller still holds the payload bytes) and waiting for it (``wait(token:)``) are separate, and
+/// the reply may arrive before the wait begins: it is kept until then.
+final class ResponseMux: Sendable {
+    private struct Waiter {
+        let subject: String
+        let deadline: UInt64
+        let timeout: Duration
+        var continuation: UnsafeContinuation<Result<NATSMessage, NATSError>, Never>?
+        var outcome: Result<NATSMessage, NATSError>?
+    }
+
+    private struct State: ~Copyable {
+        var nextToken: UInt64 = 1
+        var waiters: [UInt64: Waiter] = [:]
+        /// The deadline the timer is armed for, if armed.
+        var armedDeadline: UInt64?
+        /// Set when the subscription ended (the connection closed); no request starts after it.
+        var closed = false
+        /// The inbox subscription, set right after subscribing.
+        var subscription: NativeSubscription?
+
+        /// Records an outcome; returns the continuation to resume with it, if the task waits.
+        mutating func complete(_ token: UInt64, _ outcome: Result<NATSMessage, NATSError>)
+            -> UnsafeContinuation<Result<NATSMessage, NATSError>, Never>?
+        {
+            guard var waiter = waiters[token], waiter.outcome == nil else { return nil }
+            if let continuation = waiter.continuation {
+                waiters[token] = nil
+                return continuation
+            }
+            waiter.outcome = outcome
+            waiters[token] = waiter
+            return nil
+        }
+    }
+
+    /// `_INBOX.<22 random characters>.` as bytes.
+    let prefix: [UInt8]
+    private let native: NativeConnection
+    private let state = Mutex(State())
+    // Dispatch sources are thread-safe; the type just is not marked Sendable.
+    private nonisolated(unsafe) let timer: DispatchSourceTimer
+
+    private init(native: NativeConnection) {
+        self.native = native
+        prefix = Array((NATSConnection.makeInbox() + ".").utf8)
+        timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "nats.requests.timeouts"))
+    }
+
+    /// Subscribes to the inbox wildcard (non-blocking). The server learns of the subscription
+    /// before any request this connection sends later, so no flush is needed.
+    static func make(native: NativeConnection, limits: NATSConnectionConfiguration.SubscriptionLimits) throws(NATSError) -> ResponseMux {
+        let mux = ResponseMux(native: native)
+        let subject = String(decoding: mux.prefix, as: UTF8.self) + "*"
+        // The box holds the mux strongly; the cycle (cnats → box → mux → subscription) ends when
+        // the subscription completes: after close() unsubscribes, or when the connection closes.
+        let box = NativeReplyBox(
+            handler: { token, outcome in mux.received(token, outcome) },
+            onComplete: { mux.failAll(NATSError(.connectionClosed, "the connection closed before the reply arrived")) })
+        let native = try native.subscribe(subject: subject, queueGroup: nil, limits: limits, box: box)
+        mux.state.withLock { $0.subscription = native }
+        mux.timer.setEventHandler { mux.expire() }
+        mux.timer.resume()
+        return mux
+    }
+
+    /// Unsubscribes; requests in flight fail as closed.
+    func close() {
+        let native = state.withLock { $0.subscription }
+        native?.unsubscribe()
+        failAll(NATSError(.connectionClosed, "the connection was released before the reply arrived"))
+    }
+
+    /// Registers a request and publishes it; returns its token for ``wait(token:)``.
+    func start(subject: String, bytes: UnsafeRawBufferPointer, headers: NATSHeaders, timeout: Duration) throws(NATSError) -> UInt64 {
+        let deadline = DispatchTime.now().uptimeNanoseconds &+ UInt64(clamping: timeout.nanosecondsClamped)
+        let token = state.withLock { state -> UInt64? in
+            if state.closed { return nil }
+            let token = state.nextToken
+            state.nextToken += 1
+            state.waiters[token] = Waiter(subject: subject, deadline: deadline, timeout: timeout)
+            if state.armedDeadline.map({ deadline < $0 }) ?? true {
+                state.armedDeadline = deadline
+                timer.schedule(deadline: DispatchTime(uptimeNanoseconds: deadline))
+            }
+            return token
+        }
+        guard let token else { throw NATSError(.connectionClosed, "the connection is closed") }
+        do {
+            try native.publish(subject: subject, replyPrefix: prefix, token: token, headers: headers, payload: bytes)
+        } catch {
+            _ = state.withLock { $0.waiters.removeValue(forKey: token) }
+            throw error
+        }
+        return token
+    }
+
+    /// Waits for the outcome of a started request.
+    func wait(token: UInt64) async -> Result<NATSMessage, NATSError> {
+        await withTaskCancellationHandler {
+            await withUnsafeContinuation { (continuation: UnsafeContinuation<Result<NATSMessage, NATSError>, Never>) in
+                let ready = state.withLock { state -> Result<NATSMessage, NATSError>? in
+                    guard var waiter = state.waiters[token] else {
+                        return .failure(NATSError(.internalError, "request \(token) is not pending"))
+                    }
+                    if let outcome = waiter.outcome {
+                        state.waiters[token] = nil
+                        return outcome
+                    }
+                    waiter.continuation = continuation
+                    state.waiters[token] = waiter
+                    return nil
+                }
+                if let ready { continuation.resume(returning: ready) }
+            }
+        } onCancel: {
+            complete(token, .failure(NATSError(.cancelled, "the request was cancelled")))
+        }
+    }
+
+    private func complete(_ token: UInt64, _ outcome: Result<NATSMessage, NATSError>) {
+        state.withLock { $0.complete(token, outcome) }?.resume(returning: outcome)
+    }
+
+    /// A reply arrived (on the delivery thread).
+    private func received(_ token: UInt64, _ outcome: NativeReplyBox.Outcome) {
+        switch outcome {
+        case .reply(let message):
+            complete(token, .success(message))
+        case .noResponders:
+            let subject = state.withLock { $0.waiters[token]?.subject } ?? "?"
+            complete(
+                token,
+                .failure(NATSError(.noResponders, "no responders are subscribed to '\(subject)'", isRetriable: true)))
+        }
+    }
+
+    /// Fails the requests whose deadline passed and arms the timer for the next (timer queue).
+    private func expire() {
+        let now = DispatchTime.now().uptimeNanoseconds
+        var expired: [(UnsafeContinuation<Result<NATSMessage, NATSError>, Never>, NATSError)] = []
+        state.withLock { state in
+            var next: UInt64?
+            for (token, waiter) in state.waiters where waiter.outcome == nil {
+                if waiter.deadline <= now {
+                    let error = NATSError(
+                        .timeout, "no reply on '\(waiter.subject)' within \(waiter.timeout)", isRetriable: true)
+                    if let continuation = state.complete(token, .failure(error)) { expired.append((continuation, error)) }
+                } else {
+                    next = min(next ?? waiter.deadline, waiter.deadline)
+                }
+            }
+            state.armedDeadline = next
+            if let next { timer.schedule(deadline: DispatchTime(uptimeNanoseconds: next)) }
+        }
+        for (continuation, error) in expired { continuation.resume(returning: .failure(error)) }
+    }
+
+    private func failAll(_ error: NATSError) {
+        let waiting = state.withLock { state -> [UnsafeContinuation<Result<NATSMessage, NATSError>, Never>] in
+            state.closed = true
+            var waiting: [UnsafeContinuation<Result<NATSMessage, NATSError>, Never>] = []
+            for token in Array(state.waiters.keys) {
+                if let continuation = state.complete(token, .failure(error)) { waiting.append(continuation) }
+            }
+            return waiting
+        }
+        for continuation in waiting { continuation.resume(returning: .failure(error)) }
+        timer.cancel()
+    }
+}

@@ -1,0 +1,61 @@
+import EventBus
+import EventBusJetStream
+import Foundation
+import Logging
+import NATS
+import NATSTestSupport
+import Testing
+
+/// The bus sends a lone publish at once on its SendAsap connection and joins concurrent ones to
+/// the asynchronous window on its main connection; both must give the same receipts.
+@Suite("JetStreamEventBus publish paths", .tags(.server))
+struct JetStreamEventBusPublishTests {
+    @Test func lonePublishesAndConcurrentPublishesGiveTheSameReceipts() async throws {
+        let server = try NATSServerProcess()
+        defer { server.stop() }
+        var configuration = JetStreamEventBus.Configuration(connection: try NATSConnectionConfiguration(servers: [server.url]))
+        configuration.storage = .memory
+        var logger = Logger(label: "test.bus")
+        logger.logLevel = .warning
+        let bus = JetStreamEventBus(configuration: configuration, logger: logger)
+        try await bus.start()
+
+        // One at a time: the direct path. A repeated id is a duplicate.
+        let first = Event(id: "lone-1", subject: "paths.lone", type: "t", source: "/s", data: [1])
+        let stored = try await bus.publish(first)
+        let again = try await bus.publish(first)
+        #expect(!stored.duplicate && again.duplicate && again.sequence == stored.sequence)
+
+        // Many at once: most join the window; every one is stored once, in its own sequence.
+        let receipts = try await withThrowingTaskGroup(of: PublishReceipt.self) { group in
+            for index in 0..<500 {
+                group.addTask {
+                    try await bus.publish(Event(id: "many-\(index % 250)", subject: "paths.many", type: "t", source: "/s", data: [2]))
+                }
+            }
+            var receipts: [PublishReceipt] = []
+            for try await receipt in group { receipts.append(receipt) }
+            return receipts
+        }
+        #expect(receipts.count == 500)
+        #expect(receipts.filter { !$0.duplicate }.count == 250, "each id stored once")
+        #expect(Set(receipts.filter { !$0.duplicate }.map(\.sequence)).count == 250)
+
+        // Cancelling a lone publish while it waits for its ack throws CancellationError.
+        let cancelled = Task {
+            try await Task.sleep(for: .milliseconds(1))
+            return try await bus.publish(Event(subject: "paths.cancel", type: "t", source: "/s"))
+        }
+        cancelled.cancel()
+        do {
+            _ = try await cancelled.value
+        } catch {
+            #expect(error is CancellationError)
+        }
+        await bus.close()
+    }
+}
+
+extension Tag {
+    @Tag static var server: Self
+}
