@@ -42,6 +42,7 @@ public final class AsyncSignal: Sendable {
 
     private let state = Mutex(State())
 
+    /// A signal with nothing posted.
     public init() {}
 
     /// Wakes the waiter, or lets the next `wait()` return at once.

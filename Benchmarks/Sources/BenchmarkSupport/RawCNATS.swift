@@ -12,8 +12,10 @@ import Darwin
 
 /// A failed cnats call of a raw baseline.
 public struct RawFailure: Error, CustomStringConvertible {
+    /// What failed, with cnats's text for the status.
     public var description: String
 
+    /// A failure described by `description`.
     public init(description: String) {
         self.description = description
     }
@@ -30,6 +32,7 @@ public func rawCheck(_ status: natsStatus, _ call: @autoclosure () -> String) th
 /// Owns one `natsConnection`.
 public final class RawConnection: @unchecked Sendable {
     // @unchecked: cnats connections are thread-safe and the pointer never changes.
+    /// The cnats connection.
     public let pointer: OpaquePointer
 
     /// Connects with cnats's defaults, plus SendAsap when asked (every publish written at once,
@@ -51,6 +54,7 @@ public final class RawConnection: @unchecked Sendable {
         natsConnection_Destroy(pointer)
     }
 
+    /// A PING/PONG round trip: the server has processed everything sent before.
     public func flush(timeoutMilliseconds: Int64 = 10_000) throws(RawFailure) {
         try rawCheck(natsConnection_FlushTimeout(pointer, timeoutMilliseconds), "natsConnection_FlushTimeout")
     }
@@ -59,8 +63,10 @@ public final class RawConnection: @unchecked Sendable {
 /// A C string allocated once, as a C program would keep its subject constants.
 public final class RawCString: @unchecked Sendable {
     // @unchecked: immutable after init.
+    /// The NUL-terminated copy.
     public let pointer: UnsafeMutablePointer<CChar>
 
+    /// Copies `string` once.
     public init(_ string: String) { pointer = strdup(string)! }
 
     deinit { free(pointer) }
@@ -71,6 +77,7 @@ public final class RawSignal: @unchecked Sendable {
     // @unchecked: sem_t is thread-safe; the pointer never changes.
     private let semaphore: UnsafeMutablePointer<sem_t>
 
+    /// A signal nobody has posted yet.
     public init() {
         semaphore = .allocate(capacity: 1)
         sem_init(semaphore, 0, 0)
@@ -81,6 +88,7 @@ public final class RawSignal: @unchecked Sendable {
         semaphore.deallocate()
     }
 
+    /// Posts one signal (from any thread, a C callback included).
     public func signal() { sem_post(semaphore) }
 
     /// Waits up to `milliseconds`; false on timeout.

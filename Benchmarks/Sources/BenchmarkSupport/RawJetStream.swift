@@ -11,7 +11,9 @@ import Darwin
 /// JetStream workloads (streams, consumers, preloading).
 public final class RawJetStream: @unchecked Sendable {
     // @unchecked: cnats JetStream contexts are thread-safe; the pointer never changes.
+    /// The cnats JetStream context.
     public let pointer: OpaquePointer
+    /// The connection the context uses (kept alive by it).
     public let connection: RawConnection
     /// Asynchronous publishes that failed (cnats's error handler counts them here).
     public let failures = RawFailureCounter()
@@ -184,8 +186,10 @@ public final class RawJetStream: @unchecked Sendable {
 public final class RawFailureCounter: Sendable {
     private let count = Atomic<Int>(0)
 
+    /// A counter at zero.
     public init() {}
 
+    /// The failures counted so far.
     public var value: Int { count.load(ordering: .acquiring) }
 
     func increment() { count.add(1, ordering: .releasing) }
@@ -204,6 +208,7 @@ public final class RawEventHeaders: @unchecked Sendable {
     private let fixed: [(RawCString, RawCString)]
     private let idNames: [RawCString]
 
+    /// Prepares the headers of `template` (the id headers' values are replaced per message).
     public init(_ template: [(String, String)]) {
         let idHeaders: Set<String> = ["ce-id", "Nats-Msg-Id"]
         fixed = template.filter { !idHeaders.contains($0.0) }.map { (RawCString($0.0), RawCString($0.1)) }

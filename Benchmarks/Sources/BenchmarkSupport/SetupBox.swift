@@ -19,6 +19,7 @@ public final class IterationCounter: @unchecked Sendable {
     // @unchecked: iterations of one benchmark run one after another.
     private var current = 0
 
+    /// A counter before the first iteration.
     public init() {}
 
     /// 1 for the first call, then 2, 3, ...
@@ -34,7 +35,9 @@ public final class KeepAlive<Value>: @unchecked Sendable {
     // @unchecked: iterations of one benchmark run one after another.
     private var values: [Value] = []
 
+    /// Keeps nothing yet.
     public init() {}
 
+    /// Keeps `value` alive until the process ends.
     public func keep(_ value: Value) { values.append(value) }
 }
