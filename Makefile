@@ -12,10 +12,12 @@ build: deps
 	$(SWIFT) build --build-tests
 
 ## Set everything up, then run the whole test suite (unit tests and tests against real nats-servers).
+## The core NATS suites run a second time with cnats's public API only (see README, "cnats internals").
 ## The fault tests (short profile, about 3 minutes) run after the rest, not beside it: their
 ## clusters would take the 2 cores that other suites' timing-sensitive tests need.
 test: deps
 	$(SWIFT) test --skip 'EventBusReliabilityTests.ReliabilityTests'
+	NATS_PUBLIC_API_ONLY=1 $(SWIFT) test --skip-build --filter 'NATSTests'
 	$(SWIFT) test --skip-build --filter 'EventBusReliabilityTests.ReliabilityTests'
 
 ## Set everything up, then run the order workflow on the in-memory bus (EVENT_BUS_BACKEND switches it).

@@ -303,11 +303,12 @@ public final class NATSConnection: Sendable {
 
     /// Sends a request and waits for the first reply.
     ///
-    /// On a connection with ``NATSConnectionConfiguration/sendAsap`` the request is written at
-    /// once and the reply resumes the waiting task straight from cnats's delivery thread (one
-    /// inbox subscription per connection serves every request). Otherwise cnats's blocking request
-    /// (which writes the request at once too) runs on the blocking executor: a plain publish
-    /// would wait up to a millisecond for cnats's flusher. Both behave the same otherwise.
+    /// The request is written to the socket at once (not after cnats's flusher's millisecond) and
+    /// the reply resumes the waiting task straight from cnats's delivery thread; one inbox
+    /// subscription per connection serves every request. Should cnats's internal publish call not
+    /// be available (a libnats other than 3.x), a connection without
+    /// ``NATSConnectionConfiguration/sendAsap`` runs cnats's blocking request on the blocking
+    /// executor instead, with the same behaviour.
     ///
     /// - Throws: ``NATSError/Code/noResponders`` at once when no subscriber listens on the subject,
     ///   ``NATSError/Code/timeout`` when none answered in time, ``NATSError/Code/cancelled`` when
@@ -367,7 +368,7 @@ public final class NATSConnection: Sendable {
         if timeout <= .zero { throw NATSError(.invalidArgument, "request timeout must be positive, got \(timeout)") }
         try checkSize(payloadCount: bytes.count, headers: headers, subject: subject)
         guard native.isConnected else { throw notConnectedError() }
-        guard configuration.sendAsap else { return .blocking(NATSPayload(copying: bytes)) }
+        guard configuration.sendAsap || NativeConnection.canPublishNow else { return .blocking(NATSPayload(copying: bytes)) }
         let mux = try responseMultiplexer()
         return .multiplexed(mux, try mux.start(subject: subject, bytes: bytes, headers: headers, timeout: timeout))
     }
@@ -375,7 +376,8 @@ public final class NATSConnection: Sendable {
     /// The connection's request multiplexer, made on first use.
     private func responseMultiplexer() throws(NATSError) -> ResponseMux {
         if let mux = responseMux.load() { return mux }
-        let made = try ResponseMux.make(native: native, limits: configuration.subscriptionLimits)
+        let made = try ResponseMux.make(
+            native: native, limits: configuration.subscriptionLimits, publishNow: !configuration.sendAsap)
         let mux = responseMux.storeIfNil(made)
         // Another request made one first: use it, release ours.
         if mux !== made { made.close() }

@@ -5,13 +5,14 @@ import Synchronization
 /// (`_INBOX.<random>.*`), a token per request as the last subject token, and the reply handed to
 /// the awaiting task straight from cnats's delivery thread.
 ///
-/// Used by ``NATSConnection/request(subject:payload:headers:timeout:)`` on connections that write
-/// at once (``NATSConnectionConfiguration/sendAsap``). There the request leaves the process inside
-/// `publish`, and the round trip costs what raw cnats's blocking request costs: the delivery
-/// thread wakes for the reply, then the awaiting task (where cnats wakes the blocked caller).
-/// Without SendAsap a plain publish waits up to a millisecond for cnats's flusher, and cnats 3.4
-/// has no call that writes one message at once without blocking for its reply, so those
-/// connections keep cnats's blocking request on the blocking executor.
+/// Used by ``NATSConnection/request(subject:payload:headers:timeout:)``. The request leaves the
+/// process inside `start`: on a SendAsap connection every publish does; otherwise the mux
+/// publishes through cnats's internal `natsConn_publish` with its direct flush (what cnats's own
+/// blocking request does), because a plain publish would wait up to a millisecond for cnats's
+/// flusher thread. The round trip then costs what raw cnats's blocking request costs: the
+/// delivery thread wakes for the reply, then the awaiting task (where cnats wakes the blocked
+/// caller). Without those internals (see `NativeInternals`) and without SendAsap, connections
+/// keep cnats's blocking request on the blocking executor.
 ///
 /// Each request ends exactly once: with its reply, "no responders", its timeout (a one-shot timer
 /// armed for the earliest deadline), cancellation of the awaiting task, or the connection
@@ -55,20 +56,27 @@ final class ResponseMux: Sendable {
     /// `_INBOX.<22 random characters>.` as bytes.
     let prefix: [UInt8]
     private let native: NativeConnection
+    /// Whether a request must be written at once explicitly (the connection has no SendAsap).
+    private let publishNow: Bool
     private let state = Mutex(State())
     // Dispatch sources are thread-safe; the type just is not marked Sendable.
     private nonisolated(unsafe) let timer: DispatchSourceTimer
 
-    private init(native: NativeConnection) {
+    private init(native: NativeConnection, publishNow: Bool) {
         self.native = native
+        self.publishNow = publishNow
         prefix = Array((NATSConnection.makeInbox() + ".").utf8)
         timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "nats.requests.timeouts"))
     }
 
     /// Subscribes to the inbox wildcard (non-blocking). The server learns of the subscription
     /// before any request this connection sends later, so no flush is needed.
-    static func make(native: NativeConnection, limits: NATSConnectionConfiguration.SubscriptionLimits) throws(NATSError) -> ResponseMux {
-        let mux = ResponseMux(native: native)
+    static func make(
+        native: NativeConnection,
+        limits: NATSConnectionConfiguration.SubscriptionLimits,
+        publishNow: Bool
+    ) throws(NATSError) -> ResponseMux {
+        let mux = ResponseMux(native: native, publishNow: publishNow)
         let subject = String(decoding: mux.prefix, as: UTF8.self) + "*"
         // The box holds the mux strongly; the cycle (cnats → box → mux → subscription) ends when
         // the subscription completes: after close() unsubscribes, or when the connection closes.
@@ -105,7 +113,7 @@ final class ResponseMux: Sendable {
         }
         guard let token else { throw NATSError(.connectionClosed, "the connection is closed") }
         do {
-            try native.publish(subject: subject, replyPrefix: prefix, token: token, headers: headers, payload: bytes)
+            try native.publish(subject: subject, replyPrefix: prefix, token: token, headers: headers, payload: bytes, now: publishNow)
         } catch {
             _ = state.withLock { $0.waiters.removeValue(forKey: token) }
             throw error

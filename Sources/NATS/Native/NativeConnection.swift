@@ -125,14 +125,22 @@ final class NativeConnection: @unchecked Sendable {
         if status != NATS_OK { throw NativeStatus.error(status, "publishing to '\(subject)'") }
     }
 
+    /// Whether ``publish(subject:replyPrefix:token:headers:payload:now:)`` can write a message
+    /// at once without blocking for anything but the socket: always with SendAsap, otherwise
+    /// through cnats's internal publish (see `NativeInternals`).
+    static var canPublishNow: Bool { NativeInternals.isAvailable }
+
     /// Publishes a request whose reply subject is `replyPrefix` followed by `token` in decimal,
-    /// built on the stack (no allocation). Non-blocking.
+    /// built on the stack (no allocation). Non-blocking; with `now` the bytes are written to the
+    /// socket from this thread (as cnats's own request does) instead of by the flusher thread up
+    /// to a millisecond later. Only pass `now` when ``canPublishNow`` is true.
     func publish(
         subject: String,
         replyPrefix: [UInt8],
         token: UInt64,
         headers: NATSHeaders,
-        payload: UnsafeRawBufferPointer
+        payload: UnsafeRawBufferPointer,
+        now: Bool
     ) throws(NATSError) {
         guard let pointer else { throw Self.notConnected }
         let result: Result<Void, NATSError> = withUnsafeTemporaryAllocation(of: CChar.self, capacity: replyPrefix.count + 21) { buffer in
@@ -153,6 +161,16 @@ final class NativeConnection: @unchecked Sendable {
             end += digits
             buffer[end] = 0
             let reply = UnsafePointer(buffer.baseAddress!)
+            if now {
+                return Result { () throws(NATSError) in
+                    let message = try NativeMessage.makeOutgoingWithBlock(
+                        subject: subject, replyC: reply, headers: headers, payload: payload)!
+                    // natsConn_publish copies what it sends; the message stays ours to destroy.
+                    defer { natsMsg_Destroy(message) }
+                    let status = NativeInternals.publish(message, on: pointer, now: true)
+                    if status != NATS_OK { throw NativeStatus.error(status, "requesting on '\(subject)'") }
+                }
+            }
             if headers.isEmpty {
                 let data = payload.baseAddress
                 let length = Int32(truncatingIfNeeded: payload.count)

@@ -54,8 +54,22 @@ enum NativeMessage {
         return NATSMessage(subject: subject, replyTo: reply, headers: headers(of: message), payload: payload)
     }
 
-    /// All header fields in order; empty when the message has none.
+    /// All header fields in order; empty when the message has none. Read from the raw block when
+    /// possible (see `NativeInternals`), through cnats's header map otherwise.
     static func headers(of message: OpaquePointer) -> NATSHeaders {
+        switch NativeInternals.receivedHeaderBlock(of: message) {
+        case .none:
+            return NATSHeaders()
+        case .raw(let block):
+            if let headers = NATSHeaders(wireBlock: block) { return headers }
+            return headersThroughCNATS(of: message)
+        case .unknown:
+            return headersThroughCNATS(of: message)
+        }
+    }
+
+    /// All header fields through cnats's public header API (which parses the block into a map).
+    static func headersThroughCNATS(of message: OpaquePointer) -> NATSHeaders {
         var keys: UnsafeMutablePointer<UnsafePointer<CChar>?>?
         var keyCount: Int32 = 0
         guard natsMsgHeader_Keys(message, &keys, &keyCount) == NATS_OK, let keys else { return NATSHeaders() }
@@ -78,9 +92,20 @@ enum NativeMessage {
         return headers
     }
 
+    /// Destroys a message this module created and did not hand to cnats.
+    static func destroy(_ message: OpaquePointer) {
+        natsMsg_Destroy(message)
+    }
+
     /// Whether the message is the server's "no responders" status (503).
     static func isNoResponders(_ message: OpaquePointer) -> Bool {
         natsMsg_IsNoResponders(message)
+    }
+
+    /// Whether a copied message is the server's "no responders" status (503, no payload): the
+    /// same test as cnats's `natsMsg_IsNoResponders`, without making cnats parse the headers.
+    static func isNoResponders(_ message: NATSMessage) -> Bool {
+        message.payload.isEmpty && message.headers["Status"] == "503"
     }
 
     /// Creates an outgoing message with headers; the caller destroys it. Strings reach cnats
@@ -105,6 +130,9 @@ enum NativeMessage {
         headers: NATSHeaders,
         payload: UnsafeRawBufferPointer
     ) throws(NATSError) -> OpaquePointer {
+        if NativeInternals.isAvailable {
+            return try makeOutgoingWithBlock(subject: subject, replyC: replyC, headers: headers, payload: payload)!
+        }
         var message: OpaquePointer?
         let data = payload.baseAddress?.assumingMemoryBound(to: CChar.self)
         let length = Int32(payload.count)
@@ -121,6 +149,34 @@ enum NativeMessage {
             }
         }
         return message!
+    }
+
+    /// Creates an outgoing message whose header block the module encoded itself (one allocation,
+    /// cnats's message; no header map). `nil` when the internals are not available.
+    static func makeOutgoingWithBlock(
+        subject: String,
+        replyC: UnsafePointer<CChar>?,
+        headers: NATSHeaders,
+        payload: UnsafeRawBufferPointer
+    ) throws(NATSError) -> OpaquePointer? {
+        let headerLength = headers.encodedSize
+        let total = headerLength + payload.count
+        let result: Result<OpaquePointer?, NATSError> = withUnsafeTemporaryAllocation(byteCount: max(total, 1), alignment: 8) {
+            buffer in
+            let written = headers.encode(into: buffer)
+            assert(written == headerLength)
+            if let source = payload.baseAddress, !payload.isEmpty {
+                (buffer.baseAddress! + headerLength).copyMemory(from: source, byteCount: payload.count)
+            }
+            let bytes = UnsafeRawBufferPointer(rebasing: buffer[..<total])
+            return subject.withCString { subject in
+                Result { () throws(NATSError) in
+                    try NativeInternals.makeMessage(
+                        subject: subject, reply: replyC, headerBlockAndPayload: bytes, headerLength: headerLength)
+                }
+            }
+        }
+        return try result.get()
     }
 }
 

@@ -162,8 +162,8 @@ final class NativeReplyBox: NativeSubscriptionBox, @unchecked Sendable {
             natsMsg_Destroy(message)
             return
         }
-        let outcome: Outcome =
-            NativeMessage.isNoResponders(message) ? .noResponders : .reply(NativeMessage.copy(message, payloads: &payloads))
+        let reply = NativeMessage.copy(message, payloads: &payloads)
+        let outcome: Outcome = NativeMessage.isNoResponders(reply) ? .noResponders : .reply(reply)
         // Everything was copied out; the message is ours to destroy.
         natsMsg_Destroy(message)
         handler(token, outcome)

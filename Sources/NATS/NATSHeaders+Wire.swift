@@ -1,0 +1,124 @@
+/// The NATS header block on the wire (`NATS/1.0[ status[ description]]\r\n`, then one
+/// `name: value\r\n` line per value, then `\r\n`), written and read in Swift.
+///
+/// cnats 3.4 keeps headers in a hash map per message: building one costs an allocation per name
+/// and value, and reading one back lifts the whole block into a map with the same cost again (and
+/// loses the order of names). Messages that carry many headers (CloudEvents, message ids,
+/// expectations) spent most of their client time there. The module now hands cnats a ready block
+/// when it sends and reads the block itself when it receives (see `NativeMessage`); these two
+/// functions are that block's only writer and reader.
+extension NATSHeaders {
+    /// Writes the header block into `buffer`, which holds at least ``encodedSize`` bytes; returns
+    /// the number of bytes written (``encodedSize``). The fields must have passed
+    /// `NATSValidation.validateHeaders` (no CR, LF or NUL in a value, printable names).
+    func encode(into buffer: UnsafeMutableRawBufferPointer) -> Int {
+        // No headers: no block at all (a PUB, not an HPUB), as `encodedSize` says.
+        if fields.isEmpty { return 0 }
+        var offset = 0
+        func append(_ bytes: UnsafeRawBufferPointer) {
+            guard let source = bytes.baseAddress, !bytes.isEmpty else { return }
+            (buffer.baseAddress! + offset).copyMemory(from: source, byteCount: bytes.count)
+            offset += bytes.count
+        }
+        func append(_ text: String) {
+            if text.utf8.withContiguousStorageIfAvailable({ append(UnsafeRawBufferPointer($0)) }) == nil {
+                for byte in text.utf8 {
+                    buffer[offset] = byte
+                    offset += 1
+                }
+            }
+        }
+        func append(_ first: UInt8, _ second: UInt8) {
+            buffer[offset] = first
+            buffer[offset + 1] = second
+            offset += 2
+        }
+        Self.versionLine.withUTF8Buffer { append(UnsafeRawBufferPointer($0)) }
+        for field in fields {
+            append(field.name)
+            append(UInt8(ascii: ":"), UInt8(ascii: " "))
+            append(field.value)
+            append(0x0D, 0x0A)
+        }
+        append(0x0D, 0x0A)
+        return offset
+    }
+
+    /// Parses a received header block. Returns `nil` when the block is not a NATS header block
+    /// (missing `NATS/1.0`, a line without `:` or CRLF), so that the caller can fall back to cnats.
+    ///
+    /// Reads the way cnats and the server do: an inline status (`NATS/1.0 503`,
+    /// `NATS/1.0 100 Idle Heartbeat`) becomes the `Status` field (three characters) and the
+    /// `Description` field (the rest, trimmed); names are kept as sent; values lose leading and
+    /// trailing white space; a line starting with white space continues the previous value. Unlike
+    /// cnats, names keep their order and an empty value stays empty.
+    init?(wireBlock block: UnsafeRawBufferPointer) {
+        let bytes = block.bindMemory(to: UInt8.self)
+        let count = bytes.count
+        guard count >= Self.versionLine.utf8CodeUnitCount + 2 else { return nil }
+        let prefixMatches = Self.versionLine.withUTF8Buffer { line in
+            (0..<8).allSatisfy { bytes[$0] == line[$0] }
+        }
+        guard prefixMatches else { return nil }
+
+        /// The index of the next LF at or after `start`, or `count`.
+        func lineFeed(from start: Int) -> Int {
+            var index = start
+            while index < count && bytes[index] != 0x0A { index += 1 }
+            return index
+        }
+        func isSpace(_ byte: UInt8) -> Bool { byte == 0x20 || byte == 0x09 || byte == 0x0D || byte == 0x0A }
+        func text(_ range: Range<Int>) -> String {
+            String(decoding: UnsafeBufferPointer(rebasing: bytes[range]), as: UTF8.self)
+        }
+        func trimmed(_ start: Int, _ end: Int) -> Range<Int> {
+            var lower = start
+            var upper = end
+            while lower < upper && isSpace(bytes[lower]) { lower += 1 }
+            while upper > lower && isSpace(bytes[upper - 1]) { upper -= 1 }
+            return lower..<upper
+        }
+
+        // The status line: "NATS/1.0", optionally a status and a description.
+        let statusEnd = lineFeed(from: 8)
+        guard statusEnd < count else { return nil }
+        let status = trimmed(8, statusEnd)
+        var fields: [Field] = []
+        var line = statusEnd + 1
+        while line < count {
+            let end = lineFeed(from: line)
+            guard end < count else { return nil }
+            let content = trimmed(line, end)
+            if content.isEmpty {
+                // The empty line that ends the block (or a stray blank line): nothing to read.
+                line = end + 1
+                continue
+            }
+            if isSpace(bytes[line]) {
+                // A folded line continues the previous value.
+                guard !fields.isEmpty else { return nil }
+                fields[fields.count - 1].value += " " + text(content)
+            } else {
+                var colon = line
+                while colon < end && bytes[colon] != UInt8(ascii: ":") { colon += 1 }
+                guard colon < end, colon > line else { return nil }
+                fields.append(Field(name: text(line..<colon), value: text(trimmed(colon + 1, end))))
+            }
+            line = end + 1
+        }
+        if !status.isEmpty {
+            // As in cnats: the inline status replaces header lines of the same names.
+            fields.removeAll { $0.name == "Status" || $0.name == "Description" }
+            let codeEnd = Swift.min(status.upperBound, status.lowerBound + 3)
+            var inline = [Field(name: "Status", value: text(status.lowerBound..<codeEnd))]
+            let description = trimmed(codeEnd, status.upperBound)
+            if !description.isEmpty { inline.append(Field(name: "Description", value: text(description))) }
+            fields.insert(contentsOf: inline, at: 0)
+        }
+        self.init()
+        self.fields = fields
+    }
+
+    /// The first line of a block without a status; its first 8 bytes start every block.
+    private static let versionLine: StaticString = "NATS/1.0\r\n"
+}
