@@ -120,7 +120,7 @@ final class NativeConnection: @unchecked Sendable {
         guard let pointer else { throw Self.notConnected }
         let message = try NativeMessage.makeOutgoing(subject: subject, replyTo: replyTo, headers: headers, payload: payload)
         // PublishMsg copies what it sends; the message stays ours to destroy.
-        defer { natsMsg_Destroy(message) }
+        defer { NativeMessage.destroy(message) }
         let status = natsConnection_PublishMsg(pointer, message)
         if status != NATS_OK { throw NativeStatus.error(status, "publishing to '\(subject)'") }
     }
@@ -166,7 +166,7 @@ final class NativeConnection: @unchecked Sendable {
                     let message = try NativeMessage.makeOutgoingWithBlock(
                         subject: subject, replyC: reply, headers: headers, payload: payload)!
                     // natsConn_publish copies what it sends; the message stays ours to destroy.
-                    defer { natsMsg_Destroy(message) }
+                    defer { NativeMessage.destroy(message) }
                     let status = NativeInternals.publish(message, on: pointer, now: true)
                     if status != NATS_OK { throw NativeStatus.error(status, "requesting on '\(subject)'") }
                 }
@@ -180,7 +180,7 @@ final class NativeConnection: @unchecked Sendable {
             return Result { () throws(NATSError) in
                 let message = try NativeMessage.makeOutgoing(subject: subject, replyC: reply, headers: headers, payload: payload)
                 // PublishMsg copies what it sends; the message stays ours to destroy.
-                defer { natsMsg_Destroy(message) }
+                defer { NativeMessage.destroy(message) }
                 let status = natsConnection_PublishMsg(pointer, message)
                 if status != NATS_OK { throw NativeStatus.error(status, "requesting on '\(subject)'") }
             }
@@ -214,7 +214,7 @@ final class NativeConnection: @unchecked Sendable {
         } else {
             let message = try NativeMessage.makeOutgoing(subject: subject, replyTo: nil, headers: headers, payload: payload)
             // The request message is ours; RequestMsg does not take it.
-            defer { natsMsg_Destroy(message) }
+            defer { NativeMessage.destroy(message) }
             status = natsConnection_RequestMsg(&reply, pointer, message, timeout)
         }
         if status == NATS_NO_RESPONDERS {
@@ -229,7 +229,7 @@ final class NativeConnection: @unchecked Sendable {
         }
         guard status == NATS_OK, let reply else { throw NativeStatus.error(status, "requesting on '\(subject)'") }
         // The reply is handed to us: copy it out and destroy it.
-        defer { natsMsg_Destroy(reply) }
+        defer { NativeMessage.destroy(reply) }
         if NativeMessage.isNoResponders(reply) {
             throw NATSError(.noResponders, "no responders are subscribed to '\(subject)'", isRetriable: true)
         }

@@ -6,10 +6,11 @@ import Glibc
 import Darwin
 #endif
 
-/// Two cnats functions that nats.h does not declare, and the layout of a received message, which
-/// the module relies on to avoid cnats's per-message header maps and to write a request at once.
+/// Three cnats functions that nats.h does not declare, and the layout of a received message, which
+/// the module relies on to avoid cnats's per-message header maps, to write a request at once and
+/// to free messages without a hand-off to cnats's garbage-collector thread.
 ///
-/// Both functions are exported by libnats 3.x (they are what cnats's own public calls use) and
+/// The functions are exported by libnats 3.x (they are what cnats's own public calls use) and
 /// have kept their signatures from 3.0 to 3.9:
 ///
 /// - `natsMsg_create(msg, subject, subjectLength, reply, replyLength, buffer, bufferLength,
@@ -20,6 +21,12 @@ import Darwin
 ///   calls with `directFlush` false and `natsConnection_Request*` with true. With true the bytes are
 ///   written from the calling thread at once instead of waiting up to a millisecond for the
 ///   flusher thread, and nothing blocks waiting for a reply.
+/// - `natsMsg_free(msg)` is what cnats's garbage-collector thread calls for every message that
+///   `natsMsg_Destroy` hands it (a lock, and a wake-up of that thread when it sleeps). The module
+///   copies every received message out on the delivery thread and creates its outgoing messages
+///   itself, so it frees them in place. (`natsMsg_Destroy` would skip a message cnats marked
+///   "no destroy"; cnats marks only messages of its own `js_Subscribe` and fetch, which the
+///   module does not use.)
 ///
 /// They are looked up at run time (`dlsym`), not linked, and only for cnats 3.x: with another
 /// version, or a build that hides them, `isAvailable` is false and the module uses public calls
@@ -31,11 +38,13 @@ enum NativeInternals {
         UnsafePointer<CChar>?, Int32, Int32
     ) -> natsStatus
     typealias PublishMessage = @convention(c) (OpaquePointer?, OpaquePointer?, UnsafePointer<CChar>?, Bool) -> natsStatus
+    typealias FreeMessage = @convention(c) (UnsafeMutableRawPointer?) -> Void
 
     private struct Functions: @unchecked Sendable {
         // @unchecked: C function pointers, immutable after lookup.
         let createMessage: CreateMessage
         let publishMessage: PublishMessage
+        let freeMessage: FreeMessage
     }
 
     private static let functions: Functions? = {
@@ -45,10 +54,13 @@ enum NativeInternals {
         guard opened, version >> 16 == 3, environmentAllows else { return nil }
         // RTLD_DEFAULT: the process's global scope, where libnats was loaded as a dependency.
         let scope = UnsafeMutableRawPointer(bitPattern: 0)
-        guard let create = dlsym(scope, "natsMsg_create"), let publish = dlsym(scope, "natsConn_publish") else { return nil }
+        guard let create = dlsym(scope, "natsMsg_create"), let publish = dlsym(scope, "natsConn_publish"),
+            let free = dlsym(scope, "natsMsg_free")
+        else { return nil }
         return Functions(
             createMessage: unsafeBitCast(create, to: CreateMessage.self),
-            publishMessage: unsafeBitCast(publish, to: PublishMessage.self))
+            publishMessage: unsafeBitCast(publish, to: PublishMessage.self),
+            freeMessage: unsafeBitCast(free, to: FreeMessage.self))
     }()
 
     /// `NATS_PUBLIC_API_ONLY=1` turns the internals off (to compare both paths, or as an escape
@@ -80,6 +92,14 @@ enum NativeInternals {
             throw NativeStatus.error(status, "creating a message for '\(String(cString: subject))'")
         }
         return message
+    }
+
+    /// Frees a message at once, on this thread. `false` when the internals are not available.
+    @inline(__always)
+    static func free(_ message: OpaquePointer) -> Bool {
+        guard let functions else { return false }
+        functions.freeMessage(UnsafeMutableRawPointer(message))
+        return true
     }
 
     /// Publishes a message, written to the socket from this thread at once when `now` is true.

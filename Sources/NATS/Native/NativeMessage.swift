@@ -92,9 +92,11 @@ enum NativeMessage {
         return headers
     }
 
-    /// Destroys a message this module created and did not hand to cnats.
+    /// Destroys a message that is ours: one this module created, or a received one whose content
+    /// was copied out. Freed on this thread when possible (see `NativeInternals`).
+    @inline(__always)
     static func destroy(_ message: OpaquePointer) {
-        natsMsg_Destroy(message)
+        if !NativeInternals.free(message) { natsMsg_Destroy(message) }
     }
 
     /// Whether the message is the server's "no responders" status (503).
@@ -144,7 +146,7 @@ enum NativeMessage {
             }
             if added != NATS_OK {
                 // The message never left our hands: destroy it before reporting.
-                natsMsg_Destroy(message)
+                destroy(message!)
                 throw NativeStatus.error(added, "adding header '\(field.name)'")
             }
         }

@@ -59,7 +59,7 @@ class NativeSubscriptionBox: @unchecked Sendable {
     /// `subscription` is the cnats subscription delivering it.
     func deliver(_ message: OpaquePointer, subscription: OpaquePointer?) {
         // Owned by the callee: nothing to hand it to here.
-        natsMsg_Destroy(message)
+        NativeMessage.destroy(message)
     }
 
     /// The subscription is finished: no message follows.
@@ -82,7 +82,7 @@ final class CoreSubscriptionBox: NativeSubscriptionBox, @unchecked Sendable {
         let copy = NativeMessage.copy(message, payloads: &payloads, subjects: &subjects)
         let size = copy.bufferedSize
         // Everything was copied out; the message is ours to destroy.
-        natsMsg_Destroy(message)
+        NativeMessage.destroy(message)
         buffer.append(copy, size: size) {
             // cnats counts the messages it holds for this subscription after this one; its
             // delivery thread (this thread) comes back for each of them, or the subscription
@@ -127,7 +127,7 @@ final class CallbackSubscriptionBox: NativeSubscriptionBox, @unchecked Sendable 
     override func deliver(_ message: OpaquePointer, subscription: OpaquePointer?) {
         let copy = NativeMessage.copy(message, payloads: &payloads, subjects: &subjects)
         // Everything was copied out; the message is ours to destroy.
-        natsMsg_Destroy(message)
+        NativeMessage.destroy(message)
         handler(copy)
     }
 
@@ -159,13 +159,13 @@ final class NativeReplyBox: NativeSubscriptionBox, @unchecked Sendable {
     override func deliver(_ message: OpaquePointer, subscription: OpaquePointer?) {
         guard let token = Self.token(of: natsMsg_GetSubject(message)) else {
             // Not one of ours (no numeric last token): the message is ours to destroy.
-            natsMsg_Destroy(message)
+            NativeMessage.destroy(message)
             return
         }
         let reply = NativeMessage.copy(message, payloads: &payloads)
         let outcome: Outcome = NativeMessage.isNoResponders(reply) ? .noResponders : .reply(reply)
         // Everything was copied out; the message is ours to destroy.
-        natsMsg_Destroy(message)
+        NativeMessage.destroy(message)
         handler(token, outcome)
     }
 
