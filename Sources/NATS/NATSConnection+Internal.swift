@@ -7,27 +7,13 @@ extension NATSConnection {
     }
 
     static func makeInbox() -> String {
-        "_INBOX." + NATSConnection.randomToken(length: 22)
+        "_INBOX." + NATSConnection.uniqueToken()
     }
 
-    /// Random base-62 characters, for inboxes and generated ids.
-    static func randomToken(length: Int) -> String {
-        let alphabet = Array("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz".utf8)
-        var generator = SystemRandomNumberGenerator()
-        var bytes = [UInt8]()
-        bytes.reserveCapacity(length)
-        var bits = generator.next()
-        var remaining = 10  // 10 × 6 bits from one UInt64
-        for _ in 0..<length {
-            if remaining == 0 {
-                bits = generator.next()
-                remaining = 10
-            }
-            bytes.append(alphabet[Int(bits % 62)])
-            bits /= 64
-            remaining -= 1
-        }
-        return String(decoding: bytes, as: UTF8.self)
+    /// A unique base-62 token of 22 characters, for inboxes and generated ids (see
+    /// ``UniqueTokenGenerator``).
+    static func uniqueToken() -> String {
+        UniqueTokenGenerator.shared.withLock { $0.next() }
     }
 
     /// Subscribes with a handler that cnats's delivery thread calls for every message, in order,

@@ -223,6 +223,25 @@ public final class NATSConnection: Sendable {
         }
     }
 
+    /// Publishes with the reply subject `replyPrefix` + `token` (decimal), built on the stack: for
+    /// the client's own inboxes (a JetStream publisher's acks), whose prefix is known to be valid.
+    func publish(
+        subject: String,
+        bytes: UnsafeRawBufferPointer,
+        headers: NATSHeaders,
+        replyPrefix: [UInt8],
+        token: UInt64
+    ) throws(NATSError) {
+        try NATSValidation.validateSubject(subject, for: .publish)
+        if !headers.isEmpty { try NATSValidation.validateHeaders(headers) }
+        try checkSize(payloadCount: bytes.count, headers: headers, subject: subject)
+        do {
+            try native.publish(subject: subject, replyPrefix: replyPrefix, token: token, headers: headers, payload: bytes, now: false)
+        } catch where error.code == .notConnected {
+            throw notConnectedError()
+        }
+    }
+
     /// Publishes a small body to a subject the server gave (a JetStream ack subject, a
     /// flow-control reply): not validated again, only sized. For the client's own protocol
     /// replies, which run once per message received.

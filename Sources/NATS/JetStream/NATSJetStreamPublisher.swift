@@ -62,6 +62,9 @@ public final class NATSJetStreamPublisher: Sendable {
     public let configuration: Configuration
     let connection: NATSConnection
     private let inboxPrefix: String
+    /// `inboxPrefix` as bytes: each publish's reply subject is built on the stack from it.
+    private let inboxPrefixBytes: [UInt8]
+    private let messageIDs = Mutex(UniqueTokenGenerator())
     private let state = Mutex(State())
     private let subscription = Mutex<NATSHandlerSubscription?>(nil)
     // Dispatch sources are thread-safe; the type just is not marked Sendable.
@@ -71,6 +74,7 @@ public final class NATSJetStreamPublisher: Sendable {
         self.connection = connection
         self.configuration = configuration
         inboxPrefix = NATSConnection.makeInbox() + "."
+        inboxPrefixBytes = Array(inboxPrefix.utf8)
         timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "nats.jetstream.publisher.timeouts"))
     }
 
@@ -118,7 +122,7 @@ public final class NATSJetStreamPublisher: Sendable {
         var headers = headers
         var options = options
         if options.messageID == nil && configuration.assignMessageIDs && headers[NATSPublishOptions.Header.messageID] == nil {
-            options.messageID = NATSConnection.randomToken(length: 22)
+            options.messageID = messageIDs.withLock { $0.next() }
         }
         options.apply(to: &headers)
         let record = NATSPendingPublish(subject: subject, payload: NATSPayload(payload), headers: headers)
@@ -136,7 +140,12 @@ public final class NATSJetStreamPublisher: Sendable {
     private func send(_ record: NATSPendingPublish) async throws(NATSError) {
         let id = try await acquireSlot(for: record)
         do {
-            try connection.publish(subject: record.subject, payload: record.payload, headers: record.headers, replyTo: inboxPrefix + String(id))
+            try record.payload.withUnsafeBytes { bytes in
+                Result { () throws(NATSError) in
+                    try connection.publish(
+                        subject: record.subject, bytes: bytes, headers: record.headers, replyPrefix: inboxPrefixBytes, token: id)
+                }
+            }.get()
         } catch {
             _ = state.withLock { $0.pending.removeValue(forKey: id) }
             afterCompletion()
