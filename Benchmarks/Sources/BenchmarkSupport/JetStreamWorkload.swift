@@ -100,11 +100,17 @@ extension NATSConsumerConfiguration {
 ///
 /// Always inlined (and so specialised for the consumer's type): the loop runs in the benchmark's
 /// own closure, with no call, generic dispatch or allocation per message added.
+///
+/// It calls the iterator's `next()`, not `for try await`: in generic code that goes through
+/// `next(isolation:)`, whose witness the optimiser does not resolve, so every message would pay
+/// a protocol dispatch thunk (seen in the disassembly). `next()` resolves to the consumer's own
+/// `Iterator.next()`, the call an inline `for try await` over the concrete consumer makes.
 @inlinable @inline(__always)
 public func receiveAndAck<Consumer: AsyncSequence>(_ consumer: Consumer, count: Int) async throws -> Int
 where Consumer.Element == NATSJetStreamMessage {
     var received = 0
-    for try await message in consumer {
+    var messages = consumer.makeAsyncIterator()
+    while let message = try await messages.next() {
         try message.ack()
         received += 1
         if received == count { break }
