@@ -234,7 +234,8 @@ final class JetStreamSubscription: DeliverySource, Sendable {
             let event = CloudEventsNATSBinding.event(subject: subject, headers: message.headers, payload: message.payload.bytes)
             return Delivery(
                 event: event, deliveryCount: 1, sequence: 0, subject: subject, isRequest: true,
-                acknowledger: JetStreamRequestAcknowledger(connection: ready.direct, replyTo: message.replyTo, requestID: event.id))
+                acknowledger: RequestAcknowledger(
+                    JetStreamRequestReplier(connection: ready.direct, replyTo: message.replyTo, requestID: event.id)))
         }
         let subject = bus.busSubject(fromNATS: message.subject, prefix: configuration.subjectPrefix)
         let event = CloudEventsNATSBinding.event(subject: subject, headers: message.headers, payload: message.payload.bytes)
@@ -333,44 +334,15 @@ final class JetStreamDeliveryAcknowledger: DeliveryAcknowledger {
     }
 }
 
-/// Settles a request (nothing to tell the server) and sends its reply.
-final class JetStreamRequestAcknowledger: DeliveryAcknowledger {
+/// How the JetStream bus answers a request: a core NATS publish to its reply subject. Requests travel on core
+/// NATS and are never stored, so settling one tells the server nothing; ``RequestAcknowledger`` (shared with
+/// the in-memory bus) does that bookkeeping.
+struct JetStreamRequestReplier: RequestReplier {
     let connection: NATSConnection
     let replyTo: String?
     let requestID: String
-    private let flags = Mutex<(settled: Bool, responded: Bool)>((false, false))
 
-    init(connection: NATSConnection, replyTo: String?, requestID: String) {
-        self.connection = connection
-        self.replyTo = replyTo
-        self.requestID = requestID
-    }
-
-    private func settle(_ action: String) throws(EventBusError) {
-        let first = flags.withLock { flags in
-            defer { flags.settled = true }
-            return !flags.settled
-        }
-        if !first { throw EventBusError(.alreadyAcknowledged, "request '\(requestID)' was already settled; cannot \(action) it again") }
-    }
-
-    func ack() async throws { try settle("ack") }
-    func nak(delay: Duration?) async throws { try settle("nak") }
-    func term(reason: String?) async throws { try settle("term") }
-
-    func inProgress() async throws {
-        if flags.withLock({ $0.settled }) {
-            throw EventBusError(.alreadyAcknowledged, "request '\(requestID)' was already settled")
-        }
-    }
-
-    func respond(_ reply: Event) async throws {
-        try reply.validateForPublish()
-        let first = flags.withLock { flags in
-            defer { flags.responded = true }
-            return !flags.responded
-        }
-        guard first else { throw EventBusError(.alreadyAcknowledged, "request '\(requestID)' was already answered") }
+    func send(_ reply: Event) async throws {
         guard let replyTo else { throw EventBusError(.notARequest, "request '\(requestID)' has no reply subject") }
         do {
             try connection.publish(subject: replyTo, payload: reply.data, headers: CloudEventsNATSBinding.headers(for: reply))

@@ -13,68 +13,49 @@ func registerW4() {
     let configuration = BenchmarkSettings.live(metrics: BenchmarkMetrics.throughputWorkload, scalingFactor: .kilo)
     let messages = Workload.w4Messages
 
-    let raw = SetupBox<(server: BenchmarkServer, js: RawJetStream, subject: RawCString)>()
-    Benchmark("W4 raw", configuration: configuration) { benchmark in
-        let (_, js, subject) = raw.unwrapped
-        do throws(RawFailure) {
-            try js.purge(stream: Workload.streamName)
-            benchmark.startMeasurement()
-            let meter = ThroughputMeter()
-            var errorCode = jsErrCode(0)
-            let failure: natsStatus = Workload.payload.withUnsafeBytes { payload in
-                for _ in 0..<messages {
-                    var ack: UnsafeMutablePointer<jsPubAck>?
-                    let status = js_Publish(&ack, js.pointer, subject.pointer, payload.baseAddress, Int32(payload.count), nil, &errorCode)
-                    // The ack is ours to free.
-                    jsPubAck_Destroy(ack)
-                    if status != NATS_OK { return status }
-                }
-                return NATS_OK
+    liveBenchmark("W4 raw", configuration: configuration) { benchmark, raw throws(RawFailure) in
+        let (js, subject) = raw
+        try js.purge(stream: Workload.streamName)
+        benchmark.startMeasurement()
+        let meter = ThroughputMeter()
+        var errorCode = jsErrCode(0)
+        let failure: natsStatus = Workload.payload.withUnsafeBytes { payload in
+            for _ in 0..<messages {
+                var ack: UnsafeMutablePointer<jsPubAck>?
+                let status = js_Publish(&ack, js.pointer, subject.pointer, payload.baseAddress, Int32(payload.count), nil, &errorCode)
+                // The ack is ours to free.
+                jsPubAck_Destroy(ack)
+                if status != NATS_OK { return status }
             }
-            try rawCheck(failure, "js_Publish (error code \(errorCode.rawValue))")
-            meter.finish(benchmark, operations: messages)
-            benchmark.stopMeasurement()
-            try js.expectMessageCount(stream: Workload.streamName, messages)
-        } catch {
-            benchmark.error(error.description)
+            return NATS_OK
         }
-    } setup: {
-        let server = try BenchmarkServer.start()
-        let js = try RawJetStream(connection: RawConnection(url: server.url))
-        try js.addStream(name: Workload.streamName, subjects: Workload.streamSubjects)
-        raw.value = (server, js, RawCString(Workload.jetStreamSubject))
-    } teardown: {
-        raw.value?.server.stop()
-        raw.value = nil
+        try rawCheck(failure, "js_Publish (error code \(errorCode.rawValue))")
+        meter.finish(benchmark, operations: messages)
+        benchmark.stopMeasurement()
+        try js.expectMessageCount(stream: Workload.streamName, messages)
+    } setup: { server in
+        (js: try RawJetStream.workloadStream(on: server), subject: RawCString(Workload.jetStreamSubject))
     }
 
     registerW4NATS(name: "W4 NATS", configuration: configuration, sendAsap: false)
     registerW4NATS(name: "W4 NATS send-asap", configuration: configuration, sendAsap: true)
 
-    let bus = SetupBox<(server: BenchmarkServer, bus: JetStreamEventBus, admin: RawJetStream)>()
-    Benchmark("W4 EventBus", configuration: configuration) { benchmark in
-        let (_, bus, admin) = bus.unwrapped
-        do {
-            try admin.purge(stream: Workload.streamName)
-            benchmark.startMeasurement()
-            let meter = ThroughputMeter()
-            for _ in 0..<messages {
-                blackHole(try await bus.publish(benchmarkEvent()))
-            }
-            meter.finish(benchmark, operations: messages)
-            benchmark.stopMeasurement()
-            try admin.expectMessageCount(stream: Workload.streamName, messages)
-        } catch {
-            benchmark.error("\(error)")
+    liveBenchmark("W4 EventBus", configuration: configuration) { benchmark, fixture in
+        let (bus, admin) = fixture
+        try admin.purge(stream: Workload.streamName)
+        benchmark.startMeasurement()
+        let meter = ThroughputMeter()
+        for _ in 0..<messages {
+            blackHole(try await bus.publish(benchmarkEvent()))
         }
-    } setup: {
-        let server = try BenchmarkServer.start()
-        let eventBus = try await makeBenchmarkBus(server)
-        bus.value = (server, eventBus, try RawJetStream(connection: RawConnection(url: server.url)))
-    } teardown: {
-        await bus.value?.bus.close()
-        bus.value?.server.stop()
-        bus.value = nil
+        meter.finish(benchmark, operations: messages)
+        benchmark.stopMeasurement()
+        try admin.expectMessageCount(stream: Workload.streamName, messages)
+    } setup: { server in
+        // The bus creates its stream; the raw context only purges and counts.
+        (bus: try await makeBenchmarkBus(server), admin: try RawJetStream(server))
+    } teardown: { fixture in
+        await fixture.bus.close()
     }
 }
 
@@ -83,33 +64,23 @@ func registerW4() {
 /// multiplexer).
 private func registerW4NATS(name: String, configuration: Benchmark.Configuration, sendAsap: Bool) {
     let messages = Workload.w4Messages
-    let module = SetupBox<(server: BenchmarkServer, connection: NATSConnection, admin: RawJetStream)>()
-    Benchmark(name, configuration: configuration) { benchmark in
-        let (_, connection, admin) = module.unwrapped
-        do {
-            try admin.purge(stream: Workload.streamName)
-            benchmark.startMeasurement()
-            let meter = ThroughputMeter()
-            let js = connection.jetStream()
-            let payload = Workload.payload
-            for _ in 0..<messages {
-                blackHole(try await js.publish(subject: Workload.jetStreamSubject, payload: payload))
-            }
-            meter.finish(benchmark, operations: messages)
-            benchmark.stopMeasurement()
-            try admin.expectMessageCount(stream: Workload.streamName, messages)
-        } catch {
-            benchmark.error("\(error)")
+    liveBenchmark(name, configuration: configuration) { benchmark, module in
+        let (connection, admin) = module
+        try admin.purge(stream: Workload.streamName)
+        benchmark.startMeasurement()
+        let meter = ThroughputMeter()
+        let js = connection.jetStream()
+        let payload = Workload.payload
+        for _ in 0..<messages {
+            blackHole(try await js.publish(subject: Workload.jetStreamSubject, payload: payload))
         }
-    } setup: {
-        let server = try BenchmarkServer.start()
-        let admin = try RawJetStream(connection: RawConnection(url: server.url))
-        try admin.addStream(name: Workload.streamName, subjects: Workload.streamSubjects)
-        module.value = (server, try await NATSConnection.connectForBenchmark(server, sendAsap: sendAsap), admin)
-    } teardown: {
-        await module.value?.connection.close()
-        module.value?.server.stop()
-        module.value = nil
+        meter.finish(benchmark, operations: messages)
+        benchmark.stopMeasurement()
+        try admin.expectMessageCount(stream: Workload.streamName, messages)
+    } setup: { server -> (connection: NATSConnection, admin: RawJetStream) in
+        let admin = try RawJetStream.workloadStream(on: server)
+        return (connection: try await NATSConnection.connectForBenchmark(server, sendAsap: sendAsap), admin: admin)
+    } teardown: { module in
+        await module.connection.close()
     }
-
 }

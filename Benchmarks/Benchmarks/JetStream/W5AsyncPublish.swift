@@ -25,36 +25,31 @@ func registerW5() {
     registerW5NATS(name: "W5 NATS", configuration: configuration, assignMessageIDs: true)
     registerW5NATS(name: "W5 NATS no message ids", configuration: configuration, assignMessageIDs: false)
 
-    let bus = SetupBox<(server: BenchmarkServer, bus: JetStreamEventBus, admin: RawJetStream)>()
-    Benchmark("W5 EventBus", configuration: configuration) { benchmark in
-        let (_, bus, admin) = bus.unwrapped
-        do {
-            try admin.purge(stream: Workload.streamName)
-            benchmark.startMeasurement()
-            let meter = ThroughputMeter()
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                var started = 0
-                while started < messages {
-                    if started >= Workload.w5InFlight { try await group.next() }
-                    group.addTask { blackHole(try await bus.publish(benchmarkEvent())) }
-                    started += 1
-                }
-                try await group.waitForAll()
+    liveBenchmark("W5 EventBus", configuration: configuration) { benchmark, fixture in
+        let (bus, admin) = fixture
+        try admin.purge(stream: Workload.streamName)
+        benchmark.startMeasurement()
+        let meter = ThroughputMeter()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            var started = 0
+            while started < messages {
+                if started >= Workload.w5InFlight { try await group.next() }
+                group.addTask { blackHole(try await bus.publish(benchmarkEvent())) }
+                started += 1
             }
-            meter.finish(benchmark, operations: messages)
-            benchmark.stopMeasurement()
-            try admin.expectMessageCount(stream: Workload.streamName, messages)
-        } catch {
-            benchmark.error("\(error)")
+            try await group.waitForAll()
         }
-    } setup: {
-        let server = try BenchmarkServer.start()
-        let eventBus = try await makeBenchmarkBus(server) { $0.maxPendingPublishes = Workload.w5InFlight }
-        bus.value = (server, eventBus, try RawJetStream(connection: RawConnection(url: server.url)))
-    } teardown: {
-        await bus.value?.bus.close()
-        bus.value?.server.stop()
-        bus.value = nil
+        meter.finish(benchmark, operations: messages)
+        benchmark.stopMeasurement()
+        try admin.expectMessageCount(stream: Workload.streamName, messages)
+    } setup: { server in
+        // The bus creates its stream; the raw context only purges and counts.
+        (
+            bus: try await makeBenchmarkBus(server) { $0.maxPendingPublishes = Workload.w5InFlight },
+            admin: try RawJetStream(server)
+        )
+    } teardown: { fixture in
+        await fixture.bus.close()
     }
 }
 
@@ -63,61 +58,52 @@ func registerW5() {
 /// "W5 EventBus" and for the NATS module's publisher, which sends a message id too.
 private func registerW5Raw(name: String, configuration: Benchmark.Configuration, eventHeaders: Bool) {
     let messages = Workload.w5Messages
-    let raw = SetupBox<(server: BenchmarkServer, js: RawJetStream, subject: RawCString, iterations: IterationCounter)>()
     let template = eventHeaders ? RawEventHeaders(benchmarkEventHeaders(0)) : nil
-    Benchmark(name, configuration: configuration) { benchmark in
-        let (_, js, subject, iterations) = raw.unwrapped
-        do throws(RawFailure) {
-            try js.purge(stream: Workload.streamName)
-            benchmark.startMeasurement()
-            let meter = ThroughputMeter()
-            var options = jsPubOptions()
-            jsPubOptions_Init(&options)
-            options.MaxWait = 10_000
-            let failedBefore = js.failures.value
-            let iteration = iterations.next()
-            let failure: natsStatus = Workload.payload.withUnsafeBytes { payload in
-                for index in 0..<messages {
-                    var status: natsStatus
-                    if let template {
-                        // A C program publishing CloudEvents: a message with the bus's headers and
-                        // an id of its own.
-                        status = template.publish(
-                            js: js.pointer, subject: subject.pointer, payload: payload, id: "raw-\(iteration)-\(index)",
-                            options: &options)
-                    } else {
-                        repeat {
-                            // NATS_TIMEOUT: the window stayed full for StallWait (200 ms); try again.
-                            status = js_PublishAsync(js.pointer, subject.pointer, payload.baseAddress, Int32(payload.count), &options)
-                        } while status == NATS_TIMEOUT
-                    }
-                    if status != NATS_OK { return status }
+    liveBenchmark(name, configuration: configuration) { benchmark, raw throws(RawFailure) in
+        let (js, subject, iterations) = raw
+        try js.purge(stream: Workload.streamName)
+        benchmark.startMeasurement()
+        let meter = ThroughputMeter()
+        var options = jsPubOptions()
+        jsPubOptions_Init(&options)
+        options.MaxWait = 10_000
+        let failedBefore = js.failures.value
+        let iteration = iterations.next()
+        let failure: natsStatus = Workload.payload.withUnsafeBytes { payload in
+            for index in 0..<messages {
+                var status: natsStatus
+                if let template {
+                    // A C program publishing CloudEvents: a message with the bus's headers and
+                    // an id of its own.
+                    status = template.publish(
+                        js: js.pointer, subject: subject.pointer, payload: payload, id: "raw-\(iteration)-\(index)",
+                        options: &options)
+                } else {
+                    repeat {
+                        // NATS_TIMEOUT: the window stayed full for StallWait (200 ms); try again.
+                        status = js_PublishAsync(js.pointer, subject.pointer, payload.baseAddress, Int32(payload.count), &options)
+                    } while status == NATS_TIMEOUT
                 }
-                var complete = jsPubOptions()
-                jsPubOptions_Init(&complete)
-                complete.MaxWait = 60_000
-                return js_PublishAsyncComplete(js.pointer, &complete)
+                if status != NATS_OK { return status }
             }
-            try rawCheck(failure, "js_PublishAsync")
-            meter.finish(benchmark, operations: messages)
-            benchmark.stopMeasurement()
-            if js.failures.value != failedBefore {
-                throw RawFailure(description: "\(js.failures.value - failedBefore) publishes failed")
-            }
-            try js.expectMessageCount(stream: Workload.streamName, messages)
-        } catch {
-            benchmark.error(error.description)
+            var complete = jsPubOptions()
+            jsPubOptions_Init(&complete)
+            complete.MaxWait = 60_000
+            return js_PublishAsyncComplete(js.pointer, &complete)
         }
-    } setup: {
-        let server = try BenchmarkServer.start()
-        let js = try RawJetStream(connection: RawConnection(url: server.url))
-        try js.addStream(name: Workload.streamName, subjects: Workload.streamSubjects)
-        raw.value = (server, js, RawCString(Workload.jetStreamSubject), IterationCounter())
-    } teardown: {
-        raw.value?.server.stop()
-        raw.value = nil
+        try rawCheck(failure, "js_PublishAsync")
+        meter.finish(benchmark, operations: messages)
+        benchmark.stopMeasurement()
+        if js.failures.value != failedBefore {
+            throw RawFailure(description: "\(js.failures.value - failedBefore) publishes failed")
+        }
+        try js.expectMessageCount(stream: Workload.streamName, messages)
+    } setup: { server in
+        (
+            js: try RawJetStream.workloadStream(on: server), subject: RawCString(Workload.jetStreamSubject),
+            iterations: IterationCounter()
+        )
     }
-
 }
 
 /// The NATS module's W5: NATSJetStreamPublisher with its defaults (a generated `Nats-Msg-Id` on
@@ -125,37 +111,27 @@ private func registerW5Raw(name: String, configuration: Benchmark.Configuration,
 /// window), or without generated ids (the same messages as "W5 raw").
 private func registerW5NATS(name: String, configuration: Benchmark.Configuration, assignMessageIDs: Bool) {
     let messages = Workload.w5Messages
-    let module = SetupBox<(server: BenchmarkServer, connection: NATSConnection, publisher: NATSJetStreamPublisher, admin: RawJetStream)>()
-    Benchmark(name, configuration: configuration) { benchmark in
-        let (_, _, publisher, admin) = module.unwrapped
-        do {
-            try admin.purge(stream: Workload.streamName)
-            benchmark.startMeasurement()
-            let meter = ThroughputMeter()
-            let payload = Workload.payload
-            for _ in 0..<messages {
-                blackHole(try await publisher.publish(subject: Workload.jetStreamSubject, payload: payload))
-            }
-            await publisher.waitForPending()
-            meter.finish(benchmark, operations: messages)
-            benchmark.stopMeasurement()
-            try admin.expectMessageCount(stream: Workload.streamName, messages)
-        } catch {
-            benchmark.error("\(error)")
+    liveBenchmark(name, configuration: configuration) { benchmark, module in
+        let (_, publisher, admin) = module
+        try admin.purge(stream: Workload.streamName)
+        benchmark.startMeasurement()
+        let meter = ThroughputMeter()
+        let payload = Workload.payload
+        for _ in 0..<messages {
+            blackHole(try await publisher.publish(subject: Workload.jetStreamSubject, payload: payload))
         }
-    } setup: {
-        let server = try BenchmarkServer.start()
-        let admin = try RawJetStream(connection: RawConnection(url: server.url))
-        try admin.addStream(name: Workload.streamName, subjects: Workload.streamSubjects)
+        await publisher.waitForPending()
+        meter.finish(benchmark, operations: messages)
+        benchmark.stopMeasurement()
+        try admin.expectMessageCount(stream: Workload.streamName, messages)
+    } setup: { server -> (connection: NATSConnection, publisher: NATSJetStreamPublisher, admin: RawJetStream) in
+        let admin = try RawJetStream.workloadStream(on: server)
         let connection = try await NATSConnection.connectForBenchmark(server)
         let publisher = try await connection.jetStream().makePublisher(
             configuration: .init(maxPending: Workload.w5InFlight, assignMessageIDs: assignMessageIDs))
-        module.value = (server, connection, publisher, admin)
-    } teardown: {
-        await module.value?.publisher.close()
-        await module.value?.connection.close()
-        module.value?.server.stop()
-        module.value = nil
+        return (connection: connection, publisher: publisher, admin: admin)
+    } teardown: { module in
+        await module.publisher.close()
+        await module.connection.close()
     }
-
 }

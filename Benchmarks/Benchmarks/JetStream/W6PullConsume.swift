@@ -25,79 +25,48 @@ func registerW6() {
     registerW6Raw(name: "W6 raw", configuration: configuration, eventHeaders: false)
     registerW6Raw(name: "W6 raw events", configuration: configuration, eventHeaders: true)
 
-    let module = SetupBox<(server: BenchmarkServer, connection: NATSConnection, iterations: IterationCounter)>()
-    Benchmark("W6 NATS", configuration: configuration) { benchmark in
-        let (_, connection, iterations) = module.unwrapped
+    liveBenchmark("W6 NATS", configuration: configuration) { benchmark, module in
+        let (connection, iterations) = module
         let durable = "w6-nats-\(iterations.next())"
         let js = connection.jetStream()
-        do {
-            var consumerConfiguration = NATSConsumerConfiguration(durableName: durable)
-            consumerConfiguration.maxAckPending = Workload.maxAckPending
-            try await js.ensureConsumer(stream: Workload.streamName, consumerConfiguration)
-            let consumer = try await js.pullConsumer(
-                stream: Workload.streamName, name: durable, options: .init(batch: Workload.w6Batch))
-            benchmark.startMeasurement()
-            let meter = ThroughputMeter()
-            var received = 0
-            for try await message in consumer {
-                try message.ack()
-                received += 1
-                if received == messages { break }
-            }
-            try await connection.flush()
-            meter.finish(benchmark, operations: messages)
-            benchmark.stopMeasurement()
-            consumer.stop()
-            try await js.deleteConsumer(stream: Workload.streamName, name: durable)
-            if received != messages { benchmark.error("received \(received) of \(messages)") }
-        } catch {
-            benchmark.error("\(error)")
-        }
-    } setup: {
-        let server = try BenchmarkServer.start()
-        let js = try RawJetStream(connection: RawConnection(url: server.url))
-        try js.addStream(name: Workload.streamName, subjects: Workload.streamSubjects)
-        try js.preload(subject: Workload.jetStreamSubject, count: messages, payload: Workload.payload)
-        module.value = (server, try await NATSConnection.connectForBenchmark(server), IterationCounter())
-    } teardown: {
-        await module.value?.connection.close()
-        module.value?.server.stop()
-        module.value = nil
+        try await js.ensureConsumer(stream: Workload.streamName, .workload(durable: durable))
+        let consumer = try await js.pullConsumer(
+            stream: Workload.streamName, name: durable, options: .init(batch: Workload.w6Batch))
+        benchmark.startMeasurement()
+        let meter = ThroughputMeter()
+        let received = try await receiveAndAck(consumer, count: messages)
+        try await connection.flush()
+        meter.finish(benchmark, operations: messages)
+        benchmark.stopMeasurement()
+        consumer.stop()
+        try await js.deleteConsumer(stream: Workload.streamName, name: durable)
+        if received != messages { benchmark.error("received \(received) of \(messages)") }
+    } setup: { server -> (connection: NATSConnection, iterations: IterationCounter) in
+        _ = try RawJetStream.workloadStream(on: server, preloaded: messages)
+        return (connection: try await NATSConnection.connectForBenchmark(server), iterations: IterationCounter())
+    } teardown: { module in
+        await module.connection.close()
     }
 
-    let bus = SetupBox<(server: BenchmarkServer, bus: JetStreamEventBus, iterations: IterationCounter)>()
-    Benchmark("W6 EventBus", configuration: configuration) { benchmark in
-        let (_, bus, iterations) = bus.unwrapped
-        do {
-            let subscription = try await bus.subscribe(
-                Workload.eventSubject,
-                options: .init(group: "w6-bus-\(iterations.next())", start: .all, maxInFlight: Workload.maxAckPending))
-            benchmark.startMeasurement()
-            let meter = ThroughputMeter()
-            var received = 0
-            for try await delivery in subscription {
-                try await delivery.ack()
-                received += 1
-                if received == messages { break }
-            }
-            meter.finish(benchmark, operations: messages)
-            benchmark.stopMeasurement()
-            await subscription.close()
-            if received != messages { benchmark.error("received \(received) of \(messages)") }
-        } catch {
-            benchmark.error("\(error)")
-        }
-    } setup: {
-        let server = try BenchmarkServer.start()
+    liveBenchmark("W6 EventBus", configuration: configuration) { benchmark, fixture in
+        let (bus, iterations) = fixture
+        let subscription = try await bus.subscribe(
+            Workload.eventSubject,
+            options: .init(group: "w6-bus-\(iterations.next())", start: .all, maxInFlight: Workload.maxAckPending))
+        benchmark.startMeasurement()
+        let meter = ThroughputMeter()
+        let received = try await receiveAndAck(subscription, count: messages)
+        meter.finish(benchmark, operations: messages)
+        benchmark.stopMeasurement()
+        await subscription.close()
+        if received != messages { benchmark.error("received \(received) of \(messages)") }
+    } setup: { server -> (bus: JetStreamEventBus, iterations: IterationCounter) in
         let eventBus = try await makeBenchmarkBus(server) { $0.pullBatch = Workload.w6Batch }
         // The bus created its stream; fill it with events as the bus publishes them.
-        let js = try RawJetStream(connection: RawConnection(url: server.url))
-        try js.preload(subject: Workload.jetStreamSubject, count: messages, payload: Workload.payload, headers: benchmarkEventHeaders)
-        bus.value = (server, eventBus, IterationCounter())
-    } teardown: {
-        await bus.value?.bus.close()
-        bus.value?.server.stop()
-        bus.value = nil
+        try RawJetStream(server).preloadWorkload(messages, asEvents: true)
+        return (bus: eventBus, iterations: IterationCounter())
+    } teardown: { fixture in
+        await fixture.bus.close()
     }
 }
 
@@ -106,62 +75,40 @@ func registerW6() {
 /// must read those headers, on the same stream content. Raw never reads the headers.
 private func registerW6Raw(name: String, configuration: Benchmark.Configuration, eventHeaders: Bool) {
     let messages = Workload.w6Messages
-    let headers: (@Sendable (Int) -> [(String, String)])? = eventHeaders ? { @Sendable index in benchmarkEventHeaders(index) } : nil
-    let raw = SetupBox<(server: BenchmarkServer, js: RawJetStream, subject: RawCString, iterations: IterationCounter)>()
-    Benchmark(name, configuration: configuration) { benchmark in
-        let (_, js, subject, iterations) = raw.unwrapped
+    liveBenchmark(name, configuration: configuration) { benchmark, raw throws(RawFailure) in
+        let (js, subject, iterations) = raw
         let durable = "w6-raw-\(iterations.next())"
-        do throws(RawFailure) {
-            try js.addConsumer(stream: Workload.streamName, durable: durable, maxAckPending: Int64(Workload.maxAckPending))
-            defer { js.deleteConsumer(stream: Workload.streamName, durable: durable) }
-            var options = jsSubOptions()
-            try rawCheck(jsSubOptions_Init(&options), "jsSubOptions_Init")
-            let streamName = RawCString(Workload.streamName)
-            let consumerName = RawCString(durable)
-            options.Stream = UnsafePointer(streamName.pointer)
-            options.Consumer = UnsafePointer(consumerName.pointer)
-            var subscription: OpaquePointer?
-            var errorCode = jsErrCode(0)
-            try rawCheck(
-                js_PullSubscribe(&subscription, js.pointer, subject.pointer, consumerName.pointer, nil, &options, &errorCode),
-                "js_PullSubscribe (error code \(errorCode.rawValue))")
-            defer {
-                // Unbinds (the consumer is deleted above) and frees the subscription.
-                natsSubscription_Unsubscribe(subscription)
-                natsSubscription_Destroy(subscription)
+        var binding = try js.addWorkloadConsumer(durable: durable)
+        defer { js.deleteConsumer(stream: Workload.streamName, durable: durable) }
+        var subscription: OpaquePointer?
+        var errorCode = jsErrCode(0)
+        try rawCheck(
+            js_PullSubscribe(&subscription, js.pointer, subject.pointer, binding.consumerName.pointer, nil, &binding.options, &errorCode),
+            "js_PullSubscribe (error code \(errorCode.rawValue))")
+        // Unbinds (the consumer is deleted above) and frees the subscription.
+        defer { rawUnsubscribe(subscription) }
+        benchmark.startMeasurement()
+        let meter = ThroughputMeter()
+        var received = 0
+        while received < messages {
+            var list = natsMsgList()
+            let status = natsSubscription_Fetch(&list, subscription, Int32(Workload.w6Batch), 5_000, &errorCode)
+            try rawCheck(status, "natsSubscription_Fetch (error code \(errorCode.rawValue))")
+            for index in 0..<Int(list.Count) {
+                try rawCheck(natsMsg_Ack(list.Msgs[index], nil), "natsMsg_Ack")
             }
-            benchmark.startMeasurement()
-            let meter = ThroughputMeter()
-            var received = 0
-            while received < messages {
-                var list = natsMsgList()
-                let status = natsSubscription_Fetch(&list, subscription, Int32(Workload.w6Batch), 5_000, &errorCode)
-                try rawCheck(status, "natsSubscription_Fetch (error code \(errorCode.rawValue))")
-                for index in 0..<Int(list.Count) {
-                    try rawCheck(natsMsg_Ack(list.Msgs[index], nil), "natsMsg_Ack")
-                }
-                received += Int(list.Count)
-                // Frees the messages and the array.
-                natsMsgList_Destroy(&list)
-            }
-            try js.connection.flush()
-            meter.finish(benchmark, operations: messages)
-            benchmark.stopMeasurement()
-            withExtendedLifetime((streamName, consumerName)) {}
-        } catch {
-            benchmark.error(error.description)
+            received += Int(list.Count)
+            // Frees the messages and the array.
+            natsMsgList_Destroy(&list)
         }
-    } setup: {
-        let server = try BenchmarkServer.start()
-        let js = try RawJetStream(connection: RawConnection(url: server.url))
-        try js.addStream(name: Workload.streamName, subjects: Workload.streamSubjects)
-        try js.preload(
-            subject: Workload.jetStreamSubject, count: messages, payload: Workload.payload,
-            headers: headers)
-        raw.value = (server, js, RawCString(Workload.jetStreamSubject), IterationCounter())
-    } teardown: {
-        raw.value?.server.stop()
-        raw.value = nil
+        try js.connection.flush()
+        meter.finish(benchmark, operations: messages)
+        benchmark.stopMeasurement()
+        withExtendedLifetime(binding) {}
+    } setup: { server in
+        (
+            js: try RawJetStream.workloadStream(on: server, preloaded: messages, asEvents: eventHeaders),
+            subject: RawCString(Workload.jetStreamSubject), iterations: IterationCounter()
+        )
     }
-
 }

@@ -37,99 +37,60 @@ func registerW7() {
     let configuration = BenchmarkSettings.live(metrics: BenchmarkMetrics.throughputWorkload, scalingFactor: .kilo)
     let messages = Workload.w7Messages
 
-    let raw = SetupBox<(server: BenchmarkServer, js: RawJetStream, subject: RawCString, iterations: IterationCounter, counters: KeepAlive<PushCounter>)>()
-    Benchmark("W7 raw", configuration: configuration) { benchmark in
-        let (_, js, subject, iterations, counters) = raw.unwrapped
+    liveBenchmark("W7 raw", configuration: configuration) { benchmark, raw throws(RawFailure) in
+        let (js, subject, iterations, counters) = raw
         let iteration = iterations.next()
         let durable = "w7-raw-\(iteration)"
         let counter = PushCounter(target: messages)
         counters.keep(counter)
-        do throws(RawFailure) {
-            try js.addConsumer(
-                stream: Workload.streamName, durable: durable, maxAckPending: Int64(Workload.maxAckPending),
-                deliverSubject: "w7.deliver.raw.\(iteration)")
-            defer { js.deleteConsumer(stream: Workload.streamName, durable: durable) }
-            var options = jsSubOptions()
-            try rawCheck(jsSubOptions_Init(&options), "jsSubOptions_Init")
-            let streamName = RawCString(Workload.streamName)
-            let consumerName = RawCString(durable)
-            options.Stream = UnsafePointer(streamName.pointer)
-            options.Consumer = UnsafePointer(consumerName.pointer)
-            options.ManualAck = true
-            benchmark.startMeasurement()
-            let meter = ThroughputMeter()
-            var subscription: OpaquePointer?
-            var errorCode = jsErrCode(0)
-            try rawCheck(
-                js_Subscribe(
-                    &subscription, js.pointer, subject.pointer, rawAckCount, Unmanaged.passUnretained(counter).toOpaque(), nil,
-                    &options, &errorCode),
-                "js_Subscribe (error code \(errorCode.rawValue))")
-            defer {
-                natsSubscription_Unsubscribe(subscription)
-                // Unsubscribed above; this frees the subscription object.
-                natsSubscription_Destroy(subscription)
-            }
-            guard counter.done.wait(milliseconds: 60_000) else {
-                throw RawFailure(description: "received \(counter.received) of \(messages) within 60 s")
-            }
-            try js.connection.flush()
-            meter.finish(benchmark, operations: messages)
-            benchmark.stopMeasurement()
-            withExtendedLifetime((streamName, consumerName)) {}
-        } catch {
-            benchmark.error(error.description)
+        var binding = try js.addWorkloadConsumer(
+            durable: durable, deliverSubject: "w7.deliver.raw.\(iteration)", manualAck: true)
+        defer { js.deleteConsumer(stream: Workload.streamName, durable: durable) }
+        benchmark.startMeasurement()
+        let meter = ThroughputMeter()
+        var subscription: OpaquePointer?
+        var errorCode = jsErrCode(0)
+        try rawCheck(
+            js_Subscribe(
+                &subscription, js.pointer, subject.pointer, rawAckCount, Unmanaged.passUnretained(counter).toOpaque(), nil,
+                &binding.options, &errorCode),
+            "js_Subscribe (error code \(errorCode.rawValue))")
+        defer { rawUnsubscribe(subscription) }
+        guard counter.done.wait(milliseconds: 60_000) else {
+            throw RawFailure(description: "received \(counter.received) of \(messages) within 60 s")
         }
-    } setup: {
-        let server = try BenchmarkServer.start()
-        let js = try RawJetStream(connection: RawConnection(url: server.url))
-        try js.addStream(name: Workload.streamName, subjects: Workload.streamSubjects)
-        try js.preload(subject: Workload.jetStreamSubject, count: messages, payload: Workload.payload)
-        raw.value = (server, js, RawCString(Workload.jetStreamSubject), IterationCounter(), KeepAlive())
-    } teardown: {
-        raw.value?.server.stop()
-        raw.value = nil
+        try js.connection.flush()
+        meter.finish(benchmark, operations: messages)
+        benchmark.stopMeasurement()
+        withExtendedLifetime(binding) {}
+    } setup: { server in
+        (
+            js: try RawJetStream.workloadStream(on: server, preloaded: messages),
+            subject: RawCString(Workload.jetStreamSubject), iterations: IterationCounter(), counters: KeepAlive<PushCounter>()
+        )
     }
 
-    let module = SetupBox<(server: BenchmarkServer, connection: NATSConnection, iterations: IterationCounter)>()
-    Benchmark("W7 NATS", configuration: configuration) { benchmark in
-        let (_, connection, iterations) = module.unwrapped
+    liveBenchmark("W7 NATS", configuration: configuration) { benchmark, module in
+        let (connection, iterations) = module
         let iteration = iterations.next()
         let durable = "w7-nats-\(iteration)"
         let js = connection.jetStream()
-        do {
-            var consumerConfiguration = NATSConsumerConfiguration(durableName: durable)
-            consumerConfiguration.maxAckPending = Workload.maxAckPending
-            consumerConfiguration.deliverSubject = "w7.deliver.nats.\(iteration)"
-            consumerConfiguration.flowControl = true
-            consumerConfiguration.idleHeartbeat = .seconds(5)
-            benchmark.startMeasurement()
-            let meter = ThroughputMeter()
-            let consumer = try await js.pushConsumer(stream: Workload.streamName, configuration: consumerConfiguration)
-            var received = 0
-            for try await message in consumer {
-                try message.ack()
-                received += 1
-                if received == messages { break }
-            }
-            try await connection.flush()
-            meter.finish(benchmark, operations: messages)
-            benchmark.stopMeasurement()
-            consumer.stop()
-            try await js.deleteConsumer(stream: Workload.streamName, name: durable)
-            if received != messages { benchmark.error("received \(received) of \(messages)") }
-        } catch {
-            benchmark.error("\(error)")
-        }
-    } setup: {
-        let server = try BenchmarkServer.start()
-        let js = try RawJetStream(connection: RawConnection(url: server.url))
-        try js.addStream(name: Workload.streamName, subjects: Workload.streamSubjects)
-        try js.preload(subject: Workload.jetStreamSubject, count: messages, payload: Workload.payload)
-        module.value = (server, try await NATSConnection.connectForBenchmark(server), IterationCounter())
-    } teardown: {
-        await module.value?.connection.close()
-        module.value?.server.stop()
-        module.value = nil
+        let consumerConfiguration = NATSConsumerConfiguration.workload(
+            durable: durable, deliverSubject: "w7.deliver.nats.\(iteration)")
+        benchmark.startMeasurement()
+        let meter = ThroughputMeter()
+        let consumer = try await js.pushConsumer(stream: Workload.streamName, configuration: consumerConfiguration)
+        let received = try await receiveAndAck(consumer, count: messages)
+        try await connection.flush()
+        meter.finish(benchmark, operations: messages)
+        benchmark.stopMeasurement()
+        consumer.stop()
+        try await js.deleteConsumer(stream: Workload.streamName, name: durable)
+        if received != messages { benchmark.error("received \(received) of \(messages)") }
+    } setup: { server -> (connection: NATSConnection, iterations: IterationCounter) in
+        _ = try RawJetStream.workloadStream(on: server, preloaded: messages)
+        return (connection: try await NATSConnection.connectForBenchmark(server), iterations: IterationCounter())
+    } teardown: { module in
+        await module.connection.close()
     }
 }

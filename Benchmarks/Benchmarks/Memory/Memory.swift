@@ -23,78 +23,53 @@ import Darwin
 // nothing else runs in the process.
 
 private func registerPull(_ name: String, messages: Int) {
-    let box = SetupBox<(server: BenchmarkServer, connection: NATSConnection)>()
-    Benchmark(name, configuration: memoryConfiguration()) { benchmark in
-        let (_, connection) = box.unwrapped
+    liveBenchmark(name, configuration: memoryConfiguration()) { benchmark, connection in
         let js = connection.jetStream()
-        do {
-            try await js.ensureConsumer(stream: Workload.streamName, NATSConsumerConfiguration(durableName: "memory"))
-            let consumer = try await js.pullConsumer(stream: Workload.streamName, name: "memory")
-            benchmark.startMeasurement()
-            let sampler = ResidentMemorySampler()
-            let meter = ThroughputMeter()
-            var received = 0
-            for try await message in consumer {
-                try message.ack()
-                received += 1
-                if received == messages { break }
-            }
-            meter.finish(benchmark, operations: messages)
-            report(sampler, benchmark)
-            benchmark.stopMeasurement()
-            consumer.stop()
-            if received != messages { benchmark.error("received \(received) of \(messages)") }
-        } catch {
-            benchmark.error("\(error)")
-        }
-    } setup: {
-        let server = try BenchmarkServer.start()
-        let js = try RawJetStream(connection: RawConnection(url: server.url))
-        try js.addStream(name: Workload.streamName, subjects: Workload.streamSubjects)
-        try js.preload(subject: Workload.jetStreamSubject, count: messages, payload: Workload.payload)
+        try await js.ensureConsumer(stream: Workload.streamName, NATSConsumerConfiguration(durableName: "memory"))
+        let consumer = try await js.pullConsumer(stream: Workload.streamName, name: "memory")
+        benchmark.startMeasurement()
+        let sampler = ResidentMemorySampler()
+        let meter = ThroughputMeter()
+        let received = try await receiveAndAck(consumer, count: messages)
+        meter.finish(benchmark, operations: messages)
+        report(sampler, benchmark)
+        benchmark.stopMeasurement()
+        consumer.stop()
+        if received != messages { benchmark.error("received \(received) of \(messages)") }
+    } setup: { server -> NATSConnection in
+        let js = try RawJetStream.workloadStream(on: server, preloaded: messages)
         releaseSetupMemory()
-        box.value = (server, try await NATSConnection.connectForBenchmark(server))
-    } teardown: {
-        await box.value?.connection.close()
-        box.value?.server.stop()
-        box.value = nil
+        let connection = try await NATSConnection.connectForBenchmark(server)
+        // The preloading connection closes when setup ends, in both benchmarks alike.
+        withExtendedLifetime(js) {}
+        return connection
+    } teardown: { connection in
+        await connection.close()
     }
 }
 
 private func registerEventBus(_ name: String, messages: Int) {
-    let box = SetupBox<(server: BenchmarkServer, bus: JetStreamEventBus)>()
-    Benchmark(name, configuration: memoryConfiguration()) { benchmark in
-        let (_, bus) = box.unwrapped
-        do {
-            let subscription = try await bus.subscribe(Workload.eventSubject, options: .init(group: "memory", start: .all))
-            benchmark.startMeasurement()
-            let sampler = ResidentMemorySampler()
-            let meter = ThroughputMeter()
-            var received = 0
-            for try await delivery in subscription {
-                try await delivery.ack()
-                received += 1
-                if received == messages { break }
-            }
-            meter.finish(benchmark, operations: messages)
-            report(sampler, benchmark)
-            benchmark.stopMeasurement()
-            await subscription.close()
-            if received != messages { benchmark.error("received \(received) of \(messages)") }
-        } catch {
-            benchmark.error("\(error)")
-        }
-    } setup: {
-        let server = try BenchmarkServer.start()
+    liveBenchmark(name, configuration: memoryConfiguration()) { benchmark, bus in
+        let subscription = try await bus.subscribe(Workload.eventSubject, options: .init(group: "memory", start: .all))
+        benchmark.startMeasurement()
+        let sampler = ResidentMemorySampler()
+        let meter = ThroughputMeter()
+        let received = try await receiveAndAck(subscription, count: messages)
+        meter.finish(benchmark, operations: messages)
+        report(sampler, benchmark)
+        benchmark.stopMeasurement()
+        await subscription.close()
+        if received != messages { benchmark.error("received \(received) of \(messages)") }
+    } setup: { server -> JetStreamEventBus in
         let bus = try await makeBenchmarkBus(server)
-        let js = try RawJetStream(connection: RawConnection(url: server.url))
-        try js.preload(subject: Workload.jetStreamSubject, count: messages, payload: Workload.payload, headers: benchmarkEventHeaders)
+        let js = try RawJetStream(server)
+        try js.preloadWorkload(messages, asEvents: true)
         releaseSetupMemory()
-        box.value = (server, bus)
-    } teardown: {
-        await box.value?.bus.close()
-        box.value?.server.stop()
-        box.value = nil
+        // The preloading connection closes when setup ends, in both benchmarks alike.
+        withExtendedLifetime(js) {}
+        return bus
+    } teardown: { bus in
+        await bus.close()
     }
 }
 

@@ -35,10 +35,18 @@ struct AttemptDeadline: Comparable {
     }
 }
 
-/// A request waiting to be handed to one member of a consumer.
-struct QueuedRequest {
+/// A request waiting to be handed to one member of a consumer; it answers through the requester's reply box.
+struct QueuedRequest: RequestReplier {
     var event: Event
     var replies: ReplyBox
+
+    var requestID: String { event.id }
+
+    func send(_ reply: Event) {
+        // A requester that gave up (timeout) or got another responder's reply first ignores this one, as a
+        // NATS inbox does.
+        replies.resolve(reply)
+    }
 }
 
 /// A delivery that left the log and is not yet settled.

@@ -138,8 +138,8 @@ final class InMemoryDeliveryCursor {
         for delivery in batch[position...] {
             if let acknowledger = delivery.acknowledger as? InMemoryAcknowledger {
                 events.append((acknowledger.sequence, acknowledger.attempt))
-            } else if let acknowledger = delivery.acknowledger as? RequestAcknowledger {
-                requests.append(acknowledger.request)
+            } else if let acknowledger = delivery.acknowledger as? RequestAcknowledger<QueuedRequest> {
+                requests.append(acknowledger.replier)
             }
         }
         batch = []
