@@ -41,9 +41,14 @@ public struct Event: Sendable, Equatable, CustomStringConvertible {
         )
     }
 
-    /// A new unique event id (a UUID string).
+    /// A new unique event id: a random (version 4) UUID in its usual upper-case text form.
+    ///
+    /// Drawn from a per-process generator seeded by the system's secure source (see
+    /// `EventIDGenerator`): `UUID().uuidString` costs a `getrandom` system call and a `snprintf`
+    /// per id, about a microsecond, which a bus publishing hundreds of thousands of events a
+    /// second pays on every event.
     public static func makeID() -> String {
-        UUID().uuidString
+        EventIDGenerator.shared.withLock { $0.next() }
     }
 
     /// CloudEvents `id`: with `source`, identifies the event; also the key for duplicate suppression.

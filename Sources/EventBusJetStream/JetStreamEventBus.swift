@@ -35,7 +35,9 @@ public final class JetStreamEventBus: EventBus, Service {
     /// is alone and goes out at once on the SendAsap connection.
     private let publishesInFlight = Atomic<Int>(0)
 
-    struct Ready: Sendable {
+    /// A class, not a struct: every publish and subscribe reads it, and one reference costs one
+    /// retain where a struct of six references cost six (and as many releases).
+    final class Ready: Sendable {
         /// Consumers, acks, the asynchronous publisher, stream and consumer management.
         let connection: NATSConnection
         let jetStream: NATSJetStream
@@ -46,6 +48,18 @@ public final class JetStreamEventBus: EventBus, Service {
         /// replies.
         let direct: NATSConnection
         let directJetStream: NATSJetStream
+
+        init(
+            connection: NATSConnection, jetStream: NATSJetStream, publisher: NATSJetStreamPublisher,
+            replies: ReplyMultiplexer, direct: NATSConnection, directJetStream: NATSJetStream
+        ) {
+            self.connection = connection
+            self.jetStream = jetStream
+            self.publisher = publisher
+            self.replies = replies
+            self.direct = direct
+            self.directJetStream = directJetStream
+        }
     }
 
     private enum Phase {
