@@ -58,6 +58,7 @@ COMPARISONS = [
     ("W4", "NATS", "W4", "raw", "throughput", 0.95, "default configuration"),
     ("W4", "NATS send-asap", "W4", "raw", "throughput", 0.95, "connection with SendAsap"),
     ("W5", "NATS no message ids", "W5", "raw", "throughput", 0.95, "publisher without generated Nats-Msg-Id"),
+    ("W5", "NATS", "W5", "raw message ids", "throughput", 0.95, "publisher defaults against raw with a Nats-Msg-Id per message"),
     ("W5", "NATS", "W5", "raw", None, None, "publisher defaults: a Nats-Msg-Id header per message"),
     ("W6", "NATS", "W6", "raw", "throughput", 0.95, ""),
     ("W7", "NATS", "W7", "raw", "throughput", 0.95, ""),

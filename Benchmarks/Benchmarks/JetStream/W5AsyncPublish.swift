@@ -21,6 +21,7 @@ func registerW5() {
 
     registerW5Raw(name: "W5 raw", configuration: configuration, eventHeaders: false)
     registerW5Raw(name: "W5 raw events", configuration: configuration, eventHeaders: true)
+    registerW5Raw(name: "W5 raw message ids", configuration: configuration, eventHeaders: false, messageIDs: true)
 
     registerW5NATS(name: "W5 NATS", configuration: configuration, assignMessageIDs: true)
     registerW5NATS(name: "W5 NATS no message ids", configuration: configuration, assignMessageIDs: false)
@@ -55,8 +56,12 @@ func registerW5() {
 
 /// Raw cnats's W5 with plain 128-byte messages, or (`eventHeaders`) with the headers the EventBus
 /// sends (CloudEvents attributes and a `Nats-Msg-Id` per message): the like-for-like ceiling for
-/// "W5 EventBus" and for the NATS module's publisher, which sends a message id too.
-private func registerW5Raw(name: String, configuration: Benchmark.Configuration, eventHeaders: Bool) {
+/// "W5 EventBus"; or (`messageIDs`) plain messages with a `Nats-Msg-Id` each (`jsPubOptions.MsgId`,
+/// a counter formatted in place), the like-for-like ceiling for the NATS module's publisher with
+/// its defaults.
+private func registerW5Raw(
+    name: String, configuration: Benchmark.Configuration, eventHeaders: Bool, messageIDs: Bool = false
+) {
     let messages = Workload.w5Messages
     let template = eventHeaders ? RawEventHeaders(benchmarkEventHeaders(0)) : nil
     liveBenchmark(name, configuration: configuration) { benchmark, raw throws(RawFailure) in
@@ -78,6 +83,17 @@ private func registerW5Raw(name: String, configuration: Benchmark.Configuration,
                     status = template.publish(
                         js: js.pointer, subject: subject.pointer, payload: payload, id: "raw-\(iteration)-\(index)",
                         options: &options)
+                } else if messageIDs {
+                    status = withUnsafeTemporaryAllocation(of: CChar.self, capacity: 32) { id in
+                        formatMessageID(into: id, iteration: iteration, index: index)
+                        options.MsgId = UnsafePointer(id.baseAddress)
+                        defer { options.MsgId = nil }
+                        var status: natsStatus
+                        repeat {
+                            status = js_PublishAsync(js.pointer, subject.pointer, payload.baseAddress, Int32(payload.count), &options)
+                        } while status == NATS_TIMEOUT
+                        return status
+                    }
                 } else {
                     repeat {
                         // NATS_TIMEOUT: the window stayed full for StallWait (200 ms); try again.
@@ -104,6 +120,34 @@ private func registerW5Raw(name: String, configuration: Benchmark.Configuration,
             iterations: IterationCounter()
         )
     }
+}
+
+/// Writes `r<iteration>-<index>` and a NUL into `buffer` (at least 32 bytes), as a C program
+/// would format a counter: no allocation.
+@inline(__always)
+private func formatMessageID(into buffer: UnsafeMutableBufferPointer<CChar>, iteration: Int, index: Int) {
+    var position = 0
+    func put(_ value: Int) {
+        var digits = 1
+        var rest = value / 10
+        while rest > 0 {
+            digits += 1
+            rest /= 10
+        }
+        var remaining = value
+        for offset in stride(from: digits - 1, through: 0, by: -1) {
+            buffer[position + offset] = CChar(UInt8(ascii: "0") + UInt8(remaining % 10))
+            remaining /= 10
+        }
+        position += digits
+    }
+    buffer[position] = CChar(UInt8(ascii: "r"))
+    position += 1
+    put(iteration)
+    buffer[position] = CChar(UInt8(ascii: "-"))
+    position += 1
+    put(index)
+    buffer[position] = 0
 }
 
 /// The NATS module's W5: NATSJetStreamPublisher with its defaults (a generated `Nats-Msg-Id` on
