@@ -2,6 +2,7 @@ import Benchmark
 import BenchmarkSupport
 import CNATSRaw
 import NATS
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -144,6 +145,48 @@ func registerW2() {
         configuration: BenchmarkSettings.live(
             metrics: BenchmarkMetrics.throughputWorkload + [receivedMessages], scalingFactor: .mega),
         requireAll: false)
+    registerW2NATSHandler(configuration: configuration)
+}
+
+/// The NATS module's W2 with a handler subscription: a closure on cnats's delivery thread counts,
+/// as raw's callback does (the module still copies each message out of cnats first).
+private func registerW2NATSHandler(configuration: Benchmark.Configuration) {
+    final class Counter: Sendable {
+        let received = Atomic<Int>(0)
+        let done = AsyncSignal()
+    }
+    liveBenchmark("W2 NATS handler", configuration: configuration) { benchmark, module in
+        let (publisher, subscriber) = module
+        let messages = Workload.w2Messages
+        let counter = Counter()
+        let subscription = try await subscriber.subscribe(to: subject, limits: iterationLimits) { message in
+            blackHole(message)
+            if counter.received.add(1, ordering: .relaxed).newValue == messages { counter.done.signal() }
+        }
+        defer { subscription.unsubscribe() }
+        try await subscriber.flush()
+        benchmark.startMeasurement()
+        let meter = ThroughputMeter()
+        let payload = Workload.payload
+        for _ in 0..<messages {
+            try publisher.publish(subject: subject, payload: payload)
+        }
+        let watchdog = startWatchdog(progress: { counter.received.load(ordering: .relaxed) }, onStall: { counter.done.fail() })
+        let arrived = await counter.done.wait()
+        watchdog.cancel()
+        guard arrived else {
+            benchmark.error(
+                "received \(counter.received.load(ordering: .relaxed)) of \(messages), dropped \(subscription.droppedCount) (slow consumer)")
+            return
+        }
+        meter.finish(benchmark, operations: messages)
+        benchmark.stopMeasurement()
+    } setup: { server -> (publisher: NATSConnection, subscriber: NATSConnection) in
+        (try await NATSConnection.connectForBenchmark(server), try await NATSConnection.connectForBenchmark(server))
+    } teardown: { module in
+        await module.publisher.close()
+        await module.subscriber.close()
+    }
 }
 
 /// The NATS module's W2. With `requireAll` a lost message fails the benchmark; without, the
