@@ -173,17 +173,20 @@ public enum CloudEventsNATSBinding {
     /// The first value of each attribute header by exact name, and by name ignoring case.
     private struct FoundAttributes {
         var exact = [String?](repeating: nil, count: KnownHeader.allCases.count)
-        var folded = [String?](repeating: nil, count: KnownHeader.allCases.count)
+        /// Made only when a header matched ignoring case (other clients' capitalisation): the
+        /// bus's own messages never need it.
+        var folded: [String?]?
 
         mutating func record(_ header: KnownHeader, value: String, exact isExact: Bool) {
             if isExact {
                 if exact[header.rawValue] == nil { exact[header.rawValue] = value }
-            } else if folded[header.rawValue] == nil {
-                folded[header.rawValue] = value
+            } else {
+                if folded == nil { folded = [String?](repeating: nil, count: KnownHeader.allCases.count) }
+                if folded![header.rawValue] == nil { folded![header.rawValue] = value }
             }
         }
 
-        func value(_ header: KnownHeader) -> String? { exact[header.rawValue] ?? folded[header.rawValue] }
+        func value(_ header: KnownHeader) -> String? { exact[header.rawValue] ?? folded?[header.rawValue] ?? nil }
         var messageID: String? { exact[KnownHeader.messageID.rawValue] }
         /// `ce-time` is read by its exact name only.
         var exactTime: String? { exact[KnownHeader.time.rawValue] }

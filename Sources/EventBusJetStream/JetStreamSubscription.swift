@@ -172,6 +172,10 @@ final class JetStreamSubscription: DeliverySource, Sendable {
         // One of the two is set; mutated in place so that its buffers stay uniquely referenced.
         var pull: NATSPullConsumer.Iterator?
         var push: NATSPushConsumer.Iterator?
+        /// The last stored event's NATS subject and its bus subject: consecutive events mostly
+        /// share a subject, and the NATS module hands out the same string for it, so the check is
+        /// a comparison of two references instead of a new string per event.
+        var lastSubject: (nats: String, bus: String)?
 
         mutating func next() async throws -> Delivery? {
             while true {
@@ -190,7 +194,7 @@ final class JetStreamSubscription: DeliverySource, Sendable {
                     await subscription.deadLetterAfterMaxDeliveries(message)
                     continue
                 }
-                return subscription.delivery(for: message)
+                return subscription.delivery(for: message, subjects: &lastSubject)
             }
         }
     }
@@ -226,7 +230,7 @@ final class JetStreamSubscription: DeliverySource, Sendable {
         }
     }
 
-    func delivery(for message: NATSJetStreamMessage) -> Delivery {
+    func delivery(for message: NATSJetStreamMessage, subjects: inout (nats: String, bus: String)?) -> Delivery {
         let configuration = bus.configuration
         guard let metadata = message.metadata else {
             // A request: core NATS, never stored.
@@ -237,7 +241,14 @@ final class JetStreamSubscription: DeliverySource, Sendable {
                 acknowledger: RequestAcknowledger(
                     JetStreamRequestReplier(connection: ready.direct, replyTo: message.replyTo, requestID: event.id)))
         }
-        let subject = bus.busSubject(fromNATS: message.subject, prefix: configuration.subjectPrefix)
+        let natsSubject = message.subject
+        let subject: String
+        if let last = subjects, last.nats == natsSubject {
+            subject = last.bus
+        } else {
+            subject = bus.busSubject(fromNATS: natsSubject, prefix: configuration.subjectPrefix)
+            subjects = (natsSubject, subject)
+        }
         let event = CloudEventsNATSBinding.event(subject: subject, headers: message.headers, payload: message.payload.bytes)
         ledger.delivered(sequence: metadata.streamSequence, attempt: metadata.deliveryCount)
         return Delivery(
