@@ -29,4 +29,19 @@ enum JetStreamStatus {
             self = .other(code: code, description: description)
         }
     }
+
+    /// Answers a flow-control request, or the one a heartbeat says the server is stalled on (its
+    /// earlier answer was lost), so that a push consumer's server resumes sending. Does nothing
+    /// for other statuses. A failed publish is ignored: the server asks again in its next
+    /// heartbeat.
+    func answerFlowControl(on connection: NATSConnection) {
+        let reply: String
+        switch self {
+        case .flowControl(let subject): reply = subject
+        case .heartbeat(let stalled?): reply = stalled
+        default: return
+        }
+        // The subject came from the server: sent as is, with an empty body.
+        try? connection.publishToServerSubject(reply, body: "")
+    }
 }

@@ -81,14 +81,7 @@ public struct NATSOrderedConsumer: AsyncSequence, Sendable {
                     index += 1
                     lastActivity = .now
                     if let status = JetStreamStatus(message) {
-                        switch status {
-                        case .flowControl(let reply):
-                            try? owner.jetStream.connection.publish(subject: reply, payload: [UInt8]())
-                        case .heartbeat(let stalled):
-                            if let stalled { try? owner.jetStream.connection.publish(subject: stalled, payload: [UInt8]()) }
-                        default:
-                            break
-                        }
+                        status.answerFlowControl(on: owner.jetStream.connection)
                         continue
                     }
                     let delivered = NATSJetStreamMessage(message: message, connection: owner.jetStream.connection)

@@ -57,12 +57,8 @@ public final class NATSPushConsumer: AsyncSequence, Sendable {
             while true {
                 while let message = batch.popLast() {
                     if let status = JetStreamStatus(message) {
+                        status.answerFlowControl(on: consumer.connection)
                         switch status {
-                        case .flowControl(let reply):
-                            try? consumer.connection.publish(subject: reply, payload: [UInt8]())
-                        case .heartbeat(let stalled):
-                            // A flow-control reply the server did not get: answer it again.
-                            if let stalled { try? consumer.connection.publish(subject: stalled, payload: [UInt8]()) }
                         case .conflict(let description, _) where description.lowercased().contains("consumer deleted"):
                             throw NATSError(
                                 .jetStream, "consumer '\(consumer.name)' on stream '\(consumer.stream)' was deleted",
