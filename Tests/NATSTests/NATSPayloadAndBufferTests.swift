@@ -177,6 +177,41 @@ struct NATSPayloadAndBufferTests {
         #expect(try await buffer.takeBatch(into: &batch, timeout: .seconds(5)) == .took)
         #expect(batch == [1])
     }
+
+    /// Timed waits share scheduled wake-ups: a shorter wait after a longer one still ends on
+    /// time, and a wake-up scheduled for an earlier wait does not cut a later, longer one short.
+    @Test func timedTakesKeepTheirOwnDeadlines() async throws {
+        let buffer = BoundedBatchBuffer<Int>(limits: .init(messages: 10, bytes: .max))
+        var batch: [Int] = []
+        func appendSoon(_ value: Int) -> Task<Void, Never> {
+            Task {
+                try? await Task.sleep(for: .milliseconds(50))
+                buffer.append(value, size: 1)
+            }
+        }
+        // Answered before its 5 s deadline: that wake-up stays scheduled.
+        var producer = appendSoon(1)
+        #expect(try await buffer.takeBatch(into: &batch, timeout: .seconds(5)) == .took)
+        await producer.value
+        batch.removeAll()
+        var started = ContinuousClock.now
+        #expect(try await buffer.takeBatch(into: &batch, timeout: .milliseconds(100)) == .wokenUp)
+        var waited = ContinuousClock.now - started
+        #expect(waited >= .milliseconds(90) && waited < .seconds(3), "\(waited)")
+        // Answered before its 200 ms deadline; the next wait (400 ms) outlasts that wake-up.
+        producer = appendSoon(2)
+        #expect(try await buffer.takeBatch(into: &batch, timeout: .milliseconds(200)) == .took)
+        await producer.value
+        batch.removeAll()
+        started = ContinuousClock.now
+        #expect(try await buffer.takeBatch(into: &batch, timeout: .milliseconds(400)) == .wokenUp)
+        waited = ContinuousClock.now - started
+        #expect(waited >= .milliseconds(390) && waited < .seconds(3), "\(waited)")
+        // Elements still end a timed wait at once.
+        producer = appendSoon(3)
+        #expect(try await buffer.takeBatch(into: &batch, timeout: .seconds(5)) == .took)
+        #expect(batch == [3])
+    }
 }
 
 /// A counter shared with a plain thread.

@@ -56,7 +56,10 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
     private let nextSubject: String
     private let session = Mutex(PullSession())
 
-    init(jetStream: NATSJetStream, stream: String, name: String, options: Options, handle: SubscriptionHandle<ConsumerDelivery>, inbox: String) {
+    init(
+        jetStream: NATSJetStream, stream: String, name: String, options: Options,
+        handle: SubscriptionHandle<ConsumerDelivery>, inbox: String
+    ) {
         self.stream = stream
         self.name = name
         self.options = options
