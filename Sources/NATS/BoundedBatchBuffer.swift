@@ -46,6 +46,10 @@ final class BoundedBatchBuffer<Element: Sendable>: Sendable {
         var failure: NATSError?
         /// Set by ``wakeConsumer()``: the waiting consumer returns `.timedOut`.
         var wakeupRequested = false
+        /// When the current ``takeBatch(into:timeout:)`` gives up (`DispatchTime` nanoseconds).
+        var timedWaitDeadline: UInt64?
+        /// The earliest wake-up scheduled for timed waits and not yet run.
+        var armedDeadline: UInt64?
     }
 
     /// What ``takeBatch(into:)`` found.
@@ -69,6 +73,13 @@ final class BoundedBatchBuffer<Element: Sendable>: Sendable {
         /// No room: resume this consumer (if any), then block.
         case full(UnsafeContinuation<Void, Never>?)
         case finished
+    }
+
+    /// What a scheduled wake-up for a timed wait does.
+    private enum WakeupStep {
+        case nothing
+        case wake(UnsafeContinuation<Void, Never>?)
+        case schedule(UInt64)
     }
 
     private enum TakeStep {
@@ -248,23 +259,61 @@ final class BoundedBatchBuffer<Element: Sendable>: Sendable {
     }
 
     /// Like ``takeBatch(into:)``, but returns `.wokenUp` after `timeout` without elements.
+    ///
+    /// A consumer that keeps up waits every few messages, so a timer per wait (a child task and
+    /// a sleep: about three allocations and 0.4 µs of CPU per message in a pull consumer) cost
+    /// more than the message itself. A wake-up is scheduled only when none is scheduled before
+    /// the new deadline; when it runs early (the consumer waited again since), it schedules
+    /// itself for the current deadline. So a busy consumer schedules about one per `timeout`.
     func takeBatch(into batch: inout [Element], timeout: Duration) async throws(NATSError) -> TakeResult {
-        // Fast path: something is pending already, no timer needed.
+        // Fast path: something is pending already, no deadline needed.
         let ready = state.withLock { !$0.pending.isEmpty || $0.finished }
         if ready { return try await takeBatch(into: &batch) }
-        let result: Result<TakeResult, NATSError> = await withTaskGroup(of: Void.self) { group in
-            group.addTask {
-                try? await Task.sleep(for: timeout)
-                if !Task.isCancelled { self.wakeConsumer() }
-            }
-            defer { group.cancelAll() }
-            do throws(NATSError) {
-                return .success(try await takeBatch(into: &batch))
-            } catch {
-                return .failure(error)
+        let deadline = DispatchTime.now().uptimeNanoseconds &+ UInt64(clamping: timeout.nanosecondsClamped)
+        let schedule = state.withLock { state -> Bool in
+            state.timedWaitDeadline = deadline
+            guard state.armedDeadline.map({ deadline < $0 }) ?? true else { return false }
+            state.armedDeadline = deadline
+            return true
+        }
+        if schedule { scheduleWakeup(at: deadline) }
+        defer {
+            state.withLock { state in
+                state.timedWaitDeadline = nil
+                state.wakeupRequested = false
             }
         }
-        state.withLock { $0.wakeupRequested = false }
-        return try result.get()
+        return try await takeBatch(into: &batch)
+    }
+
+    /// Runs ``timedWaitExpired(scheduledFor:)`` at `deadline`. The block keeps the buffer alive
+    /// until then (at most one timeout).
+    private func scheduleWakeup(at deadline: UInt64) {
+        DispatchQueue.global().asyncAfter(deadline: DispatchTime(uptimeNanoseconds: deadline)) {
+            self.timedWaitExpired(scheduledFor: deadline)
+        }
+    }
+
+    /// A scheduled wake-up: wakes the consumer if its timed wait is over, or schedules again for
+    /// the deadline of the wait in progress.
+    private func timedWaitExpired(scheduledFor fired: UInt64) {
+        let step = state.withLock { state -> WakeupStep in
+            if state.armedDeadline == fired { state.armedDeadline = nil }
+            guard let deadline = state.timedWaitDeadline else { return .nothing }
+            if DispatchTime.now().uptimeNanoseconds >= deadline {
+                state.timedWaitDeadline = nil
+                state.wakeupRequested = true
+                defer { state.consumer = nil }
+                return .wake(state.consumer)
+            }
+            guard state.armedDeadline.map({ deadline < $0 }) ?? true else { return .nothing }
+            state.armedDeadline = deadline
+            return .schedule(deadline)
+        }
+        switch step {
+        case .nothing: break
+        case .wake(let consumer): consumer?.resume()
+        case .schedule(let deadline): scheduleWakeup(at: deadline)
+        }
     }
 }

@@ -127,13 +127,13 @@ public final class NATSConnection: Sendable {
 
     /// Checks a message's size against the server's `max_payload`.
     @inline(__always)
-    func checkSize(payloadCount: Int, headers: NATSHeaders, subject: String) throws(NATSError) {
+    func checkSize(payloadCount: Int, headers: NATSHeaders, subject: @autoclosure () -> String) throws(NATSError) {
         let limit = core.maxPayload.load(ordering: .relaxed)
         if payloadCount > limit - (headers.isEmpty ? 0 : headers.encodedSize) {
             let total = payloadCount + headers.encodedSize
             throw NATSError(
                 .payloadTooLarge,
-                "message to '\(subject)' is \(total) bytes (payload \(payloadCount), headers \(headers.encodedSize)); the server accepts at most \(limit) bytes (max_payload)"
+                "message to '\(subject())' is \(total) bytes (payload \(payloadCount), headers \(headers.encodedSize)); the server accepts at most \(limit) bytes (max_payload)"
             )
         }
     }
@@ -261,6 +261,30 @@ public final class NATSConnection: Sendable {
         if let failure { throw failure }
     }
 
+    /// ``publishToServerSubject(_:body:)`` to a message's reply subject as its record holds it
+    /// (NUL-terminated bytes in a payload slab): acknowledging a JetStream message builds no
+    /// `String`.
+    func publishToServerSubject(_ reply: MessageAcknowledgement, body: String) throws(NATSError) {
+        var body = body
+        let failure: NATSError? = body.withUTF8 { bytes -> NATSError? in
+            do throws(NATSError) {
+                try checkSize(payloadCount: bytes.count, headers: NATSHeaders(), subject: reply.subject)
+                let sent: Result<Void, NATSError> = reply.withSubjectCString { subject in
+                    Result { () throws(NATSError) in
+                        try native.publish(subjectCString: subject, payload: UnsafeRawBufferPointer(bytes))
+                    }
+                }
+                try sent.get()
+                return nil
+            } catch where error.code == .notConnected {
+                return notConnectedError()
+            } catch {
+                return error
+            }
+        }
+        if let failure { throw failure }
+    }
+
     /// Waits until the server has processed everything published so far (a PING/PONG round trip).
     public func flush(timeout: Duration = .seconds(5)) async throws(NATSError) {
         let native = try connected()
@@ -285,6 +309,31 @@ public final class NATSConnection: Sendable {
         queueGroup: String? = nil,
         limits: NATSConnectionConfiguration.SubscriptionLimits? = nil
     ) async throws(NATSError) -> NATSSubscription {
+        NATSSubscription(
+            handle: try await subscribeBuffered(
+                to: subject, queueGroup: queueGroup, limits: limits, box: CoreSubscriptionBox.init(buffer:)))
+    }
+
+    /// Subscribes a JetStream consumer: like ``subscribe(to:queueGroup:limits:)``, but each
+    /// message's reply subject is kept in the payload slab as its acknowledgement record (see
+    /// ``ConsumerDelivery``).
+    func subscribeConsumer(
+        to subject: String,
+        queueGroup: String? = nil,
+        limits: NATSConnectionConfiguration.SubscriptionLimits? = nil
+    ) async throws(NATSError) -> SubscriptionHandle<ConsumerDelivery> {
+        try await subscribeBuffered(
+            to: subject, queueGroup: queueGroup, limits: limits, box: ConsumerSubscriptionBox.init(buffer:))
+    }
+
+    /// Validates, subscribes with a box that copies messages into a new bounded buffer, and
+    /// returns once the server has the interest.
+    private func subscribeBuffered<Element: Sendable>(
+        to subject: String,
+        queueGroup: String?,
+        limits: NATSConnectionConfiguration.SubscriptionLimits?,
+        box makeBox: (BoundedBatchBuffer<Element>) -> NativeSubscriptionBox
+    ) async throws(NATSError) -> SubscriptionHandle<Element> {
         try NATSValidation.validateSubject(subject, for: .subscribe)
         if let queueGroup { try NATSValidation.validateQueueGroup(queueGroup) }
         let limits = limits ?? configuration.subscriptionLimits
@@ -292,28 +341,29 @@ public final class NATSConnection: Sendable {
             throw NATSError(.invalidArgument, "subscription limits must be at least 1 message and 1 byte, got \(limits)")
         }
         let native = try connected()
-        let buffer = BoundedBatchBuffer<NATSMessage>(limits: .init(messages: limits.messages, bytes: limits.bytes))
+        let buffer = BoundedBatchBuffer<Element>(limits: .init(messages: limits.messages, bytes: limits.bytes))
         let nativeSubscription = try native.subscribe(
-            subject: subject, queueGroup: queueGroup, limits: limits, box: CoreSubscriptionBox(buffer: buffer))
-        let subscription = NATSSubscription(
-            handle: SubscriptionHandle(subject: subject, queueGroup: queueGroup, native: nativeSubscription, buffer: buffer))
+            subject: subject, queueGroup: queueGroup, limits: limits, box: makeBox(buffer))
+        let handle = SubscriptionHandle(subject: subject, queueGroup: queueGroup, native: nativeSubscription, buffer: buffer)
         // Make sure the server has the interest before returning. A failure here (for example a
         // disconnection) is not fatal: cnats re-subscribes after reconnecting.
         let timeout = configuration.connectTimeout.millisecondsClamped
         try? await blocking.run { () throws(NATSError) in try native.flush(timeoutMilliseconds: timeout) }
-        return subscription
+        return handle
     }
 
-    /// Adds another subject whose messages go into an existing subscription's buffer (used to
-    /// deliver a consumer's requests and its JetStream messages through one sequence).
-    func addCompanion(to handle: SubscriptionHandle, subject: String, queueGroup: String?) async throws(NATSError) {
+    /// Adds another subject whose messages go into an existing consumer subscription's buffer
+    /// (used to deliver a consumer's requests and its JetStream messages through one sequence).
+    func addCompanion(
+        to handle: SubscriptionHandle<ConsumerDelivery>, subject: String, queueGroup: String?
+    ) async throws(NATSError) {
         try NATSValidation.validateSubject(subject, for: .subscribe)
         if let queueGroup { try NATSValidation.validateQueueGroup(queueGroup) }
         let native = try connected()
         let companion = try native.subscribe(
             subject: subject, queueGroup: queueGroup,
             limits: .init(messages: handle.buffer.limits.messages, bytes: handle.buffer.limits.bytes),
-            box: CoreSubscriptionBox(buffer: handle.buffer))
+            box: ConsumerSubscriptionBox(buffer: handle.buffer))
         handle.companions.withLock { $0.append(companion) }
         if handle.buffer.isFinished { companion.unsubscribe() }
         let timeout = configuration.connectTimeout.millisecondsClamped

@@ -126,15 +126,21 @@ struct PayloadSlabWriter {
     mutating func copy(_ bytes: UnsafeRawBufferPointer) -> NATSPayload {
         let count = bytes.count
         if count == 0 { return NATSPayload() }
-        if count > Self.slabSize / 8 { return NATSPayload(copying: bytes) }
+        let (storage, offset) = reserve(count)
+        storage.write(bytes, at: offset)
+        return NATSPayload(storage: storage, offset: offset, count: count)
+    }
+
+    /// Room for `count` (at least 1) bytes that the caller writes at once: in the current slab, in
+    /// a new one when it is full, or in an allocation of its own above an eighth of a slab.
+    mutating func reserve(_ count: Int) -> (storage: PayloadStorage, offset: Int) {
+        if count > Self.slabSize / 8 { return (PayloadStorage.make(capacity: count), 0) }
         if slab == nil || used + count > Self.slabSize {
             slab = PayloadStorage.make(capacity: Self.slabSize)
             used = 0
         }
-        let slab = self.slab!
-        slab.write(bytes, at: used)
-        let payload = NATSPayload(storage: slab, offset: used, count: count)
+        let offset = used
         used += count
-        return payload
+        return (slab!, offset)
     }
 }

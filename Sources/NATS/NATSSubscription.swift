@@ -10,7 +10,7 @@ public struct NATSSubscription: AsyncSequence, Sendable {
     public typealias Element = NATSMessage
     public typealias Failure = NATSError
 
-    let handle: SubscriptionHandle
+    let handle: SubscriptionHandle<NATSMessage>
 
     /// The subject this subscription listens on.
     public var subject: String { handle.subject }
@@ -40,13 +40,13 @@ public struct NATSSubscription: AsyncSequence, Sendable {
 
     /// Iterates over the messages, a batch at a time under the hood.
     public struct Iterator: AsyncIteratorProtocol {
-        let handle: SubscriptionHandle
-        let token: IterationToken
+        let handle: SubscriptionHandle<NATSMessage>
+        let token: IterationToken<NATSMessage>
         /// The batch taken from the buffer, reversed: each message is moved out with `popLast`
         /// (no reference counting of its fields, which the delivery thread would contend for).
         var batch: [NATSMessage] = []
 
-        init(handle: SubscriptionHandle, token: IterationToken) {
+        init(handle: SubscriptionHandle<NATSMessage>, token: IterationToken<NATSMessage>) {
             self.handle = handle
             self.token = token
         }
@@ -64,16 +64,18 @@ public struct NATSSubscription: AsyncSequence, Sendable {
     }
 }
 
-/// Owns what a subscription needs; unsubscribes when the last reference goes away.
-final class SubscriptionHandle: Sendable {
+/// Owns what a subscription needs; unsubscribes when the last reference goes away. `Element` is
+/// what its buffer holds: a ``NATSMessage`` for core subscriptions, a ``ConsumerDelivery`` for
+/// JetStream consumers.
+final class SubscriptionHandle<Element: Sendable>: Sendable {
     let subject: String
     let queueGroup: String?
     let native: NativeSubscription
-    let buffer: BoundedBatchBuffer<NATSMessage>
+    let buffer: BoundedBatchBuffer<Element>
     /// More subscriptions that feed the same buffer (for example a consumer's request subject).
     let companions: Mutex<[NativeSubscription]> = Mutex([])
 
-    init(subject: String, queueGroup: String?, native: NativeSubscription, buffer: BoundedBatchBuffer<NATSMessage>) {
+    init(subject: String, queueGroup: String?, native: NativeSubscription, buffer: BoundedBatchBuffer<Element>) {
         self.subject = subject
         self.queueGroup = queueGroup
         self.native = native
@@ -87,7 +89,7 @@ final class SubscriptionHandle: Sendable {
 
     /// Unsubscribes (first, so that nothing more arrives) and returns the messages received but
     /// never handed to the consumer.
-    func stopReturningPending() -> [NATSMessage] {
+    func stopReturningPending() -> [Element] {
         native.unsubscribe()
         for companion in companions.withLock({ $0 }) { companion.unsubscribe() }
         return buffer.discardReturningPending()
@@ -99,10 +101,10 @@ final class SubscriptionHandle: Sendable {
 }
 
 /// Ends the subscription when the iterator that owns it goes away.
-final class IterationToken: Sendable {
-    let handle: SubscriptionHandle
+final class IterationToken<Element: Sendable>: Sendable {
+    let handle: SubscriptionHandle<Element>
 
-    init(handle: SubscriptionHandle) {
+    init(handle: SubscriptionHandle<Element>) {
         self.handle = handle
     }
 

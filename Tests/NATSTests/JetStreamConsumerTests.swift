@@ -159,6 +159,97 @@ struct JetStreamConsumerTests {
         await connection.close()
     }
 
+    @Test func copiesOfAMessageShareItsAcknowledgement() async throws {
+        let (server, connection, js) = try await setUp(stream: "COPIES", subjects: ["copies.>"])
+        defer { server.stop() }
+        try await js.ensureConsumer(stream: "COPIES", NATSConsumerConfiguration(durableName: "c"))
+        _ = try await js.publish(subject: "copies.a", payload: Array("one".utf8))
+        _ = try await js.publish(subject: "copies.b", payload: Array("two".utf8))
+        let consumer = try await js.pullConsumer(stream: "COPIES", name: "c")
+        let messages = try await consumer.fetch(batch: 2, maxWait: .seconds(2))
+        try #require(messages.count == 2)
+        let message = messages[0]
+        let copy = message
+        let replyTo = try #require(message.replyTo)
+        #expect(replyTo.hasPrefix("$JS.ACK.COPIES.c.1.1.1."))
+        #expect(message.message.replyTo == replyTo && message.message.subject == "copies.a")
+        #expect(message.message.payload.string == "one" && message.subject == "copies.a")
+        let metadata = try #require(copy.metadata)
+        #expect(metadata == NATSJetStreamMessage.Metadata(ackSubject: replyTo))
+        #expect(metadata.stream == "COPIES" && metadata.consumer == "c")
+        #expect(metadata.streamSequence == 1 && metadata.consumerSequence == 1 && metadata.deliveryCount == 1 && metadata.pending == 1)
+        #expect(messages[1].metadata?.streamSequence == 2 && messages[1].replyTo != replyTo)
+
+        try message.ack()
+        #expect(copy.isAcknowledged && !messages[1].isAcknowledged)
+        for attempt in [{ try copy.ack() }, { try copy.nak() }, { try copy.term() }, { try copy.inProgress() }] {
+            let error = #expect(throws: NATSError.self) { try attempt() }
+            #expect(error?.code == .alreadyAcknowledged, "\(String(describing: error))")
+        }
+        // A copy made before the other was acknowledged, acknowledged first, blocks the original.
+        let second = messages[1]
+        var copies = [second]
+        copies.append(second)
+        try await copies[1].ackSync()
+        let error = #expect(throws: NATSError.self) { try second.term() }
+        #expect(error?.code == .alreadyAcknowledged)
+        let info = try await js.consumerInfo(stream: "COPIES", name: "c")
+        #expect(info.ackPendingCount == 0 && info.ackFloor.streamSequence == 2)
+        await connection.close()
+    }
+
+    /// Ack subjects live in the receiving slabs beside the payloads: a message held while
+    /// thousands more are received (many slabs later) still acknowledges the right sequence.
+    @Test(arguments: [false, true])
+    func acknowledgingTheFirstMessageLastAfterManyMore(push: Bool) async throws {
+        let stream = push ? "LATEPUSH" : "LATEPULL"
+        let (server, connection, js) = try await setUp(stream: stream, subjects: ["\(stream.lowercased()).>"])
+        defer { server.stop() }
+        let count = 5_000
+        try await preload(js, subject: "\(stream.lowercased()).item", count: count)
+        var configuration = NATSConsumerConfiguration(durableName: "late")
+        configuration.maxAckPending = count
+        var iterator: AnyConsumerIterator
+        if push {
+            configuration.deliverSubject = connection.newInbox()
+            configuration.flowControl = true
+            configuration.idleHeartbeat = .seconds(1)
+            iterator = AnyConsumerIterator(try await js.pushConsumer(stream: stream, configuration: configuration).makeAsyncIterator())
+        } else {
+            try await js.ensureConsumer(stream: stream, configuration)
+            let consumer = try await js.pullConsumer(stream: stream, name: "late", options: .init(batch: 300))
+            iterator = AnyConsumerIterator(consumer.makeAsyncIterator())
+        }
+        let first = try #require(try await iterator.next())
+        var sampled: [(Int, NATSJetStreamMessage)] = []
+        for index in 2...count {
+            let message = try #require(try await iterator.next())
+            #expect(message.metadata?.streamSequence == UInt64(index))
+            if index % 500 == 0 { sampled.append((index, message)) } else { try message.ack() }
+        }
+        for (index, message) in sampled {
+            #expect(message.payload.string == "\(index - 1)")
+            #expect(message.metadata?.consumerSequence == UInt64(index))
+            try message.ack()
+        }
+        try await connection.flush()
+        #expect(
+            await eventually {
+                let info = try? await js.consumerInfo(stream: stream, name: "late")
+                return info?.ackPendingCount == 1 && info?.ackFloor.streamSequence == 0
+            }, "everything but the first is acknowledged")
+        #expect(first.payload.string == "0" && first.metadata?.streamSequence == 1)
+        #expect(first.replyTo?.hasPrefix("$JS.ACK.\(stream).late.1.1.1.") == true)
+        try first.ack()
+        try await connection.flush()
+        #expect(
+            await eventually {
+                let info = try? await js.consumerInfo(stream: stream, name: "late")
+                return info?.ackPendingCount == 0 && info?.ackFloor.streamSequence == UInt64(count)
+            }, "the first ack moved the ack floor to the end")
+        await connection.close()
+    }
+
     @Test func fetchOnAnEmptyConsumerReturnsAfterMaxWait() async throws {
         let (server, connection, js) = try await setUp(stream: "EMPTY", subjects: ["empty.>"])
         defer { server.stop() }
@@ -251,5 +342,19 @@ struct JetStreamConsumerTests {
         let reply = try await js.connection.request(subject: "$JS.API.CONSUMER.NAMES.\(stream)", payload: Array("{}".utf8))
         struct Names: Decodable { var consumers: [String]? }
         return try JSONDecoder().decode(Names.self, from: Data(reply.payload.bytes)).consumers ?? []
+    }
+}
+
+/// A pull or a push consumer's iterator, behind one type for tests that run on both.
+struct AnyConsumerIterator {
+    private var pull: NATSPullConsumer.Iterator?
+    private var push: NATSPushConsumer.Iterator?
+
+    init(_ iterator: NATSPullConsumer.Iterator) { pull = iterator }
+    init(_ iterator: NATSPushConsumer.Iterator) { push = iterator }
+
+    mutating func next() async throws -> NATSJetStreamMessage? {
+        if pull != nil { return try await pull!.next() }
+        return try await push!.next()
     }
 }

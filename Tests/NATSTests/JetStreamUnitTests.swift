@@ -117,4 +117,47 @@ struct JetStreamUnitTests {
         }
         #expect(JetStreamStatus(NATSMessage(subject: "a", payload: NATSPayload("data"))) == nil)
     }
+
+    /// Ack records share their slab with payloads and with each other: writing many more
+    /// messages (past several slabs) leaves an early record's subject and state intact, copies
+    /// share the state, and a released claim can be claimed again.
+    @Test func acknowledgementRecordsLiveInTheSlabs() throws {
+        var slabs = PayloadSlabWriter()
+        func record(_ subject: String) -> MessageAcknowledgement {
+            var subject = subject
+            return subject.withUTF8 { MessageAcknowledgement(subject: UnsafeRawBufferPointer($0), slabs: &slabs) }
+        }
+        let firstSubject = "$JS.ACK.ORDERS.billing.1.1.1.1700000000000000000.4999"
+        let first = record(firstSubject)
+        let payload = [UInt8](repeating: 7, count: 128)
+        var later: [(MessageAcknowledgement, NATSPayload)] = []
+        for index in 2...5_000 {
+            let acknowledgement = record("$JS.ACK.ORDERS.billing.1.\(index).\(index).1700000000000000000.\(5_000 - index)")
+            later.append((acknowledgement, payload.withUnsafeBytes { slabs.copy($0) }))
+        }
+        #expect(first.subject == firstSubject)
+        #expect(first.isJetStreamAck && !first.isDone)
+        let copy = first
+        #expect(first.claim(.ack) == nil)
+        #expect(copy.isDone)
+        #expect(copy.claim(.nak) == .ack)
+        first.release()
+        #expect(!copy.isDone)
+        #expect(copy.claim(.term) == nil)
+        #expect(first.claim(.ack) == .term)
+        // The neighbours were not touched by the state changes, nor by each other.
+        for (offset, (acknowledgement, bytes)) in later.enumerated() {
+            let index = offset + 2
+            #expect(acknowledgement.subject == "$JS.ACK.ORDERS.billing.1.\(index).\(index).1700000000000000000.\(5_000 - index)")
+            #expect(!acknowledgement.isDone)
+            #expect(bytes.bytes == payload)
+        }
+        // The subject reaches cnats NUL-terminated.
+        #expect(first.withSubjectCString { String(cString: $0.assumingMemoryBound(to: CChar.self)) } == firstSubject)
+        // A subject that is a string already gets a record of its own; one that is not an ack
+        // subject (a request's inbox) is kept the same way.
+        let inbox = MessageAcknowledgement(subject: "_INBOX.abcdefghijklmnopqrstuv.7")
+        #expect(inbox.subject == "_INBOX.abcdefghijklmnopqrstuv.7" && !inbox.isJetStreamAck)
+        #expect(!MessageAcknowledgement(subject: "$JS.ACK.").isJetStreamAck)
+    }
 }

@@ -177,6 +177,42 @@ struct NATSPayloadAndBufferTests {
         #expect(try await buffer.takeBatch(into: &batch, timeout: .seconds(5)) == .took)
         #expect(batch == [1])
     }
+
+    /// Timed waits share scheduled wake-ups: a shorter wait after a longer one still ends on
+    /// time, and a wake-up scheduled for an earlier wait does not cut a later, longer one short.
+    @Test func timedTakesKeepTheirOwnDeadlines() async throws {
+        let buffer = BoundedBatchBuffer<Int>(limits: .init(messages: 10, bytes: .max))
+        var batch: [Int] = []
+        func appendSoon(_ value: Int) -> Task<Void, Never> {
+            Task {
+                try? await Task.sleep(for: .milliseconds(50))
+                buffer.append(value, size: 1)
+            }
+        }
+        // Answered before its 5 s deadline: that wake-up stays scheduled.
+        var producer = appendSoon(1)
+        #expect(try await buffer.takeBatch(into: &batch, timeout: .seconds(5)) == .took)
+        await producer.value
+        batch.removeAll()
+        var started = ContinuousClock.now
+        #expect(try await buffer.takeBatch(into: &batch, timeout: .milliseconds(100)) == .wokenUp)
+        var waited = ContinuousClock.now - started
+        #expect(waited >= .milliseconds(90) && waited < .seconds(3), "\(waited)")
+        // Answered before its 1 s deadline (wide: under a full parallel test run the 50 ms
+        // producer can take a few hundred); the next wait (2 s) outlasts that wake-up.
+        producer = appendSoon(2)
+        #expect(try await buffer.takeBatch(into: &batch, timeout: .seconds(1)) == .took)
+        await producer.value
+        batch.removeAll()
+        started = ContinuousClock.now
+        #expect(try await buffer.takeBatch(into: &batch, timeout: .seconds(2)) == .wokenUp)
+        waited = ContinuousClock.now - started
+        #expect(waited >= .milliseconds(1_990) && waited < .seconds(5), "\(waited)")
+        // Elements still end a timed wait at once.
+        producer = appendSoon(3)
+        #expect(try await buffer.takeBatch(into: &batch, timeout: .seconds(5)) == .took)
+        #expect(batch == [3])
+    }
 }
 
 /// A counter shared with a plain thread.

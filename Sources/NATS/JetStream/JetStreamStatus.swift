@@ -9,12 +9,22 @@ enum JetStreamStatus {
 
     /// Classifies a message; `nil` for an ordinary message.
     init?(_ message: NATSMessage) {
+        self.init(message, replyTo: { message.replyTo })
+    }
+
+    /// Classifies a consumer's delivery; `nil` for an ordinary message. The reply subject becomes
+    /// a string only for a flow-control request.
+    init?(_ delivery: ConsumerDelivery) {
+        self.init(delivery.message, replyTo: { delivery.replyTo })
+    }
+
+    private init?(_ message: NATSMessage, replyTo: () -> String?) {
         guard message.payload.isEmpty, let code = message.headers["Status"] else { return nil }
         let description = message.headers["Description"] ?? ""
         let pending = message.headers["Nats-Pending-Messages"].flatMap { Int($0) }
         switch code {
         case "100":
-            if let reply = message.replyTo, !reply.isEmpty {
+            if let reply = replyTo(), !reply.isEmpty {
                 self = .flowControl(reply: reply)
             } else {
                 self = .heartbeat(stalledFlowControlReply: message.headers["Nats-Consumer-Stalled"])
@@ -28,5 +38,20 @@ enum JetStreamStatus {
         default:
             self = .other(code: code, description: description)
         }
+    }
+
+    /// Answers a flow-control request, or the one a heartbeat says the server is stalled on (its
+    /// earlier answer was lost), so that a push consumer's server resumes sending. Does nothing
+    /// for other statuses. A failed publish is ignored: the server asks again in its next
+    /// heartbeat.
+    func answerFlowControl(on connection: NATSConnection) {
+        let reply: String
+        switch self {
+        case .flowControl(let subject): reply = subject
+        case .heartbeat(let stalled?): reply = stalled
+        default: return
+        }
+        // The subject came from the server: sent as is, with an empty body.
+        try? connection.publishToServerSubject(reply, body: "")
     }
 }

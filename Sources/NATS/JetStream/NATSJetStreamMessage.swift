@@ -1,5 +1,3 @@
-import Synchronization
-
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
@@ -15,27 +13,39 @@ import Foundation
 /// server.
 public struct NATSJetStreamMessage: Sendable {
     /// The subject the message was published to.
-    public var subject: String { message.subject }
+    public var subject: String { received.subject }
     /// The headers.
-    public var headers: NATSHeaders { message.headers }
+    public var headers: NATSHeaders { received.headers }
     /// The payload.
-    public var payload: NATSPayload { message.payload }
-    /// The ack subject (`$JS.ACK.…`) this message is acknowledged on.
-    public var replyTo: String? { message.replyTo }
+    public var payload: NATSPayload { received.payload }
+    /// The ack subject (`$JS.ACK.…`) this message is acknowledged on (a new string on each call).
+    public var replyTo: String? { acknowledgement?.subject }
 
-    /// The underlying core message.
-    public let message: NATSMessage
+    /// The underlying core message, with its reply subject (built on each call).
+    public var message: NATSMessage {
+        var message = received
+        message.replyTo = replyTo
+        return message
+    }
+
+    /// The message as received, without its reply subject: `acknowledgement` holds that, in the
+    /// payload's slab, so that receiving a message allocates nothing of its own.
+    let received: NATSMessage
+    /// Shared by every copy of this value, so a second final action on a copy fails too.
     let acknowledgement: MessageAcknowledgement?
+    /// The consumer's connection, the same for every message (a reference, not an allocation).
+    let connection: NATSConnection
 
-    init(message: NATSMessage, connection: NATSConnection) {
-        self.message = message
-        acknowledgement = message.replyTo.map { MessageAcknowledgement(connection: connection, replyTo: $0) }
+    init(_ delivery: ConsumerDelivery, connection: NATSConnection) {
+        received = delivery.message
+        acknowledgement = delivery.reply
+        self.connection = connection
     }
 
     /// Where the message sits in its stream and consumer, parsed from its ack subject; `nil` when
     /// the message has no JetStream ack subject.
     public var metadata: Metadata? {
-        message.replyTo.flatMap(Metadata.init(ackSubject:))
+        acknowledgement?.withSubjectBytes { Metadata.parse($0) }
     }
 
     /// Delivery facts the server encodes in the ack subject.
@@ -80,7 +90,7 @@ public struct NATSJetStreamMessage: Sendable {
             self.timestamp = timestamp
         }
 
-        private static func parse(_ bytes: UnsafeBufferPointer<UInt8>) -> Metadata? {
+        static func parse(_ bytes: UnsafeBufferPointer<UInt8>) -> Metadata? {
             // Where each of the first 12 tokens ends (the next starts one byte later).
             withUnsafeTemporaryAllocation(of: Int.self, capacity: 12) { ends in
                 var count = 0
@@ -150,8 +160,8 @@ public struct NATSJetStreamMessage: Sendable {
     public func ackSync(timeout: Duration = .seconds(5)) async throws(NATSError) {
         let acknowledgement = try claim(.ack)
         do {
-            _ = try await acknowledgement.connection.request(
-                subject: acknowledgement.replyTo, payload: Array("+ACK".utf8), timeout: timeout)
+            _ = try await connection.request(
+                subject: acknowledgement.subject, payload: Array("+ACK".utf8), timeout: timeout)
         } catch {
             // Not confirmed: allow another attempt.
             acknowledgement.release()
@@ -174,7 +184,7 @@ public struct NATSJetStreamMessage: Sendable {
         if acknowledgement.isDone {
             throw NATSError(.alreadyAcknowledged, "message \(describe) was already acknowledged; inProgress has no effect")
         }
-        try acknowledgement.send("+WPI")
+        try connection.publishToServerSubject(acknowledgement, body: "+WPI")
     }
 
     /// Tells the server never to redeliver the message. The reason, if given, shows in the
@@ -206,58 +216,11 @@ public struct NATSJetStreamMessage: Sendable {
     private func act(_ action: MessageAcknowledgement.Action, body: String) throws(NATSError) {
         let acknowledgement = try claim(action)
         do {
-            try acknowledgement.send(body)
+            // The ack subject came from the server: sent from the record's bytes, not validated again.
+            try connection.publishToServerSubject(acknowledgement, body: body)
         } catch {
             acknowledgement.release()
             throw error
         }
-    }
-}
-
-/// The ack subject of one message and whether a final action was taken.
-final class MessageAcknowledgement: Sendable {
-    enum Action: UInt8, CustomStringConvertible {
-        case ack = 1
-        case nak = 2
-        case term = 3
-
-        var description: String {
-            switch self {
-            case .ack: "ack"
-            case .nak: "nak"
-            case .term: "term"
-            }
-        }
-    }
-
-    let connection: NATSConnection
-    let replyTo: String
-    private let state = Atomic<UInt8>(0)
-
-    init(connection: NATSConnection, replyTo: String) {
-        self.connection = connection
-        self.replyTo = replyTo
-    }
-
-    var isDone: Bool { state.load(ordering: .relaxed) != 0 }
-
-    /// Marks the final action; returns the earlier one if there was one.
-    func claim(_ action: Action) -> Action? {
-        let (exchanged, original) = state.compareExchange(expected: 0, desired: action.rawValue, ordering: .acquiringAndReleasing)
-        return exchanged ? nil : Action(rawValue: original)
-    }
-
-    /// Undoes a claim whose message could not be sent.
-    func release() {
-        state.store(0, ordering: .releasing)
-    }
-
-    func send(_ body: String) throws(NATSError) {
-        // The ack subject came from the server: no need to validate it again per message.
-        try connection.publishToServerSubject(replyTo, body: body)
-    }
-
-    static func noReply(subject: String) -> NATSError {
-        NATSError(.invalidArgument, "message on '\(subject)' has no ack subject (its consumer does not use acks)")
     }
 }

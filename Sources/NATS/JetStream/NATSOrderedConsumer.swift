@@ -21,9 +21,9 @@ public struct NATSOrderedConsumer: AsyncSequence, Sendable {
     /// Iterates over the stream's messages in order.
     public struct Iterator: AsyncIteratorProtocol {
         let owner: NATSOrderedConsumer
-        var subscription: SubscriptionHandle?
+        var subscription: SubscriptionHandle<ConsumerDelivery>?
         var consumerName: String?
-        var batch: [NATSMessage] = []
+        var batch: [ConsumerDelivery] = []
         var index = 0
         var lastStreamSequence: UInt64 = 0
         var expectedConsumerSequence: UInt64 = 1
@@ -56,15 +56,15 @@ public struct NATSOrderedConsumer: AsyncSequence, Sendable {
             configuration.maxAckPending = -1
             let inbox = owner.jetStream.connection.newInbox()
             configuration.deliverSubject = inbox
-            let subscription = try await owner.jetStream.connection.subscribe(to: inbox)
+            let subscription = try await owner.jetStream.connection.subscribeConsumer(to: inbox)
             do {
                 let info = try await owner.jetStream.ensureConsumer(stream: owner.stream, configuration)
                 consumerName = info.name
             } catch {
-                subscription.unsubscribe()
+                subscription.stop()
                 throw error
             }
-            self.subscription = subscription.handle
+            self.subscription = subscription
             batch.removeAll()
             index = 0
             expectedConsumerSequence = 1
@@ -77,21 +77,14 @@ public struct NATSOrderedConsumer: AsyncSequence, Sendable {
             if subscription == nil { try await recreate() }
             while true {
                 while index < batch.count {
-                    let message = batch[index]
+                    let delivery = batch[index]
                     index += 1
                     lastActivity = .now
-                    if let status = JetStreamStatus(message) {
-                        switch status {
-                        case .flowControl(let reply):
-                            try? owner.jetStream.connection.publish(subject: reply, payload: [UInt8]())
-                        case .heartbeat(let stalled):
-                            if let stalled { try? owner.jetStream.connection.publish(subject: stalled, payload: [UInt8]()) }
-                        default:
-                            break
-                        }
+                    if let status = JetStreamStatus(delivery) {
+                        status.answerFlowControl(on: owner.jetStream.connection)
                         continue
                     }
-                    let delivered = NATSJetStreamMessage(message: message, connection: owner.jetStream.connection)
+                    let delivered = NATSJetStreamMessage(delivery, connection: owner.jetStream.connection)
                     guard let metadata = delivered.metadata else { continue }
                     if metadata.consumerSequence != expectedConsumerSequence {
                         // A gap: start over right after the last message delivered.

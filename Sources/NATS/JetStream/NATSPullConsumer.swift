@@ -52,11 +52,14 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
     public let options: Options
     let connection: NATSConnection
     let inbox: String
-    let handle: SubscriptionHandle
+    let handle: SubscriptionHandle<ConsumerDelivery>
     private let nextSubject: String
     private let session = Mutex(PullSession())
 
-    init(jetStream: NATSJetStream, stream: String, name: String, options: Options, handle: SubscriptionHandle, inbox: String) {
+    init(
+        jetStream: NATSJetStream, stream: String, name: String, options: Options,
+        handle: SubscriptionHandle<ConsumerDelivery>, inbox: String
+    ) {
         self.stream = stream
         self.name = name
         self.options = options
@@ -76,9 +79,9 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
     /// the server at once (`-NAK`), so that another member gets them now instead of after their
     /// ack wait.
     public func stopReturningUndelivered() {
-        for message in handle.stopReturningPending() {
-            guard let reply = message.replyTo, reply.hasPrefix("$JS.ACK.") else { continue }
-            try? connection.publish(subject: reply, payload: "-NAK")
+        for delivery in handle.stopReturningPending() {
+            guard let reply = delivery.reply, reply.isJetStreamAck else { continue }
+            try? connection.publishToServerSubject(reply, body: "-NAK")
         }
     }
 
@@ -112,7 +115,7 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
         var openRequests: [Int] = []
         var reconnectGeneration = 0
         /// Messages a fetch received beyond its batch, handed out first next time.
-        var leftovers: [NATSMessage] = []
+        var leftovers: [ConsumerDelivery] = []
 
         var expected: Int { openRequests.reduce(0, +) }
 
@@ -136,7 +139,7 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
         let consumer: NATSPullConsumer
         /// Messages received and not yet handed out, reversed: each is moved out with
         /// `popLast` (no reference counting of its fields).
-        var batch: [NATSMessage] = []
+        var batch: [ConsumerDelivery] = []
         var lastActivity = ContinuousClock.now
         /// Stream messages handed out since the open requests were last updated.
         var receivedSinceReplenish = 0
@@ -224,20 +227,20 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
 
         mutating func next() async throws(NATSError) -> NATSJetStreamMessage? {
             while true {
-                while let message = batch.popLast() {
-                    guard message.subject == consumer.inbox || Self.isAckSubject(message.replyTo) else {
+                while let delivery = batch.popLast() {
+                    guard delivery.message.subject == consumer.inbox || delivery.isStreamMessage else {
                         // A message on a companion subject (a request to the consumer's owner).
                         // Stream messages keep their own subject; their reply is an ack subject.
-                        return NATSJetStreamMessage(message: message, connection: consumer.connection)
+                        return NATSJetStreamMessage(delivery, connection: consumer.connection)
                     }
-                    if let status = JetStreamStatus(message) {
+                    if let status = JetStreamStatus(delivery) {
                         lastActivity = .now
                         if let error = handle(status) { throw error }
                         continue
                     }
                     // Counted into the open requests once per batch, before asking for more.
                     receivedSinceReplenish += 1
-                    return NATSJetStreamMessage(message: message, connection: consumer.connection)
+                    return NATSJetStreamMessage(delivery, connection: consumer.connection)
                 }
                 if receivedSinceReplenish > 0 {
                     lastActivity = .now
@@ -259,16 +262,6 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
             }
         }
 
-        /// Whether a reply subject is a JetStream ack subject (`$JS.ACK.…`), by its bytes.
-        static func isAckSubject(_ subject: String?) -> Bool {
-            guard var subject else { return false }
-            return subject.withUTF8 { bytes in
-                bytes.count > 8 && bytes[0] == UInt8(ascii: "$") && bytes[1] == UInt8(ascii: "J") && bytes[2] == UInt8(ascii: "S")
-                    && bytes[3] == UInt8(ascii: ".") && bytes[4] == UInt8(ascii: "A") && bytes[5] == UInt8(ascii: "C")
-                    && bytes[6] == UInt8(ascii: "K") && bytes[7] == UInt8(ascii: ".")
-            }
-        }
-
         mutating func fetch(batch requested: Int, maxWait: Duration) async throws(NATSError) -> [NATSJetStreamMessage] {
             var messages: [NATSJetStreamMessage] = []
             // Leftovers of an earlier iteration or fetch come first.
@@ -282,8 +275,8 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
             // The server answers a request that expired with 408; the deadline is a safety net.
             let deadline = ContinuousClock.now + maxWait + .milliseconds(500)
             while messages.count < requested {
-                while messages.count < requested, let message = batch.popLast() {
-                    if let status = JetStreamStatus(message) {
+                while messages.count < requested, let delivery = batch.popLast() {
+                    if let status = JetStreamStatus(delivery) {
                         let ended: Bool
                         switch status {
                         case .noMessages, .requestTimeout, .conflict, .other: ended = true
@@ -297,7 +290,7 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
                         continue
                     }
                     consumer.session.withLock { $0.received() }
-                    messages.append(NATSJetStreamMessage(message: message, connection: consumer.connection))
+                    messages.append(NATSJetStreamMessage(delivery, connection: consumer.connection))
                 }
                 if messages.count >= requested { break }
                 let remaining = deadline - .now
@@ -351,8 +344,7 @@ extension NATSJetStream {
         // Room for every message requested ahead plus the status messages that come with them.
         let limits = NATSConnectionConfiguration.SubscriptionLimits(
             messages: options.batch * 2 + 64, bytes: connection.configuration.subscriptionLimits.bytes)
-        let subscription = try await connection.subscribe(to: inbox, limits: limits)
-        return NATSPullConsumer(
-            jetStream: self, stream: stream, name: name, options: options, handle: subscription.handle, inbox: inbox)
+        let handle = try await connection.subscribeConsumer(to: inbox, limits: limits)
+        return NATSPullConsumer(jetStream: self, stream: stream, name: name, options: options, handle: handle, inbox: inbox)
     }
 }

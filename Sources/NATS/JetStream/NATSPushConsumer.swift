@@ -15,9 +15,12 @@ public final class NATSPushConsumer: AsyncSequence, Sendable {
     /// The deliver subject.
     public let deliverSubject: String
     let connection: NATSConnection
-    let handle: SubscriptionHandle
+    let handle: SubscriptionHandle<ConsumerDelivery>
 
-    init(stream: String, name: String, deliverSubject: String, connection: NATSConnection, handle: SubscriptionHandle) {
+    init(
+        stream: String, name: String, deliverSubject: String, connection: NATSConnection,
+        handle: SubscriptionHandle<ConsumerDelivery>
+    ) {
         self.stream = stream
         self.name = name
         self.deliverSubject = deliverSubject
@@ -34,9 +37,9 @@ public final class NATSPushConsumer: AsyncSequence, Sendable {
     /// the server at once (`-NAK`), so that another member gets them now instead of after their
     /// ack wait.
     public func stopReturningUndelivered() {
-        for message in handle.stopReturningPending() {
-            guard let reply = message.replyTo, reply.hasPrefix("$JS.ACK.") else { continue }
-            try? connection.publish(subject: reply, payload: "-NAK")
+        for delivery in handle.stopReturningPending() {
+            guard let reply = delivery.reply, reply.isJetStreamAck else { continue }
+            try? connection.publishToServerSubject(reply, body: "-NAK")
         }
     }
 
@@ -48,21 +51,17 @@ public final class NATSPushConsumer: AsyncSequence, Sendable {
     /// Iterates over messages.
     public struct Iterator: AsyncIteratorProtocol {
         let consumer: NATSPushConsumer
-        let token: IterationToken
+        let token: IterationToken<ConsumerDelivery>
         /// Reversed, so that each message is moved out with `popLast`.
-        var batch: [NATSMessage] = []
+        var batch: [ConsumerDelivery] = []
 
         /// The next message; `nil` when stopped, cancelled, or the connection closed.
         public mutating func next() async throws(NATSError) -> NATSJetStreamMessage? {
             while true {
-                while let message = batch.popLast() {
-                    if let status = JetStreamStatus(message) {
+                while let delivery = batch.popLast() {
+                    if let status = JetStreamStatus(delivery) {
+                        status.answerFlowControl(on: consumer.connection)
                         switch status {
-                        case .flowControl(let reply):
-                            try? consumer.connection.publish(subject: reply, payload: [UInt8]())
-                        case .heartbeat(let stalled):
-                            // A flow-control reply the server did not get: answer it again.
-                            if let stalled { try? consumer.connection.publish(subject: stalled, payload: [UInt8]()) }
                         case .conflict(let description, _) where description.lowercased().contains("consumer deleted"):
                             throw NATSError(
                                 .jetStream, "consumer '\(consumer.name)' on stream '\(consumer.stream)' was deleted",
@@ -72,7 +71,7 @@ public final class NATSPushConsumer: AsyncSequence, Sendable {
                         }
                         continue
                     }
-                    return NATSJetStreamMessage(message: message, connection: consumer.connection)
+                    return NATSJetStreamMessage(delivery, connection: consumer.connection)
                 }
                 guard try await consumer.handle.buffer.takeBatch(into: &batch) == .took else {
                     consumer.handle.stop()
@@ -117,10 +116,9 @@ extension NATSJetStream {
         }
         let info = try await ensureConsumer(stream: stream, configuration)
         let deliverSubject = info.configuration.deliverSubject ?? configuration.deliverSubject!
-        let subscription = try await connection.subscribe(
+        let handle = try await connection.subscribeConsumer(
             to: deliverSubject, queueGroup: info.configuration.deliverGroup, limits: limits)
         return NATSPushConsumer(
-            stream: stream, name: info.name, deliverSubject: deliverSubject, connection: connection,
-            handle: subscription.handle)
+            stream: stream, name: info.name, deliverSubject: deliverSubject, connection: connection, handle: handle)
     }
 }

@@ -115,6 +115,15 @@ final class NativeConnection: @unchecked Sendable {
         if status != NATS_OK { throw NativeStatus.error(status, "publishing to '\(subject)'") }
     }
 
+    /// Publishes without headers to a subject given as NUL-terminated bytes (a reply subject kept
+    /// in a payload slab), so that acknowledging a message builds no `String`. Non-blocking.
+    func publish(subjectCString subject: UnsafeRawPointer, payload: UnsafeRawBufferPointer) throws(NATSError) {
+        guard let pointer else { throw Self.notConnected }
+        let subject = subject.assumingMemoryBound(to: CChar.self)
+        let status = natsConnection_Publish(pointer, subject, payload.baseAddress, Int32(truncatingIfNeeded: payload.count))
+        if status != NATS_OK { throw NativeStatus.error(status, "publishing to '\(String(cString: subject))'") }
+    }
+
     /// Publishes with headers.
     func publish(subject: String, replyTo: String?, headers: NATSHeaders, payload: UnsafeRawBufferPointer) throws(NATSError) {
         guard let pointer else { throw Self.notConnected }

@@ -25,6 +25,29 @@ enum NativeMessage {
             payload: payloads.copy(UnsafeRawBufferPointer(start: data, count: length)))
     }
 
+    /// Copies a message for a JetStream consumer: like ``copy(_:payloads:subjects:)``, but the
+    /// reply subject is written into the payload slabs as the message's acknowledgement record
+    /// instead of becoming a `String` (an ack subject is too long for a small string, so that
+    /// would be an allocation per message).
+    static func copyDelivery(
+        _ message: OpaquePointer,
+        payloads: inout PayloadSlabWriter,
+        subjects: inout SubjectCache
+    ) -> ConsumerDelivery {
+        let headers = headers(of: message)
+        let subject = subjects.string(for: natsMsg_GetSubject(message))
+        var reply: MessageAcknowledgement?
+        if let replyC = natsMsg_GetReply(message), replyC.pointee != 0 {
+            reply = MessageAcknowledgement(subject: UnsafeRawBufferPointer(start: replyC, count: strlen(replyC)), slabs: &payloads)
+        }
+        let data = natsMsg_GetData(message)
+        let length = data == nil ? 0 : Int(natsMsg_GetDataLength(message))
+        let copy = NATSMessage(
+            subject: subject, replyTo: nil, headers: headers,
+            payload: payloads.copy(UnsafeRawBufferPointer(start: data, count: length)))
+        return ConsumerDelivery(message: copy, reply: reply)
+    }
+
     /// Copies a message whose subject changes every time (a reply on a request inbox): the
     /// payload goes into the shared slabs, the subject gets a string of its own.
     static func copy(_ message: OpaquePointer, payloads: inout PayloadSlabWriter) -> NATSMessage {

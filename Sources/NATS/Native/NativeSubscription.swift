@@ -83,14 +83,44 @@ final class CoreSubscriptionBox: NativeSubscriptionBox, @unchecked Sendable {
         let size = copy.bufferedSize
         // Everything was copied out; the message is ours to destroy.
         NativeMessage.destroy(message)
-        buffer.append(copy, size: size) {
-            // cnats counts the messages it holds for this subscription after this one; its
-            // delivery thread (this thread) comes back for each of them, or the subscription
-            // closed and `completed()` finishes the buffer.
-            guard let subscription else { return false }
-            var pending: Int32 = 0
-            return natsSubscription_GetPending(subscription, &pending, nil) == NATS_OK && pending > 0
-        }
+        buffer.append(copy, size: size) { Self.hasPending(subscription) }
+    }
+
+    override func completed() {
+        buffer.finish()
+    }
+}
+
+extension NativeSubscriptionBox {
+    /// Whether cnats holds more messages for the subscription after the one being delivered: its
+    /// delivery thread (the calling thread) then comes back for each of them, or the subscription
+    /// closed and `completed()` finishes the buffer. The `moreComing` answer of a buffering box.
+    static func hasPending(_ subscription: OpaquePointer?) -> Bool {
+        guard let subscription else { return false }
+        var pending: Int32 = 0
+        return natsSubscription_GetPending(subscription, &pending, nil) == NATS_OK && pending > 0
+    }
+}
+
+/// Copies a JetStream consumer's messages into a bounded buffer that the consumer iterates, with
+/// each reply subject kept in the payload slab (see ``NativeMessage/copyDelivery(_:payloads:subjects:)``).
+final class ConsumerSubscriptionBox: NativeSubscriptionBox, @unchecked Sendable {
+    let buffer: BoundedBatchBuffer<ConsumerDelivery>
+    // Touched only from the delivery thread (see NativeSubscriptionBox), so the runtime
+    // exclusivity check is left out.
+    @exclusivity(unchecked) private var payloads = PayloadSlabWriter()
+    @exclusivity(unchecked) private var subjects = SubjectCache()
+
+    init(buffer: BoundedBatchBuffer<ConsumerDelivery>) {
+        self.buffer = buffer
+    }
+
+    override func deliver(_ message: OpaquePointer, subscription: OpaquePointer?) {
+        let copy = NativeMessage.copyDelivery(message, payloads: &payloads, subjects: &subjects)
+        let size = copy.bufferedSize
+        // Everything was copied out; the message is ours to destroy.
+        NativeMessage.destroy(message)
+        buffer.append(copy, size: size) { Self.hasPending(subscription) }
     }
 
     override func completed() {
