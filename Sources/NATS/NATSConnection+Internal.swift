@@ -57,14 +57,39 @@ extension NATSConnection {
     ) async throws(NATSError) -> NATSHandlerSubscription {
         try NATSValidation.validateSubject(subject, for: .subscribe)
         if let queueGroup { try NATSValidation.validateQueueGroup(queueGroup) }
-        let limits = limits ?? configuration.subscriptionLimits
+        return try await subscribe(
+            to: subject, queueGroup: queueGroup, limits: limits ?? configuration.subscriptionLimits,
+            box: CallbackSubscriptionBox(handler: handler, onComplete: onComplete))
+    }
+
+    /// Subscribes a JetStream consumer's deliver subject with a handler on cnats's delivery thread
+    /// (see ``NATSJetStream/pushConsumer(stream:configuration:limits:handler:)``).
+    func subscribeConsumer(
+        to subject: String,
+        queueGroup: String?,
+        limits: NATSConnectionConfiguration.SubscriptionLimits?,
+        handler: @escaping @Sendable (ConsumerDelivery) -> Void
+    ) async throws(NATSError) -> NATSHandlerSubscription {
+        try NATSValidation.validateSubject(subject, for: .subscribe)
+        if let queueGroup { try NATSValidation.validateQueueGroup(queueGroup) }
+        return try await subscribe(
+            to: subject, queueGroup: queueGroup, limits: limits ?? configuration.subscriptionLimits,
+            box: ConsumerCallbackBox(handler: handler))
+    }
+
+    /// Subscribes with a box that hands messages to a handler, and returns once the server has
+    /// the interest.
+    private func subscribe(
+        to subject: String,
+        queueGroup: String?,
+        limits: NATSConnectionConfiguration.SubscriptionLimits,
+        box: NativeSubscriptionBox
+    ) async throws(NATSError) -> NATSHandlerSubscription {
         if limits.messages < 1 || limits.bytes < 1 {
             throw NATSError(.invalidArgument, "subscription limits must be at least 1 message and 1 byte, got \(limits)")
         }
         let native = try connected()
-        let subscription = try native.subscribe(
-            subject: subject, queueGroup: queueGroup, limits: limits,
-            box: CallbackSubscriptionBox(handler: handler, onComplete: onComplete))
+        let subscription = try native.subscribe(subject: subject, queueGroup: queueGroup, limits: limits, box: box)
         let timeout = configuration.connectTimeout.millisecondsClamped
         try? await blocking.run { () throws(NATSError) in try native.flush(timeoutMilliseconds: timeout) }
         return NATSHandlerSubscription(subject: subject, queueGroup: queueGroup, native: subscription)

@@ -309,6 +309,33 @@ struct JetStreamConsumerTests {
         await connection.close()
     }
 
+    /// The handler form: messages in order on the delivery thread, acked from the handler, with
+    /// flow control answered underneath (a small maxAckPending and a big backlog make the server
+    /// ask for it); all acked at the end.
+    @Test func pushConsumerWithHandlerReceivesInOrderAndAcks() async throws {
+        let (server, connection, js) = try await setUp(stream: "HANDLER", subjects: ["handler.>"])
+        defer { server.stop() }
+        try await preload(js, subject: "handler.order", count: 2_000)
+        var configuration = NATSConsumerConfiguration(durableName: "handler")
+        configuration.flowControl = true
+        configuration.idleHeartbeat = .seconds(1)
+        configuration.maxAckPending = 100
+        let received = Collected<Int>()
+        let metadataSeen = Collected<UInt64>()
+        let subscription = try await js.pushConsumer(stream: "HANDLER", configuration: configuration) { message in
+            received.append(Int(message.payload.string)!)
+            if let sequence = message.metadata?.streamSequence { metadataSeen.append(sequence) }
+            try? message.ack()
+        }
+        #expect(await eventually(timeout: .seconds(30)) { received.count >= 2_000 })
+        #expect(received.values == Array(0..<2_000), "in stream order, each once")
+        #expect(metadataSeen.values == Array(1...2_000))
+        try await connection.flush()
+        #expect(await eventually { (try? await js.consumerInfo(stream: "HANDLER", name: "handler").ackPendingCount) == 0 })
+        subscription.unsubscribe()
+        await connection.close()
+    }
+
     @Test func orderedConsumerReplaysInOrderAndRecoversFromALostConsumer() async throws {
         let (server, connection, js) = try await setUp(stream: "LOG", subjects: ["log.>"])
         defer { server.stop() }

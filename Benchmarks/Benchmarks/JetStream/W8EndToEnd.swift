@@ -106,6 +106,7 @@ func registerW8() {
 
     registerW8NATS(name: "W8 NATS", configuration: configuration, sendAsap: false)
     registerW8NATS(name: "W8 NATS send-asap", configuration: configuration, sendAsap: true)
+    registerW8NATS(name: "W8 NATS handler", configuration: configuration, sendAsap: false, handler: true)
 
     liveBenchmark("W8 EventBus", configuration: configuration) { benchmark, fixture in
         let (publisher, subscriber, iterations) = fixture
@@ -152,29 +153,47 @@ func registerW8() {
 }
 
 /// The NATS module's W8: `jetStream().publish` on a connection with the default configuration
-/// (cnats's blocking request on the blocking executor) or with SendAsap (the connection's request
-/// multiplexer); the subscriber's connection has the default configuration.
-private func registerW8NATS(name: String, configuration: Benchmark.Configuration, sendAsap: Bool) {
+/// or with SendAsap (both write the request at once through the connection's request
+/// multiplexer); the subscriber's connection has the default configuration and iterates its push
+/// consumer in a task, or (`handler`) takes the time and acks in a handler on cnats's delivery
+/// thread, as raw's callback does.
+private func registerW8NATS(name: String, configuration: Benchmark.Configuration, sendAsap: Bool, handler: Bool = false) {
     let messages = Workload.w8Messages
     liveBenchmark(name, configuration: configuration) { benchmark, module in
         let (publisher, subscriber, iterations) = module
         let iteration = iterations.next()
-        let durable = "w8-nats-\(sendAsap ? "asap-" : "")\(iteration)"
-        let consumer = try await subscriber.jetStream().pushConsumer(
-            stream: Workload.streamName,
-            configuration: .workload(
-                durable: durable, deliverSubject: "w8.deliver.nats.\(sendAsap ? "asap." : "")\(iteration)", deliverNew: true))
+        let variant = sendAsap ? "asap." : handler ? "handler." : ""
+        let durable = "w8-nats-\(variant.replacing(".", with: "-"))\(iteration)"
+        let consumerConfiguration = NATSConsumerConfiguration.workload(
+            durable: durable, deliverSubject: "w8.deliver.nats.\(variant)\(iteration)", deliverNew: true)
         let receipts = Receipts()
-        let receiver = Task {
-            for try await message in consumer {
+        let consumer: NATSPushConsumer?
+        let handlerSubscription: NATSHandlerSubscription?
+        let receiver: Task<Void, any Error>?
+        if handler {
+            consumer = nil
+            receiver = nil
+            handlerSubscription = try await subscriber.jetStream().pushConsumer(
+                stream: Workload.streamName, configuration: consumerConfiguration
+            ) { message in
                 receipts.received()
-                try message.ack()
+                try? message.ack()
+            }
+        } else {
+            handlerSubscription = nil
+            let iterated = try await subscriber.jetStream().pushConsumer(stream: Workload.streamName, configuration: consumerConfiguration)
+            consumer = iterated
+            receiver = Task {
+                for try await message in iterated {
+                    receipts.received()
+                    try message.ack()
+                }
             }
         }
         let watchdog = receipts.watch()
         defer {
             watchdog.cancel()
-            receiver.cancel()
+            receiver?.cancel()
         }
         try await subscriber.flush()
         benchmark.startMeasurement()
@@ -193,7 +212,8 @@ private func registerW8NATS(name: String, configuration: Benchmark.Configuration
         recorder.stop()
         benchmark.stopMeasurement()
         recorder.finish(benchmark)
-        consumer.stop()
+        consumer?.stop()
+        handlerSubscription?.unsubscribe()
         try await subscriber.jetStream().deleteConsumer(stream: Workload.streamName, name: durable)
     } setup: { server -> (publisher: NATSConnection, subscriber: NATSConnection, iterations: IterationCounter) in
         _ = try RawJetStream.workloadStream(on: server)

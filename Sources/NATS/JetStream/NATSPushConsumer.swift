@@ -103,6 +103,54 @@ extension NATSJetStream {
         configuration: NATSConsumerConfiguration,
         limits: NATSConnectionConfiguration.SubscriptionLimits? = nil
     ) async throws(NATSError) -> NATSPushConsumer {
+        let (info, deliverSubject) = try await ensurePushConsumer(stream: stream, configuration: configuration)
+        let handle = try await connection.subscribeConsumer(
+            to: deliverSubject, queueGroup: info.configuration.deliverGroup, limits: limits)
+        return NATSPushConsumer(
+            stream: stream, name: info.name, deliverSubject: deliverSubject, connection: connection, handle: handle)
+    }
+
+    /// Subscribes to a push consumer (creating or updating it first, as
+    /// ``pushConsumer(stream:configuration:limits:)`` does) with a handler that cnats's delivery
+    /// thread calls for every message, in order, with no buffer or task in between: the lowest
+    /// latency from the server to your code, as a C callback has.
+    ///
+    /// Flow-control requests are answered and heartbeats absorbed before the handler would see
+    /// them. The handler **must not block and must return quickly** (see
+    /// ``NATSConnection/subscribe(to:queueGroup:limits:handler:)``); acknowledging from it with
+    /// ``NATSJetStreamMessage/ack()`` is fine. Keep the returned subscription for as long as
+    /// messages should arrive; if the consumer is deleted on the server, messages simply stop.
+    ///
+    /// ```swift
+    /// let subscription = try await jetStream.pushConsumer(stream: "ORDERS", configuration: consumer) { message in
+    ///     record(message.payload)
+    ///     try? message.ack()
+    /// }
+    /// ```
+    public func pushConsumer(
+        stream: String,
+        configuration: NATSConsumerConfiguration,
+        limits: NATSConnectionConfiguration.SubscriptionLimits? = nil,
+        handler: @escaping @Sendable (NATSJetStreamMessage) -> Void
+    ) async throws(NATSError) -> NATSHandlerSubscription {
+        let (info, deliverSubject) = try await ensurePushConsumer(stream: stream, configuration: configuration)
+        let connection = self.connection
+        return try await connection.subscribeConsumer(
+            to: deliverSubject, queueGroup: info.configuration.deliverGroup, limits: limits
+        ) { delivery in
+            if let status = JetStreamStatus(delivery) {
+                status.answerFlowControl(on: connection)
+                return
+            }
+            handler(NATSJetStreamMessage(delivery, connection: connection))
+        }
+    }
+
+    /// Creates or updates a push consumer; returns its info and deliver subject.
+    private func ensurePushConsumer(
+        stream: String,
+        configuration: NATSConsumerConfiguration
+    ) async throws(NATSError) -> (NATSConsumerInfo, String) {
         var configuration = configuration
         if configuration.deliverSubject == nil {
             if let durable = configuration.durableName,
@@ -115,10 +163,6 @@ extension NATSJetStream {
             }
         }
         let info = try await ensureConsumer(stream: stream, configuration)
-        let deliverSubject = info.configuration.deliverSubject ?? configuration.deliverSubject!
-        let handle = try await connection.subscribeConsumer(
-            to: deliverSubject, queueGroup: info.configuration.deliverGroup, limits: limits)
-        return NATSPushConsumer(
-            stream: stream, name: info.name, deliverSubject: deliverSubject, connection: connection, handle: handle)
+        return (info, info.configuration.deliverSubject ?? configuration.deliverSubject!)
     }
 }

@@ -166,6 +166,26 @@ final class CallbackSubscriptionBox: NativeSubscriptionBox, @unchecked Sendable 
     }
 }
 
+/// Hands a JetStream consumer's messages to a handler on cnats's delivery thread, each reply
+/// subject kept in the payload slab as its acknowledgement record (see ``ConsumerDelivery``).
+final class ConsumerCallbackBox: NativeSubscriptionBox, @unchecked Sendable {
+    private let handler: @Sendable (ConsumerDelivery) -> Void
+    // Touched only from the delivery thread (see NativeSubscriptionBox).
+    @exclusivity(unchecked) private var payloads = PayloadSlabWriter()
+    @exclusivity(unchecked) private var subjects = SubjectCache()
+
+    init(handler: @escaping @Sendable (ConsumerDelivery) -> Void) {
+        self.handler = handler
+    }
+
+    override func deliver(_ message: OpaquePointer, subscription: OpaquePointer?) {
+        let copy = NativeMessage.copyDelivery(message, payloads: &payloads, subjects: &subjects)
+        // Everything was copied out; the message is ours to destroy.
+        NativeMessage.destroy(message)
+        handler(copy)
+    }
+}
+
 /// Receives the replies of a ``ResponseMux`` on its inbox wildcard subscription: reads the
 /// request's token from the last subject token (without building a string) and hands the copied
 /// reply, or "no responders", to the mux on the delivery thread.
