@@ -232,7 +232,7 @@ final class JetStreamSubscription: DeliverySource, Sendable {
 
     func delivery(for message: NATSJetStreamMessage, subjects: inout (nats: String, bus: String)?) -> Delivery {
         let configuration = bus.configuration
-        guard let metadata = message.metadata else {
+        guard let position = message.deliveryPosition else {
             // A request: core NATS, never stored.
             let subject = bus.busSubject(fromNATS: message.subject, prefix: configuration.requestSubjectPrefix)
             let event = CloudEventsNATSBinding.event(subject: subject, headers: message.headers, payload: message.payload.bytes)
@@ -250,10 +250,12 @@ final class JetStreamSubscription: DeliverySource, Sendable {
             subjects = (natsSubject, subject)
         }
         let event = CloudEventsNATSBinding.event(subject: subject, headers: message.headers, payload: message.payload.bytes)
-        ledger.delivered(sequence: metadata.streamSequence, attempt: metadata.deliveryCount)
+        ledger.delivered(sequence: position.streamSequence, attempt: position.deliveryCount)
         return Delivery(
-            event: event, deliveryCount: Int(metadata.deliveryCount), sequence: metadata.streamSequence, subject: subject,
-            acknowledger: JetStreamDeliveryAcknowledger(subscription: self, message: message, event: event, metadata: metadata))
+            event: event, deliveryCount: Int(position.deliveryCount), sequence: position.streamSequence, subject: subject,
+            acknowledger: JetStreamDeliveryAcknowledger(
+                subscription: self, message: message, event: event, streamSequence: position.streamSequence,
+                deliveryCount: position.deliveryCount))
     }
 }
 
@@ -262,13 +264,17 @@ final class JetStreamDeliveryAcknowledger: DeliveryAcknowledger {
     let subscription: JetStreamSubscription
     let message: NATSJetStreamMessage
     let event: Event
-    let metadata: NATSJetStreamMessage.Metadata
+    /// Where the delivery sits: the two facts of its ack subject the bus needs.
+    let metadata: (streamSequence: UInt64, deliveryCount: UInt64)
 
-    init(subscription: JetStreamSubscription, message: NATSJetStreamMessage, event: Event, metadata: NATSJetStreamMessage.Metadata) {
+    init(
+        subscription: JetStreamSubscription, message: NATSJetStreamMessage, event: Event, streamSequence: UInt64,
+        deliveryCount: UInt64
+    ) {
         self.subscription = subscription
         self.message = message
         self.event = event
-        self.metadata = metadata
+        metadata = (streamSequence, deliveryCount)
     }
 
     private var attempt: Int { Int(metadata.deliveryCount) }

@@ -84,6 +84,10 @@ extension NATSHeaders {
         guard statusEnd < count else { return nil }
         let status = trimmed(8, statusEnd)
         var fields: [Field] = []
+        // One field per line at most (plus the two a status adds): one allocation for the list.
+        var lines = 2
+        for index in statusEnd..<count where bytes[index] == 0x0A { lines += 1 }
+        fields.reserveCapacity(lines)
         var line = statusEnd + 1
         while line < count {
             let end = lineFeed(from: line)

@@ -28,6 +28,27 @@ struct JetStreamUnitTests {
         #expect(NATSJetStreamMessage.Metadata(ackSubject: "$JS.ACK.S.C.1.1.1.1.1")?.timestamp == Date(timeIntervalSince1970: 1e-9))
     }
 
+    /// The numbers-only parse (used per message by the EventBus) reads the same numbers as the
+    /// full one and refuses the same subjects.
+    @Test func numbersOnlyParseAgreesWithTheFullOne() {
+        let subjects = [
+            "$JS.ACK.ORDERS.billing.3.1042.17.1700000000123456789.5",
+            "$JS.ACK.hub.ACCHASH.ORDERS.billing.1.7.7.1700000000000000000.0.rnd",
+            "$JS.ACK._.ACCHASH.ORDERS.billing.2.8.9.1700000000000000000.4.rnd",
+            "$JS.ACK.S.C.1..1.1.1", "$JS.NAK.S.C.1.1.1.1.1", "_INBOX.abc",
+        ]
+        for subject in subjects {
+            var bytes = subject
+            let (full, numbers) = bytes.withUTF8 {
+                (NATSJetStreamMessage.Metadata.parse($0), NATSJetStreamMessage.Metadata.parse($0, names: false))
+            }
+            #expect(full?.streamSequence == numbers?.streamSequence, "\(subject)")
+            #expect(full?.deliveryCount == numbers?.deliveryCount, "\(subject)")
+            #expect((full == nil) == (numbers == nil), "\(subject)")
+            #expect(numbers?.stream ?? "" == "" && numbers?.consumer ?? "" == "")
+        }
+    }
+
     @Test func parsesPublishAcks() throws {
         let ack = try NATSPublishAck.parse(NATSPayload(#"{"stream":"ORDERS","seq":42,"duplicate":true}"#), subject: "o.1")
         #expect(ack == NATSPublishAck(stream: "ORDERS", sequence: 42, duplicate: true))

@@ -48,6 +48,13 @@ public struct NATSJetStreamMessage: Sendable {
         acknowledgement?.withSubjectBytes { Metadata.parse($0) }
     }
 
+    /// The stream sequence and delivery count from the ack subject, without building the stream
+    /// and consumer names (for per-message bookkeeping such as the EventBus's).
+    package var deliveryPosition: (streamSequence: UInt64, deliveryCount: UInt64)? {
+        acknowledgement?.withSubjectBytes { Metadata.parse($0, names: false) }
+            .map { ($0.streamSequence, $0.deliveryCount) }
+    }
+
     /// Delivery facts the server encodes in the ack subject.
     public struct Metadata: Sendable, Hashable {
         /// The stream name.
@@ -90,7 +97,9 @@ public struct NATSJetStreamMessage: Sendable {
             self.timestamp = timestamp
         }
 
-        static func parse(_ bytes: UnsafeBufferPointer<UInt8>) -> Metadata? {
+        /// Parses an ack subject's bytes. Without `names`, the stream, consumer and domain are left
+        /// empty (no strings built), for callers that only need the numbers.
+        static func parse(_ bytes: UnsafeBufferPointer<UInt8>, names: Bool = true) -> Metadata? {
             // Where each of the first 12 tokens ends (the next starts one byte later).
             withUnsafeTemporaryAllocation(of: Int.self, capacity: 12) { ends in
                 var count = 0
@@ -98,13 +107,17 @@ public struct NATSJetStreamMessage: Sendable {
                     if count < 12 { ends[count] = index }
                     count += 1
                 }
-                return parse(bytes, tokenEnds: ends, count: count)
+                return parse(bytes, tokenEnds: ends, count: count, names: names)
             }
         }
 
-        private static func parse(_ bytes: UnsafeBufferPointer<UInt8>, tokenEnds ends: UnsafeMutableBufferPointer<Int>, count: Int) -> Metadata? {
+        private static func parse(
+            _ bytes: UnsafeBufferPointer<UInt8>, tokenEnds ends: UnsafeMutableBufferPointer<Int>, count: Int, names: Bool
+        ) -> Metadata? {
             func range(_ token: Int) -> Range<Int> { (token == 0 ? 0 : ends[token - 1] + 1)..<ends[token] }
-            func text(_ token: Int) -> String { String(decoding: UnsafeBufferPointer(rebasing: bytes[range(token)]), as: UTF8.self) }
+            func text(_ token: Int) -> String {
+                names ? String(decoding: UnsafeBufferPointer(rebasing: bytes[range(token)]), as: UTF8.self) : ""
+            }
             func number(_ token: Int) -> UInt64? {
                 let digits = range(token)
                 guard !digits.isEmpty, digits.count <= 20 else { return nil }
