@@ -29,8 +29,11 @@ struct JetStreamConsumerTests {
         defer { server.stop() }
         try await preload(js, subject: "work.item", count: 20_000)
         var configuration = NATSConsumerConfiguration(durableName: "workers")
-        // Messages fetched ahead by a consumer that goes away come back after this.
-        configuration.ackWait = .seconds(2)
+        // Long enough that no message waits that long in the consumer's buffer even on a loaded
+        // machine (each is confirmed with a round trip): an expired ack wait would redeliver a
+        // message that is then processed twice, which this test counts as a failure. Messages the
+        // server sent just before it restarted never arrive; they come back after this.
+        configuration.ackWait = .seconds(10)
         configuration.maxAckPending = 5_000
         try await js.ensureConsumer(stream: "WORK", configuration)
         let options = NATSPullConsumer.Options(batch: 200, expires: .seconds(4), idleHeartbeat: .seconds(1))
@@ -50,7 +53,8 @@ struct JetStreamConsumerTests {
             let first = try await js.pullConsumer(stream: "WORK", name: "workers", options: options)
             var iterator = first.makeAsyncIterator()
             try await consume(&iterator, count: 5_000)
-            first.stop()
+            // What it fetched ahead goes back to the server at once (-NAK), not after the ack wait.
+            first.stopReturningUndelivered()
         }
         // A new instance resumes where the durable left off.
         let second = try await js.pullConsumer(stream: "WORK", name: "workers", options: options)

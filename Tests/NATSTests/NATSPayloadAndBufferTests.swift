@@ -183,10 +183,16 @@ struct NATSPayloadAndBufferTests {
     @Test func timedTakesKeepTheirOwnDeadlines() async throws {
         let buffer = BoundedBatchBuffer<Int>(limits: .init(messages: 10, bytes: .max))
         var batch: [Int] = []
+        // The producer runs on a dispatch thread, not a task: under a full parallel run the
+        // cooperative pool can be busy for seconds, which would make the deadlines below race it.
         func appendSoon(_ value: Int) -> Task<Void, Never> {
             Task {
-                try? await Task.sleep(for: .milliseconds(50))
-                buffer.append(value, size: 1)
+                await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+                    DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(50)) {
+                        buffer.append(value, size: 1)
+                        done.resume()
+                    }
+                }
             }
         }
         // Answered before its 5 s deadline: that wake-up stays scheduled.
