@@ -246,35 +246,33 @@ public final class NATSConnection: Sendable {
     /// flow-control reply): not validated again, only sized. For the client's own protocol
     /// replies, which run once per message received.
     func publishToServerSubject(_ subject: String, body: String) throws(NATSError) {
-        var body = body
-        let failure: NATSError? = body.withUTF8 { bytes -> NATSError? in
-            do throws(NATSError) {
-                try checkSize(payloadCount: bytes.count, headers: NATSHeaders(), subject: subject)
-                try native.publish(subject: subject, replyTo: nil, payload: UnsafeRawBufferPointer(bytes))
-                return nil
-            } catch where error.code == .notConnected {
-                return notConnectedError()
-            } catch {
-                return error
-            }
+        try publishProtocolReply(body: body, subject: subject) { bytes throws(NATSError) in
+            try native.publish(subject: subject, replyTo: nil, payload: bytes)
         }
-        if let failure { throw failure }
     }
 
     /// ``publishToServerSubject(_:body:)`` to a message's reply subject as its record holds it
     /// (NUL-terminated bytes in a payload slab): acknowledging a JetStream message builds no
     /// `String`.
     func publishToServerSubject(_ reply: MessageAcknowledgement, body: String) throws(NATSError) {
+        try publishProtocolReply(body: body, subject: reply.subject) { bytes throws(NATSError) in
+            try reply.withSubjectCString { subject in
+                Result { () throws(NATSError) in try native.publish(subjectCString: subject, payload: bytes) }
+            }.get()
+        }
+    }
+
+    /// The size check and error mapping of the two above; `subject` is only built for an error.
+    private func publishProtocolReply(
+        body: String,
+        subject: @autoclosure () -> String,
+        send: (UnsafeRawBufferPointer) throws(NATSError) -> Void
+    ) throws(NATSError) {
         var body = body
         let failure: NATSError? = body.withUTF8 { bytes -> NATSError? in
             do throws(NATSError) {
-                try checkSize(payloadCount: bytes.count, headers: NATSHeaders(), subject: reply.subject)
-                let sent: Result<Void, NATSError> = reply.withSubjectCString { subject in
-                    Result { () throws(NATSError) in
-                        try native.publish(subjectCString: subject, payload: UnsafeRawBufferPointer(bytes))
-                    }
-                }
-                try sent.get()
+                try checkSize(payloadCount: bytes.count, headers: NATSHeaders(), subject: subject())
+                try send(UnsafeRawBufferPointer(bytes))
                 return nil
             } catch where error.code == .notConnected {
                 return notConnectedError()
