@@ -55,10 +55,8 @@ extension NATSConnection {
         onComplete: @escaping @Sendable () -> Void = {},
         handler: @escaping @Sendable (NATSMessage) -> Void
     ) async throws(NATSError) -> NATSHandlerSubscription {
-        try NATSValidation.validateSubject(subject, for: .subscribe)
-        if let queueGroup { try NATSValidation.validateQueueGroup(queueGroup) }
-        return try await subscribe(
-            to: subject, queueGroup: queueGroup, limits: limits ?? configuration.subscriptionLimits,
+        try await subscribe(
+            to: subject, queueGroup: queueGroup, limits: limits,
             box: CallbackSubscriptionBox(handler: handler, onComplete: onComplete))
     }
 
@@ -70,11 +68,7 @@ extension NATSConnection {
         limits: NATSConnectionConfiguration.SubscriptionLimits?,
         handler: @escaping @Sendable (ConsumerDelivery) -> Void
     ) async throws(NATSError) -> NATSHandlerSubscription {
-        try NATSValidation.validateSubject(subject, for: .subscribe)
-        if let queueGroup { try NATSValidation.validateQueueGroup(queueGroup) }
-        return try await subscribe(
-            to: subject, queueGroup: queueGroup, limits: limits ?? configuration.subscriptionLimits,
-            box: ConsumerCallbackBox(handler: handler))
+        try await subscribe(to: subject, queueGroup: queueGroup, limits: limits, box: ConsumerCallbackBox(handler: handler))
     }
 
     /// Subscribes with a box that hands messages to a handler, and returns once the server has
@@ -82,16 +76,11 @@ extension NATSConnection {
     private func subscribe(
         to subject: String,
         queueGroup: String?,
-        limits: NATSConnectionConfiguration.SubscriptionLimits,
+        limits: NATSConnectionConfiguration.SubscriptionLimits?,
         box: NativeSubscriptionBox
     ) async throws(NATSError) -> NATSHandlerSubscription {
-        if limits.messages < 1 || limits.bytes < 1 {
-            throw NATSError(.invalidArgument, "subscription limits must be at least 1 message and 1 byte, got \(limits)")
-        }
-        let native = try connected()
-        let subscription = try native.subscribe(subject: subject, queueGroup: queueGroup, limits: limits, box: box)
-        let timeout = configuration.connectTimeout.millisecondsClamped
-        try? await blocking.run { () throws(NATSError) in try native.flush(timeoutMilliseconds: timeout) }
+        let limits = try checkSubscription(subject: subject, queueGroup: queueGroup, limits: limits)
+        let subscription = try await subscribeConfirmed(subject: subject, queueGroup: queueGroup, limits: limits, box: box)
         return NATSHandlerSubscription(subject: subject, queueGroup: queueGroup, native: subscription)
     }
 

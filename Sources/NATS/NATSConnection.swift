@@ -332,22 +332,42 @@ public final class NATSConnection: Sendable {
         limits: NATSConnectionConfiguration.SubscriptionLimits?,
         box makeBox: (BoundedBatchBuffer<Element>) -> NativeSubscriptionBox
     ) async throws(NATSError) -> SubscriptionHandle<Element> {
+        let limits = try checkSubscription(subject: subject, queueGroup: queueGroup, limits: limits)
+        let buffer = BoundedBatchBuffer<Element>(limits: .init(messages: limits.messages, bytes: limits.bytes))
+        let nativeSubscription = try await subscribeConfirmed(
+            subject: subject, queueGroup: queueGroup, limits: limits, box: makeBox(buffer))
+        return SubscriptionHandle(subject: subject, queueGroup: queueGroup, native: nativeSubscription, buffer: buffer)
+    }
+
+    /// Validates a subscription's subject and queue group, and its limits (the connection's when
+    /// `nil`); returns the limits to use.
+    func checkSubscription(
+        subject: String,
+        queueGroup: String?,
+        limits: NATSConnectionConfiguration.SubscriptionLimits?
+    ) throws(NATSError) -> NATSConnectionConfiguration.SubscriptionLimits {
         try NATSValidation.validateSubject(subject, for: .subscribe)
         if let queueGroup { try NATSValidation.validateQueueGroup(queueGroup) }
         let limits = limits ?? configuration.subscriptionLimits
         if limits.messages < 1 || limits.bytes < 1 {
             throw NATSError(.invalidArgument, "subscription limits must be at least 1 message and 1 byte, got \(limits)")
         }
+        return limits
+    }
+
+    /// Subscribes `box` and returns once the server has the interest. A failure of that last
+    /// round trip (for example a disconnection) is not fatal: cnats re-subscribes after reconnecting.
+    func subscribeConfirmed(
+        subject: String,
+        queueGroup: String?,
+        limits: NATSConnectionConfiguration.SubscriptionLimits,
+        box: NativeSubscriptionBox
+    ) async throws(NATSError) -> NativeSubscription {
         let native = try connected()
-        let buffer = BoundedBatchBuffer<Element>(limits: .init(messages: limits.messages, bytes: limits.bytes))
-        let nativeSubscription = try native.subscribe(
-            subject: subject, queueGroup: queueGroup, limits: limits, box: makeBox(buffer))
-        let handle = SubscriptionHandle(subject: subject, queueGroup: queueGroup, native: nativeSubscription, buffer: buffer)
-        // Make sure the server has the interest before returning. A failure here (for example a
-        // disconnection) is not fatal: cnats re-subscribes after reconnecting.
+        let subscription = try native.subscribe(subject: subject, queueGroup: queueGroup, limits: limits, box: box)
         let timeout = configuration.connectTimeout.millisecondsClamped
         try? await blocking.run { () throws(NATSError) in try native.flush(timeoutMilliseconds: timeout) }
-        return handle
+        return subscription
     }
 
     /// Adds another subject whose messages go into an existing consumer subscription's buffer
@@ -355,17 +375,14 @@ public final class NATSConnection: Sendable {
     func addCompanion(
         to handle: SubscriptionHandle<ConsumerDelivery>, subject: String, queueGroup: String?
     ) async throws(NATSError) {
-        try NATSValidation.validateSubject(subject, for: .subscribe)
-        if let queueGroup { try NATSValidation.validateQueueGroup(queueGroup) }
-        let native = try connected()
-        let companion = try native.subscribe(
+        let limits = try checkSubscription(
             subject: subject, queueGroup: queueGroup,
-            limits: .init(messages: handle.buffer.limits.messages, bytes: handle.buffer.limits.bytes),
-            box: ConsumerSubscriptionBox(buffer: handle.buffer))
+            limits: .init(messages: handle.buffer.limits.messages, bytes: handle.buffer.limits.bytes))
+        let companion = try await subscribeConfirmed(
+            subject: subject, queueGroup: queueGroup, limits: limits, box: ConsumerSubscriptionBox(buffer: handle.buffer))
         handle.companions.withLock { $0.append(companion) }
+        // Stopped meanwhile: the stop did not see this companion.
         if handle.buffer.isFinished { companion.unsubscribe() }
-        let timeout = configuration.connectTimeout.millisecondsClamped
-        try? await blocking.run { () throws(NATSError) in try native.flush(timeoutMilliseconds: timeout) }
     }
 
     /// Sends a request and waits for the first reply.
