@@ -62,13 +62,7 @@ private func registerM2Pipeline(name: String, duplicateWindow: Duration?, ownThr
         benchmark.startMeasurement()
         let meter = ThroughputMeter()
         @Sendable func receiveAndAck() async throws -> Int {
-            var received = 0
-            for try await delivery in subscription {
-                try await delivery.ack()
-                received += 1
-                if received == count { break }
-            }
-            return received
+            try await BenchmarkSupport.receiveAndAck(subscription, count: count)
         }
         let received = try await withThrowingTaskGroup(of: Int.self, returning: Int.self) { group in
             // Plain addTask when there is no thread of its own: a child started with an executor
