@@ -89,32 +89,32 @@ public enum CloudEventsNATSBinding {
     /// CloudEvents headers still becomes an event (its id from `Nats-Msg-Id` when present).
     ///
     /// Attribute headers are matched by exact name first, then ignoring ASCII case (other clients
-    /// may capitalise them), in one pass over the headers that allocates only for extensions.
+    /// may capitalise them). One pass over the header bytes, in place: a string is made only for
+    /// a value the event keeps (`ce-specversion` and `ce-subject` are checked by name and skipped,
+    /// `ce-time` is read straight into a `Date`).
     public static func event(subject: String, headers: NATSHeaders, payload: [UInt8]) -> Event {
         var found = FoundAttributes()
         var extensions: [String: String] = [:]
-        for (name, value) in headers {
-            var name = name
-            let known = name.withUTF8 { bytes -> (KnownHeader, exact: Bool)? in
-                if let known = KnownHeader.match(bytes, exact: true) { return (known, true) }
-                return KnownHeader.match(bytes, exact: false).map { ($0, false) }
+        headers.forEachFieldBytes { name, value in
+            if let header = KnownHeader.match(name, exact: true) {
+                found.record(header, value: value)
+            } else if let header = KnownHeader.match(name, exact: false) {
+                found.recordFolded(header, value: value)
+            } else if hasExtensionPrefix(name) {
+                // An extension: `ce-<name>` (any case), not one of the reserved attributes.
+                let attribute = String(String(decoding: name, as: UTF8.self).lowercased().dropFirst(Header.extensionPrefix.count))
+                if !reservedAttributes.contains(attribute) {
+                    extensions[attribute] = String(decoding: value, as: UTF8.self)
+                }
             }
-            if let (header, exact) = known {
-                found.record(header, value: value, exact: exact)
-                continue
-            }
-            // An extension: `ce-<name>` (any case), not one of the reserved attributes.
-            guard name.withUTF8({ hasExtensionPrefix($0) }) else { continue }
-            let attribute = String(name.lowercased().dropFirst(Header.extensionPrefix.count))
-            if reservedAttributes.contains(attribute) { continue }
-            extensions[attribute] = value
+            return true
         }
         return Event(
             id: found.value(.id) ?? found.messageID ?? Event.makeID(),
             subject: subject,
             type: found.value(.type) ?? "",
             source: found.value(.source) ?? "",
-            time: found.exactTime.flatMap(parseTime),
+            time: found.time,
             dataContentType: found.value(.contentType),
             data: payload,
             extensions: extensions,
@@ -129,70 +129,123 @@ public enum CloudEventsNATSBinding {
         case id, source, type, specVersion, subject, time, contentType, correlationID, causationID, traceParent, traceState
         case messageID
 
-        var name: String {
+        var name: StaticString {
             switch self {
-            case .id: Header.id
-            case .source: Header.source
-            case .type: Header.type
-            case .specVersion: Header.specVersion
-            case .subject: Header.subject
-            case .time: Header.time
-            case .contentType: Header.contentType
-            case .correlationID: Header.correlationID
-            case .causationID: Header.causationID
-            case .traceParent: Header.traceParent
-            case .traceState: Header.traceState
-            case .messageID: Header.messageID
+            case .id: "ce-id"
+            case .source: "ce-source"
+            case .type: "ce-type"
+            case .specVersion: "ce-specversion"
+            case .subject: "ce-subject"
+            case .time: "ce-time"
+            case .contentType: "content-type"
+            case .correlationID: "ce-correlationid"
+            case .causationID: "ce-causationid"
+            case .traceParent: "traceparent"
+            case .traceState: "tracestate"
+            case .messageID: "Nats-Msg-Id"
             }
         }
 
-        /// The names as bytes, once.
-        static let names: [[UInt8]] = allCases.map { Array($0.name.utf8) }
-
         /// The header `bytes` names, exactly or ignoring ASCII case. `Nats-Msg-Id` only matches
-        /// exactly (as JetStream reads it).
-        static func match(_ bytes: UnsafeBufferPointer<UInt8>, exact: Bool) -> KnownHeader? {
-            for known in allCases where names[known.rawValue].count == bytes.count {
-                if !exact && known == .messageID { continue }
-                let matches = names[known.rawValue].withUnsafeBufferPointer { candidate in
-                    for index in 0..<bytes.count {
-                        let byte = bytes[index]
-                        if byte == candidate[index] { continue }
-                        if exact { return false }
-                        let folded = byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte | 0x20 : byte
-                        if folded != candidate[index] { return false }
-                    }
-                    return true
-                }
-                if matches { return known }
+        /// exactly (as JetStream reads it). Candidates are chosen by length, so a name is compared
+        /// with at most two of them.
+        static func match(_ bytes: UnsafeRawBufferPointer, exact: Bool) -> KnownHeader? {
+            switch bytes.count {
+            case 5: return matching(.id, bytes, exact)
+            case 7: return matching(.type, bytes, exact) ?? matching(.time, bytes, exact)
+            case 9: return matching(.source, bytes, exact)
+            case 10: return matching(.subject, bytes, exact) ?? matching(.traceState, bytes, exact)
+            case 11: return matching(.traceParent, bytes, exact) ?? (exact ? matching(.messageID, bytes, true) : nil)
+            case 12: return matching(.contentType, bytes, exact)
+            case 14: return matching(.specVersion, bytes, exact) ?? matching(.causationID, bytes, exact)
+            case 16: return matching(.correlationID, bytes, exact)
+            default: return nil
             }
-            return nil
+        }
+
+        private static func matching(_ known: KnownHeader, _ bytes: UnsafeRawBufferPointer, _ exact: Bool) -> KnownHeader? {
+            let name = known.name
+            let candidate = UnsafeRawBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount)
+            for index in 0..<bytes.count {
+                let byte = bytes[index]
+                if byte == candidate[index] { continue }
+                if exact { return nil }
+                let folded = byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte | 0x20 : byte
+                if folded != candidate[index] { return nil }
+            }
+            return known
         }
     }
 
-    /// The first value of each attribute header by exact name, and by name ignoring case.
+    /// The first value of each attribute header by exact name, and by name ignoring case; a
+    /// string is made only for the first value of an attribute the event keeps.
     private struct FoundAttributes {
-        var exact = [String?](repeating: nil, count: KnownHeader.allCases.count)
+        var id: String?
+        var source: String?
+        var type: String?
+        var contentType: String?
+        var correlationID: String?
+        var causationID: String?
+        var traceParent: String?
+        var traceState: String?
+        var messageID: String?
+        /// The first exact `ce-time`, parsed (`nil` inside when it is not a valid time).
+        var exactTime: Date??
         /// Made only when a header matched ignoring case (other clients' capitalisation): the
         /// bus's own messages never need it.
         var folded: [String?]?
 
-        mutating func record(_ header: KnownHeader, value: String, exact isExact: Bool) {
-            if isExact {
-                if exact[header.rawValue] == nil { exact[header.rawValue] = value }
-            } else {
-                if folded == nil { folded = [String?](repeating: nil, count: KnownHeader.allCases.count) }
-                if folded![header.rawValue] == nil { folded![header.rawValue] = value }
+        var time: Date? { exactTime ?? nil }
+
+        mutating func record(_ header: KnownHeader, value: UnsafeRawBufferPointer) {
+            func keep(_ slot: inout String?) {
+                if slot == nil { slot = String(decoding: value, as: UTF8.self) }
+            }
+            switch header {
+            case .id: keep(&id)
+            case .source: keep(&source)
+            case .type: keep(&type)
+            case .contentType: keep(&contentType)
+            case .correlationID: keep(&correlationID)
+            case .causationID: keep(&causationID)
+            case .traceParent: keep(&traceParent)
+            case .traceState: keep(&traceState)
+            // Only a fallback for a missing `ce-id`, which comes first in the bus's messages.
+            case .messageID: if id == nil { keep(&messageID) }
+            case .time: if exactTime == nil { exactTime = .some(CloudEventsNATSBinding.parseTime(value)) }
+            case .specVersion, .subject: break
             }
         }
 
-        func value(_ header: KnownHeader) -> String? { exact[header.rawValue] ?? folded?[header.rawValue] ?? nil }
-        var messageID: String? { exact[KnownHeader.messageID.rawValue] }
-        /// `ce-time` is read by its exact name only.
-        var exactTime: String? { exact[KnownHeader.time.rawValue] }
+        /// `ce-time`, `ce-specversion` and `ce-subject` are read by their exact names only.
+        mutating func recordFolded(_ header: KnownHeader, value: UnsafeRawBufferPointer) {
+            switch header {
+            case .time, .specVersion, .subject, .messageID: return
+            default: break
+            }
+            if folded == nil { folded = [String?](repeating: nil, count: KnownHeader.allCases.count) }
+            if folded![header.rawValue] == nil { folded![header.rawValue] = String(decoding: value, as: UTF8.self) }
+        }
+
+        func value(_ header: KnownHeader) -> String? {
+            let exact: String? =
+                switch header {
+                case .id: id
+                case .source: source
+                case .type: type
+                case .contentType: contentType
+                case .correlationID: correlationID
+                case .causationID: causationID
+                case .traceParent: traceParent
+                case .traceState: traceState
+                case .messageID: messageID
+                case .time, .specVersion, .subject: nil
+                }
+            return exact ?? folded?[header.rawValue] ?? nil
+        }
     }
 
-    private static func hasExtensionPrefix(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
+    private static func hasExtensionPrefix(_ bytes: UnsafeRawBufferPointer) -> Bool {
         bytes.count > 3 && bytes[0] | 0x20 == UInt8(ascii: "c") && bytes[1] | 0x20 == UInt8(ascii: "e")
             && bytes[2] == UInt8(ascii: "-")
     }
@@ -264,7 +317,13 @@ public enum CloudEventsNATSBinding {
     /// to the same value ``parseTimeWithFoundation(_:)`` gives; anything else goes to it.
     static func parseTime(_ text: String) -> Date? {
         var text = text
-        let fast = text.withUTF8 { bytes -> Date? in
+        return text.withUTF8 { parseTime(UnsafeRawBufferPointer($0)) }
+    }
+
+    /// ``parseTime(_:)`` on the text's UTF-8 bytes (a header value read in place).
+    static func parseTime(_ text: UnsafeRawBufferPointer) -> Date? {
+        let bytes = text.assumingMemoryBound(to: UInt8.self)
+        let fast = { () -> Date? in
             func number(_ start: Int, _ count: Int) -> Int? {
                 guard start + count <= bytes.count else { return nil }
                 var value = 0
@@ -312,8 +371,8 @@ public enum CloudEventsNATSBinding {
             let days = Self.days(fromCivil: year, month, day)
             let whole = days * 86_400 + Int64(hour * 3600 + minute * 60 + second - offset)
             return Date(timeIntervalSince1970: Double(whole) + fraction)
-        }
-        return fast ?? parseTimeWithFoundation(text)
+        }()
+        return fast ?? parseTimeWithFoundation(String(decoding: bytes, as: UTF8.self))
     }
 
     /// ``parseTime(_:)`` with Foundation's ISO 8601 parser.

@@ -317,3 +317,13 @@ final class BoundedBatchBuffer<Element: Sendable>: Sendable {
         }
     }
 }
+
+extension Array {
+    /// Reverses the array by moving elements, not copying them: `reverse()` on an array of
+    /// structs holding references retains and releases each element it swaps (about 3% of a
+    /// JetStream consumer's client time), while the buffer pointer's swap moves the bytes.
+    /// Consumers reverse each taken batch so that they can move messages out with `popLast()`.
+    mutating func reverseInPlace() {
+        withUnsafeMutableBufferPointer { $0.reverse() }
+    }
+}

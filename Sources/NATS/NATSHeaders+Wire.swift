@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// The NATS header block on the wire (`NATS/1.0[ status[ description]]\r\n`, then one
 /// `name: value\r\n` line per value, then `\r\n`), written and read in Swift.
 ///
@@ -13,20 +19,12 @@ extension NATSHeaders {
     /// `NATSValidation.validateHeaders` (no CR, LF or NUL in a value, printable names).
     func encode(into buffer: UnsafeMutableRawBufferPointer) -> Int {
         // No headers: no block at all (a PUB, not an HPUB), as `encodedSize` says.
-        if fields.isEmpty { return 0 }
+        if isEmpty { return 0 }
         var offset = 0
         func append(_ bytes: UnsafeRawBufferPointer) {
             guard let source = bytes.baseAddress, !bytes.isEmpty else { return }
             (buffer.baseAddress! + offset).copyMemory(from: source, byteCount: bytes.count)
             offset += bytes.count
-        }
-        func append(_ text: String) {
-            if text.utf8.withContiguousStorageIfAvailable({ append(UnsafeRawBufferPointer($0)) }) == nil {
-                for byte in text.utf8 {
-                    buffer[offset] = byte
-                    offset += 1
-                }
-            }
         }
         func append(_ first: UInt8, _ second: UInt8) {
             buffer[offset] = first
@@ -34,11 +32,12 @@ extension NATSHeaders {
             offset += 2
         }
         Self.versionLine.withUTF8Buffer { append(UnsafeRawBufferPointer($0)) }
-        for field in fields {
-            append(field.name)
+        forEachFieldBytes { name, value in
+            append(name)
             append(UInt8(ascii: ":"), UInt8(ascii: " "))
-            append(field.value)
+            append(value)
             append(0x0D, 0x0A)
+            return true
         }
         append(0x0D, 0x0A)
         return offset
@@ -120,9 +119,104 @@ extension NATSHeaders {
             fields.insert(contentsOf: inline, at: 0)
         }
         self.init()
-        self.fields = fields
+        self.parsed = fields
     }
 
     /// The first line of a block without a status; its first 8 bytes start every block.
-    private static let versionLine: StaticString = "NATS/1.0\r\n"
+    fileprivate static let versionLine: StaticString = "NATS/1.0\r\n"
+}
+
+/// The common shape of a received header block, which ``NATSHeaders`` keeps unparsed: no status
+/// (`NATS/1.0\r\n` alone on the first line), then lines `name:value\r\n` that each start with
+/// a non-blank byte and have a `:` after a non-empty name, then the closing `\r\n` that ends the
+/// block. Everything a stream message, a core message with headers and a request carry looks so;
+/// status messages (heartbeats, flow control, 503) and folded lines take ``NATSHeaders/init(wireBlock:)``.
+///
+/// Read the same way as that parser: names as sent, values without leading and trailing blanks.
+enum SimpleBlock {
+    /// Whether `bytes` is a block of the simple shape with at least one field.
+    static func isSimple(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        let count = bytes.count
+        let start = NATSHeaders.versionLine.utf8CodeUnitCount
+        guard count > start + 2 else { return false }
+        let versionMatches = NATSHeaders.versionLine.withUTF8Buffer { line in
+            (0..<start).allSatisfy { bytes[$0] == line[$0] }
+        }
+        guard versionMatches else { return false }
+        var line = start
+        var fields = 0
+        while line < count {
+            guard let lineFeed = lineFeed(in: bytes, from: line), lineFeed > line,
+                bytes[lineFeed - 1] == 0x0D
+            else { return false }
+            if lineFeed == line + 1 {
+                // The empty line: it must end the block.
+                return lineFeed == count - 1 && fields > 0
+            }
+            let first = bytes[line]
+            guard first != 0x20 && first != 0x09 && first != UInt8(ascii: ":"),
+                colon(in: bytes, from: line, to: lineFeed - 1) != nil
+            else { return false }
+            fields += 1
+            line = lineFeed + 1
+        }
+        return false
+    }
+
+    /// Calls `body` with each field's name and value of a block that ``isSimple(_:)`` accepted,
+    /// until it returns `false`.
+    @inline(__always)
+    static func forEachField(
+        _ bytes: UnsafeRawBufferPointer, _ body: (UnsafeRawBufferPointer, UnsafeRawBufferPointer) -> Bool
+    ) {
+        let count = bytes.count
+        var line = NATSHeaders.versionLine.utf8CodeUnitCount
+        while line < count, let lineFeed = lineFeed(in: bytes, from: line), lineFeed > line + 1 {
+            guard let colon = colon(in: bytes, from: line, to: lineFeed - 1) else { return }
+            var lower = colon + 1
+            var upper = lineFeed - 1
+            while lower < upper && isBlank(bytes[lower]) { lower += 1 }
+            while upper > lower && isBlank(bytes[upper - 1]) { upper -= 1 }
+            let name = UnsafeRawBufferPointer(rebasing: bytes[line..<colon])
+            let value = UnsafeRawBufferPointer(rebasing: bytes[lower..<upper])
+            if !body(name, value) { return }
+            line = lineFeed + 1
+        }
+    }
+
+    /// The number of fields in a block that ``isSimple(_:)`` accepted.
+    static func lineCount(_ bytes: UnsafeRawBufferPointer) -> Int {
+        var count = 0
+        forEachField(bytes) { _, _ in
+            count += 1
+            return true
+        }
+        return count
+    }
+
+    /// A string of the bytes (invalid UTF-8 repaired, as everywhere a received header is read).
+    static func text(_ bytes: UnsafeRawBufferPointer) -> String {
+        String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// What the full parser trims from values, too.
+    private static func isBlank(_ byte: UInt8) -> Bool { byte == 0x20 || byte == 0x09 || byte == 0x0D || byte == 0x0A }
+
+    /// The index of the first LF at or after `start`.
+    @inline(__always)
+    private static func lineFeed(in bytes: UnsafeRawBufferPointer, from start: Int) -> Int? {
+        guard start < bytes.count, let base = bytes.baseAddress,
+            let found = memchr(base + start, 0x0A, bytes.count - start)
+        else { return nil }
+        return base.distance(to: UnsafeRawPointer(found))
+    }
+
+    /// The index of the first `:` in `start..<end`.
+    @inline(__always)
+    private static func colon(in bytes: UnsafeRawBufferPointer, from start: Int, to end: Int) -> Int? {
+        guard start < end, let base = bytes.baseAddress,
+            let found = memchr(base + start, Int32(UInt8(ascii: ":")), end - start)
+        else { return nil }
+        return base.distance(to: UnsafeRawPointer(found))
+    }
 }

@@ -18,5 +18,5 @@ public struct NATSMessage: Sendable, Hashable {
     }
 
     /// The size this message counts for in buffer limits: payload plus encoded headers.
-    var bufferedSize: Int { payload.count + headers.encodedSize }
+    var bufferedSize: Int { payload.count + headers.bufferedSize }
 }

@@ -58,7 +58,7 @@ public struct NATSSubscription: AsyncSequence, Sendable {
                 handle.stop()
                 return nil
             }
-            batch.reverse()
+            batch.reverseInPlace()
             return batch.popLast()
         }
     }

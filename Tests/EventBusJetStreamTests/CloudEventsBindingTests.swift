@@ -1,9 +1,9 @@
 import EventBus
 import Foundation
-import NATS
 import Testing
 
 @testable import EventBusJetStream
+@testable import NATS
 
 @Suite("CloudEvents NATS binding")
 struct CloudEventsBindingTests {
@@ -37,7 +37,17 @@ struct CloudEventsBindingTests {
         #expect(CloudEventsNATSBinding.parseTime("2026-11-23T17:35:21.1234567891Z") == CloudEventsNATSBinding.parseTimeWithFoundation("2026-11-23T17:35:21.1234567891Z"))
     }
 
-    @Test func readsAttributesByExactNameFirstThenIgnoringCase() {
+    /// The headers as a consumer receives them: the encoded block, kept unparsed.
+    private func received(_ headers: NATSHeaders) -> NATSHeaders {
+        let block = [UInt8](unsafeUninitializedCapacity: headers.encodedSize) { buffer, count in
+            count = headers.encode(into: UnsafeMutableRawBufferPointer(buffer))
+        }
+        #expect(block.withUnsafeBytes { SimpleBlock.isSimple($0) })
+        return NATSHeaders(simpleBlock: NATSPayload(block))
+    }
+
+    @Test(arguments: [false, true])
+    func readsAttributesByExactNameFirstThenIgnoringCase(wireForm: Bool) {
         var headers = NATSHeaders()
         headers.add("Other-Type", for: "CE-TYPE")
         headers.add("order.created", for: "ce-type")
@@ -48,7 +58,9 @@ struct CloudEventsBindingTests {
         headers.add("ignored", for: "ce-dataschema")
         headers.add("application/json", for: "Content-Type")
         headers.add("2026-11-23T17:35:21.5Z", for: "CE-TIME")
-        let event = CloudEventsNATSBinding.event(subject: "orders", headers: headers, payload: [1, 2])
+        headers.add("second", for: "ce-type")
+        let event = CloudEventsNATSBinding.event(
+            subject: "orders", headers: wireForm ? received(headers) : headers, payload: [1, 2])
         #expect(event.type == "order.created", "the exact name wins over an earlier case variant")
         #expect(event.source == "/billing")
         #expect(event.id == "msg-1", "Nats-Msg-Id stands in for a missing ce-id")
@@ -62,8 +74,9 @@ struct CloudEventsBindingTests {
             time: Date(timeIntervalSince1970: 1_700_000_000.25), dataContentType: "text/plain",
             data: Array("x".utf8), extensions: ["tenant": "acme"], correlationID: "c-1", causationID: "c-0",
             traceParent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", traceState: "a=b")
+        let sent = CloudEventsNATSBinding.headers(for: original)
         let decoded = CloudEventsNATSBinding.event(
-            subject: "orders.created", headers: CloudEventsNATSBinding.headers(for: original), payload: original.data)
+            subject: "orders.created", headers: wireForm ? received(sent) : sent, payload: original.data)
         #expect(decoded == original)
     }
 }

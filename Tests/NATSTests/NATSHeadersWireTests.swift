@@ -141,4 +141,74 @@ struct NATSHeadersWireTests {
         }
         #expect(NativeMessage.copy(message).headers.isEmpty)
     }
+
+    // MARK: Received headers kept in wire form
+
+    /// `text` as a received block kept unparsed, or nil when it is not of the simple shape.
+    private func lazy(_ text: String) -> NATSHeaders? {
+        let bytes = Array(text.utf8)
+        guard bytes.withUnsafeBytes({ SimpleBlock.isSimple($0) }) else { return nil }
+        return NATSHeaders(simpleBlock: NATSPayload(bytes))
+    }
+
+    @Test func acceptsOnlyTheCommonShapeForLazyReading() {
+        #expect(lazy("NATS/1.0\r\nA: 1\r\n\r\n") != nil)
+        #expect(lazy("NATS/1.0\r\nA:1\r\nEmpty:\r\nB: x: y\r\n\r\n") != nil)
+        // A status, a folded line, a stray blank line, no fields, bytes after the end, bare LF,
+        // a line without a colon or with an empty name: the full parser (or cnats) reads those.
+        #expect(lazy("NATS/1.0 503\r\n\r\n") == nil)
+        #expect(lazy("NATS/1.0 100 Idle Heartbeat\r\nNats-Last-Stream: 4\r\n\r\n") == nil)
+        #expect(lazy("NATS/1.0\r\nLong: first\r\n  second\r\n\r\n") == nil)
+        #expect(lazy("NATS/1.0\r\nA: 1\r\n\r\nB: 2\r\n\r\n") == nil)
+        #expect(lazy("NATS/1.0\r\n\r\n") == nil)
+        #expect(lazy("NATS/1.0\r\nA: 1\r\n\r\nX") == nil)
+        #expect(lazy("NATS/1.0\r\nA: 1\n\r\n") == nil)
+        #expect(lazy("NATS/1.0\r\nno colon\r\n\r\n") == nil)
+        #expect(lazy("NATS/1.0\r\n: empty name\r\n\r\n") == nil)
+        #expect(lazy("NATS/1.0\r\nA: 1\r\n") == nil)
+    }
+
+    /// Every reading of a lazily kept block gives what the full parser gives for the same bytes.
+    @Test func lazyHeadersReadAsTheFullParserDoes() throws {
+        let text = String(decoding: encoded(Self.sample), as: UTF8.self)
+            .replacingOccurrences(of: "X-Colon: a: b", with: "X-Colon:\ta: b  ")
+        let headers = try #require(lazy(text))
+        let full = try #require(parsed(text))
+        #expect(headers.block != nil)
+        #expect(headers == full && full == headers)
+        #expect(headers.hashValue == full.hashValue)
+        #expect(headers.count == full.count)
+        #expect(headers.names == full.names)
+        #expect(headers["X-Colon"] == "a: b")
+        #expect(headers["X-Multi"] == "one")
+        #expect(headers["x-multi"] == nil)
+        #expect(headers["Missing"] == nil)
+        #expect(headers.values(for: "X-Multi") == ["one", "two"])
+        #expect(headers.encodedSize == full.encodedSize)
+        #expect(encoded(headers) == encoded(full))
+        #expect(Array(headers.map(\.name)) == Array(full.map(\.name)))
+        #expect(Array(headers.map(\.value)) == Array(full.map(\.value)))
+        var seen: [String] = []
+        headers.forEachFieldBytes { name, value in
+            seen.append(String(decoding: name, as: UTF8.self) + "=" + String(decoding: value, as: UTF8.self))
+            return seen.count < 2
+        }
+        #expect(seen == ["X-Multi=one", "Nats-Msg-Id=Nats-Msg-Id"])
+    }
+
+    /// Changing lazily kept headers works on the full list and leaves the other fields as read.
+    @Test func changingLazyHeadersKeepsTheRest() throws {
+        var headers = try #require(lazy("NATS/1.0\r\nA: 1\r\nB: 2\r\nA: 3\r\n\r\n"))
+        let original = headers
+        headers["A"] = "x"
+        #expect(headers.block == nil)
+        #expect(headers.values(for: "A") == ["x"])
+        #expect(headers["B"] == "2")
+        #expect(original.values(for: "A") == ["1", "3"])
+        headers.add("4", for: "C")
+        headers.removeAll("B")
+        #expect(Array(headers.map(\.name)) == ["A", "C"])
+        #expect(headers != original)
+    }
 }
+

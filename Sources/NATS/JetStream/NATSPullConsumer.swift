@@ -253,7 +253,7 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
                 let wait = Swift.min(consumer.options.idleHeartbeat, .seconds(1))
                 switch try await consumer.handle.buffer.takeBatch(into: &batch, timeout: wait) {
                 case .took, .wokenUp:
-                    batch.reverse()
+                    batch.reverseInPlace()
                     continue
                 case .finished, .cancelled:
                     consumer.handle.stop()
@@ -300,7 +300,7 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
                 }
                 switch try await consumer.handle.buffer.takeBatch(into: &batch, timeout: remaining) {
                 case .took, .wokenUp:
-                    batch.reverse()
+                    batch.reverseInPlace()
                     continue
                 case .finished:
                     if messages.isEmpty { throw NATSError(.subscriptionClosed, "the pull consumer '\(consumer.name)' is stopped") }

@@ -77,7 +77,7 @@ public final class NATSPushConsumer: AsyncSequence, Sendable {
                     consumer.handle.stop()
                     return nil
                 }
-                batch.reverse()
+                batch.reverseInPlace()
             }
         }
     }

@@ -15,7 +15,7 @@ enum NativeMessage {
         payloads: inout PayloadSlabWriter,
         subjects: inout SubjectCache
     ) -> NATSMessage {
-        let headers = headers(of: message)
+        let headers = headers(of: message, payloads: &payloads)
         let subject = subjects.string(for: natsMsg_GetSubject(message))
         let reply = natsMsg_GetReply(message).flatMap { $0.pointee == 0 ? nil : String(cString: $0) }
         let data = natsMsg_GetData(message)
@@ -34,7 +34,7 @@ enum NativeMessage {
         payloads: inout PayloadSlabWriter,
         subjects: inout SubjectCache
     ) -> ConsumerDelivery {
-        let headers = headers(of: message)
+        let headers = headers(of: message, payloads: &payloads)
         let subject = subjects.string(for: natsMsg_GetSubject(message))
         var reply: MessageAcknowledgement?
         if let replyC = natsMsg_GetReply(message), replyC.pointee != 0 {
@@ -60,7 +60,8 @@ enum NativeMessage {
         } else {
             payload = NATSPayload()
         }
-        return NATSMessage(subject: subject, replyTo: reply, headers: headers(of: message), payload: payload)
+        return NATSMessage(
+            subject: subject, replyTo: reply, headers: headers(of: message, payloads: &payloads), payload: payload)
     }
 
     /// A one-off copy, for replies to requests: the payload gets an allocation of its own.
@@ -91,6 +92,16 @@ enum NativeMessage {
         }
     }
 
+    /// The headers of a message whose payload goes into the slabs: a block of the common shape
+    /// (see `SimpleBlock`) is copied there too and read when (and if) someone looks; any other
+    /// block is parsed now, as ``headers(of:)`` does.
+    static func headers(of message: OpaquePointer, payloads: inout PayloadSlabWriter) -> NATSHeaders {
+        if case .raw(let block) = NativeInternals.receivedHeaderBlock(of: message), SimpleBlock.isSimple(block) {
+            return NATSHeaders(simpleBlock: payloads.copy(block))
+        }
+        return headers(of: message)
+    }
+
     /// All header fields through cnats's public header API (which parses the block into a map).
     static func headersThroughCNATS(of message: OpaquePointer) -> NATSHeaders {
         var keys: UnsafeMutablePointer<UnsafePointer<CChar>?>?
@@ -99,7 +110,7 @@ enum NativeMessage {
         // natsMsgHeader_Keys hands us the array (not the strings): we free it.
         defer { free(keys) }
         var headers = NATSHeaders()
-        headers.fields.reserveCapacity(Int(keyCount))
+        headers.parsed.reserveCapacity(Int(keyCount))
         for index in 0..<Int(keyCount) {
             guard let key = keys[index] else { continue }
             var values: UnsafeMutablePointer<UnsafePointer<CChar>?>?
