@@ -190,11 +190,13 @@ final class JetStreamSubscription: DeliverySource, Sendable {
                     throw EventBusError(mapping: error, what: "receiving on '\(subscription.pattern.rawValue)'", fallback: .backendUnavailable)
                 }
                 guard let message else { return nil }
-                if message.subject.hasPrefix(maxDeliveriesAdvisoryPrefix) {
+                // The advisories' subjects start with `$`, stream subjects never do: one byte
+                // decides for nearly every message.
+                if message.subject.utf8.first == UInt8(ascii: "$") && message.subject.hasPrefix(maxDeliveriesAdvisoryPrefix) {
                     await subscription.deadLetterAfterMaxDeliveries(message)
                     continue
                 }
-                return subscription.delivery(for: message, subjects: &lastSubject)
+                return subscription.delivery(for: consume message, subjects: &lastSubject)
             }
         }
     }
@@ -230,7 +232,9 @@ final class JetStreamSubscription: DeliverySource, Sendable {
         }
     }
 
-    func delivery(for message: NATSJetStreamMessage, subjects: inout (nats: String, bus: String)?) -> Delivery {
+    /// The delivery of `message`, which moves into its acknowledger (no copy of its references
+    /// from the thread that received it).
+    func delivery(for message: consuming NATSJetStreamMessage, subjects: inout (nats: String, bus: String)?) -> Delivery {
         let configuration = bus.configuration
         guard let position = message.deliveryPosition else {
             // A request: core NATS, never stored.
@@ -254,7 +258,7 @@ final class JetStreamSubscription: DeliverySource, Sendable {
         return Delivery(
             event: event, deliveryCount: Int(position.deliveryCount), sequence: position.streamSequence, subject: subject,
             acknowledger: JetStreamDeliveryAcknowledger(
-                subscription: self, message: message, event: event, streamSequence: position.streamSequence,
+                subscription: self, message: consume message, event: event, streamSequence: position.streamSequence,
                 deliveryCount: position.deliveryCount))
     }
 }

@@ -143,7 +143,11 @@ final class ConsumerLedger: Sendable {
     private let entries = Mutex<[UInt64: Entry]>([:])
     private static let pruneThreshold = 100_000
 
+    /// Records a delivery. First deliveries make no entry: only a redelivery can make an older
+    /// delivery stale, so the ledger holds redeliveries alone, and a stream read once (the common
+    /// case) costs no lock or hash here and an empty-table check when settled.
     func delivered(sequence: UInt64, attempt: UInt64) {
+        guard attempt > 1 else { return }
         entries.withLock { entries in
             if let existing = entries[sequence], existing.attempt > attempt { return }
             entries[sequence] = Entry(attempt: attempt, settled: false)
@@ -156,24 +160,19 @@ final class ConsumerLedger: Sendable {
     /// Whether `attempt` is still the newest delivery of `sequence` (or unknown here).
     func isCurrent(sequence: UInt64, attempt: UInt64) -> Bool {
         entries.withLock { entries in
-            guard let entry = entries[sequence] else { return true }
+            guard !entries.isEmpty, let entry = entries[sequence] else { return true }
             return entry.attempt == attempt
         }
     }
 
-    /// Records that `attempt` was settled. A first delivery that is settled is forgotten at once:
-    /// no older delivery of it can exist, and a later redelivery makes a new entry (its own
-    /// message refuses a second settlement). A settled redelivery is kept, to refuse the older
-    /// deliveries still held, until the ledger is pruned. So the ledger holds what is
-    /// outstanding plus settled redeliveries, not one entry per event ever delivered.
+    /// Records that `attempt` was settled. A settled redelivery is kept, to refuse the older
+    /// deliveries still held, until the ledger is pruned. So the ledger holds outstanding and
+    /// settled redeliveries, not one entry per event ever delivered.
     func settled(sequence: UInt64, attempt: UInt64) {
+        guard attempt > 1 else { return }
         entries.withLock { entries in
             guard entries[sequence]?.attempt == attempt else { return }
-            if attempt <= 1 {
-                entries[sequence] = nil
-            } else {
-                entries[sequence]?.settled = true
-            }
+            entries[sequence]?.settled = true
         }
     }
 }
