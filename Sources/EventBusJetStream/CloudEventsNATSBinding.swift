@@ -110,7 +110,7 @@ public enum CloudEventsNATSBinding {
             return true
         }
         return Event(
-            id: found.value(.id) ?? found.messageID ?? Event.makeID(),
+            id: found.value(.id) ?? headers[Header.messageID] ?? Event.makeID(),
             subject: subject,
             type: found.value(.type) ?? "",
             source: found.value(.source) ?? "",
@@ -188,7 +188,6 @@ public enum CloudEventsNATSBinding {
         var causationID: String?
         var traceParent: String?
         var traceState: String?
-        var messageID: String?
         /// The first exact `ce-time`, parsed (`nil` inside when it is not a valid time).
         var exactTime: Date??
         /// Made only when a header matched ignoring case (other clients' capitalisation): the
@@ -210,8 +209,9 @@ public enum CloudEventsNATSBinding {
             case .causationID: keep(&causationID)
             case .traceParent: keep(&traceParent)
             case .traceState: keep(&traceState)
-            // Only a fallback for a missing `ce-id`, which comes first in the bus's messages.
-            case .messageID: if id == nil { keep(&messageID) }
+            // Only a fallback for a missing `ce-id`: looked up after the pass if needed (headers
+            // sent through cnats's map come in any order, so it may precede `ce-id`).
+            case .messageID: break
             case .time: if exactTime == nil { exactTime = .some(CloudEventsNATSBinding.parseTime(value)) }
             case .specVersion, .subject: break
             }
@@ -238,8 +238,7 @@ public enum CloudEventsNATSBinding {
                 case .causationID: causationID
                 case .traceParent: traceParent
                 case .traceState: traceState
-                case .messageID: messageID
-                case .time, .specVersion, .subject: nil
+                case .time, .specVersion, .subject, .messageID: nil
                 }
             return exact ?? folded?[header.rawValue] ?? nil
         }
