@@ -242,6 +242,25 @@ public final class NATSConnection: Sendable {
         }
     }
 
+    /// Publishes a control message of the client's own (subjects it built, already valid) and
+    /// writes it at once instead of leaving it to cnats's flusher, which waits up to a
+    /// millisecond for more: a pull consumer's next request must not sit in the buffer while the
+    /// server runs out of requested messages.
+    func publishNow(subject: String, body: String, replyTo: String) throws(NATSError) {
+        var body = body
+        let result = body.withUTF8 { bytes in
+            Result { () throws(NATSError) in
+                try checkSize(payloadCount: bytes.count, headers: NATSHeaders(), subject: subject)
+                try native.publishNow(subject: subject, replyTo: replyTo, payload: UnsafeRawBufferPointer(bytes))
+            }
+        }
+        do {
+            try result.get()
+        } catch where error.code == .notConnected {
+            throw notConnectedError()
+        }
+    }
+
     /// Publishes a small body to a subject the server gave (a JetStream ack subject, a
     /// flow-control reply): not validated again, only sized. For the client's own protocol
     /// replies, which run once per message received.

@@ -164,7 +164,8 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
             var body = "{\"batch\":\(batch),\"expires\":\(expires.nanosecondsClamped)"
             if let heartbeat { body += ",\"idle_heartbeat\":\(heartbeat.nanosecondsClamped)" }
             body += "}"
-            try consumer.connection.publish(subject: consumer.nextSubject, payload: body, replyTo: consumer.inbox)
+            // Written at once: the request tops up messages the consumer is about to run out of.
+            try consumer.connection.publishNow(subject: consumer.nextSubject, body: body, replyTo: consumer.inbox)
         }
 
         /// Applies a status message to the session; returns an error that ends the iteration.

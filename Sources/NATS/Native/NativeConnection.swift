@@ -115,6 +115,28 @@ final class NativeConnection: @unchecked Sendable {
         if status != NATS_OK { throw NativeStatus.error(status, "publishing to '\(subject)'") }
     }
 
+    /// Publishes without headers and writes the bytes to the socket from this thread (when the
+    /// internals are available; a plain publish, flushed by cnats's flusher, otherwise). For
+    /// small control messages whose delay stalls a pipeline, such as pull requests. Non-blocking
+    /// except for the socket write itself, as cnats's own requests.
+    func publishNow(subject: String, replyTo: String, payload: UnsafeRawBufferPointer) throws(NATSError) {
+        guard let pointer else { throw Self.notConnected }
+        guard Self.canPublishNow else {
+            try publish(subject: subject, replyTo: replyTo, payload: payload)
+            return
+        }
+        try replyTo.withCString { reply in
+            Result { () throws(NATSError) in
+                let message = try NativeMessage.makeOutgoingWithBlock(
+                    subject: subject, replyC: reply, headers: NATSHeaders(), payload: payload)!
+                // natsConn_publish copies what it sends; the message stays ours to destroy.
+                defer { NativeMessage.destroy(message) }
+                let status = NativeInternals.publish(message, on: pointer, now: true)
+                if status != NATS_OK { throw NativeStatus.error(status, "publishing to '\(subject)'") }
+            }
+        }.get()
+    }
+
     /// Publishes without headers to a subject given as NUL-terminated bytes (a reply subject kept
     /// in a payload slab), so that acknowledging a message builds no `String`. Non-blocking.
     func publish(subjectCString subject: UnsafeRawPointer, payload: UnsafeRawBufferPointer) throws(NATSError) {
