@@ -62,6 +62,16 @@ struct JetStreamUnitTests {
         #expect(error?.jetStreamErrorCode == NATSJetStreamErrorCode.wrongLastSequence)
         #expect(error?.message.contains("wrong last sequence: 3") == true)
         #expect(throws: NATSError.self) { try NATSPublishAck.parse(NATSPayload("nonsense"), subject: "o.1") }
+        // A domain, and a key's name inside a value is not the key.
+        let withDomain = try NATSPublishAck.parse(
+            NATSPayload(#"{"stream":"seq","seq":9,"domain":"hub"}"#), subject: "o.1")
+        #expect(withDomain == NATSPublishAck(stream: "seq", sequence: 9, duplicate: false, domain: "hub"))
+        let escaped = #expect(throws: NATSError.self) {
+            try NATSPublishAck.parse(
+                NATSPayload(#"{"error":{"code":503,"description":"no \"responders\" here"}}"#), subject: "o.1")
+        }
+        #expect(escaped?.message.contains(#"no "responders" here"#) == true)
+        #expect(escaped?.isRetriable == true)
     }
 
     @Test(arguments: ["", "a.b", "a*", "a>", "a b", "a/b", "tab\there"])

@@ -55,58 +55,13 @@ func registerW8() {
     let configuration = BenchmarkSettings.live(metrics: BenchmarkMetrics.latencyWorkload)
     let messages = Workload.w8Messages
 
-    liveBenchmark("W8 raw", configuration: configuration) { benchmark, raw throws(RawFailure) in
-        let (js, subscriber, subject, iterations, clocks) = raw
-        let iteration = iterations.next()
-        let durable = "w8-raw-\(iteration)"
-        let clock = ReceiptClock()
-        clocks.keep(clock)
-        var binding = try subscriber.addWorkloadConsumer(
-            durable: durable, deliverSubject: "w8.deliver.raw.\(iteration)", deliverNew: true, manualAck: true)
-        defer { subscriber.deleteConsumer(stream: Workload.streamName, durable: durable) }
-        var subscription: OpaquePointer?
-        var errorCode = jsErrCode(0)
-        try rawCheck(
-            js_Subscribe(
-                &subscription, subscriber.pointer, subject.pointer, rawReceive, Unmanaged.passUnretained(clock).toOpaque(),
-                nil, &binding.options, &errorCode),
-            "js_Subscribe (error code \(errorCode.rawValue))")
-        defer { rawUnsubscribe(subscription) }
-        try subscriber.connection.flush()
-        benchmark.startMeasurement()
-        var recorder = LatencyRecorder(capacity: messages)
-        let failure: RawFailure? = Workload.payload.withUnsafeBytes { payload in
-            for index in 0..<messages {
-                var ack: UnsafeMutablePointer<jsPubAck>?
-                let start = Clocks.monotonicNanos()
-                let status = js_Publish(&ack, js.pointer, subject.pointer, payload.baseAddress, Int32(payload.count), nil, &errorCode)
-                // The ack is ours to free.
-                jsPubAck_Destroy(ack)
-                if status != NATS_OK {
-                    return RawFailure(description: "js_Publish: \(String(cString: natsStatus_GetText(status))) (error code \(errorCode.rawValue))")
-                }
-                guard clock.arrived.wait(milliseconds: 30_000) else {
-                    return RawFailure(description: "message \(index) did not arrive within 30 s")
-                }
-                recorder.record(nanos: clock.receivedAt - start)
-            }
-            return nil
-        }
-        if let failure { throw failure }
-        recorder.stop()
-        benchmark.stopMeasurement()
-        recorder.finish(benchmark)
-        withExtendedLifetime(binding) {}
-    } setup: { server in
-        (
-            js: try RawJetStream.workloadStream(on: server), subscriber: try RawJetStream(server),
-            subject: RawCString(Workload.jetStreamSubject), iterations: IterationCounter(), clocks: KeepAlive<ReceiptClock>()
-        )
-    }
+    registerW8Raw(name: "W8 raw", configuration: configuration, eventHeaders: false)
+    registerW8Raw(name: "W8 raw events", configuration: configuration, eventHeaders: true)
 
     registerW8NATS(name: "W8 NATS", configuration: configuration, sendAsap: false)
     registerW8NATS(name: "W8 NATS send-asap", configuration: configuration, sendAsap: true)
     registerW8NATS(name: "W8 NATS handler", configuration: configuration, sendAsap: false, handler: true)
+    registerW8NATS(name: "W8 NATS pull", configuration: configuration, sendAsap: false, pull: true)
 
     liveBenchmark("W8 EventBus", configuration: configuration) { benchmark, fixture in
         let (publisher, subscriber, iterations) = fixture
@@ -152,25 +107,108 @@ func registerW8() {
     }
 }
 
+/// Raw cnats's W8: js_Publish of the plain payload, or (`eventHeaders`) js_PublishMsg of the
+/// message the EventBus sends (the same payload with the CloudEvents headers and an id of its
+/// own), the like-for-like ceiling for "W8 EventBus"; a js_Subscribe callback on cnats's delivery
+/// thread takes the time and acks.
+private func registerW8Raw(name: String, configuration: Benchmark.Configuration, eventHeaders: Bool) {
+    let messages = Workload.w8Messages
+    let template = eventHeaders ? RawEventHeaders(benchmarkEventHeaders(0)) : nil
+    liveBenchmark(name, configuration: configuration) { benchmark, raw throws(RawFailure) in
+        let (js, subscriber, subject, iterations, clocks) = raw
+        let iteration = iterations.next()
+        let variant = eventHeaders ? "events." : ""
+        let durable = "w8-raw-\(variant.replacing(".", with: "-"))\(iteration)"
+        let clock = ReceiptClock()
+        clocks.keep(clock)
+        var binding = try subscriber.addWorkloadConsumer(
+            durable: durable, deliverSubject: "w8.deliver.raw.\(variant)\(iteration)", deliverNew: true, manualAck: true)
+        defer { subscriber.deleteConsumer(stream: Workload.streamName, durable: durable) }
+        var subscription: OpaquePointer?
+        var errorCode = jsErrCode(0)
+        try rawCheck(
+            js_Subscribe(
+                &subscription, subscriber.pointer, subject.pointer, rawReceive, Unmanaged.passUnretained(clock).toOpaque(),
+                nil, &binding.options, &errorCode),
+            "js_Subscribe (error code \(errorCode.rawValue))")
+        defer { rawUnsubscribe(subscription) }
+        try subscriber.connection.flush()
+        benchmark.startMeasurement()
+        var recorder = LatencyRecorder(capacity: messages)
+        let failure: RawFailure? = Workload.payload.withUnsafeBytes { payload in
+            for index in 0..<messages {
+                let start = Clocks.monotonicNanos()
+                let status: natsStatus
+                if let template {
+                    // A C program publishing CloudEvents: the bus's headers and an id of its own.
+                    status = template.publishAndWait(
+                        js: js.pointer, subject: subject.pointer, payload: payload, id: "raw-\(iteration)-\(index)",
+                        errorCode: &errorCode)
+                } else {
+                    var ack: UnsafeMutablePointer<jsPubAck>?
+                    status = js_Publish(&ack, js.pointer, subject.pointer, payload.baseAddress, Int32(payload.count), nil, &errorCode)
+                    // The ack is ours to free.
+                    jsPubAck_Destroy(ack)
+                }
+                if status != NATS_OK {
+                    return RawFailure(description: "publishing: \(String(cString: natsStatus_GetText(status))) (error code \(errorCode.rawValue))")
+                }
+                guard clock.arrived.wait(milliseconds: 30_000) else {
+                    return RawFailure(description: "message \(index) did not arrive within 30 s")
+                }
+                recorder.record(nanos: clock.receivedAt - start)
+            }
+            return nil
+        }
+        if let failure { throw failure }
+        recorder.stop()
+        benchmark.stopMeasurement()
+        recorder.finish(benchmark)
+        withExtendedLifetime(binding) {}
+    } setup: { server in
+        (
+            js: try RawJetStream.workloadStream(on: server), subscriber: try RawJetStream(server),
+            subject: RawCString(Workload.jetStreamSubject), iterations: IterationCounter(), clocks: KeepAlive<ReceiptClock>()
+        )
+    }
+}
+
 /// The NATS module's W8: `jetStream().publish` on a connection with the default configuration
 /// or with SendAsap (both write the request at once through the connection's request
 /// multiplexer); the subscriber's connection has the default configuration and iterates its push
 /// consumer in a task, or (`handler`) takes the time and acks in a handler on cnats's delivery
-/// thread, as raw's callback does.
-private func registerW8NATS(name: String, configuration: Benchmark.Configuration, sendAsap: Bool, handler: Bool = false) {
+/// thread, as raw's callback does, or (`pull`) iterates a pull consumer in a task, as the
+/// EventBus's groups do (separating what the pull consumer costs from what the bus adds).
+private func registerW8NATS(
+    name: String, configuration: Benchmark.Configuration, sendAsap: Bool, handler: Bool = false, pull: Bool = false
+) {
     let messages = Workload.w8Messages
     liveBenchmark(name, configuration: configuration) { benchmark, module in
         let (publisher, subscriber, iterations) = module
         let iteration = iterations.next()
-        let variant = sendAsap ? "asap." : handler ? "handler." : ""
+        let variant = sendAsap ? "asap." : handler ? "handler." : pull ? "pull." : ""
         let durable = "w8-nats-\(variant.replacing(".", with: "-"))\(iteration)"
         let consumerConfiguration = NATSConsumerConfiguration.workload(
-            durable: durable, deliverSubject: "w8.deliver.nats.\(variant)\(iteration)", deliverNew: true)
+            durable: durable, deliverSubject: pull ? nil : "w8.deliver.nats.\(variant)\(iteration)", deliverNew: true)
         let receipts = Receipts()
         let consumer: NATSPushConsumer?
+        var pullConsumer: NATSPullConsumer?
         let handlerSubscription: NATSHandlerSubscription?
         let receiver: Task<Void, any Error>?
-        if handler {
+        if pull {
+            consumer = nil
+            handlerSubscription = nil
+            let js = subscriber.jetStream()
+            try await js.ensureConsumer(stream: Workload.streamName, consumerConfiguration)
+            let iterated = try await js.pullConsumer(stream: Workload.streamName, name: durable)
+            pullConsumer = iterated
+            receiver = Task {
+                for try await message in iterated {
+                    receipts.received()
+                    try message.ack()
+                }
+            }
+        } else if handler {
             consumer = nil
             receiver = nil
             handlerSubscription = try await subscriber.jetStream().pushConsumer(
@@ -213,6 +251,7 @@ private func registerW8NATS(name: String, configuration: Benchmark.Configuration
         benchmark.stopMeasurement()
         recorder.finish(benchmark)
         consumer?.stop()
+        pullConsumer?.stop()
         handlerSubscription?.unsubscribe()
         try await subscriber.jetStream().deleteConsumer(stream: Workload.streamName, name: durable)
     } setup: { server -> (publisher: NATSConnection, subscriber: NATSConnection, iterations: IterationCounter) in

@@ -215,22 +215,43 @@ public final class RawEventHeaders: @unchecked Sendable {
         idNames = template.filter { idHeaders.contains($0.0) }.map { RawCString($0.0) }
     }
 
-    /// js_PublishMsgAsync of a message with these headers and `id` (retrying while the window
-    /// stays full).
-    public func publish(
-        js: OpaquePointer, subject: UnsafePointer<CChar>, payload: UnsafeRawBufferPointer, id: String,
-        options: UnsafeMutablePointer<jsPubOptions>
-    ) -> natsStatus {
+    /// A new message with these headers and `id`; the caller publishes (cnats may take it) and
+    /// destroys it.
+    private func message(subject: UnsafePointer<CChar>, payload: UnsafeRawBufferPointer, id: String) -> (OpaquePointer?, natsStatus) {
         var message: OpaquePointer?
         var status = natsMsg_Create(
             &message, subject, nil, payload.baseAddress?.assumingMemoryBound(to: CChar.self), Int32(payload.count))
-        if status != NATS_OK { return status }
+        if status != NATS_OK { return (nil, status) }
         for (name, value) in fixed where status == NATS_OK {
             status = natsMsgHeader_Add(message, name.pointer, value.pointer)
         }
         id.withCString { id in
             for name in idNames where status == NATS_OK { status = natsMsgHeader_Add(message, name.pointer, id) }
         }
+        return (message, status)
+    }
+
+    /// js_PublishMsg (waiting for the ack) of a message with these headers and `id`.
+    public func publishAndWait(
+        js: OpaquePointer, subject: UnsafePointer<CChar>, payload: UnsafeRawBufferPointer, id: String,
+        errorCode: UnsafeMutablePointer<jsErrCode>
+    ) -> natsStatus {
+        var (message, status) = message(subject: subject, payload: payload, id: id)
+        defer { natsMsg_Destroy(message) }
+        if status != NATS_OK { return status }
+        var ack: UnsafeMutablePointer<jsPubAck>?
+        status = js_PublishMsg(&ack, js, message, nil, errorCode)
+        jsPubAck_Destroy(ack)
+        return status
+    }
+
+    /// js_PublishMsgAsync of a message with these headers and `id` (retrying while the window
+    /// stays full).
+    public func publish(
+        js: OpaquePointer, subject: UnsafePointer<CChar>, payload: UnsafeRawBufferPointer, id: String,
+        options: UnsafeMutablePointer<jsPubOptions>
+    ) -> natsStatus {
+        var (message, status) = message(subject: subject, payload: payload, id: id)
         while status == NATS_OK {
             // On success cnats takes the message and clears our pointer.
             status = js_PublishMsgAsync(js, &message, options)

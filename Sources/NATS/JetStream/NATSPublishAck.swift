@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// The server's confirmation that a stream stored a message.
 public struct NATSPublishAck: Sendable, Hashable {
     /// The stream that stored the message.
@@ -114,33 +120,38 @@ struct JSONFieldScanner {
     }
 
     /// The index just after `"key":` (and spaces), or nil.
-    private func valueStart(for key: String) -> Int? {
-        let pattern = Array("\"\(key)\"".utf8)
-        guard bytes.count >= pattern.count else { return nil }
+    ///
+    /// Jumps from quote to quote and compares the key in place: every JetStream publish parses an
+    /// acknowledgement, and building the quoted pattern as an array per key cost an allocation
+    /// each (five per acknowledgement).
+    private func valueStart(for key: StaticString) -> Int? {
+        guard let base = bytes.baseAddress else { return nil }
+        let keyCount = key.utf8CodeUnitCount
+        let count = bytes.count
         var index = 0
-        while index <= bytes.count - pattern.count {
-            var matches = true
-            for offset in 0..<pattern.count where bytes[index + offset] != pattern[offset] {
-                matches = false
-                break
-            }
-            if matches {
-                var cursor = index + pattern.count
-                while cursor < bytes.count && (bytes[cursor] == UInt8(ascii: " ")) { cursor += 1 }
-                if cursor < bytes.count && bytes[cursor] == UInt8(ascii: ":") {
+        while index + keyCount + 2 <= count,
+            let quote = memchr(base + index, Int32(UInt8(ascii: "\"")), count - index)
+        {
+            let open = base.distance(to: UnsafeRawPointer(quote))
+            let close = open + 1 + keyCount
+            guard close < count else { return nil }
+            if bytes[close] == UInt8(ascii: "\""), memcmp(base + open + 1, key.utf8Start, keyCount) == 0 {
+                var cursor = close + 1
+                while cursor < count && bytes[cursor] == UInt8(ascii: " ") { cursor += 1 }
+                if cursor < count && bytes[cursor] == UInt8(ascii: ":") {
                     cursor += 1
-                    while cursor < bytes.count && bytes[cursor] == UInt8(ascii: " ") { cursor += 1 }
+                    while cursor < count && bytes[cursor] == UInt8(ascii: " ") { cursor += 1 }
                     return cursor
                 }
             }
-            index += 1
+            index = open + 1
         }
         return nil
     }
 
-    func has(key: String) -> Bool { valueStart(for: key) != nil }
+    func has(key: StaticString) -> Bool { valueStart(for: key) != nil }
 
-    func integer(for key: String) -> Int64? {
+    func integer(for key: StaticString) -> Int64? {
         guard var cursor = valueStart(for: key) else { return nil }
         var value: Int64 = 0
         var digits = 0
@@ -157,16 +168,22 @@ struct JSONFieldScanner {
         return digits > 0 ? (negative ? -value : value) : nil
     }
 
-    func bool(for key: String) -> Bool? {
+    func bool(for key: StaticString) -> Bool? {
         guard let cursor = valueStart(for: key), cursor < bytes.count else { return nil }
         if bytes[cursor] == UInt8(ascii: "t") { return true }
         if bytes[cursor] == UInt8(ascii: "f") { return false }
         return nil
     }
 
-    func string(for key: String) -> String? {
+    func string(for key: StaticString) -> String? {
         guard let start = valueStart(for: key), start < bytes.count, bytes[start] == UInt8(ascii: "\"") else { return nil }
         var cursor = start + 1
+        // Without escapes (stream names never have any) the value is one slice of the bytes.
+        var end = cursor
+        while end < bytes.count, bytes[end] != UInt8(ascii: "\""), bytes[end] != UInt8(ascii: "\\") { end += 1 }
+        if end < bytes.count, bytes[end] == UInt8(ascii: "\"") {
+            return String(decoding: UnsafeRawBufferPointer(rebasing: bytes[cursor..<end]), as: UTF8.self)
+        }
         var result: [UInt8] = []
         while cursor < bytes.count, bytes[cursor] != UInt8(ascii: "\"") {
             if bytes[cursor] == UInt8(ascii: "\\"), cursor + 1 < bytes.count {
