@@ -176,20 +176,31 @@ final class JetStreamSubscription: DeliverySource, Sendable {
         /// share a subject, and the NATS module hands out the same string for it, so the check is
         /// a comparison of two references instead of a new string per event.
         var lastSubject: (nats: String, bus: String)?
+        /// Whether `pull` is the consumer (set once).
+        let isPull: Bool
+
+        init(subscription: JetStreamSubscription, pull: NATSPullConsumer.Iterator?, push: NATSPushConsumer.Iterator?) {
+            self.subscription = subscription
+            self.pull = pull
+            self.push = push
+            isPull = pull != nil
+        }
 
         mutating func next() async throws -> Delivery? {
             while true {
-                let message: NATSJetStreamMessage?
+                var received: NATSJetStreamMessage?
                 do {
-                    if pull != nil {
-                        message = try await pull!.next()
+                    // A flag, not `pull != nil`: comparing the optional copied the iterator.
+                    if isPull {
+                        received = try await pull!.next()
                     } else {
-                        message = try await push?.next()
+                        received = try await push?.next()
                     }
                 } catch {
                     throw EventBusError(mapping: error, what: "receiving on '\(subscription.pattern.rawValue)'", fallback: .backendUnavailable)
                 }
-                guard let message else { return nil }
+                // Moved out of the optional (`guard let` would copy it).
+                guard let message = received.take() else { return nil }
                 // The advisories' subjects start with `$`, stream subjects never do: one byte
                 // decides for nearly every message.
                 if message.subject.utf8.first == UInt8(ascii: "$") && message.subject.hasPrefix(maxDeliveriesAdvisoryPrefix) {

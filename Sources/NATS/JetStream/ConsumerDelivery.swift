@@ -13,6 +13,11 @@ struct ConsumerDelivery: Sendable {
     /// Whether the reply subject is a JetStream ack subject: the message came from the stream.
     var isStreamMessage: Bool { reply?.isJetStreamAck ?? false }
 
+    /// The message and the reply record, moved out.
+    consuming func intoParts() -> (NATSMessage, MessageAcknowledgement?) {
+        (message, reply)
+    }
+
     /// The size this delivery counts for in buffer limits.
     var bufferedSize: Int { message.bufferedSize }
 }

@@ -14,8 +14,11 @@ enum JetStreamStatus {
 
     /// Classifies a consumer's delivery; `nil` for an ordinary message. The reply subject becomes
     /// a string only for a flow-control request.
-    init?(_ delivery: ConsumerDelivery) {
-        self.init(delivery.message, replyTo: { delivery.replyTo })
+    /// Borrows the delivery: an ordinary message (a payload) is answered without copying it.
+    init?(_ delivery: borrowing ConsumerDelivery) {
+        guard delivery.message.payload.isEmpty else { return nil }
+        let reply = delivery.replyTo
+        self.init(delivery.message, replyTo: { reply })
     }
 
     private init?(_ message: NATSMessage, replyTo: () -> String?) {

@@ -36,9 +36,12 @@ public struct NATSJetStreamMessage: Sendable {
     /// The consumer's connection, the same for every message (a reference, not an allocation).
     let connection: NATSConnection
 
-    init(_ delivery: ConsumerDelivery, connection: NATSConnection) {
-        received = delivery.message
-        acknowledgement = delivery.reply
+    /// Takes the delivery's parts over (moved, not copied: each copy would retain the payload
+    /// slab that cnats's delivery thread is retaining for newer messages).
+    init(_ delivery: consuming ConsumerDelivery, connection: NATSConnection) {
+        let (message, reply) = delivery.intoParts()
+        received = message
+        acknowledgement = reply
         self.connection = connection
     }
 
