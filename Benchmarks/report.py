@@ -83,6 +83,7 @@ MICRO_OPERATIONS = 1_000  # scaling factor kilo: operations per micro iteration
 IN_MEMORY_TARGETS = {
     "M1 publish": ("M1", 35),
     "M1 publish dedupe off": ("M1", 35),
+    "M1 publish dedupe off log 1,000": ("M1", 35),
     "M2 publish receive ack": ("M2", 165),
     "M2 publish receive ack dedupe off": ("M2", 165),
 }
