@@ -181,7 +181,12 @@ public final class JetStreamEventBus: EventBus, Service {
                 EventBusError(.backendUnavailable, "cannot connect to NATS at \(servers): \(error.message)", underlying: error))
         }
         do {
-            try await ensureStreamThroughElections(jetStream, configuration.stream, logger: logger)
+            // Each attempt waits 2 s at most (less if publishes time out sooner): a stream without a
+            // leader leaves requests unanswered, and waiting the full publish timeout (10 s by
+            // default) per attempt used a third of the retry budget on one request.
+            let attemptTimeout = min(configuration.publishTimeout, .seconds(2))
+            try await ensureStreamThroughElections(
+                connection.jetStream(timeout: attemptTimeout), configuration.stream, logger: logger)
             let publisher = try await jetStream.makePublisher(
                 configuration: .init(maxPending: configuration.maxPendingPublishes, ackTimeout: configuration.publishTimeout))
             let replies = try await ReplyMultiplexer.make(connection: direct)
