@@ -53,6 +53,7 @@ COMPARISONS = [
     ("W1", "NATS", "W1", "raw", "throughput", 0.95, ""),
     ("W2", "NATS", "W2", "raw", "throughput", 0.95, "subscription iterated by a task"),
     ("W2", "NATS handler", "W2", "raw", "throughput", 0.95, "handler subscription: a closure on cnats's delivery thread, as raw's callback"),
+    ("W2", "NATS publisher thread", "W2", "raw", "throughput", 0.95, "subscription iterated by a task, publish loop on a thread of its own (the harness holds one of the two pool threads)"),
     ("W3", "NATS", "W3", "raw", "latency", 1.10, "requester with default configuration"),
     ("W3", "NATS send-asap requester", "W3", "raw", "latency", 1.10, "requester connection with SendAsap"),
     ("W3", "NATS iterator responder", "W3", "raw", None, None, "responder iterating instead of a handler"),

@@ -140,6 +140,13 @@ func registerW2() {
     }
 
     registerW2NATS(name: "W2 NATS", limits: iterationLimits, configuration: configuration, requireAll: true)
+    // The same with the publish loop on a thread of its own: package-benchmark holds one of the
+    // two pool threads, and a loop that never suspends holds the other, so the consuming task can
+    // only start once every message is published (raw's consumer is cnats's delivery thread,
+    // which runs all along). In a service the publisher and the consumer each get a pool thread.
+    registerW2NATS(
+        name: "W2 NATS publisher thread", limits: iterationLimits, configuration: configuration, requireAll: true,
+        publisherThread: true)
     registerW2NATS(
         name: "W2 NATS default limits", limits: nil,
         configuration: BenchmarkSettings.live(
@@ -195,11 +202,14 @@ private func registerW2NATS(
     name: String,
     limits: NATSConnectionConfiguration.SubscriptionLimits?,
     configuration: Benchmark.Configuration,
-    requireAll: Bool
+    requireAll: Bool,
+    publisherThread: Bool = false
 ) {
-    let module = SetupBox<(server: BenchmarkServer, publisher: NATSConnection, subscriber: NATSConnection)>()
+    let module = SetupBox<
+        (server: BenchmarkServer, publisher: NATSConnection, subscriber: NATSConnection, publishing: ThreadTaskExecutor?)
+    >()
     Benchmark(name, configuration: configuration) { benchmark in
-        let (_, publisher, subscriber) = module.unwrapped
+        let (_, publisher, subscriber, publishing) = module.unwrapped
         let messages = Workload.w2Messages
         do {
             let subscription = try await subscriber.subscribe(to: subject, limits: limits)
@@ -229,8 +239,17 @@ private func registerW2NATS(
                 return 0
             } : nil
             let payload = Workload.payload
-            for _ in 0..<messages {
-                try publisher.publish(subject: subject, payload: payload)
+            if let publishing {
+                // The loop on a thread of its own, leaving the pool thread to the consumer.
+                try await withTaskExecutorPreference(publishing) { () throws(NATSError) in
+                    for _ in 0..<messages {
+                        try publisher.publish(subject: subject, payload: payload)
+                    }
+                }
+            } else {
+                for _ in 0..<messages {
+                    try publisher.publish(subject: subject, payload: payload)
+                }
             }
             if !requireAll {
                 // Wait until cnats has accounted for every message (handed over or dropped),
@@ -259,11 +278,13 @@ private func registerW2NATS(
     } setup: {
         let server = try BenchmarkServer.start()
         module.value = (
-            server, try await NATSConnection.connectForBenchmark(server), try await NATSConnection.connectForBenchmark(server)
+            server, try await NATSConnection.connectForBenchmark(server), try await NATSConnection.connectForBenchmark(server),
+            publisherThread ? ThreadTaskExecutor(name: "w2-publisher") : nil
         )
     } teardown: {
         await module.value?.publisher.close()
         await module.value?.subscriber.close()
+        module.value?.publishing?.shutdown()
         module.value?.server.stop()
         module.value = nil
     }
