@@ -1,6 +1,8 @@
 import Benchmark
 import BenchmarkSupport
 import CNATSRaw
+import EventBus
+import EventBusJetStream
 import NATS
 import Synchronization
 
@@ -10,8 +12,10 @@ import Synchronization
 // MaxAckPending 1,000) that delivers all of them.
 //
 // Raw: js_Subscribe bound to the consumer with manual acks; its callback acks and counts (cnats
-// answers flow control itself). NATS: NATSPushConsumer, ack() on each message. The EventBus has
-// no push consumers (its groups are pull consumers): its figure is "W6 EventBus".
+// answers flow control itself). NATS: NATSPushConsumer, ack() on each message. EventBus: a bus
+// whose groups are push consumers (`groupConsumer = .push`; pull is its default, see W6),
+// subscribe with a group, ack() on each delivery, on messages as the bus publishes them; "W7 raw
+// events" is raw cnats on the same messages.
 
 /// What one raw iteration's callback counts into; kept alive by the setup box for the whole
 /// process, because a callback may still be running when the iteration unsubscribes.
@@ -37,10 +41,62 @@ func registerW7() {
     let configuration = BenchmarkSettings.live(metrics: BenchmarkMetrics.throughputWorkload, scalingFactor: .kilo)
     let messages = Workload.w7Messages
 
-    liveBenchmark("W7 raw", configuration: configuration) { benchmark, raw throws(RawFailure) in
+    registerW7Raw(name: "W7 raw", configuration: configuration, eventHeaders: false)
+    registerW7Raw(name: "W7 raw events", configuration: configuration, eventHeaders: true)
+
+    liveBenchmark("W7 NATS", configuration: configuration) { benchmark, module in
+        let (connection, iterations) = module
+        let iteration = iterations.next()
+        let durable = "w7-nats-\(iteration)"
+        let js = connection.jetStream()
+        let consumerConfiguration = NATSConsumerConfiguration.workload(
+            durable: durable, deliverSubject: "w7.deliver.nats.\(iteration)")
+        benchmark.startMeasurement()
+        let meter = ThroughputMeter()
+        let consumer = try await js.pushConsumer(stream: Workload.streamName, configuration: consumerConfiguration)
+        let received = try await receiveAndAck(consumer, count: messages)
+        try await connection.flush()
+        meter.finish(benchmark, operations: messages)
+        benchmark.stopMeasurement()
+        consumer.stop()
+        try await js.deleteConsumer(stream: Workload.streamName, name: durable)
+        if received != messages { benchmark.error("received \(received) of \(messages)") }
+    } setup: { server -> (connection: NATSConnection, iterations: IterationCounter) in
+        _ = try RawJetStream.workloadStream(on: server, preloaded: messages)
+        return (connection: try await NATSConnection.connectForBenchmark(server), iterations: IterationCounter())
+    } teardown: { module in
+        await module.connection.close()
+    }
+
+    liveBenchmark("W7 EventBus", configuration: configuration) { benchmark, fixture in
+        let (bus, iterations) = fixture
+        benchmark.startMeasurement()
+        let meter = ThroughputMeter()
+        let subscription = try await bus.subscribe(
+            Workload.eventSubject,
+            options: .init(group: "w7-bus-\(iterations.next())", start: .all, maxInFlight: Workload.maxAckPending))
+        let received = try await receiveAndAck(subscription, count: messages)
+        meter.finish(benchmark, operations: messages)
+        benchmark.stopMeasurement()
+        await subscription.close()
+        if received != messages { benchmark.error("received \(received) of \(messages)") }
+    } setup: { server -> (bus: JetStreamEventBus, iterations: IterationCounter) in
+        let eventBus = try await makeBenchmarkBus(server) { $0.groupConsumer = .push }
+        // The bus created its stream; fill it with events as the bus publishes them.
+        try RawJetStream(server).preloadWorkload(messages, asEvents: true)
+        return (bus: eventBus, iterations: IterationCounter())
+    } teardown: { fixture in
+        await fixture.bus.close()
+    }
+}
+
+/// Raw cnats's W7, on plain messages or (`eventHeaders`) on the messages the EventBus stores.
+private func registerW7Raw(name: String, configuration: Benchmark.Configuration, eventHeaders: Bool) {
+    let messages = Workload.w7Messages
+    liveBenchmark(name, configuration: configuration) { benchmark, raw throws(RawFailure) in
         let (js, subject, iterations, counters) = raw
         let iteration = iterations.next()
-        let durable = "w7-raw-\(iteration)"
+        let durable = "w7-raw-\(eventHeaders ? "events-" : "")\(iteration)"
         let counter = PushCounter(target: messages)
         counters.keep(counter)
         var binding = try js.addWorkloadConsumer(
@@ -65,32 +121,8 @@ func registerW7() {
         withExtendedLifetime(binding) {}
     } setup: { server in
         (
-            js: try RawJetStream.workloadStream(on: server, preloaded: messages),
+            js: try RawJetStream.workloadStream(on: server, preloaded: messages, asEvents: eventHeaders),
             subject: RawCString(Workload.jetStreamSubject), iterations: IterationCounter(), counters: KeepAlive<PushCounter>()
         )
-    }
-
-    liveBenchmark("W7 NATS", configuration: configuration) { benchmark, module in
-        let (connection, iterations) = module
-        let iteration = iterations.next()
-        let durable = "w7-nats-\(iteration)"
-        let js = connection.jetStream()
-        let consumerConfiguration = NATSConsumerConfiguration.workload(
-            durable: durable, deliverSubject: "w7.deliver.nats.\(iteration)")
-        benchmark.startMeasurement()
-        let meter = ThroughputMeter()
-        let consumer = try await js.pushConsumer(stream: Workload.streamName, configuration: consumerConfiguration)
-        let received = try await receiveAndAck(consumer, count: messages)
-        try await connection.flush()
-        meter.finish(benchmark, operations: messages)
-        benchmark.stopMeasurement()
-        consumer.stop()
-        try await js.deleteConsumer(stream: Workload.streamName, name: durable)
-        if received != messages { benchmark.error("received \(received) of \(messages)") }
-    } setup: { server -> (connection: NATSConnection, iterations: IterationCounter) in
-        _ = try RawJetStream.workloadStream(on: server, preloaded: messages)
-        return (connection: try await NATSConnection.connectForBenchmark(server), iterations: IterationCounter())
-    } teardown: { module in
-        await module.connection.close()
     }
 }
