@@ -23,6 +23,10 @@ struct JetStreamUnitTests {
         #expect(noDomain.deliveryCount == 2 && noDomain.streamSequence == 8 && noDomain.consumerSequence == 9 && noDomain.pending == 4)
         #expect(NATSJetStreamMessage.Metadata(ackSubject: "$JS.ACK.hub.ACCHASH.ORDERS.billing.1.7.7.1700000000000000000") == nil)
         #expect(NATSJetStreamMessage.Metadata(ackSubject: "$JS.ACK.S.C.1.99999999999999999999.1.1.1") == nil)
+        // The largest sequence fits (twenty digits take the checked path), one more does not.
+        #expect(NATSJetStreamMessage.Metadata(ackSubject: "$JS.ACK.S.C.1.18446744073709551615.1.1.1")?.streamSequence == .max)
+        #expect(NATSJetStreamMessage.Metadata(ackSubject: "$JS.ACK.S.C.1.18446744073709551616.1.1.1") == nil)
+        #expect(NATSJetStreamMessage.Metadata(ackSubject: "$JS.ACK.S.C.1.9999999999999999999.1.1.1")?.streamSequence == 9_999_999_999_999_999_999)
         #expect(NATSJetStreamMessage.Metadata(ackSubject: "$JS.ACK.S.C.1..1.1.1") == nil)
         #expect(NATSJetStreamMessage.Metadata(ackSubject: "$JS.NAK.S.C.1.1.1.1.1") == nil)
         #expect(NATSJetStreamMessage.Metadata(ackSubject: "$JS.ACK.S.C.1.1.1.1.1")?.timestamp == Date(timeIntervalSince1970: 1e-9))

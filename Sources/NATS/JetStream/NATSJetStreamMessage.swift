@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
@@ -105,11 +111,19 @@ public struct NATSJetStreamMessage: Sendable {
         static func parse(_ bytes: UnsafeBufferPointer<UInt8>, names: Bool = true) -> Metadata? {
             // Where each of the first 12 tokens ends (the next starts one byte later).
             withUnsafeTemporaryAllocation(of: Int.self, capacity: 12) { ends in
+                // Dots found with memchr: an ack subject is about 80 bytes in 9 or 12 tokens.
                 var count = 0
-                for index in 0...bytes.count where index == bytes.count || bytes[index] == UInt8(ascii: ".") {
-                    if count < 12 { ends[count] = index }
-                    count += 1
+                var start = 0
+                if let base = UnsafeRawPointer(bytes.baseAddress) {
+                    while start < bytes.count, let dot = memchr(base + start, Int32(UInt8(ascii: ".")), bytes.count - start) {
+                        let index = base.distance(to: UnsafeRawPointer(dot))
+                        if count < 12 { ends[count] = index }
+                        count += 1
+                        start = index + 1
+                    }
                 }
+                if count < 12 { ends[count] = bytes.count }
+                count += 1
                 return parse(bytes, tokenEnds: ends, count: count, names: names)
             }
         }
@@ -125,6 +139,15 @@ public struct NATSJetStreamMessage: Sendable {
                 let digits = range(token)
                 guard !digits.isEmpty, digits.count <= 20 else { return nil }
                 var value: UInt64 = 0
+                if digits.count < 20 {
+                    // Nineteen digits cannot overflow a UInt64: no checks per digit.
+                    for index in digits {
+                        let digit = bytes[index] &- UInt8(ascii: "0")
+                        guard digit < 10 else { return nil }
+                        value = value &* 10 &+ UInt64(digit)
+                    }
+                    return value
+                }
                 for index in digits {
                     let digit = bytes[index] &- UInt8(ascii: "0")
                     guard digit < 10 else { return nil }
