@@ -371,8 +371,9 @@ def main():
         "uses SendAsap and replies from its callback, `js_Publish`, `js_PublishAsync`, `natsSubscription_Fetch` "
         "and `js_Subscribe` with `natsMsg_Ack`. The NATS variants use the public API with the default "
         "configuration unless their name says otherwise (\"send-asap\": that connection uses SendAsap). The "
-        "EventBus variants use `JetStreamEventBus` with its defaults. \"raw events\" is raw cnats on the "
-        "messages the EventBus stores (128 bytes plus the CloudEvents headers and a `Nats-Msg-Id`)."
+        "EventBus variants use `JetStreamEventBus` with its defaults (groups are pull consumers), except W7's, "
+        "whose groups are push consumers. \"raw events\" is raw cnats on the messages the EventBus publishes "
+        "(128 bytes plus the CloudEvents headers and a `Nats-Msg-Id`)."
     )
     out.append("")
 
