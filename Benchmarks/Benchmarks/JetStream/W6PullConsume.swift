@@ -48,26 +48,10 @@ func registerW6() {
         await module.connection.close()
     }
 
-    liveBenchmark("W6 EventBus", configuration: configuration) { benchmark, fixture in
-        let (bus, iterations) = fixture
-        let subscription = try await bus.subscribe(
-            Workload.eventSubject,
-            options: .init(group: "w6-bus-\(iterations.next())", start: .all, maxInFlight: Workload.maxAckPending))
-        benchmark.startMeasurement()
-        let meter = ThroughputMeter()
-        let received = try await receiveAndAck(subscription, count: messages)
-        meter.finish(benchmark, operations: messages)
-        benchmark.stopMeasurement()
-        await subscription.close()
-        if received != messages { benchmark.error("received \(received) of \(messages)") }
-    } setup: { server -> (bus: JetStreamEventBus, iterations: IterationCounter) in
-        let eventBus = try await makeBenchmarkBus(server) { $0.pullBatch = Workload.w6Batch }
-        // The bus created its stream; fill it with events as the bus publishes them.
-        try RawJetStream(server).preloadWorkload(messages, asEvents: true)
-        return (bus: eventBus, iterations: IterationCounter())
-    } teardown: { fixture in
-        await fixture.bus.close()
-    }
+    registerEventBusConsume(
+        name: "W6 EventBus", configuration: configuration, messages: messages, groupPrefix: "w6-bus",
+        subscribeMeasured: false
+    ) { $0.pullBatch = Workload.w6Batch }
 }
 
 /// Raw cnats's W6, on plain 128-byte messages or (`eventHeaders`) on the messages the EventBus

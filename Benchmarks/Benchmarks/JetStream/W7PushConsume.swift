@@ -68,26 +68,10 @@ func registerW7() {
         await module.connection.close()
     }
 
-    liveBenchmark("W7 EventBus", configuration: configuration) { benchmark, fixture in
-        let (bus, iterations) = fixture
-        benchmark.startMeasurement()
-        let meter = ThroughputMeter()
-        let subscription = try await bus.subscribe(
-            Workload.eventSubject,
-            options: .init(group: "w7-bus-\(iterations.next())", start: .all, maxInFlight: Workload.maxAckPending))
-        let received = try await receiveAndAck(subscription, count: messages)
-        meter.finish(benchmark, operations: messages)
-        benchmark.stopMeasurement()
-        await subscription.close()
-        if received != messages { benchmark.error("received \(received) of \(messages)") }
-    } setup: { server -> (bus: JetStreamEventBus, iterations: IterationCounter) in
-        let eventBus = try await makeBenchmarkBus(server) { $0.groupConsumer = .push }
-        // The bus created its stream; fill it with events as the bus publishes them.
-        try RawJetStream(server).preloadWorkload(messages, asEvents: true)
-        return (bus: eventBus, iterations: IterationCounter())
-    } teardown: { fixture in
-        await fixture.bus.close()
-    }
+    registerEventBusConsume(
+        name: "W7 EventBus", configuration: configuration, messages: messages, groupPrefix: "w7-bus",
+        subscribeMeasured: true
+    ) { $0.groupConsumer = .push }
 }
 
 /// Raw cnats's W7, on plain messages or (`eventHeaders`) on the messages the EventBus stores.
