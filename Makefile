@@ -1,7 +1,7 @@
 # Entry points for people and CI. `make test` is what CI runs (.ci/run).
 SWIFT ?= $(shell command -v swift 2>/dev/null || echo /opt/swift/usr/bin/swift)
 
-.PHONY: deps build test test-unit demo reliability reliability-short clean
+.PHONY: deps build test test-unit demo bench bench-quick reliability reliability-short clean
 
 ## Install system packages and the project virtualenv (idempotent).
 deps:
@@ -28,6 +28,16 @@ demo: deps
 ## Only the tests that need no nats-server.
 test-unit: deps
 	$(SWIFT) test --skip 'NATSConnectionTests|NATSConnectionServiceTests|NATSTests.ReadmeExampleTests|JetStreamTests|JetStreamConsumerTests|JetStreamConformanceTests|InteropTests|rolesAsSeparateProcesses|factoryMakesTheChosenBackend|unreachableServer|EventBusReliabilityTests.ReliabilityTests'
+
+## Every benchmark (Benchmarks/, package-benchmark): raw cnats, the NATS module and the EventBus
+## side by side in 5 interleaved rounds, then docs/performance.md from the results (about 15
+## minutes on 2 cores, plus a first release build of about 3).
+bench: deps
+	Benchmarks/run.sh full
+
+## The server-free benchmarks (in-memory bus, micro), briefly: what CI runs.
+bench-quick: deps
+	Benchmarks/run.sh quick
 
 ## Fault tests, long profile (more kills, step-downs and events; about 15 minutes, needs root for
 ## the multi-host tests). Figures: .build/reliability/long.md, the source of docs/reliability.md.
