@@ -247,17 +247,8 @@ public final class NATSConnection: Sendable {
     /// millisecond for more: a pull consumer's next request must not sit in the buffer while the
     /// server runs out of requested messages.
     func publishNow(subject: String, body: String, replyTo: String) throws(NATSError) {
-        var body = body
-        let result = body.withUTF8 { bytes in
-            Result { () throws(NATSError) in
-                try checkSize(payloadCount: bytes.count, headers: NATSHeaders(), subject: subject)
-                try native.publishNow(subject: subject, replyTo: replyTo, payload: UnsafeRawBufferPointer(bytes))
-            }
-        }
-        do {
-            try result.get()
-        } catch where error.code == .notConnected {
-            throw notConnectedError()
+        try publishControl(body: body, subject: subject) { bytes throws(NATSError) in
+            try native.publishNow(subject: subject, replyTo: replyTo, payload: bytes)
         }
     }
 
@@ -265,7 +256,7 @@ public final class NATSConnection: Sendable {
     /// flow-control reply): not validated again, only sized. For the client's own protocol
     /// replies, which run once per message received.
     func publishToServerSubject(_ subject: String, body: String) throws(NATSError) {
-        try publishProtocolReply(body: body, subject: subject) { bytes throws(NATSError) in
+        try publishControl(body: body, subject: subject) { bytes throws(NATSError) in
             try native.publish(subject: subject, replyTo: nil, payload: bytes)
         }
     }
@@ -274,15 +265,16 @@ public final class NATSConnection: Sendable {
     /// (NUL-terminated bytes in a payload slab): acknowledging a JetStream message builds no
     /// `String`.
     func publishToServerSubject(_ reply: MessageAcknowledgement, body: String) throws(NATSError) {
-        try publishProtocolReply(body: body, subject: reply.subject) { bytes throws(NATSError) in
+        try publishControl(body: body, subject: reply.subject) { bytes throws(NATSError) in
             try reply.withSubjectCString { subject in
                 Result { () throws(NATSError) in try native.publish(subjectCString: subject, payload: bytes) }
             }.get()
         }
     }
 
-    /// The size check and error mapping of the two above; `subject` is only built for an error.
-    private func publishProtocolReply(
+    /// The size check and error mapping of the client's own small control messages (pull
+    /// requests, acks, flow-control replies); `subject` is only built for an error.
+    private func publishControl(
         body: String,
         subject: @autoclosure () -> String,
         send: (UnsafeRawBufferPointer) throws(NATSError) -> Void

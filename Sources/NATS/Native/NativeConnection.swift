@@ -127,14 +127,28 @@ final class NativeConnection: @unchecked Sendable {
         }
         try replyTo.withCString { reply in
             Result { () throws(NATSError) in
-                let message = try NativeMessage.makeOutgoingWithBlock(
-                    subject: subject, replyC: reply, headers: NATSHeaders(), payload: payload)!
-                // natsConn_publish copies what it sends; the message stays ours to destroy.
-                defer { NativeMessage.destroy(message) }
-                let status = NativeInternals.publish(message, on: pointer, now: true)
-                if status != NATS_OK { throw NativeStatus.error(status, "publishing to '\(subject)'") }
+                try writeNow(
+                    on: pointer, subject: subject, replyC: reply, headers: NATSHeaders(), payload: payload,
+                    what: "publishing to")
             }
         }.get()
+    }
+
+    /// Builds the message and writes it through cnats's internal publish with its direct flush
+    /// (``canPublishNow`` must be true). `what` begins the error message, before the subject.
+    private func writeNow(
+        on pointer: OpaquePointer,
+        subject: String,
+        replyC: UnsafePointer<CChar>,
+        headers: NATSHeaders,
+        payload: UnsafeRawBufferPointer,
+        what: String
+    ) throws(NATSError) {
+        let message = try NativeMessage.makeOutgoingWithBlock(subject: subject, replyC: replyC, headers: headers, payload: payload)!
+        // natsConn_publish copies what it sends; the message stays ours to destroy.
+        defer { NativeMessage.destroy(message) }
+        let status = NativeInternals.publish(message, on: pointer, now: true)
+        if status != NATS_OK { throw NativeStatus.error(status, "\(what) '\(subject)'") }
     }
 
     /// Publishes without headers to a subject given as NUL-terminated bytes (a reply subject kept
@@ -194,12 +208,8 @@ final class NativeConnection: @unchecked Sendable {
             let reply = UnsafePointer(buffer.baseAddress!)
             if now {
                 return Result { () throws(NATSError) in
-                    let message = try NativeMessage.makeOutgoingWithBlock(
-                        subject: subject, replyC: reply, headers: headers, payload: payload)!
-                    // natsConn_publish copies what it sends; the message stays ours to destroy.
-                    defer { NativeMessage.destroy(message) }
-                    let status = NativeInternals.publish(message, on: pointer, now: true)
-                    if status != NATS_OK { throw NativeStatus.error(status, "requesting on '\(subject)'") }
+                    try writeNow(
+                        on: pointer, subject: subject, replyC: reply, headers: headers, payload: payload, what: "requesting on")
                 }
             }
             if headers.isEmpty {
