@@ -18,11 +18,7 @@ enum NativeMessage {
         let headers = headers(of: message, payloads: &payloads)
         let subject = subjects.string(for: natsMsg_GetSubject(message))
         let reply = natsMsg_GetReply(message).flatMap { $0.pointee == 0 ? nil : String(cString: $0) }
-        let data = natsMsg_GetData(message)
-        let length = data == nil ? 0 : Int(natsMsg_GetDataLength(message))
-        return NATSMessage(
-            subject: subject, replyTo: reply, headers: headers,
-            payload: payloads.copy(UnsafeRawBufferPointer(start: data, count: length)))
+        return NATSMessage(subject: subject, replyTo: reply, headers: headers, payload: payload(of: message, payloads: &payloads))
     }
 
     /// Copies a message for a JetStream consumer: like ``copy(_:payloads:subjects:)``, but the
@@ -40,11 +36,7 @@ enum NativeMessage {
         if let replyC = natsMsg_GetReply(message), replyC.pointee != 0 {
             reply = MessageAcknowledgement(subject: UnsafeRawBufferPointer(start: replyC, count: strlen(replyC)), slabs: &payloads)
         }
-        let data = natsMsg_GetData(message)
-        let length = data == nil ? 0 : Int(natsMsg_GetDataLength(message))
-        let copy = NATSMessage(
-            subject: subject, replyTo: nil, headers: headers,
-            payload: payloads.copy(UnsafeRawBufferPointer(start: data, count: length)))
+        let copy = NATSMessage(subject: subject, replyTo: nil, headers: headers, payload: payload(of: message, payloads: &payloads))
         return ConsumerDelivery(message: copy, reply: reply)
     }
 
@@ -53,15 +45,16 @@ enum NativeMessage {
     static func copy(_ message: OpaquePointer, payloads: inout PayloadSlabWriter) -> NATSMessage {
         let subject = natsMsg_GetSubject(message).map { String(cString: $0) } ?? ""
         let reply = natsMsg_GetReply(message).flatMap { $0.pointee == 0 ? nil : String(cString: $0) }
-        let length = Int(natsMsg_GetDataLength(message))
-        let payload: NATSPayload
-        if length > 0, let data = natsMsg_GetData(message) {
-            payload = payloads.copy(UnsafeRawBufferPointer(start: data, count: length))
-        } else {
-            payload = NATSPayload()
-        }
+        let payload = payload(of: message, payloads: &payloads)
         return NATSMessage(
             subject: subject, replyTo: reply, headers: headers(of: message, payloads: &payloads), payload: payload)
+    }
+
+    /// The message's payload, copied into the slabs (no copy and no slab space when empty).
+    private static func payload(of message: OpaquePointer, payloads: inout PayloadSlabWriter) -> NATSPayload {
+        let length = Int(natsMsg_GetDataLength(message))
+        guard length > 0, let data = natsMsg_GetData(message) else { return NATSPayload() }
+        return payloads.copy(UnsafeRawBufferPointer(start: data, count: length))
     }
 
     /// A one-off copy, for replies to requests: the payload gets an allocation of its own.
