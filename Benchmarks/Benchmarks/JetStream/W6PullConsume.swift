@@ -25,28 +25,13 @@ func registerW6() {
     registerW6Raw(name: "W6 raw", configuration: configuration, eventHeaders: false)
     registerW6Raw(name: "W6 raw events", configuration: configuration, eventHeaders: true)
 
-    liveBenchmark("W6 NATS", configuration: configuration) { benchmark, module in
-        let (connection, iterations) = module
-        let durable = "w6-nats-\(iterations.next())"
-        let js = connection.jetStream()
-        try await js.ensureConsumer(stream: Workload.streamName, .workload(durable: durable))
-        let consumer = try await js.pullConsumer(
-            stream: Workload.streamName, name: durable, options: .init(batch: Workload.w6Batch))
-        benchmark.startMeasurement()
-        let meter = ThroughputMeter()
-        let received = try await receiveAndAck(consumer, count: messages)
-        try await connection.flush()
-        meter.finish(benchmark, operations: messages)
-        benchmark.stopMeasurement()
-        consumer.stop()
-        try await js.deleteConsumer(stream: Workload.streamName, name: durable)
-        if received != messages { benchmark.error("received \(received) of \(messages)") }
-    } setup: { server -> (connection: NATSConnection, iterations: IterationCounter) in
-        _ = try RawJetStream.workloadStream(on: server, preloaded: messages)
-        return (connection: try await NATSConnection.connectForBenchmark(server), iterations: IterationCounter())
-    } teardown: { module in
-        await module.connection.close()
-    }
+    registerNATSConsume(
+        name: "W6 NATS", configuration: configuration, messages: messages, durablePrefix: "w6-nats", consumerMeasured: false,
+        makeConsumer: { js, durable, _ in
+            try await js.ensureConsumer(stream: Workload.streamName, .workload(durable: durable))
+            return try await js.pullConsumer(stream: Workload.streamName, name: durable, options: .init(batch: Workload.w6Batch))
+        },
+        stop: { $0.stop() })
 
     registerEventBusConsume(
         name: "W6 EventBus", configuration: configuration, messages: messages, groupPrefix: "w6-bus",

@@ -44,29 +44,14 @@ func registerW7() {
     registerW7Raw(name: "W7 raw", configuration: configuration, eventHeaders: false)
     registerW7Raw(name: "W7 raw events", configuration: configuration, eventHeaders: true)
 
-    liveBenchmark("W7 NATS", configuration: configuration) { benchmark, module in
-        let (connection, iterations) = module
-        let iteration = iterations.next()
-        let durable = "w7-nats-\(iteration)"
-        let js = connection.jetStream()
-        let consumerConfiguration = NATSConsumerConfiguration.workload(
-            durable: durable, deliverSubject: "w7.deliver.nats.\(iteration)")
-        benchmark.startMeasurement()
-        let meter = ThroughputMeter()
-        let consumer = try await js.pushConsumer(stream: Workload.streamName, configuration: consumerConfiguration)
-        let received = try await receiveAndAck(consumer, count: messages)
-        try await connection.flush()
-        meter.finish(benchmark, operations: messages)
-        benchmark.stopMeasurement()
-        consumer.stop()
-        try await js.deleteConsumer(stream: Workload.streamName, name: durable)
-        if received != messages { benchmark.error("received \(received) of \(messages)") }
-    } setup: { server -> (connection: NATSConnection, iterations: IterationCounter) in
-        _ = try RawJetStream.workloadStream(on: server, preloaded: messages)
-        return (connection: try await NATSConnection.connectForBenchmark(server), iterations: IterationCounter())
-    } teardown: { module in
-        await module.connection.close()
-    }
+    registerNATSConsume(
+        name: "W7 NATS", configuration: configuration, messages: messages, durablePrefix: "w7-nats", consumerMeasured: true,
+        makeConsumer: { js, durable, iteration in
+            try await js.pushConsumer(
+                stream: Workload.streamName,
+                configuration: .workload(durable: durable, deliverSubject: "w7.deliver.nats.\(iteration)"))
+        },
+        stop: { $0.stop() })
 
     registerEventBusConsume(
         name: "W7 EventBus", configuration: configuration, messages: messages, groupPrefix: "w7-bus",

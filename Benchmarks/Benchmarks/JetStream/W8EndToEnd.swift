@@ -49,6 +49,36 @@ private final class Receipts: Sendable {
     func watch() -> Task<Void, Never> {
         startWatchdog(progress: { self.count.load(ordering: .relaxed) }, onStall: { self.signal.fail() })
     }
+
+    /// A task that takes the time of each message `consumer` delivers and acks it.
+    func receive<Consumer: AsyncSequence & Sendable>(_ consumer: Consumer) -> Task<Void, any Error>
+    where Consumer.Element == NATSJetStreamMessage {
+        Task {
+            for try await message in consumer {
+                received()
+                try message.ack()
+            }
+        }
+    }
+
+    /// The measured part: `messages` publishes one at a time, each timed from its start until
+    /// the subscriber took its time, the next only once it did.
+    func measure(_ benchmark: Benchmark, messages: Int, publish: () async throws -> Void) async throws {
+        benchmark.startMeasurement()
+        var recorder = LatencyRecorder(capacity: messages)
+        for index in 0..<messages {
+            let start = Clocks.monotonicNanos()
+            try await publish()
+            guard await signal.wait() else {
+                benchmark.error("message \(index) did not arrive")
+                return
+            }
+            recorder.record(nanos: lastReceivedAt.load(ordering: .acquiring) - start)
+        }
+        recorder.stop()
+        benchmark.stopMeasurement()
+        recorder.finish(benchmark)
+    }
 }
 
 func registerW8() {
@@ -79,20 +109,9 @@ func registerW8() {
             watchdog.cancel()
             receiver.cancel()
         }
-        benchmark.startMeasurement()
-        var recorder = LatencyRecorder(capacity: messages)
-        for index in 0..<messages {
-            let start = Clocks.monotonicNanos()
+        try await receipts.measure(benchmark, messages: messages) {
             blackHole(try await publisher.publish(benchmarkEvent()))
-            guard await receipts.signal.wait() else {
-                benchmark.error("event \(index) did not arrive")
-                return
-            }
-            recorder.record(nanos: receipts.lastReceivedAt.load(ordering: .acquiring) - start)
         }
-        recorder.stop()
-        benchmark.stopMeasurement()
-        recorder.finish(benchmark)
         await subscription.close()
     } setup: { server in
         // Two buses on one stream: the publishing service and the subscribing one, each with its
@@ -191,42 +210,26 @@ private func registerW8NATS(
         let consumerConfiguration = NATSConsumerConfiguration.workload(
             durable: durable, deliverSubject: pull ? nil : "w8.deliver.nats.\(variant)\(iteration)", deliverNew: true)
         let receipts = Receipts()
-        let consumer: NATSPushConsumer?
-        var pullConsumer: NATSPullConsumer?
-        let handlerSubscription: NATSHandlerSubscription?
+        let js = subscriber.jetStream()
         let receiver: Task<Void, any Error>?
+        let stopSubscriber: () -> Void
         if pull {
-            consumer = nil
-            handlerSubscription = nil
-            let js = subscriber.jetStream()
             try await js.ensureConsumer(stream: Workload.streamName, consumerConfiguration)
-            let iterated = try await js.pullConsumer(stream: Workload.streamName, name: durable)
-            pullConsumer = iterated
-            receiver = Task {
-                for try await message in iterated {
-                    receipts.received()
-                    try message.ack()
-                }
-            }
+            let consumer = try await js.pullConsumer(stream: Workload.streamName, name: durable)
+            receiver = receipts.receive(consumer)
+            stopSubscriber = consumer.stop
         } else if handler {
-            consumer = nil
-            receiver = nil
-            handlerSubscription = try await subscriber.jetStream().pushConsumer(
-                stream: Workload.streamName, configuration: consumerConfiguration
-            ) { message in
+            let subscription = try await js.pushConsumer(stream: Workload.streamName, configuration: consumerConfiguration) {
+                message in
                 receipts.received()
                 try? message.ack()
             }
+            receiver = nil
+            stopSubscriber = subscription.unsubscribe
         } else {
-            handlerSubscription = nil
-            let iterated = try await subscriber.jetStream().pushConsumer(stream: Workload.streamName, configuration: consumerConfiguration)
-            consumer = iterated
-            receiver = Task {
-                for try await message in iterated {
-                    receipts.received()
-                    try message.ack()
-                }
-            }
+            let consumer = try await js.pushConsumer(stream: Workload.streamName, configuration: consumerConfiguration)
+            receiver = receipts.receive(consumer)
+            stopSubscriber = consumer.stop
         }
         let watchdog = receipts.watch()
         defer {
@@ -234,26 +237,13 @@ private func registerW8NATS(
             receiver?.cancel()
         }
         try await subscriber.flush()
-        benchmark.startMeasurement()
-        let js = publisher.jetStream()
-        var recorder = LatencyRecorder(capacity: messages)
+        let publishing = publisher.jetStream()
         let payload = Workload.payload
-        for index in 0..<messages {
-            let start = Clocks.monotonicNanos()
-            blackHole(try await js.publish(subject: Workload.jetStreamSubject, payload: payload))
-            guard await receipts.signal.wait() else {
-                benchmark.error("message \(index) did not arrive")
-                return
-            }
-            recorder.record(nanos: receipts.lastReceivedAt.load(ordering: .acquiring) - start)
+        try await receipts.measure(benchmark, messages: messages) {
+            blackHole(try await publishing.publish(subject: Workload.jetStreamSubject, payload: payload))
         }
-        recorder.stop()
-        benchmark.stopMeasurement()
-        recorder.finish(benchmark)
-        consumer?.stop()
-        pullConsumer?.stop()
-        handlerSubscription?.unsubscribe()
-        try await subscriber.jetStream().deleteConsumer(stream: Workload.streamName, name: durable)
+        stopSubscriber()
+        try await js.deleteConsumer(stream: Workload.streamName, name: durable)
     } setup: { server -> (publisher: NATSConnection, subscriber: NATSConnection, iterations: IterationCounter) in
         _ = try RawJetStream.workloadStream(on: server)
         return (

@@ -2,6 +2,45 @@ import Benchmark
 import BenchmarkSupport
 import EventBus
 import EventBusJetStream
+import NATS
+
+/// W6 and W7 through the NATS module: per iteration a new durable consumer that `makeConsumer`
+/// creates on the preloaded stream, acking every message, then stopped and deleted. With
+/// `consumerMeasured` creating it is part of the measured time, as it is in that workload's raw
+/// variant.
+func registerNATSConsume<Consumer: AsyncSequence & Sendable>(
+    name: String,
+    configuration: Benchmark.Configuration,
+    messages: Int,
+    durablePrefix: String,
+    consumerMeasured: Bool,
+    makeConsumer: @escaping @Sendable (_ js: NATSJetStream, _ durable: String, _ iteration: Int) async throws -> Consumer,
+    stop: @escaping @Sendable (Consumer) -> Void
+) where Consumer.Element == NATSJetStreamMessage {
+    liveBenchmark(name, configuration: configuration) { benchmark, module in
+        let (connection, iterations) = module
+        let iteration = iterations.next()
+        let durable = "\(durablePrefix)-\(iteration)"
+        let js = connection.jetStream()
+        let createdFirst = consumerMeasured ? nil : try await makeConsumer(js, durable, iteration)
+        benchmark.startMeasurement()
+        let meter = ThroughputMeter()
+        let consumer: Consumer
+        if let createdFirst { consumer = createdFirst } else { consumer = try await makeConsumer(js, durable, iteration) }
+        let received = try await receiveAndAck(consumer, count: messages)
+        try await connection.flush()
+        meter.finish(benchmark, operations: messages)
+        benchmark.stopMeasurement()
+        stop(consumer)
+        try await js.deleteConsumer(stream: Workload.streamName, name: durable)
+        if received != messages { benchmark.error("received \(received) of \(messages)") }
+    } setup: { server -> (connection: NATSConnection, iterations: IterationCounter) in
+        _ = try RawJetStream.workloadStream(on: server, preloaded: messages)
+        return (connection: try await NATSConnection.connectForBenchmark(server), iterations: IterationCounter())
+    } teardown: { module in
+        await module.connection.close()
+    }
+}
 
 /// W6 and W7 through the EventBus: a bus configured by `adjust` (how its groups consume), a stream
 /// preloaded with `messages` events as the bus publishes them, and per iteration a new group that
