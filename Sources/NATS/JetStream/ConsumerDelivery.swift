@@ -21,3 +21,14 @@ struct ConsumerDelivery: Sendable {
     /// The size this delivery counts for in buffer limits.
     var bufferedSize: Int { message.bufferedSize }
 }
+
+extension SubscriptionHandle where Element == ConsumerDelivery {
+    /// Unsubscribes and hands the stream messages received but never handed to the consumer back
+    /// to the server at once (`-NAK`). A failed publish leaves a message to its ack wait.
+    func stopReturningUndelivered(on connection: NATSConnection) {
+        for delivery in stopReturningPending() {
+            guard let reply = delivery.reply, reply.isJetStreamAck else { continue }
+            try? connection.publishToServerSubject(reply, body: "-NAK")
+        }
+    }
+}

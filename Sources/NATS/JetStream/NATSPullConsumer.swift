@@ -79,10 +79,7 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
     /// the server at once (`-NAK`), so that another member gets them now instead of after their
     /// ack wait.
     public func stopReturningUndelivered() {
-        for delivery in handle.stopReturningPending() {
-            guard let reply = delivery.reply, reply.isJetStreamAck else { continue }
-            try? connection.publishToServerSubject(reply, body: "-NAK")
-        }
+        handle.stopReturningUndelivered(on: connection)
     }
 
     /// Requests up to `batch` messages and returns what arrived within `maxWait` (possibly none).

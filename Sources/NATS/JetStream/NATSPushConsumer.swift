@@ -37,10 +37,7 @@ public final class NATSPushConsumer: AsyncSequence, Sendable {
     /// the server at once (`-NAK`), so that another member gets them now instead of after their
     /// ack wait.
     public func stopReturningUndelivered() {
-        for delivery in handle.stopReturningPending() {
-            guard let reply = delivery.reply, reply.isJetStreamAck else { continue }
-            try? connection.publishToServerSubject(reply, body: "-NAK")
-        }
+        handle.stopReturningUndelivered(on: connection)
     }
 
     /// Creates the iterator.
