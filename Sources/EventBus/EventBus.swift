@@ -19,6 +19,11 @@ public protocol EventBus: Sendable {
     /// `closed` after ``close()``.
     @discardableResult
     func publish(_ event: Event) async throws -> PublishReceipt
+    /// Stores a batch of events and returns their receipts in order, once the backend accepted
+    /// every one. The fast way to publish many events: no task per event. See
+    /// ``EventBus/publish(contentsOf:)`` in the extension for the failure rules.
+    @discardableResult
+    func publish(contentsOf events: [Event]) async throws -> [PublishReceipt]
 
     /// Subscribes to the events whose subject matches `pattern`.
     ///

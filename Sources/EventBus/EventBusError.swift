@@ -60,6 +60,9 @@ public struct EventBusError: Error, Sendable, CustomStringConvertible {
     public var file: String
     /// The source line that raised the error.
     public var line: Int
+    /// For a failed ``EventBus/publish(contentsOf:)``: the outcome of every event of the batch, in
+    /// order (a receipt, or why that event is not known to be stored). `nil` for other errors.
+    public var batchOutcomes: [Result<PublishReceipt, EventBusError>]?
 
     /// Creates an error. `isRetriable` defaults to what the code usually means.
     public init(

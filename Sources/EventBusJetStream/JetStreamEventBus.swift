@@ -9,56 +9,52 @@ import Synchronization
 /// same events.
 ///
 /// - `publish` sends the event with `Nats-Msg-Id` = event id and returns when the stream stored
-///   it (the receipt carries the stream sequence and whether it was a duplicate). A publish that
-///   is alone goes out at once on a second, SendAsap connection (cnats's flusher would hold it up
-///   to a millisecond); while other publishes are in flight it joins them in the bounded window
-///   of asynchronous publishes on the main connection, which cnats batches into few writes.
-///   Requests and replies also use the SendAsap connection.
+///   it (the receipt carries the stream sequence and whether it was a duplicate). Every publish,
+///   lone or one of many, goes through one engine: a bounded window of publishes awaiting their
+///   acks on the bus's one connection. A publish that finds the window empty is written at once
+///   (one round trip); while others are in flight cnats batches the writes.
+///   ``publish(contentsOf:)`` publishes a batch without a task per event.
 /// - `subscribe` with a group binds to the durable pull consumer of that group and pattern (created
 ///   on first use, named `<group>-<hash of the pattern>`); without a group it creates an ephemeral
 ///   consumer. Both start where ``SubscriptionOptions/start`` says (an existing group resumes).
+///   `subscribe` returns once the consumer exists on the server.
 /// - `request` sends a core NATS request (not stored) to the subscribers of the subject; a
 ///   subscriber answers with `delivery.respond`.
 /// - Dead letters are published to the stream under the dead-letter subject, with the headers
 ///   named in ``DeadLetter``, once per event even if several members race.
 ///
-/// The bus starts itself on first use (connect, ensure the stream); call ``start()`` to fail early
-/// on a bad configuration or an unreachable server. As a `Service`, ``run()`` starts it, holds it
-/// open, drains on graceful shutdown and closes on cancellation.
+/// Run the bus as a `Service` (in a `ServiceGroup`, or call ``run()``): `run()` connects, owns
+/// the bus's background work (it turns the server's max-deliveries advisories into dead letters
+/// for events whose ack wait expired on their last attempt), drains on graceful shutdown and
+/// closes on cancellation. Publishing and subscribing also start the bus on first use (connect,
+/// ensure the stream), and ``start()`` fails early on a bad configuration or an unreachable
+/// server; without `run()` everything works except that dead-lettering of expired last attempts
+/// waits until `run()` is called (a warning says so).
 public final class JetStreamEventBus: EventBus, Service {
     /// The configuration.
     public let configuration: Configuration
     let logger: Logger
     private let state = Mutex(State())
     let ledger = DeliveryLedger()
-    /// Publishes between their start and their ack, by either path: a publish that finds none
-    /// is alone and goes out at once on the SendAsap connection.
-    private let publishesInFlight = Atomic<Int>(0)
+    /// Max-deliveries advisories waiting for ``run()`` to dead-letter their events.
+    let maxDeliveries: MaxDeliveriesQueue
 
     /// A class, not a struct: every publish and subscribe reads it, and one reference costs one
-    /// retain where a struct of six references cost six (and as many releases).
+    /// retain where a struct of several references cost as many.
     final class Ready: Sendable {
-        /// Consumers, acks, the asynchronous publisher, stream and consumer management.
+        /// Consumers, acks, publishes, requests and replies, stream and consumer management.
         let connection: NATSConnection
         let jetStream: NATSJetStream
+        /// The one publish engine: a bounded window of publishes awaiting their acks.
         let publisher: NATSJetStreamPublisher
-        let replies: ReplyMultiplexer
-        /// The same servers with SendAsap: every publish is written at once. For latency:
-        /// lone publishes (a JetStream request through its request multiplexer), requests and
-        /// replies.
-        let direct: NATSConnection
-        let directJetStream: NATSJetStream
+        /// The stream's max-deliveries advisories (one subscription per bus).
+        let advisories: NATSHandlerSubscription
 
-        init(
-            connection: NATSConnection, jetStream: NATSJetStream, publisher: NATSJetStreamPublisher,
-            replies: ReplyMultiplexer, direct: NATSConnection, directJetStream: NATSJetStream
-        ) {
+        init(connection: NATSConnection, jetStream: NATSJetStream, publisher: NATSJetStreamPublisher, advisories: NATSHandlerSubscription) {
             self.connection = connection
             self.jetStream = jetStream
             self.publisher = publisher
-            self.replies = replies
-            self.direct = direct
-            self.directJetStream = directJetStream
+            self.advisories = advisories
         }
     }
 
@@ -76,10 +72,11 @@ public final class JetStreamEventBus: EventBus, Service {
         var stopWaiters: [CheckedContinuation<Void, Never>] = []
     }
 
-    /// Creates a bus; nothing is connected until ``start()`` or the first operation.
+    /// Creates a bus; nothing is connected until ``run()``, ``start()`` or the first operation.
     public init(configuration: Configuration, logger: Logger = Logger(label: "eventbus.jetstream")) {
         self.configuration = configuration
         self.logger = logger
+        maxDeliveries = MaxDeliveriesQueue(logger: logger)
     }
 
     /// What this backend provides: everything the conformance suite knows.
@@ -118,7 +115,7 @@ public final class JetStreamEventBus: EventBus, Service {
             throw EventBusError(.closed, "the JetStream event bus is closed")
         case .start:
             // This caller runs the start; the others wait for its result.
-            let result = await Self.performStart(configuration: configuration, logger: logger)
+            let result = await performStart()
             let (waiters, closedMeanwhile) = state.withLock { state -> ([CheckedContinuation<Result<Ready, EventBusError>, Never>], Bool) in
                 guard case .starting(let waiters) = state.phase else { return ([], true) }
                 switch result {
@@ -130,7 +127,6 @@ public final class JetStreamEventBus: EventBus, Service {
             if closedMeanwhile {
                 if case .success(let ready) = result {
                     await ready.connection.close()
-                    await ready.direct.close()
                 }
                 throw EventBusError(.closed, "the JetStream event bus was closed while starting")
             }
@@ -154,7 +150,7 @@ public final class JetStreamEventBus: EventBus, Service {
         }
     }
 
-    private static func performStart(configuration: Configuration, logger: Logger) async -> Result<Ready, EventBusError> {
+    private func performStart() async -> Result<Ready, EventBusError> {
         do throws(NATSError) {
             try configuration.validate()
         } catch {
@@ -169,37 +165,30 @@ public final class JetStreamEventBus: EventBus, Service {
                 EventBusError(.backendUnavailable, "cannot connect to NATS at \(servers): \(error.message)", underlying: error))
         }
         let jetStream = connection.jetStream(timeout: configuration.publishTimeout)
-        var directConfiguration = configuration.connection
-        directConfiguration.sendAsap = true
-        directConfiguration.name = (configuration.connection.name ?? "eventbus") + "-direct"
-        let direct: NATSConnection
-        do {
-            direct = try await NATSConnection.connect(configuration: directConfiguration, logger: logger)
-        } catch {
-            await connection.close()
-            return .failure(
-                EventBusError(.backendUnavailable, "cannot connect to NATS at \(servers): \(error.message)", underlying: error))
-        }
         do {
             // Each attempt waits 2 s at most (less if publishes time out sooner): a stream without a
             // leader leaves requests unanswered, and waiting the full publish timeout (10 s by
             // default) per attempt used a third of the retry budget on one request.
             let attemptTimeout = min(configuration.publishTimeout, .seconds(2))
-            try await ensureStreamThroughElections(
+            try await Self.ensureStreamThroughElections(
                 connection.jetStream(timeout: attemptTimeout), configuration.stream, logger: logger)
             let publisher = try await jetStream.makePublisher(
                 configuration: .init(maxPending: configuration.maxPendingPublishes, ackTimeout: configuration.publishTimeout))
-            let replies = try await ReplyMultiplexer.make(connection: direct)
+            // One subscription for the whole stream; the queue keeps only advisories of consumers
+            // this process has members of, for run() to handle off the delivery path.
+            let queue = maxDeliveries
+            let advisories = try await connection.subscribeWithHandler(
+                to: "\(maxDeliveriesAdvisoryPrefix)\(configuration.streamName).*",
+                handler: { [weak self] message in
+                    guard let self else { return }
+                    queue.offer(message, isLocal: { self.subscriptionOptions(forConsumer: $0) != nil })
+                })
             logger.info(
                 "JetStream event bus ready",
                 metadata: ["servers": "\(servers)", "stream": "\(configuration.streamName)", "subjects": "\(configuration.effectiveStreamSubjects)"])
-            return .success(
-                Ready(
-                    connection: connection, jetStream: jetStream, publisher: publisher, replies: replies, direct: direct,
-                    directJetStream: direct.jetStream(timeout: configuration.publishTimeout)))
+            return .success(Ready(connection: connection, jetStream: jetStream, publisher: publisher, advisories: advisories))
         } catch {
             await connection.close()
-            await direct.close()
             return .failure(
                 EventBusError(
                     .backendUnavailable,
@@ -250,18 +239,14 @@ public final class JetStreamEventBus: EventBus, Service {
         for waiter in stopWaiters { waiter.resume() }
         if alreadyClosed { return }
         for subscription in subscriptions { await subscription.close() }
+        maxDeliveries.finish()
         guard let ready else { return }
+        ready.advisories.unsubscribe()
         await ready.publisher.close()
-        ready.replies.close()
         do {
             try await ready.connection.drain(timeout: .seconds(10))
         } catch {
             logger.warning("draining the NATS connection did not finish in time", metadata: ["error": "\(error)"])
-        }
-        do {
-            try await ready.direct.drain(timeout: .seconds(10))
-        } catch {
-            logger.warning("draining the direct NATS connection did not finish in time", metadata: ["error": "\(error)"])
         }
     }
 
@@ -287,13 +272,24 @@ public final class JetStreamEventBus: EventBus, Service {
         for waiter in waiters { waiter.resume() }
     }
 
-    /// Starts the bus and holds it until graceful shutdown or cancellation, then closes it
-    /// (draining what is in flight).
+    /// Starts the bus, runs its background work until graceful shutdown or cancellation, then
+    /// closes it: subscriptions end and hand back what they hold, publishes in flight get their
+    /// outcome, the connection drains.
+    ///
+    /// The background work: events whose ack wait expired on their last attempt are announced by
+    /// the server in an advisory, and moved to the dead-letter subject here (read back from the
+    /// stream and published), never on a subscriber's delivery path.
     public func run() async throws {
         try await start()
+        maxDeliveries.markRunning()
         await withGracefulShutdownHandler {
             await withTaskCancellationHandler {
-                await waitUntilStopRequested()
+                await withTaskGroup(of: Void.self) { group in
+                    group.addTask { await self.deadLetterExpiredLastAttempts() }
+                    await waitUntilStopRequested()
+                    maxDeliveries.finish()
+                    await group.waitForAll()
+                }
             } onCancel: {
                 requestStop()
             }
@@ -314,39 +310,78 @@ public final class JetStreamEventBus: EventBus, Service {
     }
 
     /// Publishes an event and returns once the stream stored it.
+    ///
+    /// Cancelling the task while it waits for the ack throws `CancellationError` (the event may or
+    /// may not be stored; publishing it again with the same id stores it once). A publish that
+    /// gets no ack within ``Configuration/publishTimeout`` fails with a retriable `.timeout`.
     @discardableResult
     public func publish(_ event: Event) async throws -> PublishReceipt {
         try event.validateForPublish()
         return try await publish(event, messageID: event.id)
     }
 
-    ///
-    /// Cancelling the task while a lone publish waits for its ack throws `CancellationError`
-    /// (the event may or may not be stored; publishing it again with the same id stores it once).
     func publish(_ event: Event, messageID: String) async throws -> PublishReceipt {
         let ready = try await ready()
-        let headers = CloudEventsNATSBinding.headers(for: event)
-        let subject = natsSubject(for: event.subject)
-        let ack: NATSPublishAck
-        let alone = publishesInFlight.add(1, ordering: .relaxed).oldValue == 0
-        defer { publishesInFlight.subtract(1, ordering: .relaxed) }
-        do {
-            if alone {
-                // Alone: a JetStream request on the SendAsap connection leaves at once.
-                ack = try await ready.directJetStream.publish(
-                    subject: subject, payload: event.data, headers: headers, options: .init(messageID: messageID))
-            } else {
-                // Others are in flight: join their window; cnats batches the writes.
-                let pending = try await ready.publisher.publish(
-                    subject: subject, payload: event.data, headers: headers, options: .init(messageID: messageID))
-                ack = try await pending.ack()
-            }
-        } catch where error.code == .cancelled {
+        let pending = try await send(event, messageID: messageID, on: ready)
+        switch await pending.result() {
+        case .success(let ack):
+            return PublishReceipt(sequence: ack.sequence, duplicate: ack.duplicate, stream: ack.stream)
+        case .failure(let error) where error.code == .cancelled:
             throw CancellationError()
+        case .failure(let error):
+            throw EventBusError(mapping: error, what: "publishing '\(event.subject)'", fallback: .publishFailed)
+        }
+    }
+
+    /// Publishes a batch through the same window as single publishes: the events are sent as
+    /// fast as the window allows (waiting only while it is full), then their acks are collected
+    /// in order. The rules are those of ``EventBus/publish(contentsOf:)``.
+    @discardableResult
+    public func publish(contentsOf events: [Event]) async throws -> [PublishReceipt] {
+        for event in events { try event.validateForPublish() }
+        let ready = try await ready()
+        var sent: [Result<NATSPendingPublish, EventBusError>] = []
+        sent.reserveCapacity(events.count)
+        for event in events {
+            if Task.isCancelled {
+                sent.append(.failure(EventBusError.notSentBecauseCancelled(event)))
+                continue
+            }
+            do throws(EventBusError) {
+                sent.append(.success(try await send(event, messageID: event.id, on: ready)))
+            } catch {
+                sent.append(.failure(error))
+            }
+        }
+        var outcomes: [Result<PublishReceipt, EventBusError>] = []
+        outcomes.reserveCapacity(events.count)
+        for (index, attempt) in sent.enumerated() {
+            switch attempt {
+            case .failure(let error):
+                outcomes.append(.failure(error))
+            case .success(let pending):
+                // An outcome that is already known costs no suspension.
+                switch await pending.result() {
+                case .success(let ack):
+                    outcomes.append(.success(PublishReceipt(sequence: ack.sequence, duplicate: ack.duplicate, stream: ack.stream)))
+                case .failure(let error):
+                    outcomes.append(
+                        .failure(EventBusError(mapping: error, what: "publishing '\(events[index].subject)'", fallback: .publishFailed)))
+                }
+            }
+        }
+        return try EventBusError.receipts(from: outcomes)
+    }
+
+    /// Hands one event to the publish window (waiting while it is full); the outcome follows.
+    private func send(_ event: Event, messageID: String, on ready: Ready) async throws(EventBusError) -> NATSPendingPublish {
+        do {
+            return try await ready.publisher.publish(
+                subject: natsSubject(for: event.subject), payload: event.data, headers: CloudEventsNATSBinding.headers(for: event),
+                options: .init(messageID: messageID))
         } catch {
             throw EventBusError(mapping: error, what: "publishing '\(event.subject)'", fallback: .publishFailed)
         }
-        return PublishReceipt(sequence: ack.sequence, duplicate: ack.duplicate, stream: ack.stream)
     }
 
     // MARK: Subscribing
@@ -378,6 +413,11 @@ public final class JetStreamEventBus: EventBus, Service {
         return options
     }
 
+    /// This process's open subscriptions.
+    func subscriptions() -> [JetStreamSubscription] {
+        state.withLock { Array($0.subscriptions.values) }
+    }
+
     func forget(_ subscription: JetStreamSubscription) {
         _ = state.withLock { $0.subscriptions.removeValue(forKey: ObjectIdentifier(subscription)) }
     }
@@ -385,14 +425,29 @@ public final class JetStreamEventBus: EventBus, Service {
     // MARK: Request/reply
 
     /// Sends a request to the subscribers of the event's subject and waits for the first reply.
+    ///
+    /// The request goes through the connection's request multiplexer (written at once, the reply
+    /// handed over from cnats's delivery thread). Cancelling the task throws `CancellationError`
+    /// at once, whether or not anybody answers.
     public func request(_ event: Event, timeout: Duration) async throws -> Event {
         try event.validateForPublish()
         if timeout <= .zero { throw EventBusError(.invalidOption, "request timeout \(timeout) must be positive") }
         let ready = try await ready()
         let subject = "\(configuration.requestSubjectPrefix).\(event.subject)"
-        let reply = try await ready.replies.request(
-            subject: subject, headers: CloudEventsNATSBinding.headers(for: event), payload: event.data, timeout: timeout,
-            what: "request '\(event.subject)'")
+        let what = "request '\(event.subject)'"
+        let reply: NATSMessage
+        do {
+            reply = try await ready.connection.request(
+                subject: subject, payload: event.data, headers: CloudEventsNATSBinding.headers(for: event), timeout: timeout)
+        } catch where error.code == .cancelled {
+            throw CancellationError()
+        } catch where error.code == .noResponders {
+            throw EventBusError(.noResponders, "\(what): no subscriber answers requests on '\(event.subject)'", underlying: error)
+        } catch where error.code == .timeout {
+            throw EventBusError(.timeout, "\(what): no reply within \(timeout)", underlying: error)
+        } catch {
+            throw EventBusError(mapping: error, what: what, fallback: .backendUnavailable)
+        }
         let replySubject = reply.headers[CloudEventsNATSBinding.Header.subject] ?? event.subject
         return CloudEventsNATSBinding.event(subject: replySubject, headers: reply.headers, payload: reply.payload.bytes)
     }

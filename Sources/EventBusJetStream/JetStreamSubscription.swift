@@ -8,9 +8,6 @@ import FoundationEssentials
 import Foundation
 #endif
 
-/// The subject prefix of the server's "max deliveries reached" advisories.
-let maxDeliveriesAdvisoryPrefix = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES."
-
 /// One ``EventBus/subscribe(_:options:)`` on JetStream: a pull (or push) consumer for the stored
 /// events and, through the same sequence, the requests sent to the pattern.
 final class JetStreamSubscription: DeliverySource, Sendable {
@@ -119,10 +116,6 @@ final class JetStreamSubscription: DeliverySource, Sendable {
         }
         let batch = max(1, min(configuration.pullBatch, options.maxInFlight))
         let requestSubject = "\(configuration.requestSubjectPrefix).\(pattern.rawValue)"
-        // The server's "max deliveries reached" advisories for this consumer come through the same
-        // sequence (one member of the group handles each), so that an event whose ack wait expired
-        // on its last attempt still reaches the dead-letter subject.
-        let advisorySubject = "\(maxDeliveriesAdvisoryPrefix)\(configuration.streamName).\(info.name)"
         do {
             let consumer: Consumer
             if push {
@@ -131,14 +124,12 @@ final class JetStreamSubscription: DeliverySource, Sendable {
                 bound.deliverPolicy = info.configuration.deliverPolicy
                 let pushConsumer = try await jetStream.pushConsumer(stream: configuration.streamName, configuration: bound)
                 try await pushConsumer.addCompanionSubscription(subject: requestSubject, queueGroup: options.group)
-                try await pushConsumer.addCompanionSubscription(subject: advisorySubject, queueGroup: info.name)
                 consumer = .push(pushConsumer)
             } else {
                 let pullConsumer = try await jetStream.pullConsumer(
                     stream: configuration.streamName, name: info.name,
                     options: .init(batch: batch, expires: .seconds(30), idleHeartbeat: .seconds(5)))
                 try await pullConsumer.addCompanionSubscription(subject: requestSubject, queueGroup: options.group)
-                try await pullConsumer.addCompanionSubscription(subject: advisorySubject, queueGroup: info.name)
                 consumer = .pull(pullConsumer)
             }
             return JetStreamSubscription(
@@ -201,45 +192,8 @@ final class JetStreamSubscription: DeliverySource, Sendable {
                 }
                 // Moved out of the optional (`guard let` would copy it).
                 guard let message = received.take() else { return nil }
-                // The advisories' subjects start with `$`, stream subjects never do: one byte
-                // decides for nearly every message.
-                if message.subject.utf8.first == UInt8(ascii: "$") && message.subject.hasPrefix(maxDeliveriesAdvisoryPrefix) {
-                    await subscription.deadLetterAfterMaxDeliveries(message)
-                    continue
-                }
                 return subscription.delivery(for: consume message, subjects: &lastSubject)
             }
-        }
-    }
-
-    /// Moves the event an advisory names to the dead-letter subject: its ack wait expired on the
-    /// last attempt, so no handler settled it. Failures are logged; the advisory is not retried
-    /// (the event stays in the stream).
-    func deadLetterAfterMaxDeliveries(_ advisory: NATSJetStreamMessage) async {
-        struct Advisory: Decodable {
-            var stream_seq: UInt64
-            var deliveries: UInt64
-        }
-        let logger = bus.logger
-        guard let facts = try? JSONDecoder().decode(Advisory.self, from: Data(advisory.payload.bytes)) else {
-            logger.warning("unreadable max-deliveries advisory", metadata: ["subject": "\(advisory.subject)"])
-            return
-        }
-        let configuration = bus.configuration
-        do {
-            let stored = try await ready.jetStream.message(stream: configuration.streamName, sequence: facts.stream_seq)
-            let subject = bus.busSubject(fromNATS: stored.subject, prefix: configuration.subjectPrefix)
-            let event = CloudEventsNATSBinding.event(subject: subject, headers: stored.headers, payload: stored.payload.bytes)
-            let deadLetter = DeadLetter.event(
-                from: event, deadLetterSubject: options.deadLetterSubject(forOriginalSubject: subject),
-                attempts: Int(facts.deliveries),
-                error: "ack wait of \(options.ackWait) expired on attempt \(facts.deliveries), the last of \(options.maxDeliver ?? Int(facts.deliveries))",
-                sequence: facts.stream_seq, group: options.group)
-            _ = try await bus.publish(deadLetter, messageID: "deadletter-\(consumerName)-\(facts.stream_seq)")
-        } catch {
-            logger.error(
-                "could not dead-letter an event that reached its max deliveries",
-                metadata: ["sequence": "\(facts.stream_seq)", "consumer": "\(consumerName)", "error": "\(error)"])
         }
     }
 
@@ -254,7 +208,7 @@ final class JetStreamSubscription: DeliverySource, Sendable {
             return Delivery(
                 event: event, deliveryCount: 1, sequence: 0, subject: subject, isRequest: true,
                 acknowledger: RequestAcknowledger(
-                    JetStreamRequestReplier(connection: ready.direct, replyTo: message.replyTo, requestID: event.id)))
+                    JetStreamRequestReplier(connection: ready.connection, replyTo: message.replyTo, requestID: event.id)))
         }
         let natsSubject = message.subject
         let subject: String
@@ -377,7 +331,8 @@ struct JetStreamRequestReplier: RequestReplier {
     func send(_ reply: Event) async throws {
         guard let replyTo else { throw EventBusError(.notARequest, "request '\(requestID)' has no reply subject") }
         do {
-            try connection.publish(subject: replyTo, payload: reply.data, headers: CloudEventsNATSBinding.headers(for: reply))
+            // Written at once: the requester is waiting for it.
+            try connection.publishNow(subject: replyTo, payload: reply.data, headers: CloudEventsNATSBinding.headers(for: reply))
         } catch {
             throw EventBusError(mapping: error, what: "replying to request '\(requestID)'", fallback: .backendUnavailable)
         }

@@ -29,7 +29,7 @@ public final class NATSConnection: Sendable {
     /// A `let`, so the hot paths use it without a retain and release of their own.
     let native = NativeConnection()
     let blocking: BlockingExecutor
-    /// The request multiplexer of a SendAsap connection, made by its first request.
+    /// The request multiplexer, made by the first request or JetStream publisher.
     private let responseMux = AtomicLazyReference<ResponseMux>()
 
     /// Creates a connection without connecting.
@@ -202,8 +202,12 @@ public final class NATSConnection: Sendable {
     }
 
     /// The one publish path every overload ends in: validation, the size check, then cnats.
+    /// With `now`, the message is written to the socket from this thread instead of by cnats's
+    /// flusher up to a millisecond later (see ``publishNow(subject:payload:headers:)``).
     @usableFromInline
-    func publish(subject: String, bytes: UnsafeRawBufferPointer, headers: NATSHeaders, replyTo: String?) throws(NATSError) {
+    func publish(
+        subject: String, bytes: UnsafeRawBufferPointer, headers: NATSHeaders, replyTo: String?, now: Bool = false
+    ) throws(NATSError) {
         try NATSValidation.validateSubject(subject, for: .publish)
         if let replyTo {
             if let rule = NATSValidation.subjectViolation(replyTo, for: .publish) {
@@ -213,7 +217,9 @@ public final class NATSConnection: Sendable {
         if !headers.isEmpty { try NATSValidation.validateHeaders(headers) }
         try checkSize(payloadCount: bytes.count, headers: headers, subject: subject)
         do {
-            if headers.isEmpty {
+            if now && !configuration.sendAsap {
+                try native.publishNow(subject: subject, replyTo: replyTo, headers: headers, payload: bytes)
+            } else if headers.isEmpty {
                 try native.publish(subject: subject, replyTo: replyTo, payload: bytes)
             } else {
                 try native.publish(subject: subject, replyTo: replyTo, headers: headers, payload: bytes)
@@ -223,23 +229,21 @@ public final class NATSConnection: Sendable {
         }
     }
 
-    /// Publishes with the reply subject `replyPrefix` + `token` (decimal), built on the stack: for
-    /// the client's own inboxes (a JetStream publisher's acks), whose prefix is known to be valid.
-    func publish(
-        subject: String,
-        bytes: UnsafeRawBufferPointer,
-        headers: NATSHeaders,
-        replyPrefix: [UInt8],
-        token: UInt64
-    ) throws(NATSError) {
-        try NATSValidation.validateSubject(subject, for: .publish)
-        if !headers.isEmpty { try NATSValidation.validateHeaders(headers) }
-        try checkSize(payloadCount: bytes.count, headers: headers, subject: subject)
-        do {
-            try native.publish(subject: subject, replyPrefix: replyPrefix, token: token, headers: headers, payload: bytes, now: false)
-        } catch where error.code == .notConnected {
-            throw notConnectedError()
+    /// Publishes a message and writes it to the socket at once, from the calling thread, instead
+    /// of leaving it to cnats's flusher (which waits up to a millisecond for more): for a reply
+    /// that a requester waits for. Validated as ``publish(subject:payload:headers:replyTo:)``.
+    /// Non-blocking except for the socket write. Without cnats's internals (see README, "cnats
+    /// internals") it is a plain publish.
+    package func publishNow(subject: String, payload: [UInt8], headers: NATSHeaders = NATSHeaders()) throws(NATSError) {
+        let failure: NATSError? = payload.withUnsafeBytes { bytes -> NATSError? in
+            do throws(NATSError) {
+                try publish(subject: subject, bytes: bytes, headers: headers, replyTo: nil, now: true)
+                return nil
+            } catch {
+                return error
+            }
         }
+        if let failure { throw failure }
     }
 
     /// Publishes a control message of the client's own (subjects it built, already valid) and
@@ -468,11 +472,32 @@ public final class NATSConnection: Sendable {
         return .multiplexed(mux, try mux.start(subject: subject, bytes: bytes, headers: headers, timeout: timeout))
     }
 
-    /// The connection's request multiplexer, made on first use.
-    private func responseMultiplexer() throws(NATSError) -> ResponseMux {
+    /// Validates a request whose outcome goes to `receiver` (a JetStream publish in a
+    /// publisher's window) and starts it through `mux`; see
+    /// ``ResponseMux/start(subject:bytes:headers:timeout:receiver:now:)``.
+    func startRequest(
+        subject: String, bytes: UnsafeRawBufferPointer, headers: NATSHeaders, timeout: Duration,
+        receiver: any ResponseReceiver, now: Bool, through mux: ResponseMux
+    ) throws(NATSError) {
+        try NATSValidation.validateSubject(subject, for: .publish)
+        if !headers.isEmpty { try NATSValidation.validateHeaders(headers) }
+        try checkSize(payloadCount: bytes.count, headers: headers, subject: subject)
+        do {
+            _ = try mux.start(subject: subject, bytes: bytes, headers: headers, timeout: timeout, receiver: receiver, now: now)
+        } catch where error.code == .notConnected {
+            throw notConnectedError()
+        }
+    }
+
+    /// The connection's request multiplexer, made on first use: the one inbox subscription for
+    /// requests and for the acks of JetStream publishes.
+    func responseMultiplexer() throws(NATSError) -> ResponseMux {
         if let mux = responseMux.load() { return mux }
+        // Written at once explicitly only where a plain publish is not (SendAsap) and the
+        // internals can (otherwise a plain publish, flushed by cnats's flusher).
         let made = try ResponseMux.make(
-            native: native, limits: configuration.subscriptionLimits, publishNow: !configuration.sendAsap)
+            native: native, limits: configuration.subscriptionLimits,
+            publishNow: !configuration.sendAsap && NativeConnection.canPublishNow)
         let mux = responseMux.storeIfNil(made)
         // Another request made one first: use it, release ours.
         if mux !== made { made.close() }

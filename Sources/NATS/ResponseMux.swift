@@ -24,8 +24,23 @@ final class ResponseMux: Sendable {
         let subject: String
         let deadline: UInt64
         let timeout: Duration
+        /// Set for a request whose outcome is handed to an object instead of an awaiting task.
+        let receiver: (any ResponseReceiver)?
         var continuation: UnsafeContinuation<Result<NATSMessage, NATSError>, Never>?
         var outcome: Result<NATSMessage, NATSError>?
+    }
+
+    /// Whom an outcome goes to, found under the lock and called outside it.
+    enum Recipient {
+        case task(UnsafeContinuation<Result<NATSMessage, NATSError>, Never>)
+        case receiver(any ResponseReceiver)
+
+        func deliver(_ outcome: Result<NATSMessage, NATSError>) {
+            switch self {
+            case .task(let continuation): continuation.resume(returning: outcome)
+            case .receiver(let receiver): receiver.receive(outcome)
+            }
+        }
     }
 
     private struct State: ~Copyable {
@@ -38,14 +53,16 @@ final class ResponseMux: Sendable {
         /// The inbox subscription, set right after subscribing.
         var subscription: NativeSubscription?
 
-        /// Records an outcome; returns the continuation to resume with it, if the task waits.
-        mutating func complete(_ token: UInt64, _ outcome: Result<NATSMessage, NATSError>)
-            -> UnsafeContinuation<Result<NATSMessage, NATSError>, Never>?
-        {
+        /// Records an outcome; returns whom to hand it to: the waiting task or the receiver.
+        mutating func complete(_ token: UInt64, _ outcome: Result<NATSMessage, NATSError>) -> Recipient? {
             guard var waiter = waiters[token], waiter.outcome == nil else { return nil }
+            if let receiver = waiter.receiver {
+                waiters[token] = nil
+                return .receiver(receiver)
+            }
             if let continuation = waiter.continuation {
                 waiters[token] = nil
-                return continuation
+                return .task(continuation)
             }
             waiter.outcome = outcome
             waiters[token] = waiter
@@ -99,12 +116,24 @@ final class ResponseMux: Sendable {
 
     /// Registers a request and publishes it; returns its token for ``wait(token:)``.
     func start(subject: String, bytes: UnsafeRawBufferPointer, headers: NATSHeaders, timeout: Duration) throws(NATSError) -> UInt64 {
+        try start(subject: subject, bytes: bytes, headers: headers, timeout: timeout, receiver: nil, now: publishNow)
+    }
+
+    /// Registers a request whose outcome goes to `receiver` (exactly once: reply, "no
+    /// responders", timeout or the connection closing; called on cnats's delivery thread or the
+    /// timer's queue) and publishes it. With `now` false the message is left to cnats's flusher,
+    /// which batches a burst into few writes; with `now` it is written at once (as requests are).
+    /// When publishing fails, this throws and `receiver` is never called.
+    func start(
+        subject: String, bytes: UnsafeRawBufferPointer, headers: NATSHeaders, timeout: Duration,
+        receiver: (any ResponseReceiver)?, now: Bool
+    ) throws(NATSError) -> UInt64 {
         let deadline = DispatchTime.now().uptimeNanoseconds &+ UInt64(clamping: timeout.nanosecondsClamped)
         let token = state.withLock { state -> UInt64? in
             if state.closed { return nil }
             let token = state.nextToken
             state.nextToken += 1
-            state.waiters[token] = Waiter(subject: subject, deadline: deadline, timeout: timeout)
+            state.waiters[token] = Waiter(subject: subject, deadline: deadline, timeout: timeout, receiver: receiver)
             if state.armedDeadline.map({ deadline < $0 }) ?? true {
                 state.armedDeadline = deadline
                 timer.schedule(deadline: DispatchTime(uptimeNanoseconds: deadline))
@@ -113,7 +142,8 @@ final class ResponseMux: Sendable {
         }
         guard let token else { throw NATSError(.connectionClosed, "the connection is closed") }
         do {
-            try native.publish(subject: subject, replyPrefix: prefix, token: token, headers: headers, payload: bytes, now: publishNow)
+            try native.publish(
+                subject: subject, replyPrefix: prefix, token: token, headers: headers, payload: bytes, now: now && publishNow)
         } catch {
             _ = state.withLock { $0.waiters.removeValue(forKey: token) }
             throw error
@@ -145,7 +175,7 @@ final class ResponseMux: Sendable {
     }
 
     private func complete(_ token: UInt64, _ outcome: Result<NATSMessage, NATSError>) {
-        state.withLock { $0.complete(token, outcome) }?.resume(returning: outcome)
+        state.withLock { $0.complete(token, outcome) }?.deliver(outcome)
     }
 
     /// A reply arrived (on the delivery thread).
@@ -164,7 +194,7 @@ final class ResponseMux: Sendable {
     /// Fails the requests whose deadline passed and arms the timer for the next (timer queue).
     private func expire() {
         let now = DispatchTime.now().uptimeNanoseconds
-        var expired: [(UnsafeContinuation<Result<NATSMessage, NATSError>, Never>, NATSError)] = []
+        var expired: [(Recipient, NATSError)] = []
         state.withLock { state in
             var next: UInt64?
             for (token, waiter) in state.waiters where waiter.outcome == nil {
@@ -179,19 +209,26 @@ final class ResponseMux: Sendable {
             state.armedDeadline = next
             if let next { timer.schedule(deadline: DispatchTime(uptimeNanoseconds: next)) }
         }
-        for (continuation, error) in expired { continuation.resume(returning: .failure(error)) }
+        for (recipient, error) in expired { recipient.deliver(.failure(error)) }
     }
 
     private func failAll(_ error: NATSError) {
-        let waiting = state.withLock { state -> [UnsafeContinuation<Result<NATSMessage, NATSError>, Never>] in
+        let waiting = state.withLock { state -> [Recipient] in
             state.closed = true
-            var waiting: [UnsafeContinuation<Result<NATSMessage, NATSError>, Never>] = []
+            var waiting: [Recipient] = []
             for token in Array(state.waiters.keys) {
-                if let continuation = state.complete(token, .failure(error)) { waiting.append(continuation) }
+                if let recipient = state.complete(token, .failure(error)) { waiting.append(recipient) }
             }
             return waiting
         }
-        for continuation in waiting { continuation.resume(returning: .failure(error)) }
+        for recipient in waiting { recipient.deliver(.failure(error)) }
         timer.cancel()
     }
+}
+
+/// An object that takes the outcome of a request started through ``ResponseMux`` without a task
+/// waiting for it (a JetStream publish in a publisher's window). Called exactly once, on cnats's
+/// delivery thread or the mux's timer queue: it must return quickly and must not block.
+protocol ResponseReceiver: AnyObject, Sendable {
+    func receive(_ outcome: Result<NATSMessage, NATSError>)
 }

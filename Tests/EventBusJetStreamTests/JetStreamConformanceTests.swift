@@ -46,6 +46,9 @@ struct JetStreamConformanceTests {
         logger.logLevel = .warning
         let bus = JetStreamEventBus(configuration: configuration, logger: logger)
         servers.register(server, for: bus)
+        // As a service would: run() owns the bus's background work (dead letters of expired
+        // last attempts) and ends when the bus is closed.
+        Task { try? await bus.run() }
         return bus
     }
 

@@ -95,6 +95,8 @@ struct JetStreamMaxDeliveriesTests {
         let server = try await NATSServerProcess.started()
         defer { server.stop() }
         let bus = try JetStreamEventBusTests.bus(server)
+        // run() owns the work that turns the server's max-deliveries advisory into the dead letter.
+        let running = Task { try await bus.run() }
         let deadLetters = try await bus.subscribe("deadletter.>", options: .init(group: "ops"))
         let options = SubscriptionOptions(group: "workers", ackWait: .seconds(1), maxDeliver: 2)
         let work = try await bus.subscribe("slow.job", options: options)
@@ -123,5 +125,6 @@ struct JetStreamMaxDeliveriesTests {
         try await deadLetter.ack()
         worker.cancel()
         await bus.close()
+        try await running.value
     }
 }

@@ -35,47 +35,26 @@ public final class NATSJetStreamPublisher: Sendable {
     /// lock by whoever resumes it, so it is resumed exactly once, and they cost no allocation or
     /// runtime witness calls per publish.
     private struct State: ~Copyable {
-        var nextID: UInt64 = 1
-        var pending: [UInt64: NATSPendingPublish] = [:]
-        /// Publish order, which is also deadline order (one timeout for all).
-        var deadlines: [(id: UInt64, deadline: ContinuousClock.Instant)] = []
-        var deadlinesHead = 0
+        /// Publishes sent and awaiting their outcome.
+        var inFlight = 0
         var windowWaiters: [UnsafeContinuation<Void, Never>] = []
         var drainWaiters: [UnsafeContinuation<Void, Never>] = []
         var closed = false
-
-        mutating func popExpired(now: ContinuousClock.Instant) -> [NATSPendingPublish] {
-            var expired: [NATSPendingPublish] = []
-            while deadlinesHead < deadlines.count, deadlines[deadlinesHead].deadline <= now {
-                if let record = pending.removeValue(forKey: deadlines[deadlinesHead].id) { expired.append(record) }
-                deadlinesHead += 1
-            }
-            if deadlinesHead > 1_024 && deadlinesHead * 2 > deadlines.count {
-                deadlines.removeFirst(deadlinesHead)
-                deadlinesHead = 0
-            }
-            return expired
-        }
     }
 
     /// The configuration.
     public let configuration: Configuration
     let connection: NATSConnection
-    private let inboxPrefix: String
-    /// `inboxPrefix` as bytes: each publish's reply subject is built on the stack from it.
-    private let inboxPrefixBytes: [UInt8]
+    /// The connection's one inbox multiplexer: acks come back through the same subscription,
+    /// token table and timeout timer as the connection's requests.
+    private let responses: ResponseMux
     private let messageIDs = Mutex(UniqueTokenGenerator())
     private let state = Mutex(State())
-    private let subscription = Mutex<NATSHandlerSubscription?>(nil)
-    // Dispatch sources are thread-safe; the type just is not marked Sendable.
-    private nonisolated(unsafe) let timer: DispatchSourceTimer
 
-    private init(connection: NATSConnection, configuration: Configuration) {
+    private init(connection: NATSConnection, configuration: Configuration, responses: ResponseMux) {
         self.connection = connection
         self.configuration = configuration
-        inboxPrefix = NATSConnection.makeInbox() + "."
-        inboxPrefixBytes = Array(inboxPrefix.utf8)
-        timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "nats.jetstream.publisher.timeouts"))
+        self.responses = responses
     }
 
     static func make(connection: NATSConnection, configuration: Configuration) async throws(NATSError) -> NATSJetStreamPublisher {
@@ -85,30 +64,19 @@ public final class NATSJetStreamPublisher: Sendable {
         if configuration.ackTimeout <= .zero {
             throw NATSError(.invalidConfiguration, "publisher ackTimeout must be positive, got \(configuration.ackTimeout)")
         }
-        let publisher = NATSJetStreamPublisher(connection: connection, configuration: configuration)
-        let native = try await connection.subscribeWithHandler(
-            to: publisher.inboxPrefix + "*",
-            onComplete: { [weak publisher] in publisher?.failAll(NATSError(.connectionClosed, "the connection closed before the ack arrived")) },
-            handler: { [weak publisher] message in publisher?.received(message) })
-        publisher.subscription.withLock { $0 = native }
-        // Check timeouts a few times per ack timeout (at most every 250 ms, at least every 10 ms).
-        let interval = min(max(configuration.ackTimeout / 10, .milliseconds(10)), .milliseconds(250))
-        publisher.timer.schedule(deadline: .now() + .nanoseconds(Int(interval.nanosecondsClamped)),
-                                 repeating: .nanoseconds(Int(interval.nanosecondsClamped)))
-        publisher.timer.setEventHandler { [weak publisher] in publisher?.expire() }
-        publisher.timer.resume()
-        return publisher
-    }
-
-    deinit {
-        timer.cancel()
-        subscription.withLock { $0?.unsubscribe() }
+        _ = try connection.connected()
+        return NATSJetStreamPublisher(
+            connection: connection, configuration: configuration, responses: try connection.responseMultiplexer())
     }
 
     /// Publishes awaiting their ack.
-    public var pendingCount: Int { state.withLock { $0.pending.count } }
+    public var pendingCount: Int { state.withLock { $0.inFlight } }
 
     /// Publishes a message; returns once it is sent (waiting first while the window is full).
+    ///
+    /// A publish that finds no other in flight is written to the socket at once, so a lone
+    /// publish costs one round trip; while others are in flight it is left to cnats's flusher,
+    /// which writes a burst in few system calls.
     ///
     /// - Throws: validation errors as for a core publish, or ``NATSError/Code/connectionClosed``
     ///   when the connection or the publisher (``close()``) is closed. Failures after the message was sent
@@ -125,57 +93,54 @@ public final class NATSJetStreamPublisher: Sendable {
             options.messageID = messageIDs.withLock { $0.next() }
         }
         options.apply(to: &headers)
-        let record = NATSPendingPublish(subject: subject, payload: NATSPayload(payload), headers: headers)
+        let record = NATSPendingPublish(subject: subject, payload: NATSPayload(payload), headers: headers, publisher: self)
         try await send(record)
         return record
     }
 
     /// Publishes the same message again, with the same `Nats-Msg-Id`, after a failure or timeout.
     public func resend(_ publish: NATSPendingPublish) async throws(NATSError) -> NATSPendingPublish {
-        let record = NATSPendingPublish(subject: publish.subject, payload: publish.payload, headers: publish.headers)
+        let record = NATSPendingPublish(subject: publish.subject, payload: publish.payload, headers: publish.headers, publisher: self)
         try await send(record)
         return record
     }
 
     private func send(_ record: NATSPendingPublish) async throws(NATSError) {
-        let id = try await acquireSlot(for: record)
+        let alone = try await acquireSlot()
         do {
             try record.payload.withUnsafeBytes { bytes in
                 Result { () throws(NATSError) in
-                    try connection.publish(
-                        subject: record.subject, bytes: bytes, headers: record.headers, replyPrefix: inboxPrefixBytes, token: id)
+                    try connection.startRequest(
+                        subject: record.subject, bytes: bytes, headers: record.headers, timeout: configuration.ackTimeout,
+                        receiver: record, now: alone, through: responses)
                 }
             }.get()
         } catch {
-            _ = state.withLock { $0.pending.removeValue(forKey: id) }
-            afterCompletion()
+            completed()
             throw error
         }
     }
 
-    /// Registers `record` in the window, waiting while it is full; returns its id.
-    private func acquireSlot(for record: NATSPendingPublish) async throws(NATSError) -> UInt64 {
-        let deadlineOffset = configuration.ackTimeout
+    /// Takes a place in the window, waiting while it is full; returns whether no other publish
+    /// was in flight.
+    private func acquireSlot() async throws(NATSError) -> Bool {
         while true {
-            enum Step { case registered(UInt64), closed, wait }
+            enum Step { case registered(alone: Bool), closed, wait }
             let step: Step = state.withLock { state in
                 if state.closed { return .closed }
-                guard state.pending.count < configuration.maxPending else { return .wait }
-                let id = state.nextID
-                state.nextID += 1
-                state.pending[id] = record
-                state.deadlines.append((id, ContinuousClock.now + deadlineOffset))
-                return .registered(id)
+                guard state.inFlight < configuration.maxPending else { return .wait }
+                state.inFlight += 1
+                return .registered(alone: state.inFlight == 1)
             }
             switch step {
-            case .registered(let id):
-                return id
+            case .registered(let alone):
+                return alone
             case .closed:
                 throw NATSError(.connectionClosed, "the publisher is closed")
             case .wait:
                 await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
                     let resumeNow = state.withLock { state -> Bool in
-                        if state.closed || state.pending.count < configuration.maxPending { return true }
+                        if state.closed || state.inFlight < configuration.maxPending { return true }
                         state.windowWaiters.append(continuation)
                         return false
                     }
@@ -185,64 +150,48 @@ public final class NATSJetStreamPublisher: Sendable {
         }
     }
 
-    /// An ack (or an error status) arrived on the delivery thread.
-    private func received(_ message: NATSMessage) {
-        guard let dot = message.subject.lastIndex(of: "."),
-            let id = UInt64(message.subject[message.subject.index(after: dot)...])
-        else { return }
-        guard let record = state.withLock({ $0.pending.removeValue(forKey: id) }) else { return }
-        let outcome: Result<NATSPublishAck, NATSError>
-        if message.payload.isEmpty, let status = message.headers["Status"] {
-            let retriable = status == "503"
-            outcome = .failure(
+    /// The outcome of a publish in flight: an ack, the server's reason, "no stream answered", a
+    /// timeout or the connection closing (on cnats's delivery thread or the timeout timer).
+    fileprivate func outcome(
+        of record: NATSPendingPublish, _ response: Result<NATSMessage, NATSError>
+    ) -> Result<NATSPublishAck, NATSError> {
+        switch response {
+        case .success(let message):
+            if message.payload.isEmpty, let status = message.headers["Status"] {
+                return .failure(
+                    NATSError(.serverError, "publish to '\(record.subject)': status \(status) \(message.headers["Description"] ?? "")"))
+            }
+            return Result { () throws(NATSError) in try NATSPublishAck.parse(message.payload, subject: record.subject) }
+        case .failure(let error) where error.code == .noResponders:
+            return .failure(
                 NATSError(
-                    retriable ? .noResponders : .serverError,
-                    "publish to '\(record.subject)': status \(status) \(message.headers["Description"] ?? "")"
-                        + (retriable ? " (no stream answered; retry with the same message id)" : ""),
-                    isRetriable: retriable))
-        } else {
-            outcome = Result { () throws(NATSError) in try NATSPublishAck.parse(message.payload, subject: record.subject) }
+                    .noResponders,
+                    "publish to '\(record.subject)': no stream answered (no stream stores this subject, or a stream leader is being elected); retry with the same message id",
+                    isRetriable: true))
+        case .failure(let error) where error.code == .timeout:
+            return .failure(
+                NATSError(
+                    .timeout,
+                    "publish to '\(record.subject)' (message id \(record.messageID ?? "none")) was not acknowledged within \(configuration.ackTimeout); it may or may not be stored: resend it with the same message id",
+                    isRetriable: true))
+        case .failure(let error):
+            return .failure(error)
         }
-        record.complete(outcome)
-        afterCompletion()
     }
 
-    /// Fails publishes whose ack did not arrive in time (on the timer's queue).
-    private func expire() {
-        let expired = state.withLock { $0.popExpired(now: .now) }
-        guard !expired.isEmpty else { return }
-        for record in expired {
-            record.complete(
-                .failure(
-                    NATSError(
-                        .timeout,
-                        "publish to '\(record.subject)' (message id \(record.messageID ?? "none")) was not acknowledged within \(configuration.ackTimeout); it may or may not be stored: resend it with the same message id",
-                        isRetriable: true)))
-        }
-        afterCompletion()
-    }
-
-    private func failAll(_ error: NATSError) {
-        let records = state.withLock { state -> [NATSPendingPublish] in
-            state.closed = true
-            defer { state.pending.removeAll() }
-            return Array(state.pending.values)
-        }
-        for record in records { record.complete(.failure(error)) }
-        afterCompletion()
-    }
-
-    /// Wakes publishers waiting for room once a quarter of the window is free (one wake-up per
-    /// batch of acks, not per ack), and drain waiters once nothing is pending.
-    private func afterCompletion() {
+    /// A publish left the window. Wakes publishers waiting for room once a quarter of the window
+    /// is free (one wake-up per batch of acks, not per ack), and drain waiters once nothing is
+    /// pending.
+    fileprivate func completed() {
         let (window, drained) = state.withLock { state -> ([UnsafeContinuation<Void, Never>], [UnsafeContinuation<Void, Never>]) in
+            state.inFlight -= 1
             var window: [UnsafeContinuation<Void, Never>] = []
             let lowWater = configuration.maxPending - max(1, configuration.maxPending / 4)
-            if !state.windowWaiters.isEmpty && (state.pending.count <= lowWater || state.closed) {
+            if !state.windowWaiters.isEmpty && (state.inFlight <= lowWater || state.closed) {
                 swap(&window, &state.windowWaiters)
             }
             var drained: [UnsafeContinuation<Void, Never>] = []
-            if state.pending.isEmpty { swap(&drained, &state.drainWaiters) }
+            if state.inFlight == 0 { swap(&drained, &state.drainWaiters) }
             return (window, drained)
         }
         for waiter in window { waiter.resume() }
@@ -253,7 +202,7 @@ public final class NATSJetStreamPublisher: Sendable {
     public func waitForPending() async {
         await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
             let done = state.withLock { state -> Bool in
-                if state.pending.isEmpty { return true }
+                if state.inFlight == 0 { return true }
                 state.drainWaiters.append(continuation)
                 return false
             }
@@ -261,8 +210,7 @@ public final class NATSJetStreamPublisher: Sendable {
         }
     }
 
-    /// Stops accepting publishes, waits for the outcomes of those in flight, and releases the
-    /// publisher's subscription.
+    /// Stops accepting publishes and waits for the outcomes of those in flight.
     public func close() async {
         let waiters = state.withLock { state -> [UnsafeContinuation<Void, Never>] in
             state.closed = true
@@ -271,8 +219,6 @@ public final class NATSJetStreamPublisher: Sendable {
         }
         for waiter in waiters { waiter.resume() }
         await waitForPending()
-        timer.cancel()
-        subscription.withLock { $0?.unsubscribe() }
     }
 }
 
@@ -284,18 +230,36 @@ public final class NATSPendingPublish: Sendable {
     public let payload: NATSPayload
     /// The headers sent, `Nats-Msg-Id` and expectations included.
     public let headers: NATSHeaders
+    /// The window this publish holds a place in until its outcome is known.
+    private let publisher: NATSJetStreamPublisher
+
+    /// A task waiting for the outcome; the first has its own slot, so the usual single waiter
+    /// costs no array.
+    private typealias Waiter = (id: UInt64, continuation: UnsafeContinuation<Result<NATSPublishAck, NATSError>, Never>)
 
     private struct State: ~Copyable {
         var outcome: Result<NATSPublishAck, NATSError>?
-        var waiters: [UnsafeContinuation<Result<NATSPublishAck, NATSError>, Never>] = []
+        var nextWaiterID: UInt64 = 0
+        var firstWaiter: Waiter?
+        var moreWaiters: [Waiter] = []
+
+        mutating func removeWaiter(_ id: UInt64) -> Waiter? {
+            if let first = firstWaiter, first.id == id {
+                firstWaiter = nil
+                return first
+            }
+            guard let index = moreWaiters.firstIndex(where: { $0.id == id }) else { return nil }
+            return moreWaiters.remove(at: index)
+        }
     }
 
     private let state = Mutex(State())
 
-    init(subject: String, payload: NATSPayload, headers: NATSHeaders) {
+    init(subject: String, payload: NATSPayload, headers: NATSHeaders, publisher: NATSJetStreamPublisher) {
         self.subject = subject
         self.payload = payload
         self.headers = headers
+        self.publisher = publisher
     }
 
     /// The `Nats-Msg-Id` sent with the message.
@@ -305,15 +269,35 @@ public final class NATSPendingPublish: Sendable {
     public var outcome: Result<NATSPublishAck, NATSError>? { state.withLock { $0.outcome } }
 
     /// Waits for the outcome (at most the publisher's ack timeout).
+    ///
+    /// When the waiting task is cancelled this returns a ``NATSError/Code/cancelled`` failure at
+    /// once; the publish itself goes on, and its outcome is still recorded in ``outcome``.
     public func result() async -> Result<NATSPublishAck, NATSError> {
-        await withUnsafeContinuation { continuation in
-            let known = state.withLock { state -> Result<NATSPublishAck, NATSError>? in
-                if let outcome = state.outcome { return outcome }
-                state.waiters.append(continuation)
-                return nil
-            }
-            if let known { continuation.resume(returning: known) }
+        let id = state.withLock { state -> UInt64 in
+            defer { state.nextWaiterID += 1 }
+            return state.nextWaiterID
         }
+        return await withTaskCancellationHandler {
+            await withUnsafeContinuation { continuation in
+                let known = state.withLock { state -> Result<NATSPublishAck, NATSError>? in
+                    if let outcome = state.outcome { return outcome }
+                    if Task.isCancelled { return .failure(Self.cancelled) }
+                    if state.firstWaiter == nil {
+                        state.firstWaiter = (id, continuation)
+                    } else {
+                        state.moreWaiters.append((id, continuation))
+                    }
+                    return nil
+                }
+                if let known { continuation.resume(returning: known) }
+            }
+        } onCancel: {
+            state.withLock { $0.removeWaiter(id) }?.continuation.resume(returning: .failure(Self.cancelled))
+        }
+    }
+
+    private static var cancelled: NATSError {
+        NATSError(.cancelled, "waiting for the ack was cancelled; the publish may still be stored: resend it with the same message id if unsure")
     }
 
     /// Waits for the ack; throws the failure.
@@ -322,12 +306,23 @@ public final class NATSPendingPublish: Sendable {
     }
 
     func complete(_ outcome: Result<NATSPublishAck, NATSError>) {
-        let waiters = state.withLock { state -> [UnsafeContinuation<Result<NATSPublishAck, NATSError>, Never>] in
-            guard state.outcome == nil else { return [] }
+        let (first, more) = state.withLock { state -> (Waiter?, [Waiter]) in
+            guard state.outcome == nil else { return (nil, []) }
             state.outcome = outcome
-            defer { state.waiters.removeAll() }
-            return state.waiters
+            defer {
+                state.firstWaiter = nil
+                state.moreWaiters = []
+            }
+            return (state.firstWaiter, state.moreWaiters)
         }
-        for waiter in waiters { waiter.resume(returning: outcome) }
+        first?.continuation.resume(returning: outcome)
+        for waiter in more { waiter.continuation.resume(returning: outcome) }
+    }
+}
+
+extension NATSPendingPublish: ResponseReceiver {
+    func receive(_ outcome: Result<NATSMessage, NATSError>) {
+        complete(publisher.outcome(of: self, outcome))
+        publisher.completed()
     }
 }

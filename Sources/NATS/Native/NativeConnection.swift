@@ -115,20 +115,30 @@ final class NativeConnection: @unchecked Sendable {
         if status != NATS_OK { throw NativeStatus.error(status, "publishing to '\(subject)'") }
     }
 
-    /// Publishes without headers and writes the bytes to the socket from this thread (when the
-    /// internals are available; a plain publish, flushed by cnats's flusher, otherwise). For
-    /// small control messages whose delay stalls a pipeline, such as pull requests. Non-blocking
+    /// Publishes and writes the bytes to the socket from this thread (when the internals are
+    /// available; a plain publish, flushed by cnats's flusher, otherwise). For messages whose
+    /// delay stalls a pipeline or a caller: pull requests, replies to requests. Non-blocking
     /// except for the socket write itself, as cnats's own requests.
-    func publishNow(subject: String, replyTo: String, payload: UnsafeRawBufferPointer) throws(NATSError) {
+    func publishNow(
+        subject: String, replyTo: String?, headers: NATSHeaders = NATSHeaders(), payload: UnsafeRawBufferPointer
+    ) throws(NATSError) {
         guard let pointer else { throw Self.notConnected }
         guard Self.canPublishNow else {
-            try publish(subject: subject, replyTo: replyTo, payload: payload)
+            if headers.isEmpty {
+                try publish(subject: subject, replyTo: replyTo, payload: payload)
+            } else {
+                try publish(subject: subject, replyTo: replyTo, headers: headers, payload: payload)
+            }
+            return
+        }
+        guard let replyTo else {
+            try writeNow(on: pointer, subject: subject, replyC: nil, headers: headers, payload: payload, what: "publishing to")
             return
         }
         try replyTo.withCString { reply in
             Result { () throws(NATSError) in
                 try writeNow(
-                    on: pointer, subject: subject, replyC: reply, headers: NATSHeaders(), payload: payload,
+                    on: pointer, subject: subject, replyC: reply, headers: headers, payload: payload,
                     what: "publishing to")
             }
         }.get()
@@ -139,7 +149,7 @@ final class NativeConnection: @unchecked Sendable {
     private func writeNow(
         on pointer: OpaquePointer,
         subject: String,
-        replyC: UnsafePointer<CChar>,
+        replyC: UnsafePointer<CChar>?,
         headers: NATSHeaders,
         payload: UnsafeRawBufferPointer,
         what: String

@@ -1,0 +1,68 @@
+extension EventBus {
+    /// Publishes the events one after another: the default for backends without a faster way.
+    ///
+    /// The rules every implementation follows:
+    /// - Every event is validated first; an invalid one throws (`invalidEvent`, `invalidSubject`)
+    ///   before anything is published.
+    /// - Each event then ends with one outcome: stored (a receipt, `duplicate` when its id was
+    ///   stored before) or not known to be stored (an ``EventBusError``; retriable ones may be
+    ///   published again with the same event, which its id keeps from being stored twice).
+    /// - A failure does not stop the rest of the batch. If any event failed, the call throws an
+    ///   ``EventBusError`` whose ``EventBusError/batchOutcomes`` holds every event's outcome, so
+    ///   that exactly the failed ones can be published again.
+    /// - A cancelled task stops publishing: events not yet sent fail as not sent (retriable).
+    @discardableResult
+    public func publish(contentsOf events: [Event]) async throws -> [PublishReceipt] {
+        for event in events { try event.validateForPublish() }
+        var outcomes: [Result<PublishReceipt, EventBusError>] = []
+        outcomes.reserveCapacity(events.count)
+        for event in events {
+            if Task.isCancelled {
+                outcomes.append(.failure(EventBusError.notSentBecauseCancelled(event)))
+                continue
+            }
+            do {
+                outcomes.append(.success(try await publish(event)))
+            } catch let error as EventBusError {
+                outcomes.append(.failure(error))
+            } catch is CancellationError {
+                outcomes.append(.failure(EventBusError.notSentBecauseCancelled(event)))
+            } catch {
+                outcomes.append(.failure(EventBusError(.publishFailed, "publishing '\(event.subject)': \(error)", underlying: error)))
+            }
+        }
+        return try EventBusError.receipts(from: outcomes)
+    }
+}
+
+extension EventBusError {
+    /// The outcome of a batch event that was not sent because the publishing task was cancelled.
+    package static func notSentBecauseCancelled(_ event: Event) -> EventBusError {
+        EventBusError(.publishFailed, "event '\(event.id)' to '\(event.subject)' was not sent: the task was cancelled", isRetriable: true)
+    }
+
+    /// The receipts of a batch in which every event was stored, or the error that lists every
+    /// outcome (its code is the first failure's).
+    package static func receipts(from outcomes: [Result<PublishReceipt, EventBusError>]) throws(EventBusError) -> [PublishReceipt] {
+        var receipts: [PublishReceipt] = []
+        receipts.reserveCapacity(outcomes.count)
+        var firstFailure: EventBusError?
+        var failures = 0
+        for outcome in outcomes {
+            switch outcome {
+            case .success(let receipt): receipts.append(receipt)
+            case .failure(let error):
+                failures += 1
+                if firstFailure == nil { firstFailure = error }
+            }
+        }
+        guard let firstFailure else { return receipts }
+        var error = EventBusError(
+            firstFailure.code,
+            "\(failures) of \(outcomes.count) events of the batch are not known to be stored (batchOutcomes lists each); the first: \(firstFailure.message)",
+            isRetriable: outcomes.allSatisfy { if case .failure(let error) = $0 { error.isRetriable } else { true } },
+            underlying: firstFailure)
+        error.batchOutcomes = outcomes
+        throw error
+    }
+}
