@@ -186,7 +186,7 @@ public final class JetStreamEventBus: EventBus, Service {
             // default) per attempt used a third of the retry budget on one request.
             let attemptTimeout = min(configuration.publishTimeout, .seconds(2))
             try await ensureStreamThroughElections(
-                connection.jetStream(timeout: attemptTimeout), configuration.stream, logger: logger)
+                connection.jetStream(timeout: attemptTimeout), configuration, logger: logger)
             let publisher = try await jetStream.makePublisher(
                 configuration: .init(maxPending: configuration.maxPendingPublishes, ackTimeout: configuration.publishTimeout))
             let replies = try await ReplyMultiplexer.make(connection: direct)
@@ -207,23 +207,25 @@ public final class JetStreamEventBus: EventBus, Service {
         }
     }
 
-    /// Creates or updates the stream, retrying for up to 30 s while it has no leader: a stream that
-    /// another service is creating at this moment, or whose leader was just lost, leaves
-    /// `STREAM.INFO` unanswered (timeout) or answers 503 until a leader is elected (seconds).
-    /// Other errors fail at once.
+    /// Creates the stream when it is missing, or checks the existing one (and updates it only
+    /// under ``StreamUpdatePolicy/update``; see JetStreamEventBus+StreamPolicy.swift), retrying for
+    /// up to 30 s while it has no leader: a stream that another service is creating at this moment,
+    /// or whose leader was just lost, leaves `STREAM.INFO` unanswered (timeout) or answers 503 until
+    /// a leader is elected (seconds). Other errors, a stream the bus cannot use among them, fail at once.
     private static func ensureStreamThroughElections(
-        _ jetStream: NATSJetStream, _ stream: NATSStreamConfiguration, logger: Logger
+        _ jetStream: NATSJetStream, _ configuration: Configuration, logger: Logger
     ) async throws(NATSError) {
         let deadline = ContinuousClock.now + .seconds(30)
         while true {
             do {
-                try await jetStream.ensureStream(stream)
+                try await applyStreamPolicy(jetStream, configuration, logger: logger)
                 return
             } catch where (error.code == .timeout || (error.code == .jetStream && error.isRetriable))
                 && ContinuousClock.now < deadline && !Task.isCancelled
             {
                 logger.warning(
-                    "stream not ready (leader election?), retrying", metadata: ["stream": "\(stream.name)", "error": "\(error.message)"])
+                    "stream not ready (leader election?), retrying",
+                    metadata: ["stream": "\(configuration.streamName)", "error": "\(error.message)"])
                 try? await Task.sleep(for: .milliseconds(500))
             }
         }
