@@ -83,7 +83,8 @@ extension JetStreamEventBus {
             stream.maxAge = maxAge
             stream.maxMessages = maxMessages
             stream.maxBytes = maxBytes
-            stream.duplicateWindow = duplicateWindow
+            // The server refuses a duplicate window longer than the max age.
+            stream.duplicateWindow = maxAge > .zero ? min(duplicateWindow, maxAge) : duplicateWindow
             return stream
         }
 
