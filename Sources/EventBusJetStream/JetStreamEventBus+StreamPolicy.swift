@@ -246,7 +246,7 @@ extension JetStreamEventBus {
                 return value.stringValue.flatMap { $0.isEmpty || $0 == "none" ? nil : $0 }
             default:
                 switch value {
-                case .null, .bool(false), .integer(0), .double(0): return nil
+                case .null, .bool(false), .integer(0), .integer(-1), .double(0): return nil  // -1: "no limit"
                 case .string(let text) where text.isEmpty: return nil
                 case .array(let values) where values.isEmpty: return nil
                 case .object(let fields) where fields.isEmpty: return nil

@@ -246,11 +246,13 @@ struct StreamPolicyTests {
     }
 
     @Test func streamConfigurationJSONKeepsUnmodelledFieldsExactly() throws {
-        let json = #"{"name":"S","subjects":["s.>"],"max_age":0,"compression":"s2","first_seq":18446744073709,"metadata":{"a":"b"},"placement":{"tags":["x"]},"allow_direct":true,"ratio":0.5,"mirror":null}"#
+        let json = #"{"name":"S","subjects":["s.>"],"max_age":0,"compression":"s2","first_seq":18446744073709,"metadata":{"a":"b"},"placement":{"tags":["x"]},"allow_direct":true,"ratio":0.5,"mirror":null,"one":1,"zero":0,"yes":true}"#
         let decoded = try JSONDecoder().decode(NATSStreamConfiguration.self, from: Data(json.utf8))
         #expect(decoded.additionalFields["first_seq"] == .integer(18_446_744_073_709))
         #expect(decoded.additionalFields["ratio"] == .double(0.5))
         #expect(decoded.additionalFields["mirror"] == .null)
+        #expect(decoded.additionalFields["one"] == .integer(1) && decoded.additionalFields["zero"] == .integer(0))
+        #expect(decoded.additionalFields["yes"] == .bool(true))
         #expect(decoded.additionalFields["max_age"] == nil)
         let encoded = try JSONEncoder().encode(decoded)
         let object = try #require(JSONSerialization.jsonObject(with: encoded) as? [String: Any])
