@@ -26,6 +26,7 @@ import NATS
 /// | `jetstream.maxAckPending` (`EVENT_BUS_JETSTREAM_MAX_ACK_PENDING`) | 256 | default max in flight per group |
 /// | `jetstream.publishTimeoutMs` (`EVENT_BUS_JETSTREAM_PUBLISH_TIMEOUT_MS`) | 10000 | how long a publish waits for its ack |
 /// | `jetstream.groupConsumer` (`EVENT_BUS_JETSTREAM_GROUP_CONSUMER`) | `pull` | `pull` or `push` (deliver group) |
+/// | `jetstream.streamUpdate` (`EVENT_BUS_JETSTREAM_STREAM_UPDATE`) | `never` | `never` (check an existing stream, change nothing) or `update` (apply the settings above to it, never lowering replicas) |
 public struct EventBusSettings: Sendable, CustomStringConvertible {
     /// The backends.
     public enum Backend: String, Sendable, CaseIterable {
@@ -143,6 +144,15 @@ public struct EventBusSettings: Sendable, CustomStringConvertible {
                 }
                 jetStream.groupConsumer = value
             }
+            if let policy = js.string("streamUpdate")?.lowercased() {
+                guard let value = JetStreamEventBus.StreamUpdatePolicy(rawValue: policy) else {
+                    throw NATSError(
+                        .invalidConfiguration,
+                        "invalid value '\(policy)' for \(js.name("streamUpdate")): expected one of \(JetStreamEventBus.StreamUpdatePolicy.allCases.map(\.rawValue).joined(separator: ", "))"
+                    )
+                }
+                jetStream.streamUpdatePolicy = value
+            }
             try jetStream.validate()
         } catch {
             throw invalid(error)
@@ -155,7 +165,7 @@ public struct EventBusSettings: Sendable, CustomStringConvertible {
         case .memory:
             return "EventBusSettings(backend: memory)"
         case .jetstream:
-            return "EventBusSettings(backend: jetstream, servers: \(jetStream.connection.servers.map(\.description)), stream: \(jetStream.streamName), subjects: \(jetStream.effectiveStreamSubjects), replicas: \(jetStream.replicas), storage: \(jetStream.storage.rawValue), authentication: \(jetStream.connection.authentication))"
+            return "EventBusSettings(backend: jetstream, servers: \(jetStream.connection.servers.map(\.description)), stream: \(jetStream.streamName), subjects: \(jetStream.effectiveStreamSubjects), replicas: \(jetStream.replicas), storage: \(jetStream.storage.rawValue), stream update: \(jetStream.streamUpdatePolicy.rawValue), authentication: \(jetStream.connection.authentication))"
         }
     }
 }

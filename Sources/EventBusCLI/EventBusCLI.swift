@@ -191,12 +191,24 @@ extension EventBusCLI {
                 return "\(ContinuousClock.now - started)"
             }
             let jetStream = connection.jetStream()
+            var notes: [String] = []
             await check("stream \(settings.jetStream.streamName)") {
                 let info = try await jetStream.streamInfo(settings.jetStream.streamName)
-                let differences = settings.jetStream.stream.differences(from: info.configuration)
-                let note = differences.isEmpty ? "matches the configuration" : "differs from the configuration in \(differences.joined(separator: ", ")) (the bus updates it at start where the server allows)"
+                // The same check the bus makes at start: a stream it cannot use fails the doctor;
+                // a difference it works with is reported and does not.
+                let policy = settings.jetStream.streamUpdatePolicy
+                let streamCheck = JetStreamEventBus.StreamCheck(stream: info.configuration, configuration: settings.jetStream)
+                if !streamCheck.blockingProblems(policy: policy).isEmpty {
+                    throw ValidationError(streamCheck.refusal(policy: policy))
+                }
+                notes = streamCheck.problems.map { "the bus will update \($0.field) at start (stream update policy 'update'): \($0)" }
+                notes += streamCheck.differences.map {
+                    "\($0) kept as it is\(policy == .update ? " unless the bus's update sets it" : "")"
+                }
+                let note = streamCheck.differences.isEmpty ? "matches the configuration" : "usable by the bus, \(streamCheck.differences.count) difference(s) kept"
                 return "\(info.state.messages) events, \(info.configuration.replicas) replicas, \(note)"
             }
+            for note in notes { print("info  stream \(settings.jetStream.streamName): \(note)") }
             await check("publish") {
                 let probe = try await jetStream.publish(
                     subject: "\(settings.jetStream.subjectPrefix).doctor.probe", payload: Array("probe".utf8),

@@ -26,7 +26,8 @@ extension JetStreamEventBus {
         public var streamSubjects: [String]?
         /// The prefix of request subjects (core NATS, not stored). Default `eventbus-requests`.
         public var requestSubjectPrefix = "eventbus-requests"
-        /// Stream replicas (1 for a single server, 3 for a 3-node cluster). Default 1.
+        /// Stream replicas (1 for a single server, 3 for a 3-node cluster) of a stream the bus
+        /// creates. Default 1. The bus never lowers the replicas of an existing stream.
         public var replicas = 1
         /// Stream storage. Default file.
         public var storage: NATSStreamConfiguration.Storage = .file
@@ -58,6 +59,12 @@ extension JetStreamEventBus {
         /// How long the server keeps the consumer of a subscriber without group after it went
         /// away. Default 60 s.
         public var ephemeralInactiveThreshold: Duration = .seconds(60)
+        /// What the bus does with a stream that already exists: by default (``StreamUpdatePolicy/never``)
+        /// it checks that the stream can carry the bus and changes nothing; ``StreamUpdatePolicy/update``
+        /// applies this configuration's stream settings, keeping everything else the operator set.
+        /// The settings above (``replicas``, ``storage``, ``maxAge``, ...) are always used to create
+        /// a missing stream.
+        public var streamUpdatePolicy: StreamUpdatePolicy = .never
 
         /// Creates a configuration for a connection.
         public init(connection: NATSConnectionConfiguration) {
@@ -67,7 +74,7 @@ extension JetStreamEventBus {
         /// The stream's subjects.
         public var effectiveStreamSubjects: [String] { streamSubjects ?? ["\(subjectPrefix).>"] }
 
-        /// The stream configuration the bus ensures at start.
+        /// The stream configuration the bus creates at start when the stream is missing.
         public var stream: NATSStreamConfiguration {
             var stream = NATSStreamConfiguration(name: streamName, subjects: effectiveStreamSubjects)
             stream.description = "EventBus events (swift-nats-eventbus)"
@@ -76,7 +83,8 @@ extension JetStreamEventBus {
             stream.maxAge = maxAge
             stream.maxMessages = maxMessages
             stream.maxBytes = maxBytes
-            stream.duplicateWindow = duplicateWindow
+            // The server refuses a duplicate window longer than the max age.
+            stream.duplicateWindow = maxAge > .zero ? min(duplicateWindow, maxAge) : duplicateWindow
             return stream
         }
 

@@ -171,7 +171,7 @@ public final class JetStreamEventBus: EventBus, Service {
             // default) per attempt used a third of the retry budget on one request.
             let attemptTimeout = min(configuration.publishTimeout, .seconds(2))
             try await Self.ensureStreamThroughElections(
-                connection.jetStream(timeout: attemptTimeout), configuration.stream, logger: logger)
+                connection.jetStream(timeout: attemptTimeout), configuration, logger: logger)
             let publisher = try await jetStream.makePublisher(
                 configuration: .init(maxPending: configuration.maxPendingPublishes, ackTimeout: configuration.publishTimeout))
             // One subscription for the whole stream; the queue keeps only advisories of consumers
@@ -187,6 +187,10 @@ public final class JetStreamEventBus: EventBus, Service {
                 "JetStream event bus ready",
                 metadata: ["servers": "\(servers)", "stream": "\(configuration.streamName)", "subjects": "\(configuration.effectiveStreamSubjects)"])
             return .success(Ready(connection: connection, jetStream: jetStream, publisher: publisher, advisories: advisories))
+        } catch where error.code == .invalidConfiguration {
+            // The stream exists but cannot carry the bus: starting again will not help.
+            await connection.close()
+            return .failure(EventBusError(.streamUnusable, error.message, isRetriable: false, underlying: error))
         } catch {
             await connection.close()
             return .failure(
@@ -196,23 +200,25 @@ public final class JetStreamEventBus: EventBus, Service {
         }
     }
 
-    /// Creates or updates the stream, retrying for up to 30 s while it has no leader: a stream that
-    /// another service is creating at this moment, or whose leader was just lost, leaves
-    /// `STREAM.INFO` unanswered (timeout) or answers 503 until a leader is elected (seconds).
-    /// Other errors fail at once.
+    /// Creates the stream when it is missing, or checks the existing one (and updates it only
+    /// under ``StreamUpdatePolicy/update``; see JetStreamEventBus+StreamPolicy.swift), retrying for
+    /// up to 30 s while it has no leader: a stream that another service is creating at this moment,
+    /// or whose leader was just lost, leaves `STREAM.INFO` unanswered (timeout) or answers 503 until
+    /// a leader is elected (seconds). Other errors, a stream the bus cannot use among them, fail at once.
     private static func ensureStreamThroughElections(
-        _ jetStream: NATSJetStream, _ stream: NATSStreamConfiguration, logger: Logger
+        _ jetStream: NATSJetStream, _ configuration: Configuration, logger: Logger
     ) async throws(NATSError) {
         let deadline = ContinuousClock.now + .seconds(30)
         while true {
             do {
-                try await jetStream.ensureStream(stream)
+                try await applyStreamPolicy(jetStream, configuration, logger: logger)
                 return
             } catch where (error.code == .timeout || (error.code == .jetStream && error.isRetriable))
                 && ContinuousClock.now < deadline && !Task.isCancelled
             {
                 logger.warning(
-                    "stream not ready (leader election?), retrying", metadata: ["stream": "\(stream.name)", "error": "\(error.message)"])
+                    "stream not ready (leader election?), retrying",
+                    metadata: ["stream": "\(configuration.streamName)", "error": "\(error.message)"])
                 try? await Task.sleep(for: .milliseconds(500))
             }
         }
@@ -451,6 +457,14 @@ public final class JetStreamEventBus: EventBus, Service {
         let replySubject = reply.headers[CloudEventsNATSBinding.Header.subject] ?? event.subject
         return CloudEventsNATSBinding.event(subject: replySubject, headers: reply.headers, payload: reply.payload.bytes)
     }
+}
+
+extension EventBusError.Code {
+    /// The JetStream stream exists but cannot carry the bus (its subjects miss the bus's prefix,
+    /// work-queue retention, no duplicate window, ...); the message names the field, the value
+    /// found and the fix. Not retriable: the operator must change the stream, or allow the bus
+    /// to update it (``JetStreamEventBus/Configuration/streamUpdatePolicy``).
+    public static let streamUnusable = EventBusError.Code("streamUnusable")
 }
 
 extension EventBusError {

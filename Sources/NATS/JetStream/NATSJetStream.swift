@@ -44,6 +44,12 @@ public struct NATSJetStream: Sendable {
 
     /// Creates the stream, or updates it to match `configuration`; does nothing when it matches.
     ///
+    /// An update changes the fields ``NATSStreamConfiguration`` models to what `configuration`
+    /// says (replicas included, up or down) and keeps every other field of the live stream as the
+    /// server holds it (metadata, compression, `allow_direct`, `deny_delete`, subject transforms,
+    /// ...): see ``NATSStreamConfiguration/merged(over:)``. To check a stream without changing it,
+    /// compare ``streamInfo(_:)`` with ``NATSStreamConfiguration/differences(from:)``.
+    ///
     /// - Throws: ``NATSError/Code/invalidConfiguration`` naming the field when the change is one
     ///   the server cannot make on a live stream (storage, retention); the server's error (with its
     ///   JetStream code) when it refuses the update for another reason.
@@ -73,11 +79,40 @@ public struct NATSJetStream: Sendable {
                 "stream '\(configuration.name)' cannot be updated: \(details.joined(separator: ", ")) cannot change on an existing stream (delete and recreate it, or choose another name)"
             )
         }
-        do {
-            return try await api.request(
-                "STREAM.UPDATE.\(configuration.name)", body: configuration, as: NATSStreamInfo.self,
-                what: "updating stream '\(configuration.name)' (\(differences.joined(separator: ", ")))")
-        }
+        // The live configuration's unmodelled fields travel back: an update replaces the whole
+        // configuration, and sending only the modelled fields reset the rest to the defaults.
+        return try await api.request(
+            "STREAM.UPDATE.\(configuration.name)", body: configuration.merged(over: existing.configuration),
+            as: NATSStreamInfo.self,
+            what: "updating stream '\(configuration.name)' (\(differences.joined(separator: ", ")))")
+    }
+
+    /// Sends `configuration` as the stream's new configuration, exactly as it is.
+    ///
+    /// The server replaces the whole configuration: start from the live one
+    /// (``streamInfo(_:)``'s ``NATSStreamInfo/configuration``, which keeps the fields this client
+    /// does not model in ``NATSStreamConfiguration/additionalFields``) and change only what you
+    /// mean to change.
+    ///
+    /// - Throws: the validation error before anything is sent; the server's error (with its
+    ///   JetStream code) when it refuses the update.
+    @discardableResult
+    public func updateStream(_ configuration: NATSStreamConfiguration) async throws(NATSError) -> NATSStreamInfo {
+        try configuration.validate()
+        return try await api.request(
+            "STREAM.UPDATE.\(configuration.name)", body: configuration, as: NATSStreamInfo.self,
+            what: "updating stream '\(configuration.name)'")
+    }
+
+    /// Creates a stream; fails with the server's error (JetStream code
+    /// ``NATSJetStreamErrorCode/streamNameInUse``) when one with that name but another
+    /// configuration exists. Creating it again with the same configuration succeeds.
+    @discardableResult
+    public func createStream(_ configuration: NATSStreamConfiguration) async throws(NATSError) -> NATSStreamInfo {
+        try configuration.validate()
+        return try await api.request(
+            "STREAM.CREATE.\(configuration.name)", body: configuration, as: NATSStreamInfo.self,
+            what: "creating stream '\(configuration.name)'")
     }
 
     /// The stream's configuration and counters.

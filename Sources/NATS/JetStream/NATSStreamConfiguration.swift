@@ -2,6 +2,11 @@
 ///
 /// Defaults match the server's: unlimited messages, bytes and age, file storage, one replica,
 /// limits retention, discard old, a two-minute duplicate window.
+///
+/// A configuration decoded from the server also keeps every field this type does not model in
+/// ``additionalFields`` and encodes them back, so that a configuration read from the server,
+/// changed and sent as an update does not strip what an operator set (metadata, compression,
+/// `allow_direct`, `deny_delete`, subject transforms, ...).
 public struct NATSStreamConfiguration: Sendable, Hashable {
     /// How messages leave the stream.
     public enum Retention: String, Sendable, Hashable, CaseIterable {
@@ -56,6 +61,12 @@ public struct NATSStreamConfiguration: Sendable, Hashable {
     /// How long message ids (`Nats-Msg-Id`) are remembered to drop duplicates. The server caps it
     /// at `maxAge` when that is shorter.
     public var duplicateWindow: Duration = .seconds(120)
+    /// The server's fields this type does not model, by JSON name, as the server sent them (for
+    /// example `metadata`, `compression`, `allow_direct`, `deny_delete`, `sealed`, `mirror`).
+    /// Encoded back as they are; a key that names a modelled field is ignored when encoding (the
+    /// modelled property wins). Set one to create or update a stream with a server feature this
+    /// type does not model.
+    public var additionalFields: [String: NATSJSONValue] = [:]
 
     /// Creates a configuration.
     public init(name: String, subjects: [String]) {
@@ -109,7 +120,21 @@ public struct NATSStreamConfiguration: Sendable, Hashable {
         if maxMessageSize != other.maxMessageSize { fields.append("maxMessageSize") }
         if discard != other.discard { fields.append("discard") }
         if effectiveDuplicateWindow != other.effectiveDuplicateWindow { fields.append("duplicateWindow") }
+        // Only the additional fields this configuration sets: the server adds many of its own
+        // (and its defaults) that a configuration built in code does not mention.
+        for (key, value) in additionalFields.sorted(by: { $0.key < $1.key }) where other.additionalFields[key] != value {
+            fields.append(key)
+        }
         return fields
+    }
+
+    /// This configuration's modelled fields over `live`'s additional ones: what an update sends
+    /// so that it changes what this configuration says and keeps what only the server knows.
+    /// This configuration's own ``additionalFields`` win over `live`'s.
+    public func merged(over live: NATSStreamConfiguration) -> NATSStreamConfiguration {
+        var merged = self
+        merged.additionalFields = live.additionalFields.merging(additionalFields) { _, own in own }
+        return merged
     }
 
     /// Fields the server does not let a live stream change.
@@ -129,8 +154,18 @@ extension NATSStreamConfiguration: Codable {
         case duplicateWindow = "duplicate_window"
     }
 
-    /// Decodes the server's JSON.
+    /// The JSON names of the modelled fields.
+    static let modelledKeys: Set<String> = [
+        "name", "subjects", "description", "retention", "storage", "num_replicas", "max_age", "max_msgs", "max_bytes",
+        "max_msgs_per_subject", "max_msg_size", "discard", "duplicate_window",
+    ]
+
+    /// Decodes the server's JSON; fields not modelled go to ``additionalFields``.
     public init(from decoder: any Decoder) throws {
+        let others = try decoder.container(keyedBy: AnyCodingKey.self)
+        for key in others.allKeys where !Self.modelledKeys.contains(key.stringValue) {
+            additionalFields[key.stringValue] = try others.decode(NATSJSONValue.self, forKey: key)
+        }
         let container = try decoder.container(keyedBy: CodingKeys.self)
         name = try container.decode(String.self, forKey: .name)
         subjects = try container.decodeIfPresent([String].self, forKey: .subjects) ?? []
@@ -147,8 +182,12 @@ extension NATSStreamConfiguration: Codable {
         duplicateWindow = .nanoseconds(try container.decodeIfPresent(Int64.self, forKey: .duplicateWindow) ?? 0)
     }
 
-    /// Encodes the server's JSON.
+    /// Encodes the server's JSON, ``additionalFields`` included.
     public func encode(to encoder: any Encoder) throws {
+        var others = encoder.container(keyedBy: AnyCodingKey.self)
+        for (key, value) in additionalFields where !Self.modelledKeys.contains(key) {
+            try others.encode(value, forKey: AnyCodingKey(key))
+        }
         var container = encoder.container(keyedBy: CodingKeys.self)
         try container.encode(name, forKey: .name)
         try container.encode(subjects, forKey: .subjects)
