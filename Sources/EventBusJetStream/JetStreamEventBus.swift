@@ -393,7 +393,7 @@ public final class JetStreamEventBus: EventBus, Service {
         let reply = try await ready.replies.request(
             subject: subject, headers: CloudEventsNATSBinding.headers(for: event), payload: event.data, timeout: timeout,
             what: "request '\(event.subject)'")
-        let replySubject = reply.headers[CloudEventsNATSBinding.Header.subject] ?? event.subject
+        let replySubject = CloudEventsNATSBinding.subjectAttribute(in: reply.headers) ?? event.subject
         return CloudEventsNATSBinding.event(subject: replySubject, headers: reply.headers, payload: reply.payload.bytes)
     }
 }
