@@ -12,6 +12,12 @@ extension Event {
     /// extension value contains CR, LF or NUL (each becomes a header); extension names are 1 to 64 lower-case
     /// letters, digits or `-` and are not reserved (``reservedExtensionNames``).
     ///
+    /// Any other text may travel: spaces, `%`, `"` and non-ASCII are percent-encoded in the NATS binding's
+    /// `ce-*` headers. CR, LF and NUL stay refused although encoding would carry them in `ce-*` headers: the
+    /// CloudEvents type system forbids control characters in String attributes (other SDKs reject them), and
+    /// some values travel verbatim (the id as `Nats-Msg-Id`, `datacontenttype`, trace context), where they
+    /// would break the header block.
+    ///
     /// An event that passed is remembered as valid until one of its attributes is set, so publishing the same
     /// value again (a retry, a fan-out to several buses) does not check it again.
     public func validateForPublish() throws(EventBusError) {

@@ -23,8 +23,22 @@ import Foundation
 /// | `traceParent` / `traceState` | `traceparent` / `tracestate` (W3C trace context) |
 ///
 /// The event's `subject` is the NATS subject (under the bus's subject prefix), so that any NATS
-/// client can route on it; it also travels as `ce-subject` unless the event set a CloudEvents
-/// `subject` extension of its own.
+/// client can route on it; it also travels as `ce-subject` (an extension named `subject` is never
+/// written: the name is reserved).
+///
+/// Header values follow section 3.1.3.2 of the binding ("NATS Header Values"): every `ce-*` header
+/// (attributes, extensions, and the dead-letter extensions `ce-deadletter-*`) is percent-encoded
+/// when written (space, `"`, `%`, and every byte outside printable ASCII become `%XY`) and decoded
+/// when read; see ``percentEncoded(_:)`` and ``percentDecoded(_:)``. A received value that cannot
+/// be decoded (`%zz`, a truncated `%4`, bytes that are not UTF-8 once decoded) is kept as received.
+/// The other headers have formats of their own and travel verbatim, both ways:
+/// - `content-type` is a media type (RFC 2046), whose parameters may be quoted strings with
+///   spaces (`text/plain; charset="utf-8"`); any reader of a media type expects it as it is.
+/// - `traceparent` and `tracestate` are W3C trace context, read by tracing libraries that know
+///   nothing of CloudEvents; their grammar is printable ASCII already.
+/// - `Nats-Msg-Id` is never encoded: JetStream compares it byte for byte for duplicate detection,
+///   and it must be the event id exactly as the application set it (it also stands in for a
+///   missing `ce-id` when reading, taken verbatim).
 public enum CloudEventsNATSBinding {
     /// The header names.
     public enum Header {
@@ -61,27 +75,36 @@ public enum CloudEventsNATSBinding {
         "correlationid", "causationid",
     ]
 
-    /// The headers for an event.
+    /// The headers for an event: `ce-*` values percent-encoded, `content-type`, trace context and
+    /// `Nats-Msg-Id` verbatim (see the type's notes). A value with nothing to encode is added as it is.
     public static func headers(for event: Event) -> NATSHeaders {
         var headers = NATSHeaders()
-        headers.add(event.id, for: Header.id)
-        headers.add(event.source, for: Header.source)
-        headers.add(event.type, for: Header.type)
+        headers.add(percentEncoded(event.id), for: Header.id)
+        headers.add(percentEncoded(event.source), for: Header.source)
+        headers.add(percentEncoded(event.type), for: Header.type)
         headers.add(Event.specVersion, for: Header.specVersion)
-        headers.add(event.subject, for: Header.subject)
+        headers.add(percentEncoded(event.subject), for: Header.subject)
         if let time = event.time {
+            // RFC 3339 digits and `-:.TZ`: nothing to encode.
             headers.add(formatTime(time), for: Header.time)
         }
         if let contentType = event.dataContentType { headers.add(contentType, for: Header.contentType) }
-        if let correlationID = event.correlationID { headers.add(correlationID, for: Header.correlationID) }
-        if let causationID = event.causationID { headers.add(causationID, for: Header.causationID) }
+        if let correlationID = event.correlationID { headers.add(percentEncoded(correlationID), for: Header.correlationID) }
+        if let causationID = event.causationID { headers.add(percentEncoded(causationID), for: Header.causationID) }
         if let traceParent = event.traceParent { headers.add(traceParent, for: Header.traceParent) }
         if let traceState = event.traceState { headers.add(traceState, for: Header.traceState) }
         for name in event.extensions.keys.sorted() where !reservedAttributes.contains(name) {
-            headers.add(event.extensions[name]!, for: Header.extensionPrefix + name)
+            headers.add(percentEncoded(event.extensions[name]!), for: Header.extensionPrefix + name)
         }
         headers.add(event.id, for: Header.messageID)
         return headers
+    }
+
+    /// The `subject` attribute a message's sender wrote in `ce-subject`, decoded; `nil` when absent.
+    /// ``event(subject:headers:payload:)`` takes the subject from the NATS subject instead; this is for
+    /// a message whose NATS subject says nothing (a reply to an inbox).
+    public static func subjectAttribute(in headers: NATSHeaders) -> String? {
+        headers[Header.subject].map(percentDecoded)
     }
 
     /// Reads an event from a NATS message. `subject` is the bus subject (the NATS subject without
@@ -91,7 +114,9 @@ public enum CloudEventsNATSBinding {
     /// Attribute headers are matched by exact name first, then ignoring ASCII case (other clients
     /// may capitalise them). One pass over the header bytes, in place: a string is made only for
     /// a value the event keeps (`ce-specversion` and `ce-subject` are checked by name and skipped,
-    /// `ce-time` is read straight into a `Date`).
+    /// `ce-time` is read straight into a `Date`). `ce-*` values are percent-decoded, the string made
+    /// straight from the bytes when they hold no `%` or `"`; a value that does not decode is kept as
+    /// received.
     public static func event(subject: String, headers: NATSHeaders, payload: [UInt8]) -> Event {
         var found = FoundAttributes()
         var extensions: [String: String] = [:]
@@ -104,7 +129,7 @@ public enum CloudEventsNATSBinding {
                 // An extension: `ce-<name>` (any case), not one of the reserved attributes.
                 let attribute = String(String(decoding: name, as: UTF8.self).lowercased().dropFirst(Header.extensionPrefix.count))
                 if !reservedAttributes.contains(attribute) {
-                    extensions[attribute] = String(decoding: value, as: UTF8.self)
+                    extensions[attribute] = percentDecodedText(value)
                 }
             }
             return true
@@ -128,6 +153,15 @@ public enum CloudEventsNATSBinding {
     private enum KnownHeader: Int, CaseIterable {
         case id, source, type, specVersion, subject, time, contentType, correlationID, causationID, traceParent, traceState
         case messageID
+
+        /// Whether the value is percent-encoded on the wire: every `ce-*` header. `content-type`,
+        /// trace context and `Nats-Msg-Id` have formats of their own and are read verbatim.
+        var isPercentEncoded: Bool {
+            switch self {
+            case .contentType, .traceParent, .traceState, .messageID: false
+            default: true
+            }
+        }
 
         var name: StaticString {
             switch self {
@@ -198,7 +232,7 @@ public enum CloudEventsNATSBinding {
 
         mutating func record(_ header: KnownHeader, value: UnsafeRawBufferPointer) {
             func keep(_ slot: inout String?) {
-                if slot == nil { slot = String(decoding: value, as: UTF8.self) }
+                if slot == nil { slot = CloudEventsNATSBinding.text(of: header, value) }
             }
             switch header {
             case .id: keep(&id)
@@ -212,7 +246,13 @@ public enum CloudEventsNATSBinding {
             // Only a fallback for a missing `ce-id`: looked up after the pass if needed (headers
             // sent through cnats's map come in any order, so it may precede `ce-id`).
             case .messageID: break
-            case .time: if exactTime == nil { exactTime = .some(CloudEventsNATSBinding.parseTime(value)) }
+            case .time:
+                if exactTime == nil {
+                    // Only a sender that needlessly encoded (`%3A`) makes the decoding step run.
+                    exactTime = CloudEventsNATSBinding.needsPercentDecoding(value)
+                        ? .some(CloudEventsNATSBinding.parseTime(CloudEventsNATSBinding.percentDecodedText(value)))
+                        : .some(CloudEventsNATSBinding.parseTime(value))
+                }
             case .specVersion, .subject: break
             }
         }
@@ -224,7 +264,7 @@ public enum CloudEventsNATSBinding {
             default: break
             }
             if folded == nil { folded = [String?](repeating: nil, count: KnownHeader.allCases.count) }
-            if folded![header.rawValue] == nil { folded![header.rawValue] = String(decoding: value, as: UTF8.self) }
+            if folded![header.rawValue] == nil { folded![header.rawValue] = CloudEventsNATSBinding.text(of: header, value) }
         }
 
         func value(_ header: KnownHeader) -> String? {
@@ -242,6 +282,11 @@ public enum CloudEventsNATSBinding {
                 }
             return exact ?? folded?[header.rawValue] ?? nil
         }
+    }
+
+    /// A known header's value as the event keeps it: decoded when the header is percent-encoded.
+    private static func text(of header: KnownHeader, _ value: UnsafeRawBufferPointer) -> String {
+        header.isPercentEncoded ? percentDecodedText(value) : String(decoding: value, as: UTF8.self)
     }
 
     private static func hasExtensionPrefix(_ bytes: UnsafeRawBufferPointer) -> Bool {

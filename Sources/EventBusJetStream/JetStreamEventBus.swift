@@ -454,7 +454,7 @@ public final class JetStreamEventBus: EventBus, Service {
         } catch {
             throw EventBusError(mapping: error, what: what, fallback: .backendUnavailable)
         }
-        let replySubject = reply.headers[CloudEventsNATSBinding.Header.subject] ?? event.subject
+        let replySubject = CloudEventsNATSBinding.subjectAttribute(in: reply.headers) ?? event.subject
         return CloudEventsNATSBinding.event(subject: replySubject, headers: reply.headers, payload: reply.payload.bytes)
     }
 }

@@ -34,15 +34,37 @@ struct InteropTests {
         return text
     }
 
+    /// What the script prints for a message it read: the headers as on the wire, and with the `ce-*`
+    /// values decoded by Python's own percent-decoding.
+    struct Received: Decodable {
+        var subject: String
+        var headers: [String: String]
+        var decoded: [String: String]
+        var data: String
+    }
+
+    /// `ce-*` values on the wire hold printable ASCII only, without space or `"` (binding section 3.1.3.2).
+    static func expectEncodedOnTheWire(_ headers: [String: String], sourceLocation: SourceLocation = #_sourceLocation) {
+        for (name, value) in headers where name.hasPrefix("ce-") {
+            #expect(
+                value.utf8.allSatisfy { $0 > 0x20 && $0 < 0x7F && $0 != UInt8(ascii: "\"") }, "\(name): \(value)",
+                sourceLocation: sourceLocation)
+        }
+    }
+
+    /// Attributes cross in both directions with non-ASCII and reserved characters (space, `"`, `%`, `/`)
+    /// in the source, the subject and an extension, percent-encoded on the wire.
     @Test func eventsCrossBothWays() async throws {
         let server = try await NATSServerProcess.started()
         defer { server.stop() }
         let bus = JetStreamEventBus(configuration: .init(connection: try NATSConnectionConfiguration(servers: [server.url])))
         try await bus.start()
 
-        // nats-py → bus: a message with CloudEvents headers becomes an Event with every attribute.
-        let subscription = try await bus.subscribe("interop.from-python", options: .init(start: .all))
-        _ = try await offCooperativePool { try Self.runScript(["publish", server.url, "events.interop.from-python"]) }
+        // nats-py → bus: a message with CloudEvents headers becomes an Event with every attribute, its
+        // percent-encoded values decoded. NATS accepts any UTF-8 in a subject token (the bus's subject rules
+        // and nats-server's both allow it), so the routing subject carries the non-ASCII too.
+        let subscription = try await bus.subscribe("interop.from-python.>", options: .init(start: .all))
+        _ = try await offCooperativePool { try Self.runScript(["publish", server.url, "events.interop.from-python.zürich"]) }
         var received: Delivery?
         for try await delivery in subscription {
             received = delivery
@@ -51,43 +73,117 @@ struct InteropTests {
         }
         let event = try #require(received?.event)
         #expect(event.id == "py-event-1")
-        #expect(event.source == "/python/orders")
+        #expect(event.source == "/interop/nats-py ä", "sent as /interop/nats-py%20%C3%A4")
         #expect(event.type == "com.example.order.created")
-        #expect(event.subject == "interop.from-python")
+        #expect(event.subject == "interop.from-python.zürich", "the routing subject, not ce-subject")
         #expect(event.dataContentType == "application/json")
         #expect(event.data == Array(#"{"order":"py-1"}"#.utf8))
-        #expect(event.extensions == ["tenant": "acme"])
+        #expect(event.extensions == ["tenant": "acme", "city": #"Zürich "Altstadt" 100% €/😀"#])
         #expect(event.correlationID == "corr-py")
         #expect(event.traceParent == "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
         let time = try #require(event.time)
         #expect(abs(time.timeIntervalSince1970 - 1_795_428_930.123456789) < 0.000_01, "\(time.timeIntervalSince1970)")
 
-        // bus → nats-py: the published event carries the same attributes as headers.
+        // bus → nats-py: the published event carries the same attributes as headers, encoded on the wire.
         let sent = Event(
-            id: "swift-event-1", subject: "interop.from-swift", type: "com.example.payment.settled", source: "/swift/billing",
-            time: Date(timeIntervalSince1970: 1_763_900_000.5), dataContentType: "text/plain", data: Array("paid".utf8),
-            extensions: ["region": "eu-1"], correlationID: "corr-swift", causationID: "cause-swift",
+            id: "swift-event-1", subject: #"interop.from-swift.zürich.100%."q""#, type: "com.example.payment.settled",
+            source: "/shop eu/zürich", time: Date(timeIntervalSince1970: 1_763_900_000.5), dataContentType: "text/plain",
+            data: Array("paid".utf8), extensions: ["region": "eu-1", "city": #"Zürich "Altstadt" 100% €/😀"#],
+            correlationID: "corr-swift", causationID: "cause-swift",
             traceParent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", traceState: "vendor=1")
         try await bus.publish(sent)
-        let json = try await offCooperativePool { try Self.runScript(["read", server.url, "events.interop.from-swift"]) }
-        struct Received: Decodable { var subject: String; var headers: [String: String]; var data: String }
+        let natsSubject = "events." + sent.subject
+        let json = try await offCooperativePool { try Self.runScript(["read", server.url, natsSubject]) }
         let message = try JSONDecoder().decode(Received.self, from: Data(json.utf8))
-        #expect(message.subject == "events.interop.from-swift")
+        #expect(message.subject == natsSubject)
         #expect(message.data == "paid")
         let headers = message.headers
+        Self.expectEncodedOnTheWire(headers)
         #expect(headers["ce-id"] == "swift-event-1")
-        #expect(headers["ce-source"] == "/swift/billing")
+        #expect(headers["ce-source"] == "/shop%20eu/z%C3%BCrich")
+        #expect(message.decoded["ce-source"] == "/shop eu/zürich")
         #expect(headers["ce-type"] == "com.example.payment.settled")
         #expect(headers["ce-specversion"] == "1.0")
-        #expect(headers["ce-subject"] == "interop.from-swift")
+        #expect(headers["ce-subject"] == "interop.from-swift.z%C3%BCrich.100%25.%22q%22")
+        #expect(message.decoded["ce-subject"] == sent.subject)
         #expect(headers["ce-time"] == "2025-11-23T12:13:20.500000000Z")
         #expect(headers["content-type"] == "text/plain")
         #expect(headers["ce-region"] == "eu-1")
+        #expect(headers["ce-city"] == "Z%C3%BCrich%20%22Altstadt%22%20100%25%20%E2%82%AC/%F0%9F%98%80")
+        #expect(message.decoded["ce-city"] == sent.extensions["city"])
         #expect(headers["ce-correlationid"] == "corr-swift")
         #expect(headers["ce-causationid"] == "cause-swift")
         #expect(headers["traceparent"] == "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
         #expect(headers["tracestate"] == "vendor=1")
         #expect(headers["Nats-Msg-Id"] == "swift-event-1")
+        await bus.close()
+    }
+
+    /// A request travels to a nats-py responder encoded, and its reply's `ce-subject` (the reply's only
+    /// subject: it arrives on an inbox), source and extension are decoded.
+    @Test func requestAndReplyCrossEncoded() async throws {
+        let server = try await NATSServerProcess.started()
+        defer { server.stop() }
+        let bus = JetStreamEventBus(configuration: .init(connection: try NATSConnectionConfiguration(servers: [server.url])))
+        try await bus.start()
+        let url = server.url
+        async let requestJSON = offCooperativePool { try Self.runScript(["respond", url, "eventbus-requests.interop.rpc.>"]) }
+
+        let request = Event(
+            subject: "interop.rpc.zürich", type: "com.example.quote.requested", source: "/shop eu/zürich",
+            extensions: ["basket": #"2× "Käse" 100%"#])
+        var reply: Event?
+        // The responder subscribes once its process is up: until then the bus hears `noResponders`.
+        for _ in 0..<300 where reply == nil {
+            do {
+                reply = try await bus.request(request, timeout: .seconds(2))
+            } catch let error as EventBusError where error.code == .noResponders {
+                try await Task.sleep(for: .milliseconds(100))
+            }
+        }
+        let answer = try #require(reply)
+        #expect(answer.subject == #"interop.rpc.zürich.réponse "ok" 100%"#)
+        #expect(answer.source == "/interop/nats-py ä")
+        #expect(answer.type == "com.example.quote.answered")
+        #expect(answer.extensions == ["note": #"prix: 12 € "TTC" 100%"#])
+        #expect(answer.data == Array("answer".utf8))
+
+        let message = try JSONDecoder().decode(Received.self, from: Data(try await requestJSON.utf8))
+        Self.expectEncodedOnTheWire(message.headers)
+        #expect(message.headers["ce-subject"] == "interop.rpc.z%C3%BCrich")
+        #expect(message.decoded["ce-subject"] == request.subject)
+        #expect(message.decoded["ce-source"] == request.source)
+        #expect(message.decoded["ce-basket"] == request.extensions["basket"])
+        await bus.close()
+    }
+
+    /// nats-py reads a dead letter the bus produced: the last error, with spaces, quotes and non-ASCII, is
+    /// percent-encoded in `ce-deadletter-error` and decodes to the original text.
+    @Test func deadLetterIsReadableByNatsPy() async throws {
+        let server = try await NATSServerProcess.started()
+        defer { server.stop() }
+        let bus = JetStreamEventBus(configuration: .init(connection: try NATSConnectionConfiguration(servers: [server.url])))
+        try await bus.start()
+        let reason = #"unknown customer 42 in "Zürich", 100% sure"#
+        let subscription = try await bus.subscribe("interop.dead", options: .init(group: "interop-dl", start: .all))
+        let published = try await bus.publish(
+            Event(subject: "interop.dead", type: "com.example.order.created", source: "/shop eu/zürich", data: Array("x".utf8)))
+        for try await delivery in subscription {
+            try await delivery.term(reason: reason)
+            break
+        }
+        let natsSubject = "events." + DeadLetter.defaultSubject(for: "interop.dead")
+        let json = try await offCooperativePool { try Self.runScript(["read", server.url, natsSubject]) }
+        let message = try JSONDecoder().decode(Received.self, from: Data(json.utf8))
+        Self.expectEncodedOnTheWire(message.headers)
+        let wireError = try #require(message.headers["ce-deadletter-error"])
+        #expect(wireError == "unknown%20customer%2042%20in%20%22Z%C3%BCrich%22,%20100%25%20sure")
+        #expect(message.decoded["ce-deadletter-error"] == reason)
+        #expect(message.decoded["ce-deadletter-subject"] == "interop.dead")
+        #expect(message.decoded["ce-deadletter-group"] == "interop-dl")
+        #expect(message.decoded["ce-deadletter-stream-sequence"] == String(published.sequence))
+        #expect(message.decoded["ce-source"] == "/shop eu/zürich")
+        #expect(message.data == "x")
         await bus.close()
     }
 }

@@ -108,7 +108,8 @@ struct StreamPolicyTests {
 
         let bus = try Self.bus(servers: [server.url])
         let error = await #expect(throws: EventBusError.self) { try await bus.start() }
-        #expect(error?.code == .backendUnavailable)
+        #expect(error?.code == .streamUnusable)
+        #expect(error?.isRetriable == false)
         let message = error?.message ?? ""
         for part in ["'EVENTS'", "subjects is [orders.>]", "'events.>'", "nats stream edit EVENTS --subjects 'orders.>,events.>'",
                      "no_ack is true", "EVENT_BUS_JETSTREAM_STREAM_UPDATE=update"] {

@@ -2,6 +2,13 @@
 
     python nats_py_interop.py publish URL SUBJECT   publish one event with CloudEvents headers to JetStream
     python nats_py_interop.py read URL SUBJECT      read the first message on SUBJECT from the stream, print it as JSON
+    python nats_py_interop.py respond URL SUBJECT   answer the first core NATS request on SUBJECT (may be a
+                                                    wildcard), print the request as JSON
+
+`ce-*` header values are percent-encoded as section 3.1.3.2 of the CloudEvents NATS protocol binding says
+(space, double quote, percent and everything outside printable ASCII become %XY of their UTF-8 bytes);
+`read` and `respond` print each message's headers as they were on the wire ("headers") and with the
+`ce-*` values decoded ("decoded"), the way any other CloudEvents reader would decode them.
 
 Used by Tests/EventBusJetStreamTests/InteropTests.swift, with the project's .venv (deploy/install-deps.sh
 installs nats-py there).
@@ -9,8 +16,29 @@ installs nats-py there).
 import asyncio
 import json
 import sys
+import urllib.parse
 
 import nats
+
+
+def ce_encode(text: str) -> str:
+    """Percent-encodes a CloudEvents attribute value for a NATS header (binding section 3.1.3.2)."""
+    return "".join(
+        character if 0x21 <= ord(character) <= 0x7E and character not in '"%'
+        else "".join(f"%{byte:02X}" for byte in character.encode("utf-8"))
+        for character in text
+    )
+
+
+def ce_decode(text: str) -> str:
+    """One round of percent-decoding; invalid UTF-8 raises, as the binding says it must be rejected."""
+    return urllib.parse.unquote(text, errors="strict")
+
+
+def describe(message) -> dict:
+    headers = dict(message.headers or {})
+    decoded = {name: ce_decode(value) if name.lower().startswith("ce-") else value for name, value in headers.items()}
+    return {"subject": message.subject, "headers": headers, "decoded": decoded, "data": message.data.decode()}
 
 
 async def main() -> None:
@@ -21,11 +49,14 @@ async def main() -> None:
         headers = {
             "ce-specversion": "1.0",
             "ce-id": "py-event-1",
-            "ce-source": "/python/orders",
+            # Written by hand, byte for byte, as the binding spells it: "/interop/nats-py ä".
+            "ce-source": "/interop/nats-py%20%C3%A4",
             "ce-type": "com.example.order.created",
+            "ce-subject": ce_encode('interop.from-python.zürich "old town" 100%'),
             "ce-time": "2026-11-23T10:15:30.123456789Z",
             "content-type": "application/json",
             "ce-tenant": "acme",
+            "ce-city": ce_encode('Zürich "Altstadt" 100% €/😀'),
             "ce-correlationid": "corr-py",
             "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
             "Nats-Msg-Id": "py-event-1",
@@ -35,7 +66,23 @@ async def main() -> None:
     elif mode == "read":
         subscription = await jetstream.subscribe(subject, ordered_consumer=True)
         message = await subscription.next_msg(timeout=10)
-        print(json.dumps({"subject": message.subject, "headers": dict(message.headers or {}), "data": message.data.decode()}))
+        print(json.dumps(describe(message)))
+    elif mode == "respond":
+        subscription = await connection.subscribe(subject)
+        await connection.flush()
+        message = await subscription.next_msg(timeout=30)
+        request = describe(message)
+        reply_headers = {
+            "ce-specversion": "1.0",
+            "ce-id": "py-reply-1",
+            "ce-source": ce_encode("/interop/nats-py ä"),
+            "ce-type": "com.example.quote.answered",
+            "ce-subject": ce_encode(request["decoded"]["ce-subject"] + '.réponse "ok" 100%'),
+            "ce-note": ce_encode('prix: 12 € "TTC" 100%'),
+        }
+        await connection.publish(message.reply, b"answer", headers=reply_headers)
+        await connection.flush()
+        print(json.dumps(request))
     else:
         raise SystemExit(f"unknown mode {mode}")
     await connection.close()
