@@ -1,16 +1,24 @@
 public import EventBus
 import EventBusJetStream
 public import Logging
+public import ServiceLifecycle
 
 /// Makes the ``EventBus`` the settings ask for: the one place that switches on the backend.
 public enum EventBusFactory {
     /// Creates the bus and, for JetStream, connects and ensures the stream, so that an unreachable
     /// server or a rejected stream configuration fails here, at start, with the server URLs
     /// (credentials redacted) and the reason.
+    ///
+    /// The bus is also a `Service`: put it in the application's `ServiceGroup` (before the
+    /// services that use it, so that it shuts down after them). Its `run()` owns the backend's
+    /// background work, and on graceful shutdown it closes the bus: subscriptions end and hand
+    /// back what they hold, publishes in flight get their outcome, the connection drains.
+    /// ``withEventBus(settings:logger:gracefulShutdownSignals:_:)`` does all of that for a
+    /// program whose work is one closure.
     public static func makeEventBus(
         settings: EventBusSettings,
         logger: Logger = Logger(label: "eventbus")
-    ) async throws -> any EventBus {
+    ) async throws -> any EventBus & Service {
         switch settings.backend {
         case .memory:
             logger.info("event bus backend: memory")
@@ -23,7 +31,7 @@ public enum EventBusFactory {
     }
 
     /// Reads `EVENT_BUS_*` from the environment and makes the bus.
-    public static func makeEventBusFromEnvironment(logger: Logger = Logger(label: "eventbus")) async throws -> any EventBus {
+    public static func makeEventBusFromEnvironment(logger: Logger = Logger(label: "eventbus")) async throws -> any EventBus & Service {
         try await makeEventBus(settings: EventBusSettings.fromEnvironment(), logger: logger)
     }
 }
