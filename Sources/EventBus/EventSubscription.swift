@@ -10,8 +10,9 @@
 ///   are handed back when the iteration ends for any reason: `break`, a dropped iterator, cancellation,
 ///   ``close()``.
 /// - Ending the iteration early (`break` out of the loop, or dropping the iterator before the sequence
-///   ended) ends this member of the subscription: it takes no further deliveries, and every delivery
-///   `next()` already returned stays the application's to settle (it may still be working on it).
+///   ended) ends the subscription's deliveries: it takes no more (a new loop over it ends at once; a group's
+///   other members get the rest), and every delivery `next()` already returned stays the application's to
+///   settle (it may still be working on it) until ``close()``.
 /// - ``close()``, and cancelling the iterating task, also hand back every delivery `next()` returned that
 ///   is not settled yet: settling one of those afterwards throws
 ///   ``EventBusError/Code/alreadyAcknowledged``.
@@ -102,7 +103,8 @@ public protocol DeliverySource: Sendable {
     /// A backend should end this subscriber (no further deliveries to it) and hand back at once every
     /// delivery it received but `next()` did not return, so the group's other members get them now rather
     /// than after the ack wait, ideally without counting that as an attempt. Deliveries `next()` returned
-    /// stay the application's to settle; a later ``close()`` hands back those still unsettled.
+    /// stay the application's to settle: keep what settling them needs (a subscriber's own consumer, say)
+    /// until ``close()``, which hands back those still unsettled.
     ///
     /// The default does nothing: the subscription then lives until ``close()``, its bus closes, or it is
     /// released, and its prefetched deliveries come back after their ack wait.

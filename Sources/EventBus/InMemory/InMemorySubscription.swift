@@ -36,10 +36,15 @@ final class InMemorySubscription: DeliverySource {
         closeNow(handingBack: true)
     }
 
-    /// Ends this member: the iterator's own cursor gives back what it did not return (it is being released
-    /// with the iterator), and what it returned stays the application's.
+    /// Ends iterating: the iterator's own cursor gives back what it did not return (it is being released
+    /// with the iterator), and what it returned stays the application's to settle. A group member leaves
+    /// the group's consumer, which lives on, so the others get the rest; a subscriber without a group keeps
+    /// its consumer until ``close()`` or release, or its deliveries could no longer be settled.
     func stopIterating() {
-        closeNow(handingBack: false)
+        isClosed.store(true, ordering: .releasing)
+        if held != nil {
+            broker.closeSubscriber(subscriber, consumer: consumer, handingBack: nil)
+        }
     }
 
     /// Ends the subscriber; synchronous and short (one pass under the broker's lock), so a `deinit` may
