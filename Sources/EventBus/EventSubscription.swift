@@ -15,7 +15,8 @@
 ///   settle (it may still be working on it) until ``close()``.
 /// - ``close()``, and cancelling the iterating task, also hand back every delivery `next()` returned that
 ///   is not settled yet: settling one of those afterwards throws
-///   ``EventBusError/Code/alreadyAcknowledged``.
+///   ``EventBusError/Code/alreadyAcknowledged``. Closing the whole bus ends the iteration without this
+///   step, so a shutdown can let handlers finish (whether they can still settle is the backend's matter).
 ///
 /// Whether a hand-back counts as a delivery attempt depends on the backend: the in-memory bus never counts
 /// it (the next delivery carries the same ``Delivery/deliveryCount``); JetStream counts every delivery the

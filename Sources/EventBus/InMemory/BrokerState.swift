@@ -169,10 +169,8 @@ struct BrokerState {
         clients[client] = record
         clientIsOpen[Int(client) - 1] = false
         for subscriber in record.subscribers {
-            // Closing a client closes its subscriptions: what their members still hold goes back too.
-            if let member = subscribers[subscriber], let held = member.held {
-                handBack(held, to: member.consumer, now: now, effects: &effects)
-            }
+            // Deliveries its code still works on are left to it (a shutdown lets handlers finish and ack);
+            // what its iterators pulled and did not return comes back as each iterator ends.
             closeSubscriber(subscriber, now: now, effects: &effects)
         }
         effects.fail(record.replies.values)
