@@ -34,8 +34,8 @@ extension EventBus {
         TypedEventSubscription(base: try await subscribe(pattern, options: options), makeDecoder: makeDecoder)
     }
 
-    /// ``consume(_:options:handler:)`` decoding each payload as `Value`; an undecodable event goes to the
-    /// dead-letter subject without reaching the handler.
+    /// `consume(_ pattern:options:handler:)` decoding each payload as `Value`; an undecodable event goes to
+    /// the dead-letter subject without reaching the handler.
     public func consume<Value: Decodable & Sendable>(
         _ pattern: String,
         as type: Value.Type,
@@ -43,7 +43,21 @@ extension EventBus {
         makeDecoder: @escaping @Sendable () -> JSONDecoder = { JSONDecoder() },
         handler: @escaping @Sendable (Value, Delivery) async throws -> Void
     ) async throws {
-        try await consume(SubjectPattern(pattern), options: options) { delivery in
+        let subscription = try await subscribe(SubjectPattern(pattern), options: options)
+        try await consume(subscription, as: type, options: options, makeDecoder: makeDecoder, handler: handler)
+    }
+
+    /// `consume(_ subscription:options:handler:)` decoding each payload as `Value`; an undecodable event
+    /// goes to the dead-letter subject without reaching the handler. Subscribe first (the consumer exists
+    /// once `subscribe` returns), then run this in a task, so that nothing published meanwhile is missed.
+    public func consume<Value: Decodable & Sendable>(
+        _ subscription: EventSubscription,
+        as type: Value.Type,
+        options: SubscriptionOptions,
+        makeDecoder: @escaping @Sendable () -> JSONDecoder = { JSONDecoder() },
+        handler: @escaping @Sendable (Value, Delivery) async throws -> Void
+    ) async throws {
+        try await consume(subscription, options: options) { delivery in
             let value: Value
             do throws(EventBusError) {
                 value = try delivery.event.decode(Value.self, decoder: makeDecoder())

@@ -6,9 +6,22 @@
 ///   stored once.
 /// - ``subscribe(_:options:)`` delivers at least once; members of one group split the events, different
 ///   groups each get all of them; one subscriber with `maxInFlight: 1` sees each subject in publish order.
-/// - ``consume(_:options:handler:)`` acks when the handler returns, naks with backoff when it throws, and
+///   The subscription (and a new group's consumer) exists when it returns.
+/// - `consume(_:options:handler:)` acks when the handler returns, naks with backoff when it throws, and
 ///   after `maxDeliver` attempts moves the event to the dead-letter subject.
+/// - A member that stops (breaks out of its loop, is cancelled, closes) hands back at once what it received
+///   and did not handle; see ``EventSubscription``.
 /// - ``close()`` ends every subscription of this client; nothing hangs.
+///
+/// Readiness: a new group starts with the events published after its consumer exists (`start: .new`), and
+/// `consume(pattern, ...)` subscribes inside the task that runs it, so an event published right after
+/// starting that task can come too early. Subscribe first, then consume the subscription:
+///
+/// ```swift
+/// let orders = try await bus.subscribe("order.created", options: options)  // the consumer exists now
+/// group.addTask { try await bus.consume(orders, options: options, handler: handle) }
+/// try await bus.publish(order)  // surely delivered to the group
+/// ```
 public protocol EventBus: Sendable {
     /// What this backend can do beyond the basic contract.
     var capabilities: EventBusCapabilities { get }
@@ -37,15 +50,20 @@ public protocol EventBus: Sendable {
     /// A request is delivered at most once and is not stored.
     func request(_ event: Event, timeout: Duration) async throws -> Event
 
-    /// Runs `handler` for each delivery until the subscription ends (the bus closes or the calling task is
-    /// cancelled). Acks when the handler returns; when it throws, naks with the options' backoff, or on the
-    /// last attempt moves the event to the dead-letter subject with the error's text. A handler may settle a
-    /// delivery itself.
+    /// Runs `handler` for each delivery of `subscription` until it ends (the subscription or the bus closes,
+    /// or the calling task is cancelled), then closes it. Acks when the handler returns; when it throws,
+    /// naks with the options' backoff, or on the last attempt moves the event to the dead-letter subject with
+    /// the error's text. A handler may settle a delivery itself. Pass the `options` the subscription was made
+    /// with: they say how to settle.
     ///
-    /// Has a default implementation built on ``subscribe(_:options:)``; middleware overrides it to wrap
-    /// the handler.
+    /// This is the form to use when events may be published as soon as the consumer runs: the subscription
+    /// exists before this is called (see the readiness pattern on ``EventBus``). The pattern-taking
+    /// `consume(_ pattern:options:handler:)` subscribes and then calls this.
+    ///
+    /// Has a default implementation (``DeliverySettlement/run(_:on:options:)`` for each delivery);
+    /// middleware overrides it to wrap the handler, and must forward it to the bus it wraps.
     func consume(
-        _ pattern: SubjectPattern,
+        _ subscription: EventSubscription,
         options: SubscriptionOptions,
         handler: @escaping @Sendable (Delivery) async throws -> Void
     ) async throws
@@ -56,13 +74,13 @@ public protocol EventBus: Sendable {
 }
 
 extension EventBus {
-    /// The default ``consume(_:options:handler:)``: subscribe, then settle each delivery after the handler.
+    /// The default `consume(_ subscription:options:handler:)`: settle each delivery after the
+    /// handler, then close the subscription.
     public func consume(
-        _ pattern: SubjectPattern,
+        _ subscription: EventSubscription,
         options: SubscriptionOptions,
         handler: @escaping @Sendable (Delivery) async throws -> Void
     ) async throws {
-        let subscription = try await subscribe(pattern, options: options)
         do {
             for try await delivery in subscription {
                 try await DeliverySettlement.run(handler, on: delivery, options: options)
@@ -74,12 +92,28 @@ extension EventBus {
         await subscription.close()
     }
 
+    /// Subscribes to `pattern`, then runs `handler` for each delivery as
+    /// `consume(_ subscription:options:handler:)` does, until the subscription ends.
+    ///
+    /// The subscription is made inside this call: with `start: .new`, a new group misses events published
+    /// before it exists, and the caller cannot tell when that is. When something publishes right after
+    /// starting the consumer (a test, a workflow's first step), subscribe first and pass the subscription.
+    /// Not a requirement of the protocol: middleware overrides the subscription form, which this calls.
+    public func consume(
+        _ pattern: SubjectPattern,
+        options: SubscriptionOptions,
+        handler: @escaping @Sendable (Delivery) async throws -> Void
+    ) async throws {
+        let subscription = try await subscribe(pattern, options: options)
+        try await consume(subscription, options: options, handler: handler)
+    }
+
     /// Subscribes with a pattern given as text; throws `invalidPattern` if it breaks the NATS token rules.
     public func subscribe(_ pattern: String, options: SubscriptionOptions = .init()) async throws -> EventSubscription {
         try await subscribe(SubjectPattern(pattern), options: options)
     }
 
-    /// ``consume(_:options:handler:)`` with a pattern given as text.
+    /// `consume(_ pattern:options:handler:)` with a pattern given as text.
     public func consume(
         _ pattern: String,
         options: SubscriptionOptions = .init(),

@@ -3,6 +3,24 @@
 /// The sequence ends (returns `nil`) when the subscription or its bus is closed, or when the task iterating
 /// it is cancelled. Iterate it from one task at a time. ``close()`` may be called from anywhere, also while
 /// another task is waiting in `next()`.
+///
+/// How a member hands back what it has not handled, so that the rest of its group gets it at once instead
+/// of after the ack wait:
+/// - Deliveries the backend received for this subscriber (prefetched) but `next()` has not returned yet
+///   are handed back when the iteration ends for any reason: `break`, a dropped iterator, cancellation,
+///   ``close()``.
+/// - Ending the iteration early (`break` out of the loop, or dropping the iterator before the sequence
+///   ended) ends the subscription's deliveries: it takes no more (a new loop over it ends at once; a group's
+///   other members get the rest), and every delivery `next()` already returned stays the application's to
+///   settle (it may still be working on it) until ``close()``.
+/// - ``close()``, and cancelling the iterating task, also hand back every delivery `next()` returned that
+///   is not settled yet: settling one of those afterwards throws
+///   ``EventBusError/Code/alreadyAcknowledged``. Closing the whole bus ends the iteration without this
+///   step, so a shutdown can let handlers finish (whether they can still settle is the backend's matter).
+///
+/// Whether a hand-back counts as a delivery attempt depends on the backend: the in-memory bus never counts
+/// it (the next delivery carries the same ``Delivery/deliveryCount``); JetStream counts every delivery the
+/// server made (`NumDelivered`), so there the event's next delivery shows one attempt more.
 public struct EventSubscription: AsyncSequence, Sendable {
     /// Each element is one delivery to settle.
     public typealias Element = Delivery
@@ -18,11 +36,13 @@ public struct EventSubscription: AsyncSequence, Sendable {
 
     /// Starts iterating.
     public func makeAsyncIterator() -> Iterator {
-        Iterator(base: source.makeDeliveryIterator())
+        Iterator(base: source.makeDeliveryIterator(), lifetime: IterationLifetime(source: source))
     }
 
-    /// Stops the subscription: no new deliveries, and every iterator ends. Deliveries already handed out may
-    /// still be settled; a group's other members take over the rest.
+    /// Stops the subscription: no new deliveries, and every iterator ends. What it received and did not
+    /// hand out, and what it handed out that is still unsettled, goes back to the backend at once (a group's
+    /// other members take it over); settling such a delivery afterwards throws
+    /// ``EventBusError/Code/alreadyAcknowledged``.
     public func close() async {
         await source.close()
     }
@@ -30,10 +50,42 @@ public struct EventSubscription: AsyncSequence, Sendable {
     /// Iterates deliveries.
     public struct Iterator: AsyncIteratorProtocol {
         var base: any DeliveryIterator
+        let lifetime: IterationLifetime
 
         /// The next delivery, or `nil` once the subscription has ended.
+        ///
+        /// Checks for cancellation first, so a cancelled task gets no more deliveries, even ones the backend
+        /// already holds for it: the subscription closes and hands them back.
         public mutating func next() async throws -> Delivery? {
-            try await base.next()
+            if Task.isCancelled {
+                lifetime.ended = true
+                await lifetime.source.close()
+                return nil
+            }
+            let delivery = try await base.next()
+            if delivery == nil {
+                lifetime.ended = true
+            }
+            return delivery
+        }
+    }
+
+    /// Lives as long as an iterator (and its copies): when the last one goes before the sequence ended,
+    /// the application stopped iterating, and the backend hears so through
+    /// ``DeliverySource/stopIterating()``.
+    final class IterationLifetime {
+        let source: any DeliverySource
+        /// The sequence returned `nil`: nothing is left to hand back.
+        var ended = false
+
+        init(source: any DeliverySource) {
+            self.source = source
+        }
+
+        deinit {
+            if !ended {
+                source.stopIterating()
+            }
         }
     }
 }
@@ -42,8 +94,27 @@ public struct EventSubscription: AsyncSequence, Sendable {
 public protocol DeliverySource: Sendable {
     /// Creates an iterator over the subscription's deliveries.
     func makeDeliveryIterator() -> any DeliveryIterator
-    /// Closes the subscription; see ``EventSubscription/close()``.
+    /// Closes the subscription; see ``EventSubscription/close()``: hand back at once what was received and
+    /// not returned by `next()`, and what was returned and is not settled yet.
     func close() async
+    /// The application stopped iterating before the sequence ended: it broke out of its loop or dropped its
+    /// iterator. Called from the iterator's `deinit`, on whatever thread dropped it, so it must not block
+    /// and cannot await: start the work and return.
+    ///
+    /// A backend should end this subscriber (no further deliveries to it) and hand back at once every
+    /// delivery it received but `next()` did not return, so the group's other members get them now rather
+    /// than after the ack wait, ideally without counting that as an attempt. Deliveries `next()` returned
+    /// stay the application's to settle: keep what settling them needs (a subscriber's own consumer, say)
+    /// until ``close()``, which hands back those still unsettled.
+    ///
+    /// The default does nothing: the subscription then lives until ``close()``, its bus closes, or it is
+    /// released, and its prefetched deliveries come back after their ack wait.
+    func stopIterating()
+}
+
+extension DeliverySource {
+    /// Does nothing; see ``DeliverySource/stopIterating()``.
+    public func stopIterating() {}
 }
 
 /// A backend's iterator of deliveries.

@@ -98,6 +98,54 @@ struct InMemoryEventBusTests {
         await bus.close()
     }
 
+    @Test func closingHandsBackUnsettledDeliveriesAtOnceWithoutCountingThem() async throws {
+        let bus = try InMemoryEventBus()
+        let options = SubscriptionOptions(group: "g", ackWait: .seconds(600))
+        let first = try await bus.subscribe("q", options: options)
+        for index in 0..<5 {
+            try await bus.publish(makeEvent("q", "\(index)"))
+        }
+        var iterator = first.makeAsyncIterator()
+        let held = try #require(try await iterator.next())
+        let second = try await bus.newClient().subscribe("q", options: options)
+        await first.close()
+        let rest = try await take(5, from: second)
+        #expect(rest.map(\.sequence) == Array(1...5), "the held one comes back first, then the unseen ones")
+        #expect(rest.allSatisfy { $0.deliveryCount == 1 }, "attempts: \(rest.map(\.deliveryCount))")
+        // Handed back, so the first member can no longer settle it (the redelivery has the same attempt).
+        await #expect { try await held.ack() } throws: { ($0 as? EventBusError)?.code == .alreadyAcknowledged }
+        #expect(bus.statistics().pendingDeliveries == 0)
+        withExtendedLifetime(iterator) {}
+        await second.close()
+        await bus.close()
+    }
+
+    @Test(arguments: [nil, "g"] as [String?])
+    func breakingOutEndsTheLoopButLeavesTheLastDeliveryToTheApplication(group: String?) async throws {
+        let bus = try InMemoryEventBus()
+        let options = SubscriptionOptions(group: group, ackWait: .seconds(600))
+        let subscription = try await bus.subscribe("q", options: options)
+        for index in 0..<5 {
+            try await bus.publish(makeEvent("q", "\(index)"))
+        }
+        var last: Delivery?
+        for try await delivery in subscription {
+            last = delivery
+            break
+        }
+        try await #require(last).ack()
+        var again = 0
+        for try await _ in subscription { again += 1 }
+        #expect(again == 0, "a broken-off subscription delivers nothing more")
+        if group != nil {
+            let other = try await bus.subscribe("q", options: options)
+            #expect(try await take(4, from: other).map(\.sequence) == Array(2...5))
+            await other.close()
+        }
+        await subscription.close()
+        await bus.close()
+    }
+
     @Test func membersOfAGroupMustAgreeOnItsSettings() async throws {
         let bus = try InMemoryEventBus()
         let first = try await bus.subscribe("g", options: .init(group: "billing", maxDeliver: 3))

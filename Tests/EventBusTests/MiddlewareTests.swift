@@ -325,3 +325,67 @@ struct ValidationTests {
         #expect(recording.published.count == 1)
     }
 }
+
+/// `consume(subscription, ...)` is the one requirement middleware overrides; the pattern form goes through it.
+@Suite("Middleware and consume(subscription)")
+struct ConsumeSubscriptionThroughMiddlewareTests {
+    /// Stacks with correlation at the bottom and a forwarding middleware on top: the handler only runs in
+    /// the handling context if the top forwards `consume(subscription)` to the bus it wraps.
+    static let stacks: [(String, @Sendable (InMemoryEventBus) throws -> any EventBus)] = [
+        ("correlating", { $0.correlating() }),
+        ("validating over correlating", { $0.correlating().validating(EventValidator()) }),
+        ("retrying over correlating", { try $0.correlating().retrying() }),
+        ("handlerTimeout over correlating", { try $0.correlating().handlerTimeout(.seconds(30)) }),
+        ("recording over correlating", { RecordingEventBus(wrapping: $0.correlating()) }),
+    ]
+
+    @Test(arguments: 0..<stacks.count, [false, true])
+    func theHandlerRunsInsideEveryMiddleware(_ stack: Int, patternForm: Bool) async throws {
+        let (name, build) = Self.stacks[stack]
+        let memory = try InMemoryEventBus()
+        let bus = try build(memory)
+        let options = SubscriptionOptions(group: "g")
+        let contexts = Locked<[Bool]>([])
+        let order = makeEvent("order.created")
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            let record: @Sendable (Delivery) async throws -> Void = { delivery in
+                contexts.withLock { $0.append(EventContext.current?.causationID == delivery.event.id) }
+            }
+            if patternForm {
+                // The group exists before the task starts, so the event below is surely its.
+                await (try await bus.subscribe("order.created", options: options)).close()
+                group.addTask(operation: { try await bus.consume("order.created", options: options, handler: record) })
+            } else {
+                let subscription = try await bus.subscribe("order.created", options: options)
+                group.addTask(operation: { try await bus.consume(subscription, options: options, handler: record) })
+            }
+            try await memory.publish(order)
+            let clock = ContinuousClock()
+            let deadline = clock.now + .seconds(10)
+            while contexts.withLock({ $0.isEmpty }) && clock.now < deadline {
+                try await Task.sleep(for: .milliseconds(5))
+            }
+            #expect(contexts.withLock { $0 } == [true], "\(name): the handler ran outside the correlation middleware")
+            await memory.close()
+            try await group.waitForAll()
+        }
+    }
+
+    @Test func handlerTimeoutBoundsTheSubscriptionForm() async throws {
+        let memory = try InMemoryEventBus()
+        let bus = try memory.handlerTimeout(.milliseconds(50))
+        let options = SubscriptionOptions(group: "slow", maxDeliver: 1)
+        let dead = try await memory.subscribe("deadletter.slow")
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            let subscription = try await bus.subscribe("slow", options: options)
+            group.addTask(operation: {
+                try await bus.consume(subscription, options: options) { _ in try await Task.sleep(for: .seconds(30)) }
+            })
+            try await memory.publish(makeEvent("slow"))
+            let letter = try await take(1, from: dead)[0].event
+            #expect(letter.extensions[DeadLetter.errorHeader]?.contains("ran longer than") == true)
+            await memory.close()
+            try await group.waitForAll()
+        }
+    }
+}

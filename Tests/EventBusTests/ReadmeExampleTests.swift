@@ -1,7 +1,7 @@
 import EventBus
 import Testing
 
-// The service from README-EventBus.md, kept here so the example keeps compiling and working.
+// The service from README.md ("A service in 30 lines"), kept here so the example keeps compiling and working.
 struct OrderCreated: Codable, Sendable { var orderID: String; var amount: Int }
 struct PaymentSettled: Codable, Sendable { var orderID: String; var amount: Int }
 
@@ -9,8 +9,12 @@ struct BillingService: Sendable {
     let bus: any EventBus
     static let options = SubscriptionOptions(group: "billing", maxDeliver: 5, backoff: [.seconds(1), .seconds(10)])
 
-    func run() async throws {
-        try await bus.consume("order.created", as: OrderCreated.self, options: Self.options) { order, _ in
+    func subscribe() async throws -> EventSubscription {
+        try await bus.subscribe("order.created", options: Self.options)
+    }
+
+    func run(_ orders: EventSubscription) async throws {
+        try await bus.consume(orders, as: OrderCreated.self, options: Self.options) { order, _ in
             try await charge(order)
             try await bus.publish(
                 PaymentSettled(orderID: order.orderID, amount: order.amount),
@@ -25,11 +29,12 @@ struct BillingService: Sendable {
 @Test func readmeBillingServiceSettlesOrdersWithCorrelation() async throws {
     let recording = RecordingEventBus()
     let bus = recording.correlating()
-    // Create the group before the service's task starts, so the order published below is surely its.
-    await (try await recording.subscribe("order.created", options: BillingService.options)).close()
+    let billing = BillingService(bus: bus)
+    // The readiness point: no group existed before, and nothing waits for the service's task to run.
+    let orders = try await billing.subscribe()
     let settled = try await recording.subscribe("payment.settled", as: PaymentSettled.self)
     try await withThrowingTaskGroup(of: Void.self) { group in
-        group.addTask(operation: { try await BillingService(bus: bus).run() })
+        group.addTask(operation: { try await billing.run(orders) })
         let order = try Event(
             subject: "order.created", type: "com.example.order.created", source: "/shop",
             encoding: OrderCreated(orderID: "o-1", amount: 42), correlationID: "checkout-9"

@@ -88,4 +88,9 @@ final class DeliveryBatch: Sendable {
         let bit = UInt64(1) << UInt64(index)
         return claimed.bitwiseOr(bit, ordering: .acquiringAndReleasing).oldValue & bit == 0
     }
+
+    /// Whether delivery `index` was settled (or handed back) already.
+    func isClaimed(_ index: Int) -> Bool {
+        claimed.load(ordering: .acquiring) & (UInt64(1) << UInt64(index)) != 0
+    }
 }

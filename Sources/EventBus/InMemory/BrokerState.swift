@@ -90,6 +90,8 @@ struct BrokerState {
     struct Subscriber {
         var consumer: ConsumerID
         var client: ClientID
+        /// What this member of a group pulled and may not have settled; `nil` without a group.
+        var held: HeldDeliveries?
     }
 
     /// Members of a group with the same pattern share one consumer.
@@ -167,6 +169,8 @@ struct BrokerState {
         clients[client] = record
         clientIsOpen[Int(client) - 1] = false
         for subscriber in record.subscribers {
+            // Deliveries its code still works on are left to it (a shutdown lets handlers finish and ack);
+            // what its iterators pulled and did not return comes back as each iterator ends.
             closeSubscriber(subscriber, now: now, effects: &effects)
         }
         effects.fail(record.replies.values)
@@ -250,7 +254,7 @@ struct BrokerState {
         client: ClientID,
         now: BrokerInstant,
         wallClockNow: Date
-    ) throws(EventBusError) -> (SubscriberID, ConsumerID) {
+    ) throws(EventBusError) -> (SubscriberID, ConsumerID, HeldDeliveries?) {
         try requireOpen(client)
         let consumerID: ConsumerID
         if let group = options.group, let existing = groups[GroupKey(group: group, pattern: pattern.rawValue)] {
@@ -273,10 +277,11 @@ struct BrokerState {
         }
         let subscriber = nextSubscriberID
         nextSubscriberID += 1
-        subscribers[subscriber] = Subscriber(consumer: consumerID, client: client)
+        let held = options.group == nil ? nil : HeldDeliveries()
+        subscribers[subscriber] = Subscriber(consumer: consumerID, client: client, held: held)
         clients[client]!.subscribers.insert(subscriber)
         consumers[consumerID]!.addMember(subscriber)
-        return (subscriber, consumerID)
+        return (subscriber, consumerID, held)
     }
 
     func isSubscribed(_ subscriber: SubscriberID) -> Bool {
@@ -323,7 +328,7 @@ struct BrokerState {
         }
         var deadLetters: [DeadLetterWork] = []
         consumer.expireDeadlines(now: now, into: &deadLetters)
-        consumer.takeBatch(limit: batchLimit, now: now, log: log, broker: broker, into: &deliveries)
+        consumer.takeBatch(limit: batchLimit, now: now, log: log, broker: broker, holder: record.held, into: &deliveries)
         for work in deadLetters {
             deadLetter(work, now: now, effects: &effects)
         }
@@ -377,6 +382,22 @@ struct BrokerState {
         guard let record = consumers[consumer] else { return }
         record.giveBack(events)
         record.giveBack(requests: requests)
+        effects.resume(record.waiterToWake(now: now))
+    }
+
+    /// Takes back at once what a closing member of a group pulled and did not settle (see
+    /// ``ConsumerCore/handBack(_:)``), and wakes another member for it.
+    mutating func handBack(
+        _ held: HeldDeliveries,
+        to consumer: ConsumerID,
+        now: BrokerInstant,
+        effects: inout BrokerEffects
+    ) {
+        guard let record = consumers[consumer] else {
+            held.entries.removeAll()
+            return
+        }
+        record.handBack(held)
         effects.resume(record.waiterToWake(now: now))
     }
 

@@ -111,6 +111,18 @@ struct PendingDelivery {
     var isQueued: Bool { kind == 0 }
 }
 
+/// The deliveries one member of a group pulled that may still be unsettled, so that closing the member hands
+/// them back at once rather than after their ack wait. Only group members keep one (a consumer of its own
+/// ends with its subscriber, and its deliveries with it).
+///
+/// Touched only under the broker's lock, like ``ConsumerState`` (hence `@unchecked Sendable` and the
+/// unchecked exclusivity); shared by the subscriber's record and its ``InMemorySubscription``, so a close
+/// after the member was detached (its loop broke) still finds them. Bounded: settled entries are dropped
+/// whenever they outnumber the consumer's pending deliveries.
+final class HeldDeliveries: @unchecked Sendable {
+    @exclusivity(unchecked) var entries: [InMemoryAcknowledger] = []
+}
+
 /// Work the broker must do after a consumer gave an event up: publish its dead-letter copy.
 struct DeadLetterWork {
     var sequence: UInt64
@@ -199,15 +211,21 @@ final class ConsumerState: Hashable, @unchecked Sendable {
         now: BrokerInstant,
         log: RetainedLog,
         broker: InMemoryBroker,
+        holder: HeldDeliveries?,
         into deliveries: inout [Delivery]
     ) {
         core.drainAcks()
-        core.takeBatch(limit: limit, now: now, log: log, broker: broker, into: &deliveries)
+        core.takeBatch(limit: limit, now: now, log: log, broker: broker, holder: holder, into: &deliveries)
     }
 
     func giveBack(_ returned: [(sequence: UInt64, attempt: UInt32)]) {
         core.drainAcks()
         core.giveBack(returned)
+    }
+
+    func handBack(_ held: HeldDeliveries) {
+        core.drainAcks()
+        core.handBack(held)
     }
     func giveBack(requests returned: [QueuedRequest]) { core.giveBack(requests: returned) }
 
@@ -448,8 +466,12 @@ struct ConsumerCore {
         now: BrokerInstant,
         log: RetainedLog,
         broker: InMemoryBroker,
+        holder: HeldDeliveries?,
         into deliveries: inout [Delivery]
     ) {
+        if let holder {
+            dropSettled(from: holder)
+        }
         deliveries.reserveCapacity(min(limit, requests.count + redeliveries.count + ready.count))
         while deliveries.count < limit, let request = requests.popFirst() {
             deliveries.append(
@@ -472,7 +494,10 @@ struct ConsumerCore {
             pending[sequence] = entry
             ackDeadlines.append(AttemptDeadline(deadline: deadline, sequence: sequence, attempt: entry.attempt))
             deliveries.append(
-                makeDelivery(logged.event, sequence: sequence, attempt: entry.attempt, deadline: deadline, broker: broker)
+                makeDelivery(
+                    logged.event, sequence: sequence, attempt: entry.attempt, deadline: deadline, broker: broker,
+                    holder: holder
+                )
             )
         }
         let fairShare = members.count > 1 ? max(1, (ready.count + members.count - 1) / members.count) : Int.max
@@ -484,7 +509,9 @@ struct ConsumerCore {
             }
             pending[sequence] = PendingDelivery(attempt: 1, phase: .delivered(deadline: deadline))
             ackDeadlines.append(AttemptDeadline(deadline: deadline, sequence: sequence, attempt: 1))
-            deliveries.append(makeDelivery(logged.event, sequence: sequence, attempt: 1, deadline: deadline, broker: broker))
+            deliveries.append(
+                makeDelivery(logged.event, sequence: sequence, attempt: 1, deadline: deadline, broker: broker, holder: holder)
+            )
             newLimit -= 1
         }
     }
@@ -496,7 +523,8 @@ struct ConsumerCore {
         sequence: UInt64,
         attempt: UInt32,
         deadline: BrokerInstant,
-        broker: InMemoryBroker
+        broker: InMemoryBroker,
+        holder: HeldDeliveries?
     ) -> Delivery {
         let current: DeliveryBatch
         if let batch, batchCount < DeliveryBatch.capacity, batch.deadline == deadline {
@@ -508,10 +536,44 @@ struct ConsumerCore {
         }
         let index = batchCount
         batchCount += 1
+        let acknowledger = InMemoryAcknowledger(batch: current, index: index, sequence: sequence, attempt: attempt)
+        holder?.entries.append(acknowledger)
         return Delivery(
             event: event, deliveryCount: Int(attempt), sequence: sequence, subject: event.subject,
-            acknowledger: InMemoryAcknowledger(batch: current, index: index, sequence: sequence, attempt: attempt)
+            acknowledger: acknowledger
         )
+    }
+
+    /// Whether `acknowledger`'s delivery is still out with its member: pending at that attempt, not queued
+    /// or delayed again, and not claimed by a settlement.
+    private func isUnsettled(_ acknowledger: InMemoryAcknowledger) -> Bool {
+        guard let entry = pending[acknowledger.sequence] else { return false }
+        return entry.attempt == acknowledger.attempt && entry.isDelivered
+            && !acknowledger.batch.isClaimed(acknowledger.index)
+    }
+
+    /// Forgets a member's settled deliveries once they outnumber the pending ones, so its record stays
+    /// bounded by `maxInFlight` at O(1) amortized cost per delivery.
+    private func dropSettled(from holder: HeldDeliveries) {
+        guard holder.entries.count > 2 * pending.count + 64 else { return }
+        holder.entries.removeAll { !isUnsettled($0) }
+    }
+
+    /// Takes back at once every delivery of a closing member that is still unsettled, without counting
+    /// the attempt (the next delivery carries the same attempt number), in the order they were delivered.
+    ///
+    /// Each is claimed first, exactly as a settlement would claim it, so a settlement the member's code
+    /// makes afterwards is refused with `alreadyAcknowledged` instead of acting on the redelivery (which
+    /// has the same sequence and attempt); one it made first wins, and the delivery is left to it.
+    mutating func handBack(_ holder: HeldDeliveries) {
+        var returned: [(sequence: UInt64, attempt: UInt32)] = []
+        for acknowledger in holder.entries where isUnsettled(acknowledger) {
+            if acknowledger.batch.claim(acknowledger.index) {
+                returned.append((acknowledger.sequence, acknowledger.attempt))
+            }
+        }
+        holder.entries.removeAll()
+        giveBack(returned)
     }
 
     /// Takes back deliveries that were pulled but never reached the subscriber's code (its iterator ended):

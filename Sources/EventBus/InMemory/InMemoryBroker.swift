@@ -119,9 +119,13 @@ final class InMemoryBroker: Sendable {
         run(effects)
     }
 
-    func closeSubscriber(_ subscriber: SubscriberID) {
+    /// Ends `subscriber`; with `handingBack`, also takes back what it holds unsettled (a group member's).
+    func closeSubscriber(_ subscriber: SubscriberID, consumer: ConsumerID, handingBack held: HeldDeliveries?) {
         withState { state, now, effects in
             state.closeSubscriber(subscriber, now: now, effects: &effects)
+            if let held {
+                state.handBack(held, to: consumer, now: now, effects: &effects)
+            }
         }
     }
 }

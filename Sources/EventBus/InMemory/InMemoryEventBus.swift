@@ -66,10 +66,12 @@ public final class InMemoryEventBus: EventBus {
     public func subscribe(_ pattern: SubjectPattern, options: SubscriptionOptions) async throws -> EventSubscription {
         try options.validate()
         let wallClockNow = Date()
-        let (subscriber, consumer) = try broker.withState { (state, now, _) throws(EventBusError) in
+        let (subscriber, consumer, held) = try broker.withState { (state, now, _) throws(EventBusError) in
             try state.subscribe(pattern, options: options, client: client, now: now, wallClockNow: wallClockNow)
         }
-        return EventSubscription(InMemorySubscription(broker: broker, subscriber: subscriber, consumer: consumer))
+        return EventSubscription(
+            InMemorySubscription(broker: broker, subscriber: subscriber, consumer: consumer, held: held)
+        )
     }
 
     /// Sends a request and waits for the first reply; see ``EventBus/request(_:timeout:)``.

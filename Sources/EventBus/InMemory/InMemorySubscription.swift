@@ -2,21 +2,30 @@ import Synchronization
 
 /// One `subscribe` call's registration with the broker. Closing it, or dropping the last reference to it,
 /// ends the subscriber; a group keeps its consumer for the other members.
+///
+/// What goes back to the group when a member stops, at once and without counting an attempt:
+/// - what its iterator pulled and did not return (the cursor gives it back when the iteration ends);
+/// - on ``close()`` or cancellation, also what it returned and is not settled yet (``HeldDeliveries``).
+///   Breaking out of the loop (``stopIterating()``) or releasing the subscription leaves those to the
+///   application, which may still settle them.
 final class InMemorySubscription: DeliverySource {
     let broker: InMemoryBroker
     let subscriber: SubscriberID
     let consumer: ConsumerID
+    /// A group member's unsettled deliveries; `nil` without a group.
+    let held: HeldDeliveries?
     /// Read on every `next()` without the broker's lock, so a close from another task ends iteration at once.
     let isClosed = Atomic<Bool>(false)
 
-    init(broker: InMemoryBroker, subscriber: SubscriberID, consumer: ConsumerID) {
+    init(broker: InMemoryBroker, subscriber: SubscriberID, consumer: ConsumerID, held: HeldDeliveries?) {
         self.broker = broker
         self.subscriber = subscriber
         self.consumer = consumer
+        self.held = held
     }
 
     deinit {
-        broker.closeSubscriber(subscriber)
+        broker.closeSubscriber(subscriber, consumer: consumer, handingBack: nil)
     }
 
     func makeDeliveryIterator() -> any DeliveryIterator {
@@ -24,12 +33,25 @@ final class InMemorySubscription: DeliverySource {
     }
 
     func close() async {
-        closeNow()
+        closeNow(handingBack: true)
     }
 
-    func closeNow() {
+    /// Ends iterating: the iterator's own cursor gives back what it did not return (it is being released
+    /// with the iterator), and what it returned stays the application's to settle. A group member leaves
+    /// the group's consumer, which lives on, so the others get the rest; a subscriber without a group keeps
+    /// its consumer until ``close()`` or release, or its deliveries could no longer be settled.
+    func stopIterating() {
         isClosed.store(true, ordering: .releasing)
-        broker.closeSubscriber(subscriber)
+        if held != nil {
+            broker.closeSubscriber(subscriber, consumer: consumer, handingBack: nil)
+        }
+    }
+
+    /// Ends the subscriber; synchronous and short (one pass under the broker's lock), so a `deinit` may
+    /// call it.
+    func closeNow(handingBack: Bool) {
+        isClosed.store(true, ordering: .releasing)
+        broker.closeSubscriber(subscriber, consumer: consumer, handingBack: handingBack ? held : nil)
     }
 }
 
@@ -122,12 +144,13 @@ final class InMemoryDeliveryCursor {
         }
     }
 
-    /// Ends this iterator for good; cancellation of the iterating task also ends the subscription.
+    /// Ends this iterator for good; cancellation of the iterating task also closes the subscription, handing
+    /// back what the application holds unsettled.
     private func finish(closing: Bool) {
         finished = true
         giveBackUnseen()
         if closing {
-            subscription.closeNow()
+            subscription.closeNow(handingBack: true)
         }
     }
 

@@ -31,13 +31,13 @@ public struct CorrelatingEventBus: EventBus {
     }
 
     /// Runs `handler` with ``EventContext/current`` set to the delivered event; replies it sends get the
-    /// context too.
+    /// context too. The pattern-taking `consume` comes here as well.
     public func consume(
-        _ pattern: SubjectPattern,
+        _ subscription: EventSubscription,
         options: SubscriptionOptions,
         handler: @escaping @Sendable (Delivery) async throws -> Void
     ) async throws {
-        try await base.consume(pattern, options: options) { delivery in
+        try await base.consume(subscription, options: options) { delivery in
             try await EventContext.withHandling(delivery.event) {
                 try await handler(Self.correlatingReplies(of: delivery))
             }

@@ -36,14 +36,14 @@ public struct HandlerTimeoutEventBus: EventBus {
         try await base.request(event, timeout: timeout)
     }
 
-    /// Runs each handler call with the time limit.
+    /// Runs each handler call with the time limit. The pattern-taking `consume` comes here as well.
     public func consume(
-        _ pattern: SubjectPattern,
+        _ subscription: EventSubscription,
         options: SubscriptionOptions,
         handler: @escaping @Sendable (Delivery) async throws -> Void
     ) async throws {
         let timeout = timeout
-        try await base.consume(pattern, options: options) { delivery in
+        try await base.consume(subscription, options: options) { delivery in
             try await Self.run(handler, on: delivery, timeout: timeout)
         }
     }

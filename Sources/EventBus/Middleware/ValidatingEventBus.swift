@@ -33,13 +33,14 @@ public struct ValidatingEventBus: EventBus {
         return try await base.request(event, timeout: timeout)
     }
 
-    /// Forwards.
+    /// Forwards, so the wrapped bus's consume (and its middleware) wrap the handler; the pattern-taking
+    /// `consume` subscribes through this bus, then comes here.
     public func consume(
-        _ pattern: SubjectPattern,
+        _ subscription: EventSubscription,
         options: SubscriptionOptions,
         handler: @escaping @Sendable (Delivery) async throws -> Void
     ) async throws {
-        try await base.consume(pattern, options: options, handler: handler)
+        try await base.consume(subscription, options: options, handler: handler)
     }
 
     /// Closes the wrapped bus.
