@@ -29,8 +29,10 @@ struct BusOptions: ParsableArguments {
 
     func settings() throws -> EventBusSettings { try EventBusSettings.fromEnvironment() }
 
-    func bus() async throws -> any EventBus {
-        try await EventBusFactory.makeEventBus(settings: settings(), logger: logger())
+    /// Runs `body` with the configured bus, both in one `ServiceGroup`: SIGTERM or SIGINT stops
+    /// `body` first (a subscription hands back what it holds), then the bus drains and closes.
+    func withBus<Value: Sendable>(_ body: @escaping @Sendable (any EventBus) async throws -> Value) async throws -> Value {
+        try await EventBusFactory.withEventBus(settings: settings(), logger: logger(), body)
     }
 
     /// A plain NATS connection from the same settings (JetStream commands).
@@ -64,12 +66,10 @@ extension EventBusCLI {
         @Option(help: "Content type of the payload.") var contentType = "text/plain"
 
         func run() async throws {
-            let eventBus = try await bus.bus()
             var event = Event(subject: subject, type: type, source: source, dataContentType: contentType, data: Array(data.utf8))
             if let id { event.id = id }
-            let receipt = try await eventBus.publish(event)
+            let receipt = try await bus.withBus { [event] eventBus in try await eventBus.publish(event) }
             print("published \(event.id) to \(subject): stream \(receipt.stream) sequence \(receipt.sequence)\(receipt.duplicate ? " (duplicate, not stored again)" : "")")
-            await eventBus.close()
         }
     }
 
@@ -82,17 +82,21 @@ extension EventBusCLI {
         @Option(help: "Stop after this many events; 0 for no limit.") var count = 0
 
         func run() async throws {
-            let eventBus = try await bus.bus()
-            let subscription = try await eventBus.subscribe(pattern, options: .init(group: group, start: all ? .all : .new))
-            var seen = 0
-            for try await delivery in subscription {
-                print(render(delivery) + (delivery.isRequest ? " (request, not answered)" : ""))
-                try await delivery.ack()
-                seen += 1
-                if count > 0 && seen >= count { break }
+            let (pattern, options, count) = (self.pattern, SubscriptionOptions(group: group, start: all ? .all : .new), self.count)
+            try await bus.withBus { eventBus in
+                let subscription = try await eventBus.subscribe(pattern, options: options)
+                var seen = 0
+                // Ends on the count, or when a signal cancels this task.
+                for try await delivery in subscription {
+                    print(render(delivery) + (delivery.isRequest ? " (request, not answered)" : ""))
+                    fflush(nil)  // each event at once, also into a pipe
+                    try await delivery.ack()
+                    seen += 1
+                    if count > 0 && seen >= count { break }
+                }
+                // Hands back at once whatever the subscription fetched beyond the count.
+                await subscription.close()
             }
-            await subscription.close()
-            await eventBus.close()
         }
     }
 
@@ -104,11 +108,10 @@ extension EventBusCLI {
         @Option(help: "Seconds to wait for the reply.") var timeout = 5
 
         func run() async throws {
-            let eventBus = try await bus.bus()
             let request = Event(subject: subject, type: "com.example.cli.request", source: "/eventbus-cli", data: Array(data.utf8))
-            let reply = try await eventBus.request(request, timeout: .seconds(timeout))
+            let timeout = Duration.seconds(self.timeout)
+            let reply = try await bus.withBus { eventBus in try await eventBus.request(request, timeout: timeout) }
             print("reply \(reply.id) type=\(reply.type) data=\(String(decoding: reply.data, as: UTF8.self))")
-            await eventBus.close()
         }
     }
 
@@ -228,11 +231,11 @@ extension EventBusCLI {
         @Option(help: "Payload bytes.") var size = 128
 
         func run() async throws {
-            let eventBus = try await bus.bus()
             let payload = [UInt8](repeating: 0x61, count: size)
+            let concurrency = self.concurrency
             let perTask = max(1, count / max(1, concurrency))
             let started = ContinuousClock.now
-            let latencies: [Duration] = try await withThrowingTaskGroup(of: [Duration].self) { group in
+            let latencies: [Duration] = try await bus.withBus { eventBus in try await withThrowingTaskGroup(of: [Duration].self) { group in
                 for task in 0..<concurrency {
                     group.addTask {
                         var samples: [Duration] = []
@@ -248,12 +251,11 @@ extension EventBusCLI {
                 var all: [Duration] = []
                 for try await samples in group { all += samples }
                 return all.sorted()
-            }
+            } }
             let elapsed = ContinuousClock.now - started
             let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
             print("published \(latencies.count) events of \(size) bytes with \(concurrency) publisher(s) in \(elapsed)")
             print("rate \(Int(Double(latencies.count) / seconds)) events/s; latency p50 \(latencies[latencies.count / 2]), p99 \(latencies[latencies.count * 99 / 100]), max \(latencies.last!)")
-            await eventBus.close()
         }
     }
 }

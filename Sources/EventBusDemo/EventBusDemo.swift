@@ -34,10 +34,15 @@ struct CommonOptions: ParsableArguments {
         return logger
     }
 
-    func makeBus(_ label: String) async throws -> (any EventBus, EventBusSettings) {
+    /// Runs `body` with the bus the environment configures, both in one `ServiceGroup`: SIGTERM or
+    /// SIGINT stops `body` first (its subscriptions hand back what they hold), then drains the bus.
+    func withBus<Value: Sendable>(
+        _ label: String, _ body: @escaping @Sendable (any EventBus, EventBusSettings) async throws -> Value
+    ) async throws -> Value {
         let settings = try EventBusSettings.fromEnvironment()
-        let bus = try await EventBusFactory.makeEventBus(settings: settings, logger: logger(label))
-        return (bus, settings)
+        return try await EventBusFactory.withEventBus(settings: settings, logger: logger(label)) { bus in
+            try await body(bus, settings)
+        }
     }
 }
 
@@ -51,35 +56,41 @@ extension EventBusDemo {
         @Option(help: "Seconds to wait for every order to be billed or dead-lettered.") var timeout = 60
 
         func run() async throws {
-            let (bus, settings) = try await common.makeBus("eventbus-demo")
+            let orders = self.orders
+            let timeout = self.timeout
             let counters = DemoCounters()
-            let activity = Activity()
             let started = ContinuousClock.now
             let expectedDeadLetters = (0..<orders).filter(Demo.isPoison).count
-            let outcome: Bool = try await withThrowingTaskGroup(of: Void.self) { group in
-                group.addTask { try await Roles.inventory(bus: bus, counters: counters) }
-                group.addTask { try await Roles.billing(bus: bus, worker: "billing-1", flaky: false, counters: counters, activity: activity) }
-                group.addTask { try await Roles.billing(bus: bus, worker: "billing-2", flaky: true, counters: counters, activity: activity) }
-                group.addTask { try await Roles.notifications(bus: bus, counters: counters, activity: activity) }
-                // Give the subscriptions a moment to exist before the first order (groups start at new events).
-                try await Task.sleep(for: .milliseconds(300))
-                try await Roles.orders(bus: bus, count: orders, first: 0, runID: Demo.newRunID(), counters: counters)
-                let deadline = ContinuousClock.now + .seconds(timeout)
-                var done = false
-                while ContinuousClock.now < deadline {
-                    let values = counters.snapshot
-                    if values.notified + values.deadLettered >= values.published && values.deadLettered >= expectedDeadLetters {
-                        done = true
-                        break
+            let (outcome, backend): (Bool, String) = try await common.withBus("eventbus-demo") { bus, settings in
+                let activity = Activity()
+                // Every role subscribes before the first order is placed: nothing can be missed.
+                let roles = [
+                    try await Roles.inventory(bus: bus, counters: counters),
+                    try await Roles.billing(bus: bus, worker: "billing-1", flaky: false, counters: counters, activity: activity),
+                    try await Roles.billing(bus: bus, worker: "billing-2", flaky: true, counters: counters, activity: activity),
+                    try await Roles.notifications(bus: bus, counters: counters, activity: activity),
+                ]
+                let done: Bool = try await withThrowingTaskGroup(of: Void.self) { group in
+                    for role in roles { group.addTask { try await role() } }
+                    try await Roles.orders(bus: bus, count: orders, first: 0, runID: Demo.newRunID(), counters: counters)
+                    let deadline = ContinuousClock.now + .seconds(timeout)
+                    var done = false
+                    while ContinuousClock.now < deadline {
+                        let values = counters.snapshot
+                        if values.notified + values.deadLettered >= values.published && values.deadLettered >= expectedDeadLetters {
+                            done = true
+                            break
+                        }
+                        try await Task.sleep(for: .milliseconds(50))
                     }
-                    try await Task.sleep(for: .milliseconds(50))
+                    // The roles' subscriptions end and hand back what they hold; the bus then drains.
+                    group.cancelAll()
+                    while let _ = try? await group.next() {}
+                    return done
                 }
-                await bus.close()
-                group.cancelAll()
-                while let _ = try? await group.next() {}
-                return done
+                return (done, settings.backend.rawValue)
             }
-            printSummary(counters.snapshot, backend: settings.backend.rawValue, duration: ContinuousClock.now - started)
+            printSummary(counters.snapshot, backend: backend, duration: ContinuousClock.now - started)
             if !outcome { throw ValidationError("not every order was billed or dead-lettered within \(timeout) s") }
         }
 
@@ -110,11 +121,12 @@ extension EventBusDemo {
         @Option(help: "Distinguishes this run's event ids from earlier runs' (default: random).") var runID = Demo.newRunID()
 
         func run() async throws {
-            let (bus, _) = try await common.makeBus("eventbus-demo.orders")
+            let (count, first, runID) = (self.count, self.first, self.runID)
             let counters = DemoCounters()
-            try await Roles.orders(bus: bus, count: count, first: first, runID: runID, counters: counters)
+            try await common.withBus("eventbus-demo.orders") { bus, _ in
+                try await Roles.orders(bus: bus, count: count, first: first, runID: runID, counters: counters)
+            }
             report("DONE published=\(counters.snapshot.published)")
-            await bus.close()
         }
     }
 
@@ -128,9 +140,11 @@ extension EventBusDemo {
         @Option(help: "Exit after this many seconds at most; 0 for no limit.") var maxSeconds = 0
 
         func run() async throws {
-            let (bus, _) = try await common.makeBus("eventbus-demo.billing")
-            try await runRole(bus: bus, idleExit: idleExit, maxSeconds: maxSeconds) { activity in
-                try await Roles.billing(bus: bus, worker: worker, flaky: flaky, counters: DemoCounters(), activity: activity)
+            let (worker, flaky) = (self.worker, self.flaky)
+            try await common.withBus("eventbus-demo.billing") { [idleExit, maxSeconds] bus, _ in
+                try await runRole(idleExit: idleExit, maxSeconds: maxSeconds) { activity in
+                    try await Roles.billing(bus: bus, worker: worker, flaky: flaky, counters: DemoCounters(), activity: activity)
+                }
             }
         }
     }
@@ -143,9 +157,10 @@ extension EventBusDemo {
         @Option(help: "Exit after this many seconds at most; 0 for no limit.") var maxSeconds = 0
 
         func run() async throws {
-            let (bus, _) = try await common.makeBus("eventbus-demo.notifications")
-            try await runRole(bus: bus, idleExit: idleExit, maxSeconds: maxSeconds) { activity in
-                try await Roles.notifications(bus: bus, counters: DemoCounters(), activity: activity)
+            try await common.withBus("eventbus-demo.notifications") { [idleExit, maxSeconds] bus, _ in
+                try await runRole(idleExit: idleExit, maxSeconds: maxSeconds) { activity in
+                    try await Roles.notifications(bus: bus, counters: DemoCounters(), activity: activity)
+                }
             }
         }
     }
@@ -157,21 +172,24 @@ extension EventBusDemo {
         @Option(help: "Exit after this many seconds at most; 0 for no limit.") var maxSeconds = 0
 
         func run() async throws {
-            let (bus, _) = try await common.makeBus("eventbus-demo.inventory")
-            try await runRole(bus: bus, idleExit: 0, maxSeconds: maxSeconds) { _ in
-                try await Roles.inventory(bus: bus, counters: DemoCounters())
+            try await common.withBus("eventbus-demo.inventory") { [maxSeconds] bus, _ in
+                try await runRole(idleExit: 0, maxSeconds: maxSeconds) { _ in
+                    try await Roles.inventory(bus: bus, counters: DemoCounters())
+                }
             }
         }
     }
 }
 
-/// Runs a role until it is idle for `idleExit` seconds (after its first event), `maxSeconds`
-/// passed, or it fails; then closes the bus.
-func runRole(bus: any EventBus, idleExit: Int, maxSeconds: Int, _ role: @escaping @Sendable (Activity) async throws -> Void) async throws {
+/// Starts a role (its subscriptions exist when READY is printed) and runs it until it is idle for
+/// `idleExit` seconds (after its first event), `maxSeconds` passed, it fails, or a signal stops
+/// it; then its task is cancelled, which ends its subscriptions (handing back what they hold).
+func runRole(idleExit: Int, maxSeconds: Int, _ start: @escaping @Sendable (Activity) async throws -> RoleLoop) async throws {
     let activity = Activity()
+    let role = try await start(activity)
     report("READY")
     try await withThrowingTaskGroup(of: Void.self) { group in
-        group.addTask { try await role(activity) }
+        group.addTask { try await role() }
         group.addTask {
             let limit: Duration = maxSeconds > 0 ? .seconds(maxSeconds) : .seconds(365 * 24 * 3600)
             if idleExit > 0 {
@@ -182,7 +200,6 @@ func runRole(bus: any EventBus, idleExit: Int, maxSeconds: Int, _ role: @escapin
         }
         // Whichever ends first ends the role.
         _ = try await group.next()
-        await bus.close()
         group.cancelAll()
         while let _ = try? await group.next() {}
     }

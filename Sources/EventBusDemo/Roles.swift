@@ -31,12 +31,26 @@ func report(_ line: String) {
     fflush(nil)  // every line at once, also when stdout is a pipe
 }
 
+/// A role whose subscriptions exist: running it handles their events until the bus closes or its
+/// task is cancelled.
+typealias RoleLoop = @Sendable () async throws -> Void
+
 /// The demo's services. Each takes the bus it runs on, so the same code runs in one process or
 /// one role per process, on the in-memory bus or on JetStream.
+///
+/// Each subscribes first and returns its loop: once a role function returned, its groups exist
+/// and no event published afterwards can be missed (groups start at new events), so the caller
+/// can place orders at once, without a pause to let consumers appear.
 enum Roles {
-    /// Answers inventory checks (request/reply) until the bus closes or `stop` says so.
-    static func inventory(bus: any EventBus, counters: DemoCounters) async throws {
-        try await bus.consume(Demo.inventorySubject, options: .init(group: "inventory")) { delivery in
+    /// Answers inventory checks (request/reply) until the bus closes.
+    static func inventory(bus: any EventBus, counters: DemoCounters) async throws -> RoleLoop {
+        let options = SubscriptionOptions(group: "inventory")
+        let subscription = try await bus.subscribe(Demo.inventorySubject, options: options)
+        return { try await answerInventoryChecks(bus: bus, subscription: subscription, options: options) }
+    }
+
+    private static func answerInventoryChecks(bus: any EventBus, subscription: EventSubscription, options: SubscriptionOptions) async throws {
+        try await bus.consume(subscription, options: options) { delivery in
             let check = try delivery.event.decode(InventoryCheck.self)
             let answer = try Event(
                 subject: "inventory.answer", type: "com.example.inventory.answer", source: Demo.source,
@@ -46,8 +60,17 @@ enum Roles {
     }
 
     /// Charges orders in the `billing` group; a `flaky` worker fails some first attempts.
-    static func billing(bus: any EventBus, worker: String, flaky: Bool, counters: DemoCounters, activity: Activity) async throws {
-        try await bus.consume(Demo.ordersSubject, options: Demo.billingOptions) { delivery in
+    static func billing(bus: any EventBus, worker: String, flaky: Bool, counters: DemoCounters, activity: Activity) async throws -> RoleLoop {
+        let subscription = try await bus.subscribe(Demo.ordersSubject, options: Demo.billingOptions)
+        return {
+            try await charge(bus: bus, subscription: subscription, worker: worker, flaky: flaky, counters: counters, activity: activity)
+        }
+    }
+
+    private static func charge(
+        bus: any EventBus, subscription: EventSubscription, worker: String, flaky: Bool, counters: DemoCounters, activity: Activity
+    ) async throws {
+        try await bus.consume(subscription, options: Demo.billingOptions) { delivery in
             activity.touch()
             let order = try delivery.event.decode(OrderCreated.self)
             let attempt = delivery.deliveryCount
@@ -77,10 +100,25 @@ enum Roles {
     }
 
     /// Tells customers about payments, and operations about dead letters.
-    static func notifications(bus: any EventBus, counters: DemoCounters, activity: Activity) async throws {
+    static func notifications(bus: any EventBus, counters: DemoCounters, activity: Activity) async throws -> RoleLoop {
+        let paymentOptions = SubscriptionOptions(group: "notifications", start: .new)
+        let deadLetterOptions = SubscriptionOptions(group: "operations", start: .new)
+        let payments = try await bus.subscribe(Demo.paymentsSubject, options: paymentOptions)
+        let deadLetters = try await bus.subscribe(Demo.deadLetterSubject, options: deadLetterOptions)
+        return {
+            try await notify(
+                bus: bus, payments: (payments, paymentOptions), deadLetters: (deadLetters, deadLetterOptions), counters: counters,
+                activity: activity)
+        }
+    }
+
+    private static func notify(
+        bus: any EventBus, payments: (EventSubscription, SubscriptionOptions), deadLetters: (EventSubscription, SubscriptionOptions),
+        counters: DemoCounters, activity: Activity
+    ) async throws {
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
-                try await bus.consume(Demo.paymentsSubject, options: .init(group: "notifications", start: .new)) { delivery in
+                try await bus.consume(payments.0, options: payments.1) { delivery in
                     activity.touch()
                     let payment = try delivery.event.decode(PaymentSettled.self)
                     counters.update { $0.notified += 1 }
@@ -88,7 +126,7 @@ enum Roles {
                 }
             }
             group.addTask {
-                try await bus.consume(Demo.deadLetterSubject, options: .init(group: "operations", start: .new)) { delivery in
+                try await bus.consume(deadLetters.0, options: deadLetters.1) { delivery in
                     activity.touch()
                     let order = try? delivery.event.decode(OrderCreated.self)
                     let attempts = delivery.event.extensions[DeadLetter.attemptsHeader] ?? "?"

@@ -244,7 +244,7 @@ public final class JetStreamEventBus: EventBus, Service {
         for waiter in startWaiters { waiter.resume(returning: .failure(EventBusError(.closed, "the JetStream event bus was closed while starting"))) }
         for waiter in stopWaiters { waiter.resume() }
         if alreadyClosed { return }
-        for subscription in subscriptions { await subscription.close() }
+        for subscription in subscriptions { await subscription.close(handingBackOutstanding: false) }
         maxDeliveries.finish()
         guard let ready else { return }
         ready.advisories.unsubscribe()

@@ -35,6 +35,24 @@ final class JetStreamSubscription: DeliverySource, Sendable {
     /// This process's record of the consumer's deliveries (shared with other members here).
     let ledger: ConsumerLedger
     private let closed = Atomic<Bool>(false)
+    private let stopped = Atomic<Bool>(false)
+    /// Deliveries handed to the application and perhaps not settled yet, for ``close()`` to hand
+    /// back. Settled ones are pruned whenever the list doubles, so it holds about the consumer's
+    /// `maxAckPending` at most (the server sends no more unsettled ones).
+    private let outstanding = Mutex(OutstandingDeliveries())
+
+    struct OutstandingDeliveries: ~Copyable {
+        var acknowledgers: [JetStreamDeliveryAcknowledger] = []
+        var pruneAt = 64
+
+        mutating func add(_ acknowledger: JetStreamDeliveryAcknowledger) {
+            acknowledgers.append(acknowledger)
+            if acknowledgers.count >= pruneAt {
+                acknowledgers.removeAll { $0.message.isAcknowledged }
+                pruneAt = max(64, acknowledgers.count * 2)
+            }
+        }
+    }
 
     private init(
         bus: JetStreamEventBus, ready: JetStreamEventBus.Ready, pattern: SubjectPattern, options: SubscriptionOptions,
@@ -148,10 +166,33 @@ final class JetStreamSubscription: DeliverySource, Sendable {
         }
     }
 
-    /// Stops the consumer; a subscriber without group also removes its ephemeral consumer.
-    func close() async {
-        guard !closed.exchange(true, ordering: .acquiringAndReleasing) else { return }
+    /// The application stopped iterating (`break`, or a dropped iterator): no more deliveries to
+    /// this member; what the consumer received and did not hand out goes back to the server at
+    /// once (`-NAK`, including messages still on their way), so the group's other members get it
+    /// now. Deliveries already handed out stay the application's to settle until ``close()``.
+    func stopIterating() {
+        guard !stopped.exchange(true, ordering: .acquiringAndReleasing) else { return }
         consumer.stop()
+    }
+
+    func close() async {
+        await close(handingBackOutstanding: true)
+    }
+
+    /// Stops the consumer (handing back what it holds, as ``stopIterating()``) and, with
+    /// `handingBackOutstanding`, also the deliveries the application holds unsettled: settling
+    /// one of those afterwards throws `alreadyAcknowledged`. The bus's own close leaves those to
+    /// their handlers. A subscriber without group also removes its ephemeral consumer.
+    func close(handingBackOutstanding: Bool) async {
+        guard !closed.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        stopIterating()
+        if handingBackOutstanding {
+            let held = outstanding.withLock { outstanding in
+                defer { outstanding.acknowledgers = [] }
+                return outstanding.acknowledgers
+            }
+            for acknowledger in held { acknowledger.handBack() }
+        }
         bus.forget(self)
         if !durable {
             try? await ready.jetStream.deleteConsumer(stream: bus.configuration.streamName, name: consumerName)
@@ -220,11 +261,13 @@ final class JetStreamSubscription: DeliverySource, Sendable {
         }
         let event = CloudEventsNATSBinding.event(subject: subject, headers: message.headers, payload: message.payload.bytes)
         ledger.delivered(sequence: position.streamSequence, attempt: position.deliveryCount)
+        let acknowledger = JetStreamDeliveryAcknowledger(
+            subscription: self, message: consume message, event: event, streamSequence: position.streamSequence,
+            deliveryCount: position.deliveryCount)
+        outstanding.withLock { $0.add(acknowledger) }
         return Delivery(
             event: event, deliveryCount: Int(position.deliveryCount), sequence: position.streamSequence, subject: subject,
-            acknowledger: JetStreamDeliveryAcknowledger(
-                subscription: self, message: consume message, event: event, streamSequence: position.streamSequence,
-                deliveryCount: position.deliveryCount))
+            acknowledger: acknowledger)
     }
 }
 
@@ -293,6 +336,13 @@ final class JetStreamDeliveryAcknowledger: DeliveryAcknowledger {
         try await deadLetter(error: reason ?? "terminated by the subscriber")
         try perform("ending") { () throws(NATSError) in try message.term(reason: reason) }
         settled()
+    }
+
+    /// Returns the event to the server at once (`-NAK` without delay) unless it was settled; a
+    /// later settlement of this delivery then throws `alreadyAcknowledged`.
+    func handBack() {
+        guard !message.isAcknowledged else { return }
+        if (try? message.nak()) != nil { settled() }
     }
 
     func inProgress() async throws {

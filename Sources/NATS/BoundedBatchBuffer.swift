@@ -109,6 +109,13 @@ final class BoundedBatchBuffer<Element: Sendable>: Sendable {
     /// ``finish(failure:)`` to be called) again; the wake-up is then left to that call.
     @discardableResult
     func append(_ element: consuming Element, size: Int, moreComing: () -> Bool = { false }) -> Bool {
+        appendReturningRefused(element, size: size, moreComing: moreComing) == nil
+    }
+
+    /// ``append(_:size:moreComing:)`` that gives the element back when the buffer was finished,
+    /// so that the producer can still dispose of it (a JetStream consumer hands such a message
+    /// back to the server instead of leaving it to its ack wait).
+    func appendReturningRefused(_ element: consuming Element, size: Int, moreComing: () -> Bool = { false }) -> Element? {
         var element = Optional(consume element)
         while true {
             let outcome: AppendOutcome = state.withLock { state in
@@ -134,18 +141,18 @@ final class BoundedBatchBuffer<Element: Sendable>: Sendable {
             switch outcome {
             case .appended(let consumer):
                 consumer?.resume()
-                return true
+                return nil
             case .consumerWaitsForSmallBatch:
                 // The next append of this producer decides (it is on its way).
-                if moreComing() { return true }
+                if moreComing() { return nil }
                 let consumer = state.withLock { state -> UnsafeContinuation<Void, Never>? in
                     defer { state.consumer = nil }
                     return state.consumer
                 }
                 consumer?.resume()
-                return true
+                return nil
             case .finished:
-                return false
+                return element.take()
             case .full(let consumer):
                 consumer?.resume()
                 producerWakeup.wait()

@@ -336,7 +336,7 @@ public final class NATSConnection: Sendable {
         limits: NATSConnectionConfiguration.SubscriptionLimits? = nil
     ) async throws(NATSError) -> SubscriptionHandle<ConsumerDelivery> {
         try await subscribeBuffered(
-            to: subject, queueGroup: queueGroup, limits: limits, box: ConsumerSubscriptionBox.init(buffer:))
+            to: subject, queueGroup: queueGroup, limits: limits, box: { [native] in ConsumerSubscriptionBox(buffer: $0, connection: native) })
     }
 
     /// Validates, subscribes with a box that copies messages into a new bounded buffer, and
@@ -394,7 +394,7 @@ public final class NATSConnection: Sendable {
             subject: subject, queueGroup: queueGroup,
             limits: .init(messages: handle.buffer.limits.messages, bytes: handle.buffer.limits.bytes))
         let companion = try await subscribeConfirmed(
-            subject: subject, queueGroup: queueGroup, limits: limits, box: ConsumerSubscriptionBox(buffer: handle.buffer))
+            subject: subject, queueGroup: queueGroup, limits: limits, box: ConsumerSubscriptionBox(buffer: handle.buffer, connection: native))
         handle.companions.withLock { $0.append(companion) }
         // Stopped meanwhile: the stop did not see this companion.
         if handle.buffer.isFinished { companion.unsubscribe() }

@@ -9,7 +9,7 @@ import Testing
 extension EventBusConformance {
     static let publishSubscribeChecks: [Check] = [
         publishSubscribePreservesEverything, concurrentPublishersAndSubscribers, manySubjectsNoCrossTalk,
-        wildcardPatterns, perSubjectOrder, duplicateIDSuppressed,
+        wildcardPatterns, perSubjectOrder, duplicateIDSuppressed, publishBatch,
     ]
 
     static let publishSubscribePreservesEverything = Check(
@@ -280,6 +280,42 @@ extension EventBusConformance {
             try await Task.sleep(for: context.timing.quietPeriod)
             #expect(received.all.filter { $0 == event.id }.count == 1, "the duplicated id was delivered \(received.all.filter { $0 == event.id }.count) times")
             #expect(received.count == 2)
+            try await context.closeAndAwaitEnd([subscription], ended: ended, expected: 1, group: &group)
+        }
+    }
+
+    static let publishBatch = Check(
+        "publishBatch",
+        "publish(contentsOf:) stores a batch and returns receipts in order; a repeated id is a duplicate; an invalid event stores nothing"
+    ) { context in
+        let subscription = try await context.bus.subscribe(context.pattern("batch"), options: .init())
+        let received = Recorder<String>()
+        let ended = Recorder<Bool>()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            iterate(subscription, in: &group, ended: ended) { delivery in
+                received.append(delivery.event.id)
+                try await delivery.ack()
+            }
+            // An invalid event anywhere in a batch fails it before anything is stored.
+            var invalid = context.event("batch", 0)
+            invalid.extensions["Not Valid"] = "x"
+            await expectEventBusError(.invalidEvent, "a batch with an invalid event") {
+                _ = try await context.bus.publish(contentsOf: [context.event("batch", 1), invalid])
+            }
+            let count = context.scaled(short: 300, long: 3_000)
+            var events = (0..<count).map { context.event("batch", $0) }
+            events.append(events[0])  // the same id again: stored once
+            let receipts = try await context.bus.publish(contentsOf: events)
+            try #require(receipts.count == events.count, "\(receipts.count) receipts for \(events.count) events")
+            let stored = receipts.dropLast()
+            #expect(stored.allSatisfy { !$0.duplicate }, "a new event was reported as a duplicate")
+            #expect(zip(stored, stored.dropFirst()).allSatisfy { $0.sequence < $1.sequence }, "receipts are not in publish order")
+            #expect(receipts.last?.duplicate == true && receipts.last?.sequence == receipts.first?.sequence, "the repeated id was stored again")
+            #expect(try await context.bus.publish(contentsOf: []).isEmpty)
+            try await context.expectEventually("every batch event arrived") { received.count >= count }
+            try await Task.sleep(for: context.timing.quietPeriod)
+            #expect(received.count == count, "\(received.count) deliveries for \(count) distinct events (the invalid batch stores nothing)")
+            #expect(Set(received.all) == Set(events.map(\.id)))
             try await context.closeAndAwaitEnd([subscription], ended: ended, expected: 1, group: &group)
         }
     }

@@ -135,25 +135,28 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
     struct Puller {
         let consumer: NATSPullConsumer
         /// Messages received and not yet handed out, reversed: each is moved out with
-        /// `popLast` (no reference counting of its fields).
-        var batch: [ConsumerDelivery] = []
+        /// `popLast` (no reference counting of its fields). Handed back to the server when the
+        /// iterator goes away.
+        let taken: TakenDeliveries
         var lastActivity = ContinuousClock.now
         /// Stream messages handed out since the open requests were last updated.
         var receivedSinceReplenish = 0
 
         init(consumer: NATSPullConsumer) {
             self.consumer = consumer
-            batch = consumer.session.withLock { session in
-                defer { session.leftovers = [] }
-                return session.leftovers.reversed()
-            }
+            taken = TakenDeliveries(
+                connection: consumer.connection,
+                batch: consumer.session.withLock { session in
+                    defer { session.leftovers = [] }
+                    return session.leftovers.reversed()
+                })
         }
 
         /// Keeps what is left of the batch for the next fetch or iteration, in order.
         private mutating func keepLeftovers() {
-            guard !batch.isEmpty else { return }
-            let rest = Array(batch.reversed())
-            batch.removeAll()
+            guard !taken.batch.isEmpty else { return }
+            let rest = Array(taken.batch.reversed())
+            taken.batch.removeAll()
             consumer.session.withLock { $0.leftovers = rest + $0.leftovers }
         }
 
@@ -225,7 +228,7 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
 
         mutating func next() async throws(NATSError) -> NATSJetStreamMessage? {
             while true {
-                while let delivery = batch.popLast() {
+                while let delivery = taken.batch.popLast() {
                     guard delivery.message.subject == consumer.inbox || delivery.isStreamMessage else {
                         // A message on a companion subject (a request to the consumer's owner).
                         // Stream messages keep their own subject; their reply is an ack subject.
@@ -249,9 +252,9 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
                 try replenish()
                 // Wake up at least every second to notice reconnects and silence.
                 let wait = Swift.min(consumer.options.idleHeartbeat, .seconds(1))
-                switch try await consumer.handle.buffer.takeBatch(into: &batch, timeout: wait) {
+                switch try await consumer.handle.buffer.takeBatch(into: &taken.batch, timeout: wait) {
                 case .took, .wokenUp:
-                    batch.reverseInPlace()
+                    taken.batch.reverseInPlace()
                     continue
                 case .finished, .cancelled:
                     consumer.handle.stop()
@@ -273,7 +276,7 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
             // The server answers a request that expired with 408; the deadline is a safety net.
             let deadline = ContinuousClock.now + maxWait + .milliseconds(500)
             while messages.count < requested {
-                while messages.count < requested, let delivery = batch.popLast() {
+                while messages.count < requested, let delivery = taken.batch.popLast() {
                     if let status = JetStreamStatus(delivery) {
                         let ended: Bool
                         switch status {
@@ -296,9 +299,9 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
                     consumer.session.withLock { $0.oldestEnded() }
                     break
                 }
-                switch try await consumer.handle.buffer.takeBatch(into: &batch, timeout: remaining) {
+                switch try await consumer.handle.buffer.takeBatch(into: &taken.batch, timeout: remaining) {
                 case .took, .wokenUp:
-                    batch.reverseInPlace()
+                    taken.batch.reverseInPlace()
                     continue
                 case .finished:
                     if messages.isEmpty { throw NATSError(.subscriptionClosed, "the pull consumer '\(consumer.name)' is stopped") }

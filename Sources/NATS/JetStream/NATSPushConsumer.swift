@@ -42,20 +42,20 @@ public final class NATSPushConsumer: AsyncSequence, Sendable {
 
     /// Creates the iterator.
     public func makeAsyncIterator() -> Iterator {
-        Iterator(consumer: self, token: IterationToken(handle: handle))
+        Iterator(consumer: self, token: IterationToken(handle: handle), taken: TakenDeliveries(connection: connection))
     }
 
-    /// Iterates over messages.
+    /// Iterates over messages. Messages it took from the subscription and did not return are
+    /// handed back to the server (`-NAK`) when the iterator goes away.
     public struct Iterator: AsyncIteratorProtocol {
         let consumer: NATSPushConsumer
         let token: IterationToken<ConsumerDelivery>
-        /// Reversed, so that each message is moved out with `popLast`.
-        var batch: [ConsumerDelivery] = []
+        let taken: TakenDeliveries
 
         /// The next message; `nil` when stopped, cancelled, or the connection closed.
         public mutating func next() async throws(NATSError) -> NATSJetStreamMessage? {
             while true {
-                while let delivery = batch.popLast() {
+                while let delivery = taken.batch.popLast() {
                     if let status = JetStreamStatus(delivery) {
                         status.answerFlowControl(on: consumer.connection)
                         switch status {
@@ -70,11 +70,11 @@ public final class NATSPushConsumer: AsyncSequence, Sendable {
                     }
                     return NATSJetStreamMessage(delivery, connection: consumer.connection)
                 }
-                guard try await consumer.handle.buffer.takeBatch(into: &batch) == .took else {
+                guard try await consumer.handle.buffer.takeBatch(into: &taken.batch) == .took else {
                     consumer.handle.stop()
                     return nil
                 }
-                batch.reverseInPlace()
+                taken.batch.reverseInPlace()
             }
         }
     }

@@ -106,13 +106,16 @@ extension NativeSubscriptionBox {
 /// each reply subject kept in the payload slab (see ``NativeMessage/copyDelivery(_:payloads:subjects:)``).
 final class ConsumerSubscriptionBox: NativeSubscriptionBox, @unchecked Sendable {
     let buffer: BoundedBatchBuffer<ConsumerDelivery>
+    /// Where a stream message that arrives after the consumer stopped is handed back.
+    private let connection: NativeConnection
     // Touched only from the delivery thread (see NativeSubscriptionBox), so the runtime
     // exclusivity check is left out.
     @exclusivity(unchecked) private var payloads = PayloadSlabWriter()
     @exclusivity(unchecked) private var subjects = SubjectCache()
 
-    init(buffer: BoundedBatchBuffer<ConsumerDelivery>) {
+    init(buffer: BoundedBatchBuffer<ConsumerDelivery>, connection: NativeConnection) {
         self.buffer = buffer
+        self.connection = connection
     }
 
     override func deliver(_ message: OpaquePointer, subscription: OpaquePointer?) {
@@ -120,7 +123,18 @@ final class ConsumerSubscriptionBox: NativeSubscriptionBox, @unchecked Sendable 
         let size = copy.bufferedSize
         // Everything was copied out; the message is ours to destroy.
         NativeMessage.destroy(message)
-        buffer.append(copy, size: size) { Self.hasPending(subscription) }
+        guard let refused = buffer.appendReturningRefused(copy, size: size, moreComing: { Self.hasPending(subscription) })
+        else { return }
+        // The consumer stopped (a draining subscription still delivers what the server sent
+        // before it saw the unsubscribe): hand a stream message back at once rather than leave
+        // it to its ack wait.
+        if let reply = refused.reply, reply.isJetStreamAck {
+            reply.withSubjectCString { subject in
+                let nak: StaticString = "-NAK"
+                _ = try? connection.publish(
+                    subjectCString: subject, payload: UnsafeRawBufferPointer(start: nak.utf8Start, count: nak.utf8CodeUnitCount))
+            }
+        }
     }
 
     override func completed() {
