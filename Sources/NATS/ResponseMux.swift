@@ -82,7 +82,8 @@ final class ResponseMux: Sendable {
         // the subscription completes: after close() unsubscribes, or when the connection closes.
         let box = NativeReplyBox(
             handler: { token, outcome in mux.received(token, outcome) },
-            onComplete: { mux.failAll(NATSError(.connectionClosed, "the connection closed before the reply arrived")) })
+            onComplete: { mux.failAll(NATSError(.connectionClosed, "the connection closed before the reply arrived")) },
+            onConnectionLost: { reason in mux.failPending(serverReason: reason) })
         let native = try native.subscribe(subject: subject, queueGroup: nil, limits: limits, box: box)
         mux.state.withLock { $0.subscription = native }
         mux.timer.setEventHandler { mux.expire() }
@@ -180,6 +181,23 @@ final class ResponseMux: Sendable {
             if let next { timer.schedule(deadline: DispatchTime(uptimeNanoseconds: next)) }
         }
         for (continuation, error) in expired { continuation.resume(returning: .failure(error)) }
+    }
+
+    /// The server closed the connection after an `-ERR` and the client reconnected: the replies
+    /// to the requests in flight are lost, so they fail now, naming the server's reason (one of
+    /// them is likely the request the server refused), instead of waiting for their timeouts.
+    /// Requests keep working.
+    private func failPending(serverReason reason: String) {
+        var failed: [(UnsafeContinuation<Result<NATSMessage, NATSError>, Never>, NATSError)] = []
+        state.withLock { state in
+            for (token, waiter) in state.waiters where waiter.outcome == nil {
+                let error = NATSError(
+                    .serverError, "request on '\(NATSValidation.printable(waiter.subject))': the server closed the connection: \(reason)",
+                    isRetriable: true)
+                if let continuation = state.complete(token, .failure(error)) { failed.append((continuation, error)) }
+            }
+        }
+        for (continuation, error) in failed { continuation.resume(returning: .failure(error)) }
     }
 
     private func failAll(_ error: NATSError) {
