@@ -20,7 +20,10 @@ import Synchronization
 ///
 /// Reconnection is cnats's, configured by ``NATSConnectionConfiguration/reconnect``: publishes
 /// made while disconnected are buffered (up to the reconnect buffer size) and sent after the
-/// reconnect; subscriptions are re-established.
+/// reconnect; subscriptions are re-established. cnats closes a connection for good on most
+/// `-ERR`s from the server (a control line over `max_control_line`, too many subscriptions); the
+/// client then connects again itself, subscribes again and reports `.reconnected`, so that one
+/// bad call fails alone (the call fails with ``NATSError/Code/serverError`` naming the reason).
 public final class NATSConnection: Sendable {
     /// The configuration this connection was created with.
     public let configuration: NATSConnectionConfiguration

@@ -37,6 +37,9 @@ final class ResponseMux: Sendable {
         var closed = false
         /// The inbox subscription, set right after subscribing.
         var subscription: NativeSubscription?
+        /// Requests with a token below this were in flight when the server closed the
+        /// connection, for the reason given; they fail once the client reconnected.
+        var lost: (below: UInt64, reason: String)?
 
         /// Records an outcome; returns the continuation to resume with it, if the task waits.
         mutating func complete(_ token: UInt64, _ outcome: Result<NATSMessage, NATSError>)
@@ -83,7 +86,8 @@ final class ResponseMux: Sendable {
         let box = NativeReplyBox(
             handler: { token, outcome in mux.received(token, outcome) },
             onComplete: { mux.failAll(NATSError(.connectionClosed, "the connection closed before the reply arrived")) },
-            onConnectionLost: { reason in mux.failPending(serverReason: reason) })
+            onConnectionLost: { reason in mux.markLost(serverReason: reason) },
+            onConnectionRecovered: { mux.failLost() })
         let native = try native.subscribe(subject: subject, queueGroup: nil, limits: limits, box: box)
         mux.state.withLock { $0.subscription = native }
         mux.timer.setEventHandler { mux.expire() }
@@ -183,14 +187,21 @@ final class ResponseMux: Sendable {
         for (continuation, error) in expired { continuation.resume(returning: .failure(error)) }
     }
 
-    /// The server closed the connection after an `-ERR` and the client reconnected: the replies
-    /// to the requests in flight are lost, so they fail now, naming the server's reason (one of
-    /// them is likely the request the server refused), instead of waiting for their timeouts.
-    /// Requests keep working.
-    private func failPending(serverReason reason: String) {
+    /// The server closed the connection after an `-ERR`: the requests in flight now lost their
+    /// replies. Notes them, to fail once the client reconnected.
+    private func markLost(serverReason reason: String) {
+        state.withLock { state in state.lost = (state.nextToken, reason) }
+    }
+
+    /// The client reconnected: the requests that were in flight when the server closed the old
+    /// connection fail now, naming the server's reason (one of them is likely the request the
+    /// server refused), instead of waiting for their timeouts. Requests started since keep going.
+    private func failLost() {
         var failed: [(UnsafeContinuation<Result<NATSMessage, NATSError>, Never>, NATSError)] = []
         state.withLock { state in
-            for (token, waiter) in state.waiters where waiter.outcome == nil {
+            guard let (below, reason) = state.lost else { return }
+            state.lost = nil
+            for (token, waiter) in state.waiters where waiter.outcome == nil && token < below {
                 let error = NATSError(
                     .serverError, "request on '\(NATSValidation.printable(waiter.subject))': the server closed the connection: \(reason)",
                     isRetriable: true)

@@ -305,15 +305,19 @@ final class NativeConnection: @unchecked Sendable {
     /// Starts draining (non-blocking): subscriptions finish their pending messages, publishes are
     /// flushed, then the connection closes and the closed callback fires.
     func startDrain(timeoutMilliseconds: Int64) throws(NATSError) {
-        guard let pointer else { throw Self.notConnected }
+        // Marked before the pointer is read: a recovery either sees the mark or has stored the
+        // connection this drains.
         link.markCloseRequested()
+        guard let pointer else { throw Self.notConnected }
         try NativeStatus.check(natsConnection_DrainTimeout(pointer, timeoutMilliseconds), "draining")
     }
 
     /// Closes the connection (blocking: cnats flushes for up to 500 ms first).
     func close() {
-        guard let pointer else { return }
+        // Marked before the pointer is read: a recovery either sees the mark or has stored the
+        // connection this closes.
         link.markCloseRequested()
+        guard let pointer else { return }
         natsConnection_Close(pointer)
     }
 

@@ -267,7 +267,9 @@ final class NativeConnectionLink: @unchecked Sendable {
         }
         for box in decision.finish { box.completed() }
         guard let reason = decision.reason else { return false }
-        let onEvent = state.withLock { $0.onEvent }
+        // What is in flight now was lost with this connection.
+        let (onEvent, boxes) = state.withLock { state in (state.onEvent, state.records.values.compactMap(\.box)) }
+        for box in boxes { box.connectionLost(reason: reason) }
         onEvent?(.error(NATSError(
             .serverError, "the server closed the connection: \(reason); reconnecting", isRetriable: true)))
         DispatchQueue.global(qos: .userInitiated).async { self.recover(reason: reason, attempt: 1) }
@@ -283,7 +285,7 @@ final class NativeConnectionLink: @unchecked Sendable {
         guard let configuration, let onEvent, let onMaxPayload else { return }
         if stop {
             // Closed or released while waiting to retry: closed for good.
-            notifyLost(reason: reason)
+            notifyRecovered()
             let finish = state.withLock { $0.giveUp() }
             for box in finish { box.completed() }
             onEvent(.closed)
@@ -307,7 +309,7 @@ final class NativeConnectionLink: @unchecked Sendable {
                 }
                 return
             }
-            notifyLost(reason: reason)
+            notifyRecovered()
             let finish = state.withLock { $0.giveUp() }
             for box in finish { box.completed() }
             onEvent(.closed)
@@ -340,20 +342,23 @@ final class NativeConnectionLink: @unchecked Sendable {
         if limit > 0 { onMaxPayload(Int(limit)) }
         // A PING/PONG: once it is back, the server accepted the subscriptions carried over.
         let timeout = max(1, configuration.connectTimeout.millisecondsClamped)
-        if natsConnection_FlushTimeout(connection, timeout) == NATS_OK {
+        // Refused again only if the server closed this connection too; a slow answer is no refusal.
+        if natsConnection_FlushTimeout(connection, timeout) == NATS_OK || Self.serverCloseReason(connection) == nil {
             state.withLock { state in
                 if state.unconfirmed?.value == recovered.value { state.unconfirmed = nil }
             }
         }
         onEvent(.reconnected(server: nativeConnectedURL(connection)))
-        notifyLost(reason: reason)
+        notifyRecovered()
     }
 
-    /// Tells every live subscription's box that the server closed the old connection (request
-    /// multiplexers fail the requests in flight with the reason: their replies are lost).
-    private func notifyLost(reason: String) {
+    /// Tells every live subscription's box that the recovery ended (request multiplexers now
+    /// fail the requests that were in flight when the server closed the old connection: their
+    /// replies are lost). After the recovery, so that a caller that retries at once finds a
+    /// working connection.
+    private func notifyRecovered() {
         let boxes = state.withLock { state in state.records.values.compactMap(\.box) }
-        for box in boxes { box.connectionLost(reason: reason) }
+        for box in boxes { box.connectionRecovered() }
     }
 }
 

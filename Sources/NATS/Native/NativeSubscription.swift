@@ -81,9 +81,13 @@ class NativeSubscriptionBox: @unchecked Sendable {
     /// The subscription is finished: no message follows.
     func completed() {}
 
-    /// The server closed the connection with an `-ERR` (`reason`) and the client reconnected (or
-    /// gave up); messages in flight were lost. Request multiplexers fail their open requests.
+    /// The server closed the connection with an `-ERR` (`reason`); what is in flight now is
+    /// lost. Request multiplexers note their open requests.
     func connectionLost(reason: String) {}
+
+    /// The client reconnected after ``connectionLost(reason:)`` (or gave up). Request
+    /// multiplexers fail the requests that were open then, with the server's reason.
+    func connectionRecovered() {}
 
     /// How the connection's link carries this subscription over; set once, before subscribing.
     var record: NativeSubscriptionRecord?
@@ -232,6 +236,7 @@ final class NativeReplyBox: NativeSubscriptionBox, @unchecked Sendable {
     private let handler: @Sendable (UInt64, Outcome) -> Void
     private let onComplete: @Sendable () -> Void
     private let onConnectionLost: @Sendable (String) -> Void
+    private let onConnectionRecovered: @Sendable () -> Void
     // Touched only from the delivery thread (see NativeSubscriptionBox), so the runtime
     // exclusivity check (and the copy of each message it forced) is left out.
     @exclusivity(unchecked) private var payloads = PayloadSlabWriter()
@@ -239,15 +244,21 @@ final class NativeReplyBox: NativeSubscriptionBox, @unchecked Sendable {
     init(
         handler: @escaping @Sendable (UInt64, Outcome) -> Void,
         onComplete: @escaping @Sendable () -> Void,
-        onConnectionLost: @escaping @Sendable (String) -> Void = { _ in }
+        onConnectionLost: @escaping @Sendable (String) -> Void = { _ in },
+        onConnectionRecovered: @escaping @Sendable () -> Void = {}
     ) {
         self.handler = handler
         self.onComplete = onComplete
         self.onConnectionLost = onConnectionLost
+        self.onConnectionRecovered = onConnectionRecovered
     }
 
     override func connectionLost(reason: String) {
         onConnectionLost(reason)
+    }
+
+    override func connectionRecovered() {
+        onConnectionRecovered()
     }
 
     override func deliver(_ message: OpaquePointer, subscription: OpaquePointer?) {
