@@ -50,11 +50,14 @@ final class ConnectionCore: Sendable {
     let logger: Logger
     private let slowConsumerEvents: Counter
     private let disconnections: Counter
+    private let permissionViolations: Counter
 
     init(logger: Logger, connectionName: String) {
         self.logger = logger
         slowConsumerEvents = Counter(label: "nats_slow_consumer_events_total", dimensions: [("connection", connectionName)])
         disconnections = Counter(label: "nats_disconnections_total", dimensions: [("connection", connectionName)])
+        permissionViolations = Counter(
+            label: "nats_permission_violations_total", dimensions: [("connection", connectionName)])
     }
 
     /// A new listener for events from now on.
@@ -102,6 +105,13 @@ final class ConnectionCore: Sendable {
             logger.warning(
                 "NATS slow consumer: messages dropped",
                 metadata: ["subject": "\(subject)", "droppedTotal": "\(dropped)"])
+        case .error(let error) where error.code == .permissionDenied:
+            // The server refused one publish or subscription and keeps the connection open
+            // (`-ERR 'Permissions Violation for Publish to "subject"'`): later calls work.
+            permissionViolations.increment()
+            logger.warning(
+                "NATS permission violation: the server refused a publish or subscription; the connection stays open",
+                metadata: ["reason": "\(error.message)"])
         case .error(let error):
             logger.error("NATS asynchronous error", metadata: ["error": "\(error)"])
             if error.code == .timeout {

@@ -20,7 +20,10 @@ import Synchronization
 ///
 /// Reconnection is cnats's, configured by ``NATSConnectionConfiguration/reconnect``: publishes
 /// made while disconnected are buffered (up to the reconnect buffer size) and sent after the
-/// reconnect; subscriptions are re-established.
+/// reconnect; subscriptions are re-established. cnats closes a connection for good on most
+/// `-ERR`s from the server (a control line over `max_control_line`, too many subscriptions); the
+/// client then connects again itself, subscribes again and reports `.reconnected`, so that one
+/// bad call fails alone (the call fails with ``NATSError/Code/serverError`` naming the reason).
 public final class NATSConnection: Sendable {
     /// The configuration this connection was created with.
     public let configuration: NATSConnectionConfiguration
@@ -29,6 +32,9 @@ public final class NATSConnection: Sendable {
     /// A `let`, so the hot paths use it without a retain and release of their own.
     let native = NativeConnection()
     let blocking: BlockingExecutor
+    /// ``NATSConnectionConfiguration/maxControlLine``, read once: every publish checks its
+    /// control line against it.
+    @usableFromInline let maxControlLine: Int
     /// The request multiplexer, made by the first request or JetStream publisher.
     private let responseMux = AtomicLazyReference<ResponseMux>()
 
@@ -38,6 +44,7 @@ public final class NATSConnection: Sendable {
         var logger = logger
         if let name = configuration.name { logger[metadataKey: "nats.connection"] = "\(name)" }
         core = ConnectionCore(logger: logger, connectionName: configuration.name ?? "default")
+        maxControlLine = configuration.maxControlLine
         blocking = BlockingExecutor(label: "nats.blocking.\(configuration.name ?? "connection")")
     }
 
@@ -138,13 +145,30 @@ public final class NATSConnection: Sendable {
         }
     }
 
+    /// Checks that a publish's control line (`PUB`/`HPUB` with the subject, the reply subject
+    /// and the sizes) fits ``NATSConnectionConfiguration/maxControlLine``: the server closes the
+    /// connection on a longer one. One comparison for any usual subject; the exact length is
+    /// only worked out near the limit.
+    @inline(__always)
+    func checkControlLine(
+        subject: String, replyTo: String? = nil, replyLength: Int? = nil, headers: NATSHeaders, payloadCount: Int
+    ) throws(NATSError) {
+        // Room for two sizes of up to 20 digits and the spaces between the parts.
+        let known = subject.utf8.count + (replyLength ?? replyTo?.utf8.count ?? 0)
+        if known + 44 <= maxControlLine { return }
+        try NATSValidation.validatePublishControlLine(
+            subject: subject, replyTo: replyTo, replyLength: replyLength,
+            headerLength: headers.isEmpty ? nil : headers.encodedSize, payloadLength: payloadCount, limit: maxControlLine)
+    }
+
     /// Publishes a message. Returns once cnats has buffered it (its flusher writes it within about
     /// a millisecond, or at once with ``NATSConnectionConfiguration/sendAsap``); call
     /// ``flush(timeout:)`` to know the server has it.
     ///
     /// Everything is checked before anything is sent: the subject (a literal subject, no
-    /// wildcards), the reply subject, header names and values, and the size against the server's
-    /// `max_payload`.
+    /// wildcards), the reply subject, header names and values, the size against the server's
+    /// `max_payload`, and the control line against ``NATSConnectionConfiguration/maxControlLine``
+    /// (a too-long subject throws ``NATSError/Code/invalidSubject``).
     ///
     /// Inlinable, so that a caller's payload type (`[UInt8]`, ``NATSPayload``, a slice) is
     /// specialised in the caller's module: the work happens in one non-generic function, with no
@@ -216,6 +240,7 @@ public final class NATSConnection: Sendable {
         }
         if !headers.isEmpty { try NATSValidation.validateHeaders(headers) }
         try checkSize(payloadCount: bytes.count, headers: headers, subject: subject)
+        try checkControlLine(subject: subject, replyTo: replyTo, headers: headers, payloadCount: bytes.count)
         do {
             if now && !configuration.sendAsap {
                 try native.publishNow(subject: subject, replyTo: replyTo, headers: headers, payload: bytes)
@@ -251,7 +276,7 @@ public final class NATSConnection: Sendable {
     /// millisecond for more: a pull consumer's next request must not sit in the buffer while the
     /// server runs out of requested messages.
     func publishNow(subject: String, body: String, replyTo: String) throws(NATSError) {
-        try publishControl(body: body, subject: subject) { bytes throws(NATSError) in
+        try publishControl(body: body, subject: subject, subjectLength: subject.utf8.count, replyTo: replyTo) { bytes throws(NATSError) in
             try native.publishNow(subject: subject, replyTo: replyTo, payload: bytes)
         }
     }
@@ -260,7 +285,7 @@ public final class NATSConnection: Sendable {
     /// flow-control reply): not validated again, only sized. For the client's own protocol
     /// replies, which run once per message received.
     func publishToServerSubject(_ subject: String, body: String) throws(NATSError) {
-        try publishControl(body: body, subject: subject) { bytes throws(NATSError) in
+        try publishControl(body: body, subject: subject, subjectLength: subject.utf8.count) { bytes throws(NATSError) in
             try native.publish(subject: subject, replyTo: nil, payload: bytes)
         }
     }
@@ -269,24 +294,30 @@ public final class NATSConnection: Sendable {
     /// (NUL-terminated bytes in a payload slab): acknowledging a JetStream message builds no
     /// `String`.
     func publishToServerSubject(_ reply: MessageAcknowledgement, body: String) throws(NATSError) {
-        try publishControl(body: body, subject: reply.subject) { bytes throws(NATSError) in
+        try publishControl(body: body, subject: reply.subject, subjectLength: reply.count) { bytes throws(NATSError) in
             try reply.withSubjectCString { subject in
                 Result { () throws(NATSError) in try native.publish(subjectCString: subject, payload: bytes) }
             }.get()
         }
     }
 
-    /// The size check and error mapping of the client's own small control messages (pull
-    /// requests, acks, flow-control replies); `subject` is only built for an error.
+    /// The size and control-line checks and error mapping of the client's own small control
+    /// messages (pull requests, acks, flow-control replies); `subject` is only built for an error.
     private func publishControl(
         body: String,
         subject: @autoclosure () -> String,
+        subjectLength: Int,
+        replyTo: String? = nil,
         send: (UnsafeRawBufferPointer) throws(NATSError) -> Void
     ) throws(NATSError) {
         var body = body
         let failure: NATSError? = body.withUTF8 { bytes -> NATSError? in
             do throws(NATSError) {
                 try checkSize(payloadCount: bytes.count, headers: NATSHeaders(), subject: subject())
+                if subjectLength + (replyTo?.utf8.count ?? 0) + 44 > maxControlLine {
+                    try NATSValidation.validatePublishControlLine(
+                        subject: subject(), replyTo: replyTo, payloadLength: bytes.count, limit: maxControlLine)
+                }
                 try send(UnsafeRawBufferPointer(bytes))
                 return nil
             } catch where error.code == .notConnected {
@@ -363,6 +394,7 @@ public final class NATSConnection: Sendable {
     ) throws(NATSError) -> NATSConnectionConfiguration.SubscriptionLimits {
         try NATSValidation.validateSubject(subject, for: .subscribe)
         if let queueGroup { try NATSValidation.validateQueueGroup(queueGroup) }
+        try NATSValidation.validateSubscribeControlLine(subject: subject, queueGroup: queueGroup, limit: maxControlLine)
         let limits = limits ?? configuration.subscriptionLimits
         if limits.messages < 1 || limits.bytes < 1 {
             throw NATSError(.invalidArgument, "subscription limits must be at least 1 message and 1 byte, got \(limits)")
@@ -371,7 +403,10 @@ public final class NATSConnection: Sendable {
     }
 
     /// Subscribes `box` and returns once the server has the interest. A failure of that last
-    /// round trip (for example a disconnection) is not fatal: cnats re-subscribes after reconnecting.
+    /// round trip (for example a disconnection) is not fatal: cnats re-subscribes after
+    /// reconnecting. Unless the server closed the connection after an `-ERR` (for example
+    /// `maximum subscriptions exceeded`): then this subscription is likely what it refused, so
+    /// it is not carried over to the recovered connection and the call throws the server's reason.
     func subscribeConfirmed(
         subject: String,
         queueGroup: String?,
@@ -379,9 +414,17 @@ public final class NATSConnection: Sendable {
         box: NativeSubscriptionBox
     ) async throws(NATSError) -> NativeSubscription {
         let native = try connected()
-        let subscription = try native.subscribe(subject: subject, queueGroup: queueGroup, limits: limits, box: box)
+        let subscription = try native.subscribe(
+            subject: subject, queueGroup: queueGroup, limits: limits, box: box, confirmed: false)
         let timeout = configuration.connectTimeout.millisecondsClamped
-        try? await blocking.run { () throws(NATSError) in try native.flush(timeoutMilliseconds: timeout) }
+        let flushed: Bool
+        do {
+            try await blocking.run { () throws(NATSError) in try native.flush(timeoutMilliseconds: timeout) }
+            flushed = true
+        } catch {
+            flushed = false
+        }
+        try native.confirm(subscription, failed: !flushed)
         return subscription
     }
 
@@ -466,6 +509,8 @@ public final class NATSConnection: Sendable {
         if !headers.isEmpty { try NATSValidation.validateHeaders(headers) }
         if timeout <= .zero { throw NATSError(.invalidArgument, "request timeout must be positive, got \(timeout)") }
         try checkSize(payloadCount: bytes.count, headers: headers, subject: subject)
+        try checkControlLine(
+            subject: subject, replyLength: NATSValidation.requestInboxReserve, headers: headers, payloadCount: bytes.count)
         guard native.isConnected else { throw notConnectedError() }
         guard configuration.sendAsap || NativeConnection.canPublishNow else { return .blocking(NATSPayload(copying: bytes)) }
         let mux = try responseMultiplexer()
@@ -482,6 +527,9 @@ public final class NATSConnection: Sendable {
         try NATSValidation.validateSubject(subject, for: .publish)
         if !headers.isEmpty { try NATSValidation.validateHeaders(headers) }
         try checkSize(payloadCount: bytes.count, headers: headers, subject: subject)
+        try checkControlLine(
+            subject: subject, replyLength: mux.prefix.count + NATSValidation.decimalDigits(Int.max), headers: headers,
+            payloadCount: bytes.count)
         do {
             _ = try mux.start(subject: subject, bytes: bytes, headers: headers, timeout: timeout, receiver: receiver, now: now)
         } catch where error.code == .notConnected {

@@ -17,6 +17,7 @@ extension NATSConnectionConfiguration {
     /// | `reconnect.waitMs`, `reconnect.jitterMs`, `reconnect.jitterTlsMs` | reconnect timing |
     /// | `reconnect.bufferBytes` | publish buffer while disconnected |
     /// | `pingIntervalMs`, `maxPingsOut` | dead-connection detection |
+    /// | `maxControlLine` | the servers' `max_control_line` in bytes (default 4,096) |
     /// | `pending.messages`, `pending.bytes` | subscription buffer limits |
     /// | `token` (secret), `user`, `password` (secret), `credentialsFile`, `nkey.publicKey`, `nkey.seedFile` | authentication |
     /// | `tls.caFile`, `tls.certificateFile`, `tls.keyFile`, `tls.expectedHostname` | TLS |
@@ -59,6 +60,9 @@ extension NATSConnectionConfiguration {
         if let value = try values.int("reconnect.bufferBytes", minimum: 0) { reconnect.bufferSize = value }
         if let value = try values.milliseconds("pingIntervalMs", minimum: 1) { pingInterval = value }
         if let value = try values.int("maxPingsOut", minimum: 1) { maxPingsOut = value }
+        if let value = try values.int("maxControlLine", minimum: NATSValidation.minimumMaxControlLine) {
+            maxControlLine = value
+        }
         if let value = try values.int("pending.messages", minimum: 1) { subscriptionLimits.messages = value }
         if let value = try values.int("pending.bytes", minimum: 1) { subscriptionLimits.bytes = value }
 

@@ -125,6 +125,13 @@ public struct NATSConnectionConfiguration: Sendable, CustomStringConvertible, Cu
     /// which waits up to 1 ms to batch writes. True lowers latency of replies and acks in
     /// low-rate traffic and costs throughput under load. Default false.
     public var sendAsap = false
+    /// The longest protocol control line the server accepts, in bytes: the arguments of a
+    /// `PUB`/`HPUB` (subject, reply subject, sizes) or `SUB` (subject, queue group, id), as
+    /// nats-server counts them. The server closes a connection that sends a longer one, and does
+    /// not announce its limit, so the client checks every line against this value before
+    /// writing it. Default 4,096, nats-server's default `max_control_line`; raise it only
+    /// together with the servers' `max_control_line`.
+    public var maxControlLine = NATSValidation.defaultMaxControlLine
     /// How the client authenticates.
     public var authentication: Authentication = .none
     /// TLS settings, or `nil` for plain connections (unless a URL uses `tls://`).
@@ -158,6 +165,11 @@ public struct NATSConnectionConfiguration: Sendable, CustomStringConvertible, Cu
         if reconnect.bufferSize < 0 { throw fail("reconnect.bufferSize (\(reconnect.bufferSize))", "must not be negative") }
         if pingInterval <= .zero { throw fail("pingInterval (\(pingInterval))", "must be greater than zero") }
         if maxPingsOut < 1 { throw fail("maxPingsOut (\(maxPingsOut))", "must be at least 1") }
+        if maxControlLine < NATSValidation.minimumMaxControlLine {
+            throw fail(
+                "maxControlLine (\(maxControlLine))",
+                "must be at least \(NATSValidation.minimumMaxControlLine) (room for the client's own inbox subjects)")
+        }
         if subscriptionLimits.messages < 1 {
             throw fail("subscriptionLimits.messages (\(subscriptionLimits.messages))", "must be at least 1")
         }
@@ -179,7 +191,7 @@ public struct NATSConnectionConfiguration: Sendable, CustomStringConvertible, Cu
         "NATSConnectionConfiguration(servers: \(servers.map(\.description)), name: \(name ?? "-"), "
             + "connectTimeout: \(connectTimeout), reconnect: \(reconnect), pingInterval: \(pingInterval), "
             + "maxPingsOut: \(maxPingsOut), noEcho: \(noEcho), subscriptionLimits: \(subscriptionLimits), "
-            + "sendAsap: \(sendAsap), authentication: \(authentication), tls: \(tls.map { "\($0)" } ?? "none"))"
+            + "sendAsap: \(sendAsap), maxControlLine: \(maxControlLine), authentication: \(authentication), tls: \(tls.map { "\($0)" } ?? "none"))"
     }
 }
 

@@ -155,3 +155,120 @@ public enum NATSValidation {
         return result
     }
 }
+
+// MARK: - Control lines
+
+extension NATSValidation {
+    /// nats-server's default `max_control_line` (`MAX_CONTROL_LINE_SIZE` in server/const.go): the
+    /// longest control line it accepts from a client. The server does not announce its limit
+    /// (its INFO carries `max_payload`, not this), so the client uses
+    /// ``NATSConnectionConfiguration/maxControlLine``, whose default this is.
+    public static let defaultMaxControlLine = 4096
+
+    /// The smallest ``NATSConnectionConfiguration/maxControlLine`` the client accepts: its own
+    /// request inboxes and JetStream API subjects need room.
+    public static let minimumMaxControlLine = 256
+
+    /// The room a request's reply inbox takes in its `PUB` line, counted at its largest: the
+    /// client's inboxes are `_INBOX.` and 22 characters, then `.` and a token (at most 20 digits
+    /// for the module's own; cnats's blocking request uses a shorter one).
+    public static let requestInboxReserve = 50
+
+    /// The room a subscription id takes in a `SUB` line, counted at its largest (cnats numbers
+    /// subscriptions from 1 with a 64-bit counter, so 20 digits).
+    public static let subscriptionIDReserve = 20
+
+    /// The number of decimal digits of a non-negative value.
+    @inlinable
+    public static func decimalDigits(_ value: Int) -> Int {
+        var digits = 1
+        var rest = value / 10
+        while rest > 0 {
+            digits += 1
+            rest /= 10
+        }
+        return digits
+    }
+
+    /// The length of a `PUB` or `HPUB` control line as nats-server measures it against
+    /// `max_control_line`: the arguments between the verb and the CRLF,
+    /// `<subject> [reply] [header size] <total size>` (server/parser.go,
+    /// `overMaxControlLineLimit`).
+    ///
+    /// - Parameters:
+    ///   - subjectLength: The subject's length in UTF-8 bytes.
+    ///   - replyLength: The reply subject's length, or `nil` without one.
+    ///   - headerLength: The header block's length for an `HPUB`, or `nil` for a `PUB`.
+    ///   - payloadLength: The payload's length (the total size adds the header block).
+    public static func publishControlLineLength(
+        subjectLength: Int, replyLength: Int?, headerLength: Int?, payloadLength: Int
+    ) -> Int {
+        var length = subjectLength
+        if let replyLength { length += 1 + replyLength }
+        if let headerLength { length += 1 + decimalDigits(headerLength) }
+        return length + 1 + decimalDigits((headerLength ?? 0) + payloadLength)
+    }
+
+    /// The length of a `SUB` control line as nats-server measures it: `<subject> [queue] <sid>`,
+    /// with the id counted at ``subscriptionIDReserve`` digits.
+    public static func subscribeControlLineLength(subjectLength: Int, queueGroupLength: Int?) -> Int {
+        subjectLength + (queueGroupLength.map { 1 + $0 } ?? 0) + 1 + subscriptionIDReserve
+    }
+
+    /// Checks that a publish's control line fits the server's `max_control_line` and throws
+    /// ``NATSError/Code/invalidSubject`` naming the subject's length, the line's length and the
+    /// limit if it does not. A longer line would make the server answer
+    /// `-ERR 'maximum control line exceeded'` and close the connection.
+    ///
+    /// - Parameters:
+    ///   - subject: The subject to publish to.
+    ///   - replyTo: The reply subject, if any (only used to name it in the error).
+    ///   - replyLength: The reply subject's length; defaults to `replyTo`'s. Pass it for reply
+    ///     subjects the client builds later (a request's inbox).
+    ///   - headerLength: The header block's length for a message with headers.
+    ///   - payloadLength: The payload's length.
+    ///   - limit: The server's `max_control_line` (``NATSConnectionConfiguration/maxControlLine``).
+    public static func validatePublishControlLine(
+        subject: String,
+        replyTo: String? = nil,
+        replyLength: Int? = nil,
+        headerLength: Int? = nil,
+        payloadLength: Int,
+        limit: Int
+    ) throws(NATSError) {
+        let replyLength = replyLength ?? replyTo?.utf8.count
+        let subjectLength = subject.utf8.count
+        let length = publishControlLineLength(
+            subjectLength: subjectLength, replyLength: replyLength, headerLength: headerLength, payloadLength: payloadLength)
+        guard length > limit else { return }
+        var parts = "the subject"
+        if let replyTo {
+            parts += ", the reply subject '\(printable(replyTo))' (\(replyTo.utf8.count) bytes)"
+        } else if let replyLength {
+            parts += ", the reply inbox (\(replyLength) bytes)"
+        }
+        parts += " and the sizes"
+        throw NATSError(
+            .invalidSubject,
+            "invalid subject '\(printable(subject))': it is \(subjectLength) bytes, and the \(headerLength == nil ? "PUB" : "HPUB") "
+                + "control line (\(parts)) would be \(length) bytes; the server accepts at most \(limit) bytes "
+                + "(max_control_line, configured as NATSConnectionConfiguration.maxControlLine) and closes the "
+                + "connection on a longer line")
+    }
+
+    /// Checks that a subscription's control line fits the server's `max_control_line` and throws
+    /// ``NATSError/Code/invalidSubject`` naming the subject's length, the line's length and the
+    /// limit if it does not.
+    public static func validateSubscribeControlLine(subject: String, queueGroup: String?, limit: Int) throws(NATSError) {
+        let subjectLength = subject.utf8.count
+        let length = subscribeControlLineLength(subjectLength: subjectLength, queueGroupLength: queueGroup?.utf8.count)
+        guard length > limit else { return }
+        let queue = queueGroup.map { ", the queue group '\(printable($0))' (\($0.utf8.count) bytes)" } ?? ""
+        throw NATSError(
+            .invalidSubject,
+            "invalid subject '\(printable(subject))': it is \(subjectLength) bytes, and the SUB control line (the subject\(queue) "
+                + "and the subscription id, counted at \(subscriptionIDReserve) digits) would be \(length) bytes; the server "
+                + "accepts at most \(limit) bytes (max_control_line, configured as NATSConnectionConfiguration.maxControlLine) "
+                + "and closes the connection on a longer line")
+    }
+}

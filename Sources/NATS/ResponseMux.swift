@@ -52,6 +52,9 @@ final class ResponseMux: Sendable {
         var closed = false
         /// The inbox subscription, set right after subscribing.
         var subscription: NativeSubscription?
+        /// Requests with a token below this were in flight when the server closed the
+        /// connection, for the reason given; they fail once the client reconnected.
+        var lost: (below: UInt64, reason: String)?
 
         /// Records an outcome; returns whom to hand it to: the waiting task or the receiver.
         mutating func complete(_ token: UInt64, _ outcome: Result<NATSMessage, NATSError>) -> Recipient? {
@@ -99,7 +102,9 @@ final class ResponseMux: Sendable {
         // the subscription completes: after close() unsubscribes, or when the connection closes.
         let box = NativeReplyBox(
             handler: { token, outcome in mux.received(token, outcome) },
-            onComplete: { mux.failAll(NATSError(.connectionClosed, "the connection closed before the reply arrived")) })
+            onComplete: { mux.failAll(NATSError(.connectionClosed, "the connection closed before the reply arrived")) },
+            onConnectionLost: { reason in mux.markLost(serverReason: reason) },
+            onConnectionRecovered: { mux.failLost() })
         let native = try native.subscribe(subject: subject, queueGroup: nil, limits: limits, box: box)
         mux.state.withLock { $0.subscription = native }
         mux.timer.setEventHandler { mux.expire() }
@@ -210,6 +215,30 @@ final class ResponseMux: Sendable {
             if let next { timer.schedule(deadline: DispatchTime(uptimeNanoseconds: next)) }
         }
         for (recipient, error) in expired { recipient.deliver(.failure(error)) }
+    }
+
+    /// The server closed the connection after an `-ERR`: the requests in flight now lost their
+    /// replies. Notes them, to fail once the client reconnected.
+    private func markLost(serverReason reason: String) {
+        state.withLock { state in state.lost = (state.nextToken, reason) }
+    }
+
+    /// The client reconnected: the requests that were in flight when the server closed the old
+    /// connection fail now, naming the server's reason (one of them is likely the request the
+    /// server refused), instead of waiting for their timeouts. Requests started since keep going.
+    private func failLost() {
+        var failed: [(Recipient, NATSError)] = []
+        state.withLock { state in
+            guard let (below, reason) = state.lost else { return }
+            state.lost = nil
+            for (token, waiter) in state.waiters where waiter.outcome == nil && token < below {
+                let error = NATSError(
+                    .serverError, "request on '\(NATSValidation.printable(waiter.subject))': the server closed the connection: \(reason)",
+                    isRetriable: true)
+                if let recipient = state.complete(token, .failure(error)) { failed.append((recipient, error)) }
+            }
+        }
+        for (recipient, error) in failed { recipient.deliver(.failure(error)) }
     }
 
     private func failAll(_ error: NATSError) {

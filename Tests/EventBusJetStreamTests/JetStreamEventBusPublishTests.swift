@@ -54,6 +54,48 @@ struct JetStreamEventBusPublishTests {
         }
         await bus.close()
     }
+
+    /// DESIGN rule 13: an event whose NATS subject (after the bus's prefix) is longer than the
+    /// server's control line fails alone, before the wire; the bus keeps working.
+    @Test func aTooLongSubjectFailsAloneAndTheNextPublishSucceeds() async throws {
+        let server = try NATSServerProcess()
+        defer { server.stop() }
+        var configuration = JetStreamEventBus.Configuration(connection: try NATSConnectionConfiguration(servers: [server.url]))
+        configuration.storage = .memory
+        var logger = Logger(label: "test.bus")
+        logger.logLevel = .warning
+        let bus = JetStreamEventBus(configuration: configuration, logger: logger)
+        try await bus.start()
+
+        // 4,090 bytes fit alone; `events.` makes the NATS subject too long for 4,096.
+        let long = String(repeating: "x", count: 4_090)
+        for _ in 0..<2 {
+            do {
+                _ = try await bus.publish(Event(subject: long, type: "t", source: "/s", data: [1]))
+                Issue.record("an event with a too-long subject was published")
+            } catch let error as EventBusError {
+                #expect(error.code == .invalidSubject)
+                #expect(error.message.contains("4097 bytes") && error.message.contains("4096"), "\(error)")
+            }
+        }
+        // Concurrent publishes take the asynchronous window: checked there too.
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<4 {
+                group.addTask {
+                    do {
+                        _ = try await bus.publish(Event(subject: long, type: "t", source: "/s", data: [1]))
+                        Issue.record("an event with a too-long subject was published")
+                    } catch let error as EventBusError {
+                        #expect(error.code == .invalidSubject)
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        let receipt = try await bus.publish(Event(subject: "fine.after", type: "t", source: "/s", data: [2]))
+        #expect(!receipt.duplicate && receipt.sequence >= 1)
+        await bus.close()
+    }
 }
 
 extension Tag {

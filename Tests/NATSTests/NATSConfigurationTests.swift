@@ -51,6 +51,7 @@ struct NATSConfigurationTests {
             "reconnect.bufferBytes": "1024",
             "pingIntervalMs": "3000",
             "maxPingsOut": "4",
+            "maxControlLine": "8192",
             "pending.messages": "100",
             "pending.bytes": "2048",
             "user": "svc",
@@ -69,6 +70,7 @@ struct NATSConfigurationTests {
         #expect(configuration.reconnect.bufferSize == 1024)
         #expect(configuration.pingInterval == .seconds(3))
         #expect(configuration.maxPingsOut == 4)
+        #expect(configuration.maxControlLine == 8192)
         #expect(configuration.subscriptionLimits == .init(messages: 100, bytes: 2048))
         #expect(configuration.authentication == .userPassword(user: "svc", password: "pw"))
         #expect(!configuration.description.contains("pw)"))
@@ -78,6 +80,7 @@ struct NATSConfigurationTests {
     @Test(arguments: [
         ("maxPingsOut", "zero", "EVENT_BUS_NATS_MAX_PINGS_OUT", "whole number ≥ 1"),
         ("reconnect.waitMs", "-5", "EVENT_BUS_NATS_RECONNECT_WAIT_MS", "whole milliseconds ≥ 0"),
+        ("maxControlLine", "100", "EVENT_BUS_NATS_MAX_CONTROL_LINE", "≥ 256"),
         ("noEcho", "maybe", "EVENT_BUS_NATS_NO_ECHO", "true, false"),
         ("servers", "http://x:1", "EVENT_BUS_NATS_SERVERS", "scheme 'http' is not supported"),
     ])

@@ -35,7 +35,7 @@ struct MessageAcknowledgement: @unchecked Sendable {
     /// Where the state byte is; the subject follows it.
     private let offset: Int
     /// The subject's length in bytes (without the NUL).
-    private let count: Int
+    let count: Int
 
     /// Writes a record for `subject` (the reply subject's bytes, no NUL) into the slabs. Called on
     /// the delivery thread; costs no allocation unless a slab fills up.

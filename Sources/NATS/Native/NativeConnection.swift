@@ -16,27 +16,31 @@ import Darwin
 /// already holds needs no retain) and reads the cnats pointer with one atomic load. Nothing holds
 /// it weakly: a weak reference would move its reference count to a side table for good and make
 /// every retain and release slow.
+///
+/// The cnats pointer lives in ``link``, shared with the connection's callbacks: it is set by
+/// `connect` and replaced only when the link recovers a connection the server closed after an
+/// `-ERR` (cnats would leave it closed for good; see ``NativeConnectionLink``).
 final class NativeConnection: @unchecked Sendable {
-    // @unchecked: the pointer is set once (by `connect`) through an atomic and never replaced.
-    private let handle = Atomic<OpaquePointer?>(nil)
+    // @unchecked: the pointer is behind an atomic; replaced ones are kept until deinit.
+    let link = NativeConnectionLink()
 
     init() {}
 
     deinit {
-        // Closes (if still open) and frees the connection; the callbacks box is released by the
-        // closed callback that this triggers. Destroying may flush for up to 500 ms and joins
-        // cnats's threads, so it runs on a background queue: the last reference may be dropped
-        // on a Swift concurrency thread.
-        guard let pointer = handle.load(ordering: .acquiring) else { return }
-        let owned = UncheckedPointer(pointer)
+        // Closes (if still open) and frees the connection, and the ones a recovery replaced; the
+        // callbacks boxes are released by the closed callbacks this triggers. Destroying may
+        // flush for up to 500 ms and joins cnats's threads, so it runs on a background queue:
+        // the last reference may be dropped on a Swift concurrency thread.
+        let owned = link.discard().map(UncheckedPointer.init)
+        guard !owned.isEmpty else { return }
         DispatchQueue.global(qos: .utility).async {
-            natsConnection_Destroy(owned.value)
+            for pointer in owned { natsConnection_Destroy(pointer.value) }
         }
     }
 
     /// The cnats connection, or `nil` before ``connect(_:onEvent:onMaxPayload:)`` succeeded.
     @inline(__always)
-    var pointer: OpaquePointer? { handle.load(ordering: .acquiring) }
+    var pointer: OpaquePointer? { link.handle.load(ordering: .acquiring) }
 
     /// Whether ``connect(_:onEvent:onMaxPayload:)`` succeeded.
     var isConnected: Bool { pointer != nil }
@@ -52,8 +56,22 @@ final class NativeConnection: @unchecked Sendable {
         onEvent: @escaping @Sendable (NATSConnectionEvent) -> Void,
         onMaxPayload: @escaping @Sendable (Int) -> Void
     ) throws(NATSError) {
+        link.configure(configuration, onEvent: onEvent, onMaxPayload: onMaxPayload)
+        let connection = try Self.open(
+            configuration, callbacks: NativeConnectionCallbacks(onEvent: onEvent, onMaxPayload: onMaxPayload, link: link))
+        let (stored, _) = link.handle.compareExchange(expected: nil, desired: connection, ordering: .acquiringAndReleasing)
+        if !stored {
+            // Connected twice (a caller bug that NATSConnection's state prevents): keep the first.
+            natsConnection_Destroy(connection)
+            throw NATSError(.invalidArgument, "the connection was already connected")
+        }
+    }
+
+    /// Connects a new cnats connection whose events go to `callbacks` (blocking).
+    static func open(_ configuration: NATSConnectionConfiguration, callbacks: NativeConnectionCallbacks) throws(NATSError)
+        -> OpaquePointer
+    {
         let options = try NativeOptions(configuration)
-        let callbacks = NativeConnectionCallbacks(onEvent: onEvent, onMaxPayload: onMaxPayload)
         // Retained for cnats: released in the closed callback, or below if connecting fails
         // (cnats calls no callback for a connection that never connected).
         let closure = Unmanaged.passRetained(callbacks).toOpaque()
@@ -70,12 +88,19 @@ final class NativeConnection: @unchecked Sendable {
             let servers = configuration.servers.map(\.description).joined(separator: ", ")
             throw NativeStatus.error(status, "cannot connect to \(servers)")
         }
-        let (stored, _) = handle.compareExchange(expected: nil, desired: connection, ordering: .acquiringAndReleasing)
-        if !stored {
-            // Connected twice (a caller bug that NATSConnection's state prevents): keep the first.
-            natsConnection_Destroy(connection)
-            throw NATSError(.invalidArgument, "the connection was already connected")
+        return connection
+    }
+
+    /// The error for a failed publish or request: when the server closed the connection after
+    /// an `-ERR`, it names the server's reason (what cnats recorded as the last error), not just
+    /// "connection closed"; the link is reconnecting, so it is retriable.
+    static func failure(_ status: natsStatus, _ operation: @autoclosure () -> String, on pointer: OpaquePointer) -> NATSError {
+        if status == NATS_CONNECTION_CLOSED, let reason = NativeConnectionLink.serverCloseReason(pointer) {
+            return NATSError(
+                .serverError, "\(operation()): the server closed the connection: \(reason)", isRetriable: true,
+                nativeStatus: NativeStatus.describe(status))
         }
+        return NativeStatus.error(status, operation())
     }
 
     /// The URL of the server currently connected to, credentials redacted.
@@ -112,7 +137,7 @@ final class NativeConnection: @unchecked Sendable {
             guard let replyTo else { return natsConnection_Publish(pointer, subject, data, length) }
             return replyTo.withCString { natsConnection_PublishRequest(pointer, subject, $0, data, length) }
         }
-        if status != NATS_OK { throw NativeStatus.error(status, "publishing to '\(subject)'") }
+        if status != NATS_OK { throw Self.failure(status, "publishing to '\(subject)'", on: pointer) }
     }
 
     /// Publishes and writes the bytes to the socket from this thread (when the internals are
@@ -158,7 +183,7 @@ final class NativeConnection: @unchecked Sendable {
         // natsConn_publish copies what it sends; the message stays ours to destroy.
         defer { NativeMessage.destroy(message) }
         let status = NativeInternals.publish(message, on: pointer, now: true)
-        if status != NATS_OK { throw NativeStatus.error(status, "\(what) '\(subject)'") }
+        if status != NATS_OK { throw Self.failure(status, "\(what) '\(subject)'", on: pointer) }
     }
 
     /// Publishes without headers to a subject given as NUL-terminated bytes (a reply subject kept
@@ -167,7 +192,7 @@ final class NativeConnection: @unchecked Sendable {
         guard let pointer else { throw Self.notConnected }
         let subject = subject.assumingMemoryBound(to: CChar.self)
         let status = natsConnection_Publish(pointer, subject, payload.baseAddress, Int32(truncatingIfNeeded: payload.count))
-        if status != NATS_OK { throw NativeStatus.error(status, "publishing to '\(String(cString: subject))'") }
+        if status != NATS_OK { throw Self.failure(status, "publishing to '\(String(cString: subject))'", on: pointer) }
     }
 
     /// Publishes with headers.
@@ -177,7 +202,7 @@ final class NativeConnection: @unchecked Sendable {
         // PublishMsg copies what it sends; the message stays ours to destroy.
         defer { NativeMessage.destroy(message) }
         let status = natsConnection_PublishMsg(pointer, message)
-        if status != NATS_OK { throw NativeStatus.error(status, "publishing to '\(subject)'") }
+        if status != NATS_OK { throw Self.failure(status, "publishing to '\(subject)'", on: pointer) }
     }
 
     /// Whether ``publish(subject:replyPrefix:token:headers:payload:now:)`` can write a message
@@ -226,14 +251,14 @@ final class NativeConnection: @unchecked Sendable {
                 let data = payload.baseAddress
                 let length = Int32(truncatingIfNeeded: payload.count)
                 let status = subject.withCString { natsConnection_PublishRequest(pointer, $0, reply, data, length) }
-                return status == NATS_OK ? .success(()) : .failure(NativeStatus.error(status, "requesting on '\(subject)'"))
+                return status == NATS_OK ? .success(()) : .failure(Self.failure(status, "requesting on '\(subject)'", on: pointer))
             }
             return Result { () throws(NATSError) in
                 let message = try NativeMessage.makeOutgoing(subject: subject, replyC: reply, headers: headers, payload: payload)
                 // PublishMsg copies what it sends; the message stays ours to destroy.
                 defer { NativeMessage.destroy(message) }
                 let status = natsConnection_PublishMsg(pointer, message)
-                if status != NATS_OK { throw NativeStatus.error(status, "requesting on '\(subject)'") }
+                if status != NATS_OK { throw Self.failure(status, "requesting on '\(subject)'", on: pointer) }
             }
         }
         try result.get()
@@ -278,7 +303,7 @@ final class NativeConnection: @unchecked Sendable {
                 .timeout, "no reply on '\(subject)' within \(timeoutMilliseconds) ms", isRetriable: true,
                 nativeStatus: NativeStatus.describe(status))
         }
-        guard status == NATS_OK, let reply else { throw NativeStatus.error(status, "requesting on '\(subject)'") }
+        guard status == NATS_OK, let reply else { throw Self.failure(status, "requesting on '\(subject)'", on: pointer) }
         // The reply is handed to us: copy it out and destroy it.
         defer { NativeMessage.destroy(reply) }
         if NativeMessage.isNoResponders(reply) {
@@ -290,24 +315,42 @@ final class NativeConnection: @unchecked Sendable {
     /// Starts draining (non-blocking): subscriptions finish their pending messages, publishes are
     /// flushed, then the connection closes and the closed callback fires.
     func startDrain(timeoutMilliseconds: Int64) throws(NATSError) {
+        // Marked before the pointer is read: a recovery either sees the mark or has stored the
+        // connection this drains.
+        link.markCloseRequested()
         guard let pointer else { throw Self.notConnected }
         try NativeStatus.check(natsConnection_DrainTimeout(pointer, timeoutMilliseconds), "draining")
     }
 
     /// Closes the connection (blocking: cnats flushes for up to 500 ms first).
     func close() {
+        // Marked before the pointer is read: a recovery either sees the mark or has stored the
+        // connection this closes.
+        link.markCloseRequested()
         guard let pointer else { return }
         natsConnection_Close(pointer)
     }
 
     /// Subscribes with an asynchronous callback into `box`.
+    ///
+    /// `confirmed` says whether the server is taken to have the subscription at once; a caller
+    /// that confirms it with a round trip passes false and reports the outcome with
+    /// ``confirm(_:failed:)`` (a recovery only carries confirmed subscriptions over).
     func subscribe(
         subject: String,
         queueGroup: String?,
         limits: NATSConnectionConfiguration.SubscriptionLimits,
-        box: NativeSubscriptionBox
+        box: NativeSubscriptionBox,
+        confirmed: Bool = true
     ) throws(NATSError) -> NativeSubscription {
         guard let pointer else { throw Self.notConnected }
+        let record = NativeSubscriptionRecord(
+            subject: subject, queueGroup: queueGroup, limits: limits, box: box, link: link, confirmed: confirmed)
+        record.connection = pointer
+        record.pointerConnection = pointer
+        // Set before cnats can end the subscription (its completion callback reads it).
+        box.record = record
+        link.register(record)
         // Retained for cnats: released exactly once, by the completion callback, or at once below if
         // subscribing fails.
         let closure = Unmanaged.passRetained(box).toOpaque()
@@ -319,20 +362,40 @@ final class NativeConnection: @unchecked Sendable {
             }
         }
         guard status == NATS_OK, let subscription else {
+            _ = link.unsubscribe(record, forget: true)
+            _ = record.finish()
             Unmanaged<NativeSubscriptionBox>.fromOpaque(closure).release()
-            throw NativeStatus.error(status, "subscribing to '\(subject)'")
+            throw Self.failure(status, "subscribing to '\(subject)'", on: pointer)
         }
         let completion = natsSubscription_SetOnCompleteCB(subscription, nativeSubscriptionComplete, closure)
         if completion != NATS_OK {
             // The subscription closed before the completion callback could be attached. Its delivery
             // thread may still hold `closure`, so the box is deliberately not released (a one-off
             // leak is safer than a use after free).
+            _ = link.unsubscribe(record, forget: true)
             natsSubscription_Destroy(subscription)
             throw NativeStatus.error(completion, "subscribing to '\(subject)'")
         }
         _ = natsSubscription_SetPendingLimits(
             subscription, Int32(clamping: limits.messages), Int32(clamping: limits.bytes))
-        return NativeSubscription(pointer: subscription, connection: self)
+        link.attach(subscription, to: record)
+        return NativeSubscription(record: record, connection: self)
+    }
+
+    /// Reports how a subscription's confirming round trip ended (see
+    /// ``subscribe(subject:queueGroup:limits:box:confirmed:)``). Throws the server's reason when
+    /// the server closed the connection after it: the subscription is then not carried over to
+    /// the recovered connection, since it is likely what the server refused.
+    func confirm(_ subscription: NativeSubscription, failed: Bool) throws(NATSError) {
+        let record = subscription.record
+        let (reason, finish, resubscribe) = link.confirm(record, failed: failed)
+        finish?.completed()
+        if let resubscribe { link.resubscribe(record, on: resubscribe) }
+        if let reason {
+            throw NATSError(
+                .serverError, "subscribing to '\(record.subject)': the server closed the connection: \(reason)",
+                isRetriable: true)
+        }
     }
 }
 
@@ -348,10 +411,17 @@ final class NativeConnectionCallbacks: @unchecked Sendable {
     // @unchecked: immutable after init.
     let onEvent: @Sendable (NATSConnectionEvent) -> Void
     let onMaxPayload: @Sendable (Int) -> Void
+    /// Decides whether a closed connection is recovered (see ``NativeConnectionLink``).
+    let link: NativeConnectionLink
 
-    init(onEvent: @escaping @Sendable (NATSConnectionEvent) -> Void, onMaxPayload: @escaping @Sendable (Int) -> Void) {
+    init(
+        onEvent: @escaping @Sendable (NATSConnectionEvent) -> Void,
+        onMaxPayload: @escaping @Sendable (Int) -> Void,
+        link: NativeConnectionLink
+    ) {
         self.onEvent = onEvent
         self.onMaxPayload = onMaxPayload
+        self.link = link
     }
 
     static func from(_ closure: UnsafeMutableRawPointer?) -> NativeConnectionCallbacks {
@@ -359,7 +429,8 @@ final class NativeConnectionCallbacks: @unchecked Sendable {
     }
 }
 
-private func connectedURL(_ connection: OpaquePointer?) -> String {
+/// The URL a cnats connection is connected to, credentials redacted (`unknown` if none).
+func nativeConnectedURL(_ connection: OpaquePointer?) -> String {
     guard let connection else { return "unknown" }
     var buffer = [CChar](repeating: 0, count: 512)
     guard natsConnection_GetConnectedUrl(connection, &buffer, buffer.count) == NATS_OK else { return "unknown" }
@@ -378,12 +449,15 @@ let nativeReconnected: natsConnectionHandler = { connection, closure in
         let limit = natsConnection_GetMaxPayload(connection)
         if limit > 0 { callbacks.onMaxPayload(Int(limit)) }
     }
-    callbacks.onEvent(.reconnected(server: connectedURL(connection)))
+    callbacks.onEvent(.reconnected(server: nativeConnectedURL(connection)))
 }
 
-let nativeClosed: natsConnectionHandler = { _, closure in
+let nativeClosed: natsConnectionHandler = { connection, closure in
     // The last callback cnats makes for a connection: release the box retained at connect.
     let callbacks = Unmanaged<NativeConnectionCallbacks>.fromOpaque(closure!).takeRetainedValue()
+    // Closed by the server after an -ERR, not by the application: the link reconnects, and the
+    // connection is not closed for its users.
+    if let connection, callbacks.link.connectionClosed(connection) { return }
     callbacks.onEvent(.closed)
 }
 
@@ -421,6 +495,13 @@ let nativeAsyncError: natsErrHandler = { connection, subscription, status, closu
     var text = NativeStatus.describe(status).text
     if let connection, natsConnection_GetLastError(connection, &lastError) != NATS_OK, let lastError {
         text = NATSServerURL.redact(String(cString: lastError))
+    }
+    if status == NATS_NOT_PERMITTED {
+        // `Permissions Violation for Publish to "subject"`: cnats keeps the connection open.
+        callbacks.onEvent(.error(NATSError(
+            .permissionDenied, "the server refused: \(text); the connection stays open",
+            nativeStatus: NativeStatus.describe(status))))
+        return
     }
     callbacks.onEvent(.error(NativeStatus.error(status, "asynchronous error (\(text))")))
 }

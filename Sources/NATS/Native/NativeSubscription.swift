@@ -6,46 +6,62 @@ import Glibc
 import Darwin
 #endif
 
-/// Owns a `natsSubscription`.
+/// Owns a `natsSubscription`, and the ones that replaced it when the connection was recovered
+/// after the server closed it (see ``NativeConnectionLink``).
 final class NativeSubscription: @unchecked Sendable {
-    // @unchecked: cnats subscriptions are thread-safe; the pointer is immutable.
-    let pointer: OpaquePointer
+    // @unchecked: cnats subscriptions are thread-safe; the record's pointer changes only under
+    // the link's lock.
+    let record: NativeSubscriptionRecord
     /// Kept so the connection outlives its subscriptions.
     let connection: NativeConnection
 
-    init(pointer: OpaquePointer, connection: NativeConnection) {
-        self.pointer = pointer
+    init(record: NativeSubscriptionRecord, connection: NativeConnection) {
+        self.record = record
         self.connection = connection
     }
 
     deinit {
-        // Frees the subscription object; the server-side interest was removed by unsubscribe
-        // (or by the connection closing).
-        natsSubscription_Destroy(pointer)
+        // Not carried over any more; a box waiting for a recovery is finished here.
+        let (_, finish) = connection.link.unsubscribe(record, forget: true)
+        finish?.completed()
+        // Frees the subscription objects; destroying also removes the interest on the server
+        // (if the connection is still open). Replaced ones ended already.
+        let pointers = connection.link.withPointer(of: record) { current in
+            (current.map { [$0] } ?? []) + record.retiredPointers
+        }
+        for pointer in pointers { natsSubscription_Destroy(pointer) }
     }
 
     /// Removes interest on the server and stops delivery (non-blocking). Safe to call repeatedly.
     func unsubscribe() {
-        if natsSubscription_IsValid(pointer) { _ = natsSubscription_Unsubscribe(pointer) }
+        let (pointer, finish) = connection.link.unsubscribe(record, forget: false)
+        if let pointer, natsSubscription_IsValid(pointer) { _ = natsSubscription_Unsubscribe(pointer) }
+        finish?.completed()
     }
 
     /// Stops new messages and lets the ones already received be delivered (non-blocking).
     func drain(timeoutMilliseconds: Int64) {
-        if natsSubscription_IsValid(pointer) { _ = natsSubscription_DrainTimeout(pointer, timeoutMilliseconds) }
+        let (pointer, finish) = connection.link.unsubscribe(record, forget: false)
+        if let pointer, natsSubscription_IsValid(pointer) { _ = natsSubscription_DrainTimeout(pointer, timeoutMilliseconds) }
+        finish?.completed()
     }
 
     /// Messages cnats dropped for this subscription because its pending limits were reached.
     var droppedCount: Int64 {
-        var dropped: Int64 = 0
-        _ = natsSubscription_GetDropped(pointer, &dropped)
-        return dropped
+        connection.link.withPointer(of: record) { pointer in
+            var dropped: Int64 = 0
+            if let pointer { _ = natsSubscription_GetDropped(pointer, &dropped) }
+            return dropped
+        }
     }
 
-    /// Messages delivered to the callback so far.
+    /// Messages delivered to the callback so far (by the current cnats subscription).
     var deliveredCount: Int64 {
-        var delivered: Int64 = 0
-        _ = natsSubscription_GetDelivered(pointer, &delivered)
-        return delivered
+        connection.link.withPointer(of: record) { pointer in
+            var delivered: Int64 = 0
+            if let pointer { _ = natsSubscription_GetDelivered(pointer, &delivered) }
+            return delivered
+        }
     }
 }
 
@@ -64,6 +80,17 @@ class NativeSubscriptionBox: @unchecked Sendable {
 
     /// The subscription is finished: no message follows.
     func completed() {}
+
+    /// The server closed the connection with an `-ERR` (`reason`); what is in flight now is
+    /// lost. Request multiplexers note their open requests.
+    func connectionLost(reason: String) {}
+
+    /// The client reconnected after ``connectionLost(reason:)`` (or gave up). Request
+    /// multiplexers fail the requests that were open then, with the server's reason.
+    func connectionRecovered() {}
+
+    /// How the connection's link carries this subscription over; set once, before subscribing.
+    var record: NativeSubscriptionRecord?
 }
 
 /// Copies core NATS messages into a bounded buffer that a ``NATSSubscription`` iterates.
@@ -148,8 +175,19 @@ let nativeDeliver: natsMsgHandler = { _, subscription, message, closure in
 }
 
 let nativeSubscriptionComplete: natsOnCompleteCB = { closure in
-    // The last call cnats makes with this closure: release the box retained at subscribe.
-    Unmanaged<NativeSubscriptionBox>.fromOpaque(closure!).takeRetainedValue().completed()
+    // The last call cnats makes with this closure for this cnats subscription: release the box
+    // retained at subscribe. The box itself is finished unless the link carries it over to a
+    // recovered connection (which retains it again).
+    let box = Unmanaged<NativeSubscriptionBox>.fromOpaque(closure!).takeRetainedValue()
+    guard let record = box.record else {
+        box.completed()
+        return
+    }
+    switch record.link.subscriptionEnded(record) {
+    case .finish: box.completed()
+    case .keep: break
+    case .resubscribe(let connection): record.link.resubscribe(record, on: connection)
+    }
 }
 
 /// Hands each message to a closure on the delivery thread, with no buffer in between. For the
@@ -211,13 +249,30 @@ final class NativeReplyBox: NativeSubscriptionBox, @unchecked Sendable {
 
     private let handler: @Sendable (UInt64, Outcome) -> Void
     private let onComplete: @Sendable () -> Void
+    private let onConnectionLost: @Sendable (String) -> Void
+    private let onConnectionRecovered: @Sendable () -> Void
     // Touched only from the delivery thread (see NativeSubscriptionBox), so the runtime
     // exclusivity check (and the copy of each message it forced) is left out.
     @exclusivity(unchecked) private var payloads = PayloadSlabWriter()
 
-    init(handler: @escaping @Sendable (UInt64, Outcome) -> Void, onComplete: @escaping @Sendable () -> Void) {
+    init(
+        handler: @escaping @Sendable (UInt64, Outcome) -> Void,
+        onComplete: @escaping @Sendable () -> Void,
+        onConnectionLost: @escaping @Sendable (String) -> Void = { _ in },
+        onConnectionRecovered: @escaping @Sendable () -> Void = {}
+    ) {
         self.handler = handler
         self.onComplete = onComplete
+        self.onConnectionLost = onConnectionLost
+        self.onConnectionRecovered = onConnectionRecovered
+    }
+
+    override func connectionLost(reason: String) {
+        onConnectionLost(reason)
+    }
+
+    override func connectionRecovered() {
+        onConnectionRecovered()
     }
 
     override func deliver(_ message: OpaquePointer, subscription: OpaquePointer?) {
