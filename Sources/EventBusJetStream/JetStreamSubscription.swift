@@ -10,6 +10,18 @@ import Foundation
 
 /// One ``EventBus/subscribe(_:options:)`` on JetStream: a pull (or push) consumer for the stored
 /// events and, through the same sequence, the requests sent to the pattern.
+///
+/// What it costs in cnats subscriptions (each has its own delivery thread, cnats's default, which
+/// the client relies on to push back on a slow consumer without stalling the others):
+/// - the consumer's subscription (the pull inbox, or the push deliver subject in the group's
+///   deliver group): the stored events;
+/// - one core subscription to `<requestSubjectPrefix>.<pattern>` in the group's queue group
+///   (``NATSPullConsumer/addCoreSubscription(to:queueGroup:)``), so that one member per group
+///   answers a request; it feeds the consumer's buffer, so requests and events come through one
+///   sequence without a task in between.
+///
+/// The bus adds two per bus, not per subscription: the connection's inbox (publish acks,
+/// requests, API calls) and the stream's max-deliveries advisories.
 final class JetStreamSubscription: DeliverySource, Sendable {
     /// The consumer behind the subscription.
     enum Consumer: Sendable {
@@ -141,13 +153,13 @@ final class JetStreamSubscription: DeliverySource, Sendable {
                 var bound = consumerConfiguration
                 bound.deliverPolicy = info.configuration.deliverPolicy
                 let pushConsumer = try await jetStream.pushConsumer(stream: configuration.streamName, configuration: bound)
-                try await pushConsumer.addCompanionSubscription(subject: requestSubject, queueGroup: options.group)
+                try await pushConsumer.addCoreSubscription(to: requestSubject, queueGroup: options.group)
                 consumer = .push(pushConsumer)
             } else {
                 let pullConsumer = try await jetStream.pullConsumer(
                     stream: configuration.streamName, name: info.name,
                     options: .init(batch: batch, expires: .seconds(30), idleHeartbeat: .seconds(5)))
-                try await pullConsumer.addCompanionSubscription(subject: requestSubject, queueGroup: options.group)
+                try await pullConsumer.addCoreSubscription(to: requestSubject, queueGroup: options.group)
                 consumer = .pull(pullConsumer)
             }
             return JetStreamSubscription(

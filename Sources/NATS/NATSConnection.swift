@@ -429,18 +429,18 @@ public final class NATSConnection: Sendable {
     }
 
     /// Adds another subject whose messages go into an existing consumer subscription's buffer
-    /// (used to deliver a consumer's requests and its JetStream messages through one sequence).
-    func addCompanion(
+    /// (see ``NATSPullConsumer/addCoreSubscription(to:queueGroup:)``).
+    func addCoreSubscription(
         to handle: SubscriptionHandle<ConsumerDelivery>, subject: String, queueGroup: String?
     ) async throws(NATSError) {
         let limits = try checkSubscription(
             subject: subject, queueGroup: queueGroup,
             limits: .init(messages: handle.buffer.limits.messages, bytes: handle.buffer.limits.bytes))
-        let companion = try await subscribeConfirmed(
+        let added = try await subscribeConfirmed(
             subject: subject, queueGroup: queueGroup, limits: limits, box: ConsumerSubscriptionBox(buffer: handle.buffer, connection: native))
-        handle.companions.withLock { $0.append(companion) }
-        // Stopped meanwhile: the stop did not see this companion.
-        if handle.buffer.isFinished { companion.unsubscribe() }
+        handle.coreSubscriptions.withLock { $0.append(added) }
+        // Stopped meanwhile: the stop did not see this one.
+        if handle.buffer.isFinished { added.unsubscribe() }
     }
 
     /// Sends a request and waits for the first reply.

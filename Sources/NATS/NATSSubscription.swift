@@ -72,8 +72,9 @@ final class SubscriptionHandle<Element: Sendable>: Sendable {
     let queueGroup: String?
     let native: NativeSubscription
     let buffer: BoundedBatchBuffer<Element>
-    /// More subscriptions that feed the same buffer (for example a consumer's request subject).
-    let companions: Mutex<[NativeSubscription]> = Mutex([])
+    /// Core subscriptions added to a consumer that feed the same buffer
+    /// (``NATSPullConsumer/addCoreSubscription(to:queueGroup:)``).
+    let coreSubscriptions: Mutex<[NativeSubscription]> = Mutex([])
 
     init(subject: String, queueGroup: String?, native: NativeSubscription, buffer: BoundedBatchBuffer<Element>) {
         self.subject = subject
@@ -91,7 +92,7 @@ final class SubscriptionHandle<Element: Sendable>: Sendable {
     /// never handed to the consumer.
     func stopReturningPending() -> [Element] {
         native.unsubscribe()
-        for companion in companions.withLock({ $0 }) { companion.unsubscribe() }
+        for added in coreSubscriptions.withLock({ $0 }) { added.unsubscribe() }
         return buffer.discardReturningPending()
     }
 

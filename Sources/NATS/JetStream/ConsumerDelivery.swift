@@ -35,7 +35,7 @@ extension SubscriptionHandle where Element == ConsumerDelivery {
             try? connection.publishToServerSubject(reply, body: "-NAK")
         }
         native.drain(timeoutMilliseconds: 5_000)
-        for companion in companions.withLock({ $0 }) { companion.unsubscribe() }
+        for added in coreSubscriptions.withLock({ $0 }) { added.unsubscribe() }
     }
 }
 

@@ -44,6 +44,13 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
         }
     }
 
+    /// The messages the continuous iteration requests first; each top-up doubles the window up
+    /// to ``Options/batch``. A consumer that stops soon after it started (a group member that
+    /// takes a few events and leaves) then holds, and hands back, a few messages rather than a
+    /// whole batch: each hand-back costs the message a delivery attempt on the server. A
+    /// consumer that keeps going reaches its full batch after a handful of round trips.
+    static let initialWindow = 16
+
     /// The stream.
     public let stream: String
     /// The consumer's name.
@@ -113,6 +120,9 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
         var reconnectGeneration = 0
         /// Messages a fetch received beyond its batch, handed out first next time.
         var leftovers: [ConsumerDelivery] = []
+        /// How many messages the iteration keeps requested ahead: it starts small and doubles
+        /// with each top-up up to ``Options/batch`` (see ``initialWindow``).
+        var window = 0
 
         var expected: Int { openRequests.reduce(0, +) }
 
@@ -209,8 +219,14 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
                     session.reconnectGeneration = generation
                 }
                 let expected = session.expected
-                guard expected <= options.batch / 2 else { return 0 }
-                let amount = options.batch - expected
+                if session.window == 0 {
+                    session.window = Swift.min(options.batch, NATSPullConsumer.initialWindow)
+                } else if expected <= session.window / 2 {
+                    session.window = Swift.min(options.batch, session.window * 2)
+                }
+                guard expected <= session.window / 2 else { return 0 }
+                let amount = session.window - expected
+                guard amount > 0 else { return 0 }
                 session.openRequests.append(amount)
                 return amount
             }
@@ -230,7 +246,7 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
             while true {
                 while let delivery = taken.batch.popLast() {
                     guard delivery.message.subject == consumer.inbox || delivery.isStreamMessage else {
-                        // A message on a companion subject (a request to the consumer's owner).
+                        // A message of an added core subscription (``addCoreSubscription(to:queueGroup:)``).
                         // Stream messages keep their own subject; their reply is an ack subject.
                         return NATSJetStreamMessage(delivery, connection: consumer.connection)
                     }
@@ -318,11 +334,17 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
 }
 
 extension NATSPullConsumer {
-    /// Also delivers core messages on `subject` (joining `queueGroup`) through this consumer's
-    /// iteration, as messages without JetStream metadata. The EventBus uses it to hand a
-    /// subscriber both its stream events and the requests addressed to it.
-    package func addCompanionSubscription(subject: String, queueGroup: String?) async throws(NATSError) {
-        try await connection.addCompanion(to: handle, subject: subject, queueGroup: queueGroup)
+    /// Adds a core NATS subscription whose messages come through this consumer's sequence, in
+    /// arrival order with the stream's messages: one loop then serves, say, the requests
+    /// addressed to a stream's workers as well as the stream (the EventBus does this). Such a
+    /// message has no ``NATSJetStreamMessage/metadata`` (nothing to acknowledge; answer it on
+    /// its `replyTo`), and does not count against the pull
+    /// batch. It shares the consumer's buffer and delivery limits, and ends with the consumer.
+    ///
+    /// Returns once the server has the interest. Each added subscription is one more cnats
+    /// subscription (and delivery thread); the buffer it fills is the consumer's.
+    public func addCoreSubscription(to subject: String, queueGroup: String? = nil) async throws(NATSError) {
+        try await connection.addCoreSubscription(to: handle, subject: subject, queueGroup: queueGroup)
     }
 }
 

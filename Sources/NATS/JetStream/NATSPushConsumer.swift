@@ -81,11 +81,10 @@ public final class NATSPushConsumer: AsyncSequence, Sendable {
 }
 
 extension NATSPushConsumer {
-    /// Also delivers core messages on `subject` (joining `queueGroup`) through this consumer's
-    /// iteration, as messages without JetStream metadata (see
-    /// ``NATSPullConsumer/addCompanionSubscription(subject:queueGroup:)``).
-    package func addCompanionSubscription(subject: String, queueGroup: String?) async throws(NATSError) {
-        try await connection.addCompanion(to: handle, subject: subject, queueGroup: queueGroup)
+    /// Adds a core NATS subscription whose messages come through this consumer's sequence, as
+    /// ``NATSPullConsumer/addCoreSubscription(to:queueGroup:)`` describes.
+    public func addCoreSubscription(to subject: String, queueGroup: String? = nil) async throws(NATSError) {
+        try await connection.addCoreSubscription(to: handle, subject: subject, queueGroup: queueGroup)
     }
 }
 

@@ -1,0 +1,84 @@
+import Foundation
+import NATS
+import NATSTestSupport
+import Testing
+
+/// What a consumer does with messages it received but never handed out, and core subscriptions
+/// added to a consumer's sequence.
+@Suite("JetStream consumers: hand-back and added core subscriptions", .tags(.server))
+struct JetStreamConsumerHandBackTests {
+    func setUp() async throws -> (NATSServerProcess, NATSConnection, NATSJetStream) {
+        let server = try await NATSServerProcess.started()
+        let connection = try await connect(to: server)
+        let js = connection.jetStream()
+        try await js.ensureStream(NATSStreamConfiguration(name: "JOBS", subjects: ["jobs.>"]))
+        let publisher = try await js.makePublisher()
+        var pending: [NATSPendingPublish] = []
+        for index in 0..<100 { pending.append(try await publisher.publish(subject: "jobs.run", payload: Array("\(index)".utf8))) }
+        for publish in pending { _ = try await publish.ack() }
+        await publisher.close()
+        var configuration = NATSConsumerConfiguration(durableName: "runners")
+        configuration.ackWait = .seconds(60)
+        try await js.ensureConsumer(stream: "JOBS", configuration)
+        return (server, connection, js)
+    }
+
+    /// An iterator that takes a whole batch and is dropped after one message hands the rest back
+    /// at once: another instance gets all 99 well within the 60 s ack wait.
+    @Test(arguments: [false, true])
+    func aDroppedIteratorHandsBackItsTakenBatch(stopConsumer: Bool) async throws {
+        let (server, connection, js) = try await setUp()
+        defer { server.stop() }
+        let options = NATSPullConsumer.Options(batch: 100, expires: .seconds(10), idleHeartbeat: .seconds(2))
+        let first = try await js.pullConsumer(stream: "JOBS", name: "runners", options: options)
+        do {
+            var iterator = first.makeAsyncIterator()
+            let message = try #require(try await iterator.next())
+            try message.ack()
+            // Let the rest of the batch arrive in this iterator's hands.
+            try await Task.sleep(for: .milliseconds(300))
+        }
+        if stopConsumer { first.stopReturningUndelivered() } else { first.stop() }
+        let second = try await js.pullConsumer(stream: "JOBS", name: "runners", options: options)
+        var received = Set<Int>()
+        let deadline = ContinuousClock.now + .seconds(10)
+        var iterator = second.makeAsyncIterator()
+        while received.count < 99 && ContinuousClock.now < deadline {
+            guard let message = try await iterator.next() else { break }
+            received.insert(Int(message.payload.string)!)
+            try message.ack()
+        }
+        #expect(received.count == 99, "another instance got \(received.count) of the 99 handed back")
+        second.stop()
+        await connection.close()
+    }
+
+    /// Core messages of an added subscription come through the same loop as the stream's, without
+    /// JetStream metadata; stopping the consumer ends the added subscription too.
+    @Test func anAddedCoreSubscriptionSharesTheConsumersSequence() async throws {
+        let (server, connection, js) = try await setUp()
+        defer { server.stop() }
+        let consumer = try await js.pullConsumer(stream: "JOBS", name: "runners", options: .init(batch: 10))
+        try await consumer.addCoreSubscription(to: "jobs-control.>", queueGroup: "runners")
+        try connection.publish(subject: "jobs-control.pause", payload: Array("pause".utf8))
+        var stream = 0
+        var core: [String] = []
+        var iterator = consumer.makeAsyncIterator()
+        let deadline = ContinuousClock.now + .seconds(10)
+        while (stream < 100 || core.isEmpty) && ContinuousClock.now < deadline {
+            guard let message = try await iterator.next() else { break }
+            if message.metadata == nil {
+                core.append(message.subject)
+            } else {
+                stream += 1
+                try message.ack()
+            }
+        }
+        #expect(stream == 100)
+        #expect(core == ["jobs-control.pause"])
+        consumer.stop()
+        // The added subscription ended with the consumer: nobody listens on its subject now.
+        await #expect(throws: NATSError.self) { _ = try await connection.request(subject: "jobs-control.status", timeout: .seconds(2)) }
+        await connection.close()
+    }
+}
