@@ -66,7 +66,8 @@ let package = Package(
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
         ),
         // Peak resident memory while consuming 100,000 and 1,000,000 stored messages (pull
-        // consumer, EventBus): it must stay flat.
+        // consumer, EventBus), and while publishing that many through the EventBus and then
+        // consuming them: it must stay flat.
         .executableTarget(
             name: "Memory",
             dependencies: [

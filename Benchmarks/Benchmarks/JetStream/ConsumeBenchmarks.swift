@@ -80,3 +80,36 @@ func registerEventBusConsume(
         await fixture.bus.close()
     }
 }
+
+/// W6 and W7 through the EventBus protocol's handler form: `consume` with a group (a new one per
+/// iteration, starting at the beginning) and otherwise default subscription options, on a bus
+/// configured by `adjust` and a stream preloaded with `messages` events as the bus publishes them.
+/// The handler only counts; `consume` acks each event when its handler returns. `consume`
+/// subscribes itself, so creating the group's consumer is part of the measured time (one request,
+/// a few milliseconds of a workload that takes about a second).
+func registerEventBusConsumeHandler(
+    name: String,
+    configuration: Benchmark.Configuration,
+    messages: Int,
+    groupPrefix: String,
+    adjust: @escaping @Sendable (inout JetStreamEventBus.Configuration) -> Void = { _ in }
+) {
+    liveBenchmark(name, configuration: configuration) { benchmark, fixture in
+        let (bus, iterations) = fixture
+        let options = SubscriptionOptions(group: "\(groupPrefix)-\(iterations.next())", start: .all)
+        benchmark.startMeasurement()
+        let meter = ThroughputMeter()
+        let handled = try await consumeAndCount(bus, options: options, count: messages) {
+            meter.finish(benchmark, operations: messages)
+            benchmark.stopMeasurement()
+        }
+        if handled != messages { benchmark.error("handled \(handled) of \(messages)") }
+    } setup: { server -> (bus: JetStreamEventBus, iterations: IterationCounter) in
+        let eventBus = try await makeBenchmarkBus(server, adjust)
+        // The bus created its stream; fill it with events as the bus publishes them.
+        try RawJetStream(server).preloadWorkload(messages, asEvents: true)
+        return (bus: eventBus, iterations: IterationCounter())
+    } teardown: { fixture in
+        await fixture.bus.close()
+    }
+}

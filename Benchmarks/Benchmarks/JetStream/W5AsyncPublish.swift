@@ -11,9 +11,13 @@ import NATS
 //
 // Raw: js_PublishAsync (MaxPending 4,096, MaxWait 10 s per publish), then
 // js_PublishAsyncComplete. NATS: NATSJetStreamPublisher with its defaults (4,096 in flight, a
-// generated Nats-Msg-Id on every publish so that a resend is safe). EventBus: the bus's publish
-// awaits each ack, so 4,096 tasks publish at once (a task group topped up as publishes finish).
-// "W5 raw events" publishes the EventBus's messages (headers and a message id each) from C.
+// generated Nats-Msg-Id on every publish so that a resend is safe). EventBus (default
+// configuration: a publish window of 4,096): "W5 EventBus" is the natural way without the batch
+// API: `publish` awaits its ack, so 4,096 tasks publish at once (a task group topped up as
+// publishes finish); "W5 EventBus batch" builds the events in chunks of 4,096 and publishes each
+// chunk with one `publish(contentsOf:)` call, one chunk after another. "W5 raw events" publishes
+// the EventBus's messages (its CloudEvents headers and a 36-character id per message, in
+// `ce-id` and `Nats-Msg-Id`) from C: the like-for-like ceiling of both EventBus variants.
 
 func registerW5() {
     let configuration = BenchmarkSettings.live(metrics: BenchmarkMetrics.throughputWorkload, scalingFactor: .kilo)
@@ -45,20 +49,41 @@ func registerW5() {
         try admin.expectMessageCount(stream: Workload.streamName, messages)
     } setup: { server in
         // The bus creates its stream; the raw context only purges and counts.
-        (
-            bus: try await makeBenchmarkBus(server) { $0.maxPendingPublishes = Workload.w5InFlight },
-            admin: try RawJetStream(server)
-        )
+        (bus: try await makeBenchmarkBus(server), admin: try RawJetStream(server))
+    } teardown: { fixture in
+        await fixture.bus.close()
+    }
+
+    liveBenchmark("W5 EventBus batch", configuration: configuration) { benchmark, fixture in
+        let (bus, admin) = fixture
+        try admin.purge(stream: Workload.streamName)
+        benchmark.startMeasurement()
+        let meter = ThroughputMeter()
+        var published = 0
+        while published < messages {
+            // A service with events to publish builds them and hands them over in one call.
+            let count = min(Workload.w5BatchSize, messages - published)
+            var events: [Event] = []
+            events.reserveCapacity(count)
+            for _ in 0..<count { events.append(benchmarkEvent()) }
+            blackHole(try await bus.publish(contentsOf: events))
+            published += count
+        }
+        meter.finish(benchmark, operations: messages)
+        benchmark.stopMeasurement()
+        try admin.expectMessageCount(stream: Workload.streamName, messages)
+    } setup: { server in
+        (bus: try await makeBenchmarkBus(server), admin: try RawJetStream(server))
     } teardown: { fixture in
         await fixture.bus.close()
     }
 }
 
 /// Raw cnats's W5 with plain 128-byte messages, or (`eventHeaders`) with the headers the EventBus
-/// sends (CloudEvents attributes and a `Nats-Msg-Id` per message): the like-for-like ceiling for
-/// "W5 EventBus"; or (`messageIDs`) plain messages with a `Nats-Msg-Id` each (`jsPubOptions.MsgId`,
-/// a counter formatted in place), the like-for-like ceiling for the NATS module's publisher with
-/// its defaults.
+/// sends (CloudEvents attributes and a 36-character id per message in `ce-id` and `Nats-Msg-Id`):
+/// the like-for-like ceiling for "W5 EventBus" and "W5 EventBus batch"; or (`messageIDs`) plain
+/// messages with a `Nats-Msg-Id` each (`jsPubOptions.MsgId`, a counter formatted in place), the
+/// like-for-like ceiling for the NATS module's publisher with its defaults.
 private func registerW5Raw(
     name: String, configuration: Benchmark.Configuration, eventHeaders: Bool, messageIDs: Bool = false
 ) {
@@ -79,10 +104,12 @@ private func registerW5Raw(
                 var status: natsStatus
                 if let template {
                     // A C program publishing CloudEvents: a message with the bus's headers and
-                    // an id of its own.
-                    status = template.publish(
-                        js: js.pointer, subject: subject.pointer, payload: payload, id: "raw-\(iteration)-\(index)",
-                        options: &options)
+                    // an id of its own, as long as the bus's.
+                    status = withUnsafeTemporaryAllocation(of: CChar.self, capacity: 40) { id in
+                        formatEventID(into: id, iteration: iteration, index: index)
+                        return template.publish(
+                            js: js.pointer, subject: subject.pointer, payload: payload, id: id.baseAddress!, options: &options)
+                    }
                 } else if messageIDs {
                     status = withUnsafeTemporaryAllocation(of: CChar.self, capacity: 32) { id in
                         formatMessageID(into: id, iteration: iteration, index: index)

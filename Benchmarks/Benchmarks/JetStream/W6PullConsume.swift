@@ -15,8 +15,10 @@ import NATS
 // batch 500, ack() on each, a flush at the end. EventBus: subscribe with a group (a durable pull
 // consumer, pull batch 500), ack() on each delivery; its messages are events as the bus publishes
 // them (128 bytes of data plus the CloudEvents headers), which the bus turns into `Event`s.
-// All three consumers allow 1,000 unacknowledged messages (MaxAckPending). "W6 raw events" is raw
-// cnats on the EventBus's messages, the like-for-like ceiling for "W6 EventBus".
+// All three consumers allow 1,000 unacknowledged messages (MaxAckPending). "W6 EventBus consume"
+// is the EventBus protocol's handler form with the bus's defaults: `consume` with a group (pull
+// batch 256, 256 in flight), a handler that only counts, `consume` acking each event. "W6 raw
+// events" is raw cnats on the EventBus's messages, the like-for-like ceiling for both.
 
 func registerW6() {
     let configuration = BenchmarkSettings.live(metrics: BenchmarkMetrics.throughputWorkload, scalingFactor: .kilo)
@@ -37,6 +39,8 @@ func registerW6() {
         name: "W6 EventBus", configuration: configuration, messages: messages, groupPrefix: "w6-bus",
         subscribeMeasured: false
     ) { $0.pullBatch = Workload.w6Batch }
+
+    registerEventBusConsumeHandler(name: "W6 EventBus consume", configuration: configuration, messages: messages, groupPrefix: "w6-consume")
 }
 
 /// Raw cnats's W6, on plain 128-byte messages or (`eventHeaders`) on the messages the EventBus

@@ -14,8 +14,9 @@ import Synchronization
 // Raw: js_Subscribe bound to the consumer with manual acks; its callback acks and counts (cnats
 // answers flow control itself). NATS: NATSPushConsumer, ack() on each message. EventBus: a bus
 // whose groups are push consumers (`groupConsumer = .push`; pull is its default, see W6),
-// subscribe with a group, ack() on each delivery, on messages as the bus publishes them; "W7 raw
-// events" is raw cnats on the same messages.
+// subscribe with a group, ack() on each delivery, on messages as the bus publishes them; "W7
+// EventBus consume" is the same bus through `consume` (default subscription options, a handler
+// that only counts, `consume` acking each event); "W7 raw events" is raw cnats on the same messages.
 
 /// What one raw iteration's callback counts into; kept alive by the setup box for the whole
 /// process, because a callback may still be running when the iteration unsubscribes.
@@ -56,6 +57,10 @@ func registerW7() {
     registerEventBusConsume(
         name: "W7 EventBus", configuration: configuration, messages: messages, groupPrefix: "w7-bus",
         subscribeMeasured: true
+    ) { $0.groupConsumer = .push }
+
+    registerEventBusConsumeHandler(
+        name: "W7 EventBus consume", configuration: configuration, messages: messages, groupPrefix: "w7-consume"
     ) { $0.groupConsumer = .push }
 }
 

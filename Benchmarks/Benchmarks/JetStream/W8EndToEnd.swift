@@ -13,7 +13,8 @@ import Synchronization
 // Raw: js_Publish (waits for the ack) and a push consumer (js_Subscribe, deliver new) whose
 // callback takes the time, acks and signals. NATS: jetStream().publish and a NATSPushConsumer
 // iterated by a task. EventBus: publish and subscribe with a group (a pull consumer), ack() on
-// each delivery.
+// each delivery; "W8 EventBus consume" receives through `consume` with a group instead (the
+// handler takes the time; `consume` acks when it returns). Both buses have default settings.
 
 /// Where the raw subscriber's callback leaves the time it received the message.
 private final class ReceiptClock: @unchecked Sendable {
@@ -92,6 +93,7 @@ func registerW8() {
     registerW8NATS(name: "W8 NATS send-asap", configuration: configuration, sendAsap: true)
     registerW8NATS(name: "W8 NATS handler", configuration: configuration, sendAsap: false, handler: true)
     registerW8NATS(name: "W8 NATS pull", configuration: configuration, sendAsap: false, pull: true)
+    registerW8EventBusConsume(configuration: configuration)
 
     liveBenchmark("W8 EventBus", configuration: configuration) { benchmark, fixture in
         let (publisher, subscriber, iterations) = fixture
@@ -124,6 +126,65 @@ func registerW8() {
         await fixture.publisher.close()
         await fixture.subscriber.close()
     }
+}
+
+/// "W8 EventBus consume": the subscribing bus runs `consume` with a group that starts with new
+/// events, in a task; its handler takes the time. `consume` gives no sign when its consumer
+/// exists, so before measuring the publisher sends probe events (another type, which the handler
+/// only reports) until one arrives.
+private func registerW8EventBusConsume(configuration: Benchmark.Configuration) {
+    let messages = Workload.w8Messages
+    let probeType = "bench.probe"
+    liveBenchmark("W8 EventBus consume", configuration: configuration) { benchmark, fixture in
+        let (publisher, subscriber, iterations) = fixture
+        let options = SubscriptionOptions(group: "w8-consume-\(iterations.next())", start: .new)
+        let receipts = Receipts()
+        let probes = ProbeCount()
+        let receiver = Task {
+            try await subscriber.consume(Workload.eventSubject, options: options) { delivery in
+                if delivery.event.type == probeType {
+                    probes.value.add(1, ordering: .relaxed)
+                } else {
+                    receipts.received()
+                }
+            }
+        }
+        defer { receiver.cancel() }
+        // Probes published before the consumer exists are not delivered (it starts with new ones);
+        // one probe every 100 ms, for at most 30 s (unmeasured).
+        var waited = 0
+        while probes.value.load(ordering: .relaxed) == 0 && waited < 3_000 {
+            if waited % 10 == 0 {
+                blackHole(
+                    try await publisher.publish(
+                        Event(subject: Workload.eventSubject, type: probeType, source: "/benchmarks", data: Workload.payload)))
+            }
+            try await Task.sleep(for: .milliseconds(10))
+            waited += 1
+        }
+        let watchdog = receipts.watch()
+        defer { watchdog.cancel() }
+        guard probes.value.load(ordering: .relaxed) > 0 else {
+            benchmark.error("the consume's consumer did not deliver a probe within 30 s")
+            return
+        }
+        try await receipts.measure(benchmark, messages: messages) {
+            blackHole(try await publisher.publish(benchmarkEvent()))
+        }
+    } setup: { server in
+        (
+            publisher: try await makeBenchmarkBus(server), subscriber: try await makeBenchmarkBus(server),
+            iterations: IterationCounter()
+        )
+    } teardown: { fixture in
+        await fixture.publisher.close()
+        await fixture.subscriber.close()
+    }
+}
+
+/// Probes the consume's handler has seen.
+private final class ProbeCount: Sendable {
+    let value = Atomic<Int>(0)
 }
 
 /// Raw cnats's W8: js_Publish of the plain payload, or (`eventHeaders`) js_PublishMsg of the
@@ -159,10 +220,13 @@ private func registerW8Raw(name: String, configuration: Benchmark.Configuration,
                 let start = Clocks.monotonicNanos()
                 let status: natsStatus
                 if let template {
-                    // A C program publishing CloudEvents: the bus's headers and an id of its own.
-                    status = template.publishAndWait(
-                        js: js.pointer, subject: subject.pointer, payload: payload, id: "raw-\(iteration)-\(index)",
-                        errorCode: &errorCode)
+                    // A C program publishing CloudEvents: the bus's headers and an id of its own,
+                    // as long as the bus's.
+                    status = withUnsafeTemporaryAllocation(of: CChar.self, capacity: 40) { id in
+                        formatEventID(into: id, iteration: iteration, index: index)
+                        return template.publishAndWait(
+                            js: js.pointer, subject: subject.pointer, payload: payload, id: id.baseAddress!, errorCode: &errorCode)
+                    }
                 } else {
                     var ack: UnsafeMutablePointer<jsPubAck>?
                     status = js_Publish(&ack, js.pointer, subject.pointer, payload.baseAddress, Int32(payload.count), nil, &errorCode)

@@ -52,11 +52,19 @@ public enum BenchmarkMetrics {
     public static let residentPeakConsuming = BenchmarkMetric.custom(
         "residentPeakConsuming", polarity: .prefersSmaller, useScalingFactor: false)
 
+    /// Peak resident memory while the memory benchmark published through the EventBus, in bytes
+    /// (sampled every 5 ms; only the benchmarks that publish before consuming).
+    public static let residentPeakPublishing = BenchmarkMetric.custom(
+        "residentPeakPublishing", polarity: .prefersSmaller, useScalingFactor: false)
+
     /// The memory benchmark: peak resident memory above all, and the rate for context.
     public static let memoryWorkload: [BenchmarkMetric] = [
         .peakMemoryResident, .wallClock, .cpuTotal, .mallocCountTotal, messagesPerSecond, cpuNanosPerMessage,
         residentAtStart, residentPeakConsuming,
     ]
+
+    /// The memory benchmark that publishes through the EventBus before consuming.
+    public static let memoryPublishWorkload: [BenchmarkMetric] = memoryWorkload + [residentPeakPublishing]
 
     /// Micro benchmarks.
     public static let micro: [BenchmarkMetric] = [.throughput, .wallClock, .mallocCountTotal]

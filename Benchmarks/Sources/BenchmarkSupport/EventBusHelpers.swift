@@ -107,3 +107,46 @@ public func startWatchdog(
         }
     }
 }
+
+/// How many events a `consume` handler saw, and a signal when the count reached its target.
+private final class HandledEvents: Sendable {
+    let count = Atomic<Int>(0)
+    let reached = AsyncSignal()
+}
+
+/// The measured consume loop of the EventBus's handler form: runs `bus.consume` on the workloads'
+/// subject with `options` in a child task, with a handler that only counts (`consume` acks each
+/// event when its handler returns), until `count` events were handled. Then calls `afterLast`
+/// (stop the clocks there: ending the consume is not part of the workload), cancels the consume
+/// and waits for it to end. Returns how many events were handled: fewer than `count` when the
+/// consume ended early or stalled for 30 s.
+public func consumeAndCount(
+    _ bus: some EventBus,
+    options: SubscriptionOptions,
+    count: Int,
+    afterLast: () -> Void
+) async throws -> Int {
+    let handled = HandledEvents()
+    return try await withThrowingTaskGroup(of: Void.self) { group in
+        group.addTask {
+            // Releases the wait below if the consume ends (or fails) before the last event.
+            defer { handled.reached.fail() }
+            try await bus.consume(Workload.eventSubject, options: options) { _ in
+                if handled.count.add(1, ordering: .relaxed).newValue == count { handled.reached.signal() }
+            }
+        }
+        let watchdog = startWatchdog(progress: { handled.count.load(ordering: .relaxed) }, onStall: { handled.reached.fail() })
+        _ = await handled.reached.wait()
+        afterLast()
+        watchdog.cancel()
+        group.cancelAll()
+        let seen = handled.count.load(ordering: .relaxed)
+        do {
+            try await group.waitForAll()
+        } catch {
+            // After the last event, how the cancelled consume ended is not the benchmark's concern.
+            if seen < count { throw error }
+        }
+        return seen
+    }
+}

@@ -30,8 +30,10 @@ public enum Workload {
     public static let w4Messages = 20_000
     /// W5: asynchronous JetStream publishes per iteration.
     public static let w5Messages = 200_000
-    /// W5: publishes in flight at most.
+    /// W5: publishes in flight at most (also the EventBus's default publish window).
     public static let w5InFlight = 4_096
+    /// W5 through the EventBus's batch API: events per `publish(contentsOf:)` call.
+    public static let w5BatchSize = 4_096
     /// W6: messages preloaded and consumed by a durable pull consumer per iteration.
     public static let w6Messages = 200_000
     /// W6: messages per pull request.
@@ -47,6 +49,8 @@ public enum Workload {
     public static let memorySmall = 100_000
     /// Memory benchmark: the larger number; the peak resident memory must be the same for both.
     public static let memoryLarge = 1_000_000
+    /// Memory benchmark, publishing through the EventBus: events per `publish(contentsOf:)` call.
+    public static let memoryPublishBatch = 1_000
 
     /// How long a receive or request may take before the iteration fails instead of hanging.
     public static let receiveTimeout: Duration = .seconds(60)
