@@ -27,7 +27,7 @@ import Synchronization
 /// the bus's background work (it turns the server's max-deliveries advisories into dead letters
 /// for events whose ack wait expired on their last attempt), drains on graceful shutdown and
 /// closes on cancellation. Publishing and subscribing also start the bus on first use (connect,
-/// ensure the stream), and ``start()`` fails early on a bad configuration or an unreachable
+/// create or check the stream), and ``start()`` fails early on a bad configuration or an unreachable
 /// server; without `run()` everything works except that dead-lettering of expired last attempts
 /// waits until `run()` is called (a warning says so).
 public final class JetStreamEventBus: EventBus, Service {
@@ -86,11 +86,14 @@ public final class JetStreamEventBus: EventBus, Service {
 
     // MARK: Lifecycle
 
-    /// Connects and ensures the stream, once; later calls return at once.
+    /// Connects, creates the stream when it is missing or checks the one it finds (see
+    /// ``Configuration/streamUpdatePolicy``), once; later calls return at once.
     ///
     /// - Throws: ``EventBusError`` with `.invalidOption` for a bad configuration,
     ///   `.backendUnavailable` naming the servers (credentials redacted) and the reason when no
-    ///   server could be reached or JetStream is not enabled.
+    ///   server could be reached or JetStream is not enabled, `.streamUnusable` (not retriable)
+    ///   naming the field, the value found and the fix when the existing stream cannot carry the
+    ///   bus.
     public func start() async throws {
         _ = try await ready()
     }
