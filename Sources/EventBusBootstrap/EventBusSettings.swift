@@ -23,7 +23,7 @@ import NATS
 /// | `jetstream.duplicateWindowMs` (`EVENT_BUS_JETSTREAM_DUPLICATE_WINDOW_MS`) | 120000 | dedupe window |
 /// | `jetstream.ackWaitMs` (`EVENT_BUS_JETSTREAM_ACK_WAIT_MS`) | 30000 | default ack wait |
 /// | `jetstream.maxDeliver` (`EVENT_BUS_JETSTREAM_MAX_DELIVER`) | 5 | default attempts before dead letter |
-/// | `jetstream.maxAckPending` (`EVENT_BUS_JETSTREAM_MAX_ACK_PENDING`) | 256 | default max in flight per group |
+/// | `jetstream.maxAckPending` (`EVENT_BUS_JETSTREAM_MAX_ACK_PENDING`) | 1000 | default max in flight per group |
 /// | `jetstream.publishTimeoutMs` (`EVENT_BUS_JETSTREAM_PUBLISH_TIMEOUT_MS`) | 10000 | how long a publish waits for its ack |
 /// | `jetstream.groupConsumer` (`EVENT_BUS_JETSTREAM_GROUP_CONSUMER`) | `pull` | `pull` or `push` (deliver group) |
 /// | `jetstream.streamUpdate` (`EVENT_BUS_JETSTREAM_STREAM_UPDATE`) | `never` | `never` (check an existing stream, change nothing) or `update` (apply the settings above to it, never lowering replicas) |

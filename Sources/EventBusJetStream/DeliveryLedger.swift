@@ -40,6 +40,9 @@ final class ConsumerLedger: Sendable {
     }
 
     private let entries = Mutex<[UInt64: Entry]>([:])
+    /// Set once the first redelivery was recorded: until then every settlement is current, and
+    /// checking costs one atomic load instead of a lock per ack.
+    private let hasEntries = Atomic<Bool>(false)
     private static let pruneThreshold = 100_000
 
     /// Records a delivery. First deliveries make no entry: only a redelivery can make an older
@@ -47,6 +50,7 @@ final class ConsumerLedger: Sendable {
     /// case) costs no lock or hash here and an empty-table check when settled.
     func delivered(sequence: UInt64, attempt: UInt64) {
         guard attempt > 1 else { return }
+        hasEntries.store(true, ordering: .releasing)
         entries.withLock { entries in
             if let existing = entries[sequence], existing.attempt > attempt { return }
             entries[sequence] = Entry(attempt: attempt, settled: false)
@@ -58,7 +62,8 @@ final class ConsumerLedger: Sendable {
 
     /// Whether `attempt` is still the newest delivery of `sequence` (or unknown here).
     func isCurrent(sequence: UInt64, attempt: UInt64) -> Bool {
-        entries.withLock { entries in
+        guard hasEntries.load(ordering: .acquiring) else { return true }
+        return entries.withLock { entries in
             guard !entries.isEmpty, let entry = entries[sequence] else { return true }
             return entry.attempt == attempt
         }

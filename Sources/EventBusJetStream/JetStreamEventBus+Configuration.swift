@@ -44,10 +44,13 @@ extension JetStreamEventBus {
         /// Max deliver for subscriptions that keep ``SubscriptionOptions``' default. Default 5.
         public var maxDeliver = 5
         /// Max in flight (JetStream's MaxAckPending) for subscriptions that keep the default.
-        /// Default 256.
-        public var maxAckPending = 256
-        /// Events a subscriber requests ahead from the server, at most. Default 256.
-        public var pullBatch = 256
+        /// Default 1,000, the server's own default: with the pull batch below, a group keeps the
+        /// server busy while acks travel back (256 cost a fifth of a consuming group's throughput).
+        public var maxAckPending = 1_000
+        /// Events a subscriber requests ahead from the server, at most. Default 500. A new
+        /// member asks for 16 first and doubles with each top-up, so one that leaves early hands
+        /// back (and costs a delivery attempt to) only a few events.
+        public var pullBatch = 500
         /// How groups receive events: pull consumers (default: each member asks for batches) or
         /// push consumers with a deliver group (the server spreads events over the members).
         public var groupConsumer: GroupConsumerKind = .pull
