@@ -9,22 +9,26 @@
 /// The tests for a byte value use the classic bit tricks, exact as yes/no answers:
 /// `(w - 0x01…01) & ~w & 0x80…80` is non-zero iff some byte of `w` is zero, and with `n × 0x01…01`
 /// instead of `0x01…01` (n ≤ 128) iff some byte is below `n`.
-enum ByteScan {
+/// Package-wide: the CloudEvents binding's percent-encoding scan uses the same word tests.
+package enum ByteScan {
     private static let ones: UInt64 = 0x0101_0101_0101_0101
-    private static let highBits: UInt64 = 0x8080_8080_8080_8080
+    /// The high bit of every byte: a word with none of them set holds only ASCII.
+    package static let highBits: UInt64 = 0x8080_8080_8080_8080
 
     @inline(__always)
     private static func hasZeroByte(_ word: UInt64) -> Bool {
         (word &- ones) & ~word & highBits != 0
     }
 
+    /// Whether a byte of `word` equals `byte`.
     @inline(__always)
-    private static func hasByte(_ word: UInt64, equalTo byte: UInt8) -> Bool {
+    package static func hasByte(_ word: UInt64, equalTo byte: UInt8) -> Bool {
         hasZeroByte(word ^ (ones &* UInt64(byte)))
     }
 
+    /// Whether a byte of `word` is below `limit` (at most 128).
     @inline(__always)
-    private static func hasByte(_ word: UInt64, below limit: UInt8) -> Bool {
+    package static func hasByte(_ word: UInt64, below limit: UInt8) -> Bool {
         (word &- ones &* UInt64(limit)) & ~word & highBits != 0
     }
 

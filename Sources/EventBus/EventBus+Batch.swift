@@ -14,21 +14,15 @@ extension EventBus {
     @discardableResult
     public func publish(contentsOf events: [Event]) async throws -> [PublishReceipt] {
         for event in events { try event.validateForPublish() }
-        var outcomes: [Result<PublishReceipt, EventBusError>] = []
-        outcomes.reserveCapacity(events.count)
-        for event in events {
-            if Task.isCancelled {
-                outcomes.append(.failure(EventBusError.notSentBecauseCancelled(event)))
-                continue
-            }
+        let outcomes = await EventBusError.eachOfBatch(events) { event throws(EventBusError) in
             do {
-                outcomes.append(.success(try await publish(event)))
+                return try await publish(event)
             } catch let error as EventBusError {
-                outcomes.append(.failure(error))
+                throw error
             } catch is CancellationError {
-                outcomes.append(.failure(EventBusError.notSentBecauseCancelled(event)))
+                throw EventBusError.notSentBecauseCancelled(event)
             } catch {
-                outcomes.append(.failure(EventBusError(.publishFailed, "publishing '\(event.subject)': \(error)", underlying: error)))
+                throw EventBusError(.publishFailed, "publishing '\(event.subject)': \(error)", underlying: error)
             }
         }
         return try EventBusError.receipts(from: outcomes)
@@ -36,6 +30,27 @@ extension EventBus {
 }
 
 extension EventBusError {
+    /// Runs `step` for each event of a batch in order, going on after a failure; once the task is
+    /// cancelled, the remaining events fail as not sent. Every backend's batch loop.
+    package static func eachOfBatch<Value>(
+        _ events: [Event], _ step: (Event) async throws(EventBusError) -> Value
+    ) async -> [Result<Value, EventBusError>] {
+        var outcomes: [Result<Value, EventBusError>] = []
+        outcomes.reserveCapacity(events.count)
+        for event in events {
+            if Task.isCancelled {
+                outcomes.append(.failure(notSentBecauseCancelled(event)))
+                continue
+            }
+            do throws(EventBusError) {
+                outcomes.append(.success(try await step(event)))
+            } catch {
+                outcomes.append(.failure(error))
+            }
+        }
+        return outcomes
+    }
+
     /// The outcome of a batch event that was not sent because the publishing task was cancelled.
     package static func notSentBecauseCancelled(_ event: Event) -> EventBusError {
         EventBusError(.publishFailed, "event '\(event.id)' to '\(event.subject)' was not sent: the task was cancelled", isRetriable: true)

@@ -65,6 +65,9 @@ public struct EventSubscription: AsyncSequence, Sendable {
             let delivery = try await base.next()
             if delivery == nil {
                 lifetime.ended = true
+                // Cancelled while waiting: the backend ended the sequence; closing hands back
+                // what the subscriber still holds, as for a cancellation noticed above.
+                if Task.isCancelled { await lifetime.source.close() }
             }
             return delivery
         }

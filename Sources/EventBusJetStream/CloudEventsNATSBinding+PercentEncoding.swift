@@ -1,3 +1,5 @@
+import EventBus
+
 /// Percent-encoding of CloudEvents header values, as section 3.1.3.2 ("NATS Header Values") of the
 /// CloudEvents NATS protocol binding prescribes.
 ///
@@ -17,27 +19,9 @@
 /// allocating, when there is nothing to encode or decode: the bus's usual attributes (`ce-id` a UUID,
 /// `ce-type` a dotted name, `ce-source` a path) take only the scan.
 extension CloudEventsNATSBinding {
-    private static let ones: UInt64 = 0x0101_0101_0101_0101
-    private static let highBits: UInt64 = 0x8080_8080_8080_8080
     private static let percent = UInt8(ascii: "%")
     private static let quote = UInt8(ascii: "\"")
     private static let backslash = UInt8(ascii: "\\")
-
-    @inline(__always)
-    private static func hasZeroByte(_ word: UInt64) -> Bool {
-        (word &- ones) & ~word & highBits != 0
-    }
-
-    @inline(__always)
-    private static func hasByte(_ word: UInt64, equalTo byte: UInt8) -> Bool {
-        hasZeroByte(word ^ (ones &* UInt64(byte)))
-    }
-
-    /// Whether a byte below `limit` (at most 128) is in the word.
-    @inline(__always)
-    private static func hasByte(_ word: UInt64, below limit: UInt8) -> Bool {
-        (word &- ones &* UInt64(limit)) & ~word & highBits != 0
-    }
 
     /// Whether the binding requires `byte` to be percent-encoded.
     @inline(__always)
@@ -51,8 +35,8 @@ extension CloudEventsNATSBinding {
         var index = 0
         while index &+ 8 <= count {
             let word = bytes.loadUnaligned(fromByteOffset: index, as: UInt64.self)
-            if word & highBits != 0 || hasByte(word, below: 0x21) || hasByte(word, equalTo: 0x7F)
-                || hasByte(word, equalTo: quote) || hasByte(word, equalTo: percent)
+            if word & ByteScan.highBits != 0 || ByteScan.hasByte(word, below: 0x21) || ByteScan.hasByte(word, equalTo: 0x7F)
+                || ByteScan.hasByte(word, equalTo: quote) || ByteScan.hasByte(word, equalTo: percent)
             {
                 return true
             }
@@ -71,7 +55,7 @@ extension CloudEventsNATSBinding {
         var index = 0
         while index &+ 8 <= count {
             let word = bytes.loadUnaligned(fromByteOffset: index, as: UInt64.self)
-            if hasByte(word, equalTo: percent) || hasByte(word, equalTo: quote) { return true }
+            if ByteScan.hasByte(word, equalTo: percent) || ByteScan.hasByte(word, equalTo: quote) { return true }
             index &+= 8
         }
         while index < count {

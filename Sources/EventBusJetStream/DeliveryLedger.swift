@@ -56,6 +56,13 @@ final class ConsumerLedger: Sendable {
             entries[sequence] = Entry(attempt: attempt, settled: false)
             if entries.count > Self.pruneThreshold {
                 entries = entries.filter { !$0.value.settled }
+                // Redeliveries settled elsewhere (another host, a dead letter) stay unsettled
+                // here: past the threshold the oldest half goes, so pruning stays amortized.
+                if entries.count > Self.pruneThreshold / 2 {
+                    let sequences = entries.keys.sorted()
+                    let cutoff = sequences[sequences.count - Self.pruneThreshold / 4]
+                    entries = entries.filter { $0.key >= cutoff }
+                }
             }
         }
     }

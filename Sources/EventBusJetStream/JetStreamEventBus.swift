@@ -247,7 +247,13 @@ public final class JetStreamEventBus: EventBus, Service {
         for waiter in startWaiters { waiter.resume(returning: .failure(EventBusError(.closed, "the JetStream event bus was closed while starting"))) }
         for waiter in stopWaiters { waiter.resume() }
         if alreadyClosed { return }
-        for subscription in subscriptions { await subscription.close(handingBackOutstanding: false) }
+        // Side by side: each ephemeral consumer's removal is a round trip (up to its timeout
+        // while the server is unreachable).
+        await withTaskGroup(of: Void.self) { group in
+            for subscription in subscriptions {
+                group.addTask { await subscription.close(handingBackOutstanding: false) }
+            }
+        }
         maxDeliveries.finish()
         guard let ready else { return }
         ready.advisories.unsubscribe()
@@ -349,18 +355,8 @@ public final class JetStreamEventBus: EventBus, Service {
     public func publish(contentsOf events: [Event]) async throws -> [PublishReceipt] {
         for event in events { try event.validateForPublish() }
         let ready = try await ready()
-        var sent: [Result<NATSPendingPublish, EventBusError>] = []
-        sent.reserveCapacity(events.count)
-        for event in events {
-            if Task.isCancelled {
-                sent.append(.failure(EventBusError.notSentBecauseCancelled(event)))
-                continue
-            }
-            do throws(EventBusError) {
-                sent.append(.success(try await send(event, messageID: event.id, on: ready)))
-            } catch {
-                sent.append(.failure(error))
-            }
+        let sent = await EventBusError.eachOfBatch(events) { event throws(EventBusError) in
+            try await send(event, messageID: event.id, on: ready)
         }
         var outcomes: [Result<PublishReceipt, EventBusError>] = []
         outcomes.reserveCapacity(events.count)
@@ -373,6 +369,13 @@ public final class JetStreamEventBus: EventBus, Service {
                 switch await pending.result() {
                 case .success(let ack):
                     outcomes.append(.success(PublishReceipt(sequence: ack.sequence, duplicate: ack.duplicate, stream: ack.stream)))
+                case .failure(let error) where error.code == .cancelled:
+                    outcomes.append(
+                        .failure(
+                            EventBusError(
+                                .publishFailed,
+                                "event '\(events[index].id)' to '\(events[index].subject)' was sent but the task was cancelled before its ack: it may or may not be stored; publish it again (its id keeps it from being stored twice)",
+                                isRetriable: true, underlying: error)))
                 case .failure(let error):
                     outcomes.append(
                         .failure(EventBusError(mapping: error, what: "publishing '\(events[index].subject)'", fallback: .publishFailed)))

@@ -49,8 +49,9 @@ final class JetStreamSubscription: DeliverySource, Sendable {
     private let closed = Atomic<Bool>(false)
     private let stopped = Atomic<Bool>(false)
     /// Deliveries handed to the application and perhaps not settled yet, for ``close()`` to hand
-    /// back. Settled ones are pruned whenever the list doubles, so it holds about the consumer's
-    /// `maxAckPending` at most (the server sends no more unsettled ones).
+    /// back. Settled and superseded ones (their ack wait expired and the event was delivered
+    /// again) are pruned whenever the list doubles, so it holds about the consumer's
+    /// `maxAckPending` at most: the server sends no more unsettled ones.
     private let outstanding = Mutex(OutstandingDeliveries())
 
     struct OutstandingDeliveries: ~Copyable {
@@ -60,7 +61,7 @@ final class JetStreamSubscription: DeliverySource, Sendable {
         mutating func add(_ acknowledger: JetStreamDeliveryAcknowledger) {
             acknowledgers.append(acknowledger)
             if acknowledgers.count >= pruneAt {
-                acknowledgers.removeAll { $0.message.isAcknowledged }
+                acknowledgers.removeAll { !$0.isOutstanding }
                 pruneAt = max(64, acknowledgers.count * 2)
             }
         }
@@ -198,11 +199,13 @@ final class JetStreamSubscription: DeliverySource, Sendable {
     func close(handingBackOutstanding: Bool) async {
         guard !closed.exchange(true, ordering: .acquiringAndReleasing) else { return }
         stopIterating()
+        // Emptied either way: the list refers back to this subscription, and the application can
+        // settle what it holds without it.
+        let held = outstanding.withLock { outstanding in
+            defer { outstanding.acknowledgers = [] }
+            return outstanding.acknowledgers
+        }
         if handingBackOutstanding {
-            let held = outstanding.withLock { outstanding in
-                defer { outstanding.acknowledgers = [] }
-                return outstanding.acknowledgers
-            }
             for acknowledger in held { acknowledger.handBack() }
         }
         bus.forget(self)
@@ -353,8 +356,15 @@ final class JetStreamDeliveryAcknowledger: DeliveryAcknowledger {
     /// Returns the event to the server at once (`-NAK` without delay) unless it was settled; a
     /// later settlement of this delivery then throws `alreadyAcknowledged`.
     func handBack() {
-        guard !message.isAcknowledged else { return }
+        // A superseded attempt's ack subject would act on the live delivery: leave it alone.
+        guard isOutstanding else { return }
         if (try? message.nak()) != nil { settled() }
+    }
+
+    /// Not settled, and still the newest delivery of its event that this process knows of.
+    var isOutstanding: Bool {
+        !message.isAcknowledged
+            && subscription.ledger.isCurrent(sequence: metadata.streamSequence, attempt: metadata.deliveryCount)
     }
 
     func inProgress() async throws {

@@ -128,7 +128,8 @@ final class ResponseMux: Sendable {
     /// responders", timeout or the connection closing; called on cnats's delivery thread or the
     /// timer's queue) and publishes it. With `now` false the message is left to cnats's flusher,
     /// which batches a burst into few writes; with `now` it is written at once (as requests are).
-    /// When publishing fails, this throws and `receiver` is never called.
+    /// When publishing fails, this throws; `receiver` may have been handed an outcome just before
+    /// (the connection closed between registering and writing), so it must keep only the first.
     func start(
         subject: String, bytes: UnsafeRawBufferPointer, headers: NATSHeaders, timeout: Duration,
         receiver: (any ResponseReceiver)?, now: Bool

@@ -45,6 +45,42 @@ struct JetStreamEventBusEngineTests {
         await bus.close()
     }
 
+    /// A member cancelled while it waits inside `next()` (a plain loop, not `consume`) hands back
+    /// the delivery it held unsettled at once: another member gets it long before its 60 s ack
+    /// wait.
+    @Test func aLoopCancelledWhileWaitingHandsBackWhatItHeld() async throws {
+        let server = try await NATSServerProcess.started()
+        defer { server.stop() }
+        let bus = try Self.bus(server)
+        let options = SubscriptionOptions(group: "holders", ackWait: .seconds(60))
+        let first = try await bus.subscribe("held.job", options: options)
+        let took = Collected<String>()
+        let holder = Task {
+            var held: [Delivery] = []
+            for try await delivery in first {
+                took.append(delivery.event.id)
+                held.append(delivery)  // never settled
+            }
+            _ = held
+        }
+        let job = Event(subject: "held.job", type: "t", source: "/test")
+        try await bus.publish(job)
+        let deadline = ContinuousClock.now + .seconds(10)
+        while took.values.isEmpty && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
+        try #require(took.values == [job.id])
+        try await Task.sleep(for: .milliseconds(100))  // now waiting inside next()
+        holder.cancel()
+        _ = await holder.result
+        let second = try await bus.subscribe("held.job", options: options)
+        let started = ContinuousClock.now
+        var iterator = second.makeAsyncIterator()
+        let again = try await iterator.next()
+        #expect(again?.event.id == job.id)
+        #expect(started.duration(to: .now) < .seconds(10), "the held event came back after \(started.duration(to: .now))")
+        try await again?.ack()
+        await bus.close()
+    }
+
     /// A batch is published through one window: receipts in order; an event the server cannot
     /// take fails alone, named in `batchOutcomes`, and the rest are stored.
     @Test func aBatchReportsEachEventsOutcome() async throws {

@@ -1,3 +1,5 @@
+import Synchronization
+
 /// What a JetStream consumer's subscription buffers: a received message whose reply subject was
 /// moved out of `message.replyTo` into a ``MessageAcknowledgement`` record in the payload slab,
 /// so that buffering a stream message allocates nothing beyond cnats's own message.
@@ -30,36 +32,81 @@ extension SubscriptionHandle where Element == ConsumerDelivery {
     /// publish leaves a message to its ack wait.
     func stopReturningUndelivered(on connection: NATSConnection) {
         // Finished first: from here on every arriving message is handed back by the box.
-        for delivery in buffer.discardReturningPending() {
-            guard let reply = delivery.reply, reply.isJetStreamAck else { continue }
-            try? connection.publishToServerSubject(reply, body: "-NAK")
-        }
+        for delivery in buffer.discardReturningPending() { connection.native.handBack(delivery.reply) }
         native.drain(timeoutMilliseconds: 5_000)
         for added in coreSubscriptions.withLock({ $0 }) { added.unsubscribe() }
     }
 }
 
 /// The messages a consumer's iterator took from its subscription's buffer and has not returned
-/// yet, reversed (each is moved out with `popLast`). A class, so that when the iterator goes
-/// away (a `break`, a cancelled or finished loop) the stream messages still here are handed back
-/// to the server at once (`-NAK`) instead of waiting out their ack wait: an iterator takes a whole
-/// batch at a time, up to the consumer's pull batch.
+/// yet, reversed (each is moved out with `popLast`). A class, so that the stream messages still
+/// here go back to the server at once (`-NAK`) instead of waiting out their ack wait, when the
+/// iterator goes away (a `break`, a cancelled or finished loop) or when the consumer is stopped
+/// with ``NATSPullConsumer/stopReturningUndelivered()`` while the iterator lives on: an iterator
+/// takes a whole batch at a time, up to the consumer's pull batch.
 ///
-/// Used by one task at a time, as the iterator that owns it, so the runtime exclusivity check is
-/// left out of the hot path.
+/// The batch belongs to the task inside the iterator's `next()` (no lock on the hot path);
+/// `phase` says whether one is, so that a stop from another task hands the batch back only while
+/// none is, and otherwise leaves it to that task as it leaves `next()`.
 final class TakenDeliveries: @unchecked Sendable {
     @exclusivity(unchecked) var batch: [ConsumerDelivery]
     private let connection: NATSConnection
+    private static let idle: UInt8 = 0
+    private static let iterating: UInt8 = 1
+    private static let handedBack: UInt8 = 2
+    private let phase = Atomic<UInt8>(TakenDeliveries.idle)
+    private let handBackRequested = Atomic<Bool>(false)
 
     init(connection: NATSConnection, batch: [ConsumerDelivery] = []) {
         self.connection = connection
         self.batch = batch
     }
 
+    /// Called as `next()` starts; false once the batch was handed back (the iteration is over).
+    func enter() -> Bool {
+        phase.compareExchange(expected: Self.idle, desired: Self.iterating, ordering: .acquiring).exchanged
+    }
+
+    /// Called as `next()` returns; hands the batch back if a stop asked for it meanwhile.
+    func leave() {
+        phase.store(Self.idle, ordering: .releasing)
+        if handBackRequested.load(ordering: .acquiring) { handBackIfIdle() }
+    }
+
+    /// From any task: hands the batch back now if no task is inside `next()`, or as it leaves.
+    func requestHandBack() {
+        handBackRequested.store(true, ordering: .releasing)
+        handBackIfIdle()
+    }
+
+    private func handBackIfIdle() {
+        guard phase.compareExchange(expected: Self.idle, desired: Self.handedBack, ordering: .acquiringAndReleasing).exchanged
+        else { return }
+        for delivery in batch { connection.native.handBack(delivery.reply) }
+        batch = []
+    }
+
     deinit {
-        for delivery in batch {
-            guard let reply = delivery.reply, reply.isJetStreamAck, !reply.isDone else { continue }
-            try? connection.publishToServerSubject(reply, body: "-NAK")
+        for delivery in batch { connection.native.handBack(delivery.reply) }
+    }
+}
+
+/// The live iterators' taken batches of one consumer, for a stop to hand back.
+final class TakenDeliveriesRegistry: Sendable {
+    private struct WeakReference {
+        weak var taken: TakenDeliveries?
+    }
+
+    private let live = Mutex<[WeakReference]>([])
+
+    func register(_ taken: TakenDeliveries) {
+        live.withLock { live in
+            live.removeAll { $0.taken == nil }
+            live.append(WeakReference(taken: taken))
         }
+    }
+
+    func handBackAll() {
+        for reference in live.withLock({ $0 }) { reference.taken?.requestHandBack() }
     }
 }

@@ -37,7 +37,9 @@ public final class NATSJetStreamPublisher: Sendable {
     private struct State: ~Copyable {
         /// Publishes sent and awaiting their outcome.
         var inFlight = 0
-        var windowWaiters: [UnsafeContinuation<Void, Never>] = []
+        /// Publishes waiting for room, in arrival order.
+        var windowWaiters: [(id: UInt64, continuation: UnsafeContinuation<Void, Never>)] = []
+        var nextWaiterID: UInt64 = 0
         var drainWaiters: [UnsafeContinuation<Void, Never>] = []
         var closed = false
     }
@@ -116,19 +118,23 @@ public final class NATSJetStreamPublisher: Sendable {
                 }
             }.get()
         } catch {
-            completed()
+            // The record decides whether this publish is over: the mux may have handed it an
+            // outcome already (the connection closed between registering and writing).
+            record.complete(.failure(error), beforeResuming: completed)
             throw error
         }
     }
 
     /// Takes a place in the window, waiting while it is full; returns whether no other publish
-    /// was in flight.
+    /// was in flight. A newcomer queues behind publishes already waiting (none overtakes them),
+    /// and a cancelled task stops waiting at once.
     private func acquireSlot() async throws(NATSError) -> Bool {
+        var queued = false
         while true {
             enum Step { case registered(alone: Bool), closed, wait }
             let step: Step = state.withLock { state in
                 if state.closed { return .closed }
-                guard state.inFlight < configuration.maxPending else { return .wait }
+                guard state.inFlight < configuration.maxPending, queued || state.windowWaiters.isEmpty else { return .wait }
                 state.inFlight += 1
                 return .registered(alone: state.inFlight == 1)
             }
@@ -138,14 +144,32 @@ public final class NATSJetStreamPublisher: Sendable {
             case .closed:
                 throw NATSError(.connectionClosed, "the publisher is closed")
             case .wait:
-                await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
-                    let resumeNow = state.withLock { state -> Bool in
-                        if state.closed || state.inFlight < configuration.maxPending { return true }
-                        state.windowWaiters.append(continuation)
-                        return false
-                    }
-                    if resumeNow { continuation.resume() }
+                if Task.isCancelled { throw NATSError(.cancelled, "waiting for room in the publish window was cancelled") }
+                let id = state.withLock { state -> UInt64 in
+                    defer { state.nextWaiterID += 1 }
+                    return state.nextWaiterID
                 }
+                await withTaskCancellationHandler {
+                    await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
+                        let resumeNow = state.withLock { state -> Bool in
+                            if state.closed || Task.isCancelled
+                                || (state.inFlight < configuration.maxPending && state.windowWaiters.isEmpty)
+                            {
+                                return true
+                            }
+                            state.windowWaiters.append((id, continuation))
+                            return false
+                        }
+                        if resumeNow { continuation.resume() }
+                    }
+                } onCancel: {
+                    let waiter = state.withLock { state -> UnsafeContinuation<Void, Never>? in
+                        guard let index = state.windowWaiters.firstIndex(where: { $0.id == id }) else { return nil }
+                        return state.windowWaiters.remove(at: index).continuation
+                    }
+                    waiter?.resume()
+                }
+                queued = true
             }
         }
     }
@@ -168,6 +192,13 @@ public final class NATSJetStreamPublisher: Sendable {
                     .noResponders,
                     "publish to '\(record.subject)': no stream answered (no stream stores this subject, or a stream leader is being elected); retry with the same message id",
                     isRetriable: true))
+        case .failure(let error) where error.code == .serverError:
+            // The server closed the connection (after an -ERR) while the ack was on its way.
+            return .failure(
+                NATSError(
+                    .serverError,
+                    "publish to '\(record.subject)' (message id \(record.messageID ?? "none")): \(error.message); it may or may not be stored: resend it with the same message id",
+                    isRetriable: true))
         case .failure(let error) where error.code == .timeout:
             return .failure(
                 NATSError(
@@ -183,9 +214,9 @@ public final class NATSJetStreamPublisher: Sendable {
     /// is free (one wake-up per batch of acks, not per ack), and drain waiters once nothing is
     /// pending.
     fileprivate func completed() {
-        let (window, drained) = state.withLock { state -> ([UnsafeContinuation<Void, Never>], [UnsafeContinuation<Void, Never>]) in
+        let (window, drained) = state.withLock { state -> ([(id: UInt64, continuation: UnsafeContinuation<Void, Never>)], [UnsafeContinuation<Void, Never>]) in
             state.inFlight -= 1
-            var window: [UnsafeContinuation<Void, Never>] = []
+            var window: [(id: UInt64, continuation: UnsafeContinuation<Void, Never>)] = []
             let lowWater = configuration.maxPending - max(1, configuration.maxPending / 4)
             if !state.windowWaiters.isEmpty && (state.inFlight <= lowWater || state.closed) {
                 swap(&window, &state.windowWaiters)
@@ -194,7 +225,7 @@ public final class NATSJetStreamPublisher: Sendable {
             if state.inFlight == 0 { swap(&drained, &state.drainWaiters) }
             return (window, drained)
         }
-        for waiter in window { waiter.resume() }
+        for waiter in window { waiter.continuation.resume() }
         for waiter in drained { waiter.resume() }
     }
 
@@ -212,12 +243,12 @@ public final class NATSJetStreamPublisher: Sendable {
 
     /// Stops accepting publishes and waits for the outcomes of those in flight.
     public func close() async {
-        let waiters = state.withLock { state -> [UnsafeContinuation<Void, Never>] in
+        let waiters = state.withLock { state -> [(id: UInt64, continuation: UnsafeContinuation<Void, Never>)] in
             state.closed = true
             defer { state.windowWaiters.removeAll() }
             return state.windowWaiters
         }
-        for waiter in waiters { waiter.resume() }
+        for waiter in waiters { waiter.continuation.resume() }
         await waitForPending()
     }
 }
@@ -305,24 +336,33 @@ public final class NATSPendingPublish: Sendable {
         try await result().get()
     }
 
-    func complete(_ outcome: Result<NATSPublishAck, NATSError>) {
-        let (first, more) = state.withLock { state -> (Waiter?, [Waiter]) in
-            guard state.outcome == nil else { return (nil, []) }
+    /// Records the outcome, runs `beforeResuming`, and resumes the waiters; returns false (and
+    /// changes nothing) when an outcome was recorded before, so that the publish leaves its
+    /// window exactly once.
+    @discardableResult
+    func complete(_ outcome: Result<NATSPublishAck, NATSError>, beforeResuming: () -> Void = {}) -> Bool {
+        let (first, more, done) = state.withLock { state -> (Waiter?, [Waiter], Bool) in
+            guard state.outcome == nil else { return (nil, [], false) }
             state.outcome = outcome
             defer {
                 state.firstWaiter = nil
                 state.moreWaiters = []
             }
-            return (state.firstWaiter, state.moreWaiters)
+            return (state.firstWaiter, state.moreWaiters, true)
         }
+        guard done else { return false }
+        beforeResuming()
         first?.continuation.resume(returning: outcome)
         for waiter in more { waiter.continuation.resume(returning: outcome) }
+        return done
     }
 }
 
 extension NATSPendingPublish: ResponseReceiver {
     func receive(_ outcome: Result<NATSMessage, NATSError>) {
-        complete(publisher.outcome(of: self, outcome))
-        publisher.completed()
+        // The window first, the waiter second: a task that publishes again as soon as it is
+        // resumed must find this publish gone, or it thinks itself not alone and leaves its
+        // publish to cnats's flusher (a millisecond's wait for a one-at-a-time publisher).
+        complete(publisher.outcome(of: self, outcome), beforeResuming: publisher.completed)
     }
 }

@@ -62,6 +62,8 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
     let handle: SubscriptionHandle<ConsumerDelivery>
     private let nextSubject: String
     private let session = Mutex(PullSession())
+    /// The live iterators' taken batches, for ``stopReturningUndelivered()``.
+    let takers = TakenDeliveriesRegistry()
 
     init(
         jetStream: NATSJetStream, stream: String, name: String, options: Options,
@@ -76,8 +78,10 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
         nextSubject = "\(jetStream.api.prefix).CONSUMER.MSG.NEXT.\(stream).\(name)"
     }
 
-    /// Stops receiving: pull requests are abandoned and the iteration ends. Unacknowledged
-    /// messages are redelivered by the server after their ack wait.
+    /// Stops receiving: pull requests are abandoned and the iteration ends. Messages received
+    /// and not yet handed out are redelivered by the server after their ack wait, except those an
+    /// iterator had taken, which go back (`-NAK`) when the iterator goes away; use
+    /// ``stopReturningUndelivered()`` to hand everything back at once.
     public func stop() {
         handle.stop()
     }
@@ -87,6 +91,7 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
     /// ack wait.
     public func stopReturningUndelivered() {
         handle.stopReturningUndelivered(on: connection)
+        takers.handBackAll()
     }
 
     /// Requests up to `batch` messages and returns what arrived within `maxWait` (possibly none).
@@ -99,7 +104,9 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
 
     /// Creates the continuous iterator.
     public func makeAsyncIterator() -> Iterator {
-        Iterator(puller: Puller(consumer: self))
+        let puller = Puller(consumer: self)
+        takers.register(puller.taken)
+        return Iterator(puller: puller)
     }
 
     /// Iterates over messages, requesting more as they are consumed.
@@ -108,7 +115,9 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
 
         /// The next message; `nil` when stopped, cancelled, or the connection closed.
         public mutating func next() async throws(NATSError) -> NATSJetStreamMessage? {
-            try await puller.next()
+            guard puller.taken.enter() else { return nil }
+            defer { puller.taken.leave() }
+            return try await puller.next()
         }
     }
 
@@ -121,12 +130,17 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
         /// Messages a fetch received beyond its batch, handed out first next time.
         var leftovers: [ConsumerDelivery] = []
         /// How many messages the iteration keeps requested ahead: it starts small and doubles
-        /// with each top-up up to ``Options/batch`` (see ``initialWindow``).
+        /// with each top-up that follows consumed messages, up to ``Options/batch`` (see
+        /// ``initialWindow``).
         var window = 0
+        /// Messages received since the last top-up: the window grows on consumption only, not
+        /// when requests merely expired on an idle stream.
+        var receivedSinceTopUp = 0
 
         var expected: Int { openRequests.reduce(0, +) }
 
         mutating func received(count: Int = 1) {
+            receivedSinceTopUp += count
             var remaining = count
             while remaining > 0, !openRequests.isEmpty {
                 let taken = Swift.min(remaining, openRequests[0])
@@ -206,8 +220,9 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
             }
         }
 
-        /// Tops up open requests to `options.batch` once half of them arrived; forgets them after a
-        /// reconnect or when the server went quiet beyond two heartbeats.
+        /// Tops up open requests to the window (growing toward `options.batch`) once half of them
+        /// arrived; forgets them after a reconnect or when the server went quiet beyond two
+        /// heartbeats.
         private mutating func replenish() throws(NATSError) {
             let options = consumer.options
             let generation = consumer.connection.reconnectGeneration
@@ -221,10 +236,11 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
                 let expected = session.expected
                 if session.window == 0 {
                     session.window = Swift.min(options.batch, NATSPullConsumer.initialWindow)
-                } else if expected <= session.window / 2 {
+                } else if expected <= session.window / 2 && session.receivedSinceTopUp > 0 {
                     session.window = Swift.min(options.batch, session.window * 2)
                 }
                 guard expected <= session.window / 2 else { return 0 }
+                session.receivedSinceTopUp = 0
                 let amount = session.window - expected
                 guard amount > 0 else { return 0 }
                 session.openRequests.append(amount)

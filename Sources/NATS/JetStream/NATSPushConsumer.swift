@@ -16,6 +16,8 @@ public final class NATSPushConsumer: AsyncSequence, Sendable {
     public let deliverSubject: String
     let connection: NATSConnection
     let handle: SubscriptionHandle<ConsumerDelivery>
+    /// The live iterators' taken batches, for ``stopReturningUndelivered()``.
+    let takers = TakenDeliveriesRegistry()
 
     init(
         stream: String, name: String, deliverSubject: String, connection: NATSConnection,
@@ -38,11 +40,14 @@ public final class NATSPushConsumer: AsyncSequence, Sendable {
     /// ack wait.
     public func stopReturningUndelivered() {
         handle.stopReturningUndelivered(on: connection)
+        takers.handBackAll()
     }
 
     /// Creates the iterator.
     public func makeAsyncIterator() -> Iterator {
-        Iterator(consumer: self, token: IterationToken(handle: handle), taken: TakenDeliveries(connection: connection))
+        let taken = TakenDeliveries(connection: connection)
+        takers.register(taken)
+        return Iterator(consumer: self, token: IterationToken(handle: handle), taken: taken)
     }
 
     /// Iterates over messages. Messages it took from the subscription and did not return are
@@ -54,6 +59,8 @@ public final class NATSPushConsumer: AsyncSequence, Sendable {
 
         /// The next message; `nil` when stopped, cancelled, or the connection closed.
         public mutating func next() async throws(NATSError) -> NATSJetStreamMessage? {
+            guard taken.enter() else { return nil }
+            defer { taken.leave() }
             while true {
                 while let delivery = taken.batch.popLast() {
                     if let status = JetStreamStatus(delivery) {

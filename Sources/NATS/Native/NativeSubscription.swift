@@ -155,13 +155,7 @@ final class ConsumerSubscriptionBox: NativeSubscriptionBox, @unchecked Sendable 
         // The consumer stopped (a draining subscription still delivers what the server sent
         // before it saw the unsubscribe): hand a stream message back at once rather than leave
         // it to its ack wait.
-        if let reply = refused.reply, reply.isJetStreamAck {
-            reply.withSubjectCString { subject in
-                let nak: StaticString = "-NAK"
-                _ = try? connection.publish(
-                    subjectCString: subject, payload: UnsafeRawBufferPointer(start: nak.utf8Start, count: nak.utf8CodeUnitCount))
-            }
-        }
+        connection.handBack(refused.reply)
     }
 
     override func completed() {
@@ -306,5 +300,18 @@ final class NativeReplyBox: NativeSubscriptionBox, @unchecked Sendable {
             value = value * 10 + UInt64(digit)
         }
         return value
+    }
+}
+
+extension NativeConnection {
+    /// Hands a stream message nobody settled back to the server at once (`-NAK`), for a consumer
+    /// that stopped before handing it out; anything else (a core message, a settled one) is left
+    /// alone. Non-blocking; a failed publish leaves the message to its ack wait.
+    func handBack(_ reply: MessageAcknowledgement?) {
+        guard let reply, reply.isJetStreamAck, !reply.isDone else { return }
+        reply.withSubjectCString { subject in
+            let nak: StaticString = "-NAK"
+            _ = try? publish(subjectCString: subject, payload: UnsafeRawBufferPointer(start: nak.utf8Start, count: nak.utf8CodeUnitCount))
+        }
     }
 }

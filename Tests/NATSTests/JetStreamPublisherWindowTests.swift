@@ -1,0 +1,43 @@
+import Foundation
+import NATS
+import NATSTestSupport
+import Testing
+
+/// The asynchronous publisher's window: waiting for room, cancellation, outcomes.
+@Suite("JetStream publisher window", .tags(.server))
+struct JetStreamPublisherWindowTests {
+    /// A publish waiting for room in a full window stops waiting when its task is cancelled,
+    /// instead of waiting for the publish in front of it to time out.
+    @Test func aPublishWaitingForRoomIsCancellable() async throws {
+        let server = try await NATSServerProcess.started()
+        defer { server.stop() }
+        let connection = try await connect(to: server)
+        // Something listens on the subject but never answers: the first publish holds the window.
+        let silent = try await connection.subscribe(to: "silent.>")
+        let publisher = try await connection.jetStream().makePublisher(configuration: .init(maxPending: 1, ackTimeout: .seconds(30)))
+        let first = try await publisher.publish(subject: "silent.one", payload: Array("1".utf8))
+        let clock = ContinuousClock()
+        let second = Task { try await publisher.publish(subject: "silent.two", payload: Array("2".utf8)) }
+        try await Task.sleep(for: .milliseconds(200))
+        let cancelledAt = clock.now
+        second.cancel()
+        let result = await second.result
+        #expect(cancelledAt.duration(to: clock.now) < .seconds(2))
+        #expect(throws: NATSError.self) { try result.get() }
+        if case .failure(let error as NATSError) = result { #expect(error.code == .cancelled) }
+        #expect(publisher.pendingCount == 1, "only the first publish is in flight")
+        #expect(first.outcome == nil)
+        _ = silent
+        await connection.close()
+        // The connection closed: the first publish ends with an outcome, and the window is empty.
+        #expect(await first.result().isFailure)
+        #expect(publisher.pendingCount == 0)
+    }
+}
+
+extension Result {
+    fileprivate var isFailure: Bool {
+        if case .failure = self { return true }
+        return false
+    }
+}
