@@ -6,19 +6,25 @@ import NATS
 import NATSTestSupport
 import Testing
 
-/// The bus sends a lone publish at once on its SendAsap connection and joins concurrent ones to
-/// the asynchronous window on its main connection; both must give the same receipts.
+/// The bus writes a lone publish at once and leaves concurrent ones to cnats's flusher, both
+/// through its one publish window; both must give the same receipts.
 @Suite("JetStreamEventBus publish paths", .tags(.server))
 struct JetStreamEventBusPublishTests {
-    @Test func lonePublishesAndConcurrentPublishesGiveTheSameReceipts() async throws {
-        let server = try NATSServerProcess()
-        defer { server.stop() }
+    /// A started bus on `server`, its stream in memory.
+    static func startedBus(on server: NATSServerProcess) async throws -> JetStreamEventBus {
         var configuration = JetStreamEventBus.Configuration(connection: try NATSConnectionConfiguration(servers: [server.url]))
         configuration.storage = .memory
         var logger = Logger(label: "test.bus")
         logger.logLevel = .warning
         let bus = JetStreamEventBus(configuration: configuration, logger: logger)
         try await bus.start()
+        return bus
+    }
+
+    @Test func lonePublishesAndConcurrentPublishesGiveTheSameReceipts() async throws {
+        let server = try NATSServerProcess()
+        defer { server.stop() }
+        let bus = try await Self.startedBus(on: server)
 
         // One at a time: the direct path. A repeated id is a duplicate.
         let first = Event(id: "lone-1", subject: "paths.lone", type: "t", source: "/s", data: [1])
@@ -60,12 +66,7 @@ struct JetStreamEventBusPublishTests {
     @Test func aTooLongSubjectFailsAloneAndTheNextPublishSucceeds() async throws {
         let server = try NATSServerProcess()
         defer { server.stop() }
-        var configuration = JetStreamEventBus.Configuration(connection: try NATSConnectionConfiguration(servers: [server.url]))
-        configuration.storage = .memory
-        var logger = Logger(label: "test.bus")
-        logger.logLevel = .warning
-        let bus = JetStreamEventBus(configuration: configuration, logger: logger)
-        try await bus.start()
+        let bus = try await Self.startedBus(on: server)
 
         // 4,090 bytes fit alone; `events.` makes the NATS subject too long for 4,096.
         let long = String(repeating: "x", count: 4_090)
