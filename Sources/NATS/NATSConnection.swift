@@ -77,6 +77,10 @@ public final class NATSConnection: Sendable {
     /// The server currently connected to (credentials redacted), or `nil` while not connected.
     public var connectedServer: String? { native.connectedURL }
 
+    /// How many bytes cnats holds in its write buffer, not yet written to the socket (0 when not
+    /// connected).
+    package var bufferedBytes: Int { native.bufferedBytes }
+
     /// Whether the connection is closed for good.
     public var isClosed: Bool { core.phase == .closed }
 
@@ -161,8 +165,11 @@ public final class NATSConnection: Sendable {
             headerLength: headers.isEmpty ? nil : headers.encodedSize, payloadLength: payloadCount, limit: maxControlLine)
     }
 
-    /// Publishes a message. Returns once cnats has buffered it (its flusher writes it within about
-    /// a millisecond, or at once with ``NATSConnectionConfiguration/sendAsap``); call
+    /// Publishes a message. Returns once it is written to the socket or buffered: a publish after
+    /// a quiet spell (``NATSConnectionConfiguration/writeImmediatelyAfterIdle``, 20 µs by default)
+    /// is written at once, so a reply or a lone event leaves without delay; publishes close
+    /// behind one another are buffered and written together by cnats's flusher within about a
+    /// millisecond (every publish at once with ``NATSConnectionConfiguration/sendAsap``). Call
     /// ``flush(timeout:)`` to know the server has it.
     ///
     /// Everything is checked before anything is sent: the subject (a literal subject, no
@@ -242,7 +249,7 @@ public final class NATSConnection: Sendable {
         try checkSize(payloadCount: bytes.count, headers: headers, subject: subject)
         try checkControlLine(subject: subject, replyTo: replyTo, headers: headers, payloadCount: bytes.count)
         do {
-            if now && !configuration.sendAsap {
+            if (now && !configuration.sendAsap) || native.publishFollowsIdle() {
                 try native.publishNow(subject: subject, replyTo: replyTo, headers: headers, payload: bytes)
             } else if headers.isEmpty {
                 try native.publish(subject: subject, replyTo: replyTo, payload: bytes)

@@ -17,6 +17,7 @@ extension NATSConnectionConfiguration {
     /// | `reconnect.waitMs`, `reconnect.jitterMs`, `reconnect.jitterTlsMs` | reconnect timing |
     /// | `reconnect.bufferBytes` | publish buffer while disconnected |
     /// | `pingIntervalMs`, `maxPingsOut` | dead-connection detection |
+    /// | `writeImmediatelyAfterIdleUs` | microseconds of quiet after which a publish is written at once; `0` turns it off |
     /// | `maxControlLine` | the servers' `max_control_line` in bytes (default 4,096) |
     /// | `pending.messages`, `pending.bytes` | subscription buffer limits |
     /// | `token` (secret), `user`, `password` (secret), `credentialsFile`, `nkey.publicKey`, `nkey.seedFile` | authentication |
@@ -60,6 +61,9 @@ extension NATSConnectionConfiguration {
         if let value = try values.int("reconnect.bufferBytes", minimum: 0) { reconnect.bufferSize = value }
         if let value = try values.milliseconds("pingIntervalMs", minimum: 1) { pingInterval = value }
         if let value = try values.int("maxPingsOut", minimum: 1) { maxPingsOut = value }
+        if let value = try values.int("writeImmediatelyAfterIdleUs", minimum: 0) {
+            writeImmediatelyAfterIdle = value == 0 ? nil : .microseconds(value)
+        }
         if let value = try values.int("maxControlLine", minimum: NATSValidation.minimumMaxControlLine) {
             maxControlLine = value
         }

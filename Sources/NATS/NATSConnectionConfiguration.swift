@@ -1,8 +1,17 @@
 /// Everything a ``NATSConnection`` needs to know before it connects.
 ///
-/// The defaults suit a service: cluster discovery on, a bounded reconnect policy, and a ping
-/// interval of 5 seconds (cnats defaults to 2 minutes, so a stalled server would go unnoticed for
-/// over 4 minutes; with 5 s × 2 pings the client fails over in 10–15 s).
+/// The defaults suit a service and differ from cnats's where cnats's would make a service slow to
+/// answer or slow to notice a failure:
+///
+/// | setting | default | cnats's | why |
+/// | --- | --- | --- | --- |
+/// | ``pingInterval`` × ``maxPingsOut`` | 2 s × 2 | 2 min × 2 | a dead or stalled (paused, partitioned) server is noticed in 4–6 s, so the client fails over within about two JetStream leader elections instead of after 4 minutes; a ping every 2 s is one small line each way |
+/// | ``writeImmediatelyAfterIdle`` | 20 µs | off | a reply or a lone publish leaves at once instead of after cnats's flusher's 1 ms wait; bursts still go out in few writes |
+/// | ``discoverServers`` | on | on | clients learn the cluster's other members to fail over to |
+/// | ``reconnect`` | 60 attempts per server, 2 s apart | the same | a cluster restart of a few minutes is ridden out, then the connection closes for good |
+/// | ``connectTimeout`` | 2 s | 2 s | |
+/// | ``subscriptionLimits`` | 65,536 messages, 64 MiB | the same | bounded memory per subscription |
+/// | ``sendAsap`` | off | off | every publish a system call costs throughput; the idle rule above gives the latency |
 public struct NATSConnectionConfiguration: Sendable, CustomStringConvertible, CustomDebugStringConvertible {
     /// How many reconnect attempts cnats makes per server before it gives up and closes.
     public enum ReconnectAttempts: Sendable, Hashable {
@@ -113,8 +122,10 @@ public struct NATSConnectionConfiguration: Sendable, CustomStringConvertible, Cu
     public var connectTimeout: Duration = .seconds(2)
     /// What happens after the connection is lost.
     public var reconnect = ReconnectPolicy()
-    /// How often the client pings the server to detect a dead connection. Default 5 s.
-    public var pingInterval: Duration = .seconds(5)
+    /// How often the client pings the server to detect a dead connection. Default 2 s: with
+    /// ``maxPingsOut`` 2, a server that stops answering (dead, paused, cut off) is given up 4–6 s
+    /// later and the client moves to another server; raise both on links with long stalls.
+    public var pingInterval: Duration = .seconds(2)
     /// How many pings may go unanswered before the connection counts as lost. Default 2.
     public var maxPingsOut = 2
     /// Whether the server should not send this connection its own publishes. Default false.
@@ -125,6 +136,16 @@ public struct NATSConnectionConfiguration: Sendable, CustomStringConvertible, Cu
     /// which waits up to 1 ms to batch writes. True lowers latency of replies and acks in
     /// low-rate traffic and costs throughput under load. Default false.
     public var sendAsap = false
+    /// A publish that comes at least this long after the previous one is written to the socket at
+    /// once, from the publishing thread, instead of waiting for cnats's flusher (which sleeps
+    /// 1 ms after being woken, to batch a burst into few writes). Publishes closer together than
+    /// this are buffered as before and leave with the flusher's write or the next immediate one.
+    /// So a reply, a request's answer or a lone event costs one write and no delay, while a loop
+    /// publishing thousands a second still coalesces. Default 20 µs (a publisher slower than
+    /// 50,000 messages a second writes each at once); `nil` leaves every publish to the flusher,
+    /// as cnats does. Needs cnats's internal publish (see the README, "cnats internals"): without
+    /// it, and with ``sendAsap`` (which writes every publish at once), it has no effect.
+    public var writeImmediatelyAfterIdle: Duration? = .microseconds(20)
     /// The longest protocol control line the server accepts, in bytes: the arguments of a
     /// `PUB`/`HPUB` (subject, reply subject, sizes) or `SUB` (subject, queue group, id), as
     /// nats-server counts them. The server closes a connection that sends a longer one, and does
@@ -165,6 +186,9 @@ public struct NATSConnectionConfiguration: Sendable, CustomStringConvertible, Cu
         if reconnect.bufferSize < 0 { throw fail("reconnect.bufferSize (\(reconnect.bufferSize))", "must not be negative") }
         if pingInterval <= .zero { throw fail("pingInterval (\(pingInterval))", "must be greater than zero") }
         if maxPingsOut < 1 { throw fail("maxPingsOut (\(maxPingsOut))", "must be at least 1") }
+        if let gap = writeImmediatelyAfterIdle, gap <= .zero {
+            throw fail("writeImmediatelyAfterIdle (\(gap))", "must be greater than zero (nil turns it off)")
+        }
         if maxControlLine < NATSValidation.minimumMaxControlLine {
             throw fail(
                 "maxControlLine (\(maxControlLine))",
@@ -191,7 +215,7 @@ public struct NATSConnectionConfiguration: Sendable, CustomStringConvertible, Cu
         "NATSConnectionConfiguration(servers: \(servers.map(\.description)), name: \(name ?? "-"), "
             + "connectTimeout: \(connectTimeout), reconnect: \(reconnect), pingInterval: \(pingInterval), "
             + "maxPingsOut: \(maxPingsOut), noEcho: \(noEcho), subscriptionLimits: \(subscriptionLimits), "
-            + "sendAsap: \(sendAsap), maxControlLine: \(maxControlLine), authentication: \(authentication), tls: \(tls.map { "\($0)" } ?? "none"))"
+            + "sendAsap: \(sendAsap), writeImmediatelyAfterIdle: \(writeImmediatelyAfterIdle.map { "\($0)" } ?? "off"), maxControlLine: \(maxControlLine), authentication: \(authentication), tls: \(tls.map { "\($0)" } ?? "none"))"
     }
 }
 

@@ -52,6 +52,11 @@ public struct NATSError: Error, Sendable, CustomStringConvertible, Hashable {
         public static let permissionDenied = Code("permissionDenied")
         /// A network or protocol failure.
         public static let ioError = Code("ioError")
+        /// The connection to the server dropped while the operation waited for the server's
+        /// answer (a request's reply, a JetStream publish's ack). Its outcome is unknown: the
+        /// server may have processed it. Retriable: a JetStream publish is safe to resend with the
+        /// same message id; a core request only if its handler tolerates a repeat.
+        public static let disconnected = Code("disconnected")
         /// The server answered with a protocol or JetStream API error.
         public static let serverError = Code("serverError")
         /// A JetStream API call failed; ``NATSError/jetStreamErrorCode`` says why.

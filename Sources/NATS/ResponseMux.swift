@@ -104,7 +104,8 @@ final class ResponseMux: Sendable {
             handler: { token, outcome in mux.received(token, outcome) },
             onComplete: { mux.failAll(NATSError(.connectionClosed, "the connection closed before the reply arrived")) },
             onConnectionLost: { reason in mux.markLost(serverReason: reason) },
-            onConnectionRecovered: { mux.failLost() })
+            onConnectionRecovered: { mux.failLost() },
+            onConnectionDropped: { mux.failInFlight() })
         let native = try native.subscribe(subject: subject, queueGroup: nil, limits: limits, box: box)
         mux.state.withLock { $0.subscription = native }
         mux.timer.setEventHandler { mux.expire() }
@@ -235,6 +236,24 @@ final class ResponseMux: Sendable {
             for (token, waiter) in state.waiters where waiter.outcome == nil && token < below {
                 let error = NATSError(
                     .serverError, "request on '\(NATSValidation.printable(waiter.subject))': the server closed the connection: \(reason)",
+                    isRetriable: true)
+                if let recipient = state.complete(token, .failure(error)) { failed.append((recipient, error)) }
+            }
+        }
+        for (recipient, error) in failed { recipient.deliver(.failure(error)) }
+    }
+
+    /// The connection dropped: the replies to every request sent so far went to a connection that
+    /// no longer exists, so each fails now as ``NATSError/Code/disconnected`` (outcome unknown)
+    /// instead of waiting for its timeout. Requests started from now on are sent after the
+    /// reconnect (cnats buffers them) and keep going.
+    private func failInFlight() {
+        var failed: [(Recipient, NATSError)] = []
+        state.withLock { state in
+            for (token, waiter) in state.waiters where waiter.outcome == nil {
+                let error = NATSError(
+                    .disconnected,
+                    "request on '\(NATSValidation.printable(waiter.subject))': the connection to the server dropped before the reply arrived; the server may or may not have processed it",
                     isRetriable: true)
                 if let recipient = state.complete(token, .failure(error)) { failed.append((recipient, error)) }
             }

@@ -216,6 +216,8 @@ public struct NATSJetStream: Sendable {
     /// - Throws: ``NATSError/Code/noResponders`` (retriable) when no stream listens on the
     ///   subject or a stream leader is being elected; ``NATSError/Code/timeout`` (retriable: the
     ///   message may or may not be stored, so retry with the same ``NATSPublishOptions/messageID``);
+    ///   ``NATSError/Code/disconnected`` (retriable, the same rule) at once when the connection drops
+    ///   while the ack is awaited;
     ///   ``NATSError/Code/jetStream`` with the JetStream error code when an expectation failed.
     public func publish(
         subject: String,
@@ -234,6 +236,11 @@ public struct NATSJetStream: Sendable {
                 .noResponders,
                 "publish to '\(subject)': no stream answered (no stream stores this subject, JetStream is disabled, or a stream leader is being elected); retry with the same message id",
                 isRetriable: true, nativeStatus: error.nativeStatus)
+        } catch where error.code == .disconnected {
+            throw NATSError(
+                .disconnected,
+                "publish to '\(subject)' (message id \(options.messageID ?? "none")): the connection dropped before its ack; it may or may not be stored: resend it with the same message id",
+                isRetriable: true)
         }
         return try NATSPublishAck.parse(reply.payload, subject: subject)
     }

@@ -199,6 +199,12 @@ public final class NATSJetStreamPublisher: Sendable {
                     .serverError,
                     "publish to '\(record.subject)' (message id \(record.messageID ?? "none")): \(error.message); it may or may not be stored: resend it with the same message id",
                     isRetriable: true))
+        case .failure(let error) where error.code == .disconnected:
+            return .failure(
+                NATSError(
+                    .disconnected,
+                    "publish to '\(record.subject)' (message id \(record.messageID ?? "none")): the connection dropped before its ack; it may or may not be stored: resend it with the same message id",
+                    isRetriable: true))
         case .failure(let error) where error.code == .timeout:
             return .failure(
                 NATSError(

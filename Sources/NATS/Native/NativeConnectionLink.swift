@@ -356,6 +356,16 @@ final class NativeConnectionLink: @unchecked Sendable {
     /// fail the requests that were in flight when the server closed the old connection: their
     /// replies are lost). After the recovery, so that a caller that retries at once finds a
     /// working connection.
+    /// cnats reported the connection dropped: tells every live subscription's box (see
+    /// ``NativeSubscriptionBox/connectionDropped()``).
+    /// Not when the application closes or drains: its requests then end as closed.
+    func connectionDropped() {
+        let boxes = state.withLock { state in
+            state.discarded || state.closeRequested ? [] : state.records.values.compactMap(\.box)
+        }
+        for box in boxes { box.connectionDropped() }
+    }
+
     private func notifyRecovered() {
         let boxes = state.withLock { state in state.records.values.compactMap(\.box) }
         for box in boxes { box.connectionRecovered() }

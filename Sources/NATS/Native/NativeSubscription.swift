@@ -89,6 +89,10 @@ class NativeSubscriptionBox: @unchecked Sendable {
     /// multiplexers fail the requests that were open then, with the server's reason.
     func connectionRecovered() {}
 
+    /// The connection dropped (cnats's disconnected callback): replies to what was sent on it
+    /// will not come. Request multiplexers fail their open requests at once.
+    func connectionDropped() {}
+
     /// How the connection's link carries this subscription over; set once, before subscribing.
     var record: NativeSubscriptionRecord?
 }
@@ -245,6 +249,7 @@ final class NativeReplyBox: NativeSubscriptionBox, @unchecked Sendable {
     private let onComplete: @Sendable () -> Void
     private let onConnectionLost: @Sendable (String) -> Void
     private let onConnectionRecovered: @Sendable () -> Void
+    private let onConnectionDropped: @Sendable () -> Void
     // Touched only from the delivery thread (see NativeSubscriptionBox), so the runtime
     // exclusivity check (and the copy of each message it forced) is left out.
     @exclusivity(unchecked) private var payloads = PayloadSlabWriter()
@@ -253,12 +258,14 @@ final class NativeReplyBox: NativeSubscriptionBox, @unchecked Sendable {
         handler: @escaping @Sendable (UInt64, Outcome) -> Void,
         onComplete: @escaping @Sendable () -> Void,
         onConnectionLost: @escaping @Sendable (String) -> Void = { _ in },
-        onConnectionRecovered: @escaping @Sendable () -> Void = {}
+        onConnectionRecovered: @escaping @Sendable () -> Void = {},
+        onConnectionDropped: @escaping @Sendable () -> Void = {}
     ) {
         self.handler = handler
         self.onComplete = onComplete
         self.onConnectionLost = onConnectionLost
         self.onConnectionRecovered = onConnectionRecovered
+        self.onConnectionDropped = onConnectionDropped
     }
 
     override func connectionLost(reason: String) {
@@ -267,6 +274,10 @@ final class NativeReplyBox: NativeSubscriptionBox, @unchecked Sendable {
 
     override func connectionRecovered() {
         onConnectionRecovered()
+    }
+
+    override func connectionDropped() {
+        onConnectionDropped()
     }
 
     override func deliver(_ message: OpaquePointer, subscription: OpaquePointer?) {
