@@ -37,7 +37,8 @@ struct EventBusSettingsTests {
             "EVENT_BUS_NATS_RECONNECT_WAIT_MS": "500",
             "EVENT_BUS_NATS_RECONNECT_JITTER_MS": "50",
             "EVENT_BUS_NATS_RECONNECT_BUFFER_BYTES": "1048576",
-            "EVENT_BUS_NATS_PING_INTERVAL_MS": "2000",
+            "EVENT_BUS_NATS_PING_INTERVAL_MS": "3000",
+            "EVENT_BUS_NATS_WRITE_IMMEDIATELY_AFTER_IDLE_US": "0",
             "EVENT_BUS_NATS_USER": "svc",
             "EVENT_BUS_NATS_PASSWORD": "s3cret-pw",
             "EVENT_BUS_NATS_TLS_CA_FILE": "/etc/nats/ca.pem",
@@ -62,7 +63,8 @@ struct EventBusSettingsTests {
         #expect(nats.reconnect.wait == .milliseconds(500))
         #expect(nats.reconnect.jitter == .milliseconds(50))
         #expect(nats.reconnect.bufferSize == 1_048_576)
-        #expect(nats.pingInterval == .seconds(2))
+        #expect(nats.pingInterval == .seconds(3))
+        #expect(nats.writeImmediatelyAfterIdle == nil, "0 turns it off")
         #expect(nats.authentication == .userPassword(user: "svc", password: "s3cret-pw"))
         #expect(nats.tls?.caFile == "/etc/nats/ca.pem")
         let js = settings.jetStream

@@ -28,6 +28,20 @@ struct ClusterHarness: Sendable {
         return try await NATSConnection.connect(configuration: configuration, logger: logger)
     }
 
+    /// Connects with the library's default configuration (no test tuning of reconnects or pings).
+    func connectWithDefaults(
+        name: String,
+        servers: [String]? = nil,
+        _ adjust: (inout NATSConnectionConfiguration) -> Void = { _ in }
+    ) async throws -> NATSConnection {
+        var configuration = try NATSConnectionConfiguration(servers: servers ?? cluster.urls)
+        configuration.name = name
+        adjust(&configuration)
+        var logger = Logger(label: "reliability.\(name)")
+        logger.logLevel = .critical
+        return try await NATSConnection.connect(configuration: configuration, logger: logger)
+    }
+
     /// Creates an R3 file stream (or `replicas`) and waits until it has a leader.
     @discardableResult
     func makeStream(
@@ -69,7 +83,7 @@ final class PublishLoad: Sendable {
     private let stopped = Atomic<Bool>(false)
     private let tasks = Mutex<[Task<Void, Never>]>([])
     private let subject: String
-    private let idPrefix: String
+    let idPrefix: String
     private let ratePerPublisher: Int
     private let attemptTimeout: Duration
     private let retryBudget: Duration

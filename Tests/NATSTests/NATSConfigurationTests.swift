@@ -11,7 +11,8 @@ struct NATSConfigurationTests {
         #expect(configuration.connectTimeout == .seconds(2))
         #expect(configuration.reconnect.maxAttempts == .limited(60))
         #expect(configuration.reconnect.bufferSize == 8 * 1024 * 1024)
-        #expect(configuration.pingInterval == .seconds(5))
+        #expect(configuration.pingInterval == .seconds(2))
+        #expect(configuration.writeImmediatelyAfterIdle == .microseconds(20))
         #expect(configuration.subscriptionLimits == .init(messages: 65_536, bytes: 64 * 1024 * 1024))
         try configuration.validate()
     }

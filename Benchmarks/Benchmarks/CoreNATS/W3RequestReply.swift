@@ -4,9 +4,11 @@ import CNATSRaw
 import NATS
 
 // W3: 20,000 sequential requests of 128 bytes to an echo responder in the same process (its own
-// connection, with SendAsap so that replies leave at once instead of after the flusher's 1 ms
-// wait; see shared/notes/cnats.md). Every round trip is timed; the iteration reports its p50 and
-// p99 and hands every sample to the tool's histogram.
+// connection). Every round trip is timed; the iteration reports its p50 and p99 and hands every
+// sample to the tool's histogram. Raw's responder connection uses SendAsap, so that its replies
+// leave at once instead of after cnats's flusher's 1 ms wait (what a careful C program does); the
+// NATS module's responder uses the default configuration, whose replies leave at once because
+// they follow a quiet spell (NATSConnectionConfiguration.writeImmediatelyAfterIdle).
 //
 // Raw cnats replies from the subscription's callback and requests with natsConnection_Request
 // (which writes the request at once and blocks the calling thread). The NATS variants differ in
@@ -90,11 +92,10 @@ func registerW3() {
         name: "W3 NATS iterator responder", configuration: configuration, requesterSendsAsap: false, iteratorResponder: true)
 }
 
-/// The NATS module's W3. The responder's connection uses SendAsap (as raw's does) and answers
-/// from a handler subscription on the delivery thread (as raw's callback does), or, with
-/// `iteratorResponder`, from a task iterating the subscription. The requester uses the default
-/// configuration (cnats's blocking request on the blocking executor), or SendAsap (the
-/// connection's request multiplexer: no blocked thread).
+/// The NATS module's W3. The responder's connection uses the default configuration and answers
+/// with a plain publish from a handler subscription on the delivery thread (as raw's callback
+/// does), or, with `iteratorResponder`, from a task iterating the subscription. The requester
+/// uses the default configuration, or SendAsap.
 private func registerW3NATS(
     name: String,
     configuration: Benchmark.Configuration,
@@ -124,7 +125,7 @@ private func registerW3NATS(
     } setup: {
         let server = try BenchmarkServer.start()
         let requester = try await NATSConnection.connectForBenchmark(server, sendAsap: requesterSendsAsap)
-        let responder = try await NATSConnection.connectForBenchmark(server, sendAsap: true)
+        let responder = try await NATSConnection.connectForBenchmark(server, sendAsap: false)
         if iteratorResponder {
             let requests = try await responder.subscribe(to: subject)
             let task = Task { await echo(requests, on: responder) }

@@ -476,11 +476,14 @@ func nativeConnectedURL(_ connection: OpaquePointer?) -> String {
     return NATSServerURL.redact(buffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) })
 }
 
-let nativeDisconnected: natsConnectionHandler = { _, closure in
+let nativeDisconnected: natsConnectionHandler = { connection, closure in
     let callbacks = NativeConnectionCallbacks.from(closure)
     // Requests in flight fail before anyone hears of the disconnection, so that a listener
-    // reacting to it finds them settled.
-    callbacks.link.connectionDropped()
+    // reacting to it finds them settled. Not when the server closed the connection after an
+    // `-ERR`: the closed callback that follows fails them naming the server's reason.
+    if connection.map({ NativeConnectionLink.serverCloseReason($0) == nil }) ?? true {
+        callbacks.link.connectionDropped()
+    }
     callbacks.onEvent(.disconnected)
 }
 
