@@ -37,8 +37,17 @@ func registerW1() {
         raw.value = nil
     }
 
+    registerW1NATS(name: "W1 NATS", configuration: configuration) { _ in }
+    // The cost of the idle rule (one clock read per publish): the same with it off.
+    registerW1NATS(name: "W1 NATS flusher only", configuration: configuration) { $0.writeImmediatelyAfterIdle = nil }
+}
+
+/// The NATS module's W1 with the default configuration changed by `adjust`.
+private func registerW1NATS(
+    name: String, configuration: Benchmark.Configuration, adjust: @escaping @Sendable (inout NATSConnectionConfiguration) -> Void
+) {
     let module = SetupBox<(server: BenchmarkServer, connection: NATSConnection)>()
-    Benchmark("W1 NATS", configuration: configuration) { benchmark in
+    Benchmark(name, configuration: configuration) { benchmark in
         let (_, connection) = module.unwrapped
         do throws(NATSError) {
             let meter = ThroughputMeter()
@@ -53,7 +62,7 @@ func registerW1() {
         }
     } setup: {
         let server = try BenchmarkServer.start()
-        module.value = (server, try await NATSConnection.connectForBenchmark(server))
+        module.value = (server, try await NATSConnection.connectForBenchmark(server, adjust: adjust))
     } teardown: {
         await module.value?.connection.close()
         module.value?.server.stop()
