@@ -541,10 +541,13 @@ func setupW3(url string) (*fixture, error) {
 		return nil, err
 	}
 	const subject = "bench.w3"
-	if _, err := responder.Subscribe(subject, func(request *nats.Msg) { _ = request.Respond(request.Data) }); err != nil {
-		return nil, err
+	_, err = responder.Subscribe(subject, func(request *nats.Msg) { _ = request.Respond(request.Data) })
+	if err == nil {
+		err = responder.Flush()
 	}
-	if err := responder.Flush(); err != nil {
+	if err != nil {
+		requester.Close()
+		responder.Close()
 		return nil, err
 	}
 	return &fixture{
