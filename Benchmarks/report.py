@@ -251,7 +251,7 @@ def machine_lines(root, natsgo=None):
         f"- {command_output([server, '--version'])} (a fresh one per benchmark process, on 127.0.0.1)",
         f"- cnats: {command_output(['pkg-config', '--modversion', 'libnats'])} (Debian libnats-dev)",
         f"- Swift: {swift_version[0] if swift_version else 'unknown'}; package-benchmark {benchmark_version}, release build",
-    ] + ([f"- {natsgo[0]} (Debian golang-github-nats-io-go-nats-dev), built with {natsgo[1]} (`Benchmarks/natsgo`)"]
+    ] + ([f"- {natsgo[0]}, built with {natsgo[1]} (`Benchmarks/natsgo`; run.sh takes Debian's golang-github-nats-io-go-nats-dev)"]
          if natsgo else [])
 
 
