@@ -101,6 +101,7 @@ public final class NATSConnection: Sendable {
     public func connect() async throws(NATSError) {
         try configuration.validate()
         if case .reject(let error) = core.transition({ $0.connectRequested() }) { throw error }
+        NativeInternals.selection.log(to: core.logger)
         let configuration = self.configuration
         let core = self.core
         let native = self.native
