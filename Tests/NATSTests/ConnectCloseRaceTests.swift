@@ -19,6 +19,14 @@ struct ConnectCloseRaceTests {
         var logger = Logger(label: "test.race")
         logger.logLevel = .warning
 
+        // The delays before the close spread over about twice the time a connect takes here, so
+        // that many closes land while connect() runs.
+        let started = ContinuousClock.now
+        let probe = try await NATSConnection.connect(configuration: configuration, logger: logger)
+        let connectTime = ContinuousClock.now - started
+        await probe.close()
+        let spread = max(100, Int(connectTime / .microseconds(1)) * 2)
+
         // Every connection stays referenced until the end: releasing one would destroy its cnats
         // connection and hide a leak from the server's count.
         var connections: [NATSConnection] = []
@@ -38,7 +46,7 @@ struct ConnectCloseRaceTests {
             switch round % 4 {
             case 0: break  // at once: often before connect() began
             case 1: await Task.yield()
-            default: try await Task.sleep(for: .microseconds(Int.random(in: 0..<3_000)))
+            default: try await Task.sleep(for: .microseconds(Int.random(in: 0..<spread)))
             }
             await connection.close()
             if let failure = await connecting.value {
@@ -67,6 +75,7 @@ struct ConnectCloseRaceTests {
         // would prove nothing).
         #expect(connectedFirst > 0, "no connect finished before its close")
         #expect(stoppedWhileConnecting > 0, "no close came while connecting")
+        print("close racing connect: \(connectedFirst) connected first, \(stoppedWhileConnecting) stopped (connect took \(connectTime))")
 
         // The server holds no client connection from any of them.
         var last = -1
