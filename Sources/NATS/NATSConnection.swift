@@ -458,7 +458,7 @@ public final class NATSConnection: Sendable {
     /// The request is written to the socket at once (not after cnats's flusher's millisecond) and
     /// the reply resumes the waiting task straight from cnats's delivery thread; one inbox
     /// subscription per connection serves every request. Should cnats's internal publish call not
-    /// be available (a libnats other than 3.x), a connection without
+    /// be available (a libnats release it was not verified against), a connection without
     /// ``NATSConnectionConfiguration/sendAsap`` runs cnats's blocking request on the blocking
     /// executor instead, with the same behaviour.
     ///

@@ -12,7 +12,7 @@ import Darwin
 /// to free messages without a hand-off to cnats's garbage-collector thread.
 ///
 /// The functions are exported by libnats 3.x (they are what cnats's own public calls use) and
-/// have kept their signatures from 3.0 to 3.9:
+/// have kept their signatures from 3.0 to 3.13 (see ``verifiedVersions``):
 ///
 /// - `natsMsg_create(msg, subject, subjectLength, reply, replyLength, buffer, bufferLength,
 ///   headerLength)` builds a message from a ready header block followed by the payload, as cnats's
