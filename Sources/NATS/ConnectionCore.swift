@@ -8,40 +8,17 @@ import Synchronization
 /// connection closes) do not keep the public object alive: dropping the last reference to a
 /// `NATSConnection` closes it.
 final class ConnectionCore: Sendable {
-    enum Phase: Sendable, Equatable {
-        case idle
-        case connecting
-        case connected
-        case draining
-        case closed
-    }
+    typealias Phase = ConnectionPhase
+    typealias StateMachine = ConnectionStateMachine<
+        CheckedContinuation<Void, Never>, AsyncStream<NATSConnectionEvent>.Continuation
+    >
+    typealias Finish = StateMachine.Finish
 
-    struct StateMachine: ~Copyable {
-        var phase: Phase = .idle
-        var listeners: [Int: AsyncStream<NATSConnectionEvent>.Continuation] = [:]
-        var nextListenerID = 0
-        var closeWaiters: [CheckedContinuation<Void, Never>] = []
-        var drainTimedOut = false
-        /// Set when the application asked to close or drain, so that the disconnection that
-        /// follows is not reported as a failure.
-        var closingRequested = false
-
-        enum CloseAction {
-            case none
-            case finish(listeners: [AsyncStream<NATSConnectionEvent>.Continuation], waiters: [CheckedContinuation<Void, Never>])
-        }
-
-        mutating func closed() -> CloseAction {
-            if phase == .closed && listeners.isEmpty && closeWaiters.isEmpty { return .none }
-            phase = .closed
-            let action = CloseAction.finish(listeners: Array(listeners.values), waiters: closeWaiters)
-            listeners.removeAll()
-            closeWaiters.removeAll()
-            return action
-        }
-    }
-
-    let state = Mutex(StateMachine())
+    /// The connection's one state; change it only through ``transition(_:)``.
+    private let state = Mutex(StateMachine())
+    /// ``StateMachine/availability`` as of the last transition, for the hot path (publish,
+    /// subscribe, request) to read without the lock. Written only inside ``transition(_:)``.
+    private let availabilityMirror = Atomic<UInt8>(ConnectionAvailability.notConnected.rawValue)
     /// The server's `max_payload`, refreshed on every (re)connect (the reconnected callback reads
     /// it from the cnats connection it is given).
     let maxPayload = Atomic<Int>(1024 * 1024)
@@ -60,17 +37,83 @@ final class ConnectionCore: Sendable {
             label: "nats_permission_violations_total", dimensions: [("connection", connectionName)])
     }
 
+    /// Runs one transition of the state machine under the lock and refreshes the mirror. What it
+    /// returns is performed by the caller, outside the lock.
+    func transition<Result: Sendable>(_ body: (inout StateMachine) -> Result) -> Result {
+        state.withLock { machine in
+            let result = body(&machine)
+            availabilityMirror.store(machine.availability.rawValue, ordering: .releasing)
+            return result
+        }
+    }
+
+    /// Whether operations may go to cnats (connected or draining): one atomic load.
+    @inline(__always)
+    var isOpen: Bool { availabilityMirror.load(ordering: .acquiring) == ConnectionAvailability.open.rawValue }
+
+    /// What operations may do now, as of the last transition.
+    var availability: ConnectionAvailability {
+        ConnectionAvailability(rawValue: availabilityMirror.load(ordering: .acquiring)) ?? .closed
+    }
+
+    var phase: Phase { state.withLock { $0.phase } }
+
+    /// Whether the link is recovering a connection the server closed (no server is connected).
+    var isRecovering: Bool { state.withLock { $0.recovering } }
+
+    /// Whether cnats reported a timeout while draining.
+    var drainTimedOut: Bool { state.withLock { $0.drainTimedOut } }
+
+    /// Ends listeners (after a last `.closed`) and resumes the tasks waiting for the close.
+    func finish(_ finish: Finish) {
+        for listener in finish.listeners {
+            listener.yield(.closed)
+            listener.finish()
+        }
+        for waiter in finish.waiters { waiter.resume() }
+    }
+
+    /// cnats connected: installs the connection (`install`, under the lock, so that the hot path
+    /// never sees "open" without it) unless the connect was asked to stop. Returns whether it
+    /// was installed; if not, the caller destroys it and calls ``connectAbandoned()``.
+    func connectSucceeded(install: () -> Void) -> Bool {
+        transition { machine in
+            guard case .connected = machine.connectSucceeded() else { return false }
+            install()
+            return true
+        }
+    }
+
+    /// The connection a stopped connect made is destroyed: closed. Returns the error
+    /// `connect()` throws.
+    func connectAbandoned() -> NATSError {
+        let (finish, error) = transition { $0.connectAbandoned() }
+        self.finish(finish)
+        logger.debug("NATS connect stopped: \(error.message)")
+        return error
+    }
+
+    /// A connect failed: back to idle (rethrow `failure`), or closed when asked to stop meanwhile
+    /// (throw the returned error).
+    func connectFailed(_ failure: NATSError) -> NATSError {
+        switch transition({ $0.connectFailed(failure) }) {
+        case .idle:
+            return failure
+        case .closed(let finish, let error):
+            self.finish(finish)
+            return error
+        }
+    }
+
     /// A new listener for events from now on.
     func makeEventStream() -> AsyncStream<NATSConnectionEvent> {
         let (stream, continuation) = AsyncStream.makeStream(
             of: NATSConnectionEvent.self, bufferingPolicy: .bufferingNewest(1024))
-        let alreadyClosed = state.withLock { state -> Bool in
-            if state.phase == .closed { return true }
-            let id = state.nextListenerID
-            state.nextListenerID += 1
-            state.listeners[id] = continuation
+        // Registered under the lock before onTermination can run, so that removal finds it.
+        let alreadyClosed = state.withLock { machine -> Bool in
+            guard let id = machine.addListener(continuation) else { return true }
             continuation.onTermination = { [weak self] _ in
-                self?.state.withLock { _ = $0.listeners.removeValue(forKey: id) }
+                self?.state.withLock { $0.removeListener(id) }
             }
             return false
         }
@@ -81,13 +124,15 @@ final class ConnectionCore: Sendable {
         return stream
     }
 
-    /// Called for every connection event, on cnats's callback thread or after connect.
+    /// Called for every connection event, on cnats's callback thread or after connect: the one
+    /// entry point of cnats's callbacks (and the link's recovery events) into the state machine.
     func handle(_ event: NATSConnectionEvent) {
+        let action = transition { $0.received(event) }
         switch event {
         case .connected(let server):
             logger.info("NATS connected", metadata: ["server": "\(server)"])
         case .disconnected:
-            if state.withLock({ $0.closingRequested }) {
+            if action.expected {
                 logger.debug("NATS disconnected while closing")
             } else {
                 disconnections.increment()
@@ -114,46 +159,21 @@ final class ConnectionCore: Sendable {
                 metadata: ["reason": "\(error.message)"])
         case .error(let error):
             logger.error("NATS asynchronous error", metadata: ["error": "\(error)"])
-            if error.code == .timeout {
-                state.withLock { state in
-                    if state.phase == .draining { state.drainTimedOut = true }
-                }
-            }
         case .closed:
-            logger.info("NATS connection closed")
+            // A second `.closed` (the abandoned connection of a stopped connect, a link that gave
+            // up after a close) is not news.
+            if !action.ignored { logger.info("NATS connection closed") }
         }
 
-        if case .closed = event {
-            let action = state.withLock { $0.closed() }
-            if case .finish(let listeners, let waiters) = action {
-                for listener in listeners {
-                    listener.yield(.closed)
-                    listener.finish()
-                }
-                for waiter in waiters { waiter.resume() }
-            }
-        } else {
-            let listeners = state.withLock { Array($0.listeners.values) }
-            for listener in listeners { listener.yield(event) }
-        }
+        if let finish = action.finish { self.finish(finish) }
+        for listener in action.listeners { listener.yield(event) }
     }
 
     /// Waits until the connection is closed. Returns at once if it is.
     func waitUntilClosed() async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let closed = state.withLock { state -> Bool in
-                if state.phase == .closed { return true }
-                state.closeWaiters.append(continuation)
-                return false
-            }
-            if closed { continuation.resume() }
+            let added = state.withLock { $0.addCloseWaiter(continuation) }
+            if !added { continuation.resume() }
         }
-    }
-
-    var phase: Phase { state.withLock { $0.phase } }
-
-    /// Records that the application is closing the connection.
-    func markClosingRequested() {
-        state.withLock { $0.closingRequested = true }
     }
 }

@@ -22,15 +22,21 @@ extension NATSConnection: Service {
 
     /// Starts draining without waiting (for the graceful-shutdown handler, which cannot await).
     func drainInBackground() {
-        blocking.submit { [self] in
-            guard let native = try? connected() else { return }
-            let start = core.state.withLock { state -> Bool in
-                state.closingRequested = true
-                guard state.phase == .connected else { return false }
-                state.phase = .draining
-                return true
+        switch core.transition({ $0.drainRequested() }) {
+        case .none, .wait:
+            return
+        case .finish(let finish):
+            core.finish(finish)
+        case .startDrain:
+            blocking.submit { [self] in
+                do throws(NATSError) {
+                    try native.startDrain(timeoutMilliseconds: 30_000)
+                } catch where error.code == .connectionClosed || error.code == .connectionDraining {
+                    // Already closing.
+                } catch {
+                    if case .closeNative = core.transition({ $0.drainFailed() }) { native.close() }
+                }
             }
-            if start { try? native.startDrain(timeoutMilliseconds: 30_000) }
         }
     }
 }

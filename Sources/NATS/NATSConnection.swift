@@ -50,7 +50,7 @@ public final class NATSConnection: Sendable {
 
     deinit {
         // The native connection closes as it is released; that disconnection is expected.
-        core.markClosingRequested()
+        if let finish = core.transition({ $0.released() }) { core.finish(finish) }
         // Its inbox subscription holds the native connection until it is unsubscribed.
         responseMux.load()?.close()
     }
@@ -74,66 +74,75 @@ public final class NATSConnection: Sendable {
     /// The largest message (payload plus headers) the server accepts, as it announced it.
     public var maxPayload: Int { core.maxPayload.load(ordering: .relaxed) }
 
-    /// The server currently connected to (credentials redacted), or `nil` while not connected.
-    public var connectedServer: String? { native.connectedURL }
+    /// The server currently connected to (credentials redacted), or `nil` while not connected
+    /// (before ``connect()`` returned, once ``close()`` or ``drain(timeout:)`` was called, while
+    /// cnats reconnects).
+    public var connectedServer: String? {
+        guard core.availability == .open, !core.isRecovering else { return nil }
+        return native.connectedURL
+    }
 
     /// How many bytes cnats holds in its write buffer, not yet written to the socket (0 when not
     /// connected).
     package var bufferedBytes: Int { native.bufferedBytes }
 
-    /// Whether the connection is closed for good.
+    /// Whether the connection is closed for good (``close()`` or ``drain(timeout:)`` finished, or
+    /// cnats gave up reconnecting). A connection being closed is not closed yet, but refuses
+    /// operations with ``NATSError/Code/connectionClosed`` already.
     public var isClosed: Bool { core.phase == .closed }
 
     /// Connects to the first reachable server of the configuration.
     ///
+    /// A ``close()`` or ``drain(timeout:)`` while this runs wins: the connection ends closed,
+    /// the cnats connection this made is closed before it is ever used, and this throws
+    /// ``NATSError/Code/connectionClosed`` ("closed while connecting").
+    ///
     /// - Throws: ``NATSError`` with ``NATSError/Code/noServers`` (naming the servers, credentials
     ///   redacted) when no server answered, ``NATSError/Code/authenticationFailed``, or
-    ///   ``NATSError/Code/invalidConfiguration``; ``NATSError/Code/invalidArgument`` if this
-    ///   connection was already connected or closed.
+    ///   ``NATSError/Code/invalidConfiguration``; ``NATSError/Code/connectionClosed`` if the
+    ///   connection was closed before or while connecting; ``NATSError/Code/invalidArgument`` if
+    ///   it was already connected.
     public func connect() async throws(NATSError) {
         try configuration.validate()
-        let phase = core.state.withLock { state -> ConnectionCore.Phase in
-            let current = state.phase
-            if current == .idle { state.phase = .connecting }
-            return current
-        }
-        guard phase == .idle else {
-            throw NATSError(.invalidArgument, "connect() called on a connection that is \(phase), not new")
-        }
+        if case .reject(let error) = core.transition({ $0.connectRequested() }) { throw error }
+        NativeInternals.selection.log(to: core.logger)
         let configuration = self.configuration
         let core = self.core
         let native = self.native
+        let installed: Bool
         do {
-            try await blocking.run { () throws(NATSError) in
-                try native.connect(configuration, onEvent: { core.handle($0) }, onMaxPayload: { limit in
-                    core.maxPayload.store(limit, ordering: .relaxed)
-                })
+            installed = try await blocking.run { () throws(NATSError) -> Bool in
+                try native.connect(
+                    configuration,
+                    onEvent: { core.handle($0) },
+                    onMaxPayload: { limit in core.maxPayload.store(limit, ordering: .relaxed) },
+                    shouldRecover: { core.transition { $0.recoveryRequested() } },
+                    commit: { install in core.connectSucceeded(install: install) })
             }
         } catch {
-            core.state.withLock { $0.phase = .idle }
-            throw error
+            throw core.connectFailed(error)
         }
+        // Closed or drained while connecting: what cnats made is destroyed already.
+        guard installed else { throw core.connectAbandoned() }
         core.maxPayload.store(Int(native.maxPayload), ordering: .relaxed)
-        let closedMeanwhile = core.state.withLock { state -> Bool in
-            if state.phase == .connecting { state.phase = .connected }
-            return state.phase == .closed
-        }
-        if !closedMeanwhile {
-            core.handle(.connected(server: native.connectedURL ?? configuration.servers[0].description))
-        }
+        core.handle(.connected(server: native.connectedURL ?? configuration.servers[0].description))
     }
 
-    /// The connected native connection, or the error that says why there is none.
+    /// The connected native connection, or the error that says why there is none. One atomic
+    /// load: the state machine's availability, mirrored at every transition.
     @inline(__always)
     func connected() throws(NATSError) -> NativeConnection {
-        guard native.isConnected else { throw notConnectedError() }
+        guard core.isOpen else { throw notConnectedError() }
         return native
     }
 
-    /// Why there is no native connection: closed before it connected, or not connected yet.
+    /// Why operations cannot run: closed (or closing, or closed while connecting), or not
+    /// connected yet.
     func notConnectedError() -> NATSError {
-        if core.phase == .closed { return NATSError(.connectionClosed, "the connection is closed") }
-        return NativeConnection.notConnected
+        switch core.availability {
+        case .closed: NATSError(.connectionClosed, "the connection is closed")
+        case .notConnected, .open: NativeConnection.notConnected
+        }
     }
 
     /// Checks a message's size against the server's `max_payload`.
@@ -248,6 +257,7 @@ public final class NATSConnection: Sendable {
         if !headers.isEmpty { try NATSValidation.validateHeaders(headers) }
         try checkSize(payloadCount: bytes.count, headers: headers, subject: subject)
         try checkControlLine(subject: subject, replyTo: replyTo, headers: headers, payloadCount: bytes.count)
+        guard core.isOpen else { throw notConnectedError() }
         do {
             if (now && !configuration.sendAsap) || native.publishFollowsIdle() {
                 try native.publishNow(subject: subject, replyTo: replyTo, headers: headers, payload: bytes)
@@ -455,7 +465,7 @@ public final class NATSConnection: Sendable {
     /// The request is written to the socket at once (not after cnats's flusher's millisecond) and
     /// the reply resumes the waiting task straight from cnats's delivery thread; one inbox
     /// subscription per connection serves every request. Should cnats's internal publish call not
-    /// be available (a libnats other than 3.x), a connection without
+    /// be available (a libnats release it was not verified against), a connection without
     /// ``NATSConnectionConfiguration/sendAsap`` runs cnats's blocking request on the blocking
     /// executor instead, with the same behaviour.
     ///
@@ -518,7 +528,7 @@ public final class NATSConnection: Sendable {
         try checkSize(payloadCount: bytes.count, headers: headers, subject: subject)
         try checkControlLine(
             subject: subject, replyLength: NATSValidation.requestInboxReserve, headers: headers, payloadCount: bytes.count)
-        guard native.isConnected else { throw notConnectedError() }
+        guard core.isOpen else { throw notConnectedError() }
         guard configuration.sendAsap || NativeConnection.canPublishNow else { return .blocking(NATSPayload(copying: bytes)) }
         let mux = try responseMultiplexer()
         return .multiplexed(mux, try mux.start(subject: subject, bytes: bytes, headers: headers, timeout: timeout))
@@ -561,59 +571,71 @@ public final class NATSConnection: Sendable {
 
     /// Drains the connection: subscriptions stop receiving new messages but deliver the ones
     /// already received (the iterating tasks must keep consuming), publishes are flushed, then the
-    /// connection closes. Returns when it is closed.
+    /// connection closes. Returns when it is closed. While ``connect()`` runs, there is nothing
+    /// to drain: the connect ends closed (see ``connect()``) and this returns then.
     ///
     /// - Throws: ``NATSError/Code/timeout`` if draining took longer than `timeout` (the connection
-    ///   is closed anyway).
+    ///   is closed anyway); cnats's error if it refused to drain (the connection is then closed).
     public func drain(timeout: Duration = .seconds(30)) async throws(NATSError) {
-        guard native.isConnected else {
-            markClosedWithoutConnection()
+        var refused: NATSError?
+        switch core.transition({ $0.drainRequested() }) {
+        case .none:
             return
-        }
-        let shouldStart = core.state.withLock { state -> Bool in
-            state.closingRequested = true
-            guard state.phase == .connected || state.phase == .connecting else { return false }
-            state.phase = .draining
-            return true
-        }
-        if shouldStart {
+        case .finish(let finish):
+            core.finish(finish)
+            return
+        case .wait:
+            break
+        case .startDrain:
             do {
                 try native.startDrain(timeoutMilliseconds: max(1, timeout.millisecondsClamped))
             } catch where error.code == .connectionClosed || error.code == .connectionDraining {
                 // Already closing: wait for it below.
+            } catch {
+                refused = error
+                if case .closeNative = core.transition({ $0.drainFailed() }) {
+                    let native = self.native
+                    await blocking.runUnchecked { native.close() }
+                }
             }
         }
         await core.waitUntilClosed()
-        if core.state.withLock({ $0.drainTimedOut }) {
+        if let refused { throw refused }
+        if core.drainTimedOut {
             throw NATSError(.timeout, "draining did not finish within \(timeout); the connection was closed", isRetriable: false)
         }
     }
 
     /// Closes the connection at once: pending publishes are flushed for up to 500 ms, messages not
-    /// yet handed to subscribers are dropped. Returns when it is closed.
+    /// yet handed to subscribers are dropped. Returns when it is closed. From the call on, every
+    /// operation throws ``NATSError/Code/connectionClosed``. While ``connect()`` runs, this waits
+    /// for it to end: the connect closes the connection it made and throws (see ``connect()``).
     public func close() async {
-        let native = self.native
-        guard native.isConnected else {
-            markClosedWithoutConnection()
+        switch core.transition({ $0.closeRequested() }) {
+        case .none:
             return
+        case .finish(let finish):
+            core.finish(finish)
+            return
+        case .closeNative:
+            let native = self.native
+            await blocking.runUnchecked { native.close() }
+        case .wait:
+            break
         }
-        core.markClosingRequested()
-        await blocking.runUnchecked { native.close() }
         await core.waitUntilClosed()
     }
 
     /// Starts closing without waiting (for cancellation handlers, which cannot await).
     func closeInBackground() {
-        let native = self.native
-        guard native.isConnected else {
-            markClosedWithoutConnection()
+        switch core.transition({ $0.closeRequested() }) {
+        case .none, .wait:
             return
+        case .finish(let finish):
+            core.finish(finish)
+        case .closeNative:
+            let native = self.native
+            blocking.submit { native.close() }
         }
-        core.markClosingRequested()
-        blocking.submit { native.close() }
-    }
-
-    private func markClosedWithoutConnection() {
-        core.handle(.closed)
     }
 }

@@ -43,7 +43,9 @@ final class NativeConnection: @unchecked Sendable {
         }
     }
 
-    /// The cnats connection, or `nil` before ``connect(_:onEvent:onMaxPayload:)`` succeeded.
+    /// The cnats connection, or `nil` before ``connect(_:onEvent:onMaxPayload:shouldRecover:commit:)``
+    /// installed one. Whether operations may use it is the connection's state machine's call
+    /// (``ConnectionCore/isOpen``), not this pointer's.
     @inline(__always)
     var pointer: OpaquePointer? { link.handle.load(ordering: .acquiring) }
 
@@ -53,21 +55,26 @@ final class NativeConnection: @unchecked Sendable {
         return Int(max(0, natsConnection_Buffered(pointer)))
     }
 
-    /// Whether ``connect(_:onEvent:onMaxPayload:)`` succeeded.
-    var isConnected: Bool { pointer != nil }
-
     /// The error of an operation on a connection that never connected.
     static let notConnected = NATSError(.notConnected, "the connection is not connected yet: call connect() or run() first")
 
     /// Connects (blocking). `onEvent` is called on cnats's callback thread for every connection
     /// event, the last one being `.closed`; `onMaxPayload` with the server's `max_payload` after
-    /// every reconnect (another server may announce another limit). Call once.
+    /// every reconnect (another server may announce another limit); `shouldRecover` when the
+    /// server closed the connection after an `-ERR` (see ``NativeConnectionLink``). Call once.
+    ///
+    /// Once cnats connected, `commit` decides (under the connection's state lock) whether the
+    /// new connection becomes this object's: it calls the `install` it is given, or returns false
+    /// when the connection was closed or drained meanwhile. Then the connection, never seen by
+    /// anyone else, is destroyed here and this returns false.
     func connect(
         _ configuration: NATSConnectionConfiguration,
         onEvent: @escaping @Sendable (NATSConnectionEvent) -> Void,
-        onMaxPayload: @escaping @Sendable (Int) -> Void
-    ) throws(NATSError) {
-        link.configure(configuration, onEvent: onEvent, onMaxPayload: onMaxPayload)
+        onMaxPayload: @escaping @Sendable (Int) -> Void,
+        shouldRecover: @escaping @Sendable () -> Bool,
+        commit: (_ install: () -> Void) -> Bool
+    ) throws(NATSError) -> Bool {
+        link.configure(configuration, onEvent: onEvent, onMaxPayload: onMaxPayload, shouldRecover: shouldRecover)
         // SendAsap writes every publish anyway; without cnats's internals nothing can be written
         // at once.
         if let gap = configuration.writeImmediatelyAfterIdle, !configuration.sendAsap, Self.canPublishNow {
@@ -75,12 +82,19 @@ final class NativeConnection: @unchecked Sendable {
         }
         let connection = try Self.open(
             configuration, callbacks: NativeConnectionCallbacks(onEvent: onEvent, onMaxPayload: onMaxPayload, link: link))
-        let (stored, _) = link.handle.compareExchange(expected: nil, desired: connection, ordering: .acquiringAndReleasing)
-        if !stored {
-            // Connected twice (a caller bug that NATSConnection's state prevents): keep the first.
-            natsConnection_Destroy(connection)
-            throw NATSError(.invalidArgument, "the connection was already connected")
+        let opened = UncheckedPointer(connection)
+        var installed = false
+        let kept = commit {
+            installed = link.handle.compareExchange(expected: nil, desired: opened.value, ordering: .acquiringAndReleasing).exchanged
         }
+        if kept && installed { return true }
+        // Closed while connecting (or connected twice, which NATSConnection's state prevents):
+        // this connection was never installed, so it is ours alone. Destroy closes it (its closed
+        // callback releases the callbacks box; the link does not recover it) and frees it.
+        link.markCloseRequested()
+        natsConnection_Destroy(connection)
+        if kept { throw NATSError(.invalidArgument, "the connection was already connected") }
+        return false
     }
 
     /// Connects a new cnats connection whose events go to `callbacks` (blocking).

@@ -31,6 +31,9 @@ final class NativeConnectionLink: @unchecked Sendable {
         var configuration: NATSConnectionConfiguration?
         var onEvent: (@Sendable (NATSConnectionEvent) -> Void)?
         var onMaxPayload: (@Sendable (Int) -> Void)?
+        /// Asks the connection's state machine whether a connection the server closed may be
+        /// recovered (not once the application closes or drains it).
+        var shouldRecover: (@Sendable () -> Bool)?
         /// Connections a recovery replaced. Never destroyed before the link is discarded: a
         /// publish that loaded the old pointer may still be using it.
         var retired: [OpaquePointer] = []
@@ -75,12 +78,14 @@ final class NativeConnectionLink: @unchecked Sendable {
     func configure(
         _ configuration: NATSConnectionConfiguration,
         onEvent: @escaping @Sendable (NATSConnectionEvent) -> Void,
-        onMaxPayload: @escaping @Sendable (Int) -> Void
+        onMaxPayload: @escaping @Sendable (Int) -> Void,
+        shouldRecover: @escaping @Sendable () -> Bool
     ) {
         state.withLock { state in
             state.configuration = configuration
             state.onEvent = onEvent
             state.onMaxPayload = onMaxPayload
+            state.shouldRecover = shouldRecover
         }
     }
 
@@ -257,8 +262,12 @@ final class NativeConnectionLink: @unchecked Sendable {
         let decision = state.withLock { state -> (reason: String?, finish: [NativeSubscriptionBox]) in
             let reason = Self.serverCloseReason(closed.value)
             let refusedAgain = state.unconfirmed?.value == closed.value
+            // The state machine is asked last and under this lock (lock order: link, then the
+            // connection's state; the state never calls the link under its lock): it refuses once
+            // the application closes or drains, even before that close reaches cnats.
             if let reason, !state.discarded, !state.closeRequested, !refusedAgain,
-                handle.load(ordering: .acquiring) == closed.value, state.configuration != nil
+                handle.load(ordering: .acquiring) == closed.value, state.configuration != nil,
+                state.shouldRecover?() == true
             {
                 state.recovering = true
                 return (reason, [])
