@@ -464,22 +464,24 @@ public final class NATSConnection: Sendable {
     ///
     /// The request is written to the socket at once (not after cnats's flusher's millisecond) and
     /// the reply resumes the waiting task straight from cnats's delivery thread; one inbox
-    /// subscription per connection serves every request. Should cnats's internal publish call not
-    /// be available (a libnats release it was not verified against), a connection without
-    /// ``NATSConnectionConfiguration/sendAsap`` runs cnats's blocking request on the blocking
-    /// executor instead, with the same behaviour.
+    /// subscription per connection serves every request, and no thread blocks. Should cnats's
+    /// internal publish not be available (a libnats release it was not verified against, see the
+    /// README's "cnats internals"), a connection without ``NATSConnectionConfiguration/sendAsap``
+    /// leaves the request to cnats's flusher (up to a millisecond later), with the same behaviour
+    /// otherwise.
     ///
     /// - Throws: ``NATSError/Code/noResponders`` at once when no subscriber listens on the subject,
-    ///   ``NATSError/Code/timeout`` when none answered in time, ``NATSError/Code/cancelled`` when
-    ///   the task was cancelled while waiting (SendAsap connections); validation errors as for
-    ///   publish.
+    ///   ``NATSError/Code/timeout`` when none answered in time, ``NATSError/Code/disconnected``
+    ///   (retriable; the responder may or may not have acted) at once when the connection drops
+    ///   while the reply is awaited, ``NATSError/Code/cancelled`` when the task was cancelled while
+    ///   waiting; validation errors as for publish.
     public func request(
         subject: String,
         payload: some Sequence<UInt8> = [UInt8](),
         headers: NATSHeaders = NATSHeaders(),
         timeout: Duration = .seconds(5)
     ) async throws(NATSError) -> NATSMessage {
-        let started: Result<StartedRequest, NATSError>
+        let started: Result<(ResponseMux, UInt64), NATSError>
         if let contiguous = payload.withContiguousStorageIfAvailable({ bytes in
             Result { () throws(NATSError) in
                 try startRequest(subject: subject, bytes: UnsafeRawBufferPointer(bytes), headers: headers, timeout: timeout)
@@ -493,34 +495,14 @@ public final class NATSConnection: Sendable {
                 }
             }
         }
-        switch try started.get() {
-        case .multiplexed(let mux, let token):
-            return try await mux.wait(token: token).get()
-        case .blocking(let bytes):
-            let native = self.native
-            let milliseconds = timeout.millisecondsClamped
-            return try await blocking.run { () throws(NATSError) -> NATSMessage in
-                try bytes.withUnsafeBytes { raw in
-                    Result { () throws(NATSError) -> NATSMessage in
-                        try native.request(subject: subject, headers: headers, payload: raw, timeoutMilliseconds: milliseconds)
-                    }
-                }.get()
-            }
-        }
+        let (mux, token) = try started.get()
+        return try await mux.wait(token: token).get()
     }
 
-    /// A request that was checked and, on a SendAsap connection, sent.
-    enum StartedRequest {
-        /// Sent through the multiplexer; wait for `token`.
-        case multiplexed(ResponseMux, UInt64)
-        /// To be sent by cnats's blocking request, with a copy of the payload.
-        case blocking(NATSPayload)
-    }
-
-    /// Validates a request and sends it through the multiplexer, or copies its payload for the
-    /// blocking path. Synchronous: the caller's bytes are only valid here.
+    /// Validates a request and sends it through the multiplexer; returns the multiplexer and the
+    /// request's token. Synchronous: the caller's bytes are only valid here.
     func startRequest(subject: String, bytes: UnsafeRawBufferPointer, headers: NATSHeaders, timeout: Duration)
-        throws(NATSError) -> StartedRequest
+        throws(NATSError) -> (ResponseMux, UInt64)
     {
         try NATSValidation.validateSubject(subject, for: .publish)
         if !headers.isEmpty { try NATSValidation.validateHeaders(headers) }
@@ -529,9 +511,8 @@ public final class NATSConnection: Sendable {
         try checkControlLine(
             subject: subject, replyLength: NATSValidation.requestInboxReserve, headers: headers, payloadCount: bytes.count)
         guard core.isOpen else { throw notConnectedError() }
-        guard configuration.sendAsap || NativeConnection.canPublishNow else { return .blocking(NATSPayload(copying: bytes)) }
         let mux = try responseMultiplexer()
-        return .multiplexed(mux, try mux.start(subject: subject, bytes: bytes, headers: headers, timeout: timeout))
+        return (mux, try mux.start(subject: subject, bytes: bytes, headers: headers, timeout: timeout))
     }
 
     /// Validates a request whose outcome goes to `receiver` (a JetStream publish in a

@@ -11,8 +11,9 @@ import Synchronization
 /// blocking request does), because a plain publish would wait up to a millisecond for cnats's
 /// flusher thread. The round trip then costs what raw cnats's blocking request costs: the
 /// delivery thread wakes for the reply, then the awaiting task (where cnats wakes the blocked
-/// caller). Without those internals (see `NativeInternals`) and without SendAsap, connections
-/// keep cnats's blocking request on the blocking executor.
+/// caller). Without those internals (see `NativeInternals`) and without SendAsap, a request is a
+/// plain publish that cnats's flusher writes up to a millisecond later; nothing else changes
+/// (one code path for every request: the same timeout, cancellation and disconnection rules).
 ///
 /// Each request ends exactly once: with its reply, "no responders", its timeout (a one-shot timer
 /// armed for the earliest deadline), cancellation of the awaiting task, or the connection

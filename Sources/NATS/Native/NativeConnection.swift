@@ -323,48 +323,6 @@ final class NativeConnection: @unchecked Sendable {
         try NativeStatus.check(natsConnection_FlushTimeout(pointer, max(1, timeoutMilliseconds)), "flushing")
     }
 
-    /// Sends a request and waits for one reply (blocking). cnats writes the request at once
-    /// (its request functions flush in place) and its own reply subscription wakes this thread.
-    func request(
-        subject: String,
-        headers: NATSHeaders,
-        payload: UnsafeRawBufferPointer,
-        timeoutMilliseconds: Int64
-    ) throws(NATSError) -> NATSMessage {
-        guard let pointer else { throw Self.notConnected }
-        var reply: OpaquePointer?
-        let status: natsStatus
-        let timeout = max(1, timeoutMilliseconds)
-        if headers.isEmpty {
-            // No headers: no request message to build.
-            let data = payload.baseAddress
-            let length = Int32(truncatingIfNeeded: payload.count)
-            status = subject.withCString { natsConnection_Request(&reply, pointer, $0, data, length, timeout) }
-        } else {
-            let message = try NativeMessage.makeOutgoing(subject: subject, replyTo: nil, headers: headers, payload: payload)
-            // The request message is ours; RequestMsg does not take it.
-            defer { NativeMessage.destroy(message) }
-            status = natsConnection_RequestMsg(&reply, pointer, message, timeout)
-        }
-        if status == NATS_NO_RESPONDERS {
-            throw NATSError(
-                .noResponders, "no responders are subscribed to '\(subject)'", isRetriable: true,
-                nativeStatus: NativeStatus.describe(status))
-        }
-        if status == NATS_TIMEOUT {
-            throw NATSError(
-                .timeout, "no reply on '\(subject)' within \(timeoutMilliseconds) ms", isRetriable: true,
-                nativeStatus: NativeStatus.describe(status))
-        }
-        guard status == NATS_OK, let reply else { throw Self.failure(status, "requesting on '\(subject)'", on: pointer) }
-        // The reply is handed to us: copy it out and destroy it.
-        defer { NativeMessage.destroy(reply) }
-        if NativeMessage.isNoResponders(reply) {
-            throw NATSError(.noResponders, "no responders are subscribed to '\(subject)'", isRetriable: true)
-        }
-        return NativeMessage.copy(reply)
-    }
-
     /// Starts draining (non-blocking): subscriptions finish their pending messages, publishes are
     /// flushed, then the connection closes and the closed callback fires.
     func startDrain(timeoutMilliseconds: Int64) throws(NATSError) {
