@@ -194,5 +194,10 @@ struct JetStreamUnitTests {
         let inbox = MessageAcknowledgement(subject: "_INBOX.abcdefghijklmnopqrstuv.7")
         #expect(inbox.subject == "_INBOX.abcdefghijklmnopqrstuv.7" && !inbox.isJetStreamAck)
         #expect(!MessageAcknowledgement(subject: "$JS.ACK.").isJetStreamAck)
+        // A push consumer's flow-control request is answered (not nak'ed) when handed back.
+        let flowControl = MessageAcknowledgement(subject: "$JS.FC.EVENTS.workers.3kA9")
+        #expect(flowControl.isFlowControl && !flowControl.isJetStreamAck)
+        #expect(!inbox.isFlowControl && !first.isFlowControl)
+        #expect(!MessageAcknowledgement(subject: "$JS.FC.").isFlowControl)
     }
 }

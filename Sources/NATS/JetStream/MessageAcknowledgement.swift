@@ -114,6 +114,16 @@ struct MessageAcknowledgement: @unchecked Sendable {
         }
     }
 
+    /// Whether the subject is a push consumer's flow-control reply subject (`$JS.FC.…`): the
+    /// server stops delivering to the consumer until a message is published to it.
+    var isFlowControl: Bool {
+        withSubjectBytes { bytes in
+            bytes.count > 7 && bytes[0] == UInt8(ascii: "$") && bytes[1] == UInt8(ascii: "J") && bytes[2] == UInt8(ascii: "S")
+                && bytes[3] == UInt8(ascii: ".") && bytes[4] == UInt8(ascii: "F") && bytes[5] == UInt8(ascii: "C")
+                && bytes[6] == UInt8(ascii: ".")
+        }
+    }
+
     static func noReply(subject: String) -> NATSError {
         NATSError(.invalidArgument, "message on '\(subject)' has no ack subject (its consumer does not use acks)")
     }

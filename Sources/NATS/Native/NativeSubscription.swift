@@ -316,13 +316,23 @@ final class NativeReplyBox: NativeSubscriptionBox, @unchecked Sendable {
 
 extension NativeConnection {
     /// Hands a stream message nobody settled back to the server at once (`-NAK`), for a consumer
-    /// that stopped before handing it out; anything else (a core message, a settled one) is left
-    /// alone. Non-blocking; a failed publish leaves the message to its ack wait.
+    /// that stopped before handing it out, and answers a flow-control request it will not
+    /// process (the server would otherwise hold the whole push consumer, the group's other
+    /// members included, until an idle heartbeat reports the stall); anything else (a core
+    /// message, a settled one) is left alone. Non-blocking; a failed publish leaves the message to
+    /// its ack wait.
     func handBack(_ reply: MessageAcknowledgement?) {
-        guard let reply, reply.isJetStreamAck, !reply.isDone else { return }
+        guard let reply, !reply.isDone else { return }
+        let body: StaticString
+        if reply.isJetStreamAck {
+            body = "-NAK"
+        } else if reply.isFlowControl {
+            body = ""
+        } else {
+            return
+        }
         reply.withSubjectCString { subject in
-            let nak: StaticString = "-NAK"
-            _ = try? publish(subjectCString: subject, payload: UnsafeRawBufferPointer(start: nak.utf8Start, count: nak.utf8CodeUnitCount))
+            _ = try? publish(subjectCString: subject, payload: UnsafeRawBufferPointer(start: body.utf8Start, count: body.utf8CodeUnitCount))
         }
     }
 }
