@@ -22,7 +22,9 @@ struct JetStreamPublisherWindowTests {
         let cancelledAt = clock.now
         second.cancel()
         let result = await second.result
-        #expect(cancelledAt.duration(to: clock.now) < .seconds(2))
+        // Well under the 30 s ack timeout the first publish holds the window for (loose: the whole
+        // suite shares two cores).
+        #expect(cancelledAt.duration(to: clock.now) < .seconds(10))
         #expect(throws: NATSError.self) { try result.get() }
         if case .failure(let error as NATSError) = result { #expect(error.code == .cancelled) }
         #expect(publisher.pendingCount == 1, "only the first publish is in flight")
