@@ -571,16 +571,8 @@ func setupW3(url string) (*fixture, error) {
 // W4: 20,000 JetStream publishes, one at a time, each awaiting its ack; the stream is purged
 // before (unmeasured) and must hold exactly those afterwards.
 func setupW4(url string) (*fixture, error) {
-	nc, err := connect(url)
+	nc, js, err := connectWithStream(url, 0)
 	if err != nil {
-		return nil, err
-	}
-	js, err := nc.JetStream()
-	if err == nil {
-		err = workloadStream(js)
-	}
-	if err != nil {
-		nc.Close()
 		return nil, err
 	}
 	return &fixture{
@@ -645,22 +637,32 @@ func setupW5(url string) (*fixture, error) {
 	}, nil
 }
 
-// W6: a durable pull consumer (new each iteration, unmeasured) reads the 200,000 messages stored
-// in setup in batches of 500 and acks each; a flush at the end.
-func setupW6(url string) (*fixture, error) {
+// connectWithStream connects with the defaults, creates the workload's stream (empty) and stores
+// `stored` messages in it (none for 0).
+func connectWithStream(url string, stored int) (*nats.Conn, nats.JetStreamContext, error) {
 	nc, err := connect(url)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	js, err := nc.JetStream()
 	if err == nil {
 		err = workloadStream(js)
 	}
-	if err == nil {
-		err = preload(nc, w6Messages)
+	if err == nil && stored > 0 {
+		err = preload(nc, stored)
 	}
 	if err != nil {
 		nc.Close()
+		return nil, nil, err
+	}
+	return nc, js, nil
+}
+
+// W6: a durable pull consumer (new each iteration, unmeasured) reads the 200,000 messages stored
+// in setup in batches of 500 and acks each; a flush at the end.
+func setupW6(url string) (*fixture, error) {
+	nc, js, err := connectWithStream(url, w6Messages)
+	if err != nil {
 		return nil, err
 	}
 	return &fixture{
@@ -702,19 +704,8 @@ func setupW6(url string) (*fixture, error) {
 // W7: a durable push consumer (new each iteration, unmeasured) delivers the 200,000 messages
 // stored in setup; subscribing is measured, as raw's js_Subscribe; the handler acks and counts.
 func setupW7(url string) (*fixture, error) {
-	nc, err := connect(url)
+	nc, js, err := connectWithStream(url, w7Messages)
 	if err != nil {
-		return nil, err
-	}
-	js, err := nc.JetStream()
-	if err == nil {
-		err = workloadStream(js)
-	}
-	if err == nil {
-		err = preload(nc, w7Messages)
-	}
-	if err != nil {
-		nc.Close()
 		return nil, err
 	}
 	return &fixture{

@@ -17,15 +17,12 @@ struct ClusterHarness: Sendable {
         servers: [String]? = nil,
         _ adjust: (inout NATSConnectionConfiguration) -> Void = { _ in }
     ) async throws -> NATSConnection {
-        var configuration = try NATSConnectionConfiguration(servers: servers ?? cluster.urls)
-        configuration.name = name
-        configuration.reconnect.wait = .milliseconds(250)
-        configuration.reconnect.jitter = .milliseconds(100)
-        configuration.reconnect.maxAttempts = .unlimited
-        adjust(&configuration)
-        var logger = Logger(label: "reliability.\(name)")
-        logger.logLevel = .critical
-        return try await NATSConnection.connect(configuration: configuration, logger: logger)
+        try await connectWithDefaults(name: name, servers: servers) { configuration in
+            configuration.reconnect.wait = .milliseconds(250)
+            configuration.reconnect.jitter = .milliseconds(100)
+            configuration.reconnect.maxAttempts = .unlimited
+            adjust(&configuration)
+        }
     }
 
     /// Connects with the library's default configuration (no test tuning of reconnects or pings).

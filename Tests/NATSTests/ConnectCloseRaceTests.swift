@@ -90,44 +90,14 @@ struct ConnectCloseRaceTests {
 
     /// The number of client connections the server reports on its monitoring endpoint (`/connz`).
     static func connectionCount(monitoringPort: Int) async throws -> Int {
-        let body = try await offCooperativePool { try httpGet(port: monitoringPort, path: "/connz") }
+        let response = try await offCooperativePool { NATSClusterProcess.httpGet(port: monitoringPort, path: "/connz", timeout: .seconds(2)) }
+        guard let body = response?.body, response?.status == 200 else {
+            throw NATSServerProcess.Failure(description: "no answer from the monitoring port \(monitoringPort)")
+        }
         let parsed = try JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any]
         guard let count = parsed?["num_connections"] as? Int else {
             throw NATSServerProcess.Failure(description: "no num_connections in /connz: \(body.prefix(300))")
         }
         return count
-    }
-
-    /// An HTTP/1.0 GET on 127.0.0.1 (blocking): the body.
-    static func httpGet(port: Int, path: String) throws -> String {
-        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard descriptor >= 0 else { throw NATSServerProcess.Failure(description: "socket() failed: \(errno)") }
-        defer { close(descriptor) }
-        var timeout = timeval(tv_sec: 2, tv_usec: 0)
-        setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard connected == 0 else { throw NATSServerProcess.Failure(description: "cannot reach the monitoring port \(port)") }
-        let request = Array("GET \(path) HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".utf8)
-        guard send(descriptor, request, request.count, 0) == request.count else {
-            throw NATSServerProcess.Failure(description: "cannot send to the monitoring port")
-        }
-        var response: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 65_536)
-        while true {
-            let received = recv(descriptor, &buffer, buffer.count, 0)
-            if received <= 0 { break }
-            response += buffer[0..<received]
-        }
-        let text = String(decoding: response, as: UTF8.self)
-        guard let headerEnd = text.range(of: "\r\n\r\n") else {
-            throw NATSServerProcess.Failure(description: "no HTTP response from the monitoring port: \(text.prefix(200))")
-        }
-        return String(text[headerEnd.upperBound...])
     }
 }
