@@ -312,6 +312,20 @@ func connect(url string) (*nats.Conn, error) {
 	return nats.Connect(url)
 }
 
+// connectTwo opens two connections with the defaults (a workload's two sides), or neither.
+func connectTwo(url string) (*nats.Conn, *nats.Conn, error) {
+	first, err := connect(url)
+	if err != nil {
+		return nil, nil, err
+	}
+	second, err := connect(url)
+	if err != nil {
+		first.Close()
+		return nil, nil, err
+	}
+	return first, second, nil
+}
+
 // workloadStream creates the workloads' stream as raw cnats does (file storage, events.>) and
 // empties it (a no-op on a fresh server; on NATS_BENCH_URL's it may hold an earlier run's).
 func workloadStream(js nats.JetStreamContext) error {
@@ -470,13 +484,8 @@ func setupW1(url string) (*fixture, error) {
 // iteration ends when the subscriber counted every message. The subscription (new each iteration,
 // interest confirmed by a flush) holds a whole iteration, as raw's: a dropped message fails.
 func setupW2(url string) (*fixture, error) {
-	publisher, err := connect(url)
+	publisher, subscriber, err := connectTwo(url)
 	if err != nil {
-		return nil, err
-	}
-	subscriber, err := connect(url)
-	if err != nil {
-		publisher.Close()
 		return nil, err
 	}
 	const subject = "bench.w2"
@@ -531,13 +540,8 @@ func setupW2(url string) (*fixture, error) {
 // W3: 20,000 sequential requests of 128 bytes to an echo responder in this process (its own
 // connection, nats.go's defaults, replying from its subscription's handler).
 func setupW3(url string) (*fixture, error) {
-	requester, err := connect(url)
+	requester, responder, err := connectTwo(url)
 	if err != nil {
-		return nil, err
-	}
-	responder, err := connect(url)
-	if err != nil {
-		requester.Close()
 		return nil, err
 	}
 	const subject = "bench.w3"
@@ -747,13 +751,8 @@ func setupW7(url string) (*fixture, error) {
 // the start of its publish until a push consumer's handler (its own connection, deliver new,
 // manual acks) received it; the next is published only then.
 func setupW8(url string) (*fixture, error) {
-	publisher, err := connect(url)
+	publisher, subscriber, err := connectTwo(url)
 	if err != nil {
-		return nil, err
-	}
-	subscriber, err := connect(url)
-	if err != nil {
-		publisher.Close()
 		return nil, err
 	}
 	fail := func(err error) (*fixture, error) { publisher.Close(); subscriber.Close(); return nil, err }

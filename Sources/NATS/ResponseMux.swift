@@ -72,6 +72,17 @@ final class ResponseMux: Sendable {
             waiters[token] = waiter
             return nil
         }
+
+        /// Fails every open request with a token below `below` with the error `error` makes for
+        /// it; returns whom to hand each failure to.
+        mutating func failOpen(below: UInt64 = .max, _ error: (Waiter) -> NATSError) -> [(Recipient, NATSError)] {
+            var failed: [(Recipient, NATSError)] = []
+            for (token, waiter) in waiters where waiter.outcome == nil && token < below {
+                let failure = error(waiter)
+                if let recipient = complete(token, .failure(failure)) { failed.append((recipient, failure)) }
+            }
+            return failed
+        }
     }
 
     /// `_INBOX.<22 random characters>.` as bytes.
@@ -230,15 +241,13 @@ final class ResponseMux: Sendable {
     /// connection fail now, naming the server's reason (one of them is likely the request the
     /// server refused), instead of waiting for their timeouts. Requests started since keep going.
     private func failLost() {
-        var failed: [(Recipient, NATSError)] = []
-        state.withLock { state in
-            guard let (below, reason) = state.lost else { return }
+        let failed = state.withLock { state -> [(Recipient, NATSError)] in
+            guard let (below, reason) = state.lost else { return [] }
             state.lost = nil
-            for (token, waiter) in state.waiters where waiter.outcome == nil && token < below {
-                let error = NATSError(
+            return state.failOpen(below: below) { waiter in
+                NATSError(
                     .serverError, "request on '\(NATSValidation.printable(waiter.subject))': the server closed the connection: \(reason)",
                     isRetriable: true)
-                if let recipient = state.complete(token, .failure(error)) { failed.append((recipient, error)) }
             }
         }
         for (recipient, error) in failed { recipient.deliver(.failure(error)) }
@@ -249,14 +258,12 @@ final class ResponseMux: Sendable {
     /// instead of waiting for its timeout. Requests started from now on are sent after the
     /// reconnect (cnats buffers them) and keep going.
     private func failInFlight() {
-        var failed: [(Recipient, NATSError)] = []
-        state.withLock { state in
-            for (token, waiter) in state.waiters where waiter.outcome == nil {
-                let error = NATSError(
+        let failed = state.withLock { state in
+            state.failOpen { waiter in
+                NATSError(
                     .disconnected,
                     "request on '\(NATSValidation.printable(waiter.subject))': the connection to the server dropped before the reply arrived; the server may or may not have processed it",
                     isRetriable: true)
-                if let recipient = state.complete(token, .failure(error)) { failed.append((recipient, error)) }
             }
         }
         for (recipient, error) in failed { recipient.deliver(.failure(error)) }

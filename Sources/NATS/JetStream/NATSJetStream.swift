@@ -237,10 +237,7 @@ public struct NATSJetStream: Sendable {
                 "publish to '\(subject)': no stream answered (no stream stores this subject, JetStream is disabled, or a stream leader is being elected); retry with the same message id",
                 isRetriable: true, nativeStatus: error.nativeStatus)
         } catch where error.code == .disconnected {
-            throw NATSError(
-                .disconnected,
-                "publish to '\(subject)' (message id \(options.messageID ?? "none")): the connection dropped before its ack; it may or may not be stored: resend it with the same message id",
-                isRetriable: true)
+            throw NATSError.unacknowledgedPublish(.disconnected, subject: subject, messageID: options.messageID)
         }
         return try NATSPublishAck.parse(reply.payload, subject: subject)
     }

@@ -194,17 +194,9 @@ public final class NATSJetStreamPublisher: Sendable {
                     isRetriable: true))
         case .failure(let error) where error.code == .serverError:
             // The server closed the connection (after an -ERR) while the ack was on its way.
-            return .failure(
-                NATSError(
-                    .serverError,
-                    "publish to '\(record.subject)' (message id \(record.messageID ?? "none")): \(error.message); it may or may not be stored: resend it with the same message id",
-                    isRetriable: true))
+            return .failure(.unacknowledgedPublish(.serverError, subject: record.subject, messageID: record.messageID, why: error.message))
         case .failure(let error) where error.code == .disconnected:
-            return .failure(
-                NATSError(
-                    .disconnected,
-                    "publish to '\(record.subject)' (message id \(record.messageID ?? "none")): the connection dropped before its ack; it may or may not be stored: resend it with the same message id",
-                    isRetriable: true))
+            return .failure(.unacknowledgedPublish(.disconnected, subject: record.subject, messageID: record.messageID))
         case .failure(let error) where error.code == .timeout:
             return .failure(
                 NATSError(
@@ -370,5 +362,18 @@ extension NATSPendingPublish: ResponseReceiver {
         // resumed must find this publish gone, or it thinks itself not alone and leaves its
         // publish to cnats's flusher (a millisecond's wait for a one-at-a-time publisher).
         complete(publisher.outcome(of: self, outcome), beforeResuming: publisher.completed)
+    }
+}
+
+extension NATSError {
+    /// A JetStream publish whose ack will not come (the connection dropped, or the server closed
+    /// it after an `-ERR`): it may or may not be stored, and is safe to resend with the same id.
+    static func unacknowledgedPublish(
+        _ code: Code, subject: String, messageID: String?, why: String = "the connection dropped before its ack"
+    ) -> NATSError {
+        NATSError(
+            code,
+            "publish to '\(subject)' (message id \(messageID ?? "none")): \(why); it may or may not be stored: resend it with the same message id",
+            isRetriable: true)
     }
 }
