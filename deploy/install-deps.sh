@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing this project needs, idempotently:
-#   - Debian packages: libnats-dev (cnats 3.4, the C client), nats-server (fallback server),
+#   - Debian packages: libnats-dev (cnats 3.4, the C client), libssl-dev (OpenSSL's libcrypto, which
+#     cnats links: Ed25519 signatures for NKey seeds given as values), openssl (the TLS tests make
+#     their certificates at run time), nats-server (fallback server),
 #     pkg-config, python3-venv; iproute2 and curl (the multi-host fault tests build hosts from
 #     network namespaces with `ip netns` and probe servers inside them with curl); golang-go and
 #     golang-github-nats-io-go-nats-dev (Go 1.19 and nats.go 1.22: the benchmark report's nats.go
@@ -16,7 +18,7 @@ cd "$root"
 sudo_cmd=""
 if [ "$(id -u)" -ne 0 ]; then sudo_cmd="sudo"; fi
 
-apt_packages=(libnats-dev nats-server pkg-config python3-venv iproute2 curl golang-go golang-github-nats-io-go-nats-dev)
+apt_packages=(libnats-dev libssl-dev openssl nats-server pkg-config python3-venv iproute2 curl golang-go golang-github-nats-io-go-nats-dev)
 missing=()
 for package in "${apt_packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then

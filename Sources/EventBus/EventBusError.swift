@@ -43,6 +43,9 @@ public struct EventBusError: Error, Sendable, CustomStringConvertible {
         public static let backendUnavailable = Code("backendUnavailable")
         /// The backend did not accept a published event (for example its retained log is full).
         public static let publishFailed = Code("publishFailed")
+        /// The backend refused the operation for this identity: it may not publish to, or
+        /// subscribe to, the subject the message names. Not retriable; other subjects still work.
+        public static let permissionDenied = Code("permissionDenied")
 
         /// The code's name.
         public var description: String { name }

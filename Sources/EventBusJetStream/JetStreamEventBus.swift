@@ -484,7 +484,8 @@ extension EventBusError {
         case .alreadyAcknowledged: code = .alreadyAcknowledged
         case .invalidSubject: code = .invalidSubject
         case .payloadTooLarge, .invalidHeader: code = .invalidEvent
-        case .jetStreamNotEnabled, .noServers, .notConnected: code = .backendUnavailable
+        case .jetStreamNotEnabled, .noServers, .notConnected, .authenticationFailed, .tls: code = .backendUnavailable
+        case .permissionDenied: code = .permissionDenied
         default: code = fallback
         }
         self.init(code, "\(what): \(error.message)", isRetriable: error.isRetriable || code == .timeout, underlying: error)

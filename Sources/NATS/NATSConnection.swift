@@ -106,6 +106,7 @@ public final class NATSConnection: Sendable {
         try configuration.validate()
         if case .reject(let error) = core.transition({ $0.connectRequested() }) { throw error }
         NativeInternals.selection.log(to: core.logger)
+        for warning in configuration.tlsWarnings { core.logger.warning("\(warning)") }
         let configuration = self.configuration
         let core = self.core
         let native = self.native
@@ -442,6 +443,12 @@ public final class NATSConnection: Sendable {
             flushed = false
         }
         try native.confirm(subscription, failed: !flushed)
+        if flushed, let reason = native.subscriptionRefusal(subject: subject) {
+            subscription.unsubscribe()
+            throw NATSError(
+                .permissionDenied,
+                "subscribing to '\(NATSValidation.printable(subject))': the server does not permit it (\(reason)); the connection stays open")
+        }
         return subscription
     }
 

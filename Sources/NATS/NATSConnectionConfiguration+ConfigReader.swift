@@ -20,8 +20,9 @@ extension NATSConnectionConfiguration {
     /// | `writeImmediatelyAfterIdleUs` | microseconds of quiet after which a publish is written at once; `0` turns it off |
     /// | `maxControlLine` | the servers' `max_control_line` in bytes (default 4,096) |
     /// | `pending.messages`, `pending.bytes` | subscription buffer limits |
-    /// | `token` (secret), `user`, `password` (secret), `credentialsFile`, `nkey.publicKey`, `nkey.seedFile` | authentication |
+    /// | `token` (secret), `user`, `password` (secret), `credentialsFile`, `nkey.publicKey` + `nkey.seedFile`, `nkey.seed` (secret) | authentication: one method |
     /// | `tls.caFile`, `tls.certificateFile`, `tls.keyFile`, `tls.expectedHostname` | TLS |
+    /// | `tls.serverVerification` | `full` (default), `certificateOnly` or `none` |
     ///
     /// - Parameters:
     ///   - config: The reader, already scoped by the application.
@@ -76,6 +77,7 @@ extension NATSConnectionConfiguration {
         let credentialsFile = values.string("credentialsFile")
         let nkeyPublicKey = values.string("nkey.publicKey")
         let nkeySeedFile = values.string("nkey.seedFile")
+        let nkeySeed = values.string("nkey.seed", isSecret: true)
         var chosen: [String] = []
         if let token {
             authentication = .token(token)
@@ -103,16 +105,31 @@ extension NATSConnectionConfiguration {
             authentication = .nkeySeedFile(publicKey: nkeyPublicKey, seedFile: nkeySeedFile)
             chosen.append(values.name("nkey.seedFile"))
         }
+        if let nkeySeed {
+            authentication = .nkeySeed(nkeySeed)
+            chosen.append(values.name("nkey.seed"))
+        }
         if chosen.count > 1 {
             throw NATSError(
                 .invalidConfiguration,
                 "more than one authentication method is configured (\(chosen.joined(separator: ", "))): choose one")
         }
+        var verification = TLS.ServerVerification.full
+        if let text = values.string("tls.serverVerification") {
+            guard let value = TLS.ServerVerification(rawValue: text) else {
+                throw NATSError(
+                    .invalidConfiguration,
+                    "invalid value '\(text)' for \(values.name("tls.serverVerification")): use one of "
+                        + TLS.ServerVerification.allCases.map(\.rawValue).joined(separator: ", "))
+            }
+            verification = value
+        }
         let tls = TLS(
             caFile: values.string("tls.caFile"),
             certificateFile: values.string("tls.certificateFile"),
             keyFile: values.string("tls.keyFile"),
-            expectedHostname: values.string("tls.expectedHostname"))
+            expectedHostname: values.string("tls.expectedHostname"),
+            serverVerification: verification)
         if tls != TLS() { self.tls = tls }
         try validate()
     }

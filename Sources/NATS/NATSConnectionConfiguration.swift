@@ -66,10 +66,17 @@ public struct NATSConnectionConfiguration: Sendable, CustomStringConvertible, Cu
         case token(String)
         /// A user name and password.
         case userPassword(user: String, password: String)
-        /// A `.creds` file holding a user JWT and its NKey seed.
+        /// A `.creds` file holding a user JWT and its NKey seed (as `nsc` writes it). The file is
+        /// read and checked at each connect: one without a user JWT, or whose seed is not a user
+        /// seed, is refused before anything is sent.
         case credentialsFile(path: String)
-        /// An NKey: the public key and a file holding its seed.
+        /// An NKey: the public key and a file holding its seed (`SU…`). The seed is checked to
+        /// belong to the public key before anything is sent.
         case nkeySeedFile(publicKey: String, seedFile: String)
+        /// An NKey seed given as a value (`SU…`, from the environment or a secret store); the
+        /// public key is derived from it. The seed signs the server's nonce in this process and is
+        /// never sent or logged.
+        case nkeySeed(String)
 
         public var description: String {
             switch self {
@@ -78,6 +85,7 @@ public struct NATSConnectionConfiguration: Sendable, CustomStringConvertible, Cu
             case .userPassword(let user, _): "userPassword(user: \(user), password: ***)"
             case .credentialsFile(let path): "credentialsFile(\(path))"
             case .nkeySeedFile(let publicKey, let seedFile): "nkeySeedFile(publicKey: \(publicKey), seedFile: \(seedFile))"
+            case .nkeySeed: "nkeySeed(***)"
             }
         }
 
@@ -89,7 +97,21 @@ public struct NATSConnectionConfiguration: Sendable, CustomStringConvertible, Cu
     }
 
     /// TLS settings; setting any of them makes the connection require TLS.
+    ///
+    /// By default the server's certificate chain is verified against ``caFile`` (or the system's
+    /// trust store) and its name against the server URL's host (or ``expectedHostname``).
     public struct TLS: Sendable, Hashable {
+        /// How much of the server's certificate is checked.
+        public enum ServerVerification: String, Sendable, Hashable, CaseIterable {
+            /// The chain against the trusted authorities, and the name against the host. Default.
+            case full
+            /// The chain only; any name is accepted. A warning is logged at connect.
+            case certificateOnly
+            /// Nothing: any certificate is accepted, so anyone on the path can impersonate the
+            /// server. For tests only; a warning is logged at connect.
+            case none
+        }
+
         /// A PEM file of certificate authorities to trust.
         public var caFile: String?
         /// A PEM client certificate chain, for mutual TLS.
@@ -97,14 +119,25 @@ public struct NATSConnectionConfiguration: Sendable, CustomStringConvertible, Cu
         /// The PEM private key of `certificateFile`.
         public var keyFile: String?
         /// The host name expected in the server's certificate, when it differs from the URL's.
+        ///
+        /// cnats 3.4 checks one name for every server of a connection: when the servers' URLs
+        /// have different host names, set this to a name all their certificates carry. A host
+        /// given as an IP address is not checked as a name (cnats checks DNS names only); set
+        /// this to a DNS name in the certificate to have it checked.
         public var expectedHostname: String?
+        /// How much of the server's certificate is checked. Default ``ServerVerification/full``.
+        public var serverVerification: ServerVerification
 
         /// Creates TLS settings.
-        public init(caFile: String? = nil, certificateFile: String? = nil, keyFile: String? = nil, expectedHostname: String? = nil) {
+        public init(
+            caFile: String? = nil, certificateFile: String? = nil, keyFile: String? = nil, expectedHostname: String? = nil,
+            serverVerification: ServerVerification = .full
+        ) {
             self.caFile = caFile
             self.certificateFile = certificateFile
             self.keyFile = keyFile
             self.expectedHostname = expectedHostname
+            self.serverVerification = serverVerification
         }
     }
 
@@ -203,9 +236,7 @@ public struct NATSConnectionConfiguration: Sendable, CustomStringConvertible, Cu
         if let name, name.utf8.contains(where: { $0 < 0x20 }) {
             throw fail("name", "must not contain control characters")
         }
-        if let tls, (tls.certificateFile == nil) != (tls.keyFile == nil) {
-            throw fail("tls", "certificateFile and keyFile must be given together")
-        }
+        try validateSecurity()
     }
 
     /// The same as ``description``: secrets redacted.

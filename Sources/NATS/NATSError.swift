@@ -52,6 +52,10 @@ public struct NATSError: Error, Sendable, CustomStringConvertible, Hashable {
         public static let permissionDenied = Code("permissionDenied")
         /// A network or protocol failure.
         public static let ioError = Code("ioError")
+        /// TLS failed: the handshake, the server's certificate (untrusted, expired, another host
+        /// name), a client certificate the server requires, or TLS required by one side and not
+        /// offered by the other. The message says which.
+        public static let tls = Code("tls")
         /// The connection to the server dropped while the operation waited for the server's
         /// answer (a request's reply, a JetStream publish's ack). Its outcome is unknown: the
         /// server may have processed it. Retriable: a JetStream publish is safe to resend with the

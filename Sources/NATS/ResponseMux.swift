@@ -117,7 +117,8 @@ final class ResponseMux: Sendable {
             onComplete: { mux.failAll(NATSError(.connectionClosed, "the connection closed before the reply arrived")) },
             onConnectionLost: { reason in mux.markLost(serverReason: reason) },
             onConnectionRecovered: { mux.failLost() },
-            onConnectionDropped: { mux.failInFlight() })
+            onConnectionDropped: { mux.failInFlight() },
+            onPublishDenied: { subject, reason in mux.failDenied(subject: subject, reason: reason) })
         let native = try native.subscribe(subject: subject, queueGroup: nil, limits: limits, box: box)
         mux.state.withLock { $0.subscription = native }
         mux.timer.setEventHandler { mux.expire() }
@@ -265,6 +266,23 @@ final class ResponseMux: Sendable {
                     "request on '\(NATSValidation.printable(waiter.subject))': the connection to the server dropped before the reply arrived; the server may or may not have processed it",
                     isRetriable: true)
             }
+        }
+        for (recipient, error) in failed { recipient.deliver(.failure(error)) }
+    }
+
+    /// The server refused a publish to `subject`: the requests open on it fail now with
+    /// ``NATSError/Code/permissionDenied`` instead of timing out (no reply can come). Requests on
+    /// other subjects go on.
+    private func failDenied(subject: String, reason: String) {
+        let failed = state.withLock { state -> [(Recipient, NATSError)] in
+            var failed: [(Recipient, NATSError)] = []
+            for (token, waiter) in state.waiters where waiter.subject == subject && waiter.outcome == nil {
+                let error = NATSError(
+                    .permissionDenied,
+                    "request on '\(NATSValidation.printable(subject))': the server does not permit publishing to it (\(reason))")
+                if let recipient = state.complete(token, .failure(error)) { failed.append((recipient, error)) }
+            }
+            return failed
         }
         for (recipient, error) in failed { recipient.deliver(.failure(error)) }
     }

@@ -104,6 +104,8 @@ final class NativeConnection: @unchecked Sendable {
         let options = try NativeOptions(configuration)
         // Retained for cnats: released in the closed callback, or below if connecting fails
         // (cnats calls no callback for a connection that never connected).
+        callbacks.signer = options.signer
+        callbacks.userJWT = options.userJWT
         let closure = Unmanaged.passRetained(callbacks).toOpaque()
         do {
             try options.setCallbacks(closure)
@@ -116,7 +118,15 @@ final class NativeConnection: @unchecked Sendable {
         guard status == NATS_OK, let connection else {
             Unmanaged<NativeConnectionCallbacks>.fromOpaque(closure).release()
             let servers = configuration.servers.map(\.description).joined(separator: ", ")
-            throw NativeStatus.error(status, "cannot connect to \(servers)")
+            let failure = NativeStatus.error(status, "cannot connect to \(servers)")
+            // cnats reports a server that wants a client certificate (or a TLS-first handshake)
+            // as a protocol error or a timeout: ask the server what it wants.
+            if failure.code != .tls, failure.code != .authenticationFailed,
+                let explained = NativeServerProbe.explainConnectFailure(configuration)
+            {
+                throw explained
+            }
+            throw failure
         }
         return connection
     }
@@ -323,6 +333,27 @@ final class NativeConnection: @unchecked Sendable {
         try NativeStatus.check(natsConnection_FlushTimeout(pointer, max(1, timeoutMilliseconds)), "flushing")
     }
 
+    /// The server's reason when it refused subscribing to `subject`: cnats records the `-ERR` as
+    /// the connection's last error before it processes the PONG that follows, so after a flush
+    /// that went out after the SUB, a refusal of this subject is visible here.
+    func subscriptionRefusal(subject: String) -> String? {
+        guard let pointer else { return nil }
+        var text: UnsafePointer<CChar>?
+        guard natsConnection_GetLastError(pointer, &text) == NATS_NOT_PERMITTED, let text else { return nil }
+        let reason = String(cString: text)
+        return Self.deniedSubject(in: reason, operation: "Subscription") == subject ? reason : nil
+    }
+
+    /// The subject of a permissions violation text (`Permissions Violation for Publish to
+    /// "orders.x"`, `… for Subscription to "orders.>" using queue "q"`) for `operation`.
+    static func deniedSubject(in text: String, operation: String) -> String? {
+        guard let range = text.firstRange(of: "Permissions Violation for \(operation) to ") else { return nil }
+        var rest = text[range.upperBound...]
+        if rest.first == "\"" { rest = rest.dropFirst() }
+        let subject = rest.prefix { $0 != "\"" && $0 != " " && $0 != "'" }
+        return subject.isEmpty ? nil : String(subject)
+    }
+
     /// Starts draining (non-blocking): subscriptions finish their pending messages, publishes are
     /// flushed, then the connection closes and the closed callback fires.
     func startDrain(timeoutMilliseconds: Int64) throws(NATSError) {
@@ -424,6 +455,11 @@ final class NativeConnectionCallbacks: @unchecked Sendable {
     let onMaxPayload: @Sendable (Int) -> Void
     /// Decides whether a closed connection is recovered (see ``NativeConnectionLink``).
     let link: NativeConnectionLink
+    /// Signs the server's nonce for NKey and credentials authentication; set once, before the
+    /// box is handed to cnats.
+    var signer: NativeNKeySigner?
+    /// The user JWT of a credentials file; set with `signer`.
+    var userJWT: String?
 
     init(
         onEvent: @escaping @Sendable (NATSConnectionEvent) -> Void,
@@ -516,6 +552,10 @@ let nativeAsyncError: natsErrHandler = { connection, subscription, status, closu
     }
     if status == NATS_NOT_PERMITTED {
         // `Permissions Violation for Publish to "subject"`: cnats keeps the connection open.
+        // Requests waiting on that subject fail now rather than at their timeout.
+        if let subject = NativeConnection.deniedSubject(in: text, operation: "Publish") {
+            callbacks.link.publishDenied(subject: subject, reason: text)
+        }
         callbacks.onEvent(.error(NATSError(
             .permissionDenied, "the server refused: \(text); the connection stays open",
             nativeStatus: NativeStatus.describe(status))))

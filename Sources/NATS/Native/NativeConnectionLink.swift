@@ -375,6 +375,13 @@ final class NativeConnectionLink: @unchecked Sendable {
         for box in boxes { box.connectionDropped() }
     }
 
+    /// The server refused a publish to `subject`: tells every live subscription's box (see
+    /// ``NativeSubscriptionBox/publishDenied(subject:reason:)``).
+    func publishDenied(subject: String, reason: String) {
+        let boxes = state.withLock { state in state.records.values.compactMap(\.box) }
+        for box in boxes { box.publishDenied(subject: subject, reason: reason) }
+    }
+
     private func notifyRecovered() {
         let boxes = state.withLock { state in state.records.values.compactMap(\.box) }
         for box in boxes { box.connectionRecovered() }

@@ -64,7 +64,17 @@ final class NativeOptions {
         // limits; a shared delivery pool would let one slow subscriber stall the others.
         try NativeStatus.check(natsOptions_UseGlobalMessageDelivery(pointer, false), "setting message delivery")
 
-        switch configuration.authentication {
+        try applyAuthentication(configuration.authentication)
+        try applyTLS(configuration)
+    }
+
+    /// The signer for NKey authentication, handed to cnats with the callbacks (see
+    /// ``setCallbacks(_:)``), and the user JWT sent with it for credentials files.
+    private(set) var signer: NativeNKeySigner?
+    private(set) var userJWT: String?
+
+    private func applyAuthentication(_ authentication: NATSConnectionConfiguration.Authentication) throws(NATSError) {
+        switch authentication {
         case .none:
             break
         case .token(let token):
@@ -72,30 +82,58 @@ final class NativeOptions {
         case .userPassword(let user, let password):
             try NativeStatus.check(natsOptions_SetUserInfo(pointer, user, password), "setting user and password")
         case .credentialsFile(let path):
-            try NativeStatus.check(
-                natsOptions_SetUserCredentialsFromFiles(pointer, path, nil), "loading credentials file '\(path)'")
+            // Parsed here rather than by cnats, so that a file that is not a credentials file
+            // (a bare seed, say) is refused before its content could reach the server.
+            let credentials = try NATSCredentials(
+                parsing: readSecretFile(path, purpose: "credentials file"), source: "credentials file '\(path)'")
+            signer = try NativeNKeySigner(credentials.nkey)
+            userJWT = credentials.jwt
         case .nkeySeedFile(let publicKey, let seedFile):
-            try NativeStatus.check(
-                natsOptions_SetNKeyFromSeed(pointer, publicKey, seedFile), "loading NKey seed file '\(seedFile)'")
+            let text = try readSecretFile(seedFile, purpose: "NKey seed file")
+            // A seed file holds the seed alone, or framed like a credentials file's seed block.
+            guard let line = text.split(whereSeparator: \.isWhitespace).first(where: { $0.hasPrefix("S") }) else {
+                throw NATSError(.invalidConfiguration, "NKey seed file '\(seedFile)' holds no seed ('SU…')")
+            }
+            let signer = try NativeNKeySigner(NATSNKey(seed: line, source: "NKey seed file '\(seedFile)'"))
+            guard signer.publicKey == publicKey else {
+                throw NATSError(
+                    .invalidConfiguration,
+                    "the seed in NKey seed file '\(seedFile)' belongs to public key \(signer.publicKey), not to the configured \(publicKey)")
+            }
+            self.signer = signer
+        case .nkeySeed(let value):
+            let trimmed = value.split(whereSeparator: \.isWhitespace).first ?? ""
+            let nkey = try NATSNKey(seed: trimmed, source: "the NKey seed value")
+            guard nkey.kind == .user else {
+                throw NATSError(.invalidConfiguration, "the NKey seed value is not a user seed ('SU…')")
+            }
+            signer = try NativeNKeySigner(nkey)
         }
+    }
 
-        let usesTLS = configuration.tls != nil || configuration.servers.contains { $0.scheme == "tls" }
-        if usesTLS {
-            try NativeStatus.check(natsOptions_SetSecure(pointer, true), "enabling TLS")
+    private func applyTLS(_ configuration: NATSConnectionConfiguration) throws(NATSError) {
+        guard configuration.usesTLS else { return }
+        try NativeStatus.check(natsOptions_SetSecure(pointer, true), "enabling TLS")
+        let tls = configuration.tls ?? .init()
+        if let caFile = tls.caFile {
+            try NativeStatus.check(
+                natsOptions_LoadCATrustedCertificates(pointer, caFile), "loading CA certificates '\(caFile)'")
         }
-        if let tls = configuration.tls {
-            if let caFile = tls.caFile {
-                try NativeStatus.check(
-                    natsOptions_LoadCATrustedCertificates(pointer, caFile), "loading CA certificates '\(caFile)'")
-            }
-            if let certificateFile = tls.certificateFile, let keyFile = tls.keyFile {
-                try NativeStatus.check(
-                    natsOptions_LoadCertificatesChain(pointer, certificateFile, keyFile),
-                    "loading certificate '\(certificateFile)' and key '\(keyFile)'")
-            }
-            if let hostname = tls.expectedHostname {
+        if let certificateFile = tls.certificateFile, let keyFile = tls.keyFile {
+            try NativeStatus.check(
+                natsOptions_LoadCertificatesChain(pointer, certificateFile, keyFile),
+                "loading certificate '\(certificateFile)' and key '\(keyFile)'")
+        }
+        switch tls.serverVerification {
+        case .full:
+            // cnats 3.4 checks the name only when one is set: set the URL's host by default.
+            if let hostname = try configuration.tlsHostnameToVerify() {
                 try NativeStatus.check(natsOptions_SetExpectedHostname(pointer, hostname), "setting the TLS host name")
             }
+        case .certificateOnly:
+            break
+        case .none:
+            try NativeStatus.check(natsOptions_SkipServerVerification(pointer, true), "turning off TLS verification")
         }
     }
 
@@ -108,6 +146,16 @@ final class NativeOptions {
         try NativeStatus.check(
             natsOptions_SetDiscoveredServersCB(pointer, nativeDiscoveredServers, closure), "setting callbacks")
         try NativeStatus.check(natsOptions_SetLameDuckModeCB(pointer, nativeLameDuck, closure), "setting callbacks")
+        if let signer {
+            if userJWT != nil {
+                try NativeStatus.check(
+                    natsOptions_SetUserCredentialsCallbacks(pointer, nativeUserJWT, closure, nativeSignNonce, closure),
+                    "setting credentials")
+            } else {
+                try NativeStatus.check(
+                    natsOptions_SetNKey(pointer, signer.publicKey, nativeSignNonce, closure), "setting the NKey")
+            }
+        }
     }
 }
 

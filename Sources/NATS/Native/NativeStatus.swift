@@ -55,8 +55,16 @@ enum NativeStatus {
             code = .payloadTooLarge
         case NATS_SLOW_CONSUMER:
             code = .slowConsumer
-        case NATS_IO_ERROR, NATS_STALE_CONNECTION, NATS_CONNECTION_DISCONNECTED, NATS_SECURE_CONNECTION_WANTED,
-            NATS_SECURE_CONNECTION_REQUIRED, NATS_PROTOCOL_ERROR, NATS_SSL_ERROR:
+        case NATS_SSL_ERROR:
+            code = .tls
+            detail = describeTLSFailure(detail)
+        case NATS_SECURE_CONNECTION_WANTED:
+            code = .tls
+            detail = "the client requires TLS but the server does not offer it (\(detail))"
+        case NATS_SECURE_CONNECTION_REQUIRED:
+            code = .tls
+            detail = "the server requires TLS: use a tls:// URL or set TLS settings (\(detail))"
+        case NATS_IO_ERROR, NATS_STALE_CONNECTION, NATS_CONNECTION_DISCONNECTED, NATS_PROTOCOL_ERROR:
             code = .ioError
             retriable = status == NATS_IO_ERROR || status == NATS_STALE_CONNECTION
                 || status == NATS_CONNECTION_DISCONNECTED
@@ -68,6 +76,29 @@ enum NativeStatus {
             code = .internalError
         }
         return NATSError(code, "\(operation): \(detail)", isRetriable: retriable, nativeStatus: native, file: file, line: line)
+    }
+
+    /// cnats's TLS failure text, with what it means in front: cnats writes
+    /// `SSL handshake error: <code>:<reason>:expected=<name>:cert=<subject>` for a verification
+    /// failure.
+    static func describeTLSFailure(_ detail: String) -> String {
+        if detail.lowercased().contains("hostname mismatch") {
+            return "TLS handshake failed: the server's certificate is not for the expected host name (\(detail))"
+        }
+        if detail.contains("unable to get local issuer certificate") || detail.contains("self-signed certificate")
+            || detail.contains("self signed certificate") || detail.contains("certificate verify failed")
+        {
+            return "TLS handshake failed: the server's certificate is not signed by a trusted authority "
+                + "(check tls.caFile) (\(detail))"
+        }
+        if detail.contains("certificate has expired") {
+            return "TLS handshake failed: the server's certificate has expired (\(detail))"
+        }
+        if detail.contains("certificate required") {
+            return "TLS handshake failed: the server requires a client certificate (mutual TLS); set "
+                + "tls.certificateFile and tls.keyFile (\(detail))"
+        }
+        return "TLS failed: \(detail)"
     }
 
     /// Throws when `status` is not `NATS_OK`.

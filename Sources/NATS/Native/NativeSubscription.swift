@@ -93,6 +93,10 @@ class NativeSubscriptionBox: @unchecked Sendable {
     /// will not come. Request multiplexers fail their open requests at once.
     func connectionDropped() {}
 
+    /// The server refused a publish to `subject` (a permissions violation). Request
+    /// multiplexers fail their open requests on that subject at once: no reply will come.
+    func publishDenied(subject: String, reason: String) {}
+
     /// How the connection's link carries this subscription over; set once, before subscribing.
     var record: NativeSubscriptionRecord?
 }
@@ -250,6 +254,7 @@ final class NativeReplyBox: NativeSubscriptionBox, @unchecked Sendable {
     private let onConnectionLost: @Sendable (String) -> Void
     private let onConnectionRecovered: @Sendable () -> Void
     private let onConnectionDropped: @Sendable () -> Void
+    private let onPublishDenied: @Sendable (String, String) -> Void
     // Touched only from the delivery thread (see NativeSubscriptionBox), so the runtime
     // exclusivity check (and the copy of each message it forced) is left out.
     @exclusivity(unchecked) private var payloads = PayloadSlabWriter()
@@ -259,13 +264,15 @@ final class NativeReplyBox: NativeSubscriptionBox, @unchecked Sendable {
         onComplete: @escaping @Sendable () -> Void,
         onConnectionLost: @escaping @Sendable (String) -> Void = { _ in },
         onConnectionRecovered: @escaping @Sendable () -> Void = {},
-        onConnectionDropped: @escaping @Sendable () -> Void = {}
+        onConnectionDropped: @escaping @Sendable () -> Void = {},
+        onPublishDenied: @escaping @Sendable (String, String) -> Void = { _, _ in }
     ) {
         self.handler = handler
         self.onComplete = onComplete
         self.onConnectionLost = onConnectionLost
         self.onConnectionRecovered = onConnectionRecovered
         self.onConnectionDropped = onConnectionDropped
+        self.onPublishDenied = onPublishDenied
     }
 
     override func connectionLost(reason: String) {
@@ -278,6 +285,10 @@ final class NativeReplyBox: NativeSubscriptionBox, @unchecked Sendable {
 
     override func connectionDropped() {
         onConnectionDropped()
+    }
+
+    override func publishDenied(subject: String, reason: String) {
+        onPublishDenied(subject, reason)
     }
 
     override func deliver(_ message: OpaquePointer, subscription: OpaquePointer?) {
