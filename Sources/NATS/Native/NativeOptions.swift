@@ -64,7 +64,8 @@ final class NativeOptions {
         // limits; a shared delivery pool would let one slow subscriber stall the others.
         try NativeStatus.check(natsOptions_UseGlobalMessageDelivery(pointer, false), "setting message delivery")
 
-        switch configuration.authentication {
+        // URLs reach cnats without credentials; those they carried are part of this.
+        switch try configuration.resolvedAuthentication() {
         case .none:
             break
         case .token(let token):
