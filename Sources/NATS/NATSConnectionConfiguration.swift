@@ -60,7 +60,7 @@ public struct NATSConnectionConfiguration: Sendable, CustomStringConvertible, Cu
 
     /// How the client proves who it is.
     public enum Authentication: Sendable, Hashable, CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
-        /// No credentials here; the server URLs may carry them (see ``resolvedAuthentication()``).
+        /// No credentials here; the server URLs may carry them.
         case none
         /// A token.
         case token(String)
@@ -171,7 +171,8 @@ public struct NATSConnectionConfiguration: Sendable, CustomStringConvertible, Cu
         self.init(servers: parsed)
     }
 
-    /// Checks the values against each other and their ranges.
+    /// Checks the values against each other and their ranges, and that credentials come from
+    /// one place: the server URLs (all the same) or ``authentication``.
     public func validate() throws(NATSError) {
         func fail(_ field: String, _ rule: String) -> NATSError {
             NATSError(.invalidConfiguration, "invalid configuration value \(field): \(rule)")

@@ -17,9 +17,11 @@
 /// read correctly too, but encoding them is clearer. Decoded credentials must be UTF-8 without
 /// control characters.
 ///
-/// Credentials never reach cnats inside a URL: the connection passes them as its authentication
-/// (see ``NATSConnectionConfiguration/resolvedAuthentication()``), so that they hold for every
-/// server, discovered ones included, and cnats never prints them.
+/// Credentials never reach cnats inside a URL: the connection passes them as its authentication,
+/// so that they hold for every server, discovered ones included, and cnats never prints them.
+/// They count as the configuration's authentication method: ``NATSConnectionConfiguration/validate()``
+/// rejects them next to another ``NATSConnectionConfiguration/authentication``, or different
+/// credentials in two URLs.
 public struct NATSServerURL: Sendable, Hashable, CustomStringConvertible, CustomDebugStringConvertible,
     CustomReflectable
 {
@@ -150,7 +152,7 @@ extension NATSServerURL {
     /// hold them.
     enum Failure: Error {
         case empty, whitespace, comma, scheme(String), path, emptyCredentials, escape, controlInCredentials,
-            notUTF8, unclosedIPv6, afterIPv6, hostMissing, hostCharacters, portNotNumber, portRange(Int)
+            notUTF8, unclosedIPv6, afterIPv6, hostMissing, hostCharacters, portNotNumber, portRange
 
         var rule: String {
             switch self {
@@ -172,7 +174,7 @@ extension NATSServerURL {
             case .hostCharacters:
                 "the host may hold only letters, digits, '-', '.' and '_' (an IPv6 address goes in brackets, as in [::1]:4222)"
             case .portNotNumber: "the port is not a number"
-            case .portRange(let port): "port \(port) is out of range (1-65535)"
+            case .portRange: "the port is out of range (1-65535)"
             }
         }
 
@@ -217,6 +219,24 @@ extension NATSServerURL {
         return nil
     }
 
+    /// The index of the `://` that ends a URL's scheme: a letter followed by letters, digits,
+    /// `+`, `-` or `.`. A `://` after other text is part of the credentials (or no URL), so that
+    /// an error never quotes it as a scheme.
+    private static func schemeEnd(_ url: ArraySlice<Unicode.Scalar>) -> Int? {
+        guard let separator = schemeSeparatorIndex(url), separator > url.startIndex,
+            isLetter(url[url.startIndex]), url[..<separator].allSatisfy(isSchemeCharacter)
+        else { return nil }
+        return separator
+    }
+
+    private static func isLetter(_ scalar: Unicode.Scalar) -> Bool {
+        ("a"..."z").contains(scalar) || ("A"..."Z").contains(scalar)
+    }
+
+    private static func isSchemeCharacter(_ scalar: Unicode.Scalar) -> Bool {
+        isLetterOrDigit(scalar) || scalar == "+" || scalar == "-" || scalar == "."
+    }
+
     private static func isSpaceOrControl(_ scalar: Unicode.Scalar) -> Bool {
         scalar.properties.isWhitespace || scalar.value < 0x20 || scalar.value == 0x7F
     }
@@ -228,7 +248,7 @@ extension NATSServerURL {
         if text.contains(",") { return .failure(.comma) }
         var rest = text
         let scheme: String
-        if let separator = schemeSeparatorIndex(rest) {
+        if let separator = schemeEnd(rest) {
             scheme = String(String.UnicodeScalarView(rest[..<separator])).lowercased()
             guard supportedSchemes.contains(scheme) else { return .failure(.scheme(scheme)) }
             rest = rest[(separator + 3)...]
@@ -282,15 +302,14 @@ extension NATSServerURL {
         if hostPart.isEmpty { return .failure(.hostMissing) }
         let hostAllowed: (Unicode.Scalar) -> Bool =
             isIPv6
-            ? { $0.isASCII && ($0.properties.isASCIIHexDigit || $0 == ":" || $0 == "." || $0 == "%" || isLetterOrDigit($0)) }
+            ? { isLetterOrDigit($0) || $0 == ":" || $0 == "." || $0 == "%" }
             : { isLetterOrDigit($0) || $0 == "-" || $0 == "." || $0 == "_" }
         if !hostPart.allSatisfy(hostAllowed) { return .failure(.hostCharacters) }
         let port: Int
         if let portPart {
-            guard !portPart.isEmpty, portPart.allSatisfy({ $0 >= "0" && $0 <= "9" }), portPart.count <= 6,
-                let value = Int(String(String.UnicodeScalarView(portPart)))
-            else { return .failure(.portNotNumber) }
-            guard (1...65535).contains(value) else { return .failure(.portRange(value)) }
+            guard !portPart.isEmpty, portPart.allSatisfy({ $0 >= "0" && $0 <= "9" }) else { return .failure(.portNotNumber) }
+            guard portPart.count <= 5, let value = Int(String(String.UnicodeScalarView(portPart))), (1...65535).contains(value)
+            else { return .failure(.portRange) }
             port = value
         } else {
             port = defaultPort
@@ -329,7 +348,7 @@ extension NATSServerURL {
         var seenScheme = false
         for (offset, piece) in pieces.enumerated() {
             let laterHoldsAt = pieces[(offset + 1)...].contains { $0.contains("@") }
-            let hasScheme = schemeSeparatorIndex(piece) != nil
+            let hasScheme = schemeEnd(piece) != nil
             // `nats://u:p,q@h` splits into `nats://u:p` and `q@h`: the first rarely parses, the
             // second lacks a scheme. Either way no part of the pieces may be shown.
             if piece.contains("@") && !hasScheme && seenScheme {
@@ -404,14 +423,27 @@ extension NATSServerURL {
         isSpaceOrControl(scalar) || "'\",;)>".unicodeScalars.contains(scalar)
     }
 
+    /// Whether `text` looks like a port (digits; one out of range is still shown, to name the
+    /// mistake): anything else after a host's last ':' may be a password without its host.
+    private static func isPort(_ text: ArraySlice<Unicode.Scalar>) -> Bool {
+        !text.isEmpty && text.allSatisfy { $0 >= "0" && $0 <= "9" }
+    }
+
     /// Masks text that is not a clean server list, erring on the side of hiding too much.
     static func redactConservatively(_ scalars: [Unicode.Scalar]) -> String {
         var output: [Unicode.Scalar] = []
         var tailStart = scalars.startIndex
         if let lastAt = scalars.lastIndex(of: "@") {
             let firstAt = scalars.firstIndex(of: "@")!
+            // Masking starts after the first URL's scheme; from the start of the text when there
+            // is none, or when the `://` is not a scheme's (then it may be inside credentials).
             var start = scalars.startIndex
-            if let separator = schemeSeparatorIndex(scalars[..<firstAt]) { start = separator + 3 }
+            if let separator = schemeSeparatorIndex(scalars[..<firstAt]) {
+                var token = separator
+                while token > scalars.startIndex && isSchemeCharacter(scalars[token - 1]) { token -= 1 }
+                let atBoundary = token == scalars.startIndex || !":@%/".unicodeScalars.contains(scalars[token - 1])
+                if token < separator && isLetter(scalars[token]) && atBoundary { start = separator + 3 }
+            }
             output.append(contentsOf: scalars[..<start])
             let masked = scalars[start..<lastAt]
             // One URL alone: its user is the text up to the first ':', as the parser reads it.
@@ -443,7 +475,7 @@ extension NATSServerURL {
                 } else if let colon = authority.lastIndex(of: ":") {
                     portStart = colon + 1
                 }
-                if let portStart, !scalars[portStart..<end].allSatisfy({ $0 >= "0" && $0 <= "9" }) {
+                if let portStart, !isPort(scalars[portStart..<end]) {
                     output.append(contentsOf: scalars[start..<portStart])
                     output.append(contentsOf: "***".unicodeScalars)
                 } else {

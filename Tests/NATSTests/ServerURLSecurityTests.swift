@@ -83,6 +83,9 @@ struct ServerURLSecurityTests {
         ("nats://Tok1Aa@h1,nats://Tok2Bb@h2", ["Tok1Aa", "Tok2Bb"]),
         ("nats://alice:Same0PW@h1, nats://alice:Same0PW@h2", ["Same0PW"]),
         ("nats://alice:Tr@il,", ["Tr@il"]),
+        ("alice:Sc4://hm@h:abc", ["Sc4", "hm@"]),
+        ("nats://alice:Sc5://hm@h:abc", ["Sc5", "hm@"]),
+        ("bob:Sc6://q@h", ["Sc6"]),
     ]
 
     @Test(arguments: corpus)
