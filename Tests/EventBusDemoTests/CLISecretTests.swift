@@ -9,13 +9,12 @@ struct CLISecretTests {
     @Test func doctorAtTraceLevelHidesAPasswordOnlyURL() async throws {
         let server = try await NATSServerProcess.started()
         defer { server.stop() }
-        let (status, output) = try await CLIProcessTests.run(
+        let (_, output) = try await CLIProcessTests.run(
             ["doctor", "--log-level", "trace"],
             environment: ["EVENT_BUS_BACKEND": "jetstream", "EVENT_BUS_NATS_SERVERS": "nats://:S3cretPW@127.0.0.1:\(server.port)"])
         #expect(output.contains("ok    connect"), "\(output)")
         #expect(output.contains("NATS connected"), "\(output)")
         #expect(!output.contains("S3cretPW"), "\(output)")
-        _ = status
     }
 
     @Test func doctorExplainsACommaInAPassword() async throws {
