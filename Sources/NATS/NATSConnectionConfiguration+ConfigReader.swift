@@ -9,7 +9,7 @@ extension NATSConnectionConfiguration {
     ///
     /// | key | meaning |
     /// | --- | --- |
-    /// | `servers` | comma-separated server URLs |
+    /// | `servers` | comma-separated server URLs (``NATSServerURL/parseList(_:)``; a comma in credentials is written `%2C`) |
     /// | `name` | connection name |
     /// | `connectTimeoutMs` | connect timeout |
     /// | `discoverServers`, `randomizeServers`, `noEcho`, `sendAsap` | booleans |
@@ -32,19 +32,16 @@ extension NATSConnectionConfiguration {
     ///   the value and what is accepted, or ``NATSError/Code/invalidURL``.
     public init(config: ConfigReader, keyPrefix: String = "") throws(NATSError) {
         let values = ConfigValues(config: config, keyPrefix: keyPrefix)
-        let serverList = values.string("servers") ?? "nats://127.0.0.1:4222"
-        var servers: [NATSServerURL] = []
-        for entry in serverList.split(separator: ",") {
-            let trimmed = entry.trimmingSpaces
-            guard !trimmed.isEmpty else { continue }
-            do {
-                servers.append(try NATSServerURL(trimmed))
-            } catch {
-                throw NATSError(.invalidURL, "invalid value for \(values.name("servers")): \(error.message)")
-            }
-        }
-        if servers.isEmpty {
+        // Secret: URLs may carry credentials.
+        let serverList = values.string("servers", isSecret: true) ?? "nats://127.0.0.1:4222"
+        if serverList.split(separator: ",").allSatisfy({ $0.trimmingSpaces.isEmpty }) {
             throw NATSError(.invalidConfiguration, "\(values.name("servers")) is empty: give at least one server URL")
+        }
+        let servers: [NATSServerURL]
+        do {
+            servers = try NATSServerURL.parseList(serverList)
+        } catch {
+            throw NATSError(.invalidURL, "invalid value for \(values.name("servers")): \(error.message)")
         }
         self.init(servers: servers)
         if let value = try values.bool("discoverServers") { discoverServers = value }
@@ -113,6 +110,11 @@ extension NATSConnectionConfiguration {
             throw NATSError(
                 .invalidConfiguration,
                 "more than one authentication method is configured (\(chosen.joined(separator: ", "))): choose one")
+        }
+        if let withCredentials = servers.first(where: { $0.credentials != nil }), let other = chosen.first {
+            throw NATSError(
+                .invalidConfiguration,
+                "credentials in server URL \(withCredentials) (\(values.name("servers"))) and \(other) are both set: choose one")
         }
         var verification = TLS.ServerVerification.full
         if let text = values.string("tls.serverVerification") {

@@ -13,16 +13,18 @@ extension NATSConnectionConfiguration {
         let tls = self.tls ?? TLS()
         guard tls.serverVerification == .full else { return nil }
         if let expected = tls.expectedHostname { return expected }
-        let hosts = Set(servers.map { $0.host.lowercased() })
-        guard hosts.count == 1, let host = hosts.first else {
+        // IP addresses are not checked as names (cnats checks DNS names only): the one DNS
+        // name among the servers is the name, and none means none.
+        let names = Set(servers.map { $0.host.lowercased() }.filter { !NATSConnectionConfiguration.isIPAddress($0) })
+        guard names.count <= 1 else {
             throw NATSError(
                 .invalidConfiguration,
                 "invalid configuration value tls.expectedHostname: the servers have different host names "
-                    + "(\(hosts.sorted().joined(separator: ", "))) and cnats checks one name for every server; "
+                    + "(\(names.sorted().joined(separator: ", "))) and cnats checks one name for every server; "
                     + "set tls.expectedHostname to the name all their certificates carry, or "
                     + "tls.serverVerification to certificateOnly")
         }
-        return NATSConnectionConfiguration.isIPAddress(host) ? nil : host
+        return names.first
     }
 
     /// Warnings to log once at connect about weakened TLS verification.

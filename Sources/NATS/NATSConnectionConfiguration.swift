@@ -60,7 +60,7 @@ public struct NATSConnectionConfiguration: Sendable, CustomStringConvertible, Cu
 
     /// How the client proves who it is.
     public enum Authentication: Sendable, Hashable, CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
-        /// No credentials (or credentials embedded in the server URLs).
+        /// No credentials here; the server URLs may carry them.
         case none
         /// A token.
         case token(String)
@@ -196,14 +196,16 @@ public struct NATSConnectionConfiguration: Sendable, CustomStringConvertible, Cu
         self.servers = servers
     }
 
-    /// Creates a configuration from server URL strings, validating each.
+    /// Creates a configuration from server URL strings, validating each (one URL per string; see
+    /// ``NATSServerURL/parseList(_:)`` for a comma-separated list).
     public init(servers: [String] = ["nats://127.0.0.1:4222"]) throws(NATSError) {
         var parsed: [NATSServerURL] = []
         for server in servers { parsed.append(try NATSServerURL(server)) }
         self.init(servers: parsed)
     }
 
-    /// Checks the values against each other and their ranges.
+    /// Checks the values against each other and their ranges, and that credentials come from
+    /// one place: the server URLs (all the same) or ``authentication``.
     public func validate() throws(NATSError) {
         func fail(_ field: String, _ rule: String) -> NATSError {
             NATSError(.invalidConfiguration, "invalid configuration value \(field): \(rule)")
@@ -237,6 +239,32 @@ public struct NATSConnectionConfiguration: Sendable, CustomStringConvertible, Cu
             throw fail("name", "must not contain control characters")
         }
         try validateSecurity()
+        _ = try resolvedAuthentication()
+    }
+
+    /// The authentication the connection uses: ``authentication``, or the credentials the server
+    /// URLs carry. cnats gets the URLs without credentials and these as its user and password or
+    /// token, so that percent-decoded values reach the server as they are, for every server.
+    ///
+    /// - Throws: ``NATSError`` with code ``NATSError/Code/invalidConfiguration`` (secrets
+    ///   redacted) when URLs carry different credentials, or when a URL carries credentials and
+    ///   ``authentication`` is not `.none`: one source must be chosen, none silently wins.
+    package func resolvedAuthentication() throws(NATSError) -> Authentication {
+        var fromURL: (server: NATSServerURL, credentials: Authentication)?
+        for server in servers {
+            guard let credentials = server.credentials else { continue }
+            if let first = fromURL, first.credentials != credentials {
+                throw NATSError(
+                    .invalidConfiguration,
+                    "server URLs \(first.server) and \(server) carry different credentials: give the same in every URL, or none in the URLs and set authentication")
+            }
+            if fromURL == nil { fromURL = (server, credentials) }
+        }
+        guard let fromURL else { return authentication }
+        if case .none = authentication { return fromURL.credentials }
+        throw NATSError(
+            .invalidConfiguration,
+            "credentials in server URL \(fromURL.server) and authentication \(authentication) are both set: choose one")
     }
 
     /// The same as ``description``: secrets redacted.

@@ -109,15 +109,44 @@ struct EventBusSettingsTests {
         let token = "tok-\(UInt64.random(in: 1...UInt64.max))"
         let settings = try settings([
             "EVENT_BUS_BACKEND": "jetstream", "EVENT_BUS_NATS_TOKEN": token,
-            "EVENT_BUS_NATS_SERVERS": "nats://user:pa55word@127.0.0.1:4222",
+            "EVENT_BUS_NATS_SERVERS": "nats://127.0.0.1:4222",
         ])
         #expect(settings.jetStream.connection.authentication == .token(token))
-        let printed = "\(settings) \(settings.jetStream.connection) \(String(reflecting: settings.jetStream.connection))"
-        #expect(!printed.contains(token))
-        #expect(!printed.contains("pa55word"))
+        let fromURL = try self.settings([
+            "EVENT_BUS_BACKEND": "jetstream", "EVENT_BUS_NATS_SERVERS": "nats://user:pa55word@127.0.0.1:4222",
+        ])
+        #expect(try fromURL.jetStream.connection.resolvedAuthentication() == .userPassword(user: "user", password: "pa55word"))
+        for settings in [settings, fromURL] {
+            let printed = "\(settings) \(settings.jetStream.connection) \(String(reflecting: settings.jetStream.connection))"
+            #expect(!printed.contains(token))
+            #expect(!printed.contains("pa55word"))
+        }
         // Also in the error of a bad value next to a secret.
         let error = try #require(settingsError(["EVENT_BUS_NATS_SERVERS": "http://user:pa55word@h:1"]))
         #expect(!error.description.contains("pa55word"), "\(error)")
+    }
+
+    @Test func credentialsInTheURLAndInVariablesFail() throws {
+        let error = try #require(settingsError([
+            "EVENT_BUS_BACKEND": "jetstream", "EVENT_BUS_NATS_TOKEN": "t0k-secret",
+            "EVENT_BUS_NATS_SERVERS": "nats://user:pa55word@127.0.0.1:4222",
+        ]))
+        #expect(error.code == .invalidOption)
+        #expect(error.message.contains("EVENT_BUS_NATS_SERVERS") && error.message.contains("EVENT_BUS_NATS_TOKEN"), "\(error)")
+        #expect(!error.description.contains("pa55word") && !error.description.contains("t0k-secret"), "\(error)")
+    }
+
+    @Test func aCommaInAPasswordMustBePercentEncoded() throws {
+        let error = try #require(settingsError([
+            "EVENT_BUS_BACKEND": "jetstream", "EVENT_BUS_NATS_SERVERS": "nats://alice:Pa5s,w0rd@127.0.0.1:4222",
+        ]))
+        #expect(error.message.contains("%2C"), "\(error)")
+        #expect(!error.description.contains("Pa5s") && !error.description.contains("w0rd"), "\(error)")
+        let settings = try settings([
+            "EVENT_BUS_BACKEND": "jetstream", "EVENT_BUS_NATS_SERVERS": "nats://alice:Pa5s%2Cw0rd@127.0.0.1:4222",
+        ])
+        #expect(try settings.jetStream.connection.resolvedAuthentication() == .userPassword(user: "alice", password: "Pa5s,w0rd"))
+        #expect(!"\(settings)".contains("Pa5s"))
     }
 
     @Test func unreachableServerFailsAtStartWithTheURLRedacted() async throws {

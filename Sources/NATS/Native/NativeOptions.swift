@@ -64,7 +64,8 @@ final class NativeOptions {
         // limits; a shared delivery pool would let one slow subscriber stall the others.
         try NativeStatus.check(natsOptions_UseGlobalMessageDelivery(pointer, false), "setting message delivery")
 
-        try applyAuthentication(configuration.authentication)
+        // URLs reach cnats without credentials; those they carried are part of this.
+        try applyAuthentication(configuration.resolvedAuthentication())
         try applyTLS(configuration)
     }
 
