@@ -177,6 +177,10 @@ struct AuthenticationTests {
             toFile: server.storeDirectory + ".conf", atomically: true, encoding: .utf8)
         kill(try #require(server.pid), SIGHUP)
         #expect(await recorder.waitFor(.seconds(15)) { if case .closed = $0 { true } else { false } })
+        // The application learns why: an authentication error event before the close.
+        #expect(recorder.events.values.contains { event in
+            if case .error(let error) = event { error.code == .authenticationFailed } else { false }
+        })
         let failures = authenticationFailures(in: server)
         #expect((1...3).contains(failures), "server logged \(failures) authentication failures")
         try await Task.sleep(for: .seconds(1))
