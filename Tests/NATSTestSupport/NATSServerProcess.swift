@@ -98,6 +98,7 @@ public final class NATSServerProcess: @unchecked Sendable {
 
     /// Starts the process again on the same port and store (after ``stop()`` or ``kill()``).
     public func start() throws {
+        let readyLinesBefore = readyLinesInLog()
         try lock.withLock {
             if let process, process.isRunning { return }
             let process = Process()
@@ -111,7 +112,7 @@ public final class NATSServerProcess: @unchecked Sendable {
             try process.run()
             self.process = process
         }
-        try waitUntilReady(timeout: .seconds(15))
+        try waitUntilReady(timeout: .seconds(15), readyLinesBefore: readyLinesBefore)
     }
 
     /// Restarts on the same port and store: a graceful stop, then a start.
@@ -158,11 +159,19 @@ public final class NATSServerProcess: @unchecked Sendable {
         }
     }
 
-    /// Waits until the server answers a TCP connection with its INFO line.
-    private func waitUntilReady(timeout: Duration) throws {
+    /// How many times the log says "Server is ready" (a TLS-first server sends no INFO line, so
+    /// its readiness shows only there).
+    private func readyLinesInLog() -> Int {
+        guard let text = try? String(contentsOfFile: logFile, encoding: .utf8) else { return 0 }
+        return text.components(separatedBy: "Server is ready").count - 1
+    }
+
+    /// Waits until the server answers a TCP connection with its INFO line, or logs that it is
+    /// ready.
+    private func waitUntilReady(timeout: Duration, readyLinesBefore: Int) throws {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
-            if NATSServerProcess.answersINFO(port: port) { return }
+            if readyLinesInLog() > readyLinesBefore || NATSServerProcess.answersINFO(port: port) { return }
             if lock.withLock({ process?.isRunning != true }) {
                 throw Failure(description: "nats-server exited at start; log: \(tailOfLog())")
             }

@@ -193,7 +193,9 @@ struct AuthenticationTests {
 struct TLSTests {
     static let certificates = Result { try TestCertificates.make() }
 
-    private func server(certificate: String, key: String, requireClientCertificate: Bool = false) throws -> NATSServerProcess {
+    private func server(
+        certificate: String, key: String, requireClientCertificate: Bool = false, handshakeFirst: String? = nil
+    ) throws -> NATSServerProcess {
         let certificates = try Self.certificates.get()
         return try NATSServerProcess(
             jetStream: false,
@@ -204,6 +206,7 @@ struct TLSTests {
                   ca_file: "\(certificates.caFile)"
                   verify: \(requireClientCertificate)
                   timeout: 2
+                  \(handshakeFirst.map { "handshake_first: \($0)" } ?? "")
                 }
                 """)
     }
@@ -265,6 +268,23 @@ struct TLSTests {
         configuration.reconnect.maxAttempts = .limited(0)
         let error = await natsError { _ = try await connectSecured(configuration) }
         #expect(error?.code == .tls, "\(String(describing: error))")
+    }
+
+    /// cnats 3.4 reads the server's INFO before starting TLS, so a TLS-first-only server is named
+    /// as the cause; with a fallback delay (what docs/security.md recommends) it connects.
+    @Test func aTLSFirstServerIsNamedAndItsFallbackDelayWorks() async throws {
+        let certificates = try Self.certificates.get()
+        let strict = try server(certificate: certificates.serverCertificate, key: certificates.serverKey, handshakeFirst: "true")
+        var strictConfiguration = try configuration(strict, TLS(caFile: certificates.caFile))
+        strictConfiguration.connectTimeout = .milliseconds(500)
+        let error = await natsError { _ = try await connectSecured(strictConfiguration) }
+        #expect(error?.code == .tls, "\(String(describing: error))")
+        #expect(error?.message.contains("handshake_first") == true, "\(String(describing: error))")
+
+        let fallback = try server(certificate: certificates.serverCertificate, key: certificates.serverKey, handshakeFirst: "\"300ms\"")
+        let connection = try await connectSecured(try configuration(fallback, TLS(caFile: certificates.caFile)))
+        try await connection.flush()
+        await connection.close()
     }
 
     @Test func differentHostNamesNeedAnExpectedName() throws {
