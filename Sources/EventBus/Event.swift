@@ -41,12 +41,15 @@ public struct Event: Sendable, Equatable, CustomStringConvertible {
         )
     }
 
-    /// A new unique event id: a random (version 4) UUID in its usual upper-case text form.
+    /// A new unique, unpredictable event id: a random (version 4) UUID in its usual upper-case
+    /// text form.
     ///
-    /// Drawn from a per-process generator seeded by the system's secure source (see
-    /// `EventIDGenerator`): `UUID().uuidString` costs a `getrandom` system call and a `snprintf`
-    /// per id, about a microsecond, which a bus publishing hundreds of thousands of events a
-    /// second pays on every event.
+    /// The id keys duplicate suppression, so it must not be guessable: someone who could compute
+    /// the next ids could publish them first and have the real events dropped as duplicates. Each
+    /// id is 122 bits of the operating system's secure random generator, read 4 KiB at a time
+    /// (see `EventIDGenerator`): `UUID().uuidString` costs a `getrandom` system call and a
+    /// `snprintf` per id, which a bus publishing hundreds of thousands of events a second would pay
+    /// on every event.
     public static func makeID() -> String {
         EventIDGenerator.shared.withLock { $0.next() }
     }

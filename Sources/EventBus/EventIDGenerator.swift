@@ -1,38 +1,60 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import Synchronization
 
-/// Random version-4 UUID strings without a system call per id.
+/// Random version-4 UUID strings that nobody can predict, without a system call per id.
 ///
-/// xoshiro256** seeded once from `SystemRandomNumberGenerator` (the operating system's secure
-/// source): its 256 bits of state make two processes' sequences overlap with negligible
-/// probability, and within one process it does not repeat for 2^256 - 1 draws. Event ids only
-/// need to be unique (they key duplicate suppression), not unpredictable; a caller that needs
-/// unguessable ids can set `Event.id` itself.
+/// An event id is the key of duplicate suppression (JetStream's `Nats-Msg-Id`, the in-memory
+/// bus's window): whoever could compute the next ids could publish them first and have the real
+/// events dropped as duplicates. So every id is 16 bytes of the operating system's
+/// cryptographically secure generator (`getentropy`, that is `getrandom(2)`, on Linux;
+/// `arc4random_buf` on Darwin) with the version and variant bits set; a seeded
+/// non-cryptographic generator would give its state away in a few ids. The bytes are read
+/// 4 KiB at a time, so one refill serves 256 ids.
 struct EventIDGenerator {
-    private var state: (UInt64, UInt64, UInt64, UInt64)
+    /// Fills a buffer with random bytes.
+    typealias ByteSource = @Sendable (UnsafeMutableRawBufferPointer) -> Void
 
+    /// Bytes read from the source at a time: 256 ids.
+    static let bufferSize = 4096
+
+    private var buffer: [UInt8]
+    private var position: Int
+    private let source: ByteSource
+
+    /// A generator over the operating system's secure random bytes.
     init() {
-        var random = SystemRandomNumberGenerator()
-        repeat {
-            state = (random.next(), random.next(), random.next(), random.next())
-        } while state == (0, 0, 0, 0)
+        self.init(source: Self.systemRandomBytes)
     }
 
-    private mutating func nextWord() -> UInt64 {
-        let result = (state.1 &* 5).rotatedLeft(7) &* 9
-        let shifted = state.1 << 17
-        state.2 ^= state.0
-        state.3 ^= state.1
-        state.1 ^= state.2
-        state.0 ^= state.3
-        state.2 ^= shifted
-        state.3 = state.3.rotatedLeft(45)
-        return result
+    /// A generator over `source`, which must fill each buffer it is given completely.
+    init(source: @escaping ByteSource) {
+        self.source = source
+        buffer = [UInt8](repeating: 0, count: Self.bufferSize)
+        // Empty: the first id fills the buffer, so creating the generator costs nothing.
+        position = Self.bufferSize
     }
 
-    /// The next id: 8-4-4-4-12 upper-case hexadecimal digits, version 4, variant 10.
+    /// The next id: 8-4-4-4-12 upper-case hexadecimal digits of 16 random bytes in order, with
+    /// version 4 in byte 6 and variant 10 in byte 8.
     mutating func next() -> String {
-        let high = (nextWord() & 0xFFFF_FFFF_FFFF_0FFF) | 0x0000_0000_0000_4000
-        let low = (nextWord() & 0x3FFF_FFFF_FFFF_FFFF) | 0x8000_0000_0000_0000
+        if position == buffer.count {
+            let source = self.source
+            buffer.withUnsafeMutableBytes { source($0) }
+            position = 0
+        }
+        let (first, second) = buffer.withUnsafeBytes { bytes in
+            (
+                UInt64(bigEndian: bytes.loadUnaligned(fromByteOffset: position, as: UInt64.self)),
+                UInt64(bigEndian: bytes.loadUnaligned(fromByteOffset: position + 8, as: UInt64.self))
+            )
+        }
+        position += 16
+        let high = (first & 0xFFFF_FFFF_FFFF_0FFF) | 0x0000_0000_0000_4000
+        let low = (second & 0x3FFF_FFFF_FFFF_FFFF) | 0x8000_0000_0000_0000
         return String(unsafeUninitializedCapacity: 36) { buffer in
             var position = 0
             func put(_ value: UInt64, digits: Int) {
@@ -59,12 +81,38 @@ struct EventIDGenerator {
         }
     }
 
+    /// Fills `buffer` from the operating system's secure generator.
+    ///
+    /// On Linux `getentropy` is `getrandom(2)` with flags 0 (it waits only until the kernel's
+    /// generator is seeded, early in boot) for at most 256 bytes a call, and retries interrupted
+    /// and short reads itself. Where it fails (a kernel before 3.17 has no `getrandom`, a seccomp
+    /// policy may forbid it), the rest comes from `SystemRandomNumberGenerator`, also secure.
+    static func systemRandomBytes(_ buffer: UnsafeMutableRawBufferPointer) {
+        var filled = 0
+        #if canImport(Glibc)
+        while filled < buffer.count {
+            let length = min(256, buffer.count - filled)
+            if getentropy(buffer.baseAddress! + filled, length) == 0 {
+                filled += length
+            } else if errno != EINTR {
+                break
+            }
+        }
+        #elseif canImport(Darwin)
+        arc4random_buf(buffer.baseAddress!, buffer.count)
+        filled = buffer.count
+        #endif
+        var random = SystemRandomNumberGenerator()
+        while filled < buffer.count {
+            let word = random.next()
+            let length = min(8, buffer.count - filled)
+            withUnsafeBytes(of: word) { bytes in
+                (buffer.baseAddress! + filled).copyMemory(from: bytes.baseAddress!, byteCount: length)
+            }
+            filled += length
+        }
+    }
+
     /// The process's generator.
     static let shared = Mutex(EventIDGenerator())
-}
-
-extension UInt64 {
-    fileprivate func rotatedLeft(_ count: UInt64) -> UInt64 {
-        (self << count) | (self >> (64 - count))
-    }
 }

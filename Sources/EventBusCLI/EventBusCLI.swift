@@ -15,6 +15,45 @@ struct EventBusCLI: AsyncParsableCommand {
         commandName: "eventbus",
         abstract: "Publish, subscribe, request, inspect and check the event bus configured by EVENT_BUS_* variables.",
         subcommands: [Publish.self, Subscribe.self, Request.self, StreamInfo.self, ConsumerInfo.self, Doctor.self, Bench.self])
+
+    /// Runs the command like `AsyncParsableCommand.main()`, except that an error the command
+    /// throws is printed escaped: its text may quote a server's answer or an event.
+    static func main() async {
+        var command: any ParsableCommand
+        do {
+            command = try parseAsRoot()
+        } catch {
+            exit(withError: error)
+        }
+        do {
+            if var asyncCommand = command as? any AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            exit(withError: terminalSafe(error))
+        }
+    }
+}
+
+/// Text from the wire or a server, ready for the terminal (see `TerminalText`).
+func shown(_ value: some CustomStringConvertible) -> String {
+    TerminalText.escaped(value.description)
+}
+
+/// An error whose printed text has been escaped for the terminal.
+struct EscapedError: Error, CustomStringConvertible {
+    let description: String
+}
+
+/// `error` with its text escaped; ArgumentParser's own exits and their codes are kept.
+func terminalSafe(_ error: any Error) -> any Error {
+    switch error {
+    case is ExitCode, is CleanExit: error
+    case let error as ValidationError: ValidationError(shown(error.message))
+    default: EscapedError(description: shown(String(describing: error)))
+    }
 }
 
 struct BusOptions: ParsableArguments {
@@ -46,12 +85,16 @@ struct BusOptions: ParsableArguments {
     }
 }
 
+/// One line per delivery. Every attribute and the payload are the publisher's, so each is escaped:
+/// a newline in the payload is shown as `\n` and cannot start a line that looks like another event.
 func render(_ delivery: Delivery) -> String {
     let event = delivery.event
     let text = String(decoding: event.data, as: UTF8.self)
-    var line = "#\(delivery.sequence) \(event.subject) id=\(event.id) type=\(event.type) source=\(event.source) attempt=\(delivery.deliveryCount)"
-    if !event.extensions.isEmpty { line += " extensions=\(event.extensions.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ","))" }
-    return line + " data=\(text)"
+    var line = "#\(delivery.sequence) \(shown(event.subject)) id=\(shown(event.id)) type=\(shown(event.type)) source=\(shown(event.source)) attempt=\(delivery.deliveryCount)"
+    if !event.extensions.isEmpty {
+        line += " extensions=\(event.extensions.sorted { $0.key < $1.key }.map { "\(shown($0.key))=\(shown($0.value))" }.joined(separator: ","))"
+    }
+    return line + " data=\(shown(text))"
 }
 
 extension EventBusCLI {
@@ -69,7 +112,7 @@ extension EventBusCLI {
             var event = Event(subject: subject, type: type, source: source, dataContentType: contentType, data: Array(data.utf8))
             if let id { event.id = id }
             let receipt = try await bus.withBus { [event] eventBus in try await eventBus.publish(event) }
-            print("published \(event.id) to \(subject): stream \(receipt.stream) sequence \(receipt.sequence)\(receipt.duplicate ? " (duplicate, not stored again)" : "")")
+            print("published \(shown(event.id)) to \(shown(subject)): stream \(shown(receipt.stream)) sequence \(receipt.sequence)\(receipt.duplicate ? " (duplicate, not stored again)" : "")")
         }
     }
 
@@ -111,7 +154,7 @@ extension EventBusCLI {
             let request = Event(subject: subject, type: "com.example.cli.request", source: "/eventbus-cli", data: Array(data.utf8))
             let timeout = Duration.seconds(self.timeout)
             let reply = try await bus.withBus { eventBus in try await eventBus.request(request, timeout: timeout) }
-            print("reply \(reply.id) type=\(reply.type) data=\(String(decoding: reply.data, as: UTF8.self))")
+            print("reply \(shown(reply.id)) type=\(shown(reply.type)) data=\(shown(String(decoding: reply.data, as: UTF8.self)))")
         }
     }
 
@@ -124,8 +167,8 @@ extension EventBusCLI {
             let info = try await jetStream.streamInfo(settings.jetStream.streamName)
             let config = info.configuration
             print("""
-                stream      \(config.name)
-                subjects    \(config.subjects.joined(separator: ", "))
+                stream      \(shown(config.name))
+                subjects    \(shown(config.subjects.joined(separator: ", ")))
                 storage     \(config.storage.rawValue), replicas \(config.replicas), retention \(config.retention.rawValue)
                 max age     \(config.maxAge == .zero ? "unlimited" : "\(config.maxAge)"), duplicate window \(config.duplicateWindow)
                 messages    \(info.state.messages) (\(info.state.bytes) bytes), sequences \(info.state.firstSequence)...\(info.state.lastSequence)
@@ -144,8 +187,8 @@ extension EventBusCLI {
             let (connection, jetStream, settings) = try await bus.jetStream()
             let info = try await jetStream.consumerInfo(stream: settings.jetStream.streamName, name: name)
             print("""
-                consumer     \(info.name) on \(info.stream)
-                filter       \(info.configuration.filterSubjects.joined(separator: ", "))
+                consumer     \(shown(info.name)) on \(shown(info.stream))
+                filter       \(shown(info.configuration.filterSubjects.joined(separator: ", ")))
                 ack wait     \(info.configuration.ackWait), max deliver \(info.configuration.maxDeliver), max ack pending \(info.configuration.maxAckPending)
                 delivered    stream sequence \(info.delivered.streamSequence), ack floor \(info.ackFloor.streamSequence)
                 pending      \(info.pendingCount) not yet delivered, \(info.ackPendingCount) awaiting ack, \(info.redeliveredCount) redelivered
@@ -162,18 +205,18 @@ extension EventBusCLI {
             var problems = 0
             func check(_ what: String, _ body: () async throws -> String) async {
                 do {
-                    print("ok    \(what): \(try await body())")
+                    print("ok    \(shown(what)): \(shown(try await body()))")
                 } catch {
                     problems += 1
-                    print("FAIL  \(what): \(error)")
+                    print("FAIL  \(shown(what)): \(shown("\(error)"))")
                 }
             }
             let settings: EventBusSettings
             do {
                 settings = try bus.settings()
-                print("ok    configuration: \(settings)")
+                print("ok    configuration: \(shown(settings))")
             } catch {
-                print("FAIL  configuration: \(error)")
+                print("FAIL  configuration: \(shown("\(error)"))")
                 throw ExitCode(1)
             }
             guard settings.backend == .jetstream else {
@@ -211,7 +254,7 @@ extension EventBusCLI {
                 let note = streamCheck.differences.isEmpty ? "matches the configuration" : "usable by the bus, \(streamCheck.differences.count) difference(s) kept"
                 return "\(info.state.messages) events, \(info.configuration.replicas) replicas, \(note)"
             }
-            for note in notes { print("info  stream \(settings.jetStream.streamName): \(note)") }
+            for note in notes { print("info  stream \(shown(settings.jetStream.streamName)): \(shown(note))") }
             await check("publish") {
                 let probe = try await jetStream.publish(
                     subject: "\(settings.jetStream.subjectPrefix).doctor.probe", payload: Array("probe".utf8),

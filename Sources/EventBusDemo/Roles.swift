@@ -25,9 +25,11 @@ final class DemoCounters: Sendable {
     var snapshot: Values { values.withLock { $0 } }
 }
 
-/// Writes one machine-readable line per event, for people and for the multi-process test.
+/// Writes one machine-readable line per event, for people and for the multi-process test. The
+/// line quotes events' fields, which any publisher chose: escaped, it stays one line and carries no
+/// terminal controls.
 func report(_ line: String) {
-    print(line)
+    print(TerminalText.escaped(line))
     fflush(nil)  // every line at once, also when stdout is a pipe
 }
 

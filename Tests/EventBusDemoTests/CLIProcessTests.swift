@@ -1,4 +1,5 @@
 import Foundation
+import NATS
 import NATSTestSupport
 import Testing
 
@@ -38,5 +39,55 @@ struct CLIProcessTests {
         let (invalid, invalidOutput) = try await Self.run(["doctor"], environment: ["EVENT_BUS_BACKEND": "kafka"])
         #expect(invalid != 0)
         #expect(invalidOutput.contains("EVENT_BUS_BACKEND"), "\(invalidOutput)")
+    }
+}
+
+/// `eventbus subscribe` prints what any publisher sent: control sequences in it must reach the
+/// operator's terminal as visible escapes, not as commands.
+@Suite("eventbus CLI: terminal escapes", .serialized)
+struct CLITerminalEscapeTests {
+    @Test func subscribePrintsNoControlCharactersFromTheWire() async throws {
+        let server = try await NATSServerProcess.started()
+        defer { server.stop() }
+        let environment = ["EVENT_BUS_BACKEND": "jetstream", "EVENT_BUS_NATS_SERVERS": server.url]
+        // The bus's own publish refuses control characters, so the hostile publisher writes the
+        // CloudEvents headers itself, percent-encoded as the binding reads them.
+        let (published, publishOutput) = try await CLIProcessTests.run(["publish", "orders.created", "first"], environment: environment)
+        #expect(published == 0, "\(publishOutput)")
+        let publisher = try await NATSConnection.connect(configuration: try NATSConnectionConfiguration(servers: [server.url]))
+        var headers = NATSHeaders()
+        headers.add("evil-%1B[2J%1B[H", for: "ce-id")
+        headers.add("com.example%1B]0;owned%07", for: "ce-type")
+        headers.add("/src%C2%9B31m%E2%80%AE", for: "ce-source")
+        headers.add("1.0", for: "ce-specversion")
+        headers.add("%1B[5mblink", for: "ce-note")
+        let payload = Array("payload\u{1B}[31mred\nsecond line\u{07}".utf8)
+        _ = try await publisher.jetStream().publish(subject: "events.orders.hostile", payload: payload, headers: headers)
+        await publisher.close()
+
+        let (status, output) = try await CLIProcessTests.run(["subscribe", "orders.hostile", "--all", "--count", "1"], environment: environment)
+        #expect(status == 0, "\(output)")
+        #expect(!output.utf8.contains(0x1B), "a raw ESC reached the terminal: \(output.debugDescription)")
+        #expect(!output.utf8.contains(0x07), "a raw BEL reached the terminal: \(output.debugDescription)")
+        #expect(!output.unicodeScalars.contains { $0.value == 0x9B || $0.value == 0x202E })
+        #expect(output.contains(#"id=evil-\u{1B}[2J\u{1B}[H"#), "\(output)")
+        #expect(output.contains(#"type=com.example\u{1B}]0;owned\u{7}"#), "\(output)")
+        #expect(output.contains(#"source=/src\u{9B}31m\u{202E}"#), "\(output)")
+        #expect(output.contains(#"note=\u{1B}[5mblink"#), "\(output)")
+        #expect(output.contains(#"data=payload\u{1B}[31mred\nsecond line\u{7}"#), "\(output)")
+        #expect(output.split(separator: "\n").filter { $0.hasPrefix("#") }.count == 1, "one event, one line: \(output)")
+    }
+
+    /// An error's text may quote a server's answer or a value that passed validation; it is
+    /// printed escaped too. (A C1 control and a bidi override are not ASCII, so the consumer name
+    /// passes the client's check and the error quotes it after the server's "not found".)
+    @Test func errorsArePrintedEscaped() async throws {
+        let server = try await NATSServerProcess.started()
+        defer { server.stop() }
+        let environment = ["EVENT_BUS_BACKEND": "jetstream", "EVENT_BUS_NATS_SERVERS": server.url]
+        let (status, output) = try await CLIProcessTests.run(["consumer-info", "bad\u{9B}31m\u{202E}name"], environment: environment)
+        #expect(status != 0, "\(output)")
+        #expect(!output.unicodeScalars.contains { $0.value == 0x9B || $0.value == 0x202E }, "\(output.debugDescription)")
+        #expect(output.contains(#"bad\u{9B}31m\u{202E}name"#), "\(output)")
     }
 }

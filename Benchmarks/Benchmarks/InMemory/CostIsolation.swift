@@ -11,7 +11,9 @@ import Synchronization
 //   (more than the cache holds, so the token tree is walked), beside a linear scan of the same
 //   patterns with SubjectPattern.matches for scale (10 subjects per iteration);
 // - floors every publish pays in some form: one ContinuousClock.now and one uncontended
-//   Mutex.withLock.
+//   Mutex.withLock;
+// - Event.makeID, the default id of every event a service builds (not measured by M1 and M2,
+//   whose events are built before the measured part).
 
 func registerCostIsolation() {
     let configuration = InMemoryWorkload.configuration()
@@ -83,6 +85,16 @@ func registerCostIsolation() {
         meter.finishOperations(benchmark, operations: InMemoryWorkload.m1Operations)
         benchmark.stopMeasurement()
         blackHole(mutex.withLock { $0 })
+    }
+
+    Benchmark("Event.makeID", configuration: configuration) { benchmark in
+        benchmark.startMeasurement()
+        let meter = ThroughputMeter()
+        for _ in 0..<InMemoryWorkload.m1Operations {
+            blackHole(Event.makeID())
+        }
+        meter.finishOperations(benchmark, operations: InMemoryWorkload.m1Operations)
+        benchmark.stopMeasurement()
     }
 }
 
