@@ -19,6 +19,7 @@ struct EventBusCLI: AsyncParsableCommand {
     /// Runs the command like `AsyncParsableCommand.main()`, except that an error the command
     /// throws is printed escaped: its text may quote a server's answer or an event.
     static func main() async {
+        LoggingSystem.bootstrap(TerminalSafeLogHandler.init)
         var command: any ParsableCommand
         do {
             command = try parseAsRoot()
