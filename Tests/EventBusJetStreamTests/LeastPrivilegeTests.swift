@@ -43,7 +43,7 @@ struct LeastPrivilegeTests {
     }
 
     @Test(.tags(.server)) func theDocumentedPermissionsAreEnoughAndOthersAreRefusedByName() async throws {
-        let server = try NATSServerProcess(configuration: Self.serverConfiguration)
+        let server = try await NATSServerProcess.started(configuration: Self.serverConfiguration)
         let admin = try Self.bus(user: "admin", on: server)
         try await admin.start()  // creates the stream, as an operator would
         await admin.close()

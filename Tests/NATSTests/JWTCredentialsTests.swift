@@ -64,7 +64,7 @@ struct JWTCredentialsTests {
             issuer: operatorKey)
         let userClaims = #"{"pub":{},"sub":{},"subs":-1,"data":-1,"payload":-1,"type":"user","version":2}"#
         let userJWT = try Self.jwt(subject: user.publicKey, name: "test-user", nats: userClaims, issuer: account)
-        let server = try NATSServerProcess(
+        let server = try await NATSServerProcess.started(
             jetStream: false,
             configuration: """
                 operator: "\(operatorJWT)"

@@ -42,7 +42,7 @@ private func authenticationFailures(in server: NATSServerProcess) -> Int {
 @Suite("Authentication against real servers", .tags(.server), .serialized)
 struct AuthenticationTests {
     @Test func userAndPasswordSucceedsAndAWrongPasswordFailsInOneAttempt() async throws {
-        let server = try NATSServerProcess(jetStream: false, arguments: ["--user", "alice", "--pass", "S3cretPW"])
+        let server = try await NATSServerProcess.started(jetStream: false, arguments: ["--user", "alice", "--pass", "S3cretPW"])
         var configuration = try NATSConnectionConfiguration(servers: [server.url])
         configuration.authentication = .userPassword(user: "alice", password: "S3cretPW")
         let connection = try await connectSecured(configuration)
@@ -58,7 +58,7 @@ struct AuthenticationTests {
     }
 
     @Test func tokenSucceedsAndAWrongTokenFails() async throws {
-        let server = try NATSServerProcess(jetStream: false, arguments: ["--auth", "T0ken-s3cret"])
+        let server = try await NATSServerProcess.started(jetStream: false, arguments: ["--auth", "T0ken-s3cret"])
         var configuration = try NATSConnectionConfiguration(servers: [server.url])
         configuration.authentication = .token("T0ken-s3cret")
         let connection = try await connectSecured(configuration)
@@ -70,7 +70,7 @@ struct AuthenticationTests {
 
     @Test func nkeyFromAFileAndFromAValueSucceedAndAnotherKeyFails() async throws {
         let user = try makeUserNKey()
-        let server = try NATSServerProcess(
+        let server = try await NATSServerProcess.started(
             jetStream: false, configuration: "authorization { users = [ { nkey: \"\(user.publicKey)\" } ] }")
         let seedFile = server.storeDirectory + "/user.nk"
         try (user.seed + "\n").write(toFile: seedFile, atomically: true, encoding: .utf8)
@@ -116,7 +116,7 @@ struct AuthenticationTests {
     /// CONNECT's `jwt`, where the server's trace log recorded it.
     @Test func aSeedFileGivenAsCredentialsIsRefusedBeforeAnythingIsSent() async throws {
         let user = try makeUserNKey()
-        let server = try NATSServerProcess(
+        let server = try await NATSServerProcess.started(
             jetStream: false, arguments: ["-V"], configuration: "authorization { users = [ { nkey: \"\(user.publicKey)\" } ] }")
         let seedFile = server.storeDirectory + "/user.nk"
         try (user.seed + "\n").write(toFile: seedFile, atomically: true, encoding: .utf8)
@@ -136,7 +136,7 @@ struct AuthenticationTests {
         // No operator-mode server here (it needs signed account JWTs): the server answers with an
         // authorization error, but its trace shows the JWT arrived and the seed did not.
         let user = try makeUserNKey()
-        let server = try NATSServerProcess(jetStream: false, arguments: ["-V", "--user", "x", "--pass", "y"])
+        let server = try await NATSServerProcess.started(jetStream: false, arguments: ["-V", "--user", "x", "--pass", "y"])
         let jwt = "eyJ0eXAiOiJKV1QiLCJhbGciOiJlZDI1NTE5LW5rZXkifQ.eyJzdWIiOiJ0ZXN0In0.c2lnbmF0dXJl"
         let credentials = """
             -----BEGIN NATS USER JWT-----
@@ -166,7 +166,7 @@ struct AuthenticationTests {
     /// After the server stops accepting the credentials, the client tries at most twice more and
     /// then closes, reporting the authentication failure, instead of retrying every 2 s.
     @Test func credentialsThatStopWorkingEndTheConnectionAfterTwoAttempts() async throws {
-        let server = try NATSServerProcess(jetStream: false, configuration: "authorization { user: alice, password: first }")
+        let server = try await NATSServerProcess.started(jetStream: false, configuration: "authorization { user: alice, password: first }")
         var configuration = try NATSConnectionConfiguration(servers: [server.url])
         configuration.authentication = .userPassword(user: "alice", password: "first")
         configuration.reconnect.wait = .milliseconds(50)
@@ -191,13 +191,14 @@ struct AuthenticationTests {
 
 @Suite("TLS against real servers", .tags(.server), .serialized)
 struct TLSTests {
-    static let certificates = Result { try TestCertificates.make() }
+    /// Made once for the suite, off the cooperative threads (openssl runs as a child process).
+    static let certificates = Task { try await offCooperativePool { try TestCertificates.make() } }
 
     private func server(
         certificate: String, key: String, requireClientCertificate: Bool = false, handshakeFirst: String? = nil
-    ) throws -> NATSServerProcess {
-        let certificates = try Self.certificates.get()
-        return try NATSServerProcess(
+    ) async throws -> NATSServerProcess {
+        let certificates = try await Self.certificates.value
+        return try await NATSServerProcess.started(
             jetStream: false,
             configuration: """
                 tls {
@@ -219,8 +220,8 @@ struct TLSTests {
     }
 
     @Test func aServerSignedByTheTrustedCAIsAcceptedAndItsNameChecked() async throws {
-        let certificates = try Self.certificates.get()
-        let server = try server(certificate: certificates.serverCertificate, key: certificates.serverKey)
+        let certificates = try await Self.certificates.value
+        let server = try await server(certificate: certificates.serverCertificate, key: certificates.serverKey)
         let connection = try await connectSecured(try configuration(server, TLS(caFile: certificates.caFile)))
         try await connection.flush()
         await connection.close()
@@ -228,16 +229,16 @@ struct TLSTests {
     }
 
     @Test func anUntrustedCAIsATLSError() async throws {
-        let certificates = try Self.certificates.get()
-        let server = try server(certificate: certificates.serverCertificate, key: certificates.serverKey)
+        let certificates = try await Self.certificates.value
+        let server = try await server(certificate: certificates.serverCertificate, key: certificates.serverKey)
         let error = await natsError { _ = try await connectSecured(try configuration(server, TLS(caFile: certificates.otherCAFile))) }
         #expect(error?.code == .tls)
         #expect(error?.message.contains("trusted authority") == true, "\(String(describing: error))")
     }
 
     @Test func aCertificateForAnotherHostIsATLSErrorByDefault() async throws {
-        let certificates = try Self.certificates.get()
-        let server = try server(certificate: certificates.otherHostCertificate, key: certificates.otherHostKey)
+        let certificates = try await Self.certificates.value
+        let server = try await server(certificate: certificates.otherHostCertificate, key: certificates.otherHostKey)
         let error = await natsError { _ = try await connectSecured(try configuration(server, TLS(caFile: certificates.caFile))) }
         #expect(error?.code == .tls)
         #expect(error?.message.contains("host name") == true, "\(String(describing: error))")
@@ -248,8 +249,8 @@ struct TLSTests {
     }
 
     @Test func mutualTLSWithAClientCertificateSucceedsAndWithoutOneSaysSo() async throws {
-        let certificates = try Self.certificates.get()
-        let server = try server(certificate: certificates.serverCertificate, key: certificates.serverKey, requireClientCertificate: true)
+        let certificates = try await Self.certificates.value
+        let server = try await server(certificate: certificates.serverCertificate, key: certificates.serverKey, requireClientCertificate: true)
         let withCertificate = TLS(caFile: certificates.caFile, certificateFile: certificates.clientCertificate, keyFile: certificates.clientKey)
         let connection = try await connectSecured(try configuration(server, withCertificate))
         try await connection.flush()
@@ -262,8 +263,8 @@ struct TLSTests {
     }
 
     @Test func aPlainClientAgainstATLSServerIsATLSError() async throws {
-        let certificates = try Self.certificates.get()
-        let server = try server(certificate: certificates.serverCertificate, key: certificates.serverKey)
+        let certificates = try await Self.certificates.value
+        let server = try await server(certificate: certificates.serverCertificate, key: certificates.serverKey)
         var configuration = try NATSConnectionConfiguration(servers: [server.url])
         configuration.reconnect.maxAttempts = .limited(0)
         let error = await natsError { _ = try await connectSecured(configuration) }
@@ -273,15 +274,15 @@ struct TLSTests {
     /// cnats 3.4 reads the server's INFO before starting TLS, so a TLS-first-only server is named
     /// as the cause; with a fallback delay (what docs/security.md recommends) it connects.
     @Test func aTLSFirstServerIsNamedAndItsFallbackDelayWorks() async throws {
-        let certificates = try Self.certificates.get()
-        let strict = try server(certificate: certificates.serverCertificate, key: certificates.serverKey, handshakeFirst: "true")
+        let certificates = try await Self.certificates.value
+        let strict = try await server(certificate: certificates.serverCertificate, key: certificates.serverKey, handshakeFirst: "true")
         var strictConfiguration = try configuration(strict, TLS(caFile: certificates.caFile))
         strictConfiguration.connectTimeout = .milliseconds(500)
         let error = await natsError { _ = try await connectSecured(strictConfiguration) }
         #expect(error?.code == .tls, "\(String(describing: error))")
         #expect(error?.message.contains("handshake_first") == true, "\(String(describing: error))")
 
-        let fallback = try server(certificate: certificates.serverCertificate, key: certificates.serverKey, handshakeFirst: "\"300ms\"")
+        let fallback = try await server(certificate: certificates.serverCertificate, key: certificates.serverKey, handshakeFirst: "\"300ms\"")
         let connection = try await connectSecured(try configuration(fallback, TLS(caFile: certificates.caFile)))
         try await connection.flush()
         await connection.close()
@@ -320,7 +321,7 @@ struct PermissionTests {
     }
 
     @Test func aDeniedSubscribeFailsOnTheCallAndOtherWorkGoesOn() async throws {
-        let server = try NATSServerProcess(jetStream: false, configuration: Self.serverConfiguration)
+        let server = try await NATSServerProcess.started(jetStream: false, configuration: Self.serverConfiguration)
         let connection = try await connectAs("app", to: server)
         let error = await natsError { _ = try await connection.subscribe(to: "secret.>") }
         #expect(error?.code == .permissionDenied)
@@ -334,7 +335,7 @@ struct PermissionTests {
     }
 
     @Test func aDeniedPublishIsReportedAndADeniedRequestFailsAtOnce() async throws {
-        let server = try NATSServerProcess(jetStream: false, configuration: Self.serverConfiguration)
+        let server = try await NATSServerProcess.started(jetStream: false, configuration: Self.serverConfiguration)
         let connection = try await connectAs("app", to: server)
         let recorder = await EventRecorder(connection)
         try connection.publish(subject: "forbidden.x", payload: "no")
@@ -353,7 +354,7 @@ struct PermissionTests {
     }
 
     @Test func aDeniedJetStreamPublishFailsAtOnceNamingTheSubject() async throws {
-        let server = try NATSServerProcess(jetStream: true, configuration: Self.serverConfiguration)
+        let server = try await NATSServerProcess.started(jetStream: true, configuration: Self.serverConfiguration)
         let admin = try await connectAs("admin", to: server)
         _ = try await admin.jetStream().createStream(.init(name: "SECURE", subjects: ["orders.>", "audit.>"]))
         await admin.close()
