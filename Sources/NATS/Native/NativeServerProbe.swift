@@ -11,19 +11,8 @@ import Darwin
 enum NativeServerProbe {
     /// The INFO line's JSON text, or `nil` if none arrived within `timeout`.
     static func info(host: String, port: Int, timeout: Duration = .seconds(1)) -> String? {
-        var hints = addrinfo()
-        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
-        var result: UnsafeMutablePointer<addrinfo>?
-        guard getaddrinfo(host, String(port), &hints, &result) == 0, let first = result else { return nil }
-        defer { freeaddrinfo(result) }
-        let socketFD = socket(first.pointee.ai_family, first.pointee.ai_socktype, first.pointee.ai_protocol)
-        guard socketFD >= 0 else { return nil }
+        guard let socketFD = connectedSocket(host: host, port: port, timeout: timeout) else { return nil }
         defer { close(socketFD) }
-        let milliseconds = max(1, Int(timeout.millisecondsClamped))
-        var interval = timeval(tv_sec: milliseconds / 1000, tv_usec: (milliseconds % 1000) * 1000)
-        setsockopt(socketFD, SOL_SOCKET, SO_RCVTIMEO, &interval, socklen_t(MemoryLayout<timeval>.size))
-        setsockopt(socketFD, SOL_SOCKET, SO_SNDTIMEO, &interval, socklen_t(MemoryLayout<timeval>.size))
-        guard connect(socketFD, first.pointee.ai_addr, first.pointee.ai_addrlen) == 0 else { return nil }
         var bytes: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 2048)
         while bytes.count < 16_384, !bytes.contains(UInt8(ascii: "\n")) {
@@ -63,16 +52,30 @@ enum NativeServerProbe {
         return nil
     }
 
-    /// Whether a TCP connection is accepted but no INFO line arrives (a TLS-first server).
+    /// Whether a TCP connection is accepted (the caller saw no INFO line on it: a TLS-first server).
     private static func acceptsButStaysSilent(host: String, port: Int) -> Bool {
+        guard let socketFD = connectedSocket(host: host, port: port, timeout: .seconds(1)) else { return false }
+        close(socketFD)
+        return true
+    }
+
+    /// A TCP socket connected to `host`:`port` with send and receive timeouts, or `nil`.
+    private static func connectedSocket(host: String, port: Int, timeout: Duration) -> Int32? {
         var hints = addrinfo()
         hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
         var result: UnsafeMutablePointer<addrinfo>?
-        guard getaddrinfo(host, String(port), &hints, &result) == 0, let first = result else { return false }
+        guard getaddrinfo(host, String(port), &hints, &result) == 0, let first = result else { return nil }
         defer { freeaddrinfo(result) }
         let socketFD = socket(first.pointee.ai_family, first.pointee.ai_socktype, first.pointee.ai_protocol)
-        guard socketFD >= 0 else { return false }
-        defer { close(socketFD) }
-        return connect(socketFD, first.pointee.ai_addr, first.pointee.ai_addrlen) == 0
+        guard socketFD >= 0 else { return nil }
+        let milliseconds = max(1, Int(timeout.millisecondsClamped))
+        var interval = timeval(tv_sec: milliseconds / 1000, tv_usec: (milliseconds % 1000) * 1000)
+        setsockopt(socketFD, SOL_SOCKET, SO_RCVTIMEO, &interval, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(socketFD, SOL_SOCKET, SO_SNDTIMEO, &interval, socklen_t(MemoryLayout<timeval>.size))
+        guard connect(socketFD, first.pointee.ai_addr, first.pointee.ai_addrlen) == 0 else {
+            close(socketFD)
+            return nil
+        }
+        return socketFD
     }
 }
