@@ -30,11 +30,21 @@ extension SubscriptionHandle where Element == ConsumerDelivery {
     /// instead of unsubscribing, so what the server sent before it saw the unsubscribe still
     /// arrives, finds the buffer finished, and is handed back by the subscription's box. A failed
     /// publish leaves a message to its ack wait.
-    func stopReturningUndelivered(on connection: NATSConnection) {
+    ///
+    /// The server counts every delivery it made, and redelivers what is handed back in the order
+    /// the `-NAK`s arrive. So the unsubscribe goes out first (the server then routes the
+    /// redeliveries to the other members, or counts no delivery while there are none, instead of
+    /// sending them back here), and the messages go back oldest first: the iterators' taken
+    /// batches, then the buffer. Handed back newest first, the same oldest events would end up
+    /// behind the newer ones at every member that stops early, and reach their max deliveries
+    /// without ever being handed to an application.
+    func stopReturningUndelivered(on connection: NATSConnection, takers: TakenDeliveriesRegistry) {
         // Finished first: from here on every arriving message is handed back by the box.
-        for delivery in buffer.discardReturningPending() { connection.native.handBack(delivery.reply) }
+        let pending = buffer.discardReturningPending()
         native.drain(timeoutMilliseconds: 5_000)
         for added in coreSubscriptions.withLock({ $0 }) { added.unsubscribe() }
+        takers.handBackAll()
+        for delivery in pending { connection.native.handBack(delivery.reply) }
     }
 }
 
@@ -82,12 +92,18 @@ final class TakenDeliveries: @unchecked Sendable {
     private func handBackIfIdle() {
         guard phase.compareExchange(expected: Self.idle, desired: Self.handedBack, ordering: .acquiringAndReleasing).exchanged
         else { return }
-        for delivery in batch { connection.native.handBack(delivery.reply) }
+        handBackOldestFirst()
         batch = []
     }
 
+    /// The batch is reversed: going back in the order the messages came keeps them ahead of newer
+    /// ones in the server's redelivery queue.
+    private func handBackOldestFirst() {
+        for delivery in batch.reversed() { connection.native.handBack(delivery.reply) }
+    }
+
     deinit {
-        for delivery in batch { connection.native.handBack(delivery.reply) }
+        handBackOldestFirst()
     }
 }
 

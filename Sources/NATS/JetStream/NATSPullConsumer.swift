@@ -90,8 +90,7 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
     /// the server at once (`-NAK`), so that another member gets them now instead of after their
     /// ack wait.
     public func stopReturningUndelivered() {
-        handle.stopReturningUndelivered(on: connection)
-        takers.handBackAll()
+        handle.stopReturningUndelivered(on: connection, takers: takers)
     }
 
     /// Requests up to `batch` messages and returns what arrived within `maxWait` (possibly none).

@@ -39,8 +39,7 @@ public final class NATSPushConsumer: AsyncSequence, Sendable {
     /// the server at once (`-NAK`), so that another member gets them now instead of after their
     /// ack wait.
     public func stopReturningUndelivered() {
-        handle.stopReturningUndelivered(on: connection)
-        takers.handBackAll()
+        handle.stopReturningUndelivered(on: connection, takers: takers)
     }
 
     /// Creates the iterator.
