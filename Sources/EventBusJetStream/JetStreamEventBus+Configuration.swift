@@ -8,10 +8,10 @@ extension JetStreamEventBus {
         /// A durable push consumer with a deliver group, flow control and heartbeats.
         ///
         /// The server sends a member up to the group's `maxInFlight` events at once, and counts
-        /// each as a delivery attempt; a member that stops hands back what it had not reached, so
-        /// members that stop soon after starting while a backlog waits use up attempts of events
-        /// no handler saw (past `maxDeliver` they are dead-lettered). Pull members ask for a
-        /// small window first; prefer `.pull` where members come and go often.
+        /// each as a delivery attempt. A member that stops hands back what it had not reached:
+        /// first deliveries at once, redelivered events after the ack wait, so members that come
+        /// and go cost an event at most one attempt per ack wait. Pull members ask for a small
+        /// window first and hand back less; prefer `.pull` where members come and go often.
         case push
     }
 

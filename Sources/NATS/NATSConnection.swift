@@ -379,13 +379,16 @@ public final class NATSConnection: Sendable {
     /// Subscribes a JetStream consumer: like ``subscribe(to:queueGroup:limits:)``, but each
     /// message's reply subject is kept in the payload slab as its acknowledgement record (see
     /// ``ConsumerDelivery``).
+    /// `redeliveredAfter`: see ``NativeConnection/handBack(_:redeliveredAfter:)``.
     func subscribeConsumer(
         to subject: String,
         queueGroup: String? = nil,
-        limits: NATSConnectionConfiguration.SubscriptionLimits? = nil
+        limits: NATSConnectionConfiguration.SubscriptionLimits? = nil,
+        redeliveredAfter: Duration? = nil
     ) async throws(NATSError) -> SubscriptionHandle<ConsumerDelivery> {
         try await subscribeBuffered(
-            to: subject, queueGroup: queueGroup, limits: limits, box: { [native] in ConsumerSubscriptionBox(buffer: $0, connection: native) })
+            to: subject, queueGroup: queueGroup, limits: limits,
+            box: { [native] in ConsumerSubscriptionBox(buffer: $0, connection: native, redeliveredAfter: redeliveredAfter) })
     }
 
     /// Validates, subscribes with a box that copies messages into a new bounded buffer, and

@@ -53,6 +53,44 @@ struct JetStreamConsumerHandBackTests {
         await connection.close()
     }
 
+    /// A message the server had delivered before goes back after the consumer's ack wait, not at
+    /// once: members that start and stop quickly while it waits must not use up its attempts
+    /// before a handler sees it. (A first delivery goes back at once: see the test above.)
+    @Test func aRedeliveredMessageIsHandedBackAfterTheAckWait() async throws {
+        let server = try await NATSServerProcess.started()
+        defer { server.stop() }
+        let connection = try await connect(to: server)
+        let js = connection.jetStream()
+        try await js.ensureStream(NATSStreamConfiguration(name: "RETRY", subjects: ["retry.>"]))
+        _ = try await js.publish(subject: "retry.one", payload: Array("one".utf8))
+        var configuration = NATSConsumerConfiguration(durableName: "retriers")
+        configuration.ackWait = .seconds(4)
+        try await js.ensureConsumer(stream: "RETRY", configuration)
+        let options = NATSPullConsumer.Options(batch: 10, expires: .seconds(10))
+
+        let first = try await js.pullConsumer(stream: "RETRY", name: "retriers", options: options)
+        do {
+            var iterator = first.makeAsyncIterator()
+            let message = try #require(try await iterator.next())
+            #expect(message.metadata?.deliveryCount == 1)
+            // Redelivered at once into this consumer's open request, where nobody takes it.
+            try message.nak()
+            try await Task.sleep(for: .milliseconds(300))
+        }
+        let handedBack = ContinuousClock.now
+        first.stopReturningUndelivered()
+
+        let second = try await js.pullConsumer(stream: "RETRY", name: "retriers", options: options)
+        var iterator = second.makeAsyncIterator()
+        let message = try #require(try await iterator.next())
+        let waited = ContinuousClock.now - handedBack
+        #expect(message.metadata?.deliveryCount == 3)
+        #expect(waited >= .seconds(3), "handed back after \(waited), not after the 4 s ack wait")
+        try message.ack()
+        second.stop()
+        await connection.close()
+    }
+
     /// Core messages of an added subscription come through the same loop as the stream's, without
     /// JetStream metadata; stopping the consumer ends the added subscription too.
     @Test func anAddedCoreSubscriptionSharesTheConsumersSequence() async throws {

@@ -44,7 +44,7 @@ extension SubscriptionHandle where Element == ConsumerDelivery {
         native.drain(timeoutMilliseconds: 5_000)
         for added in coreSubscriptions.withLock({ $0 }) { added.unsubscribe() }
         takers.handBackAll()
-        for delivery in pending { connection.native.handBack(delivery.reply) }
+        for delivery in pending { connection.native.handBack(delivery.reply, redeliveredAfter: takers.redeliveredAfter) }
     }
 }
 
@@ -67,9 +67,13 @@ final class TakenDeliveries: @unchecked Sendable {
     private let phase = Atomic<UInt8>(TakenDeliveries.idle)
     private let handBackRequested = Atomic<Bool>(false)
 
-    init(connection: NATSConnection, batch: [ConsumerDelivery] = []) {
+    /// See ``NativeConnection/handBack(_:redeliveredAfter:)``.
+    private let redeliveredAfter: Duration?
+
+    init(connection: NATSConnection, batch: [ConsumerDelivery] = [], redeliveredAfter: Duration? = nil) {
         self.connection = connection
         self.batch = batch
+        self.redeliveredAfter = redeliveredAfter
     }
 
     /// Called as `next()` starts; false once the batch was handed back (the iteration is over).
@@ -99,7 +103,7 @@ final class TakenDeliveries: @unchecked Sendable {
     /// The batch is reversed: going back in the order the messages came keeps them ahead of newer
     /// ones in the server's redelivery queue.
     private func handBackOldestFirst() {
-        for delivery in batch.reversed() { connection.native.handBack(delivery.reply) }
+        for delivery in batch.reversed() { connection.native.handBack(delivery.reply, redeliveredAfter: redeliveredAfter) }
     }
 
     deinit {
@@ -114,6 +118,13 @@ final class TakenDeliveriesRegistry: Sendable {
     }
 
     private let live = Mutex<[WeakReference]>([])
+    /// The consumer's ack wait: what a stop hands back that the server had delivered before goes
+    /// back after this delay (see ``NativeConnection/handBack(_:redeliveredAfter:)``).
+    let redeliveredAfter: Duration?
+
+    init(redeliveredAfter: Duration? = nil) {
+        self.redeliveredAfter = redeliveredAfter
+    }
 
     func register(_ taken: TakenDeliveries) {
         live.withLock { live in
@@ -124,5 +135,20 @@ final class TakenDeliveriesRegistry: Sendable {
 
     func handBackAll() {
         for reference in live.withLock({ $0 }) { reference.taken?.requestHandBack() }
+    }
+}
+
+/// Ends a push consumer's subscription when the iterator that owns it goes away (a loop that
+/// breaks, a task that is cancelled), handing back at once what it received and did not hand out,
+/// so that another member of the group gets it instead of waiting for its ack wait.
+final class ConsumerIterationToken: Sendable {
+    private let stop: @Sendable () -> Void
+
+    init(_ stop: @escaping @Sendable () -> Void) {
+        self.stop = stop
+    }
+
+    deinit {
+        stop()
     }
 }

@@ -63,12 +63,13 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
     private let nextSubject: String
     private let session = Mutex(PullSession())
     /// The live iterators' taken batches, for ``stopReturningUndelivered()``.
-    let takers = TakenDeliveriesRegistry()
+    let takers: TakenDeliveriesRegistry
 
     init(
         jetStream: NATSJetStream, stream: String, name: String, options: Options,
-        handle: SubscriptionHandle<ConsumerDelivery>, inbox: String
+        handle: SubscriptionHandle<ConsumerDelivery>, inbox: String, ackWait: Duration? = nil
     ) {
+        takers = TakenDeliveriesRegistry(redeliveredAfter: ackWait)
         self.stream = stream
         self.name = name
         self.options = options
@@ -172,7 +173,8 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
                 batch: consumer.session.withLock { session in
                     defer { session.leftovers = [] }
                     return session.leftovers.reversed()
-                })
+                },
+                redeliveredAfter: consumer.takers.redeliveredAfter)
         }
 
         /// Keeps what is left of the batch for the next fetch or iteration, in order.
@@ -382,7 +384,10 @@ extension NATSJetStream {
         // Room for every message requested ahead plus the status messages that come with them.
         let limits = NATSConnectionConfiguration.SubscriptionLimits(
             messages: options.batch * 2 + 64, bytes: connection.configuration.subscriptionLimits.bytes)
-        let handle = try await connection.subscribeConsumer(to: inbox, limits: limits)
-        return NATSPullConsumer(jetStream: self, stream: stream, name: name, options: options, handle: handle, inbox: inbox)
+        let handle = try await connection.subscribeConsumer(
+            to: inbox, limits: limits, redeliveredAfter: info.configuration.ackWait)
+        return NATSPullConsumer(
+            jetStream: self, stream: stream, name: name, options: options, handle: handle, inbox: inbox,
+            ackWait: info.configuration.ackWait)
     }
 }

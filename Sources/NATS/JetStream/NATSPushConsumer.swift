@@ -17,12 +17,13 @@ public final class NATSPushConsumer: AsyncSequence, Sendable {
     let connection: NATSConnection
     let handle: SubscriptionHandle<ConsumerDelivery>
     /// The live iterators' taken batches, for ``stopReturningUndelivered()``.
-    let takers = TakenDeliveriesRegistry()
+    let takers: TakenDeliveriesRegistry
 
     init(
         stream: String, name: String, deliverSubject: String, connection: NATSConnection,
-        handle: SubscriptionHandle<ConsumerDelivery>
+        handle: SubscriptionHandle<ConsumerDelivery>, ackWait: Duration? = nil
     ) {
+        takers = TakenDeliveriesRegistry(redeliveredAfter: ackWait)
         self.stream = stream
         self.name = name
         self.deliverSubject = deliverSubject
@@ -44,16 +45,16 @@ public final class NATSPushConsumer: AsyncSequence, Sendable {
 
     /// Creates the iterator.
     public func makeAsyncIterator() -> Iterator {
-        let taken = TakenDeliveries(connection: connection)
+        let taken = TakenDeliveries(connection: connection, redeliveredAfter: takers.redeliveredAfter)
         takers.register(taken)
-        return Iterator(consumer: self, token: IterationToken(handle: handle), taken: taken)
+        return Iterator(consumer: self, token: ConsumerIterationToken { [self] in stopReturningUndelivered() }, taken: taken)
     }
 
     /// Iterates over messages. Messages it took from the subscription and did not return are
     /// handed back to the server (`-NAK`) when the iterator goes away.
     public struct Iterator: AsyncIteratorProtocol {
         let consumer: NATSPushConsumer
-        let token: IterationToken<ConsumerDelivery>
+        let token: ConsumerIterationToken
         let taken: TakenDeliveries
 
         /// The next message; `nil` when stopped, cancelled, or the connection closed.
@@ -107,9 +108,11 @@ extension NATSJetStream {
     ) async throws(NATSError) -> NATSPushConsumer {
         let (info, deliverSubject) = try await ensurePushConsumer(stream: stream, configuration: configuration)
         let handle = try await connection.subscribeConsumer(
-            to: deliverSubject, queueGroup: info.configuration.deliverGroup, limits: limits)
+            to: deliverSubject, queueGroup: info.configuration.deliverGroup, limits: limits,
+            redeliveredAfter: info.configuration.ackWait)
         return NATSPushConsumer(
-            stream: stream, name: info.name, deliverSubject: deliverSubject, connection: connection, handle: handle)
+            stream: stream, name: info.name, deliverSubject: deliverSubject, connection: connection, handle: handle,
+            ackWait: info.configuration.ackWait)
     }
 
     /// Subscribes to a push consumer (creating or updating it first, as

@@ -148,9 +148,13 @@ final class ConsumerSubscriptionBox: NativeSubscriptionBox, @unchecked Sendable 
     @exclusivity(unchecked) private var payloads = PayloadSlabWriter()
     @exclusivity(unchecked) private var subjects = SubjectCache()
 
-    init(buffer: BoundedBatchBuffer<ConsumerDelivery>, connection: NativeConnection) {
+    /// See ``NativeConnection/handBack(_:redeliveredAfter:)``.
+    private let redeliveredAfter: Duration?
+
+    init(buffer: BoundedBatchBuffer<ConsumerDelivery>, connection: NativeConnection, redeliveredAfter: Duration? = nil) {
         self.buffer = buffer
         self.connection = connection
+        self.redeliveredAfter = redeliveredAfter
     }
 
     override func deliver(_ message: OpaquePointer, subscription: OpaquePointer?) {
@@ -163,7 +167,7 @@ final class ConsumerSubscriptionBox: NativeSubscriptionBox, @unchecked Sendable 
         // The consumer stopped (a draining subscription still delivers what the server sent
         // before it saw the unsubscribe): hand a stream message back at once rather than leave
         // it to its ack wait.
-        connection.handBack(refused.reply)
+        connection.handBack(refused.reply, redeliveredAfter: redeliveredAfter)
     }
 
     override func completed() {
@@ -332,18 +336,34 @@ extension NativeConnection {
     /// members included, until an idle heartbeat reports the stall); anything else (a core
     /// message, a settled one) is left alone. Non-blocking; a failed publish leaves the message to
     /// its ack wait.
-    func handBack(_ reply: MessageAcknowledgement?) {
+    ///
+    /// With `redeliveredAfter`, a message the server had delivered before (delivery count above
+    /// one) goes back with that delay (`-NAK {"delay": …}`, the consumer's ack wait) instead of at
+    /// once. The server counts every delivery as an attempt; without the delay, members that start
+    /// and stop again quickly while a backlog waits (a push member is sent up to the group's
+    /// max-ack-pending at once) would use up an event's attempts before any handler saw it. With
+    /// it, such churn costs an event at most one attempt per ack wait, as if it had not been
+    /// handed back; a first delivery still goes back at once.
+    func handBack(_ reply: MessageAcknowledgement?, redeliveredAfter delay: Duration? = nil) {
         guard let reply, !reply.isDone else { return }
-        let body: StaticString
         if reply.isJetStreamAck {
-            body = "-NAK"
+            if let delay, let count = reply.withSubjectBytes({ NATSJetStreamMessage.Metadata.parse($0, names: false)?.deliveryCount }),
+                count > 1
+            {
+                let body = Array("-NAK {\"delay\":\(max(1, delay.nanosecondsClamped))}".utf8)
+                reply.withSubjectCString { subject in
+                    _ = body.withUnsafeBytes { try? publish(subjectCString: subject, payload: $0) }
+                }
+                return
+            }
+            let body: StaticString = "-NAK"
+            reply.withSubjectCString { subject in
+                _ = try? publish(subjectCString: subject, payload: UnsafeRawBufferPointer(start: body.utf8Start, count: body.utf8CodeUnitCount))
+            }
         } else if reply.isFlowControl {
-            body = ""
-        } else {
-            return
-        }
-        reply.withSubjectCString { subject in
-            _ = try? publish(subjectCString: subject, payload: UnsafeRawBufferPointer(start: body.utf8Start, count: body.utf8CodeUnitCount))
+            reply.withSubjectCString { subject in
+                _ = try? publish(subjectCString: subject, payload: UnsafeRawBufferPointer(start: nil, count: 0))
+            }
         }
     }
 }
