@@ -26,13 +26,11 @@ struct TerminalSafeLogHandler: LogHandler {
         set { inner[metadataKey: key] = newValue }
     }
 
-    func log(
-        level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata?, source: String, file: String,
-        function: String, line: UInt
-    ) {
-        inner.log(
-            level: level, message: "\(TerminalText.escaped(message.description))",
-            metadata: metadata.map(Self.escaped), source: source, file: file, function: function, line: line)
+    func log(event: LogEvent) {
+        var event = event
+        event.message = "\(TerminalText.escaped(event.message.description))"
+        event.metadata = event.metadata.map(Self.escaped)
+        inner.log(event: event)
     }
 
     private static func escaped(_ metadata: Logger.Metadata) -> Logger.Metadata {
