@@ -1,7 +1,7 @@
 # Entry points for people and CI. `make test` is what CI runs (.ci/run).
 SWIFT ?= $(shell command -v swift 2>/dev/null || echo /opt/swift/usr/bin/swift)
 
-.PHONY: deps build test test-unit demo bench bench-quick reliability reliability-short clean
+.PHONY: deps build test test-unit test-asan test-tsan fuzz demo bench bench-quick reliability reliability-short clean
 
 ## Install system packages and the project virtualenv (idempotent).
 deps:
@@ -19,6 +19,27 @@ test: deps
 	$(SWIFT) test --skip 'EventBusReliabilityTests.ReliabilityTests'
 	NATS_PUBLIC_API_ONLY=1 $(SWIFT) test --skip-build --filter 'NATSTests'
 	$(SWIFT) test --skip-build --filter 'EventBusReliabilityTests.ReliabilityTests'
+
+## The test suites (with their real nats-servers) under AddressSanitizer, in their own build
+## directory (.build-asan) so that the normal build stays as it is. The fault suite is left out:
+## it is timing-bound and takes too long under a sanitizer.
+test-asan: deps
+	$(SWIFT) build --build-tests --sanitize=address --scratch-path .build-asan
+	ASAN_OPTIONS=detect_leaks=0 $(SWIFT) test --skip-build --sanitize=address --scratch-path .build-asan \
+		--skip 'EventBusReliabilityTests.ReliabilityTests'
+
+## The same under ThreadSanitizer (.build-tsan). cnats is not instrumented; the suppressions in
+## Tests/tsan-suppressions.txt cover only reports that lie wholly inside libnats or libc.
+test-tsan: deps
+	$(SWIFT) build --build-tests --sanitize=thread --scratch-path .build-tsan
+	TSAN_OPTIONS="suppressions=$(CURDIR)/Tests/tsan-suppressions.txt halt_on_error=0 second_deadlock_stack=1" \
+		$(SWIFT) test --skip-build --sanitize=thread --scratch-path .build-tsan \
+		--skip 'EventBusReliabilityTests.ReliabilityTests'
+
+## libFuzzer targets (Fuzz/, a nested package) with AddressSanitizer: every target 600 s, or
+## FUZZ_TARGET=header-block FUZZ_SECONDS=60. Crash artifacts: .build/fuzz/<Target>/.
+fuzz:
+	Fuzz/run.sh $(or $(FUZZ_TARGET),all) $(or $(FUZZ_SECONDS),600)
 
 ## Set everything up, then run the order workflow on the in-memory bus (EVENT_BUS_BACKEND switches it).
 demo: deps
