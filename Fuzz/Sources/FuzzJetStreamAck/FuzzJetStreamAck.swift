@@ -1,6 +1,12 @@
 import FuzzSupport
 @testable import NATS
 
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
 /// The two things JetStream sends that the client parses on every message: the metadata in a
 /// `$JS.ACK.` reply subject and the publish acknowledgement's JSON. The input is read as both.
 ///
@@ -29,7 +35,7 @@ func checkMetadata(_ bytes: UnsafeBufferPointer<UInt8>) {
     invariant(metadata.deliveryCount == expected.delivered && metadata.streamSequence == expected.streamSequence
         && metadata.consumerSequence == expected.consumerSequence && metadata.pending == expected.pending,
         "numbers \(metadata) vs reference \(expected)")
-    invariant(metadata.timestamp.timeIntervalSince1970 == Double(Int64(expected.nanoseconds)) / 1_000_000_000, "timestamp")
+    invariant(metadata.timestamp == Date(timeIntervalSince1970: Double(Int64(expected.nanoseconds)) / 1_000_000_000), "timestamp")
     invariant(numbersOnly.streamSequence == metadata.streamSequence && numbersOnly.deliveryCount == metadata.deliveryCount
         && numbersOnly.consumerSequence == metadata.consumerSequence && numbersOnly.pending == metadata.pending,
         "names: false reads other numbers")
@@ -39,7 +45,7 @@ func checkMetadata(_ bytes: UnsafeBufferPointer<UInt8>) {
 }
 
 /// The ack subject read the plain way: split on `.`, 9 tokens or 11 and more (domain, account
-/// hash, then the 7 fields, then anything), numbers all decimal digits that fit a UInt64.
+/// hash, then the 7 fields, then anything), numbers 1 to 20 decimal digits that fit a UInt64.
 func referenceMetadata(_ bytes: [UInt8])
     -> (stream: String, consumer: String, domain: String?, delivered: UInt64, streamSequence: UInt64,
         consumerSequence: UInt64, nanoseconds: UInt64, pending: UInt64)?
@@ -52,7 +58,8 @@ func referenceMetadata(_ bytes: [UInt8])
         tokens.count == 9 || tokens[2].elementsEqual("_".utf8) ? nil : String(decoding: tokens[2], as: UTF8.self)
     func number(_ index: Int) -> UInt64? {
         let token = tokens[index]
-        guard !token.isEmpty, token.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }) else { return nil }
+        // At most 20 digits (UInt64.max has 20): the server writes no leading zeros.
+        guard !token.isEmpty, token.count <= 20, token.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }) else { return nil }
         return UInt64(String(decoding: token, as: UTF8.self))
     }
     guard let delivered = number(first + 2), let streamSequence = number(first + 3),
