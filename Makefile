@@ -22,19 +22,26 @@ test: deps
 
 ## The test suites (with their real nats-servers) under AddressSanitizer, in their own build
 ## directory (.build-asan) so that the normal build stays as it is. The fault suite is left out:
-## it is timing-bound and takes too long under a sanitizer.
+## its timings do not hold under a sanitizer. LeakSanitizer is off by default: what it lists at
+## exit are tasks and test fixtures still waiting when the process ends (docs/reliability.md);
+## ASAN_OPTIONS=detect_leaks=1 turns it on. Timing-sensitive tests may fail at this speed.
+ASAN_OPTIONS ?= detect_leaks=0
 test-asan: deps
 	$(SWIFT) build --build-tests --sanitize=address --scratch-path .build-asan
-	ASAN_OPTIONS=detect_leaks=0 $(SWIFT) test --skip-build --sanitize=address --scratch-path .build-asan \
+	ASAN_OPTIONS=$(ASAN_OPTIONS) $(SWIFT) test --skip-build --sanitize=address --scratch-path .build-asan \
 		--skip 'EventBusReliabilityTests.ReliabilityTests'
 
-## The same under ThreadSanitizer (.build-tsan). cnats is not instrumented; the suppressions in
-## Tests/tsan-suppressions.txt cover only reports that lie wholly inside libnats or libc.
+## The same under ThreadSanitizer (.build-tsan), then Tests/Sanitizers/tsan-triage.py sorts the
+## reports: with Swift 6.3 on Linux, accesses under Mutex.withLock and continuations resumed on
+## another thread are reported though they do not race (see docs/reliability.md); the script
+## prints every other report and fails when there is one.
 test-tsan: deps
 	$(SWIFT) build --build-tests --sanitize=thread --scratch-path .build-tsan
-	TSAN_OPTIONS="suppressions=$(CURDIR)/Tests/tsan-suppressions.txt halt_on_error=0 second_deadlock_stack=1" \
-		$(SWIFT) test --skip-build --sanitize=thread --scratch-path .build-tsan \
-		--skip 'EventBusReliabilityTests.ReliabilityTests'
+	{ $(SWIFT) test --skip-build --sanitize=thread --scratch-path .build-tsan \
+		--skip 'EventBusReliabilityTests.ReliabilityTests' 2>&1; echo $$? >.build-tsan/test.status; } \
+		| tee .build-tsan/test.log
+	python3 Tests/Sanitizers/tsan-triage.py .build-tsan/test.log
+	exit $$(cat .build-tsan/test.status)
 
 ## libFuzzer targets (Fuzz/, a nested package) with AddressSanitizer: every target 600 s, or
 ## FUZZ_TARGET=header-block FUZZ_SECONDS=60. Crash artifacts: .build/fuzz/<Target>/.
