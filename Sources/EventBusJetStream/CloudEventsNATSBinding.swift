@@ -127,7 +127,11 @@ public enum CloudEventsNATSBinding {
                 found.recordFolded(header, value: value)
             } else if hasExtensionPrefix(name) {
                 // An extension: `ce-<name>` (any case), not one of the reserved attributes.
-                let attribute = String(String(decoding: name, as: UTF8.self).lowercased().dropFirst(Header.extensionPrefix.count))
+                // The prefix is dropped as bytes: dropped as characters, a combining mark after
+                // `ce-` would take the name's first letter with it (and an empty name be kept).
+                let attribute = String(
+                    decoding: UnsafeRawBufferPointer(rebasing: name[Header.extensionPrefix.utf8.count...]), as: UTF8.self
+                ).lowercased()
                 if !reservedAttributes.contains(attribute) {
                     extensions[attribute] = percentDecodedText(value)
                 }

@@ -8,6 +8,18 @@ import Testing
 @Suite("CloudEvents NATS binding")
 struct CloudEventsBindingTests {
     /// The hand-written RFC 3339 formatter and parser agree with Foundation's, to the nanosecond.
+    /// Found by fuzzing: `ce-` followed by a combining mark made one character of `-` and the
+    /// mark, so dropping the prefix as characters lost the name's first scalar.
+    @Test func anExtensionNameStartingWithACombiningMarkKeepsIt() {
+        let name = "\u{061A}x"
+        let event = CloudEventsNATSBinding.event(
+            subject: "orders.created", headers: NATSHeaders([("ce-" + name, "v")]), payload: [])
+        #expect(event.extensions == [name: "v"])
+        let again = CloudEventsNATSBinding.event(
+            subject: "orders.created", headers: CloudEventsNATSBinding.headers(for: event), payload: [])
+        #expect(again.extensions == [name: "v"])
+    }
+
     @Test func timeFormattingMatchesFoundation() throws {
         var generator = SystemRandomNumberGenerator()
         var dates: [Date] = [

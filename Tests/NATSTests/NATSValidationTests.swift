@@ -106,6 +106,7 @@ struct NATSServerURLTests {
         ("nats://]:42]:4222", "brackets"),
         ("nats://a:b:4222", "brackets"),
         ("nats://[[x]:4222", "brackets"),
+        ("nats://[f%1]:2", "brackets"),
     ])
     func rejectsBadURLs(url: String, rule: String) {
         let error = #expect(throws: NATSError.self) { try NATSServerURL(url) }

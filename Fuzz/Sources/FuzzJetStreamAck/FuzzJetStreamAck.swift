@@ -79,7 +79,9 @@ func checkPublishAck(_ bytes: UnsafeBufferPointer<UInt8>) {
         // The same acknowledgement, as the server would write it, reads back the same.
         let rendered = render(ack)
         let again = try? NATSPublishAck.parse(NATSPayload(Array(rendered.utf8)), subject: "orders.created")
-        invariant(again == ack, "\(ack) renders as \(rendered), which parses as \(String(describing: again))")
+        invariant(again == ack, "\(ack) renders as \(rendered), which parses as \(String(describing: again)); "
+            + "stream \(Array(ack.stream.utf8)) domain \(ack.domain.map { Array($0.utf8) } ?? []), "
+            + "again \(again.map { Array($0.stream.utf8) } ?? []) \(again?.domain.map { Array($0.utf8) } ?? [])")
         // A sequence is what the server wrote, not a wrapped-around number.
         invariant(ack.sequence <= UInt64(Int64.max), "sequence \(ack.sequence)")
     } catch {
@@ -88,8 +90,15 @@ func checkPublishAck(_ bytes: UnsafeBufferPointer<UInt8>) {
 }
 
 func render(_ ack: NATSPublishAck) -> String {
+    // Escaped scalar by scalar: a backslash followed by a combining mark is one Character, which
+    // a Character-wise replacement would miss.
     func quoted(_ text: String) -> String {
-        "\"" + text.replacing("\\", with: "\\\\").replacing("\"", with: "\\\"") + "\""
+        var escaped = String.UnicodeScalarView()
+        for scalar in text.unicodeScalars {
+            if scalar == "\\" || scalar == "\"" { escaped.append("\\") }
+            escaped.append(scalar)
+        }
+        return "\"" + String(escaped) + "\""
     }
     var json = "{\"stream\":\(quoted(ack.stream)), \"seq\": \(ack.sequence)"
     if ack.duplicate { json += ",\"duplicate\":true" }

@@ -34,8 +34,9 @@ public func invariant(
     file: StaticString = #fileID, line: UInt = #line
 ) {
     if !condition() {
-        let text = "invariant failed at \(file):\(line): \(message())\n"
-        _ = text.withCString { write(2, $0, strlen($0)) }
+        // Control characters escaped, so that a NUL does not cut the message short.
+        var text = "invariant failed at \(file):\(line): \(message())".debugDescription + "\n"
+        _ = text.withUTF8 { write(2, $0.baseAddress, $0.count) }
         abort()
     }
 }
