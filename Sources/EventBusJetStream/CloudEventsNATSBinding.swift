@@ -395,7 +395,9 @@ public enum CloudEventsNATSBinding {
                 var value = 0
                 index += 1
                 while index < bytes.count, bytes[index] &- UInt8(ascii: "0") < 10 {
-                    value = value * 10 + Int(bytes[index] &- UInt8(ascii: "0"))
+                    // Only counted past nine digits (Foundation reads those): accumulating them
+                    // all overflowed, and a `ce-time` with 19 fractional digits crashed the reader.
+                    if digits < 9 { value = value * 10 + Int(bytes[index] &- UInt8(ascii: "0")) }
                     digits += 1
                     index += 1
                 }

@@ -46,6 +46,10 @@ struct CloudEventsBindingTests {
         // Outside the hand-written form: left to Foundation (and rejected where it rejects).
         #expect(CloudEventsNATSBinding.parseTime("2023-02-29T00:00:00Z") == CloudEventsNATSBinding.parseTimeWithFoundation("2023-02-29T00:00:00Z"))
         #expect(CloudEventsNATSBinding.parseTime("not a time") == nil)
+        // Found by fuzzing: this many fractional digits overflowed (and trapped) in the fast path.
+        let long = "2026-11-23T17:35:21." + String(repeating: "3", count: 100) + "Z"
+        #expect(CloudEventsNATSBinding.parseTime(long) == CloudEventsNATSBinding.parseTimeWithFoundation(long))
+        #expect(CloudEventsNATSBinding.parseTime(long) != nil)
         #expect(CloudEventsNATSBinding.parseTime("2026-11-23T17:35:21.1234567891Z") == CloudEventsNATSBinding.parseTimeWithFoundation("2026-11-23T17:35:21.1234567891Z"))
     }
 

@@ -54,7 +54,8 @@ counts = collections.Counter()
 others = []
 for report in log.split("WARNING: ThreadSanitizer: ")[1:]:
     report = report.split("\nSUMMARY: ThreadSanitizer")[0]
-    sections = re.split(r"\n  (?=Previous |Location is|Mutex |Thread T)", report)
+    # Indented further when a child process (eventbus-demo) reports through a test's output.
+    sections = re.split(r"\n\s+(?=Previous |Location is|Mutex |Thread T)", report)
     first, second = sections[0], sections[1] if len(sections) > 1 else ""
     tops = (top(first), top(second))
     if under_lock(first) and under_lock(second):
