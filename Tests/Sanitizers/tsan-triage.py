@@ -2,7 +2,7 @@
 """Sorts the ThreadSanitizer reports of a `swift test --sanitize=thread` log (make test-tsan).
 
 With Swift 6.3 on Linux two kinds of report are false positives, each reproduced by a few
-lines that race on nothing (see docs/reliability.md, "Fuzzing and sanitizers"):
+lines that race on nothing (Tests/Sanitizers/mutex-probe.swift, continuation-probe.swift):
 
 - lock: both accesses happen inside `Mutex.withLock` (Synchronization). The Mutex waits on a
   futex with atomics in the uninstrumented standard library, so TSan sees no lock at all.
