@@ -26,8 +26,10 @@ public func fuzzServerURL(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
         invariant(!list.isEmpty, "an empty list parsed")
         // Each entry's secrets are looked for in its own part of the redacted list: a token may
         // well be part of another entry's user.
-        let parts = redacted.split(separator: ",", omittingEmptySubsequences: false).compactMap { part -> String? in
-            let scalars = part.unicodeScalars.drop { isBlank($0) }.reversed().drop { isBlank($0) }.reversed()
+        // Split by scalar, as the parser does: a comma before a combining mark is one Character.
+        let parts = redacted.unicodeScalars.split(separator: ",", omittingEmptySubsequences: false).compactMap {
+            part -> String? in
+            let scalars = part.drop { isBlank($0) }.reversed().drop { isBlank($0) }.reversed()
             return scalars.isEmpty ? nil : String(String.UnicodeScalarView(scalars))
         }
         invariant(parts.count == list.count, "redact(\(text)) = \(redacted) has \(parts.count) entries, the list \(list.count)")
