@@ -127,7 +127,11 @@ public enum CloudEventsNATSBinding {
                 found.recordFolded(header, value: value)
             } else if hasExtensionPrefix(name) {
                 // An extension: `ce-<name>` (any case), not one of the reserved attributes.
-                let attribute = String(String(decoding: name, as: UTF8.self).lowercased().dropFirst(Header.extensionPrefix.count))
+                // The prefix is dropped as bytes: dropped as characters, a combining mark after
+                // `ce-` would take the name's first letter with it (and an empty name be kept).
+                let attribute = String(
+                    decoding: UnsafeRawBufferPointer(rebasing: name[Header.extensionPrefix.utf8.count...]), as: UTF8.self
+                ).lowercased()
                 if !reservedAttributes.contains(attribute) {
                     extensions[attribute] = percentDecodedText(value)
                 }
@@ -391,7 +395,9 @@ public enum CloudEventsNATSBinding {
                 var value = 0
                 index += 1
                 while index < bytes.count, bytes[index] &- UInt8(ascii: "0") < 10 {
-                    value = value * 10 + Int(bytes[index] &- UInt8(ascii: "0"))
+                    // Only counted past nine digits (Foundation reads those): accumulating them
+                    // all overflowed, and a `ce-time` with 19 fractional digits crashed the reader.
+                    if digits < 9 { value = value * 10 + Int(bytes[index] &- UInt8(ascii: "0")) }
                     digits += 1
                     index += 1
                 }

@@ -97,10 +97,13 @@ extension NATSHeaders {
                 line = end + 1
                 continue
             }
-            if isSpace(bytes[line]) {
-                // A folded line continues the previous value.
+            if bytes[line] == 0x20 || bytes[line] == 0x09 {
+                // A folded line (starting with a space or tab) continues the previous value.
                 guard !fields.isEmpty else { return nil }
-                fields[fields.count - 1].value += " " + text(content)
+                // Joined with one space; onto an empty value without one (values have no blanks at
+                // their ends, and a leading one would be lost when the headers are sent again).
+                let previous = fields[fields.count - 1].value
+                fields[fields.count - 1].value = previous.isEmpty ? text(content) : previous + " " + text(content)
             } else {
                 var colon = line
                 while colon < end && bytes[colon] != UInt8(ascii: ":") { colon += 1 }
@@ -113,7 +116,8 @@ extension NATSHeaders {
             // As in cnats: the inline status replaces header lines of the same names.
             fields.removeAll { $0.name == "Status" || $0.name == "Description" }
             let codeEnd = Swift.min(status.upperBound, status.lowerBound + 3)
-            var inline = [Field(name: "Status", value: text(status.lowerBound..<codeEnd))]
+            // Trimmed like every value (a code shorter than three characters is followed by a blank).
+            var inline = [Field(name: "Status", value: text(trimmed(status.lowerBound, codeEnd)))]
             let description = trimmed(codeEnd, status.upperBound)
             if !description.isEmpty { inline.append(Field(name: "Description", value: text(description))) }
             fields.insert(contentsOf: inline, at: 0)

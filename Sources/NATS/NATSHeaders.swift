@@ -122,11 +122,17 @@ public struct NATSHeaders: Sendable, Hashable, Sequence, ExpressibleByDictionary
 
     /// Calls `body` with each value of `name` in a wire-form block until it returns `false`.
     private func forEachValue(of name: String, in block: NATSPayload, _ body: (String) -> Bool) {
+        // A received name that is not UTF-8 reads (in `names`, in iteration) with U+FFFD where
+        // the bad bytes were: such a name is compared as that text, not byte for byte.
+        let text = name
+        let repaired = text.unicodeScalars.contains("\u{FFFD}")
         var name = name
         name.withUTF8 { wanted in
             block.withUnsafeBytes { bytes in
                 SimpleBlock.forEachField(bytes) { fieldName, value in
-                    guard fieldName.elementsEqual(UnsafeRawBufferPointer(wanted)) else { return true }
+                    guard fieldName.elementsEqual(UnsafeRawBufferPointer(wanted))
+                        || (repaired && SimpleBlock.text(fieldName) == text)
+                    else { return true }
                     return body(SimpleBlock.text(value))
                 }
             }

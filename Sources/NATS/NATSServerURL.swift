@@ -180,7 +180,8 @@ extension NATSServerURL {
 
         func message(for redactedText: String) -> String {
             if case .empty = self { return rule }
-            return "invalid server URL '\(redactedText)': \(rule)"
+            // Printable: the text may hold the control characters it is rejected for.
+            return "invalid server URL '\(NATSValidation.printable(redactedText))': \(rule)"
         }
     }
 
@@ -202,7 +203,7 @@ extension NATSServerURL {
                 return position + failure.message(for: url)
             case .commaInCredentials(let index, let count):
                 return
-                    "invalid server list '\(NATSServerURL.redact(list))': entry \(index) of \(count) looks like part of credentials split at a comma; a comma inside a user, password or token must be percent-encoded as %2C"
+                    "invalid server list '\(NATSValidation.printable(NATSServerURL.redact(list)))': entry \(index) of \(count) looks like part of credentials split at a comma; a comma inside a user, password or token must be percent-encoded as %2C"
             }
         }
     }
@@ -305,6 +306,9 @@ extension NATSServerURL {
             ? { isLetterOrDigit($0) || $0 == ":" || $0 == "." || $0 == "%" }
             : { isLetterOrDigit($0) || $0 == "-" || $0 == "." || $0 == "_" }
         if !hostPart.allSatisfy(hostAllowed) { return .failure(.hostCharacters) }
+        // Brackets hold an IPv6 address, which always has a ':' (`[f%1]` would print as `f%1`,
+        // which does not parse back).
+        if isIPv6 && !hostPart.contains(":") { return .failure(.hostCharacters) }
         let port: Int
         if let portPart {
             guard !portPart.isEmpty, portPart.allSatisfy({ $0 >= "0" && $0 <= "9" }) else { return .failure(.portNotNumber) }

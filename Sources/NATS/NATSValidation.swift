@@ -113,7 +113,7 @@ public enum NATSValidation {
         for byte in value.utf8 where byte == 0x0D || byte == 0x0A || byte == 0x00 {
             throw NATSError(
                 .invalidHeader,
-                "invalid value for header '\(name)': it must not contain CR, LF or NUL (value '\(printable(value))')")
+                "invalid value for header '\(printable(name))': it must not contain CR, LF or NUL (value '\(printable(value))')")
         }
     }
 

@@ -7,8 +7,8 @@ import Testing
 @Suite("eventbus CLI", .serialized)
 struct CLIProcessTests {
     static func run(_ arguments: [String], environment: [String: String]) async throws -> (Int32, String) {
-        let root = NATSServerProcess.projectRoot()
-        let process = try DemoProcess(executable: "\(root)/.build/debug/eventbus", arguments: arguments, environment: environment)
+        let process = try DemoProcess(
+            executable: try DemoProcessTests.builtExecutable("eventbus"), arguments: arguments, environment: environment)
         let status = try await process.waitForExit(timeout: .seconds(60))
         return (status, process.output)
     }

@@ -7,12 +7,21 @@ import Testing
 struct DemoProcessTests {
     /// The built demo executable (the test target does not link it, so build it first: `swift build`).
     static func demoExecutable() throws -> String {
+        try builtExecutable("eventbus-demo")
+    }
+
+    /// An executable of the package: beside the test bundle first (so that a build with another
+    /// `--scratch-path`, such as the sanitizer builds, runs its own), then in `.build`.
+    static func builtExecutable(_ name: String) throws -> String {
         let root = NATSServerProcess.projectRoot()
-        for candidate in [".build/debug/eventbus-demo", ".build/release/eventbus-demo"] {
-            let path = "\(root)/\(candidate)"
+        let bundle = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        var products = URL(fileURLWithPath: bundle).deletingLastPathComponent()
+        while products.path.contains(".xctest") { products = products.deletingLastPathComponent() }
+        for directory in [products.path, "\(root)/.build/debug", "\(root)/.build/release"] {
+            let path = "\(directory)/\(name)"
             if FileManager.default.isExecutableFile(atPath: path) { return path }
         }
-        throw NATSServerProcess.Failure(description: "eventbus-demo is not built: run `swift build` first (make test does)")
+        throw NATSServerProcess.Failure(description: "\(name) is not built: run `swift build` first (make test does)")
     }
 
     @Test func runsInMemoryWithNoSetup() async throws {

@@ -8,6 +8,18 @@ import Testing
 @Suite("CloudEvents NATS binding")
 struct CloudEventsBindingTests {
     /// The hand-written RFC 3339 formatter and parser agree with Foundation's, to the nanosecond.
+    /// Found by fuzzing: `ce-` followed by a combining mark made one character of `-` and the
+    /// mark, so dropping the prefix as characters lost the name's first scalar.
+    @Test func anExtensionNameStartingWithACombiningMarkKeepsIt() {
+        let name = "\u{061A}x"
+        let event = CloudEventsNATSBinding.event(
+            subject: "orders.created", headers: NATSHeaders([("ce-" + name, "v")]), payload: [])
+        #expect(event.extensions == [name: "v"])
+        let again = CloudEventsNATSBinding.event(
+            subject: "orders.created", headers: CloudEventsNATSBinding.headers(for: event), payload: [])
+        #expect(again.extensions == [name: "v"])
+    }
+
     @Test func timeFormattingMatchesFoundation() throws {
         var generator = SystemRandomNumberGenerator()
         var dates: [Date] = [
@@ -34,6 +46,10 @@ struct CloudEventsBindingTests {
         // Outside the hand-written form: left to Foundation (and rejected where it rejects).
         #expect(CloudEventsNATSBinding.parseTime("2023-02-29T00:00:00Z") == CloudEventsNATSBinding.parseTimeWithFoundation("2023-02-29T00:00:00Z"))
         #expect(CloudEventsNATSBinding.parseTime("not a time") == nil)
+        // Found by fuzzing: this many fractional digits overflowed (and trapped) in the fast path.
+        let long = "2026-11-23T17:35:21." + String(repeating: "3", count: 100) + "Z"
+        #expect(CloudEventsNATSBinding.parseTime(long) == CloudEventsNATSBinding.parseTimeWithFoundation(long))
+        #expect(CloudEventsNATSBinding.parseTime(long) != nil)
         #expect(CloudEventsNATSBinding.parseTime("2026-11-23T17:35:21.1234567891Z") == CloudEventsNATSBinding.parseTimeWithFoundation("2026-11-23T17:35:21.1234567891Z"))
     }
 

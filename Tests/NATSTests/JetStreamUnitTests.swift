@@ -78,6 +78,13 @@ struct JetStreamUnitTests {
         #expect(escaped?.isRetriable == true)
     }
 
+    /// Found by fuzzing: a negative sequence trapped, a too long one wrapped around.
+    @Test(arguments: [#"{"stream":"S","seq":-1}"#, #"{"stream":"S","seq":99999999999999999999}"#])
+    func refusesSequencesThatAreNoSequence(json: String) {
+        let error = #expect(throws: NATSError.self) { try NATSPublishAck.parse(NATSPayload(json), subject: "o.1") }
+        #expect(error?.code == .serverError)
+    }
+
     @Test(arguments: ["", "a.b", "a*", "a>", "a b", "a/b", "tab\there"])
     func rejectsBadNames(name: String) {
         let error = #expect(throws: NATSError.self) { try NATSJetStream.validateName(name, what: "stream name") }

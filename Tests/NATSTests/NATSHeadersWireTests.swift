@@ -87,6 +87,26 @@ struct NATSHeadersWireTests {
         #expect(headers?.count == 3)
     }
 
+    /// Found by fuzzing: each of these read back differently once the headers were sent again,
+    /// or differently from the lazy reader.
+    @Test func readsEdgeCasesAsTheyAreSentAgain() throws {
+        // A folded line onto an empty value: no leading space.
+        #expect(parsed("NATS/1.0\r\nA:\r\n\tx\r\n\r\n")?["A"] == "x")
+        // Only a space or tab folds a line; a line starting with CR is a field of its own.
+        let carriageReturn = try #require(parsed("NATS/1.0\r\n\rA: 1\r\nB: 2\r\n\r\n"))
+        #expect(carriageReturn.names == ["\rA", "B"])
+        // A status code shorter than three characters loses the blank after it.
+        let status = parsed("NATS/1.0 50 ok\r\n\r\n")
+        #expect(status?["Status"] == "50")
+        #expect(status?["Description"] == "ok")
+        // A received name that is not UTF-8 is found by the name the headers list.
+        let block: [UInt8] = Array("NATS/1.0\r\n".utf8) + [0xE0] + Array("n: v\r\n\r\n".utf8)
+        let lazy = NATSHeaders(simpleBlock: NATSPayload(block))
+        let name = try #require(lazy.names.first)
+        #expect(lazy[name] == "v")
+        #expect(lazy.values(for: name) == ["v"])
+    }
+
     @Test func refusesWhatIsNotAHeaderBlock() {
         #expect(parsed("HTTP/1.1 200\r\n\r\n") == nil)
         #expect(parsed("NATS/1.0\r\nno colon here\r\n\r\n") == nil)

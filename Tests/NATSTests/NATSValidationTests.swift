@@ -65,6 +65,12 @@ struct NATSValidationTests {
         #expect(error?.message.contains("X-Key") == true)
     }
 
+    @Test func headerValueErrorKeepsAControlCharacterInTheNameVisible() {
+        let error = #expect(throws: NATSError.self) { try NATSValidation.validateHeaderValue("a\nb", name: "X\u{0}Key") }
+        #expect(error?.message.contains(#"X\0Key"#) == true, "\(error?.message ?? "")")
+        #expect(error?.message.unicodeScalars.allSatisfy { $0.value >= 0x20 } == true)
+    }
+
     @Test func headerValuesMayHoldUnicodeAndColons() throws {
         try NATSValidation.validateHeaders(["X-Trace": "a:b:c", "X-Name": "Zoë ✓"])
     }
@@ -96,11 +102,21 @@ struct NATSServerURLTests {
         ("nats://:4222", "host is missing"),
         ("", "must not be empty"),
         ("nats://host:4222/path", "no path"),
+        ("nats://ho\u{7F}st:4222", "control characters"),
+        ("nats://]:42]:4222", "brackets"),
+        ("nats://a:b:4222", "brackets"),
+        ("nats://[[x]:4222", "brackets"),
+        ("nats://[f%1]:2", "brackets"),
     ])
     func rejectsBadURLs(url: String, rule: String) {
         let error = #expect(throws: NATSError.self) { try NATSServerURL(url) }
         #expect(error?.code == .invalidURL)
         #expect(error?.message.contains(rule) == true, "\(error?.message ?? "")")
+    }
+
+    @Test func errorShowsControlCharactersEscaped() {
+        let error = #expect(throws: NATSError.self) { try NATSServerURL("nats://ho\nst:4222") }
+        #expect(error?.message.contains(#"ho\nst"#) == true, "\(error?.message ?? "")")
     }
 
     @Test func credentialsNeverPrinted() {

@@ -39,7 +39,10 @@ public struct NATSPublishAck: Sendable, Hashable {
                         .jetStream, "publish to '\(subject)' rejected: \(description)",
                         isRetriable: status == 503, jetStreamErrorCode: code.map(Int.init)))
             }
-            guard let stream = scanner.string(for: "stream"), let sequence = scanner.integer(for: "seq") else {
+            // A sequence is never negative: `"seq":-1` is not an acknowledgement (and must not
+            // trap in the conversion below).
+            guard let stream = scanner.string(for: "stream"), let sequence = scanner.integer(for: "seq"), sequence >= 0
+            else {
                 return .failure(
                     NATSError(
                         .serverError,
@@ -161,7 +164,11 @@ struct JSONFieldScanner {
             cursor += 1
         }
         while cursor < bytes.count, bytes[cursor] >= UInt8(ascii: "0"), bytes[cursor] <= UInt8(ascii: "9") {
-            value = value &* 10 &+ Int64(bytes[cursor] - UInt8(ascii: "0"))
+            // A number that does not fit is no number (it used to wrap around to another one).
+            let (times10, overflow1) = value.multipliedReportingOverflow(by: 10)
+            let (sum, overflow2) = times10.addingReportingOverflow(Int64(bytes[cursor] - UInt8(ascii: "0")))
+            guard !overflow1, !overflow2 else { return nil }
+            value = sum
             digits += 1
             cursor += 1
         }
