@@ -59,15 +59,20 @@ func check(_ url: NATSServerURL, in text: String, redacted: String) {
     if let password = url.password, !password.isEmpty, password != "***" {
         // The password as it would stand in user info: after a `:`, before the `@`.
         let secret = ":" + password + "@"
-        invariant(!redacted.contains(secret), "redact(\(text)) = \(redacted) shows the password")
-        invariant(!url.description.contains(secret), "description \(url.description) shows the password")
-        invariant(!dumped.contains(secret), "dump shows the password")
+        // Unless the same text also stands elsewhere in the input (a user may look like it).
+        if occurrences(of: secret, in: text) <= 1 {
+            invariant(occurrences(of: secret, in: redacted) == 0, "redact(\(text)) = \(redacted) shows the password")
+        }
+        invariant(occurrences(of: secret, in: url.description) == 0, "description \(url.description) shows the password")
+        invariant(occurrences(of: secret, in: dumped) == 0, "dump shows the password")
     }
     if let user = url.user, url.password == nil, !user.allSatisfy({ $0 == "*" }) {
         // A user without a password is a token: it must not show either.
-        invariant(!redacted.contains(user + "@"), "redact(\(text)) = \(redacted) shows the token")
-        invariant(!url.description.contains(user + "@"), "description \(url.description) shows the token")
-        invariant(!dumped.contains(user + "@"), "dump shows the token")
+        if occurrences(of: user + "@", in: text) <= 1 {
+            invariant(occurrences(of: user + "@", in: redacted) == 0, "redact(\(text)) = \(redacted) shows the token")
+        }
+        invariant(occurrences(of: user + "@", in: url.description) == 0, "description \(url.description) shows the token")
+        invariant(occurrences(of: user + "@", in: dumped) == 0, "dump shows the token")
     }
     // What the URL prints (credentials redacted) parses again to the same address.
     if let again = try? NATSServerURL(url.description) {
@@ -76,6 +81,19 @@ func check(_ url: NATSServerURL, in text: String, redacted: String) {
     } else {
         invariant(false, "description \(url.description) of \(url) does not parse")
     }
+}
+
+/// How often `needle` stands in `text`, compared scalar by scalar (as the parser reads), overlaps
+/// counted.
+func occurrences(of needle: String, in text: String) -> Int {
+    let needle = Array(needle.unicodeScalars)
+    let text = Array(text.unicodeScalars)
+    guard !needle.isEmpty, needle.count <= text.count else { return 0 }
+    var count = 0
+    for start in 0...(text.count - needle.count) where text[start..<(start + needle.count)].elementsEqual(needle) {
+        count += 1
+    }
+    return count
 }
 
 /// What the list parser trims around an entry.
