@@ -145,7 +145,11 @@ public enum NATSValidation {
     static func printable(_ value: String) -> String {
         var result = ""
         for scalar in value.unicodeScalars.prefix(200) {
-            if scalar.value < 0x20 || scalar.value == 0x7F {
+            // C0, DEL and C1 controls, and the bidirectional overrides and isolates that reorder
+            // what follows them: an error message quoting bad input stays one readable line.
+            if scalar.value < 0x20 || (0x7F...0x9F).contains(scalar.value) || (0x202A...0x202E).contains(scalar.value)
+                || (0x2066...0x2069).contains(scalar.value)
+            {
                 result += scalar.escaped(asASCII: true)
             } else {
                 result.unicodeScalars.append(scalar)

@@ -4,6 +4,13 @@ import Testing
 
 @Suite("Validation before the wire")
 struct NATSValidationTests {
+    /// Error messages quote bad input: C0, DEL, C1 and bidirectional controls come out escaped.
+    @Test func printableEscapesControlsAndBidiOverrides() {
+        let shown = NATSValidation.printable("a\u{1B}[31m\u{7F}\u{9B}b\u{202E}c\u{2066}zürich")
+        #expect(shown == #"a\u{1B}[31m\u{7F}\u{009B}b\u{202E}c\u{2066}zürich"#)
+        #expect(!shown.unicodeScalars.contains { $0.value < 0x20 || (0x7F...0x9F).contains($0.value) || $0.value == 0x202E })
+    }
+
     @Test(arguments: [
         ("", "must not be empty"),
         ("a b", "whitespace"),
