@@ -75,9 +75,11 @@ final class ResponseMux: Sendable {
 
         /// Fails every open request with a token below `below` with the error `error` makes for
         /// it; returns whom to hand each failure to.
-        mutating func failOpen(below: UInt64 = .max, _ error: (Waiter) -> NATSError) -> [(Recipient, NATSError)] {
+        mutating func failOpen(
+            below: UInt64 = .max, where matches: (Waiter) -> Bool = { _ in true }, _ error: (Waiter) -> NATSError
+        ) -> [(Recipient, NATSError)] {
             var failed: [(Recipient, NATSError)] = []
-            for (token, waiter) in waiters where waiter.outcome == nil && token < below {
+            for (token, waiter) in waiters where waiter.outcome == nil && token < below && matches(waiter) {
                 let failure = error(waiter)
                 if let recipient = complete(token, .failure(failure)) { failed.append((recipient, failure)) }
             }
@@ -274,15 +276,12 @@ final class ResponseMux: Sendable {
     /// ``NATSError/Code/permissionDenied`` instead of timing out (no reply can come). Requests on
     /// other subjects go on.
     private func failDenied(subject: String, reason: String) {
-        let failed = state.withLock { state -> [(Recipient, NATSError)] in
-            var failed: [(Recipient, NATSError)] = []
-            for (token, waiter) in state.waiters where waiter.subject == subject && waiter.outcome == nil {
-                let error = NATSError(
+        let failed = state.withLock { state in
+            state.failOpen(where: { $0.subject == subject }) { _ in
+                NATSError(
                     .permissionDenied,
                     "request on '\(NATSValidation.printable(subject))': the server does not permit publishing to it (\(reason))")
-                if let recipient = state.complete(token, .failure(error)) { failed.append((recipient, error)) }
             }
-            return failed
         }
         for (recipient, error) in failed { recipient.deliver(.failure(error)) }
     }

@@ -9,9 +9,20 @@ import Darwin
 /// connection right after the TLS handshake; cnats then says "Expected 'PONG', got ''").
 /// Used on the failure path only; blocking, with a short timeout.
 enum NativeServerProbe {
-    /// The INFO line's JSON text, or `nil` if none arrived within `timeout`.
-    static func info(host: String, port: Int, timeout: Duration = .seconds(1)) -> String? {
-        guard let socketFD = connectedSocket(host: host, port: port, timeout: timeout) else { return nil }
+    /// What a fresh TCP connection to a server shows.
+    enum Greeting {
+        /// No connection.
+        case unreachable
+        /// Connected, but no INFO line within the timeout (a TLS-first server waits for the
+        /// client's handshake).
+        case silent
+        /// The INFO line's JSON text.
+        case info(String)
+    }
+
+    /// Connects once and reads the server's INFO line.
+    static func greeting(host: String, port: Int, timeout: Duration = .seconds(1)) -> Greeting {
+        guard let socketFD = connectedSocket(host: host, port: port, timeout: timeout) else { return .unreachable }
         defer { close(socketFD) }
         var bytes: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 2048)
@@ -21,8 +32,7 @@ enum NativeServerProbe {
             bytes += chunk[0..<count]
         }
         let line = String(decoding: bytes.prefix { $0 != UInt8(ascii: "\r") && $0 != UInt8(ascii: "\n") }, as: UTF8.self)
-        guard line.hasPrefix("INFO ") else { return nil }
-        return String(line.dropFirst(5))
+        return line.hasPrefix("INFO ") ? .info(String(line.dropFirst(5))) : .silent
     }
 
     /// Why connecting with `configuration` failed, when a server's INFO explains it better than
@@ -31,32 +41,26 @@ enum NativeServerProbe {
     static func explainConnectFailure(_ configuration: NATSConnectionConfiguration) -> NATSError? {
         guard configuration.usesTLS else { return nil }
         for server in configuration.servers {
-            guard let info = info(host: server.host, port: server.port) else {
-                if acceptsButStaysSilent(host: server.host, port: server.port) {
-                    return NATSError(
-                        .tls,
-                        "cannot connect to \(server): the server sent no INFO; it probably expects the TLS handshake "
-                            + "first (tls { handshake_first: true }), which cnats 3.4 cannot do. Give the server a "
-                            + "fallback delay (handshake_first: \"300ms\") or turn handshake_first off")
-                }
+            switch greeting(host: server.host, port: server.port) {
+            case .unreachable:
                 continue
-            }
-            let compact = info.filter { $0 != " " }
-            if compact.contains("\"tls_verify\":true"), configuration.tls?.certificateFile == nil {
+            case .silent:
                 return NATSError(
                     .tls,
-                    "cannot connect to \(server): the server requires a client certificate (mutual TLS, tls_verify) "
-                        + "and none is configured; set tls.certificateFile and tls.keyFile")
+                    "cannot connect to \(server): the server sent no INFO; it probably expects the TLS handshake "
+                        + "first (tls { handshake_first: true }), which cnats 3.4 cannot do. Give the server a "
+                        + "fallback delay (handshake_first: \"300ms\") or turn handshake_first off")
+            case .info(let info):
+                let compact = info.filter { $0 != " " }
+                if compact.contains("\"tls_verify\":true"), configuration.tls?.certificateFile == nil {
+                    return NATSError(
+                        .tls,
+                        "cannot connect to \(server): the server requires a client certificate (mutual TLS, tls_verify) "
+                            + "and none is configured; set tls.certificateFile and tls.keyFile")
+                }
             }
         }
         return nil
-    }
-
-    /// Whether a TCP connection is accepted (the caller saw no INFO line on it: a TLS-first server).
-    private static func acceptsButStaysSilent(host: String, port: Int) -> Bool {
-        guard let socketFD = connectedSocket(host: host, port: port, timeout: .seconds(1)) else { return false }
-        close(socketFD)
-        return true
     }
 
     /// A TCP socket connected to `host`:`port` with send and receive timeouts, or `nil`.

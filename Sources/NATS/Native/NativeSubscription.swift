@@ -346,23 +346,24 @@ extension NativeConnection {
     /// handed back; a first delivery still goes back at once.
     func handBack(_ reply: MessageAcknowledgement?, redeliveredAfter delay: Duration? = nil) {
         guard let reply, !reply.isDone else { return }
+        let body: String
         if reply.isJetStreamAck {
             if let delay, let count = reply.withSubjectBytes({ NATSJetStreamMessage.Metadata.parse($0, names: false)?.deliveryCount }),
                 count > 1
             {
-                let body = Array("-NAK {\"delay\":\(max(1, delay.nanosecondsClamped))}".utf8)
-                reply.withSubjectCString { subject in
-                    _ = body.withUnsafeBytes { try? publish(subjectCString: subject, payload: $0) }
-                }
-                return
-            }
-            let body: StaticString = "-NAK"
-            reply.withSubjectCString { subject in
-                _ = try? publish(subjectCString: subject, payload: UnsafeRawBufferPointer(start: body.utf8Start, count: body.utf8CodeUnitCount))
+                body = "-NAK {\"delay\":\(max(1, delay.nanosecondsClamped))}"
+            } else {
+                body = "-NAK"
             }
         } else if reply.isFlowControl {
+            body = ""
+        } else {
+            return
+        }
+        var text = body
+        text.withUTF8 { bytes in
             reply.withSubjectCString { subject in
-                _ = try? publish(subjectCString: subject, payload: UnsafeRawBufferPointer(start: nil, count: 0))
+                _ = try? publish(subjectCString: subject, payload: UnsafeRawBufferPointer(bytes))
             }
         }
     }
