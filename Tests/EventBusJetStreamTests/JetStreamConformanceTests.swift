@@ -70,8 +70,8 @@ struct JetStreamConformanceTests {
         restart: { bus in
             guard let server = servers.server(for: bus) else { throw EventBusError(.invalidOption, "unknown bus") }
             await bus.close()
-            server.stop()
-            try server.start()
+            await server.stopped()
+            try await server.restarted()
             let restarted = try makeBus(on: server, groupConsumer: groupConsumer)
             try await restarted.start()
             return restarted

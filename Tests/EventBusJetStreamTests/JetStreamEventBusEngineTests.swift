@@ -127,7 +127,7 @@ struct JetStreamEventBusEngineTests {
         }
         let reply = try await bus.request(Event(subject: "rpc.echo", type: "t", source: "/test"), timeout: .seconds(5))
         #expect(reply.type == "reply")
-        let connz = try Self.httpGet("http://127.0.0.1:\(monitoringPort)/connz")
+        let connz = try await offCooperativePool { try Self.httpGet("http://127.0.0.1:\(monitoringPort)/connz") }
         let parsed = try JSONSerialization.jsonObject(with: Data(connz.utf8)) as? [String: Any]
         #expect(parsed?["num_connections"] as? Int == 1, "the server sees these connections: \(connz.prefix(300))")
         answering.cancel()

@@ -22,7 +22,7 @@ struct JetStreamEventBusPublishTests {
     }
 
     @Test func lonePublishesAndConcurrentPublishesGiveTheSameReceipts() async throws {
-        let server = try NATSServerProcess()
+        let server = try await NATSServerProcess.started()
         defer { server.stop() }
         let bus = try await Self.startedBus(on: server)
 
@@ -64,7 +64,7 @@ struct JetStreamEventBusPublishTests {
     /// DESIGN rule 13: an event whose NATS subject (after the bus's prefix) is longer than the
     /// server's control line fails alone, before the wire; the bus keeps working.
     @Test func aTooLongSubjectFailsAloneAndTheNextPublishSucceeds() async throws {
-        let server = try NATSServerProcess()
+        let server = try await NATSServerProcess.started()
         defer { server.stop() }
         let bus = try await Self.startedBus(on: server)
 

@@ -35,8 +35,8 @@ struct JetStreamEventBusTests {
             try await bus.publish(Event(subject: "restart.before", type: "t", source: "/test", data: Array("\(index)".utf8)))
         }
         #expect(await eventually { received.count >= 50 })
-        server.stop()
-        try server.start()
+        await server.stopped()
+        try await server.restarted()
         // Publishing retries until the stream has a leader again; the same subscription carries on.
         for index in 50..<100 {
             let event = Event(subject: "restart.after", type: "t", source: "/test", data: Array("\(index)".utf8))

@@ -61,8 +61,8 @@ struct JetStreamConsumerTests {
         var iterator = second.makeAsyncIterator()
         try await consume(&iterator, count: 5_000)
         // The server restarts under the live consumer, which re-issues its pulls and carries on.
-        server.stop()
-        try server.start()
+        await server.stopped()
+        try await server.restarted()
         try await consume(&iterator, count: 10_000)
         #expect(acked.count == 20_000)
         #expect(Set(acked).count == 20_000, "no message was processed twice")

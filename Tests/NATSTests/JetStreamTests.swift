@@ -124,7 +124,7 @@ struct JetStreamTests {
         }
         server.kill()
         try await Task.sleep(for: .milliseconds(300))
-        try server.start()
+        try await server.restarted()
 
         let started = ContinuousClock.now
         var failed: [NATSPendingPublish] = []

@@ -110,7 +110,7 @@ struct NATSConnectionTests {
     /// default connection through cnats's blocking request. Both must behave alike.
     @Test(arguments: [false, true])
     func handlerResponderAnswersConcurrentRequests(requesterSendsAsap: Bool) async throws {
-        let server = try NATSServerProcess(jetStream: false)
+        let server = try await NATSServerProcess.started(jetStream: false)
         defer { server.stop() }
         let responder = try await connect(to: server, name: "responder") { $0.sendAsap = true }
         let requester = try await connect(to: server, name: "requester") { $0.sendAsap = requesterSendsAsap }
@@ -170,7 +170,7 @@ struct NATSConnectionTests {
     }
 
     @Test func droppingAConnectionWithRequestsInFlightClosesIt() async throws {
-        let server = try NATSServerProcess(jetStream: false)
+        let server = try await NATSServerProcess.started(jetStream: false)
         defer { server.stop() }
         let responder = try await connect(to: server, name: "responder") { $0.sendAsap = true }
         let echo = try await responder.subscribe(to: "svc.drop") { request in
@@ -211,7 +211,7 @@ struct NATSConnectionTests {
             try connection.publish(subject: "reconnect.test", payload: "\(published)")
             published += 1
         }
-        try server.start()
+        try await server.restarted()
         #expect(await recorder.waitFor { if case .reconnected = $0 { true } else { false } })
         // Phase 3: connected again.
         for _ in 0..<500 {
@@ -333,7 +333,7 @@ struct NATSConnectionTests {
     @Test func aSingleMessageAfterABurstArrivesPromptly() async throws {
         // The subscriber's wake-ups are deferred while cnats holds more messages for it; the last
         // message of a burst, and a lone message later, must still be handed over at once.
-        let server = try NATSServerProcess(jetStream: false)
+        let server = try await NATSServerProcess.started(jetStream: false)
         defer { server.stop() }
         let connection = try await connect(to: server)
         let publisher = try await connect(to: server, name: "publisher") { $0.sendAsap = true }
@@ -360,14 +360,14 @@ struct NATSConnectionTests {
     }
 
     @Test func maxPayloadFollowsTheServerAfterAReconnect() async throws {
-        let first = try NATSServerProcess(jetStream: false)
+        let first = try await NATSServerProcess.started(jetStream: false)
         let connection = try await connect(to: first)
         let recorder = await EventRecorder(connection)
         #expect(connection.maxPayload == 1024 * 1024)
         first.stop()
         #expect(await recorder.waitFor { $0 == .disconnected })
         // Another server on the same port announces a larger limit.
-        let second = try NATSServerProcess(jetStream: false, port: first.port, configuration: "max_payload: 4MB")
+        let second = try await NATSServerProcess.started(jetStream: false, port: first.port, configuration: "max_payload: 4MB")
         defer { second.stop() }
         #expect(await recorder.waitFor { if case .reconnected = $0 { true } else { false } })
         #expect(connection.maxPayload == 4 * 1024 * 1024)

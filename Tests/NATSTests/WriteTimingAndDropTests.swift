@@ -102,7 +102,7 @@ struct WriteTimingAndDropTests {
         #expect(error.message.contains("drop.silent"))
         _ = silent
 
-        try server.start()
+        try await server.restarted()
         #expect(await recorder.waitFor { if case .reconnected = $0 { true } else { false } })
         let echo = try await connection.subscribe(to: "drop.echo")
         let service = Task {
