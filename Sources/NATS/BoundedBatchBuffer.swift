@@ -198,6 +198,9 @@ final class BoundedBatchBuffer<Element: Sendable>: Sendable {
     /// Whether ``finish(failure:)`` was called.
     var isFinished: Bool { state.withLock { $0.finished } }
 
+    /// Elements stored and not yet taken (for health reports, not the hot path).
+    var bufferedCount: Int { state.withLock { $0.pending.count } }
+
     /// Whether the consumer waits for elements (for tests of the wake-up rules).
     var hasWaitingConsumer: Bool { state.withLock { $0.consumer != nil } }
 

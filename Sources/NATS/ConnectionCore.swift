@@ -61,6 +61,9 @@ final class ConnectionCore: Sendable {
     /// Whether the link is recovering a connection the server closed (no server is connected).
     var isRecovering: Bool { state.withLock { $0.recovering } }
 
+    /// The phase and whether cnats is reconnecting (or the link recovering), read together.
+    var phaseAndReconnecting: (Phase, Bool) { state.withLock { ($0.phase, $0.disconnected || $0.recovering) } }
+
     /// Whether cnats reported a timeout while draining.
     var drainTimedOut: Bool { state.withLock { $0.drainTimedOut } }
 

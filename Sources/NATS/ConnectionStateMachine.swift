@@ -70,6 +70,8 @@ struct ConnectionStateMachine<Waiter, Listener>: ~Copyable {
     /// The link is recovering a connection the server closed after an `-ERR` (see
     /// `NativeConnectionLink`); `.reconnected` or `.closed` ends it.
     private(set) var recovering = false
+    /// cnats reported a disconnection and no reconnection yet (it is reconnecting).
+    private(set) var disconnected = false
     /// cnats reported a timeout while draining: `drain()` throws it.
     private(set) var drainTimedOut = false
     private var listeners: [Int: Listener] = [:]
@@ -303,9 +305,12 @@ struct ConnectionStateMachine<Waiter, Listener>: ~Copyable {
             }
         case .reconnected:
             recovering = false
+            disconnected = false
         case .error(let error):
             if error.code == .timeout, phase == .draining { drainTimedOut = true }
-        case .disconnected, .discoveredServers, .lameDuckMode, .slowConsumer:
+        case .disconnected:
+            disconnected = true
+        case .discoveredServers, .lameDuckMode, .slowConsumer:
             break
         }
         if abandoning {

@@ -91,6 +91,40 @@ public final class NATSConnection: Sendable {
     /// operations with ``NATSError/Code/connectionClosed`` already.
     public var isClosed: Bool { core.phase == .closed }
 
+    /// Where a connection is, for health reports (``NATSConnection/state``).
+    public enum State: String, Sendable, Hashable, CustomStringConvertible {
+        /// Not connected yet (``connect()`` not called, or it failed).
+        case idle
+        /// ``connect()`` is running.
+        case connecting
+        /// Connected to a server.
+        case connected
+        /// The connection to the server was lost; cnats is reconnecting.
+        case reconnecting
+        /// ``drain(timeout:)`` is running.
+        case draining
+        /// ``close()`` was called; the connection is closing.
+        case closing
+        /// Closed for good.
+        case closed
+
+        public var description: String { rawValue }
+    }
+
+    /// Where the connection is now (takes the connection's lock: for health reports, not a hot
+    /// path).
+    public var state: State {
+        let (phase, reconnecting) = core.phaseAndReconnecting
+        switch phase {
+        case .idle: return .idle
+        case .connecting: return .connecting
+        case .connected: return reconnecting ? .reconnecting : .connected
+        case .draining: return .draining
+        case .closing: return .closing
+        case .closed: return .closed
+        }
+    }
+
     /// Connects to the first reachable server of the configuration.
     ///
     /// A ``close()`` or ``drain(timeout:)`` while this runs wins: the connection ends closed,

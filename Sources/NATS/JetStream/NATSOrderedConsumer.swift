@@ -12,6 +12,17 @@ public struct NATSOrderedConsumer: AsyncSequence, Sendable {
     let filterSubjects: [String]
     let deliverPolicy: NATSConsumerConfiguration.DeliverPolicy
     let heartbeat: Duration
+    let monitor: ConsumerHealthMonitor
+
+    /// The replay's health now (shared by its iterators; iterate one at a time).
+    /// ``NATSConsumerHealth/consumer`` is the current server-side consumer's name.
+    public var health: NATSConsumerHealth {
+        monitor.snapshot(
+            connection: jetStream.connection, buffered: 0, requested: 0, waiting: false, finished: false)
+    }
+
+    /// The replay's recovery events from now on (see ``NATSConsumerRecoveryEvents``).
+    public var recoveryEvents: NATSConsumerRecoveryEvents { monitor.events() }
 
     /// Creates the iterator; the consumer is created on the first `next()`.
     public func makeAsyncIterator() -> Iterator {
@@ -60,8 +71,10 @@ public struct NATSOrderedConsumer: AsyncSequence, Sendable {
             do {
                 let info = try await owner.jetStream.ensureConsumer(stream: owner.stream, configuration)
                 consumerName = info.name
+                owner.monitor.renamed(info.name)
             } catch {
                 subscription.stop()
+                owner.monitor.failed(error)
                 throw error
             }
             self.subscription = subscription
@@ -82,36 +95,53 @@ public struct NATSOrderedConsumer: AsyncSequence, Sendable {
                     lastActivity = .now
                     if let status = JetStreamStatus(delivery) {
                         status.answerFlowControl(on: owner.jetStream.connection)
+                        owner.monitor.heartbeatArrived()
                         continue
                     }
+                    if owner.monitor.tracesMessages { owner.monitor.trace(delivery) }
                     let delivered = NATSJetStreamMessage(delivery, connection: owner.jetStream.connection)
                     guard let metadata = delivered.metadata else { continue }
                     if metadata.consumerSequence != expectedConsumerSequence {
                         // A gap: start over right after the last message delivered.
                         recreations += 1
+                        owner.monitor.recovering(
+                            .consumerRecreated,
+                            "gap: consumer sequence \(metadata.consumerSequence), expected \(expectedConsumerSequence); resuming after stream sequence \(lastStreamSequence)")
                         try await recreate()
                         break
                     }
                     expectedConsumerSequence += 1
                     lastStreamSequence = metadata.streamSequence
+                    owner.monitor.pendingSeen(metadata.pending)
                     return delivered
                 }
                 if index >= batch.count {
                     batch.removeAll(keepingCapacity: true)
                     index = 0
                 }
-                if owner.jetStream.connection.reconnectGeneration != generation
-                    || ContinuousClock.now - lastActivity > owner.heartbeat * 3
-                {
+                if owner.jetStream.connection.reconnectGeneration != generation {
                     recreations += 1
+                    owner.monitor.recovering(
+                        .consumerRecreated,
+                        "the connection reconnected; resuming after stream sequence \(lastStreamSequence)")
+                    try await recreate()
+                } else if ContinuousClock.now - lastActivity > owner.heartbeat * 3 {
+                    recreations += 1
+                    owner.monitor.recovering(
+                        .heartbeatMissed,
+                        "no message or heartbeat for over \(owner.heartbeat * 3); consumer recreated after stream sequence \(lastStreamSequence)")
                     try await recreate()
                 }
                 guard let subscription else { return nil }
                 let wait = Swift.min(owner.heartbeat, .seconds(1))
                 switch try await subscription.buffer.takeBatch(into: &batch, timeout: wait) {
                 case .took, .wokenUp:
+                    if batch.first?.isStreamMessage == true || batch.last?.isStreamMessage == true {
+                        owner.monitor.messagesArrived()
+                    }
                     continue
                 case .finished, .cancelled:
+                    owner.monitor.stopped()
                     subscription.stop()
                     if let consumerName {
                         try? await owner.jetStream.deleteConsumer(stream: owner.stream, name: consumerName)
@@ -135,6 +165,7 @@ extension NATSJetStream {
         for subject in filterSubjects { try NATSValidation.validateSubject(subject, for: .subscribe) }
         if heartbeat <= .zero { throw NATSError(.invalidArgument, "ordered consumer heartbeat must be positive") }
         return NATSOrderedConsumer(
-            jetStream: self, stream: stream, filterSubjects: filterSubjects, deliverPolicy: deliverPolicy, heartbeat: heartbeat)
+            jetStream: self, stream: stream, filterSubjects: filterSubjects, deliverPolicy: deliverPolicy, heartbeat: heartbeat,
+            monitor: ConsumerHealthMonitor(stream: stream, consumer: "", heartbeat: heartbeat * 3 / 2, logger: connection.core.logger))
     }
 }

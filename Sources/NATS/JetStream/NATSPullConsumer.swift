@@ -64,6 +64,7 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
     private let session = Mutex(PullSession())
     /// The live iterators' taken batches, for ``stopReturningUndelivered()``.
     let takers: TakenDeliveriesRegistry
+    let monitor: ConsumerHealthMonitor
 
     init(
         jetStream: NATSJetStream, stream: String, name: String, options: Options,
@@ -77,6 +78,27 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
         self.handle = handle
         self.inbox = inbox
         nextSubject = "\(jetStream.api.prefix).CONSUMER.MSG.NEXT.\(stream).\(name)"
+        monitor = ConsumerHealthMonitor(
+            stream: stream, consumer: name, heartbeat: options.idleHeartbeat, logger: jetStream.connection.core.logger)
+        // Reconnects before this consumer existed are not its business.
+        session.withLock { $0.reconnectGeneration = jetStream.connection.reconnectGeneration }
+    }
+
+    /// The consumer's health now. ``NATSConsumerHealth/buffered`` counts the subscription's
+    /// buffer (messages and status messages not yet taken by an iterator).
+    public var health: NATSConsumerHealth {
+        monitor.snapshot(
+            connection: connection, buffered: handle.buffer.bufferedCount,
+            requested: session.withLock { $0.expected }, waiting: handle.buffer.hasWaitingConsumer,
+            finished: handle.buffer.isFinished)
+    }
+
+    /// The consumer's recovery events from now on (see ``NATSConsumerRecoveryEvents``).
+    public var recoveryEvents: NATSConsumerRecoveryEvents { monitor.events() }
+
+    /// Calls `observer` with each recovery event, on the iterating task; it must return quickly.
+    package func observeRecoveries(_ observer: @escaping @Sendable (NATSConsumerRecoveryEvent) -> Void) {
+        monitor.observe(observer)
     }
 
     /// Stops receiving: pull requests are abandoned and the iteration ends. Messages received
@@ -85,6 +107,7 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
     /// ``stopReturningUndelivered()`` to hand everything back at once.
     public func stop() {
         handle.stop()
+        monitor.stopped()
     }
 
     /// Stops like ``stop()``, and hands the messages that were received but never iterated back to
@@ -92,6 +115,7 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
     /// ack wait.
     public func stopReturningUndelivered() {
         handle.stopReturningUndelivered(on: connection, takers: takers)
+        monitor.stopped()
     }
 
     /// Requests up to `batch` messages and returns what arrived within `maxWait` (possibly none).
@@ -165,6 +189,7 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
         var lastActivity = ContinuousClock.now
         /// Stream messages handed out since the open requests were last updated.
         var receivedSinceReplenish = 0
+        var redeliveries = RedeliveryProbe()
 
         init(consumer: NATSPullConsumer) {
             self.consumer = consumer
@@ -197,22 +222,34 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
         private func handle(_ status: JetStreamStatus) -> NATSError? {
             switch status {
             case .heartbeat, .flowControl:
+                consumer.monitor.heartbeatArrived()
                 return nil
             case .noMessages, .requestTimeout:
+                consumer.monitor.heartbeatArrived()
                 consumer.session.withLock { $0.oldestEnded() }
                 return nil
             case .conflict(let description, _):
                 consumer.session.withLock { $0.oldestEnded() }
-                if description.lowercased().contains("consumer deleted") {
-                    return NATSError(
+                let lowercased = description.lowercased()
+                if lowercased.contains("consumer deleted") {
+                    let error = NATSError(
                         .jetStream, "consumer '\(consumer.name)' on stream '\(consumer.stream)' was deleted",
                         jetStreamErrorCode: NATSJetStreamErrorCode.consumerNotFound)
+                    consumer.monitor.failed(error)
+                    return error
+                }
+                if lowercased.contains("leadership change") {
+                    consumer.monitor.recovering(.leaderChanged, "the server ended a pull request: 409 \(description)")
+                } else {
+                    consumer.monitor.heartbeatArrived()
                 }
                 return nil
             case .other(let code, let description):
                 consumer.session.withLock { $0.oldestEnded() }
                 if code == "503" {
-                    return nil  // No responders: the consumer's leader is moving; ask again.
+                    // No responders: the consumer's leader is moving; ask again.
+                    consumer.monitor.recovering(.leaderChanged, "the server answered a pull request with 503 (no responders)")
+                    return nil
                 }
                 consumer.connection.core.logger.debug(
                     "unexpected JetStream status on pull consumer",
@@ -228,8 +265,14 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
             let options = consumer.options
             let generation = consumer.connection.reconnectGeneration
             let silentTooLong = ContinuousClock.now - lastActivity > options.idleHeartbeat * 2
+            var recovery: NATSConsumerRecoveryEvent.Reason?
             let request = consumer.session.withLock { session -> Int in
-                if session.reconnectGeneration != generation || (silentTooLong && !session.openRequests.isEmpty) {
+                if session.reconnectGeneration != generation {
+                    recovery = .pullReissued
+                } else if silentTooLong && !session.openRequests.isEmpty {
+                    recovery = .heartbeatMissed
+                }
+                if recovery != nil {
                     // The server no longer holds these requests (or is not answering them).
                     session.openRequests.removeAll()
                     session.reconnectGeneration = generation
@@ -246,6 +289,21 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
                 guard amount > 0 else { return 0 }
                 session.openRequests.append(amount)
                 return amount
+            }
+            switch recovery {
+            case .pullReissued:
+                consumer.monitor.recovering(.pullReissued, "the connection reconnected; pull requests re-issued")
+            case .heartbeatMissed:
+                let state = consumer.monitor.state
+                if state == .recovering || state == .stalled {
+                    consumer.monitor.stillSilent()
+                } else {
+                    consumer.monitor.recovering(
+                        .heartbeatMissed,
+                        "no message or heartbeat for over \(options.idleHeartbeat * 2); pull requests re-issued")
+                }
+            default:
+                break
             }
             if request > 0 {
                 lastActivity = .now
@@ -274,6 +332,8 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
                     }
                     // Counted into the open requests once per batch, before asking for more.
                     receivedSinceReplenish += 1
+                    redeliveries.check(delivery, monitor: consumer.monitor)
+                    if consumer.monitor.tracesMessages { consumer.monitor.trace(delivery) }
                     return NATSJetStreamMessage(delivery, connection: consumer.connection)
                 }
                 if receivedSinceReplenish > 0 {
@@ -287,10 +347,12 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
                 let wait = Swift.min(consumer.options.idleHeartbeat, .seconds(1))
                 switch try await consumer.handle.buffer.takeBatch(into: &taken.batch, timeout: wait) {
                 case .took, .wokenUp:
+                    consumer.monitor.batchTaken(taken.batch)
                     taken.batch.reverseInPlace()
                     continue
                 case .finished, .cancelled:
                     consumer.handle.stop()
+                    consumer.monitor.stopped()
                     return nil
                 }
             }
@@ -324,6 +386,10 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
                         continue
                     }
                     consumer.session.withLock { $0.received() }
+                    redeliveries.check(delivery, monitor: consumer.monitor)
+                    if consumer.monitor.tracesMessages { consumer.monitor.trace(delivery) }
+                    if let pending = delivery.pendingFromMetadata { consumer.monitor.pendingSeen(pending) }
+                    consumer.monitor.messagesArrived()
                     messages.append(NATSJetStreamMessage(delivery, connection: consumer.connection))
                 }
                 if messages.count >= requested { break }

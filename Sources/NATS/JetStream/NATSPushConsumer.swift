@@ -18,11 +18,13 @@ public final class NATSPushConsumer: AsyncSequence, Sendable {
     let handle: SubscriptionHandle<ConsumerDelivery>
     /// The live iterators' taken batches, for ``stopReturningUndelivered()``.
     let takers: TakenDeliveriesRegistry
+    let monitor: ConsumerHealthMonitor
 
     init(
         stream: String, name: String, deliverSubject: String, connection: NATSConnection,
-        handle: SubscriptionHandle<ConsumerDelivery>, ackWait: Duration? = nil
+        handle: SubscriptionHandle<ConsumerDelivery>, ackWait: Duration? = nil, idleHeartbeat: Duration? = nil
     ) {
+        monitor = ConsumerHealthMonitor(stream: stream, consumer: name, heartbeat: idleHeartbeat, logger: connection.core.logger)
         takers = TakenDeliveriesRegistry(redeliveredAfter: ackWait)
         self.stream = stream
         self.name = name
@@ -34,6 +36,24 @@ public final class NATSPushConsumer: AsyncSequence, Sendable {
     /// Unsubscribes; the iteration ends.
     public func stop() {
         handle.stop()
+        monitor.stopped()
+    }
+
+    /// The consumer's health now. A push consumer cannot re-issue anything: without heartbeats
+    /// (the consumer's `idleHeartbeat`) its silence cannot be told from an idle stream, and it is
+    /// never reported stalled.
+    public var health: NATSConsumerHealth {
+        monitor.snapshot(
+            connection: connection, buffered: handle.buffer.bufferedCount, requested: 0,
+            waiting: handle.buffer.hasWaitingConsumer, finished: handle.buffer.isFinished)
+    }
+
+    /// The consumer's recovery events from now on (see ``NATSConsumerRecoveryEvents``).
+    public var recoveryEvents: NATSConsumerRecoveryEvents { monitor.events() }
+
+    /// Calls `observer` with each recovery event, on the iterating task; it must return quickly.
+    package func observeRecoveries(_ observer: @escaping @Sendable (NATSConsumerRecoveryEvent) -> Void) {
+        monitor.observe(observer)
     }
 
     /// Stops like ``stop()``, and hands the messages that were received but never iterated back to
@@ -41,13 +61,16 @@ public final class NATSPushConsumer: AsyncSequence, Sendable {
     /// ack wait.
     public func stopReturningUndelivered() {
         handle.stopReturningUndelivered(on: connection, takers: takers)
+        monitor.stopped()
     }
 
     /// Creates the iterator.
     public func makeAsyncIterator() -> Iterator {
         let taken = TakenDeliveries(connection: connection, redeliveredAfter: takers.redeliveredAfter)
         takers.register(taken)
-        return Iterator(consumer: self, token: ConsumerIterationToken { [self] in stopReturningUndelivered() }, taken: taken)
+        return Iterator(
+            consumer: self, token: ConsumerIterationToken { [self] in stopReturningUndelivered() }, taken: taken,
+            generation: connection.reconnectGeneration)
     }
 
     /// Iterates over messages. Messages it took from the subscription and did not return are
@@ -56,6 +79,11 @@ public final class NATSPushConsumer: AsyncSequence, Sendable {
         let consumer: NATSPushConsumer
         let token: ConsumerIterationToken
         let taken: TakenDeliveries
+        /// The connection's reconnect count as last seen (a change means cnats resubscribed).
+        var generation: Int
+        var redeliveries = RedeliveryProbe()
+        /// Whether the current silence was reported (one event per outage).
+        var silenceReported = false
 
         /// The next message; `nil` when stopped, cancelled, or the connection closed.
         public mutating func next() async throws(NATSError) -> NATSJetStreamMessage? {
@@ -65,24 +93,64 @@ public final class NATSPushConsumer: AsyncSequence, Sendable {
                 while let delivery = taken.batch.popLast() {
                     if let status = JetStreamStatus(delivery) {
                         status.answerFlowControl(on: consumer.connection)
+                        consumer.monitor.heartbeatArrived()
                         switch status {
                         case .conflict(let description, _) where description.lowercased().contains("consumer deleted"):
-                            throw NATSError(
+                            let error = NATSError(
                                 .jetStream, "consumer '\(consumer.name)' on stream '\(consumer.stream)' was deleted",
                                 jetStreamErrorCode: NATSJetStreamErrorCode.consumerNotFound)
+                            consumer.monitor.failed(error)
+                            throw error
                         default:
                             break
                         }
                         continue
                     }
+                    redeliveries.check(delivery, monitor: consumer.monitor)
+                    if consumer.monitor.tracesMessages { consumer.monitor.trace(delivery) }
                     return NATSJetStreamMessage(delivery, connection: consumer.connection)
                 }
-                guard try await consumer.handle.buffer.takeBatch(into: &taken.batch) == .took else {
+                let result: BoundedBatchBuffer<ConsumerDelivery>.TakeResult
+                if let heartbeat = consumer.monitor.heartbeat {
+                    // Wakes up when idle to notice missed heartbeats and reconnects.
+                    result = try await consumer.handle.buffer.takeBatch(into: &taken.batch, timeout: heartbeat)
+                } else {
+                    result = try await consumer.handle.buffer.takeBatch(into: &taken.batch)
+                }
+                switch result {
+                case .took:
+                    silenceReported = false
+                    consumer.monitor.batchTaken(taken.batch)
+                case .wokenUp:
+                    break
+                case .finished, .cancelled:
                     consumer.handle.stop()
+                    consumer.monitor.stopped()
                     return nil
                 }
+                noticeRecoveries()
                 taken.batch.reverseInPlace()
             }
+        }
+    }
+}
+
+extension NATSPushConsumer.Iterator {
+    /// Reports a reconnect (cnats subscribed again) and silence beyond two heartbeats.
+    mutating func noticeRecoveries() {
+        let current = consumer.connection.reconnectGeneration
+        if current != generation {
+            generation = current
+            consumer.monitor.recovering(.resubscribed, "the connection reconnected; the deliver subject was subscribed again")
+        }
+        guard taken.batch.isEmpty, !silenceReported, let heartbeat = consumer.monitor.heartbeat else { return }
+        let health = consumer.monitor.snapshot(
+            connection: consumer.connection, buffered: 0, requested: 0, waiting: true, finished: false)
+        let quiet = [health.lastMessageAge, health.lastHeartbeatAge].compactMap { $0 }.min()
+        if let quiet, quiet > heartbeat * 2 {
+            silenceReported = true
+            consumer.monitor.recovering(.heartbeatMissed, "no message or heartbeat for over \(heartbeat * 2)")
+            consumer.monitor.stillSilent()
         }
     }
 }
@@ -112,7 +180,7 @@ extension NATSJetStream {
             redeliveredAfter: info.configuration.ackWait)
         return NATSPushConsumer(
             stream: stream, name: info.name, deliverSubject: deliverSubject, connection: connection, handle: handle,
-            ackWait: info.configuration.ackWait)
+            ackWait: info.configuration.ackWait, idleHeartbeat: info.configuration.idleHeartbeat)
     }
 
     /// Subscribes to a push consumer (creating or updating it first, as
