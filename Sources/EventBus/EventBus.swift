@@ -71,6 +71,23 @@ public protocol EventBus: Sendable {
     /// Closes this client: publishes are refused with `closed`, every subscription ends. Waits for
     /// publishes in progress to finish.
     func close() async
+
+    /// This client's health now: its connection and each of its subscriptions (see
+    /// ``EventBusHealth``). Cheap enough for a readiness probe every second; it sends nothing to
+    /// the backend.
+    ///
+    /// A requirement with a default (which reports an in-process bus with no subscriptions), so
+    /// that middleware forwards it to the bus it wraps and code holding `any EventBus` (the
+    /// bootstrap's factory, the demo) reads the real backend's health without knowing its type.
+    func health() async -> EventBusHealth
+}
+
+extension EventBus {
+    /// The default health: in process, healthy, no subscriptions listed. Backends that know more
+    /// (both built-in ones) implement ``EventBus/health()``.
+    public func health() async -> EventBusHealth {
+        EventBusHealth(backend: "\(Self.self)", connection: .inProcess)
+    }
 }
 
 extension EventBus {

@@ -97,6 +97,11 @@ public final class RecordingEventBus: EventBus {
     }
 
     /// Closes the wrapped bus.
+    /// The wrapped bus's health.
+    public func health() async -> EventBusHealth {
+        await base.health()
+    }
+
     public func close() async {
         await base.close()
     }

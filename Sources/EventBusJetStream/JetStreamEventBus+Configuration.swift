@@ -60,6 +60,11 @@ extension JetStreamEventBus {
         /// How groups receive events: pull consumers (default: each member asks for batches) or
         /// push consumers with a deliver group (the server spreads events over the members).
         public var groupConsumer: GroupConsumerKind = .pull
+        /// How often the server confirms a consumer is alive while it has nothing to send (pull
+        /// requests' and push consumers' idle heartbeat). Two missed heartbeats make a pull
+        /// subscriber re-issue its requests and report a recovery. Default 5 s; at most 15 s
+        /// (half of a pull request's 30 s life).
+        public var consumerIdleHeartbeat: Duration = .seconds(5)
         /// Publishes awaiting their ack, at most (back pressure beyond). Default 4,096.
         public var maxPendingPublishes = 4_096
         /// How long a publish waits for the stream's ack. Default 10 s (longer than a JetStream
@@ -112,6 +117,11 @@ extension JetStreamEventBus {
                 throw NATSError(.invalidConfiguration, "\(name) \(value) must be at least 1")
             }
             if ackWait <= .zero { throw NATSError(.invalidConfiguration, "ackWait must be positive") }
+            if consumerIdleHeartbeat < .milliseconds(100) || consumerIdleHeartbeat > .seconds(15) {
+                throw NATSError(
+                    .invalidConfiguration,
+                    "consumerIdleHeartbeat \(consumerIdleHeartbeat) must be between 100 ms and 15 s (half of a pull request's 30 s)")
+            }
             if publishTimeout <= .zero { throw NATSError(.invalidConfiguration, "publishTimeout must be positive") }
         }
     }

@@ -38,6 +38,8 @@ public final class JetStreamEventBus: EventBus, Service {
     let ledger = DeliveryLedger()
     /// Max-deliveries advisories waiting for ``run()`` to dead-letter their events.
     let maxDeliveries: MaxDeliveriesQueue
+    /// The listeners of ``recoveryEvents``.
+    let recoveryBroadcaster = RecoveryBroadcaster()
 
     /// A class, not a struct: every publish and subscribe reads it, and one reference costs one
     /// retain where a struct of several references cost as many.
@@ -255,6 +257,7 @@ public final class JetStreamEventBus: EventBus, Service {
             }
         }
         maxDeliveries.finish()
+        recoveryBroadcaster.finish()
         guard let ready else { return }
         ready.advisories.unsubscribe()
         await ready.publisher.close()
@@ -423,6 +426,17 @@ public final class JetStreamEventBus: EventBus, Service {
         if options.maxDeliver == SubscriptionOptions.defaultMaxDeliver { options.maxDeliver = configuration.maxDeliver }
         if options.maxInFlight == SubscriptionOptions.defaultMaxInFlight { options.maxInFlight = configuration.maxAckPending }
         return options
+    }
+
+    /// Where the bus is, for ``health()``: its connection once started, or whether it is closed.
+    func lifecycleForHealth() -> (connection: NATSConnection?, closed: Bool) {
+        state.withLock { state in
+            switch state.phase {
+            case .ready(let ready): (ready.connection, false)
+            case .closed: (nil, true)
+            case .idle, .starting: (nil, false)
+            }
+        }
     }
 
     /// This process's open subscriptions.

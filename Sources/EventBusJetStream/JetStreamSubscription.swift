@@ -48,6 +48,8 @@ final class JetStreamSubscription: DeliverySource, Sendable {
     let ledger: ConsumerLedger
     private let closed = Atomic<Bool>(false)
     private let stopped = Atomic<Bool>(false)
+    /// Deliveries that were redeliveries (attempt 2 or later), for ``health``.
+    private let redeliveries = Atomic<Int>(0)
     /// Deliveries handed to the application and perhaps not settled yet, for ``close()`` to hand
     /// back. Settled and superseded ones (their ack wait expired and the event was delivered
     /// again) are pruned whenever the list doubles, so it holds about the consumer's
@@ -130,7 +132,7 @@ final class JetStreamSubscription: DeliverySource, Sendable {
             consumerConfiguration.deliverSubject = "_EVENTBUS.DELIVER.\(configuration.streamName).\(durable)"
             consumerConfiguration.deliverGroup = durableName(group: group, pattern: pattern)
             consumerConfiguration.flowControl = true
-            consumerConfiguration.idleHeartbeat = .seconds(5)
+            consumerConfiguration.idleHeartbeat = configuration.consumerIdleHeartbeat
         }
         let jetStream = ready.jetStream
         let info: NATSConsumerInfo
@@ -159,9 +161,19 @@ final class JetStreamSubscription: DeliverySource, Sendable {
             } else {
                 let pullConsumer = try await jetStream.pullConsumer(
                     stream: configuration.streamName, name: info.name,
-                    options: .init(batch: batch, expires: .seconds(30), idleHeartbeat: .seconds(5)))
+                    options: .init(batch: batch, expires: .seconds(30), idleHeartbeat: configuration.consumerIdleHeartbeat))
                 try await pullConsumer.addCoreSubscription(to: requestSubject, queueGroup: options.group)
                 consumer = .pull(pullConsumer)
+            }
+            let observer: @Sendable (NATSConsumerRecoveryEvent) -> Void = { [weak bus] event in
+                bus?.recovered(
+                    EventBusRecoveryEvent(
+                        reason: event.reason.rawValue, detail: event.detail, pattern: pattern.rawValue, group: options.group,
+                        consumer: event.consumer))
+            }
+            switch consumer {
+            case .pull(let pull): pull.observeRecoveries(observer)
+            case .push(let push): push.observeRecoveries(observer)
             }
             return JetStreamSubscription(
                 bus: bus, ready: ready, pattern: pattern, options: options, consumer: consumer, consumerName: info.name,
@@ -170,6 +182,30 @@ final class JetStreamSubscription: DeliverySource, Sendable {
             if options.group == nil { try? await jetStream.deleteConsumer(stream: configuration.streamName, name: info.name) }
             throw EventBusError(mapping: error, what: "subscribing to '\(pattern.rawValue)'", fallback: .backendUnavailable)
         }
+    }
+
+    /// The subscription's health: its consumer's, with the bus's own counts of deliveries the
+    /// application holds unsettled and of redeliveries.
+    var health: EventBusHealth.Subscription {
+        let consumerHealth: NATSConsumerHealth
+        switch consumer {
+        case .pull(let pull): consumerHealth = pull.health
+        case .push(let push): consumerHealth = push.health
+        }
+        let inFlight = outstanding.withLock { $0.acknowledgers.reduce(0) { $0 + ($1.isOutstanding ? 1 : 0) } }
+        let state: EventBusHealth.SubscriptionState =
+            switch consumerHealth.state {
+            case .running: .running
+            case .recovering: .recovering
+            case .stalled: .stalled
+            case .stopped: .stopped
+            }
+        return EventBusHealth.Subscription(
+            pattern: pattern.rawValue, group: options.group, consumer: consumerName,
+            state: closed.load(ordering: .relaxed) ? .stopped : state, lastMessageAge: consumerHealth.lastMessageAge,
+            lastHeartbeatAge: consumerHealth.lastHeartbeatAge, pending: consumerHealth.pending,
+            buffered: consumerHealth.buffered, inFlight: inFlight, redeliveries: redeliveries.load(ordering: .relaxed),
+            recoveries: consumerHealth.recoveries, lastError: consumerHealth.lastError.map { "\($0)" })
     }
 
     func makeDeliveryIterator() -> any DeliveryIterator {
@@ -276,6 +312,7 @@ final class JetStreamSubscription: DeliverySource, Sendable {
         }
         let event = CloudEventsNATSBinding.event(subject: subject, headers: message.headers, payload: message.payload.bytes)
         ledger.delivered(sequence: position.streamSequence, attempt: position.deliveryCount)
+        if position.deliveryCount > 1 { redeliveries.add(1, ordering: .relaxed) }
         let acknowledger = JetStreamDeliveryAcknowledger(
             subscription: self, message: consume message, event: event, streamSequence: position.streamSequence,
             deliveryCount: position.deliveryCount)

@@ -163,6 +163,21 @@ struct BrokerState {
         }
     }
 
+    /// A client's health: running subscriptions while it is open (an in-process bus has nothing
+    /// to recover from), the bus closed otherwise.
+    func health(of client: ClientID) -> EventBusHealth {
+        guard let record = clients[client], record.isOpen else {
+            return EventBusHealth(backend: "memory", connection: .closed)
+        }
+        let entries = record.subscribers.sorted().compactMap { id -> EventBusHealth.Subscription? in
+            guard let subscriber = subscribers[id], let consumer = consumers[subscriber.consumer] else { return nil }
+            return EventBusHealth.Subscription(
+                pattern: consumer.pattern.rawValue, group: consumer.group, state: .running,
+                pending: UInt64(consumer.pendingCount))
+        }
+        return EventBusHealth(backend: "memory", connection: .inProcess, subscriptions: entries)
+    }
+
     mutating func closeClient(_ client: ClientID, now: BrokerInstant, effects: inout BrokerEffects) {
         guard var record = clients[client], record.isOpen else { return }
         record.isOpen = false

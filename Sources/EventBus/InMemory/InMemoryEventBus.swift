@@ -107,6 +107,12 @@ public final class InMemoryEventBus: EventBus {
         }
     }
 
+    /// This client's health: running subscriptions while open, closed after ``close()``. Each
+    /// entry's `pending` counts the events waiting for its consumer (group).
+    public func health() async -> EventBusHealth {
+        broker.state.withLock { $0.health(of: client) }
+    }
+
     /// What the broker holds now.
     public func statistics() -> Statistics {
         broker.state.withLock { state in

@@ -47,6 +47,11 @@ public struct RetryingEventBus: EventBus {
     }
 
     /// Closes the wrapped bus.
+    /// The wrapped bus's health.
+    public func health() async -> EventBusHealth {
+        await base.health()
+    }
+
     public func close() async {
         await base.close()
     }
