@@ -3,6 +3,8 @@ import EventBus
 import EventBusBootstrap
 import Foundation
 import Logging
+import Metrics
+import Prometheus
 
 /// `eventbus-demo`: a small order workflow on the event bus.
 ///
@@ -34,14 +36,58 @@ struct CommonOptions: ParsableArguments {
         return logger
     }
 
+    @Option(
+        help: ArgumentHelp(
+            "Serve /health/live, /health/ready and /metrics on this port (0: any free port). Off by default; also EVENT_BUS_DEMO_OPS_PORT.",
+            valueName: "port"))
+    var opsPort: Int?
+
+    @Option(help: "The address the operations endpoint binds. Also EVENT_BUS_DEMO_OPS_ADDRESS.")
+    var opsAddress: String?
+
+    /// The operations endpoint's port, from the flag or the environment; `nil` when off.
+    func operationsPort() throws -> Int? {
+        let environment = ProcessInfo.processInfo.environment
+        guard let port = try opsPort ?? environment["EVENT_BUS_DEMO_OPS_PORT"].map({ text -> Int in
+            guard let value = Int(text) else {
+                throw ValidationError("EVENT_BUS_DEMO_OPS_PORT '\(text)' is not a port number (0-65535)")
+            }
+            return value
+        }) else { return nil }
+        guard (0...65_535).contains(port) else { throw ValidationError("operations port \(port) must be between 0 and 65535") }
+        return port
+    }
+
     /// Runs `body` with the bus the environment configures, both in one `ServiceGroup`: SIGTERM or
     /// SIGINT stops `body` first (its subscriptions hand back what they hold), then drains the bus.
+    /// With an operations port, metrics go to a Prometheus registry (bootstrapped before the bus
+    /// exists, so that its metrics register there) and the endpoint serves while `body` runs.
     func withBus<Value: Sendable>(
         _ label: String, _ body: @escaping @Sendable (any EventBus, EventBusSettings) async throws -> Value
     ) async throws -> Value {
         let settings = try EventBusSettings.fromEnvironment()
-        return try await EventBusFactory.withEventBus(settings: settings, logger: logger(label)) { bus in
-            try await body(bus, settings)
+        let logger = logger(label)
+        guard let port = try operationsPort() else {
+            return try await EventBusFactory.withEventBus(settings: settings, logger: logger) { bus in
+                try await body(bus, settings)
+            }
+        }
+        let host = opsAddress ?? ProcessInfo.processInfo.environment["EVENT_BUS_DEMO_OPS_ADDRESS"] ?? "127.0.0.1"
+        let registry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        return try await EventBusFactory.withEventBus(settings: settings, logger: logger) { bus in
+            let endpoint = try await OperationsEndpoint.start(host: host, port: port, registry: registry) { await bus.health() }
+            // On stdout, so that whoever started the demo with port 0 learns the port.
+            print("operations endpoint listening on http://\(endpoint.localAddress) (/health/live, /health/ready, /metrics)")
+            fflush(nil)
+            do {
+                let value = try await body(bus, settings)
+                await endpoint.stop()
+                return value
+            } catch {
+                await endpoint.stop()
+                throw error
+            }
         }
     }
 }
