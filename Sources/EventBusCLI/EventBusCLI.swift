@@ -262,7 +262,32 @@ extension EventBusCLI {
                     options: .init(messageID: "doctor-\(UUID().uuidString)"))
                 return "stored at sequence \(probe.sequence)"
             }
+            await check("consumers") {
+                let names = try await jetStream.consumerNames(stream: settings.jetStream.streamName)
+                for name in names {
+                    let info = try await jetStream.consumerInfo(stream: settings.jetStream.streamName, name: name)
+                    print(
+                        "info  consumer \(shown(name)): pending \(info.pendingCount), ack pending \(info.ackPendingCount), redelivered \(info.redeliveredCount), waiting pulls \(info.waitingCount)")
+                }
+                return "\(names.count) on stream \(settings.jetStream.streamName)"
+            }
             await connection.close()
+            // The bus's own health, as a readiness probe reads it: a bus that cannot start (no
+            // JetStream, an unusable stream) is not ready.
+            let eventBus = JetStreamEventBus(configuration: settings.jetStream, logger: bus.logger())
+            let startError: (any Error)?
+            do {
+                try await eventBus.start()
+                startError = nil
+            } catch {
+                startError = error
+            }
+            let health = await eventBus.health()
+            await eventBus.close()
+            let summary = "\(health.status), connection \(health.connection)" + (health.server.map { " to \($0)" } ?? "")
+                + (startError.map { "; the bus did not start: \($0)" } ?? "")
+            print("\(health.isReady ? "ok   " : "FAIL ") health: \(shown(summary))")
+            if !health.isReady { problems += 1 }
             if problems > 0 { throw ExitCode(1) }
         }
     }

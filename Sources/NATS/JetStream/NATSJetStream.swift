@@ -200,6 +200,27 @@ public struct NATSJetStream: Sendable {
             what: "reading consumer '\(name)' on stream '\(stream)'")
     }
 
+    /// The names of the stream's consumers, sorted (every page of the server's answer).
+    public func consumerNames(stream: String) async throws(NATSError) -> [String] {
+        try NATSJetStream.validateName(stream, what: "stream name")
+        struct Page: Decodable {
+            var total: Int?
+            var consumers: [String]?
+        }
+        struct PageRequest: Encodable { var offset: Int }
+        var names: [String] = []
+        while true {
+            let page = try await api.request(
+                "CONSUMER.NAMES.\(stream)", body: PageRequest(offset: names.count), as: Page.self,
+                what: "listing the consumers of stream '\(stream)'")
+            let received = page.consumers ?? []
+            names += received
+            // An empty page ends it too: the total may shrink while paging.
+            if received.isEmpty || names.count >= (page.total ?? 0) { break }
+        }
+        return names.sorted()
+    }
+
     /// Deletes a consumer.
     public func deleteConsumer(stream: String, name: String) async throws(NATSError) {
         try NATSJetStream.validateName(stream, what: "stream name")
