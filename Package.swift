@@ -80,6 +80,7 @@ let package = Package(
             dependencies: [
                 "EventBus",
                 "NATS",
+                .product(name: "Configuration", package: "swift-configuration"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]

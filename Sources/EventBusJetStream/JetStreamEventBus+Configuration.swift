@@ -97,7 +97,9 @@ extension JetStreamEventBus {
             return stream
         }
 
-        /// Checks the values.
+        /// Checks the values, and that they can work together (see ``init(config:connection:keyPrefix:)``):
+        /// the stream's subjects cover `<subjectPrefix>.>`, and the duplicate window is at least the
+        /// ack wait and the publish timeout.
         public func validate() throws(NATSError) {
             try connection.validate()
             try stream.validate()
@@ -113,6 +115,7 @@ extension JetStreamEventBus {
             }
             if ackWait <= .zero { throw NATSError(.invalidConfiguration, "ackWait must be positive") }
             if publishTimeout <= .zero { throw NATSError(.invalidConfiguration, "publishTimeout must be positive") }
+            try checkCombinations(naming: { $0.property })
         }
     }
 }
