@@ -115,6 +115,7 @@ let package = Package(
                 "EventBusBootstrap",
                 "NATSTestSupport",
                 .product(name: "Configuration", package: "swift-configuration"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         // `eventbus-demo`: an order workflow on the bus, in one process or one role per process.

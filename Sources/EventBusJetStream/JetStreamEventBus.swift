@@ -192,7 +192,7 @@ public final class JetStreamEventBus: EventBus, Service {
                 metadata: ["servers": "\(servers)", "stream": "\(configuration.streamName)", "subjects": "\(configuration.effectiveStreamSubjects)"])
             return .success(Ready(connection: connection, jetStream: jetStream, publisher: publisher, advisories: advisories))
         } catch where configuration.replicas > 1
-            && error.jetStreamErrorCode.map({ [NATSJetStreamErrorCode.replicasNotSupported, NATSJetStreamErrorCode.insufficientResources].contains($0) }) == true
+            && error.jetStreamErrorCode.map({ [NATSJetStreamErrorCode.replicasNotSupported, NATSJetStreamErrorCode.noSuitablePeers, NATSJetStreamErrorCode.insufficientResources].contains($0) }) == true
         {
             // Only the servers know how many of them can hold a replica: a single server refuses
             // any replicas above 1, a cluster those above its JetStream servers (or those up now).
