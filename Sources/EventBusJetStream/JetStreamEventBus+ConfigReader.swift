@@ -6,7 +6,7 @@ extension JetStreamEventBus.Configuration {
     /// Reads the JetStream settings from swift-configuration, for example from environment
     /// variables, for the given connection.
     ///
-    /// The library does not scope its keys: the application does (``EventBusSettings`` reads them
+    /// The library does not scope its keys: the application does (`EventBusSettings` reads them
     /// under `jetstream`, so that `EVENT_BUS_JETSTREAM_STREAM` sets ``streamName``). Missing keys
     /// keep their defaults. Keys, relative to the reader's scope (``configurationKeys`` lists them):
     ///

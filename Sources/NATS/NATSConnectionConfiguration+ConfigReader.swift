@@ -256,10 +256,11 @@ package struct ConfigValues<Key: ConfigurationKeyTable> {
 
     /// Whether the key has a value of any type (a typed provider may hold an int or a list).
     package func isSet(_ key: Key) -> Bool {
-        let key = configKey(key)
-        if let text = config.string(forKey: key) { return !text.trimmingSpaces.isEmpty }
-        return config.int(forKey: key) != nil || config.bool(forKey: key) != nil || config.double(forKey: key) != nil
-            || config.stringArray(forKey: key) != nil
+        // Secret keys stay secret here too: an access reporter sees every read.
+        let (name, secret) = (configKey(key), key.isSecret)
+        if let text = config.string(forKey: name, isSecret: secret) { return !text.trimmingSpaces.isEmpty }
+        return config.int(forKey: name, isSecret: secret) != nil || config.bool(forKey: name, isSecret: secret) != nil
+            || config.double(forKey: name, isSecret: secret) != nil || config.stringArray(forKey: name, isSecret: secret) != nil
     }
 
     /// Throws when the key holds a value the typed reader could not convert; `nil` when it is missing.
@@ -308,8 +309,7 @@ package struct ConfigValues<Key: ConfigurationKeyTable> {
         guard let value = config.stringArray(forKey: configKey(key), isSecret: key.isSecret) else {
             return try unconvertible(key, expected: "a comma-separated list")
         }
-        let list = value.map(\.trimmingSpaces).filter { !$0.isEmpty }
-        return list
+        return value.map(\.trimmingSpaces).filter { !$0.isEmpty }
     }
 
     /// One of an enumeration's raw values, case-insensitively.

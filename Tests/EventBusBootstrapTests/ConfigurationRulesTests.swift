@@ -174,6 +174,31 @@ struct ConfigurationRulesTests {
         }
     }
 
+    /// swift-configuration's access reporting (a `CONFIG_ACCESS_LOG_FILE`, for example) sees every
+    /// read, those that only check whether a key is set included.
+    final class ReadEvents: AccessReporter {
+        let events = Mutex<[String]>([])
+        func report(_ event: AccessEvent) {
+            events.withLock { $0.append("\(event)") }
+        }
+    }
+
+    @Test func accessReportingNeverSeesASecret() throws {
+        let secrets = ["EVENT_BUS_NATS_TOKEN": "t0ken-7f3a", "EVENT_BUS_NATS_PASSWORD": "pa55-7f3a", "EVENT_BUS_NATS_NKEY_SEED": "SUseed7f3a"]
+        for backend in ["jetstream", "memory"] {
+            for (variable, secret) in secrets {
+                let events = ReadEvents()
+                var environment = ["EVENT_BUS_BACKEND": backend, variable: secret]
+                if variable == "EVENT_BUS_NATS_PASSWORD" { environment["EVENT_BUS_NATS_USER"] = "svc" }
+                let reader = ConfigReader(provider: EnvironmentVariablesProvider(environmentVariables: environment), accessReporter: events)
+                _ = try? EventBusSettings(config: reader.scoped(to: "eventBus"))
+                let reported = events.events.withLock { $0 }
+                #expect(!reported.isEmpty)
+                #expect(!reported.contains { $0.contains(secret) }, "\(backend) \(variable)")
+            }
+        }
+    }
+
     @Test func everyVariableRoundTripsToItsKey() throws {
         let keys = EventBusSettings.configurationKeys
         let variables = EventBusSettings.environmentVariables
