@@ -83,6 +83,7 @@ let package = Package(
             dependencies: [
                 "EventBus",
                 "NATS",
+                .product(name: "Configuration", package: "swift-configuration"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
@@ -117,6 +118,7 @@ let package = Package(
                 "EventBusBootstrap",
                 "NATSTestSupport",
                 .product(name: "Configuration", package: "swift-configuration"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         // `eventbus-demo`: an order workflow on the bus, in one process or one role per process.

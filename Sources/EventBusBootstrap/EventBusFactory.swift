@@ -9,6 +9,9 @@ public enum EventBusFactory {
     /// server or a rejected stream configuration fails here, at start, with the server URLs
     /// (credentials redacted) and the reason.
     ///
+    /// Logs the effective configuration once, at info level, as one line whose metadata is
+    /// ``EventBusSettings/startupReport`` (secrets redacted).
+    ///
     /// The bus is also a `Service`: put it in the application's `ServiceGroup` (before the
     /// services that use it, so that it shuts down after them). Its `run()` owns the backend's
     /// background work, and on graceful shutdown it closes the bus: subscriptions end and hand
@@ -19,9 +22,10 @@ public enum EventBusFactory {
         settings: EventBusSettings,
         logger: Logger = Logger(label: "eventbus")
     ) async throws -> any EventBus & Service {
+        // Once per bus, before anything can fail: what the service runs with, secrets redacted.
+        logger.info("event bus configuration", metadata: settings.startupReport)
         switch settings.backend {
         case .memory:
-            logger.info("event bus backend: memory")
             return try InMemoryEventBus(logger: logger)
         case .jetstream:
             let bus = JetStreamEventBus(configuration: settings.jetStream, logger: logger)

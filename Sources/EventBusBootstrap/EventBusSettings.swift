@@ -1,6 +1,8 @@
 public import Configuration
 import EventBus
 public import EventBusJetStream
+import Foundation
+public import Logging
 import NATS
 
 /// Which ``EventBus`` backend a service uses, and how it is configured, read from
@@ -8,25 +10,21 @@ import NATS
 ///
 /// The library does not scope its keys; the application does, usually
 /// `config.scoped(to: "eventBus")`, so that the keys below are read from `EVENT_BUS_...`
-/// variables. ``fromEnvironment()`` does exactly that.
+/// variables. ``fromEnvironment()`` does exactly that. Each module reads its own keys: this type
+/// reads `backend` and hands `nats.*` to ``NATSConnectionConfiguration/init(config:keyPrefix:)``
+/// and `jetstream.*` to ``JetStreamEventBus/Configuration/init(config:connection:keyPrefix:)``
+/// (their documentation lists the keys; docs/configuration.md lists the variables).
 ///
 /// | key (variable) | default | meaning |
 /// | --- | --- | --- |
 /// | `backend` (`EVENT_BUS_BACKEND`) | `memory` | `memory` or `jetstream` |
-/// | `nats.*` (`EVENT_BUS_NATS_*`) | | the NATS connection, see ``NATSConnectionConfiguration/init(config:keyPrefix:)`` |
-/// | `jetstream.stream` (`EVENT_BUS_JETSTREAM_STREAM`) | `EVENTS` | stream name |
-/// | `jetstream.subjectPrefix` (`EVENT_BUS_JETSTREAM_SUBJECT_PREFIX`) | `events` | NATS subject prefix of events |
-/// | `jetstream.subjects` (`EVENT_BUS_JETSTREAM_SUBJECTS`) | `<prefix>.>` | the stream's subjects, comma list |
-/// | `jetstream.replicas` (`EVENT_BUS_JETSTREAM_REPLICAS`) | `1` | 1-5 |
-/// | `jetstream.storage` (`EVENT_BUS_JETSTREAM_STORAGE`) | `file` | `file` or `memory` |
-/// | `jetstream.maxAgeMs` (`EVENT_BUS_JETSTREAM_MAX_AGE_MS`) | 7 days | retention, 0 = unlimited |
-/// | `jetstream.duplicateWindowMs` (`EVENT_BUS_JETSTREAM_DUPLICATE_WINDOW_MS`) | 120000 | dedupe window |
-/// | `jetstream.ackWaitMs` (`EVENT_BUS_JETSTREAM_ACK_WAIT_MS`) | 30000 | default ack wait |
-/// | `jetstream.maxDeliver` (`EVENT_BUS_JETSTREAM_MAX_DELIVER`) | 5 | default attempts before dead letter |
-/// | `jetstream.maxAckPending` (`EVENT_BUS_JETSTREAM_MAX_ACK_PENDING`) | 1000 | default max in flight per group |
-/// | `jetstream.publishTimeoutMs` (`EVENT_BUS_JETSTREAM_PUBLISH_TIMEOUT_MS`) | 10000 | how long a publish waits for its ack |
-/// | `jetstream.groupConsumer` (`EVENT_BUS_JETSTREAM_GROUP_CONSUMER`) | `pull` | `pull` or `push` (deliver group) |
-/// | `jetstream.streamUpdate` (`EVENT_BUS_JETSTREAM_STREAM_UPDATE`) | `never` | `never` (check an existing stream, change nothing) or `update` (apply the settings above to it, never lowering replicas) |
+/// | `nats.*` (`EVENT_BUS_NATS_*`) | | the NATS connection |
+/// | `jetstream.*` (`EVENT_BUS_JETSTREAM_*`) | | the stream and subscription defaults |
+///
+/// Rejected at start, with the reason: an `EVENT_BUS_*` variable no module reads (only
+/// ``fromEnvironment()`` can look for those, see there), `nats.*` or `jetstream.*` settings with
+/// the `memory` backend (they would be ignored), and JetStream settings that cannot work together
+/// (see ``JetStreamEventBus/Configuration/validate()``).
 public struct EventBusSettings: Sendable, CustomStringConvertible {
     /// The backends.
     public enum Backend: String, Sendable, CaseIterable {
@@ -54,110 +52,118 @@ public struct EventBusSettings: Sendable, CustomStringConvertible {
         self.jetStream = jetStream
     }
 
+    /// The keys this type reads itself; `nats.*` and `jetstream.*` belong to their modules.
+    enum ConfigurationKey: String, ConfigurationKeyTable {
+        case backend
+
+        var isSecret: Bool { false }
+    }
+
+    /// Every key the settings read, relative to the application's scope (`backend`,
+    /// `nats.servers`, `jetstream.stream`, ...): gathered from each module's own table of keys.
+    public static var configurationKeys: [String] {
+        ConfigurationKey.allCases.map(\.rawValue)
+            + NATSConnectionConfiguration.configurationKeys.map { "nats.\($0)" }
+            + JetStreamEventBus.Configuration.configurationKeys.map { "jetstream.\($0)" }
+    }
+
+    /// Every variable ``fromEnvironment()`` reads (`EVENT_BUS_BACKEND`, `EVENT_BUS_NATS_SERVERS`, ...).
+    public static var environmentVariables: [String] {
+        configurationKeys.map { ConfigValues<ConfigurationKey>.name($0, keyPrefix: environmentPrefix) }
+    }
+
+    static let environmentPrefix = "EVENT_BUS_"
+
     /// Reads the settings from the environment: `EVENT_BUS_*` variables.
+    ///
+    /// - Throws: ``EventBusError`` `.invalidOption` for an `EVENT_BUS_*` variable that no setting
+    ///   reads (a typo would otherwise leave the default in place without a word), with the
+    ///   closest known name, and for everything ``init(config:variablePrefix:)`` rejects.
     public static func fromEnvironment() throws -> EventBusSettings {
-        let reader = ConfigReader(provider: EnvironmentVariablesProvider())
-        return try EventBusSettings(config: reader.scoped(to: "eventBus"), variablePrefix: "EVENT_BUS_")
+        try fromEnvironment(ProcessInfo.processInfo.environment)
+    }
+
+    /// Reads the settings from these environment variables, as ``fromEnvironment()`` reads the
+    /// process's.
+    public static func fromEnvironment(_ environment: [String: String]) throws -> EventBusSettings {
+        try checkForUnknownVariables(environment.keys)
+        let reader = ConfigReader(provider: EnvironmentVariablesProvider(environmentVariables: environment))
+        return try EventBusSettings(config: reader.scoped(to: "eventBus"), variablePrefix: environmentPrefix)
+    }
+
+    /// Throws for `EVENT_BUS_*` names that are not settings, suggesting the closest known one.
+    static func checkForUnknownVariables(_ names: some Sequence<String>) throws(EventBusError) {
+        let known = Set(environmentVariables)
+        let unknown = names.filter { $0.hasPrefix(environmentPrefix) && !known.contains($0) }.sorted()
+        guard !unknown.isEmpty else { return }
+        let described = unknown.map { name -> String in
+            let closest = known.map { (name: $0, distance: editDistance(name, $0)) }
+                .min { ($0.distance, $0.name) < ($1.distance, $1.name) }
+            // Close enough to be a typo: a few edits, fewer for short names.
+            if let closest, closest.distance <= max(2, name.count / 6) {
+                return "unknown variable \(name); did you mean \(closest.name)?"
+            }
+            return "unknown variable \(name); it is not one of the EVENT_BUS_* settings (docs/configuration.md lists them)"
+        }
+        throw EventBusError(.invalidOption, described.joined(separator: "; "))
+    }
+
+    /// The Levenshtein distance: the fewest insertions, deletions and substitutions from one to the other.
+    static func editDistance(_ first: String, _ second: String) -> Int {
+        let a = Array(first.utf8)
+        let b = Array(second.utf8)
+        var previous = Array(0...b.count)
+        var current = [Int](repeating: 0, count: b.count + 1)
+        for i in 1...max(a.count, 1) where !a.isEmpty {
+            current[0] = i
+            for j in 1...max(b.count, 1) where !b.isEmpty {
+                let substitution = previous[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)
+                current[j] = min(previous[j] + 1, current[j - 1] + 1, substitution)
+            }
+            swap(&previous, &current)
+        }
+        return a.isEmpty ? b.count : previous[b.count]
     }
 
     /// Reads the settings from a reader the application scoped (for example to `eventBus`).
     ///
+    /// A reader given here is not searched for unknown keys (swift-configuration has no way to
+    /// list a provider's keys); only ``fromEnvironment()`` rejects unknown `EVENT_BUS_*` variables.
+    /// ``configurationKeys`` lists the keys for an application that wants to check its own source.
+    ///
     /// - Parameter variablePrefix: How errors name the keys (default `EVENT_BUS_`, matching a
     ///   reader scoped to `eventBus` over environment variables).
     /// - Throws: ``EventBusError`` `.invalidOption` naming the variable, the value and what is
-    ///   accepted.
+    ///   accepted; naming the `nats.*`/`jetstream.*` settings given with the `memory` backend,
+    ///   which would be ignored; or naming JetStream settings that cannot work together and why.
     public init(config: ConfigReader, variablePrefix: String = "EVENT_BUS_") throws {
-        let values = ConfigValues(config: config, keyPrefix: variablePrefix)
-        func invalid(_ error: NATSError) -> EventBusError {
-            EventBusError(.invalidOption, error.message, underlying: error)
+        let values = ConfigValues<ConfigurationKey>(config: config, keyPrefix: variablePrefix)
+        do throws(NATSError) {
+            backend = try values.choice(.backend, as: Backend.self) ?? .memory
+        } catch {
+            throw EventBusError(.invalidOption, error.message, underlying: error)
         }
-        let backendText = values.string("backend")?.lowercased() ?? Backend.memory.rawValue
-        guard let backend = Backend(rawValue: backendText) else {
-            throw EventBusError(
-                .invalidOption,
-                "invalid value '\(backendText)' for \(values.name("backend")): expected one of \(Backend.allCases.map(\.rawValue).joined(separator: ", "))"
-            )
-        }
-        self.backend = backend
+        let natsConfig = config.scoped(to: "nats")
+        let jetStreamConfig = config.scoped(to: "jetstream")
         let connection: NATSConnectionConfiguration
         do {
-            connection = try NATSConnectionConfiguration(config: config.scoped(to: "nats"), keyPrefix: variablePrefix + "NATS_")
+            connection = try NATSConnectionConfiguration(config: natsConfig, keyPrefix: variablePrefix + "NATS_")
         } catch {
-            throw invalid(error)
+            throw EventBusError(.invalidOption, error.message, underlying: error)
         }
-        var jetStream = JetStreamEventBus.Configuration(connection: connection)
-        let js = ConfigValues(config: config.scoped(to: "jetstream"), keyPrefix: variablePrefix + "JETSTREAM_")
-        do throws(NATSError) {
-            if let stream = js.string("stream") {
-                do throws(NATSError) {
-                    try NATSJetStream.validateName(stream, what: "stream name")
-                } catch {
-                    throw NATSError(.invalidConfiguration, "invalid value for \(js.name("stream")): \(error.message)")
-                }
-                jetStream.streamName = stream
+        jetStream = try JetStreamEventBus.Configuration(
+            config: jetStreamConfig, connection: connection, keyPrefix: variablePrefix + "JETSTREAM_")
+        if backend == .memory {
+            let nats = ConfigValues<NATSConnectionConfiguration.ConfigurationKey>(config: natsConfig, keyPrefix: variablePrefix + "NATS_")
+            let js = ConfigValues<JetStreamEventBus.Configuration.ConfigurationKey>(config: jetStreamConfig, keyPrefix: variablePrefix + "JETSTREAM_")
+            let ignored = NATSConnectionConfiguration.ConfigurationKey.allCases.filter(nats.isSet).map(nats.name)
+                + JetStreamEventBus.Configuration.ConfigurationKey.allCases.filter(js.isSet).map(js.name)
+            if !ignored.isEmpty {
+                throw EventBusError(
+                    .invalidOption,
+                    "\(values.name(.backend)) is memory\(values.string(.backend) == nil ? " (the default)" : ""), so \(ignored.joined(separator: ", ")) would be ignored: set \(values.name(.backend))=jetstream to use them, or remove them")
             }
-            if let prefix = js.string("subjectPrefix") {
-                if let rule = NATSValidation.subjectViolation(prefix, for: .publish) {
-                    throw NATSError(.invalidConfiguration, "invalid value '\(prefix)' for \(js.name("subjectPrefix")): \(rule)")
-                }
-                jetStream.subjectPrefix = prefix
-            }
-            if let subjects = js.string("subjects") {
-                let list = subjects.split(separator: ",").map { $0.trimmingSpaces }.filter { !$0.isEmpty }
-                for subject in list {
-                    if let rule = NATSValidation.subjectViolation(subject, for: .subscribe) {
-                        throw NATSError(.invalidConfiguration, "invalid subject '\(subject)' in \(js.name("subjects")): \(rule)")
-                    }
-                }
-                if list.isEmpty {
-                    throw NATSError(.invalidConfiguration, "\(js.name("subjects")) is empty: give at least one subject")
-                }
-                jetStream.streamSubjects = list
-            }
-            if let replicas = try js.int("replicas", minimum: 1) {
-                guard replicas <= 5 else {
-                    throw NATSError(.invalidConfiguration, "invalid value '\(replicas)' for \(js.name("replicas")): expected 1 to 5")
-                }
-                jetStream.replicas = replicas
-            }
-            if let storage = js.string("storage")?.lowercased() {
-                guard let value = NATSStreamConfiguration.Storage(rawValue: storage) else {
-                    throw NATSError(
-                        .invalidConfiguration,
-                        "invalid value '\(storage)' for \(js.name("storage")): expected one of \(NATSStreamConfiguration.Storage.allCases.map(\.rawValue).joined(separator: ", "))"
-                    )
-                }
-                jetStream.storage = value
-            }
-            if let maxAge = try js.milliseconds("maxAgeMs", minimum: 0) { jetStream.maxAge = maxAge }
-            if let window = try js.milliseconds("duplicateWindowMs", minimum: 1) { jetStream.duplicateWindow = window }
-            if let ackWait = try js.milliseconds("ackWaitMs", minimum: 1) { jetStream.ackWait = ackWait }
-            if let maxDeliver = try js.int("maxDeliver", minimum: 1) { jetStream.maxDeliver = maxDeliver }
-            if let maxAckPending = try js.int("maxAckPending", minimum: 1) { jetStream.maxAckPending = maxAckPending }
-            if let timeout = try js.milliseconds("publishTimeoutMs", minimum: 1) { jetStream.publishTimeout = timeout }
-            if let kind = js.string("groupConsumer")?.lowercased() {
-                guard let value = JetStreamEventBus.GroupConsumerKind(rawValue: kind) else {
-                    throw NATSError(
-                        .invalidConfiguration,
-                        "invalid value '\(kind)' for \(js.name("groupConsumer")): expected one of \(JetStreamEventBus.GroupConsumerKind.allCases.map(\.rawValue).joined(separator: ", "))"
-                    )
-                }
-                jetStream.groupConsumer = value
-            }
-            if let policy = js.string("streamUpdate")?.lowercased() {
-                guard let value = JetStreamEventBus.StreamUpdatePolicy(rawValue: policy) else {
-                    throw NATSError(
-                        .invalidConfiguration,
-                        "invalid value '\(policy)' for \(js.name("streamUpdate")): expected one of \(JetStreamEventBus.StreamUpdatePolicy.allCases.map(\.rawValue).joined(separator: ", "))"
-                    )
-                }
-                jetStream.streamUpdatePolicy = value
-            }
-            try jetStream.validate()
-        } catch {
-            throw invalid(error)
         }
-        self.jetStream = jetStream
     }
 
     public var description: String {
@@ -166,6 +172,47 @@ public struct EventBusSettings: Sendable, CustomStringConvertible {
             return "EventBusSettings(backend: memory)"
         case .jetstream:
             return "EventBusSettings(backend: jetstream, servers: \(jetStream.connection.servers.map(\.description)), stream: \(jetStream.streamName), subjects: \(jetStream.effectiveStreamSubjects), replicas: \(jetStream.replicas), storage: \(jetStream.storage.rawValue), stream update: \(jetStream.streamUpdatePolicy.rawValue), authentication: \(jetStream.connection.authentication))"
+        }
+    }
+
+    /// The effective configuration as log metadata, secrets redacted (server URLs show
+    /// `user:***@`, tokens, passwords and seeds `***`): what ``EventBusFactory`` logs once at start.
+    public var startupReport: Logger.Metadata {
+        switch backend {
+        case .memory:
+            let memory = InMemoryEventBus.Configuration()
+            return [
+                "backend": "memory",
+                "memory.maxEvents": "\(memory.maxEvents)", "memory.maxBytes": "\(memory.maxBytes)",
+                "memory.duplicateWindow": "\(memory.duplicateWindow)",
+            ]
+        case .jetstream:
+            let js = jetStream
+            let nats = js.connection
+            return [
+                "backend": "jetstream",
+                "nats.servers": "\(nats.servers.map(\.description).joined(separator: ","))",
+                "nats.name": "\(nats.name ?? "-")",
+                "nats.authentication": "\(nats.authentication)",
+                "nats.tls": "\(nats.tls.map { "\($0)" } ?? "none")",
+                "nats.connectTimeout": "\(nats.connectTimeout)",
+                "nats.reconnect": "\(nats.reconnect)",
+                "nats.pingInterval": "\(nats.pingInterval)",
+                "nats.maxPingsOut": "\(nats.maxPingsOut)",
+                "jetstream.stream": "\(js.streamName)",
+                "jetstream.subjectPrefix": "\(js.subjectPrefix)",
+                "jetstream.subjects": "\(js.effectiveStreamSubjects.joined(separator: ","))",
+                "jetstream.replicas": "\(js.replicas)",
+                "jetstream.storage": "\(js.storage.rawValue)",
+                "jetstream.maxAge": "\(js.maxAge)",
+                "jetstream.duplicateWindow": "\(js.duplicateWindow)",
+                "jetstream.ackWait": "\(js.ackWait)",
+                "jetstream.maxDeliver": "\(js.maxDeliver)",
+                "jetstream.maxAckPending": "\(js.maxAckPending)",
+                "jetstream.publishTimeout": "\(js.publishTimeout)",
+                "jetstream.groupConsumer": "\(js.groupConsumer.rawValue)",
+                "jetstream.streamUpdate": "\(js.streamUpdatePolicy.rawValue)",
+            ]
         }
     }
 }

@@ -75,6 +75,21 @@ struct BusOptions: ParsableArguments {
         try await EventBusFactory.withEventBus(settings: settings(), logger: logger(), body)
     }
 
+    /// ``withBus(_:)`` for a command whose effect must outlive it (`publish`, `subscribe`,
+    /// `request`): refused on the in-memory backend, which lives and dies with this process, so
+    /// that an unset `EVENT_BUS_BACKEND` does not "publish" to nobody and exit 0.
+    func withSharedBus<Value: Sendable>(
+        _ command: String, allowMemory: Bool, _ body: @escaping @Sendable (any EventBus) async throws -> Value
+    ) async throws -> Value {
+        let settings = try settings()
+        if settings.backend == .memory && !allowMemory {
+            throw ValidationError(
+                "eventbus \(command) needs a bus other processes share, but EVENT_BUS_BACKEND is memory\(ProcessInfo.processInfo.environment["EVENT_BUS_BACKEND"] == nil ? " (the default when it is not set)" : ""): an in-memory bus lives and dies with this command, so no other process would see anything. Set EVENT_BUS_BACKEND=jetstream and EVENT_BUS_NATS_SERVERS, or pass --allow-memory to use a throwaway in-memory bus."
+            )
+        }
+        return try await EventBusFactory.withEventBus(settings: settings, logger: logger(), body)
+    }
+
     /// A plain NATS connection from the same settings (JetStream commands).
     func jetStream() async throws -> (NATSConnection, NATSJetStream, EventBusSettings) {
         let settings = try settings()
@@ -108,11 +123,12 @@ extension EventBusCLI {
         @Option(help: "CloudEvents source.") var source = "/eventbus-cli"
         @Option(help: "Event id (default: a new one); publishing an id twice inside the duplicate window stores it once.") var id: String?
         @Option(help: "Content type of the payload.") var contentType = "text/plain"
+        @Flag(help: "Allow the in-memory backend (EVENT_BUS_BACKEND=memory), whose events die with this command.") var allowMemory = false
 
         func run() async throws {
             var event = Event(subject: subject, type: type, source: source, dataContentType: contentType, data: Array(data.utf8))
             if let id { event.id = id }
-            let receipt = try await bus.withBus { [event] eventBus in try await eventBus.publish(event) }
+            let receipt = try await bus.withSharedBus("publish", allowMemory: allowMemory) { [event] eventBus in try await eventBus.publish(event) }
             print("published \(shown(event.id)) to \(shown(subject)): stream \(shown(receipt.stream)) sequence \(receipt.sequence)\(receipt.duplicate ? " (duplicate, not stored again)" : "")")
         }
     }
@@ -124,10 +140,11 @@ extension EventBusCLI {
         @Option(help: "Join this group (durable on JetStream).") var group: String?
         @Flag(help: "Start with every retained event instead of new ones (for a new group or a subscriber without group).") var all = false
         @Option(help: "Stop after this many events; 0 for no limit.") var count = 0
+        @Flag(help: "Allow the in-memory backend (EVENT_BUS_BACKEND=memory), whose events die with this command.") var allowMemory = false
 
         func run() async throws {
             let (pattern, options, count) = (self.pattern, SubscriptionOptions(group: group, start: all ? .all : .new), self.count)
-            try await bus.withBus { eventBus in
+            try await bus.withSharedBus("subscribe", allowMemory: allowMemory) { eventBus in
                 let subscription = try await eventBus.subscribe(pattern, options: options)
                 var seen = 0
                 // Ends on the count, or when a signal cancels this task.
@@ -150,11 +167,12 @@ extension EventBusCLI {
         @Argument(help: "The request subject.") var subject: String
         @Argument(help: "The payload (text).") var data: String = ""
         @Option(help: "Seconds to wait for the reply.") var timeout = 5
+        @Flag(help: "Allow the in-memory backend (EVENT_BUS_BACKEND=memory), whose events die with this command.") var allowMemory = false
 
         func run() async throws {
             let request = Event(subject: subject, type: "com.example.cli.request", source: "/eventbus-cli", data: Array(data.utf8))
             let timeout = Duration.seconds(self.timeout)
-            let reply = try await bus.withBus { eventBus in try await eventBus.request(request, timeout: timeout) }
+            let reply = try await bus.withSharedBus("request", allowMemory: allowMemory) { eventBus in try await eventBus.request(request, timeout: timeout) }
             print("reply \(shown(reply.id)) type=\(shown(reply.type)) data=\(shown(String(decoding: reply.data, as: UTF8.self)))")
         }
     }

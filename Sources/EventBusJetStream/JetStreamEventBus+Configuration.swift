@@ -102,7 +102,9 @@ extension JetStreamEventBus {
             return stream
         }
 
-        /// Checks the values.
+        /// Checks the values, and that they can work together (see ``init(config:connection:keyPrefix:)``):
+        /// the stream's subjects cover `<subjectPrefix>.>`, and the duplicate window is at least the
+        /// ack wait and the publish timeout.
         public func validate() throws(NATSError) {
             try connection.validate()
             try stream.validate()
@@ -123,6 +125,7 @@ extension JetStreamEventBus {
                     "consumerIdleHeartbeat \(consumerIdleHeartbeat) must be between 100 ms and 15 s (half of a pull request's 30 s)")
             }
             if publishTimeout <= .zero { throw NATSError(.invalidConfiguration, "publishTimeout must be positive") }
+            try checkCombinations(naming: { $0.property })
         }
     }
 }

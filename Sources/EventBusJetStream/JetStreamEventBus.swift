@@ -91,7 +91,8 @@ public final class JetStreamEventBus: EventBus, Service {
     /// Connects, creates the stream when it is missing or checks the one it finds (see
     /// ``Configuration/streamUpdatePolicy``), once; later calls return at once.
     ///
-    /// - Throws: ``EventBusError`` with `.invalidOption` for a bad configuration,
+    /// - Throws: ``EventBusError`` with `.invalidOption` for a bad configuration (also for
+    ///   ``Configuration/replicas`` above what the servers can place, which only they know),
     ///   `.backendUnavailable` naming the servers (credentials redacted) and the reason when no
     ///   server could be reached or JetStream is not enabled, `.streamUnusable` (not retriable)
     ///   naming the field, the value found and the fix when the existing stream cannot carry the
@@ -192,6 +193,22 @@ public final class JetStreamEventBus: EventBus, Service {
                 "JetStream event bus ready",
                 metadata: ["servers": "\(servers)", "stream": "\(configuration.streamName)", "subjects": "\(configuration.effectiveStreamSubjects)"])
             return .success(Ready(connection: connection, jetStream: jetStream, publisher: publisher, advisories: advisories))
+        } catch where configuration.replicas > 1
+            && error.jetStreamErrorCode.map({ [NATSJetStreamErrorCode.replicasNotSupported, NATSJetStreamErrorCode.noSuitablePeers, NATSJetStreamErrorCode.insufficientResources].contains($0) }) == true
+        {
+            // Only the servers know how many of them can hold a replica: a single server refuses
+            // any replicas above 1, a cluster those above its JetStream servers (or those up now).
+            await connection.close()
+            let single = error.jetStreamErrorCode == NATSJetStreamErrorCode.replicasNotSupported
+            return .failure(
+                EventBusError(
+                    .invalidOption,
+                    "stream '\(configuration.streamName)' with \(configuration.replicas) replicas (EVENT_BUS_JETSTREAM_REPLICAS, JetStreamEventBus.Configuration.replicas) cannot be placed on \(servers): "
+                        + (single
+                            ? "the server is not part of a JetStream cluster, so it holds 1 replica"
+                            : "the cluster has fewer JetStream servers available than replicas")
+                        + " (server: \(error.message)); set the replicas to at most the cluster's size",
+                    isRetriable: !single, underlying: error))
         } catch where error.code == .invalidConfiguration {
             // The stream exists but cannot carry the bus: starting again will not help.
             await connection.close()

@@ -28,83 +28,84 @@ extension NATSConnectionConfiguration {
     ///   - config: The reader, already scoped by the application.
     ///   - keyPrefix: How errors name the keys' scope (for example `"EVENT_BUS_NATS_"` so that an
     ///     error names the environment variable a user has to fix). Empty by default.
+    /// ``configurationKeys`` lists every key read here.
+    ///
     /// - Throws: ``NATSError`` with code ``NATSError/Code/invalidConfiguration`` naming the key,
     ///   the value and what is accepted, or ``NATSError/Code/invalidURL``.
     public init(config: ConfigReader, keyPrefix: String = "") throws(NATSError) {
-        let values = ConfigValues(config: config, keyPrefix: keyPrefix)
-        // Secret: URLs may carry credentials.
-        let serverList = values.string("servers", isSecret: true) ?? "nats://127.0.0.1:4222"
+        let values = ConfigValues<ConfigurationKey>(config: config, keyPrefix: keyPrefix)
+        let serverList = values.string(.servers) ?? "nats://127.0.0.1:4222"
         if serverList.split(separator: ",").allSatisfy({ $0.trimmingSpaces.isEmpty }) {
-            throw NATSError(.invalidConfiguration, "\(values.name("servers")) is empty: give at least one server URL")
+            throw NATSError(.invalidConfiguration, "\(values.name(.servers)) is empty: give at least one server URL")
         }
         let servers: [NATSServerURL]
         do {
             servers = try NATSServerURL.parseList(serverList)
         } catch {
-            throw NATSError(.invalidURL, "invalid value for \(values.name("servers")): \(error.message)")
+            throw NATSError(.invalidURL, "invalid value for \(values.name(.servers)): \(error.message)")
         }
         self.init(servers: servers)
-        if let value = try values.bool("discoverServers") { discoverServers = value }
-        if let value = try values.bool("randomizeServers") { randomizeServers = value }
-        if let value = try values.bool("noEcho") { noEcho = value }
-        if let value = try values.bool("sendAsap") { sendAsap = value }
-        name = values.string("name")
-        if let value = try values.milliseconds("connectTimeoutMs", minimum: 1) { connectTimeout = value }
-        if let value = try values.int("reconnect.maxAttempts", minimum: -1) {
+        if let value = try values.bool(.discoverServers) { discoverServers = value }
+        if let value = try values.bool(.randomizeServers) { randomizeServers = value }
+        if let value = try values.bool(.noEcho) { noEcho = value }
+        if let value = try values.bool(.sendAsap) { sendAsap = value }
+        name = values.string(.name)
+        if let value = try values.milliseconds(.connectTimeoutMs, minimum: 1) { connectTimeout = value }
+        if let value = try values.int(.reconnectMaxAttempts, minimum: -1) {
             reconnect.maxAttempts = value < 0 ? .unlimited : .limited(value)
         }
-        if let value = try values.milliseconds("reconnect.waitMs", minimum: 0) { reconnect.wait = value }
-        if let value = try values.milliseconds("reconnect.jitterMs", minimum: 0) { reconnect.jitter = value }
-        if let value = try values.milliseconds("reconnect.jitterTlsMs", minimum: 0) { reconnect.jitterTLS = value }
-        if let value = try values.int("reconnect.bufferBytes", minimum: 0) { reconnect.bufferSize = value }
-        if let value = try values.milliseconds("pingIntervalMs", minimum: 1) { pingInterval = value }
-        if let value = try values.int("maxPingsOut", minimum: 1) { maxPingsOut = value }
-        if let value = try values.int("writeImmediatelyAfterIdleUs", minimum: 0) {
+        if let value = try values.milliseconds(.reconnectWaitMs, minimum: 0) { reconnect.wait = value }
+        if let value = try values.milliseconds(.reconnectJitterMs, minimum: 0) { reconnect.jitter = value }
+        if let value = try values.milliseconds(.reconnectJitterTlsMs, minimum: 0) { reconnect.jitterTLS = value }
+        if let value = try values.int(.reconnectBufferBytes, minimum: 0) { reconnect.bufferSize = value }
+        if let value = try values.milliseconds(.pingIntervalMs, minimum: 1) { pingInterval = value }
+        if let value = try values.int(.maxPingsOut, minimum: 1) { maxPingsOut = value }
+        if let value = try values.int(.writeImmediatelyAfterIdleUs, minimum: 0) {
             writeImmediatelyAfterIdle = value == 0 ? nil : .microseconds(value)
         }
-        if let value = try values.int("maxControlLine", minimum: NATSValidation.minimumMaxControlLine) {
+        if let value = try values.int(.maxControlLine, minimum: NATSValidation.minimumMaxControlLine) {
             maxControlLine = value
         }
-        if let value = try values.int("pending.messages", minimum: 1) { subscriptionLimits.messages = value }
-        if let value = try values.int("pending.bytes", minimum: 1) { subscriptionLimits.bytes = value }
+        if let value = try values.int(.pendingMessages, minimum: 1) { subscriptionLimits.messages = value }
+        if let value = try values.int(.pendingBytes, minimum: 1) { subscriptionLimits.bytes = value }
 
-        let token = values.string("token", isSecret: true)
-        let user = values.string("user")
-        let password = values.string("password", isSecret: true)
-        let credentialsFile = values.string("credentialsFile")
-        let nkeyPublicKey = values.string("nkey.publicKey")
-        let nkeySeedFile = values.string("nkey.seedFile")
-        let nkeySeed = values.string("nkey.seed", isSecret: true)
+        let token = values.string(.token)
+        let user = values.string(.user)
+        let password = values.string(.password)
+        let credentialsFile = values.string(.credentialsFile)
+        let nkeyPublicKey = values.string(.nkeyPublicKey)
+        let nkeySeedFile = values.string(.nkeySeedFile)
+        let nkeySeed = values.string(.nkeySeed)
         var chosen: [String] = []
         if let token {
             authentication = .token(token)
-            chosen.append(values.name("token"))
+            chosen.append(values.name(.token))
         }
         if user != nil || password != nil {
             guard let user, let password else {
                 throw NATSError(
                     .invalidConfiguration,
-                    "\(values.name("user")) and \(values.name("password")) must be given together")
+                    "\(values.name(.user)) and \(values.name(.password)) must be given together")
             }
             authentication = .userPassword(user: user, password: password)
-            chosen.append(values.name("user"))
+            chosen.append(values.name(.user))
         }
         if let credentialsFile {
             authentication = .credentialsFile(path: credentialsFile)
-            chosen.append(values.name("credentialsFile"))
+            chosen.append(values.name(.credentialsFile))
         }
         if nkeyPublicKey != nil || nkeySeedFile != nil {
             guard let nkeyPublicKey, let nkeySeedFile else {
                 throw NATSError(
                     .invalidConfiguration,
-                    "\(values.name("nkey.publicKey")) and \(values.name("nkey.seedFile")) must be given together")
+                    "\(values.name(.nkeyPublicKey)) and \(values.name(.nkeySeedFile)) must be given together")
             }
             authentication = .nkeySeedFile(publicKey: nkeyPublicKey, seedFile: nkeySeedFile)
-            chosen.append(values.name("nkey.seedFile"))
+            chosen.append(values.name(.nkeySeedFile))
         }
         if let nkeySeed {
             authentication = .nkeySeed(nkeySeed)
-            chosen.append(values.name("nkey.seed"))
+            chosen.append(values.name(.nkeySeed))
         }
         if chosen.count > 1 {
             throw NATSError(
@@ -114,32 +115,100 @@ extension NATSConnectionConfiguration {
         if let withCredentials = servers.first(where: { $0.credentials != nil }), let other = chosen.first {
             throw NATSError(
                 .invalidConfiguration,
-                "credentials in server URL \(withCredentials) (\(values.name("servers"))) and \(other) are both set: choose one")
+                "credentials in server URL \(withCredentials) (\(values.name(.servers))) and \(other) are both set: choose one")
         }
         var verification = TLS.ServerVerification.full
-        if let text = values.string("tls.serverVerification") {
+        if let text = values.string(.tlsServerVerification) {
             guard let value = TLS.ServerVerification(rawValue: text) else {
                 throw NATSError(
                     .invalidConfiguration,
-                    "invalid value '\(text)' for \(values.name("tls.serverVerification")): use one of "
+                    "invalid value '\(text)' for \(values.name(.tlsServerVerification)): use one of "
                         + TLS.ServerVerification.allCases.map(\.rawValue).joined(separator: ", "))
             }
             verification = value
         }
         let tls = TLS(
-            caFile: values.string("tls.caFile"),
-            certificateFile: values.string("tls.certificateFile"),
-            keyFile: values.string("tls.keyFile"),
-            expectedHostname: values.string("tls.expectedHostname"),
+            caFile: values.string(.tlsCaFile),
+            certificateFile: values.string(.tlsCertificateFile),
+            keyFile: values.string(.tlsKeyFile),
+            expectedHostname: values.string(.tlsExpectedHostname),
             serverVerification: verification)
         if tls != TLS() { self.tls = tls }
         try validate()
     }
+
+    /// The keys ``init(config:keyPrefix:)`` reads, relative to the reader's scope (for example
+    /// `reconnect.waitMs`). It is the list the reader itself reads from, so an application can
+    /// check its configuration for keys this version does not know.
+    public static var configurationKeys: [String] { ConfigurationKey.allCases.map(\.rawValue) }
+
+    /// The keys of the connection: the one table ``init(config:keyPrefix:)`` reads and
+    /// ``configurationKeys`` lists.
+    package enum ConfigurationKey: String, ConfigurationKeyTable {
+        case servers
+        case name
+        case connectTimeoutMs
+        case discoverServers
+        case randomizeServers
+        case noEcho
+        case sendAsap
+        case reconnectMaxAttempts = "reconnect.maxAttempts"
+        case reconnectWaitMs = "reconnect.waitMs"
+        case reconnectJitterMs = "reconnect.jitterMs"
+        case reconnectJitterTlsMs = "reconnect.jitterTlsMs"
+        case reconnectBufferBytes = "reconnect.bufferBytes"
+        case pingIntervalMs
+        case writeImmediatelyAfterIdleUs
+        case maxPingsOut
+        case maxControlLine
+        case pendingMessages = "pending.messages"
+        case pendingBytes = "pending.bytes"
+        case token
+        case user
+        case password
+        case credentialsFile
+        case nkeyPublicKey = "nkey.publicKey"
+        case nkeySeedFile = "nkey.seedFile"
+        case nkeySeed = "nkey.seed"
+        case tlsCaFile = "tls.caFile"
+        case tlsCertificateFile = "tls.certificateFile"
+        case tlsKeyFile = "tls.keyFile"
+        case tlsExpectedHostname = "tls.expectedHostname"
+        case tlsServerVerification = "tls.serverVerification"
+
+        package var isSecret: Bool {
+            switch self {
+            // URLs may carry credentials.
+            case .servers, .token, .password, .nkeySeed: true
+            default: false
+            }
+        }
+    }
 }
 
-/// Reads configuration values as strings and parses them itself, so that a bad value fails with
-/// a message naming the key, the value and what is accepted.
-package struct ConfigValues {
+/// A module's table of configuration keys (relative to the reader's scope): the readers take only
+/// its cases, and its `allCases` is the list of known keys, so the two cannot drift apart.
+package protocol ConfigurationKeyTable: RawRepresentable<String>, CaseIterable, Sendable {
+    /// Whether the value is a secret: read with `isSecret`, never printed or logged.
+    var isSecret: Bool { get }
+}
+
+/// A duration written as whole milliseconds, the unit of the `...Ms` keys (swift-configuration
+/// reads a `Duration` as whole seconds).
+package struct ConfigMilliseconds: ExpressibleByConfigInt {
+    package let configInt: Int
+
+    package init?(configInt: Int) {
+        self.configInt = configInt
+    }
+
+    package var duration: Duration { .milliseconds(configInt) }
+}
+
+/// Reads a key table's values with swift-configuration's typed readers, and turns a value they
+/// cannot convert into an error naming the key, the value and what is accepted (the typed readers
+/// answer `nil` both for a missing key and for a value they cannot convert).
+package struct ConfigValues<Key: ConfigurationKeyTable> {
     package let config: ConfigReader
     package let keyPrefix: String
 
@@ -150,7 +219,14 @@ package struct ConfigValues {
 
     /// The key as the user sees it: with the prefix, in environment-variable spelling when the
     /// prefix looks like one.
-    package func name(_ key: String) -> String {
+    package func name(_ key: Key) -> String {
+        Self.name(key.rawValue, keyPrefix: keyPrefix)
+    }
+
+    /// `key` (relative) as the user sees it under `keyPrefix`: `EVENT_BUS_NATS_` + `reconnect.waitMs`
+    /// is `EVENT_BUS_NATS_RECONNECT_WAIT_MS`, the name swift-configuration's environment provider
+    /// looks up; a lower-case prefix gives `'prefix.key'`.
+    package static func name(_ key: String, keyPrefix: String) -> String {
         guard !keyPrefix.isEmpty else { return "'\(key)'" }
         if keyPrefix.uppercased() == keyPrefix {
             var spelled = ""
@@ -169,42 +245,82 @@ package struct ConfigValues {
         return "'\(keyPrefix)\(key)'"
     }
 
-    package func string(_ key: String, isSecret: Bool = false) -> String? {
-        guard let value = config.string(forKey: ConfigKey(key), isSecret: isSecret) else { return nil }
+    private func configKey(_ key: Key) -> ConfigKey { ConfigKey(key.rawValue) }
+
+    /// The value as text, `nil` when missing or blank (an empty variable counts as not set).
+    package func string(_ key: Key) -> String? {
+        guard let value = config.string(forKey: configKey(key), isSecret: key.isSecret) else { return nil }
         let trimmed = value.trimmingSpaces
         return trimmed.isEmpty ? nil : trimmed
     }
 
-    package func int(_ key: String, minimum: Int) throws(NATSError) -> Int? {
-        guard let text = string(key) else { return nil }
-        guard let value = Int(text), value >= minimum else {
-            throw NATSError(
-                .invalidConfiguration,
-                "invalid value '\(text)' for \(name(key)): expected a whole number ≥ \(minimum)")
+    /// Whether the key has a value of any type (a typed provider may hold an int or a list).
+    package func isSet(_ key: Key) -> Bool {
+        // Secret keys stay secret here too: an access reporter sees every read.
+        let (name, secret) = (configKey(key), key.isSecret)
+        if let text = config.string(forKey: name, isSecret: secret) { return !text.trimmingSpaces.isEmpty }
+        return config.int(forKey: name, isSecret: secret) != nil || config.bool(forKey: name, isSecret: secret) != nil
+            || config.double(forKey: name, isSecret: secret) != nil || config.stringArray(forKey: name, isSecret: secret) != nil
+    }
+
+    /// Throws when the key holds a value the typed reader could not convert; `nil` when it is missing.
+    private func unconvertible<Value>(_ key: Key, expected: String) throws(NATSError) -> Value? {
+        guard let raw = config.string(forKey: configKey(key), isSecret: key.isSecret),
+            !raw.trimmingSpaces.isEmpty
+        else { return nil }
+        let shown = key.isSecret ? "***" : raw
+        throw NATSError(.invalidConfiguration, "invalid value '\(shown)' for \(name(key)): expected \(expected)")
+    }
+
+    package func int(_ key: Key, minimum: Int) throws(NATSError) -> Int? {
+        let expected = "a whole number ≥ \(minimum)"
+        guard let value = config.int(forKey: configKey(key), isSecret: key.isSecret) else {
+            return try unconvertible(key, expected: expected)
+        }
+        guard value >= minimum else {
+            throw NATSError(.invalidConfiguration, "invalid value '\(value)' for \(name(key)): expected \(expected)")
         }
         return value
     }
 
-    package func milliseconds(_ key: String, minimum: Int) throws(NATSError) -> Duration? {
-        guard let text = string(key) else { return nil }
-        guard let value = Int(text), value >= minimum else {
-            throw NATSError(
-                .invalidConfiguration,
-                "invalid value '\(text)' for \(name(key)): expected whole milliseconds ≥ \(minimum)")
+    package func milliseconds(_ key: Key, minimum: Int) throws(NATSError) -> Duration? {
+        let expected = "whole milliseconds ≥ \(minimum)"
+        guard let value = config.int(forKey: configKey(key), as: ConfigMilliseconds.self, isSecret: key.isSecret) else {
+            return try unconvertible(key, expected: expected)
         }
-        return .milliseconds(value)
+        guard value.configInt >= minimum else {
+            throw NATSError(.invalidConfiguration, "invalid value '\(value.configInt)' for \(name(key)): expected \(expected)")
+        }
+        return value.duration
     }
 
-    package func bool(_ key: String) throws(NATSError) -> Bool? {
+    package func bool(_ key: Key) throws(NATSError) -> Bool? {
+        if let value = config.bool(forKey: configKey(key), isSecret: key.isSecret) { return value }
+        // swift-configuration reads true/false/yes/no/1/0; on/off were always accepted too.
+        switch string(key)?.lowercased() {
+        case "on": return true
+        case "off": return false
+        default: return try unconvertible(key, expected: "one of true, false, yes, no, 1, 0, on, off")
+        }
+    }
+
+    /// A comma list (or a provider's string array); blank entries are dropped.
+    package func stringArray(_ key: Key) throws(NATSError) -> [String]? {
+        guard let value = config.stringArray(forKey: configKey(key), isSecret: key.isSecret) else {
+            return try unconvertible(key, expected: "a comma-separated list")
+        }
+        return value.map(\.trimmingSpaces).filter { !$0.isEmpty }
+    }
+
+    /// One of an enumeration's raw values, case-insensitively.
+    package func choice<Value: RawRepresentable<String> & CaseIterable>(_ key: Key, as type: Value.Type) throws(NATSError) -> Value? {
         guard let text = string(key) else { return nil }
-        switch text.lowercased() {
-        case "true", "yes", "1", "on": return true
-        case "false", "no", "0", "off": return false
-        default:
+        guard let value = Value.allCases.first(where: { $0.rawValue.lowercased() == text.lowercased() }) else {
             throw NATSError(
                 .invalidConfiguration,
-                "invalid value '\(text)' for \(name(key)): expected one of true, false, yes, no, 1, 0, on, off")
+                "invalid value '\(key.isSecret ? "***" : text)' for \(name(key)): expected one of \(Value.allCases.map(\.rawValue).joined(separator: ", "))")
         }
+        return value
     }
 }
 

@@ -42,6 +42,37 @@ struct CLIProcessTests {
     }
 }
 
+/// Commands whose effect must outlive the process refuse the in-memory bus unless asked, and the
+/// CLI reads the environment as a service does (an unknown variable stops it).
+@Suite("eventbus CLI: configuration", .serialized)
+struct CLIConfigurationTests {
+    @Test func publishWithoutABackendFailsAndSaysWhy() async throws {
+        for command in [["publish", "orders.created", "hello"], ["subscribe", "orders.>", "--count", "1"], ["request", "orders.check"]] {
+            let (status, output) = try await CLIProcessTests.run(command, environment: [:])
+            #expect(status != 0, "\(command): \(output)")
+            #expect(
+                output.contains(
+                    "eventbus \(command[0]) needs a bus other processes share, but EVENT_BUS_BACKEND is memory (the default when it is not set)"),
+                "\(output)")
+            #expect(output.contains("--allow-memory"), "\(output)")
+            #expect(!output.contains("published"), "\(output)")
+        }
+        let (explicit, explicitOutput) = try await CLIProcessTests.run(["publish", "orders.created"], environment: ["EVENT_BUS_BACKEND": "memory"])
+        #expect(explicit != 0 && explicitOutput.contains("but EVENT_BUS_BACKEND is memory:"), "\(explicitOutput)")
+        // Asked for: a throwaway in-memory bus.
+        let (allowed, allowedOutput) = try await CLIProcessTests.run(["publish", "orders.created", "hello", "--allow-memory"], environment: [:])
+        #expect(allowed == 0, "\(allowedOutput)")
+        #expect(allowedOutput.contains("stream memory sequence 1"), "\(allowedOutput)")
+    }
+
+    @Test func anUnknownVariableStopsTheCommand() async throws {
+        let (status, output) = try await CLIProcessTests.run(
+            ["publish", "orders.created", "--allow-memory"], environment: ["EVENT_BUS_BACKEN": "jetstream"])
+        #expect(status != 0)
+        #expect(output.contains("unknown variable EVENT_BUS_BACKEN; did you mean EVENT_BUS_BACKEND?"), "\(output)")
+    }
+}
+
 /// `eventbus subscribe` prints what any publisher sent: control sequences in it must reach the
 /// operator's terminal as visible escapes, not as commands.
 @Suite("eventbus CLI: terminal escapes", .serialized)

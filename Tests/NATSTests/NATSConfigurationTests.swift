@@ -36,25 +36,27 @@ struct NATSConfigurationTests {
         #expect(throws: NATSError.self) { try configuration.validate() }
     }
 
+    /// A typed provider (JSON, YAML, in memory) gives numbers and booleans as such; the typed
+    /// readers take them (text read by hand used to skip them without a word).
     @Test func readsEveryKeyFromConfigReader() throws {
         let provider = InMemoryProvider(values: [
             "servers": "nats://a:4222, nats://b:4223",
             "name": "billing",
-            "connectTimeoutMs": "1500",
-            "discoverServers": "false",
-            "randomizeServers": "no",
-            "noEcho": "true",
-            "sendAsap": "1",
-            "reconnect.maxAttempts": "-1",
-            "reconnect.waitMs": "250",
-            "reconnect.jitterMs": "20",
-            "reconnect.jitterTlsMs": "300",
-            "reconnect.bufferBytes": "1024",
-            "pingIntervalMs": "3000",
-            "maxPingsOut": "4",
-            "maxControlLine": "8192",
-            "pending.messages": "100",
-            "pending.bytes": "2048",
+            "connectTimeoutMs": .init(.int(1500), isSecret: false),
+            "discoverServers": .init(.bool(false), isSecret: false),
+            "randomizeServers": .init(.bool(false), isSecret: false),
+            "noEcho": .init(.bool(true), isSecret: false),
+            "sendAsap": .init(.bool(true), isSecret: false),
+            "reconnect.maxAttempts": .init(.int(-1), isSecret: false),
+            "reconnect.waitMs": .init(.int(250), isSecret: false),
+            "reconnect.jitterMs": .init(.int(20), isSecret: false),
+            "reconnect.jitterTlsMs": .init(.int(300), isSecret: false),
+            "reconnect.bufferBytes": .init(.int(1024), isSecret: false),
+            "pingIntervalMs": .init(.int(3000), isSecret: false),
+            "maxPingsOut": .init(.int(4), isSecret: false),
+            "maxControlLine": .init(.int(8192), isSecret: false),
+            "pending.messages": .init(.int(100), isSecret: false),
+            "pending.bytes": .init(.int(2048), isSecret: false),
             "user": "svc",
             "password": "pw",
         ])

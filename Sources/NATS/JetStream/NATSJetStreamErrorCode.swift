@@ -40,6 +40,8 @@ public enum NATSJetStreamErrorCode {
     public static let noMessageFound = 10037
     /// 10023: insufficient resources.
     public static let insufficientResources = 10023
+    /// 10005: no suitable peers for placement (more replicas than the cluster has servers up).
+    public static let noSuitablePeers = 10005
 }
 
 extension NATSError {
