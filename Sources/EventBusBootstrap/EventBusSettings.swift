@@ -10,7 +10,7 @@ import NATS
 ///
 /// The library does not scope its keys; the application does, usually
 /// `config.scoped(to: "eventBus")`, so that the keys below are read from `EVENT_BUS_...`
-/// variables. ``fromEnvironment()`` does exactly that. Each module reads its own keys: this type
+/// variables. ``fromEnvironment(applicationVariables:)`` does exactly that. Each module reads its own keys: this type
 /// reads `backend` and hands `nats.*` to ``NATSConnectionConfiguration/init(config:keyPrefix:)``
 /// and `jetstream.*` to ``JetStreamEventBus/Configuration/init(config:connection:keyPrefix:)``
 /// (their documentation lists the keys; docs/configuration.md lists the variables).
@@ -22,7 +22,7 @@ import NATS
 /// | `jetstream.*` (`EVENT_BUS_JETSTREAM_*`) | | the stream and subscription defaults |
 ///
 /// Rejected at start, with the reason: an `EVENT_BUS_*` variable no module reads (only
-/// ``fromEnvironment()`` can look for those, see there), `nats.*` or `jetstream.*` settings with
+/// ``fromEnvironment(applicationVariables:)`` can look for those, see there), `nats.*` or `jetstream.*` settings with
 /// the `memory` backend (they would be ignored), and JetStream settings that cannot work together
 /// (see ``JetStreamEventBus/Configuration/validate()``).
 public struct EventBusSettings: Sendable, CustomStringConvertible {
@@ -67,7 +67,7 @@ public struct EventBusSettings: Sendable, CustomStringConvertible {
             + JetStreamEventBus.Configuration.configurationKeys.map { "jetstream.\($0)" }
     }
 
-    /// Every variable ``fromEnvironment()`` reads (`EVENT_BUS_BACKEND`, `EVENT_BUS_NATS_SERVERS`, ...).
+    /// Every variable ``fromEnvironment(applicationVariables:)`` reads (`EVENT_BUS_BACKEND`, `EVENT_BUS_NATS_SERVERS`, ...).
     public static var environmentVariables: [String] {
         configurationKeys.map { ConfigValues<ConfigurationKey>.name($0, keyPrefix: environmentPrefix) }
     }
@@ -79,14 +79,19 @@ public struct EventBusSettings: Sendable, CustomStringConvertible {
     /// - Throws: ``EventBusError`` `.invalidOption` for an `EVENT_BUS_*` variable that no setting
     ///   reads (a typo would otherwise leave the default in place without a word), with the
     ///   closest known name, and for everything ``init(config:variablePrefix:)`` rejects.
-    public static func fromEnvironment() throws -> EventBusSettings {
-        try fromEnvironment(ProcessInfo.processInfo.environment)
+    ///
+    /// - Parameter applicationVariables: `EVENT_BUS_*` variables the application reads itself (the
+    ///   demo's `EVENT_BUS_DEMO_OPS_PORT`, say), which are therefore not unknown.
+    public static func fromEnvironment(applicationVariables: Set<String> = []) throws -> EventBusSettings {
+        try fromEnvironment(ProcessInfo.processInfo.environment, applicationVariables: applicationVariables)
     }
 
-    /// Reads the settings from these environment variables, as ``fromEnvironment()`` reads the
-    /// process's.
-    public static func fromEnvironment(_ environment: [String: String]) throws -> EventBusSettings {
-        try checkForUnknownVariables(environment.keys)
+    /// Reads the settings from these environment variables, as ``fromEnvironment(applicationVariables:)``
+    /// reads the process's.
+    public static func fromEnvironment(
+        _ environment: [String: String], applicationVariables: Set<String> = []
+    ) throws -> EventBusSettings {
+        try checkForUnknownVariables(environment.keys.filter { !applicationVariables.contains($0) })
         let reader = ConfigReader(provider: EnvironmentVariablesProvider(environmentVariables: environment))
         return try EventBusSettings(config: reader.scoped(to: "eventBus"), variablePrefix: environmentPrefix)
     }
@@ -128,7 +133,7 @@ public struct EventBusSettings: Sendable, CustomStringConvertible {
     /// Reads the settings from a reader the application scoped (for example to `eventBus`).
     ///
     /// A reader given here is not searched for unknown keys (swift-configuration has no way to
-    /// list a provider's keys); only ``fromEnvironment()`` rejects unknown `EVENT_BUS_*` variables.
+    /// list a provider's keys); only ``fromEnvironment(applicationVariables:)`` rejects unknown `EVENT_BUS_*` variables.
     /// ``configurationKeys`` lists the keys for an application that wants to check its own source.
     ///
     /// - Parameter variablePrefix: How errors name the keys (default `EVENT_BUS_`, matching a

@@ -65,7 +65,8 @@ struct CommonOptions: ParsableArguments {
     func withBus<Value: Sendable>(
         _ label: String, _ body: @escaping @Sendable (any EventBus, EventBusSettings) async throws -> Value
     ) async throws -> Value {
-        let settings = try EventBusSettings.fromEnvironment()
+        let settings = try EventBusSettings.fromEnvironment(
+            applicationVariables: ["EVENT_BUS_DEMO_OPS_PORT", "EVENT_BUS_DEMO_OPS_ADDRESS"])
         let logger = logger(label)
         guard let port = try operationsPort() else {
             return try await EventBusFactory.withEventBus(settings: settings, logger: logger) { bus in

@@ -25,6 +25,7 @@ extension JetStreamEventBus.Configuration {
     /// | `publishTimeoutMs` | ``publishTimeout`` | whole milliseconds ≥ 1 |
     /// | `groupConsumer` | ``groupConsumer`` | `pull`, `push` |
     /// | `streamUpdate` | ``streamUpdatePolicy`` | `never`, `update` |
+    /// | `consumerIdleHeartbeatMs` | ``consumerIdleHeartbeat`` | whole milliseconds, 100-15000 |
     ///
     /// - Parameters:
     ///   - config: The reader, already scoped by the application.
@@ -78,6 +79,14 @@ extension JetStreamEventBus.Configuration {
             if let value = try values.milliseconds(.publishTimeoutMs, minimum: 1) { publishTimeout = value }
             if let value = try values.choice(.groupConsumer, as: JetStreamEventBus.GroupConsumerKind.self) { groupConsumer = value }
             if let value = try values.choice(.streamUpdate, as: JetStreamEventBus.StreamUpdatePolicy.self) { streamUpdatePolicy = value }
+            if let value = try values.milliseconds(.consumerIdleHeartbeatMs, minimum: 100) {
+                guard value <= .seconds(15) else {
+                    throw NATSError(
+                        .invalidConfiguration,
+                        "invalid value '\(value)' for \(values.name(.consumerIdleHeartbeatMs)): expected 100 to 15000 (half of a pull request's 30 s)")
+                }
+                consumerIdleHeartbeat = value
+            }
             try checkCombinations(naming: { values.name($0) })
             try validate()
         } catch {
@@ -106,6 +115,7 @@ extension JetStreamEventBus.Configuration {
         case publishTimeoutMs
         case groupConsumer
         case streamUpdate
+        case consumerIdleHeartbeatMs
 
         package var isSecret: Bool { false }
 
@@ -119,6 +129,7 @@ extension JetStreamEventBus.Configuration {
             case .ackWaitMs: "ackWait"
             case .publishTimeoutMs: "publishTimeout"
             case .streamUpdate: "streamUpdatePolicy"
+            case .consumerIdleHeartbeatMs: "consumerIdleHeartbeat"
             default: rawValue
             }
         }

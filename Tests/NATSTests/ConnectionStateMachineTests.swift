@@ -315,5 +315,3 @@ struct ConnectionStateMachineTests {
         #expect(actualAvailability == availability, comment, sourceLocation: sourceLocation)
     }
 }
-
-extension ConnectionStateMachine.ConnectSucceeded: Equatable {}
