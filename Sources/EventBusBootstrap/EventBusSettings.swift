@@ -91,14 +91,17 @@ public struct EventBusSettings: Sendable, CustomStringConvertible {
     public static func fromEnvironment(
         _ environment: [String: String], applicationVariables: Set<String> = []
     ) throws -> EventBusSettings {
-        try checkForUnknownVariables(environment.keys.filter { !applicationVariables.contains($0) })
+        try checkForUnknownVariables(environment.keys, applicationVariables: applicationVariables)
         let reader = ConfigReader(provider: EnvironmentVariablesProvider(environmentVariables: environment))
         return try EventBusSettings(config: reader.scoped(to: "eventBus"), variablePrefix: environmentPrefix)
     }
 
     /// Throws for `EVENT_BUS_*` names that are not settings, suggesting the closest known one.
-    static func checkForUnknownVariables(_ names: some Sequence<String>) throws(EventBusError) {
-        let known = Set(environmentVariables)
+    static func checkForUnknownVariables(
+        _ names: some Sequence<String>, applicationVariables: Set<String> = []
+    ) throws(EventBusError) {
+        // The application's own variables are known too, and so suggested for their typos.
+        let known = Set(environmentVariables).union(applicationVariables)
         let unknown = names.filter { $0.hasPrefix(environmentPrefix) && !known.contains($0) }.sorted()
         guard !unknown.isEmpty else { return }
         let described = unknown.map { name -> String in

@@ -42,6 +42,32 @@ struct ConfigurationRulesTests {
         #expect(settings.backend == .memory)
     }
 
+    @Test func variablesTheApplicationDeclaresAreKnownAndSuggested() throws {
+        let undeclared = try #require(settingsError(["EVENT_BUS_DEMO_OPS_PORT": "9090"]))
+        #expect(undeclared.message.hasPrefix("unknown variable EVENT_BUS_DEMO_OPS_PORT;"))
+        let declared: Set<String> = ["EVENT_BUS_DEMO_OPS_PORT"]
+        let settings = try EventBusSettings.fromEnvironment(["EVENT_BUS_DEMO_OPS_PORT": "9090"], applicationVariables: declared)
+        #expect(settings.backend == .memory)
+        #expect(throws: EventBusError.self) {
+            do {
+                _ = try EventBusSettings.fromEnvironment(["EVENT_BUS_DEMO_OPS_PROT": "9090"], applicationVariables: declared)
+            } catch let error as EventBusError {
+                #expect(error.message == "unknown variable EVENT_BUS_DEMO_OPS_PROT; did you mean EVENT_BUS_DEMO_OPS_PORT?")
+                throw error
+            }
+        }
+    }
+
+    @Test func theConsumerHeartbeatIsReadAndBounded() throws {
+        let settings = try EventBusSettings.fromEnvironment(
+            ["EVENT_BUS_BACKEND": "jetstream", "EVENT_BUS_JETSTREAM_CONSUMER_IDLE_HEARTBEAT_MS": "250"])
+        #expect(settings.jetStream.consumerIdleHeartbeat == .milliseconds(250))
+        for value in ["99", "15001"] {
+            let error = try #require(settingsError(["EVENT_BUS_BACKEND": "jetstream", "EVENT_BUS_JETSTREAM_CONSUMER_IDLE_HEARTBEAT_MS": value]))
+            #expect(error.message.contains("EVENT_BUS_JETSTREAM_CONSUMER_IDLE_HEARTBEAT_MS"), "\(error.message)")
+        }
+    }
+
     @Test func aReaderTheApplicationGivesIsNotScanned() throws {
         // Documented: swift-configuration cannot list a provider's keys.
         let reader = ConfigReader(provider: EnvironmentVariablesProvider(environmentVariables: ["EVENT_BUS_BACKEN": "jetstream"]))
