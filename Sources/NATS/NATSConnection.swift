@@ -310,7 +310,7 @@ public final class NATSConnection: Sendable {
     /// of leaving it to cnats's flusher (which waits up to a millisecond for more): for a reply
     /// that a requester waits for. Validated as ``publish(subject:payload:headers:replyTo:)``.
     /// Non-blocking except for the socket write. Without cnats's internals (see README, "cnats
-    /// internals") it is a plain publish.
+    /// internals") it is a plain publish that a dispatch thread flushes at once.
     package func publishNow(subject: String, payload: [UInt8], headers: NATSHeaders = NATSHeaders()) throws(NATSError) {
         let failure: NATSError? = payload.withUnsafeBytes { bytes -> NATSError? in
             do throws(NATSError) {
@@ -511,8 +511,8 @@ public final class NATSConnection: Sendable {
     /// subscription per connection serves every request, and no thread blocks. Should cnats's
     /// internal publish not be available (a libnats release it was not verified against, see the
     /// README's "cnats internals"), a connection without ``NATSConnectionConfiguration/sendAsap``
-    /// leaves the request to cnats's flusher (up to a millisecond later), with the same behaviour
-    /// otherwise.
+    /// publishes the request and has a dispatch thread flush it at once (with a PING), with the
+    /// same behaviour otherwise.
     ///
     /// - Throws: ``NATSError/Code/noResponders`` at once when no subscriber listens on the subject,
     ///   ``NATSError/Code/timeout`` when none answered in time, ``NATSError/Code/disconnected``
@@ -583,11 +583,11 @@ public final class NATSConnection: Sendable {
     /// requests and for the acks of JetStream publishes.
     func responseMultiplexer() throws(NATSError) -> ResponseMux {
         if let mux = responseMux.load() { return mux }
-        // Written at once explicitly only where a plain publish is not (SendAsap) and the
-        // internals can (otherwise a plain publish, flushed by cnats's flusher).
+        // Written at once explicitly only where a plain publish is not (SendAsap): through the
+        // internals, or flushed at once without them (see NativeConnection.flushSoon).
         let made = try ResponseMux.make(
             native: native, limits: configuration.subscriptionLimits,
-            publishNow: !configuration.sendAsap && NativeConnection.canPublishNow)
+            publishNow: !configuration.sendAsap)
         let mux = responseMux.storeIfNil(made)
         // Another request made one first: use it, release ours.
         if mux !== made { made.close() }

@@ -12,7 +12,8 @@ import Synchronization
 /// flusher thread. The round trip then costs what raw cnats's blocking request costs: the
 /// delivery thread wakes for the reply, then the awaiting task (where cnats wakes the blocked
 /// caller). Without those internals (see `NativeInternals`) and without SendAsap, a request is a
-/// plain publish that cnats's flusher writes up to a millisecond later; nothing else changes
+/// plain publish that a flush from a dispatch thread writes (`NativeConnection.flushSoon`, a
+/// PING with it); nothing else changes
 /// (one code path for every request: the same timeout, cancellation and disconnection rules).
 ///
 /// Each request ends exactly once: with its reply, "no responders", its timeout (a one-shot timer

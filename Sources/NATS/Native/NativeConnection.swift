@@ -28,6 +28,14 @@ final class NativeConnection: @unchecked Sendable {
     private let idleGap = Atomic<Int64>(0)
     /// When the last application publish passed ``publishFollowsIdle()`` (monotonic nanoseconds).
     private let lastPublish = Atomic<Int64>(0)
+    /// ``flushSoon()``'s state: idle, a flush running, or a flush running and another asked for.
+    private let flushState = Atomic<UInt8>(FlushState.idle)
+
+    private enum FlushState {
+        static let idle: UInt8 = 0
+        static let running: UInt8 = 1
+        static let runAgain: UInt8 = 2
+    }
 
     init() {}
 
@@ -75,8 +83,8 @@ final class NativeConnection: @unchecked Sendable {
         commit: (_ install: () -> Void) -> Bool
     ) throws(NATSError) -> Bool {
         link.configure(configuration, onEvent: onEvent, onMaxPayload: onMaxPayload, shouldRecover: shouldRecover)
-        // SendAsap writes every publish anyway; without cnats's internals nothing can be written
-        // at once.
+        // SendAsap writes every publish anyway; without cnats's internals the rule is off (a write
+        // at once would take a flush from another thread, see flushSoon).
         if let gap = configuration.writeImmediatelyAfterIdle, !configuration.sendAsap, Self.canPublishNow {
             idleGap.store(max(1, gap.nanosecondsClamped), ordering: .relaxed)
         }
@@ -204,7 +212,7 @@ final class NativeConnection: @unchecked Sendable {
     }
 
     /// Publishes and writes the bytes to the socket from this thread (when the internals are
-    /// available; a plain publish, flushed by cnats's flusher, otherwise). For messages whose
+    /// available; a plain publish and ``flushSoon()`` otherwise). For messages whose
     /// delay stalls a pipeline or a caller: pull requests, replies to requests. Non-blocking
     /// except for the socket write itself, as cnats's own requests.
     func publishNow(
@@ -217,6 +225,7 @@ final class NativeConnection: @unchecked Sendable {
             } else {
                 try publish(subject: subject, replyTo: replyTo, headers: headers, payload: payload)
             }
+            flushSoon()
             return
         }
         guard let replyTo else {
@@ -270,13 +279,54 @@ final class NativeConnection: @unchecked Sendable {
 
     /// Whether ``publish(subject:replyPrefix:token:headers:payload:now:)`` can write a message
     /// at once without blocking for anything but the socket: always with SendAsap, otherwise
-    /// through cnats's internal publish (see `NativeInternals`).
+    /// through cnats's internal publish (see `NativeInternals`). Without them, messages that
+    /// should leave at once are published and ``flushSoon()`` writes them.
     static var canPublishNow: Bool { NativeInternals.isAvailable }
+
+    /// The public API's stand-in for the internals' direct write: has cnats write its buffer now
+    /// from a dispatch thread (`natsConnection_FlushTimeout` writes the buffer and a PING at once,
+    /// then waits at most 1 ms for the PONG), instead of leaving it to cnats's flusher, which
+    /// sleeps 1 ms first: that millisecond would be most of a request's round trip to a nearby
+    /// server (a consumer confirming each ack with `ackSync` would run at a quarter of the speed).
+    ///
+    /// Non-blocking. One flush runs at a time; calls while it runs ask for one more after it, so a
+    /// burst costs a few flushes (one PING each) and at most one thread, and a request waits at
+    /// most for the flush in progress. Nothing is flushed while disconnected (cnats keeps what is
+    /// published then in its reconnect buffer and sends it on reconnect).
+    func flushSoon() {
+        while true {
+            let (exchanged, original) = flushState.compareExchange(
+                expected: FlushState.idle, desired: FlushState.running, ordering: .acquiringAndReleasing)
+            if exchanged {
+                DispatchQueue.global(qos: .userInitiated).async { self.runFlushes() }
+                return
+            }
+            if original == FlushState.runAgain { return }
+            if flushState.compareExchange(
+                expected: FlushState.running, desired: FlushState.runAgain, ordering: .acquiringAndReleasing
+            ).exchanged { return }
+        }
+    }
+
+    /// Flushes until no more flushes were asked for (on a dispatch thread; holds a reference to
+    /// this object, so the cnats connection outlives the call).
+    private func runFlushes() {
+        while true {
+            if let pointer, natsConnection_Status(pointer) == NATS_CONN_STATUS_CONNECTED {
+                // A timeout only means the PONG is still on its way: the bytes were written.
+                _ = natsConnection_FlushTimeout(pointer, 1)
+            }
+            if flushState.compareExchange(
+                expected: FlushState.running, desired: FlushState.idle, ordering: .acquiringAndReleasing
+            ).exchanged { return }
+            flushState.store(FlushState.running, ordering: .releasing)
+        }
+    }
 
     /// Publishes a request whose reply subject is `replyPrefix` followed by `token` in decimal,
     /// built on the stack (no allocation). Non-blocking; with `now` the bytes are written to the
     /// socket from this thread (as cnats's own request does) instead of by the flusher thread up
-    /// to a millisecond later. Only pass `now` when ``canPublishNow`` is true.
+    /// to a millisecond later, or without the internals (``canPublishNow``) by ``flushSoon()``.
     func publish(
         subject: String,
         replyPrefix: [UInt8],
@@ -304,7 +354,7 @@ final class NativeConnection: @unchecked Sendable {
             end += digits
             buffer[end] = 0
             let reply = UnsafePointer(buffer.baseAddress!)
-            if now {
+            if now && Self.canPublishNow {
                 return Result { () throws(NATSError) in
                     try writeNow(
                         on: pointer, subject: subject, replyC: reply, headers: headers, payload: payload, what: "requesting on")
@@ -325,6 +375,7 @@ final class NativeConnection: @unchecked Sendable {
             }
         }
         try result.get()
+        if now && !Self.canPublishNow { flushSoon() }
     }
 
     /// Sends a PING and waits for the PONG (blocking).
