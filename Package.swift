@@ -145,6 +145,7 @@ let package = Package(
                 "EventBusBootstrap",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
             ]
         ),
         // `eventbus`: publish, subscribe, request, stream and consumer info, doctor, bench.

@@ -28,6 +28,9 @@ struct CommonOptions: ParsableArguments {
     @Option(help: "Log level: trace, debug, info, notice, warning, error.")
     var logLevel: String = "warning"
 
+    @Flag(help: "Print every finished span as a JSON line to standard error (trace, span, parent, name).")
+    var traceToStderr = false
+
     func logger(_ label: String) -> Logger {
         var logger = Logger(label: label)
         logger.logLevel = Logger.Level(rawValue: logLevel) ?? .warning
@@ -40,6 +43,8 @@ struct CommonOptions: ParsableArguments {
         _ label: String, _ body: @escaping @Sendable (any EventBus, EventBusSettings) async throws -> Value
     ) async throws -> Value {
         let settings = try EventBusSettings.fromEnvironment()
+        // Before the bus is made: it reads the bootstrapped tracer once.
+        if traceToStderr { StderrTracer.bootstrap() }
         return try await EventBusFactory.withEventBus(settings: settings, logger: logger(label)) { bus in
             try await body(bus, settings)
         }
