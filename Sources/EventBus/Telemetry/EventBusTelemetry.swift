@@ -111,12 +111,15 @@ package final class EventBusTelemetry: Sendable {
             var injected = parent
             if let tracer {
                 let started = tracer.startSpan("publish \(event.subject)", context: parent, ofKind: .producer)
-                started.attributes["messaging.system"] = backend.messagingSystem
-                started.attributes["messaging.operation.type"] = "send"
-                started.attributes["messaging.operation.name"] = "publish"
-                started.attributes["messaging.destination.name"] = event.subject
-                started.attributes["messaging.message.id"] = event.id
-                started.attributes["messaging.message.body.size"] = event.data.count
+                // One update: each `span.attributes[...] = ` would copy the whole dictionary.
+                started.updateAttributes { attributes in
+                    attributes["messaging.system"] = backend.messagingSystem
+                    attributes["messaging.operation.type"] = "send"
+                    attributes["messaging.operation.name"] = "publish"
+                    attributes["messaging.destination.name"] = event.subject
+                    attributes["messaging.message.id"] = event.id
+                    attributes["messaging.message.body.size"] = event.data.count
+                }
                 injected = started.context
                 span = started
             }
@@ -143,8 +146,10 @@ package final class EventBusTelemetry: Sendable {
                 telemetry.publishDuration?.recordNanoseconds(nanoseconds(since: start))
             }
             if let span {
-                span.attributes["eventbus.stream.sequence"] = Int(truncatingIfNeeded: receipt.sequence)
-                span.attributes["eventbus.publish.duplicate"] = receipt.duplicate
+                span.updateAttributes { attributes in
+                    attributes["eventbus.stream.sequence"] = Int(truncatingIfNeeded: receipt.sequence)
+                    attributes["eventbus.publish.duplicate"] = receipt.duplicate
+                }
                 span.end()
             }
             if telemetry.traceLogging {
@@ -317,16 +322,18 @@ package final class ConsumerTelemetry: Sendable {
             }
             if let tracer = bus.tracer {
                 let started = tracer.startSpan(spanName, context: parent, ofKind: .consumer)
-                started.attributes["messaging.system"] = bus.backend.messagingSystem
-                started.attributes["messaging.operation.type"] = "process"
-                started.attributes["messaging.operation.name"] = "process"
-                started.attributes["messaging.destination.name"] = delivery.subject
-                started.attributes["messaging.destination.template"] = pattern
-                started.attributes["messaging.message.id"] = delivery.event.id
-                started.attributes["messaging.message.body.size"] = delivery.event.data.count
-                if let group { started.attributes["messaging.consumer.group.name"] = group }
-                started.attributes["eventbus.delivery.attempt"] = delivery.deliveryCount
-                started.attributes["eventbus.stream.sequence"] = Int(truncatingIfNeeded: delivery.sequence)
+                started.updateAttributes { attributes in
+                    attributes["messaging.system"] = bus.backend.messagingSystem
+                    attributes["messaging.operation.type"] = "process"
+                    attributes["messaging.operation.name"] = "process"
+                    attributes["messaging.destination.name"] = delivery.subject
+                    attributes["messaging.destination.template"] = pattern
+                    attributes["messaging.message.id"] = delivery.event.id
+                    attributes["messaging.message.body.size"] = delivery.event.data.count
+                    if let group { attributes["messaging.consumer.group.name"] = group }
+                    attributes["eventbus.delivery.attempt"] = delivery.deliveryCount
+                    attributes["eventbus.stream.sequence"] = Int(truncatingIfNeeded: delivery.sequence)
+                }
                 span = started
                 context = started.context
             } else {
