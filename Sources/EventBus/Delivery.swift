@@ -16,6 +16,8 @@ public struct Delivery: Sendable, CustomStringConvertible {
     public let isRequest: Bool
     /// The backend's handle for settling this delivery.
     public let acknowledger: any DeliveryAcknowledger
+    /// The subscription's metrics and spans; `nil` while the bus is not instrumented.
+    package let telemetry: ConsumerTelemetry?
 
     /// Creates a delivery; backends call this.
     public init(
@@ -26,12 +28,28 @@ public struct Delivery: Sendable, CustomStringConvertible {
         isRequest: Bool = false,
         acknowledger: any DeliveryAcknowledger
     ) {
+        self.init(
+            event: event, deliveryCount: deliveryCount, sequence: sequence, subject: subject, isRequest: isRequest,
+            acknowledger: acknowledger, telemetry: nil)
+    }
+
+    /// Creates a delivery of an instrumented subscription.
+    package init(
+        event: Event,
+        deliveryCount: Int,
+        sequence: UInt64,
+        subject: String,
+        isRequest: Bool = false,
+        acknowledger: any DeliveryAcknowledger,
+        telemetry: ConsumerTelemetry?
+    ) {
         self.event = event
         self.deliveryCount = deliveryCount
         self.sequence = sequence
         self.subject = subject
         self.isRequest = isRequest
         self.acknowledger = acknowledger
+        self.telemetry = telemetry
     }
 
     /// The attempt number, starting at 1; the same as ``deliveryCount``.
@@ -40,12 +58,14 @@ public struct Delivery: Sendable, CustomStringConvertible {
     /// The event was handled; it is not delivered again.
     public func ack() async throws {
         try await acknowledger.ack()
+        telemetry?.acked()
     }
 
     /// The event was not handled; it is delivered again after `delay`, or after the subscription's backoff
     /// when `delay` is `nil`. At the last attempt `maxDeliver` allows, it moves to the dead-letter subject.
     public func nak(delay: Duration? = nil) async throws {
         try await acknowledger.nak(delay: delay)
+        telemetry?.naked()
     }
 
     /// The event can never be handled: it is not delivered again and moves to the dead-letter subject with

@@ -10,6 +10,17 @@ public enum DeliverySettlement {
         on delivery: Delivery,
         options: SubscriptionOptions
     ) async throws {
+        if let telemetry = delivery.telemetry {
+            // Instrumented: the handler and the settling run in the delivery's consumer span.
+            try await telemetry.process(delivery, handler: handler) { failure in
+                if let failure {
+                    try await settleFailure(failure, of: delivery, options: options)
+                } else {
+                    try await settle { try await delivery.ack() }
+                }
+            }
+            return
+        }
         do {
             try await handler(delivery)
         } catch {

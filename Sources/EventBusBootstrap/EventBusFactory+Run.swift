@@ -1,6 +1,6 @@
 public import EventBus
 public import Logging
-public import ServiceLifecycle
+import ServiceLifecycle
 import Synchronization
 public import UnixSignals
 

@@ -30,6 +30,9 @@ struct CommonOptions: ParsableArguments {
     @Option(help: "Log level: trace, debug, info, notice, warning, error.")
     var logLevel: String = "warning"
 
+    @Flag(help: "Print every finished span as a JSON line to standard error (trace, span, parent, name).")
+    var traceToStderr = false
+
     func logger(_ label: String) -> Logger {
         var logger = Logger(label: label)
         logger.logLevel = Logger.Level(rawValue: logLevel) ?? .warning
@@ -68,6 +71,8 @@ struct CommonOptions: ParsableArguments {
         let settings = try EventBusSettings.fromEnvironment(
             applicationVariables: ["EVENT_BUS_DEMO_OPS_PORT", "EVENT_BUS_DEMO_OPS_ADDRESS"])
         let logger = logger(label)
+        // Before the bus is made: it reads the bootstrapped tracer once.
+        if traceToStderr { StderrTracer.bootstrap() }
         guard let port = try operationsPort() else {
             return try await EventBusFactory.withEventBus(settings: settings, logger: logger) { bus in
                 try await body(bus, settings)

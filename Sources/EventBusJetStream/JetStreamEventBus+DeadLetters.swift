@@ -134,7 +134,8 @@ extension JetStreamEventBus {
             logger.warning("unreadable max-deliveries advisory", metadata: ["subject": "\(advisory.subject)"])
             return
         }
-        guard let options = subscriptionOptions(forConsumer: facts.consumer) else { return }
+        guard let subscription = subscriptions().first(where: { $0.consumerName == facts.consumer }) else { return }
+        let options = subscription.options
         do {
             let ready = try await ready()
             let stored = try await ready.jetStream.message(stream: configuration.streamName, sequence: facts.stream_seq)
@@ -145,7 +146,9 @@ extension JetStreamEventBus {
                 attempts: Int(facts.deliveries),
                 error: "ack wait of \(options.ackWait) expired on attempt \(facts.deliveries), the last of \(options.maxDeliver ?? Int(facts.deliveries))",
                 sequence: facts.stream_seq, group: options.group)
-            _ = try await publish(deadLetter, messageID: "deadletter-\(facts.consumer)-\(facts.stream_seq)")
+            let receipt = try await publish(deadLetter, messageID: "deadletter-\(facts.consumer)-\(facts.stream_seq)")
+            // A duplicate: another member (or process) dead-lettered it already and counted it.
+            if !receipt.duplicate { subscription.telemetry?.deadLettered() }
         } catch {
             logger.error(
                 "could not dead-letter an event that reached its max deliveries",

@@ -34,6 +34,8 @@ public final class JetStreamEventBus: EventBus, Service {
     /// The configuration.
     public let configuration: Configuration
     let logger: Logger
+    /// Metrics, spans and per-event logs (inactive unless the application bootstrapped them).
+    let telemetry: EventBusTelemetry
     private let state = Mutex(State())
     let ledger = DeliveryLedger()
     /// Max-deliveries advisories waiting for ``run()`` to dead-letter their events.
@@ -78,6 +80,7 @@ public final class JetStreamEventBus: EventBus, Service {
     public init(configuration: Configuration, logger: Logger = Logger(label: "eventbus.jetstream")) {
         self.configuration = configuration
         self.logger = logger
+        telemetry = EventBusTelemetry(backend: .jetstream, stream: configuration.streamName, logger: logger)
         maxDeliveries = MaxDeliveriesQueue(logger: logger)
     }
 
@@ -352,7 +355,18 @@ public final class JetStreamEventBus: EventBus, Service {
     @discardableResult
     public func publish(_ event: Event) async throws -> PublishReceipt {
         try event.validateForPublish()
-        return try await publish(event, messageID: event.id)
+        var event = event
+        guard let scope = telemetry.preparePublish(&event) else {
+            return try await publish(event, messageID: event.id)
+        }
+        do {
+            let receipt = try await publish(event, messageID: event.id)
+            scope.succeeded(event, receipt)
+            return receipt
+        } catch {
+            scope.failed(event, error)
+            throw error
+        }
     }
 
     func publish(_ event: Event, messageID: String) async throws -> PublishReceipt {
@@ -374,7 +388,20 @@ public final class JetStreamEventBus: EventBus, Service {
     @discardableResult
     public func publish(contentsOf events: [Event]) async throws -> [PublishReceipt] {
         for event in events { try event.validateForPublish() }
-        let ready = try await ready()
+        var events = events
+        var scopes: [EventBusTelemetry.PublishScope?] = []
+        if telemetry.isActive { scopes.reserveCapacity(events.count) }
+        for index in events.indices {
+            let scope = telemetry.preparePublish(&events[index])
+            if telemetry.isActive { scopes.append(scope) }
+        }
+        let ready: Ready
+        do {
+            ready = try await self.ready()
+        } catch {
+            for (index, scope) in scopes.enumerated() { scope?.failed(events[index], error) }
+            throw error
+        }
         let sent = await EventBusError.eachOfBatch(events) { event throws(EventBusError) in
             try await send(event, messageID: event.id, on: ready)
         }
@@ -399,6 +426,14 @@ public final class JetStreamEventBus: EventBus, Service {
                 case .failure(let error):
                     outcomes.append(
                         .failure(EventBusError(mapping: error, what: "publishing '\(events[index].subject)'", fallback: .publishFailed)))
+                }
+            }
+        }
+        if !scopes.isEmpty {
+            for (index, outcome) in outcomes.enumerated() {
+                switch outcome {
+                case .success(let receipt): scopes[index]?.succeeded(events[index], receipt)
+                case .failure(let error): scopes[index]?.failed(events[index], error)
                 }
             }
         }
@@ -474,6 +509,7 @@ public final class JetStreamEventBus: EventBus, Service {
     /// at once, whether or not anybody answers.
     public func request(_ event: Event, timeout: Duration) async throws -> Event {
         try event.validateForPublish()
+        let event = telemetry.checkedOutgoing(event)
         if timeout <= .zero { throw EventBusError(.invalidOption, "request timeout \(timeout) must be positive") }
         let ready = try await ready()
         let subject = "\(configuration.requestSubjectPrefix).\(event.subject)"

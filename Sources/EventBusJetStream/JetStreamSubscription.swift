@@ -46,6 +46,8 @@ final class JetStreamSubscription: DeliverySource, Sendable {
     let durable: Bool
     /// This process's record of the consumer's deliveries (shared with other members here).
     let ledger: ConsumerLedger
+    /// Metrics and spans of this subscription's deliveries; `nil` while the bus is not instrumented.
+    let telemetry: ConsumerTelemetry?
     private let closed = Atomic<Bool>(false)
     private let stopped = Atomic<Bool>(false)
     /// Deliveries that were redeliveries (attempt 2 or later), for ``health``.
@@ -81,6 +83,7 @@ final class JetStreamSubscription: DeliverySource, Sendable {
         self.consumerName = consumerName
         self.durable = durable
         ledger = bus.ledger.acquire(consumerName)
+        telemetry = bus.telemetry.consumer(group: options.group, pattern: pattern, consumer: consumerName)
     }
 
     deinit {
@@ -310,16 +313,20 @@ final class JetStreamSubscription: DeliverySource, Sendable {
             subject = bus.busSubject(fromNATS: natsSubject, prefix: configuration.subjectPrefix)
             subjects = (natsSubject, subject)
         }
-        let event = CloudEventsNATSBinding.event(subject: subject, headers: message.headers, payload: message.payload.bytes)
+        let event = bus.telemetry.checkedReceived(
+            CloudEventsNATSBinding.event(subject: subject, headers: message.headers, payload: message.payload.bytes),
+            sequence: position.streamSequence)
         ledger.delivered(sequence: position.streamSequence, attempt: position.deliveryCount)
         if position.deliveryCount > 1 { redeliveries.add(1, ordering: .relaxed) }
         let acknowledger = JetStreamDeliveryAcknowledger(
             subscription: self, message: consume message, event: event, streamSequence: position.streamSequence,
             deliveryCount: position.deliveryCount)
         outstanding.withLock { $0.add(acknowledger) }
-        return Delivery(
+        let delivery = Delivery(
             event: event, deliveryCount: Int(position.deliveryCount), sequence: position.streamSequence, subject: subject,
-            acknowledger: acknowledger)
+            acknowledger: acknowledger, telemetry: telemetry)
+        telemetry?.delivered(delivery, pending: position.pending)
+        return delivery
     }
 }
 
@@ -424,8 +431,10 @@ final class JetStreamDeliveryAcknowledger: DeliveryAcknowledger {
         let deadLetter = DeadLetter.event(
             from: event, deadLetterSubject: options.deadLetterSubject(forOriginalSubject: event.subject), attempts: attempt,
             error: error, sequence: metadata.streamSequence, group: options.group)
-        _ = try await subscription.bus.publish(
+        let receipt = try await subscription.bus.publish(
             deadLetter, messageID: "deadletter-\(subscription.consumerName)-\(metadata.streamSequence)")
+        // A duplicate: another member dead-lettered it already and counted it.
+        if !receipt.duplicate { subscription.telemetry?.deadLettered() }
     }
 }
 

@@ -27,12 +27,14 @@ final class ConnectionCore: Sendable {
     let logger: Logger
     private let slowConsumerEvents: Counter
     private let disconnections: Counter
+    private let reconnections: Counter
     private let permissionViolations: Counter
 
     init(logger: Logger, connectionName: String) {
         self.logger = logger
         slowConsumerEvents = Counter(label: "nats_slow_consumer_events_total", dimensions: [("connection", connectionName)])
         disconnections = Counter(label: "nats_disconnections_total", dimensions: [("connection", connectionName)])
+        reconnections = Counter(label: "nats_reconnects_total", dimensions: [("connection", connectionName)])
         permissionViolations = Counter(
             label: "nats_permission_violations_total", dimensions: [("connection", connectionName)])
     }
@@ -143,6 +145,7 @@ final class ConnectionCore: Sendable {
             }
         case .reconnected(let server):
             reconnects.add(1, ordering: .releasing)
+            reconnections.increment()
             logger.notice("NATS reconnected", metadata: ["server": "\(server)"])
         case .discoveredServers(let servers):
             logger.debug("NATS discovered servers", metadata: ["servers": "\(servers)"])

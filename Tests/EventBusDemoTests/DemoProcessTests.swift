@@ -84,6 +84,60 @@ struct DemoProcessTests {
         print("multi-process demo: billed \(billedBy1.count) + \(billedBy2.count), dead-lettered \(deadLettered.count)")
     }
 
+    /// One trace crosses the processes: orders publishes, billing (another process) handles the order and
+    /// publishes the payment, notifications (a third) handles that; `--trace-to-stderr` prints each
+    /// process's spans, and the parent links join them.
+    @Test func oneTraceCrossesProcessesOnJetStream() async throws {
+        let server = try await NATSServerProcess.started()
+        defer { server.stop() }
+        let environment = [
+            "EVENT_BUS_BACKEND": "jetstream",
+            "EVENT_BUS_NATS_SERVERS": server.url,
+            "EVENT_BUS_NATS_NAME": "demo-trace-test",
+        ]
+        let inventory = try DemoProcess(arguments: ["inventory", "--max-seconds", "120"], environment: environment)
+        let billing = try DemoProcess(
+            arguments: ["billing", "--trace-to-stderr", "--idle-exit", "4", "--max-seconds", "120"], environment: environment)
+        let notifications = try DemoProcess(
+            arguments: ["notifications", "--trace-to-stderr", "--idle-exit", "4", "--max-seconds", "120"], environment: environment)
+        let services = [inventory, billing, notifications]
+        defer { for service in services { service.terminate() } }
+        for service in services {
+            #expect(await service.waitForLine(timeout: .seconds(30)) { $0 == "READY" }, "\(service.output)")
+        }
+        let orders = try DemoProcess(arguments: ["orders", "--count", "3", "--trace-to-stderr"], environment: environment)
+        #expect(try await orders.waitForExit(timeout: .seconds(60)) == 0, "\(orders.output)")
+
+        struct PrintedSpan: Decodable {
+            var trace: String
+            var span: String
+            var parent: String?
+            var name: String
+        }
+        func spans(_ process: DemoProcess) -> [PrintedSpan] {
+            process.lines.filter { $0.hasPrefix("{") }.compactMap { try? JSONDecoder().decode(PrintedSpan.self, from: Data($0.utf8)) }
+        }
+        let joined = await eventually(timeout: .seconds(60)) {
+            spans(notifications).contains { $0.name.hasPrefix("process payments") }
+        }
+        #expect(joined, "notifications printed no process span: \(notifications.output)")
+        let published = spans(orders).filter { $0.name == "publish orders.created" }
+        #expect(!published.isEmpty, "\(orders.output)")
+        var complete = 0
+        for publish in published {
+            guard let handled = spans(billing).first(where: { $0.name.hasPrefix("process orders") && $0.parent == publish.span }),
+                let payment = spans(billing).first(where: { $0.name == "publish payments.settled" && $0.parent == handled.span }),
+                let notified = spans(notifications).first(where: { $0.name.hasPrefix("process payments") && $0.parent == payment.span })
+            else { continue }
+            #expect(Set([publish.trace, handled.trace, payment.trace, notified.trace]).count == 1)
+            complete += 1
+        }
+        #expect(complete >= 1, "no trace runs orders → billing → notifications: \(billing.output) \(notifications.output)")
+        for worker in [billing, notifications] {
+            _ = try await worker.waitForExit(timeout: .seconds(30))
+        }
+    }
+
     func orderID(_ number: Int) -> String {
         "order-\(String(repeating: "0", count: max(0, 4 - String(number).count)))\(number)"
     }

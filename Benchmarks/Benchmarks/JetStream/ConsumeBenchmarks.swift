@@ -92,6 +92,7 @@ func registerEventBusConsumeHandler(
     configuration: Benchmark.Configuration,
     messages: Int,
     groupPrefix: String,
+    instrumented: Bool = false,
     adjust: @escaping @Sendable (inout JetStreamEventBus.Configuration) -> Void = { _ in }
 ) {
     liveBenchmark(name, configuration: configuration) { benchmark, fixture in
@@ -105,6 +106,8 @@ func registerEventBusConsumeHandler(
         }
         if handled != messages { benchmark.error("handled \(handled) of \(messages)") }
     } setup: { server -> (bus: JetStreamEventBus, iterations: IterationCounter) in
+        // Before the bus is made: it reads the bootstrapped systems once.
+        if instrumented { BenchmarkTelemetry.bootstrap() }
         let eventBus = try await makeBenchmarkBus(server, adjust)
         // The bus created its stream; fill it with events as the bus publishes them.
         try RawJetStream(server).preloadWorkload(messages, asEvents: true)

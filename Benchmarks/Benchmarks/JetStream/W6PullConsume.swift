@@ -41,6 +41,11 @@ func registerW6() {
     ) { $0.pullBatch = Workload.w6Batch }
 
     registerEventBusConsumeHandler(name: "W6 EventBus consume", configuration: configuration, messages: messages, groupPrefix: "w6-consume")
+    // The same with metrics and tracing bootstrapped (BenchmarkTelemetry): the cost of observability,
+    // as a ratio to the line above (which runs with swift-metrics' and tracing's no-op defaults).
+    registerEventBusConsumeHandler(
+        name: "W6 EventBus consume instrumented", configuration: configuration, messages: messages,
+        groupPrefix: "w6-consume-instrumented", instrumented: true)
 }
 
 /// Raw cnats's W6, on plain 128-byte messages or (`eventHeaders`) on the messages the EventBus

@@ -94,6 +94,8 @@ func registerW8() {
     registerW8NATS(name: "W8 NATS handler", configuration: configuration, sendAsap: false, handler: true)
     registerW8NATS(name: "W8 NATS pull", configuration: configuration, sendAsap: false, pull: true)
     registerW8EventBusConsume(configuration: configuration)
+    // With metrics and tracing bootstrapped (BenchmarkTelemetry); compare with the line above.
+    registerW8EventBusConsume(configuration: configuration, instrumented: true)
 
     liveBenchmark("W8 EventBus", configuration: configuration) { benchmark, fixture in
         let (publisher, subscriber, iterations) = fixture
@@ -132,10 +134,11 @@ func registerW8() {
 /// events, in a task; its handler takes the time. `consume` gives no sign when its consumer
 /// exists, so before measuring the publisher sends probe events (another type, which the handler
 /// only reports) until one arrives.
-private func registerW8EventBusConsume(configuration: Benchmark.Configuration) {
+private func registerW8EventBusConsume(configuration: Benchmark.Configuration, instrumented: Bool = false) {
     let messages = Workload.w8Messages
     let probeType = "bench.probe"
-    liveBenchmark("W8 EventBus consume", configuration: configuration) { benchmark, fixture in
+    let name = instrumented ? "W8 EventBus consume instrumented" : "W8 EventBus consume"
+    liveBenchmark(name, configuration: configuration) { benchmark, fixture in
         let (publisher, subscriber, iterations) = fixture
         let options = SubscriptionOptions(group: "w8-consume-\(iterations.next())", start: .new)
         let receipts = Receipts()
@@ -171,8 +174,10 @@ private func registerW8EventBusConsume(configuration: Benchmark.Configuration) {
         try await receipts.measure(benchmark, messages: messages) {
             blackHole(try await publisher.publish(benchmarkEvent()))
         }
-    } setup: { server in
-        (
+    } setup: { server -> (publisher: JetStreamEventBus, subscriber: JetStreamEventBus, iterations: IterationCounter) in
+        // Before the buses are made: they read the bootstrapped systems once.
+        if instrumented { BenchmarkTelemetry.bootstrap() }
+        return (
             publisher: try await makeBenchmarkBus(server), subscriber: try await makeBenchmarkBus(server),
             iterations: IterationCounter()
         )

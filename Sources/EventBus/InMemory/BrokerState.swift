@@ -259,6 +259,7 @@ struct BrokerState {
             attempts: work.attempts, error: work.error, sequence: work.sequence, group: consumer.group
         )
         _ = store(copy, now: now, effects: &effects)
+        consumer.telemetry?.deadLettered()
     }
 
     // MARK: Subscribing
@@ -268,8 +269,9 @@ struct BrokerState {
         options: SubscriptionOptions,
         client: ClientID,
         now: BrokerInstant,
-        wallClockNow: Date
-    ) throws(EventBusError) -> (SubscriberID, ConsumerID, HeldDeliveries?) {
+        wallClockNow: Date,
+        telemetry: EventBusTelemetry
+    ) throws(EventBusError) -> (SubscriberID, ConsumerID, HeldDeliveries?, ConsumerTelemetry?) {
         try requireOpen(client)
         let consumerID: ConsumerID
         if let group = options.group, let existing = groups[GroupKey(group: group, pattern: pattern.rawValue)] {
@@ -283,7 +285,9 @@ struct BrokerState {
                 startInstant = now - .milliseconds(Int64((wallClockNow.timeIntervalSince(date) * 1000).rounded()))
             }
             let ready = log.sequences(matching: pattern, from: options.start, startInstant: startInstant)
-            let consumer = ConsumerState(id: consumerID, pattern: pattern, options: options, ready: ready)
+            let consumer = ConsumerState(
+                id: consumerID, pattern: pattern, options: options, ready: ready,
+                telemetry: telemetry.consumer(group: options.group, pattern: pattern))
             consumers[consumerID] = consumer
             index.insert(pattern, consumer)
             if let group = options.group {
@@ -296,7 +300,7 @@ struct BrokerState {
         subscribers[subscriber] = Subscriber(consumer: consumerID, client: client, held: held)
         clients[client]!.subscribers.insert(subscriber)
         consumers[consumerID]!.addMember(subscriber)
-        return (subscriber, consumerID, held)
+        return (subscriber, consumerID, held, consumers[consumerID]!.telemetry)
     }
 
     func isSubscribed(_ subscriber: SubscriberID) -> Bool {
@@ -344,6 +348,16 @@ struct BrokerState {
         var deadLetters: [DeadLetterWork] = []
         consumer.expireDeadlines(now: now, into: &deadLetters)
         consumer.takeBatch(limit: batchLimit, now: now, log: log, broker: broker, holder: record.held, into: &deliveries)
+        if let telemetry = consumer.telemetry, !deliveries.isEmpty {
+            var stored = 0
+            var redelivered = 0
+            for delivery in deliveries where !delivery.isRequest {
+                stored += 1
+                if delivery.deliveryCount > 1 { redelivered += 1 }
+                if telemetry.bus.traceLogging { telemetry.logDelivery(delivery) }
+            }
+            telemetry.delivered(count: stored, redelivered: redelivered, pending: consumer.undeliveredCount)
+        }
         for work in deadLetters {
             deadLetter(work, now: now, effects: &effects)
         }

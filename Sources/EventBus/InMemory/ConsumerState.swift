@@ -153,11 +153,18 @@ final class ConsumerState: Hashable, @unchecked Sendable {
     let options: SubscriptionOptions
     @exclusivity(unchecked) private var core: ConsumerCore
 
-    init(id: ConsumerID, pattern: SubjectPattern, options: SubscriptionOptions, ready: Deque<UInt64>) {
+    /// Metrics and spans of the consumer's deliveries; `nil` while the bus is not instrumented.
+    let telemetry: ConsumerTelemetry?
+
+    init(
+        id: ConsumerID, pattern: SubjectPattern, options: SubscriptionOptions, ready: Deque<UInt64>,
+        telemetry: ConsumerTelemetry?
+    ) {
         self.id = id
         self.pattern = pattern
         self.options = options
-        core = ConsumerCore(id: id, pattern: pattern, options: options, ready: ready)
+        self.telemetry = telemetry
+        core = ConsumerCore(id: id, pattern: pattern, options: options, ready: ready, telemetry: telemetry)
     }
 
     /// Equal only to itself: one record per consumer id.
@@ -177,6 +184,8 @@ final class ConsumerState: Hashable, @unchecked Sendable {
         return core.pending.count
     }
     var discardedUndelivered: Int { core.discardedUndelivered }
+    /// Events matching the consumer that it has not delivered yet (JetStream's `num_pending`).
+    var undeliveredCount: Int { core.ready.count }
     var hasWaiters: Bool { !core.waiters.isEmpty }
 
     func addMember(_ subscriber: SubscriberID) { core.addMember(subscriber) }
@@ -282,11 +291,18 @@ struct ConsumerCore {
     private(set) var discardedUndelivered = 0
     private var lastDiscardReport: BrokerInstant?
 
-    init(id: ConsumerID, pattern: SubjectPattern, options: SubscriptionOptions, ready: Deque<UInt64>) {
+    /// Handed to each delivery, so its settling and handling are counted and traced.
+    let telemetry: ConsumerTelemetry?
+
+    init(
+        id: ConsumerID, pattern: SubjectPattern, options: SubscriptionOptions, ready: Deque<UInt64>,
+        telemetry: ConsumerTelemetry?
+    ) {
         self.id = id
         self.pattern = pattern
         self.options = options
         self.ready = ready
+        self.telemetry = telemetry
     }
 
     var group: String? { options.group }
@@ -540,7 +556,7 @@ struct ConsumerCore {
         holder?.entries.append(acknowledger)
         return Delivery(
             event: event, deliveryCount: Int(attempt), sequence: sequence, subject: event.subject,
-            acknowledger: acknowledger
+            acknowledger: acknowledger, telemetry: telemetry
         )
     }
 

@@ -14,12 +14,15 @@ import Synchronization
 final class InMemoryBroker: Sendable {
     let state: Mutex<BrokerState>
     let logger: Logger
+    /// Metrics, spans and per-event logs (inactive unless the application bootstrapped them).
+    let telemetry: EventBusTelemetry
     let clock = BrokerClock()
     private let waitTokens = Atomic<UInt64>(0)
 
     init(configuration: InMemoryEventBus.Configuration, logger: Logger) {
         self.state = Mutex(BrokerState(configuration: configuration))
         self.logger = logger
+        telemetry = EventBusTelemetry(backend: .memory, stream: configuration.streamName, logger: logger)
     }
 
     /// Runs what a state transition asked for, outside the lock.

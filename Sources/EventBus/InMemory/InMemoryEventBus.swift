@@ -57,8 +57,21 @@ public final class InMemoryEventBus: EventBus {
     @discardableResult
     public func publish(_ event: Event) async throws -> PublishReceipt {
         try event.validateForPublish()
-        return try broker.withState { (state, now, effects) throws(EventBusError) in
-            try state.publish(event, from: client, now: now, effects: &effects)
+        var event = event
+        guard let scope = broker.telemetry.preparePublish(&event) else {
+            return try broker.withState { (state, now, effects) throws(EventBusError) in
+                try state.publish(event, from: client, now: now, effects: &effects)
+            }
+        }
+        do {
+            let receipt = try broker.withState { (state, now, effects) throws(EventBusError) in
+                try state.publish(event, from: client, now: now, effects: &effects)
+            }
+            scope.succeeded(event, receipt)
+            return receipt
+        } catch {
+            scope.failed(event, error)
+            throw error
         }
     }
 
@@ -66,17 +79,21 @@ public final class InMemoryEventBus: EventBus {
     public func subscribe(_ pattern: SubjectPattern, options: SubscriptionOptions) async throws -> EventSubscription {
         try options.validate()
         let wallClockNow = Date()
-        let (subscriber, consumer, held) = try broker.withState { (state, now, _) throws(EventBusError) in
-            try state.subscribe(pattern, options: options, client: client, now: now, wallClockNow: wallClockNow)
+        let (subscriber, consumer, held, telemetry) = try broker.withState { (state, now, _) throws(EventBusError) in
+            try state.subscribe(
+                pattern, options: options, client: client, now: now, wallClockNow: wallClockNow,
+                telemetry: broker.telemetry)
         }
         return EventSubscription(
-            InMemorySubscription(broker: broker, subscriber: subscriber, consumer: consumer, held: held)
+            InMemorySubscription(
+                broker: broker, subscriber: subscriber, consumer: consumer, held: held, telemetry: telemetry)
         )
     }
 
     /// Sends a request and waits for the first reply; see ``EventBus/request(_:timeout:)``.
     public func request(_ event: Event, timeout: Duration) async throws -> Event {
         try event.validateForPublish()
+        let event = broker.telemetry.checkedOutgoing(event)
         guard timeout > .zero else {
             throw EventBusError(.invalidOption, "request timeout \(timeout) must be positive")
         }

@@ -16,12 +16,18 @@ final class InMemorySubscription: DeliverySource {
     let held: HeldDeliveries?
     /// Read on every `next()` without the broker's lock, so a close from another task ends iteration at once.
     let isClosed = Atomic<Bool>(false)
+    /// The consumer's metrics (``ConsumerTelemetry/buffered(_:)``); `nil` while the bus is not instrumented.
+    let telemetry: ConsumerTelemetry?
 
-    init(broker: InMemoryBroker, subscriber: SubscriberID, consumer: ConsumerID, held: HeldDeliveries?) {
+    init(
+        broker: InMemoryBroker, subscriber: SubscriberID, consumer: ConsumerID, held: HeldDeliveries?,
+        telemetry: ConsumerTelemetry?
+    ) {
         self.broker = broker
         self.subscriber = subscriber
         self.consumer = consumer
         self.held = held
+        self.telemetry = telemetry
     }
 
     deinit {
@@ -93,6 +99,7 @@ final class InMemoryDeliveryCursor {
     @inline(__always)
     func nextBuffered() -> Delivery? {
         guard position < batch.count, !subscription.isClosed.load(ordering: .acquiring) else { return nil }
+        subscription.telemetry?.buffered(-1)
         position += 1
         return batch[position - 1]
     }
@@ -103,6 +110,7 @@ final class InMemoryDeliveryCursor {
             return nil
         }
         if position < batch.count {
+            subscription.telemetry?.buffered(-1)
             position += 1
             return batch[position - 1]
         }
@@ -120,6 +128,8 @@ final class InMemoryDeliveryCursor {
             }
             switch outcome {
             case .delivered:
+                // The first goes out now; the rest wait here.
+                subscription.telemetry?.buffered(batch.count - 1)
                 position = 1
                 return batch[0]
             case .ended:
@@ -156,6 +166,7 @@ final class InMemoryDeliveryCursor {
 
     private func giveBackUnseen() {
         guard position < batch.count else { return }
+        subscription.telemetry?.buffered(position - batch.count)
         var events: [(sequence: UInt64, attempt: UInt32)] = []
         var requests: [QueuedRequest] = []
         for delivery in batch[position...] {

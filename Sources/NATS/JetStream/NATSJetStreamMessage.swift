@@ -57,11 +57,12 @@ public struct NATSJetStreamMessage: Sendable {
         acknowledgement?.withSubjectBytes { Metadata.parse($0) }
     }
 
-    /// The stream sequence and delivery count from the ack subject, without building the stream
-    /// and consumer names (for per-message bookkeeping such as the EventBus's).
-    package var deliveryPosition: (streamSequence: UInt64, deliveryCount: UInt64)? {
+    /// The stream sequence, delivery count and the consumer's pending count from the ack subject,
+    /// without building the stream and consumer names (for per-message bookkeeping such as the
+    /// EventBus's).
+    package var deliveryPosition: (streamSequence: UInt64, deliveryCount: UInt64, pending: UInt64)? {
         acknowledgement?.withSubjectBytes { Metadata.parse($0, names: false) }
-            .map { ($0.streamSequence, $0.deliveryCount) }
+            .map { ($0.streamSequence, $0.deliveryCount, $0.pending) }
     }
 
     /// Delivery facts the server encodes in the ack subject.

@@ -1,0 +1,404 @@
+import Logging
+import Metrics
+import Tracing
+
+/// The metrics, spans and per-event logs of one bus, shared by both backends so that both report the same
+/// names, labels and span shapes (docs/observability.md lists them).
+///
+/// Made once per bus. It reads the bootstrapped metrics factory and instrument once, here: with neither
+/// bootstrapped (swift-metrics' and swift-distributed-tracing's no-op defaults) and the logger above trace
+/// level, the bus is *inactive* and its per-event paths skip all of this behind one `nil` check, so an
+/// uninstrumented service pays nothing measurable. Bootstrap metrics and tracing before creating buses, as
+/// both libraries ask anyway (a handle made before the bootstrap stays a no-op).
+///
+/// Metric handles are made once per bus and per subscription, never per event: making one goes through the
+/// factory and its lock. Labels are few and bounded (`backend`, `group`, `pattern`, an error code); never a
+/// subject or an event id.
+package final class EventBusTelemetry: Sendable {
+    /// The `backend` label and `messaging.system` attribute.
+    package enum Backend: String, Sendable {
+        case memory
+        case jetstream
+
+        /// The OpenTelemetry `messaging.system` value.
+        var messagingSystem: String {
+            switch self {
+            case .memory: "memory"
+            case .jetstream: "nats"
+            }
+        }
+    }
+
+    package let backend: Backend
+    let logger: Logger
+    /// The bootstrapped tracer, `nil` when it is the no-op one.
+    let tracer: (any Tracer)?
+    /// The bootstrapped instrument (propagation), `nil` when it is the no-op one.
+    let instrument: (any Instrument)?
+    let metricsEnabled: Bool
+    /// Per-event trace logs are on (the logger's level was `trace` when the bus was made).
+    let traceLogging: Bool
+    /// Whether any per-event work is needed at all.
+    package let isActive: Bool
+    /// The stream name, for log metadata.
+    let stream: String
+
+    private let published: Counter?
+    private let publishDuration: Timer?
+    private let failureLabel = "eventbus_publish_failures_total"
+
+    /// Reads the bootstrapped systems; `stream` is the bus's stream name, for log metadata.
+    package init(backend: Backend, stream: String, logger: Logger) {
+        self.backend = backend
+        self.logger = logger
+        self.stream = stream
+        let tracer = InstrumentationSystem.tracer
+        self.tracer = tracer is NoOpTracer ? nil : tracer
+        let instrument = InstrumentationSystem.instrument
+        self.instrument = instrument is NoOpInstrument ? nil : instrument
+        metricsEnabled = !(MetricsSystem.factory is NOOPMetricsHandler)
+        traceLogging = logger.logLevel <= .trace
+        isActive = self.tracer != nil || self.instrument != nil || metricsEnabled || traceLogging
+        if metricsEnabled {
+            let dimensions = [("backend", backend.rawValue)]
+            published = Counter(label: "eventbus_published_total", dimensions: dimensions)
+            publishDuration = Timer(
+                label: "eventbus_publish_duration_seconds", dimensions: dimensions, preferredDisplayUnit: .seconds)
+        } else {
+            published = nil
+            publishDuration = nil
+        }
+    }
+
+    /// The telemetry of one subscription, or `nil` when the bus is inactive (then deliveries carry none).
+    package func consumer(group: String?, pattern: SubjectPattern, consumer: String? = nil) -> ConsumerTelemetry? {
+        guard isActive else { return nil }
+        return ConsumerTelemetry(bus: self, group: group, pattern: pattern.rawValue, consumer: consumer)
+    }
+
+    // MARK: Publishing
+
+    /// Readies `event` for the wire: drops trace context that fails the W3C checks (with a debug log; it is
+    /// never passed on), and, when the bus is active, starts the producer span, injects its context into the
+    /// event and starts the publish timer. Finish the returned scope with the outcome.
+    package func preparePublish(_ event: inout Event) -> PublishScope? {
+        if event.traceParent != nil || event.traceState != nil {
+            if let (checked, reason) = TraceContextHeaders.droppingInvalid(event) {
+                logger.debug(
+                    "dropped invalid trace context of a published event",
+                    metadata: ["subject": "\(event.subject)", "eventID": "\(event.id)", "reason": "\(reason)"])
+                event = checked
+            }
+        }
+        guard isActive else { return nil }
+        return startPublish(&event)
+    }
+
+    private func startPublish(_ event: inout Event) -> PublishScope {
+        var span: (any Span)?
+        if tracer != nil || instrument != nil {
+            // A publish inside a traced operation (a handler's consumer span, a request's server span)
+            // continues it; otherwise the event's own trace context, if it carries one, is the parent.
+            var parent: ServiceContext
+            if let current = ServiceContext.current {
+                parent = current
+            } else {
+                parent = .topLevel
+                if event.traceParent != nil, let instrument {
+                    instrument.extract(event, into: &parent, using: EventTraceContextExtractor())
+                }
+            }
+            var injected = parent
+            if let tracer {
+                let started = tracer.startSpan("publish \(event.subject)", context: parent, ofKind: .producer)
+                // One update: each `span.attributes[...] = ` would copy the whole dictionary.
+                started.updateAttributes { attributes in
+                    attributes["messaging.system"] = backend.messagingSystem
+                    attributes["messaging.operation.type"] = "send"
+                    attributes["messaging.operation.name"] = "publish"
+                    attributes["messaging.destination.name"] = event.subject
+                    attributes["messaging.message.id"] = event.id
+                    attributes["messaging.message.body.size"] = event.data.count
+                }
+                injected = started.context
+                span = started
+            }
+            if let instrument {
+                // The new context replaces whatever the event carried: this hop is the parent now.
+                event.traceParent = nil
+                event.traceState = nil
+                instrument.inject(injected, into: &event, using: EventTraceContextInjector())
+            }
+        }
+        return PublishScope(telemetry: self, span: span, start: metricsEnabled ? .now : nil)
+    }
+
+    /// How one publish ended.
+    package struct PublishScope: Sendable {
+        let telemetry: EventBusTelemetry
+        let span: (any Span)?
+        let start: ContinuousClock.Instant?
+
+        /// The backend stored the event.
+        package func succeeded(_ event: Event, _ receipt: PublishReceipt) {
+            if let start {
+                telemetry.published?.increment()
+                telemetry.publishDuration?.recordNanoseconds(nanoseconds(since: start))
+            }
+            if let span {
+                span.updateAttributes { attributes in
+                    attributes["eventbus.stream.sequence"] = Int(truncatingIfNeeded: receipt.sequence)
+                    attributes["eventbus.publish.duplicate"] = receipt.duplicate
+                }
+                span.end()
+            }
+            if telemetry.traceLogging {
+                telemetry.logger.trace(
+                    "published",
+                    metadata: [
+                        "subject": "\(event.subject)", "eventID": "\(event.id)", "stream": "\(receipt.stream)",
+                        "sequence": "\(receipt.sequence)", "duplicate": "\(receipt.duplicate)",
+                    ])
+            }
+        }
+
+        /// The publish failed with `error`.
+        package func failed(_ event: Event, _ error: any Error) {
+            let code = EventBusTelemetry.errorLabel(error)
+            if start != nil {
+                Counter(
+                    label: telemetry.failureLabel,
+                    dimensions: [("backend", telemetry.backend.rawValue), ("error", code)]
+                ).increment()
+            }
+            if let span {
+                span.recordError(error)
+                span.setStatus(SpanStatus(code: .error, message: code))
+                span.end()
+            }
+            if telemetry.traceLogging {
+                telemetry.logger.trace(
+                    "publish failed",
+                    metadata: ["subject": "\(event.subject)", "eventID": "\(event.id)", "error": "\(error)"])
+            }
+        }
+    }
+
+    /// A bounded label for an error: the ``EventBusError`` code's name, `cancelled`, or `other`.
+    static func errorLabel(_ error: any Error) -> String {
+        if let error = error as? EventBusError { return error.code.name }
+        if error is CancellationError { return "cancelled" }
+        return "other"
+    }
+
+    /// `event` without trace context that fails the W3C checks (logged at debug); for requests, which are
+    /// not instrumented otherwise.
+    package func checkedOutgoing(_ event: Event) -> Event {
+        guard event.traceParent != nil || event.traceState != nil,
+            let (checked, reason) = TraceContextHeaders.droppingInvalid(event)
+        else { return event }
+        logger.debug(
+            "dropped invalid trace context of a request",
+            metadata: ["subject": "\(event.subject)", "eventID": "\(event.id)", "reason": "\(reason)"])
+        return checked
+    }
+
+    // MARK: Receiving
+
+    /// `event` as received, without trace context that fails the W3C checks (logged at debug).
+    package func checkedReceived(_ event: Event, sequence: UInt64) -> Event {
+        guard event.traceParent != nil || event.traceState != nil,
+            let (checked, reason) = TraceContextHeaders.droppingInvalid(event)
+        else { return event }
+        logger.debug(
+            "dropped invalid trace context of a received event",
+            metadata: ["subject": "\(event.subject)", "sequence": "\(sequence)", "reason": "\(reason)"])
+        return checked
+    }
+}
+
+/// The metrics and spans of one subscription: its deliveries, settlements and handler runs.
+///
+/// Deliveries made while the bus is active carry it (``Delivery``), so settling (`ack`, `nak`, `term`) is
+/// counted however the application does it, and `consume` runs each handler in a consumer span.
+package final class ConsumerTelemetry: Sendable {
+    let bus: EventBusTelemetry
+    let group: String?
+    let pattern: String
+    let consumer: String?
+    let spanName: String
+    let metrics: Metrics?
+
+    struct Metrics: Sendable {
+        let deliveries: Counter
+        let redeliveries: Counter
+        let acks: Counter
+        let naks: Counter
+        let deadLettered: Counter
+        let handlerDuration: Timer
+        let inFlight: Meter
+        let buffered: Meter
+        let pending: Gauge
+    }
+
+    init(bus: EventBusTelemetry, group: String?, pattern: String, consumer: String?) {
+        self.bus = bus
+        self.group = group
+        self.pattern = pattern
+        self.consumer = consumer
+        spanName = "process \(pattern)"
+        guard bus.metricsEnabled else {
+            metrics = nil
+            return
+        }
+        let dimensions = [("backend", bus.backend.rawValue), ("group", group ?? ""), ("pattern", pattern)]
+        metrics = Metrics(
+            deliveries: Counter(label: "eventbus_deliveries_total", dimensions: dimensions),
+            redeliveries: Counter(label: "eventbus_redeliveries_total", dimensions: dimensions),
+            acks: Counter(label: "eventbus_acks_total", dimensions: dimensions),
+            naks: Counter(label: "eventbus_naks_total", dimensions: dimensions),
+            deadLettered: Counter(label: "eventbus_dead_lettered_total", dimensions: dimensions),
+            handlerDuration: Timer(
+                label: "eventbus_handler_duration_seconds", dimensions: dimensions, preferredDisplayUnit: .seconds),
+            inFlight: Meter(label: "eventbus_in_flight", dimensions: dimensions),
+            buffered: Meter(label: "eventbus_buffered", dimensions: dimensions),
+            pending: Gauge(label: "eventbus_consumer_pending", dimensions: dimensions)
+        )
+    }
+
+    /// One delivery was handed to the application; `pending` is what the consumer has not delivered yet,
+    /// when the backend knows it.
+    package func delivered(_ delivery: Delivery, pending: UInt64?) {
+        if let metrics {
+            metrics.deliveries.increment()
+            if delivery.deliveryCount > 1 { metrics.redeliveries.increment() }
+            if let pending { metrics.pending.record(pending) }
+        }
+        if bus.traceLogging { logDelivery(delivery) }
+    }
+
+    /// A batch of deliveries was handed over at once (the in-memory bus).
+    package func delivered(count: Int, redelivered: Int, pending: Int) {
+        guard let metrics else { return }
+        metrics.deliveries.increment(by: count)
+        if redelivered > 0 { metrics.redeliveries.increment(by: redelivered) }
+        metrics.pending.record(pending)
+    }
+
+    func logDelivery(_ delivery: Delivery) {
+        var metadata: Logger.Metadata = [
+            "subject": "\(delivery.subject)", "sequence": "\(delivery.sequence)", "attempt": "\(delivery.deliveryCount)",
+            "eventID": "\(delivery.event.id)", "stream": "\(bus.stream)",
+        ]
+        if let consumer { metadata["consumer"] = "\(consumer)" }
+        if let group { metadata["group"] = "\(group)" }
+        bus.logger.trace("delivered", metadata: metadata)
+    }
+
+    /// Deliveries received and not yet handed to the application, up or down by `count`.
+    package func buffered(_ change: Int) {
+        guard let metrics, change != 0 else { return }
+        if change > 0 { metrics.buffered.increment(by: Double(change)) } else { metrics.buffered.decrement(by: Double(-change)) }
+    }
+
+    package func acked() { metrics?.acks.increment() }
+    package func naked() { metrics?.naks.increment() }
+    package func deadLettered() { metrics?.deadLettered.increment() }
+
+    /// Runs `handler` on `delivery` in a consumer span whose parent is the producer's context carried by the
+    /// event (so one trace crosses processes and hosts), timed and counted as in flight; `settle` then runs
+    /// in the same span, told whether (and how) the handler failed.
+    package func process(
+        _ delivery: Delivery,
+        handler: @Sendable (Delivery) async throws -> Void,
+        settle: (_ failure: (any Error)?) async throws -> Void
+    ) async throws {
+        var context: ServiceContext?
+        var span: (any Span)?
+        if bus.tracer != nil || bus.instrument != nil {
+            var parent = ServiceContext.topLevel
+            if delivery.event.traceParent != nil, let instrument = bus.instrument {
+                instrument.extract(delivery.event, into: &parent, using: EventTraceContextExtractor())
+            }
+            if let tracer = bus.tracer {
+                let started = tracer.startSpan(spanName, context: parent, ofKind: .consumer)
+                started.updateAttributes { attributes in
+                    attributes["messaging.system"] = bus.backend.messagingSystem
+                    attributes["messaging.operation.type"] = "process"
+                    attributes["messaging.operation.name"] = "process"
+                    attributes["messaging.destination.name"] = delivery.subject
+                    attributes["messaging.destination.template"] = pattern
+                    attributes["messaging.message.id"] = delivery.event.id
+                    attributes["messaging.message.body.size"] = delivery.event.data.count
+                    if let group { attributes["messaging.consumer.group.name"] = group }
+                    attributes["eventbus.delivery.attempt"] = delivery.deliveryCount
+                    attributes["eventbus.stream.sequence"] = Int(truncatingIfNeeded: delivery.sequence)
+                }
+                span = started
+                context = started.context
+            } else {
+                context = parent
+            }
+        }
+        let start: ContinuousClock.Instant? = metrics != nil ? .now : nil
+        metrics?.inFlight.increment()
+        var failure: (any Error)?
+        do {
+            if let context {
+                try await ServiceContext.withValue(context) { try await handler(delivery) }
+            } else {
+                try await handler(delivery)
+            }
+        } catch {
+            failure = error
+        }
+        if let metrics, let start {
+            metrics.handlerDuration.recordNanoseconds(nanoseconds(since: start))
+            metrics.inFlight.decrement()
+        }
+        if let span, let failure {
+            span.recordError(failure)
+            span.setStatus(SpanStatus(code: .error))
+        }
+        defer { span?.end() }
+        if let context {
+            try await ServiceContext.withValue(context) { try await settle(failure) }
+        } else {
+            try await settle(failure)
+        }
+    }
+}
+
+private func nanoseconds(since start: ContinuousClock.Instant) -> Int64 {
+    let elapsed = ContinuousClock.now - start
+    let (seconds, attoseconds) = elapsed.components
+    return seconds &* 1_000_000_000 &+ attoseconds / 1_000_000_000
+}
+
+/// Writes W3C trace context into an event's `traceParent` and `traceState`; other keys have no field to go
+/// to and are left out.
+struct EventTraceContextInjector: Injector {
+    func inject(_ value: String, forKey key: String, into event: inout Event) {
+        switch key {
+        case "traceparent", "Traceparent", "TraceParent": event.traceParent = value
+        case "tracestate", "Tracestate", "TraceState": event.traceState = value
+        default:
+            switch key.lowercased() {
+            case "traceparent": event.traceParent = value
+            case "tracestate": event.traceState = value
+            default: break
+            }
+        }
+    }
+}
+
+/// Reads W3C trace context from an event's `traceParent` and `traceState`.
+struct EventTraceContextExtractor: Extractor {
+    func extract(key: String, from event: Event) -> String? {
+        switch key.lowercased() {
+        case "traceparent": event.traceParent
+        case "tracestate": event.traceState
+        default: nil
+        }
+    }
+}
