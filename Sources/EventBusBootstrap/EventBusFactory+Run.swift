@@ -19,15 +19,16 @@ extension EventBusFactory {
     /// (publishes in flight get their outcome, the connection drains). When `body` returns or
     /// throws, the bus is closed the same way, and its result or error is returned here.
     ///
-    /// - Throws: what ``makeEventBus(settings:logger:)`` throws, what `body` throws, or
+    /// - Throws: what ``makeEventBus(settings:logger:observability:)`` throws, what `body` throws, or
     ///   `CancellationError` when a signal ended `body` by cancelling it.
     public static func withEventBus<Value: Sendable>(
         settings: EventBusSettings,
         logger: Logger = Logger(label: "eventbus"),
         gracefulShutdownSignals: [UnixSignal] = [.sigterm, .sigint],
+        observability: EventBusObservability = .bootstrapped,
         _ body: @escaping @Sendable (any EventBus) async throws -> Value
     ) async throws -> Value {
-        let bus = try await makeEventBus(settings: settings, logger: logger)
+        let bus = try await makeEventBus(settings: settings, logger: logger, observability: observability)
         let outcome = Mutex<Result<Value, any Error>?>(nil)
         let work = ClosureService {
             let result: Result<Value, any Error>

@@ -16,19 +16,20 @@ public enum EventBusFactory {
     /// services that use it, so that it shuts down after them). Its `run()` owns the backend's
     /// background work, and on graceful shutdown it closes the bus: subscriptions end and hand
     /// back what they hold, publishes in flight get their outcome, the connection drains.
-    /// ``withEventBus(settings:logger:gracefulShutdownSignals:_:)`` does all of that for a
+    /// ``withEventBus(settings:logger:gracefulShutdownSignals:observability:_:)`` does all of that for a
     /// program whose work is one closure.
     public static func makeEventBus(
         settings: EventBusSettings,
-        logger: Logger = Logger(label: "eventbus")
+        logger: Logger = Logger(label: "eventbus"),
+        observability: EventBusObservability = .bootstrapped
     ) async throws -> any EventBus & Service {
         // Once per bus, before anything can fail: what the service runs with, secrets redacted.
         logger.info("event bus configuration", metadata: settings.startupReport)
         switch settings.backend {
         case .memory:
-            return try InMemoryEventBus(logger: logger)
+            return try InMemoryEventBus(logger: logger, observability: observability)
         case .jetstream:
-            let bus = JetStreamEventBus(configuration: settings.jetStream, logger: logger)
+            let bus = JetStreamEventBus(configuration: settings.jetStream, logger: logger, observability: observability)
             try await bus.start()
             return bus
         }

@@ -77,10 +77,18 @@ public final class JetStreamEventBus: EventBus, Service {
     }
 
     /// Creates a bus; nothing is connected until ``run()``, ``start()`` or the first operation.
-    public init(configuration: Configuration, logger: Logger = Logger(label: "eventbus.jetstream")) {
+    ///
+    /// - Parameter observability: Where metrics and spans go; by default what the application
+    ///   bootstrapped (docs/observability.md).
+    public init(
+        configuration: Configuration,
+        logger: Logger = Logger(label: "eventbus.jetstream"),
+        observability: EventBusObservability = .bootstrapped
+    ) {
         self.configuration = configuration
         self.logger = logger
-        telemetry = EventBusTelemetry(backend: .jetstream, stream: configuration.streamName, logger: logger)
+        telemetry = EventBusTelemetry(
+            backend: .jetstream, stream: configuration.streamName, logger: logger, observability: observability)
         maxDeliveries = MaxDeliveriesQueue(logger: logger)
     }
 

@@ -10,9 +10,9 @@ import Synchronization
 import Testing
 import Tracing
 
-/// Metrics and traces of both backends. One suite, serialized: the metrics factory and the tracer are
-/// bootstrapped once per process (``Observability``), and every bus is made after that.
-@Suite("Observability", .serialized)
+/// Metrics and traces of both backends. Each test gives its buses a metrics factory and a tracer of its
+/// own (``EventBusObservability``): a process-wide bootstrap would reach every other test's buses.
+@Suite("Observability")
 struct ObservabilityTests {
     enum Backend: String, CaseIterable, Sendable, CustomTestStringConvertible {
         case memory
@@ -25,6 +25,8 @@ struct ObservabilityTests {
     struct Harness {
         let bus: any EventBus
         let server: NATSServerProcess?
+        let metrics: TestMetrics
+        let tracer: W3CTestTracer
         let makeClient: @Sendable () async throws -> any EventBus
 
         func close() async {
@@ -34,7 +36,9 @@ struct ObservabilityTests {
     }
 
     static func make(_ backend: Backend) async throws -> Harness {
-        Observability.bootstrap()
+        let metrics = TestMetrics()
+        let tracer = W3CTestTracer()
+        let observability = EventBusObservability(tracer: tracer, metricsFactory: metrics)
         let logger = {
             var logger = Logger(label: "observability.tests")
             logger.logLevel = .warning
@@ -42,18 +46,20 @@ struct ObservabilityTests {
         }()
         switch backend {
         case .memory:
-            let bus = try InMemoryEventBus(logger: logger)
-            return Harness(bus: bus, server: nil, makeClient: { bus.newClient() })
+            let bus = try InMemoryEventBus(logger: logger, observability: observability)
+            return Harness(bus: bus, server: nil, metrics: metrics, tracer: tracer, makeClient: { bus.newClient() })
         case .jetstream:
             let server = try await NATSServerProcess.started()
             let url = server.url
             let makeBus: @Sendable () async throws -> any EventBus = {
                 let connection = try NATSConnectionConfiguration(servers: [url])
-                let bus = JetStreamEventBus(configuration: .init(connection: connection), logger: logger)
+                let bus = JetStreamEventBus(
+                    configuration: .init(connection: connection), logger: logger, observability: observability)
                 try await bus.start()
                 return bus
             }
-            return Harness(bus: try await makeBus(), server: server, makeClient: makeBus)
+            return Harness(
+                bus: try await makeBus(), server: server, metrics: metrics, tracer: tracer, makeClient: makeBus)
         }
     }
 
@@ -78,7 +84,7 @@ struct ObservabilityTests {
     @Test("counters match the events", arguments: Backend.allCases)
     func countersMatchTheEvents(backend: Backend) async throws {
         let harness = try await Self.make(backend)
-        let metrics = Observability.metrics
+        let metrics = harness.metrics
         let bus = harness.bus
         let tag = Self.tag()
         let pattern = "obs.\(tag).>"
@@ -86,8 +92,6 @@ struct ObservabilityTests {
         let labels = [("backend", backend.rawValue), ("group", group), ("pattern", pattern)]
         let busLabels = [("backend", backend.rawValue)]
         func count(_ name: String) -> Int64 { metrics.counterTotal(label: name, dimensions: labels) }
-        let publishedBefore = metrics.counterTotal(label: "eventbus_published_total", dimensions: busLabels)
-        let timedBefore = metrics.timers(label: "eventbus_publish_duration_seconds", dimensions: busLabels).first?.values.count ?? 0
 
         let options = SubscriptionOptions(group: group, ackWait: .seconds(5), maxDeliver: 3, backoff: [.milliseconds(10)])
         let subscription = try await bus.subscribe(pattern, options: options)
@@ -115,9 +119,9 @@ struct ObservabilityTests {
         #expect(count("eventbus_naks_total") == 3)
         #expect(count("eventbus_dead_lettered_total") == 1)
         // The dead letter is the bus's own publish, not the application's.
-        #expect(metrics.counterTotal(label: "eventbus_published_total", dimensions: busLabels) - publishedBefore == 3)
+        #expect(metrics.counterTotal(label: "eventbus_published_total", dimensions: busLabels) == 3)
         let publishTimings = metrics.timers(label: "eventbus_publish_duration_seconds", dimensions: busLabels).first?.values ?? []
-        #expect(publishTimings.count - timedBefore == 3)
+        #expect(publishTimings.count == 3)
         #expect(publishTimings.allSatisfy { $0 > 0 })
         let handlerTimings = try metrics.expectTimer("eventbus_handler_duration_seconds", labels).values
         #expect(handlerTimings.count == 6)
@@ -136,13 +140,12 @@ struct ObservabilityTests {
     func publishFailures(backend: Backend) async throws {
         let harness = try await Self.make(backend)
         let labels = [("backend", backend.rawValue), ("error", "closed")]
-        let before = Observability.metrics.counterTotal(label: "eventbus_publish_failures_total", dimensions: labels)
         await harness.bus.close()
         await #expect(throws: EventBusError.self) {
             try await harness.bus.publish(Event(subject: "obs.closed", type: "t", source: "tests"))
         }
         // The in-memory bus refuses after the trace context was prepared; JetStream before it starts.
-        #expect(Observability.metrics.counterTotal(label: "eventbus_publish_failures_total", dimensions: labels) == before + 1)
+        #expect(harness.metrics.counterTotal(label: "eventbus_publish_failures_total", dimensions: labels) == 1)
         await harness.close()
     }
 
@@ -182,7 +185,7 @@ struct ObservabilityTests {
         // The publish started a new trace of its own rather than passing the bad value on.
         #expect(traceParent != "not-a-traceparent")
         #expect(TraceContextHeaders.isValidTraceParent(traceParent))
-        let publishSpan = try #require(Observability.tracer.spans.first { $0.attributes.get("messaging.message.id") == .string(event.id) })
+        let publishSpan = try #require(harness.tracer.spans.first { $0.attributes.get("messaging.message.id") == .string(event.id) })
         #expect(publishSpan.parentSpanID == nil)
         #expect(traceParent.contains(publishSpan.spanID))
         try await delivery.ack()
@@ -220,7 +223,7 @@ struct ObservabilityTests {
     @Test("one trace spans publish, consume and the next publish", arguments: Backend.allCases)
     func traceAcrossHops(backend: Backend) async throws {
         let harness = try await Self.make(backend)
-        let tracer = Observability.tracer
+        let tracer = harness.tracer
         let tag = Self.tag()
         // Two clients, as two services would be: orders publishes, billing handles and publishes on.
         let orders = harness.bus
@@ -272,24 +275,4 @@ struct ObservabilityTests {
 
 struct TestFailure: Error {
     var reason: String
-}
-
-/// The process-wide metrics factory and tracer, bootstrapped once before the first bus is made.
-enum Observability {
-    static let metrics: TestMetrics = {
-        let metrics = TestMetrics()
-        MetricsSystem.bootstrap(metrics)
-        return metrics
-    }()
-
-    static let tracer: W3CTestTracer = {
-        let tracer = W3CTestTracer()
-        InstrumentationSystem.bootstrap(tracer)
-        return tracer
-    }()
-
-    static func bootstrap() {
-        _ = metrics
-        _ = tracer
-    }
 }

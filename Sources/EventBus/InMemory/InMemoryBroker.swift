@@ -19,10 +19,11 @@ final class InMemoryBroker: Sendable {
     let clock = BrokerClock()
     private let waitTokens = Atomic<UInt64>(0)
 
-    init(configuration: InMemoryEventBus.Configuration, logger: Logger) {
+    init(configuration: InMemoryEventBus.Configuration, logger: Logger, observability: EventBusObservability = .bootstrapped) {
         self.state = Mutex(BrokerState(configuration: configuration))
         self.logger = logger
-        telemetry = EventBusTelemetry(backend: .memory, stream: configuration.streamName, logger: logger)
+        telemetry = EventBusTelemetry(
+            backend: .memory, stream: configuration.streamName, logger: logger, observability: observability)
     }
 
     /// Runs what a state transition asked for, outside the lock.

@@ -29,12 +29,16 @@ public final class InMemoryEventBus: EventBus {
     ]
 
     /// Creates a bus with its own broker; throws ``EventBusError/Code/invalidOption`` for a bad configuration.
+    ///
+    /// - Parameter observability: Where metrics and spans go; by default what the application
+    ///   bootstrapped (docs/observability.md).
     public convenience init(
         configuration: Configuration = .init(),
-        logger: Logger = Logger(label: "eventbus.memory")
+        logger: Logger = Logger(label: "eventbus.memory"),
+        observability: EventBusObservability = .bootstrapped
     ) throws(EventBusError) {
         try configuration.validate()
-        self.init(broker: InMemoryBroker(configuration: configuration, logger: logger))
+        self.init(broker: InMemoryBroker(configuration: configuration, logger: logger, observability: observability))
     }
 
     /// A bus with the default configuration, which is valid, so this cannot fail.

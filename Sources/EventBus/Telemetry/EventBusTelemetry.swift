@@ -5,11 +5,10 @@ import Tracing
 /// The metrics, spans and per-event logs of one bus, shared by both backends so that both report the same
 /// names, labels and span shapes (docs/observability.md lists them).
 ///
-/// Made once per bus. It reads the bootstrapped metrics factory and instrument once, here: with neither
-/// bootstrapped (swift-metrics' and swift-distributed-tracing's no-op defaults) and the logger above trace
-/// level, the bus is *inactive* and its per-event paths skip all of this behind one `nil` check, so an
-/// uninstrumented service pays nothing measurable. Bootstrap metrics and tracing before creating buses, as
-/// both libraries ask anyway (a handle made before the bootstrap stays a no-op).
+/// Made once per bus, from its ``EventBusObservability`` (by default the bootstrapped metrics factory and
+/// tracer, read once, here). With neither and the logger above trace level, the bus is *inactive* and its
+/// per-event paths skip all of this behind one `nil` check, so an uninstrumented service pays nothing
+/// measurable. Bootstrap metrics and tracing before creating buses, as both libraries ask anyway.
 ///
 /// Metric handles are made once per bus and per subscription, never per event: making one goes through the
 /// factory and its lock. Labels are few and bounded (`backend`, `group`, `pattern`, an error code); never a
@@ -31,11 +30,13 @@ package final class EventBusTelemetry: Sendable {
 
     package let backend: Backend
     let logger: Logger
-    /// The bootstrapped tracer, `nil` when it is the no-op one.
+    /// The tracer (which also propagates W3C context), `nil` for none.
     let tracer: (any Tracer)?
-    /// The bootstrapped instrument (propagation), `nil` when it is the no-op one.
-    let instrument: (any Instrument)?
-    let metricsEnabled: Bool
+    /// The metrics factory, `nil` for none.
+    let metricsFactory: (any MetricsFactory)?
+    var metricsEnabled: Bool { metricsFactory != nil }
+    /// W3C context propagation goes through the tracer.
+    var instrument: (any Instrument)? { tracer }
     /// Per-event trace logs are on (the logger's level was `trace` when the bus was made).
     let traceLogging: Bool
     /// Whether any per-event work is needed at all.
@@ -47,23 +48,22 @@ package final class EventBusTelemetry: Sendable {
     private let publishDuration: Timer?
     private let failureLabel = "eventbus_publish_failures_total"
 
-    /// Reads the bootstrapped systems; `stream` is the bus's stream name, for log metadata.
-    package init(backend: Backend, stream: String, logger: Logger) {
+    /// Reads `observability` (by default what the application bootstrapped); `stream` is the bus's
+    /// stream name, for log metadata.
+    package init(backend: Backend, stream: String, logger: Logger, observability: EventBusObservability = .bootstrapped) {
         self.backend = backend
         self.logger = logger
         self.stream = stream
-        let tracer = InstrumentationSystem.tracer
-        self.tracer = tracer is NoOpTracer ? nil : tracer
-        let instrument = InstrumentationSystem.instrument
-        self.instrument = instrument is NoOpInstrument ? nil : instrument
-        metricsEnabled = !(MetricsSystem.factory is NOOPMetricsHandler)
+        tracer = observability.tracer
+        metricsFactory = observability.metricsFactory
         traceLogging = logger.logLevel <= .trace
-        isActive = self.tracer != nil || self.instrument != nil || metricsEnabled || traceLogging
-        if metricsEnabled {
+        isActive = tracer != nil || metricsFactory != nil || traceLogging
+        if let metricsFactory {
             let dimensions = [("backend", backend.rawValue)]
-            published = Counter(label: "eventbus_published_total", dimensions: dimensions)
+            published = Counter(label: "eventbus_published_total", dimensions: dimensions, factory: metricsFactory)
             publishDuration = Timer(
-                label: "eventbus_publish_duration_seconds", dimensions: dimensions, preferredDisplayUnit: .seconds)
+                label: "eventbus_publish_duration_seconds", dimensions: dimensions, preferredDisplayUnit: .seconds,
+                factory: metricsFactory)
         } else {
             published = nil
             publishDuration = nil
@@ -166,10 +166,13 @@ package final class EventBusTelemetry: Sendable {
         package func failed(_ event: Event, _ error: any Error) {
             let code = EventBusTelemetry.errorLabel(error)
             if start != nil {
-                Counter(
-                    label: telemetry.failureLabel,
-                    dimensions: [("backend", telemetry.backend.rawValue), ("error", code)]
-                ).increment()
+                if let factory = telemetry.metricsFactory {
+                    // Made per failure (the error code is a label); failures are rare.
+                    Counter(
+                        label: telemetry.failureLabel,
+                        dimensions: [("backend", telemetry.backend.rawValue), ("error", code)], factory: factory
+                    ).increment()
+                }
             }
             if let span {
                 span.recordError(error)
@@ -247,22 +250,22 @@ package final class ConsumerTelemetry: Sendable {
         self.pattern = pattern
         self.consumer = consumer
         spanName = "process \(pattern)"
-        guard bus.metricsEnabled else {
+        guard let factory = bus.metricsFactory else {
             metrics = nil
             return
         }
         let dimensions = [("backend", bus.backend.rawValue), ("group", group ?? ""), ("pattern", pattern)]
         metrics = Metrics(
-            deliveries: Counter(label: "eventbus_deliveries_total", dimensions: dimensions),
-            redeliveries: Counter(label: "eventbus_redeliveries_total", dimensions: dimensions),
-            acks: Counter(label: "eventbus_acks_total", dimensions: dimensions),
-            naks: Counter(label: "eventbus_naks_total", dimensions: dimensions),
-            deadLettered: Counter(label: "eventbus_dead_lettered_total", dimensions: dimensions),
+            deliveries: Counter(label: "eventbus_deliveries_total", dimensions: dimensions, factory: factory),
+            redeliveries: Counter(label: "eventbus_redeliveries_total", dimensions: dimensions, factory: factory),
+            acks: Counter(label: "eventbus_acks_total", dimensions: dimensions, factory: factory),
+            naks: Counter(label: "eventbus_naks_total", dimensions: dimensions, factory: factory),
+            deadLettered: Counter(label: "eventbus_dead_lettered_total", dimensions: dimensions, factory: factory),
             handlerDuration: Timer(
-                label: "eventbus_handler_duration_seconds", dimensions: dimensions, preferredDisplayUnit: .seconds),
-            inFlight: Meter(label: "eventbus_in_flight", dimensions: dimensions),
-            buffered: Meter(label: "eventbus_buffered", dimensions: dimensions),
-            pending: Gauge(label: "eventbus_consumer_pending", dimensions: dimensions)
+                label: "eventbus_handler_duration_seconds", dimensions: dimensions, preferredDisplayUnit: .seconds, factory: factory),
+            inFlight: Meter(label: "eventbus_in_flight", dimensions: dimensions, factory: factory),
+            buffered: Meter(label: "eventbus_buffered", dimensions: dimensions, factory: factory),
+            pending: Gauge(label: "eventbus_consumer_pending", dimensions: dimensions, factory: factory)
         )
     }
 
