@@ -48,6 +48,8 @@ final class JetStreamSubscription: DeliverySource, Sendable {
     let ledger: ConsumerLedger
     /// Metrics and spans of this subscription's deliveries; `nil` while the bus is not instrumented.
     let telemetry: ConsumerTelemetry?
+    /// Deliveries made while instrumented, for sampling the consumer's buffer level every 64th.
+    private let deliveriesCounted = Atomic<Int>(0)
     private let closed = Atomic<Bool>(false)
     private let stopped = Atomic<Bool>(false)
     /// Deliveries that were redeliveries (attempt 2 or later), for ``health``.
@@ -325,7 +327,18 @@ final class JetStreamSubscription: DeliverySource, Sendable {
         let delivery = Delivery(
             event: event, deliveryCount: Int(position.deliveryCount), sequence: position.streamSequence, subject: subject,
             acknowledger: acknowledger, telemetry: telemetry)
-        telemetry?.delivered(delivery, pending: position.pending)
+        if let telemetry {
+            telemetry.delivered(delivery, pending: position.pending)
+            // The consumer's buffer, sampled: reading it takes the lock its delivery thread fills under.
+            if deliveriesCounted.add(1, ordering: .relaxed).newValue % 64 == 0 {
+                let buffered =
+                    switch consumer {
+                    case .pull(let pull): pull.bufferedCount
+                    case .push(let push): push.bufferedCount
+                    }
+                telemetry.bufferedLevel(buffered)
+            }
+        }
         return delivery
     }
 }

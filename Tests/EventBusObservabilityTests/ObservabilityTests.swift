@@ -136,6 +136,30 @@ struct ObservabilityTests {
         await harness.close()
     }
 
+    @Test("the buffered level is reported while a subscriber reads a backlog", arguments: Backend.allCases)
+    func bufferedLevel(backend: Backend) async throws {
+        let harness = try await Self.make(backend)
+        let tag = Self.tag()
+        let pattern = "obs.\(tag).>"
+        let group = "backlog-\(tag)"
+        let count = 300
+        let options = SubscriptionOptions(group: group, start: .all)
+        let events = (0..<count).map { Event(subject: "obs.\(tag).e", type: "t", source: "tests", data: Array("\($0)".utf8)) }
+        _ = try await harness.bus.publish(contentsOf: events)
+        let subscription = try await harness.bus.subscribe(pattern, options: options)
+        var received = 0
+        for try await delivery in subscription {
+            try await delivery.ack()
+            received += 1
+            if received == count { break }
+        }
+        await subscription.close()
+        let meter = try harness.metrics.expectMeter("eventbus_buffered", [("backend", backend.rawValue), ("group", group), ("pattern", pattern)])
+        let level = try #require(meter.lastValue, "no buffered level was reported")
+        #expect(level >= 0 && level <= Double(count))
+        await harness.close()
+    }
+
     @Test("publish failures are counted with their error code", arguments: Backend.allCases)
     func publishFailures(backend: Backend) async throws {
         let harness = try await Self.make(backend)

@@ -298,6 +298,12 @@ package final class ConsumerTelemetry: Sendable {
         bus.logger.trace("delivered", metadata: metadata)
     }
 
+    /// Deliveries received and not yet handed to the application: `count` now (a backend that samples its
+    /// buffer's level rather than tracking each change).
+    package func bufferedLevel(_ count: Int) {
+        metrics?.buffered.set(count)
+    }
+
     /// Deliveries received and not yet handed to the application, up or down by `count`.
     package func buffered(_ change: Int) {
         guard let metrics, change != 0 else { return }

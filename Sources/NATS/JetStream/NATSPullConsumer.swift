@@ -93,6 +93,9 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
             finished: handle.buffer.isFinished)
     }
 
+    /// Messages received and not yet taken by an iterator (takes the buffer's lock: not per message).
+    package var bufferedCount: Int { handle.buffer.bufferedCount }
+
     /// The consumer's recovery events from now on (see ``NATSConsumerRecoveryEvents``).
     public var recoveryEvents: NATSConsumerRecoveryEvents { monitor.events() }
 

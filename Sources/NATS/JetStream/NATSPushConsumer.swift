@@ -48,6 +48,9 @@ public final class NATSPushConsumer: AsyncSequence, Sendable {
             waiting: handle.buffer.hasWaitingConsumer, finished: handle.buffer.isFinished)
     }
 
+    /// Messages received and not yet taken by an iterator (takes the buffer's lock: not per message).
+    package var bufferedCount: Int { handle.buffer.bufferedCount }
+
     /// The consumer's recovery events from now on (see ``NATSConsumerRecoveryEvents``).
     public var recoveryEvents: NATSConsumerRecoveryEvents { monitor.events() }
 
