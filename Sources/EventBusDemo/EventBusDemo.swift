@@ -68,6 +68,19 @@ struct CommonOptions: ParsableArguments {
     func withBus<Value: Sendable>(
         _ label: String, _ body: @escaping @Sendable (any EventBus, EventBusSettings) async throws -> Value
     ) async throws -> Value {
+        do {
+            return try await withConfiguredBus(label, body)
+        } catch is CancellationError {
+            // SIGTERM or SIGINT: the role stopped and the bus drained as asked, so this is a clean
+            // exit (status 0), not an error to print.
+            logger(label).notice("stopped by a signal; events in hand were settled or handed back")
+            throw ExitCode.success
+        }
+    }
+
+    private func withConfiguredBus<Value: Sendable>(
+        _ label: String, _ body: @escaping @Sendable (any EventBus, EventBusSettings) async throws -> Value
+    ) async throws -> Value {
         let settings = try EventBusSettings.fromEnvironment(
             applicationVariables: ["EVENT_BUS_DEMO_OPS_PORT", "EVENT_BUS_DEMO_OPS_ADDRESS"])
         let logger = logger(label)

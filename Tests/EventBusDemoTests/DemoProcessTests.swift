@@ -35,6 +35,20 @@ struct DemoProcessTests {
         #expect(output.contains("billed               27"))
     }
 
+    @Test(arguments: ["billing", "notifications", "inventory"])
+    func aRoleStoppedBySIGTERMExitsCleanly(role: String) async throws {
+        let server = try await NATSServerProcess.started()
+        defer { server.stop() }
+        let environment = ["EVENT_BUS_BACKEND": "jetstream", "EVENT_BUS_NATS_SERVERS": server.url]
+        let process = try DemoProcess(arguments: [role, "--max-seconds", "60"], environment: environment)
+        defer { process.terminate() }
+        #expect(await process.waitForLine(timeout: .seconds(30)) { $0 == "READY" }, "\(process.output)")
+        process.terminate()
+        let status = try await process.waitForExit(timeout: .seconds(30))
+        #expect(status == 0, "\(process.output)")
+        #expect(!process.output.contains("Error"), "\(process.output)")
+    }
+
     @Test func rolesAsSeparateProcessesOnJetStream() async throws {
         let server = try await NATSServerProcess.started()
         defer { server.stop() }
