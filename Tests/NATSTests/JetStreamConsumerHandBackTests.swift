@@ -7,7 +7,7 @@ import Testing
 /// added to a consumer's sequence.
 @Suite("JetStream consumers: hand-back and added core subscriptions", .tags(.server))
 struct JetStreamConsumerHandBackTests {
-    func setUp() async throws -> (NATSServerProcess, NATSConnection, NATSJetStream) {
+    func setUp(ackWait: Duration = .seconds(60)) async throws -> (NATSServerProcess, NATSConnection, NATSJetStream) {
         let server = try await NATSServerProcess.started()
         let connection = try await connect(to: server)
         let js = connection.jetStream()
@@ -18,16 +18,20 @@ struct JetStreamConsumerHandBackTests {
         for publish in pending { _ = try await publish.ack() }
         await publisher.close()
         var configuration = NATSConsumerConfiguration(durableName: "runners")
-        configuration.ackWait = .seconds(60)
+        configuration.ackWait = ackWait
         try await js.ensureConsumer(stream: "JOBS", configuration)
         return (server, connection, js)
     }
 
-    /// An iterator that takes a whole batch and is dropped after one message hands the rest back
-    /// at once: another instance gets all 99 well within the 60 s ack wait.
+    /// An iterator that took a batch and is dropped after one message hands the rest of that batch
+    /// back at once. Messages still in the subscription's buffer (not taken by an iterator) go back
+    /// at once too with ``NATSPullConsumer/stopReturningUndelivered()``, and after their ack wait
+    /// with ``NATSPullConsumer/stop()``: how many that is depends on how the batch arrived, so the
+    /// test reads it from the consumer's health.
     @Test(arguments: [false, true])
     func aDroppedIteratorHandsBackItsTakenBatch(stopConsumer: Bool) async throws {
-        let (server, connection, js) = try await setUp()
+        let ackWait = Duration.seconds(4)
+        let (server, connection, js) = try await setUp(ackWait: ackWait)
         defer { server.stop() }
         let options = NATSPullConsumer.Options(batch: 100, expires: .seconds(10), idleHeartbeat: .seconds(2))
         let first = try await js.pullConsumer(stream: "JOBS", name: "runners", options: options)
@@ -35,20 +39,27 @@ struct JetStreamConsumerHandBackTests {
             var iterator = first.makeAsyncIterator()
             let message = try #require(try await iterator.next())
             try message.ack()
-            // Let the rest of the batch arrive in this iterator's hands.
+            // Let the rest of the batch arrive.
             try await Task.sleep(for: .milliseconds(300))
         }
+        let untaken = first.health.buffered
         if stopConsumer { first.stopReturningUndelivered() } else { first.stop() }
+        let stoppedAt = ContinuousClock.now
         let second = try await js.pullConsumer(stream: "JOBS", name: "runners", options: options)
         var received = Set<Int>()
-        let deadline = ContinuousClock.now + .seconds(10)
+        var receivedAtOnce = 0
+        let deadline = stoppedAt + ackWait + .seconds(6)
         var iterator = second.makeAsyncIterator()
         while received.count < 99 && ContinuousClock.now < deadline {
             guard let message = try await iterator.next() else { break }
             received.insert(Int(message.payload.string)!)
+            // Well before the ack wait: handed back, not redelivered by the server.
+            if ContinuousClock.now - stoppedAt < ackWait / 2 { receivedAtOnce += 1 }
             try message.ack()
         }
-        #expect(received.count == 99, "another instance got \(received.count) of the 99 handed back")
+        #expect(received.count == 99, "another instance got \(received.count) of the 99")
+        let expectedAtOnce = stopConsumer ? 99 : 99 - untaken
+        #expect(receivedAtOnce >= expectedAtOnce, "\(receivedAtOnce) came back at once; \(untaken) were never taken")
         second.stop()
         await connection.close()
     }
