@@ -107,7 +107,8 @@ func showConsumer(_ bus: BusOptions, _ nameOrGroup: String, pattern: String?, st
         } catch where isJetStreamError(error, NATSJetStreamErrorCode.consumerNotFound) || (error as? NATSError)?.code == .invalidName {
             // Not a consumer's name (a group may hold characters a name may not): a group's?
         } catch where isJetStreamError(error, NATSJetStreamErrorCode.streamNotFound) {
-            throw CLIError(.notFound, "stream '\(stream)' does not exist; `eventbus stream ls` lists the streams", code: "notFound")
+            throw CLIError(
+                .notFound, "no consumer '\(nameOrGroup)': stream '\(stream)' does not exist; `eventbus stream ls` lists the streams", code: "notFound")
         }
         let matching = try await busConsumers(jetStream, stream: stream, settings: settings).filter { $0.identity?.group == nameOrGroup }
         switch matching.count {

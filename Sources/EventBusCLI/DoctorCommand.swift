@@ -12,8 +12,8 @@ extension EventBusCLI {
             discussion: """
                 Reads only: it publishes nothing and creates nothing (a missing stream is reported, \
                 and created by the first start of the bus). Exit status 0 when every check passed, \
-                78 when the configuration is invalid, 69 when no server can be reached, 2 when \
-                another check failed.
+                78 when the configuration is invalid, 69 when no server can be reached or JetStream \
+                does not answer, 2 when another check failed.
                 """)
         @OptionGroup var bus: BusOptions
 
@@ -93,7 +93,7 @@ extension EventBusCLI {
                 return Human.duration(ContinuousClock.now - started)
             }
             let jetStream = connection.jetStream()
-            let jetStreamAnswers = await report.check("jetstream") {
+            let jetStreamAnswers = await report.check("jetstream", failing: .unavailable) {
                 // $JS.API.INFO: reads the account, writes nothing.
                 let account = try await jetStream.accountInfo()
                 var text = "\(account.streams) stream(s), \(account.consumers) consumer(s), storage \(Human.bytes(account.storage)), memory \(Human.bytes(account.memory))"

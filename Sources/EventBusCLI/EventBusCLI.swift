@@ -67,6 +67,9 @@ struct EventBusCLI: AsyncParsableCommand {
             exit(withError: error)
         } catch let error as CleanExit {
             exit(withError: error)
+        } catch where String(reflecting: type(of: error)).hasPrefix("ArgumentParser.") {
+            // `--help` and `help <command>` answer by throwing the parser's own errors.
+            exit(withError: error)
         } catch {
             let failure = CLIError(classifying: error)
             if busOptions(of: command)?.json == true {
