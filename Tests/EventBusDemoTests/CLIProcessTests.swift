@@ -34,10 +34,10 @@ struct CLIProcessTests {
         let port = try NATSServerProcess.freePort()
         let (failed, failedOutput) = try await Self.run(
             ["doctor"], environment: ["EVENT_BUS_BACKEND": "jetstream", "EVENT_BUS_NATS_SERVERS": "nats://127.0.0.1:\(port)", "EVENT_BUS_NATS_CONNECT_TIMEOUT_MS": "300"])
-        #expect(failed != 0)
+        #expect(failed == 69, "EX_UNAVAILABLE: \(failedOutput)")
         #expect(failedOutput.contains("FAIL  connect"), "\(failedOutput)")
         let (invalid, invalidOutput) = try await Self.run(["doctor"], environment: ["EVENT_BUS_BACKEND": "kafka"])
-        #expect(invalid != 0)
+        #expect(invalid == 78, "EX_CONFIG: \(invalidOutput)")
         #expect(invalidOutput.contains("EVENT_BUS_BACKEND"), "\(invalidOutput)")
     }
 }
