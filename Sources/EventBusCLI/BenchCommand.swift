@@ -43,7 +43,7 @@ extension EventBusCLI {
         func run() async throws {
             let settings = try bus.settings()
             var benchSettings = settings
-            let token = String(UInt32.random(in: .min ... .max), radix: 16, uppercase: true)
+            let token = String(format: "%08X", UInt32.random(in: .min ... .max))
             let benchStream = "EVENTBUS_BENCH_\(token)"
             if settings.backend == .jetstream {
                 benchSettings.jetStream.streamName = benchStream
