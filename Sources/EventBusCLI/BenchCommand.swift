@@ -78,7 +78,7 @@ extension EventBusCLI {
                 if error is CancellationError {
                     throw CLIError(
                         .interrupted,
-                        "bench interrupted after \(tally.published.load(ordering: .relaxed)) events" + (removal.map { "; \($0)" } ?? ""),
+                        "bench interrupted after \(Human.count(tally.published.load(ordering: .relaxed))) events" + (removal.map { "; \($0)" } ?? ""),
                         code: "interrupted")
                 }
                 if let removal { FileHandle.standardError.write(Data("eventbus: \(shown(removal))\n".utf8)) }

@@ -203,6 +203,9 @@ struct CLICommandTests {
         let publishFailed = try await CLIProcessTests.runApart(["publish", "orders.created", "x"], environment: wrong)
         #expect(publishFailed.status == CLIStatus.unavailable, "\(publishFailed)")
         #expect(!publishFailed.errors.contains(".swift") && !publishFailed.errors.contains("(underlying"), "\(publishFailed.errors)")
+        let unanswered = try await CLIProcessTests.runApart(["request", "orders.check", "--timeout", "1"], environment: Self.environment(server))
+        #expect(unanswered.status == CLIStatus.unavailable, "nobody answers: \(unanswered)")
+        #expect(unanswered.errors.split(separator: "\n").count == 1 && !unanswered.errors.contains(".swift"), "\(unanswered.errors)")
         let badURL = try await CLIProcessTests.runApart(["stream", "ls", "--server", "http://127.0.0.1:4222"], environment: [:])
         #expect(badURL.status == CLIStatus.configuration, "\(badURL)")
         #expect(badURL.errors.contains("--server"), "\(badURL.errors)")
@@ -328,6 +331,28 @@ struct CLIBenchTests {
         #expect(output.contains("\r█") || output.contains("\r░"), "a bar at the start of a line: \(output.debugDescription)")
         #expect(output.contains("% "), "\(output.debugDescription)")
         #expect(output.contains("published 300 events"), "\(output.debugDescription)")
+    }
+
+    /// Stopped halfway (SIGTERM, as a service manager does, or Ctrl-C), the bench still removes
+    /// its stream and says how far it got.
+    @Test func anInterruptedBenchRemovesItsStream() async throws {
+        let server = try await NATSServerProcess.started()
+        defer { server.stop() }
+        let environment = CLICommandTests.environment(server)
+        let bench = try DemoProcess(
+            executable: try DemoProcessTests.builtExecutable("eventbus"), arguments: ["bench", "--count", "10000000"],
+            environment: environment, separateErrors: true)
+        defer { bench.terminate() }
+        func streams() async throws -> [String] {
+            try await CLIProcessTests.runApart(["stream", "ls", "--json"], environment: environment).objects().compactMap { $0["name"] as? String }
+        }
+        #expect(try await eventually(timeout: .seconds(30)) { try await streams().contains { $0.hasPrefix("EVENTBUS_BENCH_") } })
+        bench.terminate()
+        let status = try await bench.waitForExit(timeout: .seconds(30))
+        #expect(status == 130, "\(bench.errors)")
+        #expect(bench.errors.contains("bench interrupted after "), "\(bench.errors)")
+        #expect(bench.errors.contains(" removed"), "\(bench.errors)")
+        #expect(try await streams().isEmpty, "the bench stream is gone, and the bus's was never created")
     }
 
     @Test func benchOnTheMemoryBackend() async throws {

@@ -165,6 +165,7 @@ final class DemoProcess: @unchecked Sendable {
     private var collected = ""
     private var collectedErrors = ""
     private var openPipes = 1
+    private var endedPipes: Set<ObjectIdentifier> = []
 
     convenience init(arguments: [String], environment: [String: String]) throws {
         try self.init(executable: try DemoProcessTests.demoExecutable(), arguments: arguments, environment: environment)
@@ -201,7 +202,8 @@ final class DemoProcess: @unchecked Sendable {
         let data = handle.availableData
         guard !data.isEmpty else {
             handle.readabilityHandler = nil
-            lock.withLock { openPipes -= 1 }
+            // The end may be reported more than once; count each pipe once.
+            lock.withLock { if endedPipes.insert(ObjectIdentifier(handle)).inserted { openPipes -= 1 } }
             return
         }
         let text = String(decoding: data, as: UTF8.self)
