@@ -24,6 +24,8 @@ let package = Package(
         // Only the demo's operations endpoint uses these two; no library target depends on them.
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.60.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.0.0"),
+        // A command plugin only (`swift package generate-documentation`, `make docs`); no target links it.
+        .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.4.0"),
     ],
     targets: [
         // cnats, the NATS C client (Debian/Ubuntu: libnats-dev). Only Sources/NATS/Native/ imports it.
