@@ -1,7 +1,7 @@
 # Entry points for people and CI. `make test` is what CI runs (.ci/run).
 SWIFT ?= $(shell command -v swift 2>/dev/null || echo /opt/swift/usr/bin/swift)
 
-.PHONY: deps build test test-unit test-asan test-tsan fuzz demo bench bench-quick reliability reliability-short clean
+.PHONY: deps build test test-unit test-asan test-tsan fuzz demo docs bench bench-quick reliability reliability-short clean
 
 ## Install system packages and the project virtualenv (idempotent).
 deps:
@@ -53,6 +53,13 @@ fuzz:
 demo: deps
 	$(SWIFT) build --product eventbus-demo
 	.build/debug/eventbus-demo
+
+## DocC documentation of the library modules (swift-docc-plugin): articles, tutorials and every
+## public symbol, failing on any warning (a broken symbol link, say). Archives:
+## .build/plugins/Swift-DocC/outputs/<Module>.doccarchive. Not part of `make test`.
+DOC_MODULES = NATS EventBus EventBusJetStream EventBusBootstrap EventBusConformance
+docs: deps
+	$(SWIFT) package generate-documentation $(foreach module,$(DOC_MODULES),--target $(module)) --warnings-as-errors
 
 ## Only the tests that need no nats-server.
 test-unit: deps

@@ -26,6 +26,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.0.0"),
         // Only the `eventbus` CLI's bench uses it (latency percentiles).
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.1.0"),
+        // A command plugin only (`swift package generate-documentation`, `make docs`); no target links it.
+        .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.4.0"),
     ],
     targets: [
         // cnats, the NATS C client (Debian/Ubuntu: libnats-dev). Only Sources/NATS/Native/ imports it.

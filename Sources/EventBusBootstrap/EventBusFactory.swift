@@ -3,7 +3,7 @@ import EventBusJetStream
 public import Logging
 public import ServiceLifecycle
 
-/// Makes the ``EventBus`` the settings ask for: the one place that switches on the backend.
+/// Makes the `EventBus` the settings ask for: the one place that switches on the backend.
 public enum EventBusFactory {
     /// Creates the bus and, for JetStream, connects and ensures the stream, so that an unreachable
     /// server or a rejected stream configuration fails here, at start, with the server URLs

@@ -5,14 +5,14 @@ import Foundation
 public import Logging
 import NATS
 
-/// Which ``EventBus`` backend a service uses, and how it is configured, read from
+/// Which `EventBus` backend a service uses, and how it is configured, read from
 /// swift-configuration (for example environment variables).
 ///
 /// The library does not scope its keys; the application does, usually
 /// `config.scoped(to: "eventBus")`, so that the keys below are read from `EVENT_BUS_...`
 /// variables. ``fromEnvironment(applicationVariables:)`` does exactly that. Each module reads its own keys: this type
-/// reads `backend` and hands `nats.*` to ``NATSConnectionConfiguration/init(config:keyPrefix:)``
-/// and `jetstream.*` to ``JetStreamEventBus/Configuration/init(config:connection:keyPrefix:)``
+/// reads `backend` and hands `nats.*` to `NATSConnectionConfiguration(config:keyPrefix:)`
+/// and `jetstream.*` to `JetStreamEventBus.Configuration(config:connection:keyPrefix:)`
 /// (their documentation lists the keys; docs/configuration.md lists the variables).
 ///
 /// | key (variable) | default | meaning |
@@ -24,13 +24,13 @@ import NATS
 /// Rejected at start, with the reason: an `EVENT_BUS_*` variable no module reads (only
 /// ``fromEnvironment(applicationVariables:)`` can look for those, see there), `nats.*` or `jetstream.*` settings with
 /// the `memory` backend (they would be ignored), and JetStream settings that cannot work together
-/// (see ``JetStreamEventBus/Configuration/validate()``).
+/// (see `JetStreamEventBus.Configuration.validate()`).
 public struct EventBusSettings: Sendable, CustomStringConvertible {
     /// The backends.
     public enum Backend: String, Sendable, CaseIterable {
-        /// ``InMemoryEventBus``: one process, nothing to set up.
+        /// `InMemoryEventBus`: one process, nothing to set up.
         case memory
-        /// ``JetStreamEventBus``: NATS JetStream.
+        /// `JetStreamEventBus`: NATS JetStream.
         case jetstream
     }
 
@@ -76,7 +76,7 @@ public struct EventBusSettings: Sendable, CustomStringConvertible {
 
     /// Reads the settings from the environment: `EVENT_BUS_*` variables.
     ///
-    /// - Throws: ``EventBusError`` `.invalidOption` for an `EVENT_BUS_*` variable that no setting
+    /// - Throws: `EventBusError` `.invalidOption` for an `EVENT_BUS_*` variable that no setting
     ///   reads (a typo would otherwise leave the default in place without a word), with the
     ///   closest known name, and for everything ``init(config:variablePrefix:)`` rejects.
     ///
@@ -139,9 +139,11 @@ public struct EventBusSettings: Sendable, CustomStringConvertible {
     /// list a provider's keys); only ``fromEnvironment(applicationVariables:)`` rejects unknown `EVENT_BUS_*` variables.
     /// ``configurationKeys`` lists the keys for an application that wants to check its own source.
     ///
-    /// - Parameter variablePrefix: How errors name the keys (default `EVENT_BUS_`, matching a
-    ///   reader scoped to `eventBus` over environment variables).
-    /// - Throws: ``EventBusError`` `.invalidOption` naming the variable, the value and what is
+    /// - Parameters:
+    ///   - config: The reader, already scoped by the application (usually to `eventBus`).
+    ///   - variablePrefix: How errors name the keys (default `EVENT_BUS_`, matching a
+    ///     reader scoped to `eventBus` over environment variables).
+    /// - Throws: `EventBusError` `.invalidOption` naming the variable, the value and what is
     ///   accepted; naming the `nats.*`/`jetstream.*` settings given with the `memory` backend,
     ///   which would be ignored; or naming JetStream settings that cannot work together and why.
     public init(config: ConfigReader, variablePrefix: String = "EVENT_BUS_") throws {

@@ -6,7 +6,7 @@ import Foundation
 import EventBus
 import Testing
 
-/// The behaviour suite every ``EventBus`` backend must pass.
+/// The behaviour suite every `EventBus` backend must pass.
 ///
 /// Run it from any Swift Testing target, one test case per check:
 ///

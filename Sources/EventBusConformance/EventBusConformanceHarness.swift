@@ -10,7 +10,7 @@ public struct EventBusConformanceHarness: Sendable {
     /// server. Closing it must not affect the given bus.
     public var connect: @Sendable (any EventBus) async throws -> any EventBus
     /// Restarts the backend behind the given bus (it may be closed first) and returns a new client. Needed
-    /// only by backends that declare ``EventBusCapabilities/survivesRestart``.
+    /// only by backends that declare `EventBusCapabilities.survivesRestart`.
     public var restart: (@Sendable (any EventBus) async throws -> any EventBus)?
     /// Releases what `makeBus` set up; the default closes the bus.
     public var teardown: @Sendable (any EventBus) async throws -> Void

@@ -7,7 +7,7 @@ import FoundationEssentials
 import Foundation
 #endif
 
-/// How an ``Event`` travels as a NATS message, following the CloudEvents NATS protocol binding
+/// How an `Event` travels as a NATS message, following the CloudEvents NATS protocol binding
 /// (binary content mode): the payload is the event's data, every attribute is a header.
 ///
 /// | attribute | header |

@@ -30,10 +30,10 @@ extension JetStreamEventBus.Configuration {
     /// - Parameters:
     ///   - config: The reader, already scoped by the application.
     ///   - connection: The NATS connection (read with
-    ///     ``NATSConnectionConfiguration/init(config:keyPrefix:)`` under its own scope).
+    ///     `NATSConnectionConfiguration(config:keyPrefix:)` under its own scope).
     ///   - keyPrefix: How errors name the keys' scope, for example `"EVENT_BUS_JETSTREAM_"` so that
     ///     an error names the environment variable to fix. Empty by default.
-    /// - Throws: ``EventBusError`` `.invalidOption` naming the key, the value and what is
+    /// - Throws: `EventBusError` `.invalidOption` naming the key, the value and what is
     ///   accepted, or the settings that cannot work together and why (see ``validate()``).
     public init(config: ConfigReader, connection: NATSConnectionConfiguration, keyPrefix: String = "") throws(EventBusError) {
         self.init(connection: connection)

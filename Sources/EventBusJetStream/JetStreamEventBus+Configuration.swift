@@ -45,9 +45,9 @@ extension JetStreamEventBus {
         public var maxBytes: Int64 = -1
         /// How long event ids are remembered to drop duplicate publishes. Default 2 minutes.
         public var duplicateWindow: Duration = .seconds(120)
-        /// Ack wait for subscriptions that keep ``SubscriptionOptions``' default. Default 30 s.
+        /// Ack wait for subscriptions that keep `SubscriptionOptions`' default. Default 30 s.
         public var ackWait: Duration = .seconds(30)
-        /// Max deliver for subscriptions that keep ``SubscriptionOptions``' default. Default 5.
+        /// Max deliver for subscriptions that keep `SubscriptionOptions`' default. Default 5.
         public var maxDeliver = 5
         /// Max in flight (JetStream's MaxAckPending) for subscriptions that keep the default.
         /// Default 1,000, the server's own default: with the pull batch below, a group keeps the

@@ -16,12 +16,12 @@ import Synchronization
 ///   ``publish(contentsOf:)`` publishes a batch without a task per event.
 /// - `subscribe` with a group binds to the durable pull consumer of that group and pattern (created
 ///   on first use, named `<group>-<hash of the pattern>`); without a group it creates an ephemeral
-///   consumer. Both start where ``SubscriptionOptions/start`` says (an existing group resumes).
+///   consumer. Both start where `SubscriptionOptions.start` says (an existing group resumes).
 ///   `subscribe` returns once the consumer exists on the server.
 /// - `request` sends a core NATS request (not stored) to the subscribers of the subject; a
 ///   subscriber answers with `delivery.respond`.
 /// - Dead letters are published to the stream under the dead-letter subject, with the headers
-///   named in ``DeadLetter``, once per event even if several members race.
+///   named in `DeadLetter`, once per event even if several members race.
 ///
 /// Run the bus as a `Service` (in a `ServiceGroup`, or call ``run()``): `run()` connects, owns
 /// the bus's background work (it turns the server's max-deliveries advisories into dead letters
@@ -78,8 +78,12 @@ public final class JetStreamEventBus: EventBus, Service {
 
     /// Creates a bus; nothing is connected until ``run()``, ``start()`` or the first operation.
     ///
-    /// - Parameter observability: Where metrics and spans go; by default what the application
-    ///   bootstrapped (docs/observability.md).
+    /// - Parameters:
+    ///   - configuration: The connection, the stream and the subscription defaults; checked by
+    ///     ``start()``.
+    ///   - logger: Where the bus and its connection log.
+    ///   - observability: Where metrics and spans go; by default what the application
+    ///     bootstrapped (docs/observability.md).
     public init(
         configuration: Configuration,
         logger: Logger = Logger(label: "eventbus.jetstream"),
@@ -102,7 +106,7 @@ public final class JetStreamEventBus: EventBus, Service {
     /// Connects, creates the stream when it is missing or checks the one it finds (see
     /// ``Configuration/streamUpdatePolicy``), once; later calls return at once.
     ///
-    /// - Throws: ``EventBusError`` with `.invalidOption` for a bad configuration (also for
+    /// - Throws: `EventBusError` with `.invalidOption` for a bad configuration (also for
     ///   ``Configuration/replicas`` above what the servers can place, which only they know),
     ///   `.backendUnavailable` naming the servers (credentials redacted) and the reason when no
     ///   server could be reached or JetStream is not enabled, `.streamUnusable` (not retriable)
@@ -392,7 +396,7 @@ public final class JetStreamEventBus: EventBus, Service {
 
     /// Publishes a batch through the same window as single publishes: the events are sent as
     /// fast as the window allows (waiting only while it is full), then their acks are collected
-    /// in order. The rules are those of ``EventBus/publish(contentsOf:)``.
+    /// in order. The rules are those of `EventBus.publish(contentsOf:)`.
     @discardableResult
     public func publish(contentsOf events: [Event]) async throws -> [PublishReceipt] {
         for event in events { try event.validateForPublish() }

@@ -30,8 +30,11 @@ public final class InMemoryEventBus: EventBus {
 
     /// Creates a bus with its own broker; throws ``EventBusError/Code/invalidOption`` for a bad configuration.
     ///
-    /// - Parameter observability: Where metrics and spans go; by default what the application
-    ///   bootstrapped (docs/observability.md).
+    /// - Parameters:
+    ///   - configuration: The log's limits and duplicate window; see ``Configuration``.
+    ///   - logger: Where the broker logs (events discarded before delivery, for example).
+    ///   - observability: Where metrics and spans go; by default what the application
+    ///     bootstrapped (docs/observability.md).
     public convenience init(
         configuration: Configuration = .init(),
         logger: Logger = Logger(label: "eventbus.memory"),

@@ -1,0 +1,3 @@
+$ swift test
+$ swift build
+$ .build/debug/billing-service

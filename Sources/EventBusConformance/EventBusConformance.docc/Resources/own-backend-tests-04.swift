@@ -1,0 +1,33 @@
+import EventBus
+import EventBusConformance
+import MyBus
+import Testing
+
+@Suite("MyBus conformance")
+struct MyBusConformanceTests {
+    static let harness = EventBusConformanceHarness(
+        // Timing checks scale with the ack wait; every other wait ends after the step timeout.
+        timing: ConformanceTiming(ackWait: .seconds(1), quietPeriod: .milliseconds(300), stepTimeout: .seconds(20)),
+        // A fresh, empty bus for every check: here a new stream on the server.
+        makeBus: { try await MyBus.connect(stream: "conformance-\(UInt64.random(in: 0...UInt64.max))") },
+        // A second client of the same backend, as a second process would connect.
+        connect: { bus in try await (bus as! MyBus).connectAnotherClient() },
+        // Needed once the bus declares .survivesRestart: stop the backend, start it
+        // again, and return a new client of it.
+        restart: { bus in
+            await bus.close()
+            return try await (bus as! MyBus).restartServerAndConnect()
+        },
+        // Releases what makeBus set up.
+        teardown: { bus in
+            await bus.close()
+            try await (bus as! MyBus).deleteStream()
+        }
+    )
+
+    /// One test case per check, each shown by name.
+    @Test(arguments: EventBusConformance.checks)
+    func conformance(_ check: EventBusConformance.Check) async throws {
+        try await EventBusConformance.run(check, harness: Self.harness, size: .short)
+    }
+}
