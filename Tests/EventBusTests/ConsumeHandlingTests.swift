@@ -91,6 +91,37 @@ struct ConsumeHandlingTests {
         await bus.close()
     }
 
+    /// The race the concurrent consume is built around: its loop waits for the next delivery (a free
+    /// slot) when the task is cancelled, and the iterator's own reaction to cancellation, handing back
+    /// every unsettled delivery at once, must not overtake the handler's nak with delay.
+    @Test func cancellingAConcurrentConsumeWaitingForDeliveriesKeepsTheNakDelay() async throws {
+        let bus = try InMemoryEventBus()
+        let delay = Duration.milliseconds(800)
+        let options = SubscriptionOptions(
+            group: "workers", maxInFlight: 8, maxDeliver: 5, handlerConcurrency: 3, onCancel: .nak(delay: delay))
+        let a = try await bus.subscribe("slow", options: options)
+        let started = Locked(0)
+        let consumer = Task {
+            try await bus.consume(a, options: options) { _ in
+                started.withLock { $0 += 1 }
+                try await Task.sleep(for: .seconds(60))
+            }
+        }
+        try await bus.publish(makeEvent("slow"))
+        #expect(await waitFor { started.withLock { $0 } == 1 })
+        let b = try await bus.subscribe("slow", options: options)
+        let clock = ContinuousClock()
+        let cancelledAt = clock.now
+        consumer.cancel()
+        _ = try? await consumer.value
+        let back = try await take(1, from: b)
+        let gap = cancelledAt.duration(to: clock.now)
+        #expect(gap >= delay * 0.9, "came back \(gap) after the cancel; onCancel says \(delay)")
+        #expect(back.first?.deliveryCount == 2)
+        await b.close()
+        await bus.close()
+    }
+
     @Test func membersOfOneGroupMayRunDifferentHandlerSettings() async throws {
         let bus = try InMemoryEventBus()
         let first = try await bus.subscribe("g", options: .init(group: "mixed", handlerConcurrency: 1))
