@@ -134,9 +134,12 @@ struct AuthenticationTests {
 
     @Test func aCredentialsFileIsParsedAndItsJWTAndSignatureAreSent() async throws {
         // No operator-mode server here (it needs signed account JWTs): the server answers with an
-        // authorization error, but its trace shows the JWT arrived and the seed did not.
+        // authorization error, but its trace shows the JWT arrived and the seed did not. An NKey
+        // user in its configuration makes it send a nonce in every INFO, so the client signs.
         let user = try makeUserNKey()
-        let server = try await NATSServerProcess.started(jetStream: false, arguments: ["-V", "--user", "x", "--pass", "y"])
+        let other = try makeUserNKey()
+        let server = try await NATSServerProcess.started(
+            jetStream: false, arguments: ["-V"], configuration: "authorization { users = [ { nkey: \"\(other.publicKey)\" } ] }")
         let jwt = "eyJ0eXAiOiJKV1QiLCJhbGciOiJlZDI1NTE5LW5rZXkifQ.eyJzdWIiOiJ0ZXN0In0.c2lnbmF0dXJl"
         let credentials = """
             -----BEGIN NATS USER JWT-----
