@@ -35,8 +35,6 @@ package final class EventBusTelemetry: Sendable {
     /// The metrics factory, `nil` for none.
     let metricsFactory: (any MetricsFactory)?
     var metricsEnabled: Bool { metricsFactory != nil }
-    /// W3C context propagation goes through the tracer.
-    var instrument: (any Instrument)? { tracer }
     /// Per-event trace logs are on (the logger's level was `trace` when the bus was made).
     let traceLogging: Bool
     /// Whether any per-event work is needed at all.
@@ -82,21 +80,14 @@ package final class EventBusTelemetry: Sendable {
     /// never passed on), and, when the bus is active, starts the producer span, injects its context into the
     /// event and starts the publish timer. Finish the returned scope with the outcome.
     package func preparePublish(_ event: inout Event) -> PublishScope? {
-        if event.traceParent != nil || event.traceState != nil {
-            if let (checked, reason) = TraceContextHeaders.droppingInvalid(event) {
-                logger.debug(
-                    "dropped invalid trace context of a published event",
-                    metadata: ["subject": "\(event.subject)", "eventID": "\(event.id)", "reason": "\(reason)"])
-                event = checked
-            }
-        }
+        event = droppingInvalidTraceContext(of: event, "a published event", ["eventID": "\(event.id)"])
         guard isActive else { return nil }
         return startPublish(&event)
     }
 
     private func startPublish(_ event: inout Event) -> PublishScope {
         var span: (any Span)?
-        if tracer != nil || instrument != nil {
+        if let tracer {
             // A publish inside a traced operation (a handler's consumer span, a request's server span)
             // continues it; otherwise the event's own trace context, if it carries one, is the parent.
             var parent: ServiceContext
@@ -104,31 +95,25 @@ package final class EventBusTelemetry: Sendable {
                 parent = current
             } else {
                 parent = .topLevel
-                if event.traceParent != nil, let instrument {
-                    instrument.extract(event, into: &parent, using: EventTraceContextExtractor())
+                if event.traceParent != nil {
+                    tracer.extract(event, into: &parent, using: EventTraceContextExtractor())
                 }
             }
-            var injected = parent
-            if let tracer {
-                let started = tracer.startSpan("publish \(event.subject)", context: parent, ofKind: .producer)
-                // One update: each `span.attributes[...] = ` would copy the whole dictionary.
-                started.updateAttributes { attributes in
-                    attributes["messaging.system"] = backend.messagingSystem
-                    attributes["messaging.operation.type"] = "send"
-                    attributes["messaging.operation.name"] = "publish"
-                    attributes["messaging.destination.name"] = event.subject
-                    attributes["messaging.message.id"] = event.id
-                    attributes["messaging.message.body.size"] = event.data.count
-                }
-                injected = started.context
-                span = started
+            let started = tracer.startSpan("publish \(event.subject)", context: parent, ofKind: .producer)
+            // One update: each `span.attributes[...] = ` would copy the whole dictionary.
+            started.updateAttributes { attributes in
+                attributes["messaging.system"] = backend.messagingSystem
+                attributes["messaging.operation.type"] = "send"
+                attributes["messaging.operation.name"] = "publish"
+                attributes["messaging.destination.name"] = event.subject
+                attributes["messaging.message.id"] = event.id
+                attributes["messaging.message.body.size"] = event.data.count
             }
-            if let instrument {
-                // The new context replaces whatever the event carried: this hop is the parent now.
-                event.traceParent = nil
-                event.traceState = nil
-                instrument.inject(injected, into: &event, using: EventTraceContextInjector())
-            }
+            span = started
+            // The new context replaces whatever the event carried: this hop is the parent now.
+            event.traceParent = nil
+            event.traceState = nil
+            tracer.inject(started.context, into: &event, using: EventTraceContextInjector())
         }
         return PublishScope(telemetry: self, span: span, start: metricsEnabled ? .now : nil)
     }
@@ -197,25 +182,27 @@ package final class EventBusTelemetry: Sendable {
     /// `event` without trace context that fails the W3C checks (logged at debug); for requests, which are
     /// not instrumented otherwise.
     package func checkedOutgoing(_ event: Event) -> Event {
-        guard event.traceParent != nil || event.traceState != nil,
-            let (checked, reason) = TraceContextHeaders.droppingInvalid(event)
-        else { return event }
-        logger.debug(
-            "dropped invalid trace context of a request",
-            metadata: ["subject": "\(event.subject)", "eventID": "\(event.id)", "reason": "\(reason)"])
-        return checked
+        droppingInvalidTraceContext(of: event, "a request", ["eventID": "\(event.id)"])
     }
 
     // MARK: Receiving
 
     /// `event` as received, without trace context that fails the W3C checks (logged at debug).
     package func checkedReceived(_ event: Event, sequence: UInt64) -> Event {
+        droppingInvalidTraceContext(of: event, "a received event", ["sequence": "\(sequence)"])
+    }
+
+    /// `event` without its trace context when that fails the W3C checks, logged at debug as the trace
+    /// context of `what`. `metadata` is only built when something is dropped.
+    private func droppingInvalidTraceContext(
+        of event: Event, _ what: String, _ metadata: @autoclosure () -> Logger.Metadata
+    ) -> Event {
         guard event.traceParent != nil || event.traceState != nil,
             let (checked, reason) = TraceContextHeaders.droppingInvalid(event)
         else { return event }
         logger.debug(
-            "dropped invalid trace context of a received event",
-            metadata: ["subject": "\(event.subject)", "sequence": "\(sequence)", "reason": "\(reason)"])
+            "dropped invalid trace context of \(what)",
+            metadata: metadata().merging(["subject": "\(event.subject)", "reason": "\(reason)"]) { $1 })
         return checked
     }
 }
@@ -322,39 +309,33 @@ package final class ConsumerTelemetry: Sendable {
         handler: @Sendable (Delivery) async throws -> Void,
         settle: (_ failure: (any Error)?) async throws -> Void
     ) async throws {
-        var context: ServiceContext?
         var span: (any Span)?
-        if bus.tracer != nil || bus.instrument != nil {
+        if let tracer = bus.tracer {
             var parent = ServiceContext.topLevel
-            if delivery.event.traceParent != nil, let instrument = bus.instrument {
-                instrument.extract(delivery.event, into: &parent, using: EventTraceContextExtractor())
+            if delivery.event.traceParent != nil {
+                tracer.extract(delivery.event, into: &parent, using: EventTraceContextExtractor())
             }
-            if let tracer = bus.tracer {
-                let started = tracer.startSpan(spanName, context: parent, ofKind: .consumer)
-                started.updateAttributes { attributes in
-                    attributes["messaging.system"] = bus.backend.messagingSystem
-                    attributes["messaging.operation.type"] = "process"
-                    attributes["messaging.operation.name"] = "process"
-                    attributes["messaging.destination.name"] = delivery.subject
-                    attributes["messaging.destination.template"] = pattern
-                    attributes["messaging.message.id"] = delivery.event.id
-                    attributes["messaging.message.body.size"] = delivery.event.data.count
-                    if let group { attributes["messaging.consumer.group.name"] = group }
-                    attributes["eventbus.delivery.attempt"] = delivery.deliveryCount
-                    attributes["eventbus.stream.sequence"] = Int(truncatingIfNeeded: delivery.sequence)
-                }
-                span = started
-                context = started.context
-            } else {
-                context = parent
+            let started = tracer.startSpan(spanName, context: parent, ofKind: .consumer)
+            started.updateAttributes { attributes in
+                attributes["messaging.system"] = bus.backend.messagingSystem
+                attributes["messaging.operation.type"] = "process"
+                attributes["messaging.operation.name"] = "process"
+                attributes["messaging.destination.name"] = delivery.subject
+                attributes["messaging.destination.template"] = pattern
+                attributes["messaging.message.id"] = delivery.event.id
+                attributes["messaging.message.body.size"] = delivery.event.data.count
+                if let group { attributes["messaging.consumer.group.name"] = group }
+                attributes["eventbus.delivery.attempt"] = delivery.deliveryCount
+                attributes["eventbus.stream.sequence"] = Int(truncatingIfNeeded: delivery.sequence)
             }
+            span = started
         }
         let start: ContinuousClock.Instant? = metrics != nil ? .now : nil
         metrics?.inFlight.increment()
         var failure: (any Error)?
         do {
-            if let context {
-                try await ServiceContext.withValue(context) { try await handler(delivery) }
+            if let span {
+                try await ServiceContext.withValue(span.context) { try await handler(delivery) }
             } else {
                 try await handler(delivery)
             }
@@ -370,8 +351,8 @@ package final class ConsumerTelemetry: Sendable {
             span.setStatus(SpanStatus(code: .error))
         }
         defer { span?.end() }
-        if let context {
-            try await ServiceContext.withValue(context) { try await settle(failure) }
+        if let span {
+            try await ServiceContext.withValue(span.context) { try await settle(failure) }
         } else {
             try await settle(failure)
         }
