@@ -88,7 +88,7 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
     /// buffer (messages and status messages not yet taken by an iterator).
     public var health: NATSConsumerHealth {
         monitor.snapshot(
-            connection: connection, buffered: handle.buffer.bufferedCount,
+            connection: connection, buffered: bufferedCount,
             requested: session.withLock { $0.expected }, waiting: handle.buffer.hasWaitingConsumer,
             finished: handle.buffer.isFinished)
     }

@@ -44,7 +44,7 @@ public final class NATSPushConsumer: AsyncSequence, Sendable {
     /// never reported stalled.
     public var health: NATSConsumerHealth {
         monitor.snapshot(
-            connection: connection, buffered: handle.buffer.bufferedCount, requested: 0,
+            connection: connection, buffered: bufferedCount, requested: 0,
             waiting: handle.buffer.hasWaitingConsumer, finished: handle.buffer.isFinished)
     }
 
