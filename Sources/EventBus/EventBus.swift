@@ -80,6 +80,21 @@ public protocol EventBus: Sendable {
     /// that middleware forwards it to the bus it wraps and code holding `any EventBus` (the
     /// bootstrap's factory, the demo) reads the real backend's health without knowing its type.
     func health() async -> EventBusHealth
+
+    /// The dead letters this bus keeps, to list, inspect, requeue and purge (see
+    /// ``DeadLetterQueue``).
+    ///
+    /// A requirement with a default (which throws ``EventBusError/Code/unsupported``), for the
+    /// same reason as ``health()``: middleware forwards it, so code holding `any EventBus` reaches
+    /// the backend's queue through any wrapping, and backends without one still conform.
+    func deadLetterQueue() throws(EventBusError) -> any DeadLetterQueue
+}
+
+extension EventBus {
+    /// The default: no dead-letter API (``EventBusError/Code/unsupported``).
+    public func deadLetterQueue() throws(EventBusError) -> any DeadLetterQueue {
+        throw .deadLettersUnsupported("\(Self.self)")
+    }
 }
 
 extension EventBus {

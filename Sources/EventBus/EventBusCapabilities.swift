@@ -21,15 +21,19 @@ public struct EventBusCapabilities: OptionSet, Hashable, Sendable, CustomStringC
     public static let requestReply = EventBusCapabilities(rawValue: 1 << 4)
     /// Events that exhaust `maxDeliver` or are terminated move to a dead-letter subject.
     public static let deadLetter = EventBusCapabilities(rawValue: 1 << 5)
+    /// ``EventBus/deadLetterQueue()`` lists, inspects, requeues and purges the dead letters.
+    public static let deadLetterQueue = EventBusCapabilities(rawValue: 1 << 6)
 
     /// Every capability this module knows of.
     public static let all: EventBusCapabilities = [
         .persistent, .survivesRestart, .consumerGroups, .exactlyOncePublish, .requestReply, .deadLetter,
+        .deadLetterQueue,
     ]
 
     private static let names: [(EventBusCapabilities, String)] = [
         (.persistent, "persistent"), (.survivesRestart, "survivesRestart"), (.consumerGroups, "consumerGroups"),
         (.exactlyOncePublish, "exactlyOncePublish"), (.requestReply, "requestReply"), (.deadLetter, "deadLetter"),
+        (.deadLetterQueue, "deadLetterQueue"),
     ]
 
     /// The names of the capabilities in the set, e.g. `[persistent, deadLetter]`.

@@ -46,6 +46,10 @@ public struct EventBusError: Error, Sendable, CustomStringConvertible {
         /// The backend refused the operation for this identity: it may not publish to, or
         /// subscribe to, the subject the message names. Not retriable; other subjects still work.
         public static let permissionDenied = Code("permissionDenied")
+        /// What the call names does not exist (for example no dead letter at that sequence).
+        public static let notFound = Code("notFound")
+        /// The backend does not offer this operation (for example a dead-letter queue).
+        public static let unsupported = Code("unsupported")
 
         /// The code's name.
         public var description: String { name }

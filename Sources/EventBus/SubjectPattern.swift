@@ -12,6 +12,11 @@ public struct SubjectPattern: Hashable, Sendable, CustomStringConvertible {
         self.rawValue = pattern
     }
 
+    /// A pattern known to be valid (built from valid parts), not checked again.
+    init(validated pattern: String) {
+        self.rawValue = pattern
+    }
+
     /// `true` when the pattern has no wildcard token, so it matches exactly one subject.
     public var isLiteral: Bool {
         !rawValue.utf8.contains(SubjectRules.star) && !rawValue.utf8.contains(SubjectRules.greaterThan)

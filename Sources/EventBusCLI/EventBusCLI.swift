@@ -14,7 +14,7 @@ struct EventBusCLI: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "eventbus",
         abstract: "Publish, subscribe, request, inspect and check the event bus configured by EVENT_BUS_* variables.",
-        subcommands: [Publish.self, Subscribe.self, Request.self, StreamInfo.self, ConsumerInfo.self, Doctor.self, Bench.self])
+        subcommands: [Publish.self, Subscribe.self, Request.self, StreamInfo.self, ConsumerInfo.self, DeadLetterCommand.self, Doctor.self, Bench.self])
 
     /// Runs the command like `AsyncParsableCommand.main()`, except that an error the command
     /// throws is printed escaped: its text may quote a server's answer or an event.

@@ -23,7 +23,7 @@ public enum EventBusConformance {
     /// Every check, in a stable order.
     public static let checks: [Check] =
         publishSubscribeChecks + acknowledgementChecks + groupChecks + lifecycleChecks + deadLetterChecks
-        + requestReplyChecks + persistenceChecks + validationChecks + handBackChecks
+        + deadLetterQueueChecks + requestReplyChecks + persistenceChecks + validationChecks + handBackChecks
 
     /// Runs one check against a fresh bus from `harness`, then tears the bus down.
     public static func run(_ check: Check, harness: EventBusConformanceHarness, size: Size) async throws {

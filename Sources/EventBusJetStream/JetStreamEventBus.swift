@@ -98,7 +98,7 @@ public final class JetStreamEventBus: EventBus, Service {
 
     /// What this backend provides: everything the conformance suite knows.
     public var capabilities: EventBusCapabilities {
-        [.persistent, .survivesRestart, .consumerGroups, .exactlyOncePublish, .requestReply, .deadLetter]
+        [.persistent, .survivesRestart, .consumerGroups, .exactlyOncePublish, .requestReply, .deadLetter, .deadLetterQueue]
     }
 
     // MARK: Lifecycle

@@ -210,7 +210,7 @@ struct BrokerState {
     }
 
     /// Appends to the log, applies its limits and hands the sequence to every matching consumer.
-    private mutating func store(_ event: Event, now: BrokerInstant, effects: inout BrokerEffects) -> UInt64 {
+    mutating func store(_ event: Event, now: BrokerInstant, effects: inout BrokerEffects) -> UInt64 {
         let sequence = log.append(event, at: now)
         if log.needsTrim, log.trim(now: now, releasingInto: &effects) > 0 {
             dropDiscarded(now: now, effects: &effects)

@@ -20,12 +20,12 @@ import Logging
 /// Each value is one client of a broker; ``newClient()`` gives another client of the same broker, as a
 /// second process connecting to the same server would have.
 public final class InMemoryEventBus: EventBus {
-    private let broker: InMemoryBroker
-    private let client: ClientID
+    let broker: InMemoryBroker
+    let client: ClientID
 
     /// What the in-memory bus does: everything except surviving a restart of the process.
     public let capabilities: EventBusCapabilities = [
-        .persistent, .consumerGroups, .exactlyOncePublish, .requestReply, .deadLetter,
+        .persistent, .consumerGroups, .exactlyOncePublish, .requestReply, .deadLetter, .deadLetterQueue,
     ]
 
     /// Creates a bus with its own broker; throws ``EventBusError/Code/invalidOption`` for a bad configuration.
@@ -141,7 +141,7 @@ public final class InMemoryEventBus: EventBus {
     public func statistics() -> Statistics {
         broker.state.withLock { state in
             Statistics(
-                retainedEvents: state.log.entries.count,
+                retainedEvents: state.log.liveCount,
                 firstSequence: state.log.firstSequence,
                 lastSequence: state.log.lastSequence,
                 consumers: state.consumers.count,

@@ -6,7 +6,13 @@ struct RetainedLog {
     struct Entry {
         var event: Event
         var storedAt: BrokerInstant
+        /// Removed by an operator (a purged dead letter): it keeps its place, so sequences stay
+        /// positions, but reads as absent, as an interior delete does in a JetStream stream.
+        var isRemoved = false
     }
+
+    /// What a removed entry holds instead of its event, so that the event's memory is freed.
+    private static let removedPlaceholder = Event(id: "removed", subject: "removed", type: "removed", source: "removed", time: nil)
 
     struct Limits {
         var maxEvents: Int
@@ -19,6 +25,11 @@ struct RetainedLog {
     /// The sequence of `entries[0]`; sequences start at 1 and are never reused.
     private(set) var firstSequence: UInt64 = 1
     private(set) var payloadBytes = 0
+    /// How many of `entries` are removed.
+    private(set) var removedCount = 0
+
+    /// The entries that hold an event.
+    var liveCount: Int { entries.count - removedCount }
 
     init(limits: Limits) {
         self.limits = limits
@@ -46,7 +57,31 @@ struct RetainedLog {
     /// The retained entry for `sequence`, or `nil` if it was discarded or never stored.
     func entry(_ sequence: UInt64) -> Entry? {
         guard sequence >= firstSequence, sequence < nextSequence else { return nil }
-        return entries[Int(sequence - firstSequence)]
+        let entry = entries[Int(sequence - firstSequence)]
+        return entry.isRemoved ? nil : entry
+    }
+
+    /// Removes the entry for `sequence`; returns it, or `nil` if there was none. Its event is handed
+    /// to `effects`, to be released after the broker's lock.
+    mutating func remove(_ sequence: UInt64, releasingInto effects: inout BrokerEffects) -> Entry? {
+        guard let entry = entry(sequence) else { return nil }
+        let index = Int(sequence - firstSequence)
+        entries[index].isRemoved = true
+        entries[index].event = Self.removedPlaceholder
+        payloadBytes -= entry.event.dataCount
+        removedCount += 1
+        effects.release(entry.event)
+        return entry
+    }
+
+    /// Calls `body` with each live entry from `sequence` on, oldest first, until it returns `false`.
+    func forEachLive(from sequence: UInt64, _ body: (UInt64, Entry) -> Bool) {
+        var current = max(sequence, firstSequence)
+        while current < nextSequence {
+            let entry = entries[Int(current - firstSequence)]
+            if !entry.isRemoved, !body(current, entry) { return }
+            current += 1
+        }
     }
 
     /// Discards the oldest entries until every limit holds; returns how many were discarded. The discarded
@@ -63,6 +98,7 @@ struct RetainedLog {
             }
             guard tooMany || tooBig || tooOld else { break }
             let oldest = entries.removeFirst()
+            if oldest.isRemoved { removedCount -= 1 }
             payloadBytes -= oldest.event.dataCount
             effects.release(oldest.event)
             firstSequence += 1
@@ -81,6 +117,7 @@ struct RetainedLog {
         var sequence = firstSequence
         for entry in entries {
             defer { sequence += 1 }
+            if entry.isRemoved { continue }
             switch start {
             case .new:
                 return []

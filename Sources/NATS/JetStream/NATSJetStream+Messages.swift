@@ -24,7 +24,70 @@ extension NATSJetStream {
     /// - Throws: ``NATSError/Code/jetStream`` with `err_code` 10037 when there is no such message.
     public func message(stream: String, sequence: UInt64) async throws(NATSError) -> NATSStoredMessage {
         try NATSJetStream.validateName(stream, what: "stream name")
-        struct Request: Encodable { var seq: UInt64 }
+        return try await getMessage(
+            stream: stream, request: MessageGetRequest(seq: sequence, next_by_subj: nil),
+            what: "reading message \(sequence) of stream '\(stream)'")
+    }
+
+    /// Reads the first message of a stream at or after `sequence` whose subject matches `subject`
+    /// (wildcards allowed), or `nil` when there is none: a scan of one subject's messages, one
+    /// round trip per message, without a consumer. The server skips the other subjects.
+    ///
+    /// - Throws: ``NATSError/Code/invalidArgument`` for sequence 0, ``NATSError/Code/invalidSubject``
+    ///   for a subject that is not a valid filter, before anything is sent.
+    public func message(stream: String, firstAtOrAfter sequence: UInt64, subject: String) async throws(NATSError)
+        -> NATSStoredMessage?
+    {
+        try NATSJetStream.validateName(stream, what: "stream name")
+        try NATSValidation.validateSubject(subject, for: .subscribe)
+        guard sequence > 0 else {
+            throw NATSError(.invalidArgument, "stream sequence 0 is invalid; sequences start at 1")
+        }
+        do {
+            return try await getMessage(
+                stream: stream, request: MessageGetRequest(seq: sequence, next_by_subj: subject),
+                what: "reading the next message on '\(subject)' from sequence \(sequence) of stream '\(stream)'")
+        } catch where error.jetStreamErrorCode == NATSJetStreamErrorCode.noMessageFound {
+            return nil
+        }
+    }
+
+    /// Removes the message with `sequence` from a stream; returns `false` when it is already gone
+    /// (deleted or purged). A sequence past the stream's last fails with the server's error
+    /// (JetStream code 10057, "stream store EOF").
+    ///
+    /// The message is marked deleted, not overwritten (`no_erase`): erasing rewrites the block on
+    /// disk and is for data that must not be recoverable.
+    @discardableResult
+    public func deleteMessage(stream: String, sequence: UInt64) async throws(NATSError) -> Bool {
+        try NATSJetStream.validateName(stream, what: "stream name")
+        guard sequence > 0 else {
+            throw NATSError(.invalidArgument, "stream sequence 0 is invalid; sequences start at 1")
+        }
+        struct Request: Encodable {
+            var seq: UInt64
+            var no_erase: Bool
+        }
+        do {
+            _ = try await api.request(
+                "STREAM.MSG.DELETE.\(stream)", body: Request(seq: sequence, no_erase: true), as: SuccessResponse.self,
+                what: "deleting message \(sequence) of stream '\(stream)'")
+            return true
+        } catch where error.jetStreamErrorCode == NATSJetStreamErrorCode.noMessageFound
+            || error.jetStreamErrorCode == NATSJetStreamErrorCode.sequenceNotFound
+        {
+            return false
+        }
+    }
+
+    private struct MessageGetRequest: Encodable {
+        var seq: UInt64
+        var next_by_subj: String?
+    }
+
+    private func getMessage(stream: String, request: MessageGetRequest, what: String) async throws(NATSError)
+        -> NATSStoredMessage
+    {
         struct Response: Decodable {
             struct Message: Decodable {
                 var subject: String
@@ -35,9 +98,7 @@ extension NATSJetStream {
             }
             var message: Message
         }
-        let response = try await api.request(
-            "STREAM.MSG.GET.\(stream)", body: Request(seq: sequence), as: Response.self,
-            what: "reading message \(sequence) of stream '\(stream)'")
+        let response = try await api.request("STREAM.MSG.GET.\(stream)", body: request, as: Response.self, what: what)
         let payload = response.message.data.flatMap { Data(base64Encoded: $0) }.map { NATSPayload(Array($0)) } ?? NATSPayload()
         let headerBytes = response.message.hdrs.flatMap { Data(base64Encoded: $0) }.map { Array($0) } ?? []
         return NATSStoredMessage(

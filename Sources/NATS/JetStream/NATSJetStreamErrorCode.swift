@@ -38,6 +38,8 @@ public enum NATSJetStreamErrorCode {
     public static let replicasNotSupported = 10074
     /// 10037: no message found (reading a stream message by sequence).
     public static let noMessageFound = 10037
+    /// 10043: sequence not found (deleting a stream message that is not there).
+    public static let sequenceNotFound = 10043
     /// 10023: insufficient resources.
     public static let insufficientResources = 10023
     /// 10005: no suitable peers for placement (more replicas than the cluster has servers up).
