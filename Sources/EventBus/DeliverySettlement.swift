@@ -1,7 +1,8 @@
 /// How a handler's outcome settles its delivery; shared by every `consume`.
 public enum DeliverySettlement {
     /// Runs `handler` on `delivery`, then settles it: ack on return; on a throw, nak with backoff, or
-    /// `term` with the error's text on the last attempt `options.maxDeliver` allows.
+    /// `term` with the error's text on the last attempt `options.maxDeliver` allows; on `CancellationError`
+    /// while the task is cancelled, what `options.onCancel` says.
     ///
     /// A delivery the handler settled itself is left alone. Settling errors that only say the delivery or
     /// bus is gone, or that are retriable (the event comes back anyway), are not rethrown.
@@ -33,10 +34,15 @@ public enum DeliverySettlement {
     private static func settleFailure(_ error: any Error, of delivery: Delivery, options: SubscriptionOptions) async throws {
         let cancelled = error is CancellationError && Task.isCancelled
         if cancelled {
-            // The consumer is going away, not failing: hand the event back at once, but never dead-letter it
-            // for that; on the last attempt the ack wait brings it back instead.
-            if !options.isFinalAttempt(delivery.deliveryCount) {
-                try await settle { try await delivery.nak(delay: .zero) }
+            // The consumer is going away, not failing: by default hand the event back at once, but never
+            // dead-letter it for that; on the last attempt the ack wait brings it back instead.
+            switch options.onCancel {
+            case .nak(let delay):
+                if !options.isFinalAttempt(delivery.deliveryCount) {
+                    try await settle { try await delivery.nak(delay: delay) }
+                }
+            case .term:
+                try await settle { try await delivery.term(reason: "handler cancelled") }
             }
         } else if options.isFinalAttempt(delivery.deliveryCount) {
             try await settle { try await delivery.term(reason: String(describing: error)) }

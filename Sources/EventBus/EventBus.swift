@@ -54,7 +54,9 @@ public protocol EventBus: Sendable {
     /// or the calling task is cancelled), then closes it. Acks when the handler returns; when it throws,
     /// naks with the options' backoff, or on the last attempt moves the event to the dead-letter subject with
     /// the error's text. A handler may settle a delivery itself. Pass the `options` the subscription was made
-    /// with: they say how to settle.
+    /// with: they say how to settle, how many handlers run at once (``SubscriptionOptions/handlerConcurrency``),
+    /// how long handlers keep their delivery (``SubscriptionOptions/ackExtension``) and what a cancelled
+    /// handler's delivery gets (``SubscriptionOptions/onCancel``).
     ///
     /// This is the form to use when events may be published as soon as the consumer runs: the subscription
     /// exists before this is called (see the readiness pattern on ``EventBus``). The pattern-taking
@@ -108,20 +110,18 @@ extension EventBus {
 extension EventBus {
     /// The default `consume(_ subscription:options:handler:)`: settle each delivery after the
     /// handler, then close the subscription.
+    ///
+    /// Runs up to `options.handlerConcurrency` handlers at once (default 1: one after the other), sends
+    /// in-progress for handlers that run long as `options.ackExtension` says, and settles a handler
+    /// cancelled with this task as `options.onCancel` says. Throws ``EventBusError/Code/invalidOption``
+    /// before handling anything if the options are invalid or `handlerConcurrency` exceeds the consumer's
+    /// limit of outstanding deliveries (`maxInFlight`; on JetStream, by default, the bus's `maxAckPending`).
     public func consume(
         _ subscription: EventSubscription,
         options: SubscriptionOptions,
         handler: @escaping @Sendable (Delivery) async throws -> Void
     ) async throws {
-        do {
-            for try await delivery in subscription {
-                try await DeliverySettlement.run(handler, on: delivery, options: options)
-            }
-        } catch {
-            await subscription.close()
-            throw error
-        }
-        await subscription.close()
+        try await ConsumeLoop.run(subscription, options: options, handler: handler)
     }
 
     /// Subscribes to `pattern`, then runs `handler` for each delivery as

@@ -1,3 +1,5 @@
+import Logging
+
 /// The deliveries of one subscription, as an `AsyncSequence`.
 ///
 /// The sequence ends (returns `nil`) when the subscription or its bus is closed, or when the task iterating
@@ -28,10 +30,19 @@ public struct EventSubscription: AsyncSequence, Sendable {
     public typealias Failure = any Error
 
     private let source: any DeliverySource
+    /// What the backend applied to the consumer, for `consume`; `nil` when the backend did not say.
+    package let consumer: ConsumerSettings?
 
     /// Wraps a backend's delivery source; backends call this.
     public init(_ source: any DeliverySource) {
         self.source = source
+        consumer = nil
+    }
+
+    /// Wraps a backend's delivery source, with the settings its consumer got.
+    package init(_ source: any DeliverySource, consumer: ConsumerSettings) {
+        self.source = source
+        self.consumer = consumer
     }
 
     /// Starts iterating.
@@ -90,6 +101,27 @@ public struct EventSubscription: AsyncSequence, Sendable {
                 source.stopIterating()
             }
         }
+    }
+}
+
+/// What a backend applied to a subscription's consumer, which may differ from the options passed (JetStream
+/// puts its configured defaults in place of the library's), and where `consume` logs.
+package struct ConsumerSettings: Sendable {
+    /// The ack wait in force.
+    package var ackWait: Duration
+    /// The limit of outstanding deliveries in force.
+    package var maxInFlight: Int
+    /// What that limit is called in errors (`maxInFlight`, or JetStream's `maxAckPending`).
+    package var maxInFlightName: String
+    /// The bus's logger.
+    package var logger: Logger
+
+    /// Creates the settings.
+    package init(ackWait: Duration, maxInFlight: Int, maxInFlightName: String, logger: Logger) {
+        self.ackWait = ackWait
+        self.maxInFlight = maxInFlight
+        self.maxInFlightName = maxInFlightName
+        self.logger = logger
     }
 }
 

@@ -40,6 +40,19 @@ public struct SubscriptionOptions: Hashable, Sendable {
     /// Where exhausted and terminated events go; `nil` means `deadletter.<original subject>`.
     public var deadLetterSubject: String?
 
+    /// How many handlers `consume` runs at once; 1 (the default) handles one delivery after the other.
+    /// At most ``maxInFlight`` (on JetStream, the consumer's `MaxAckPending`): more handlers than
+    /// outstanding deliveries could never all be busy. Only `consume` reads it; members of one group may
+    /// differ.
+    public var handlerConcurrency: Int
+    /// How `consume` keeps a long handler's delivery from being redelivered while it still runs (see
+    /// ``AckExtension``); `nil` sends no in-progress, so a handler running past ``ackWait`` sees its event
+    /// delivered again. Only `consume` reads it.
+    public var ackExtension: AckExtension?
+    /// What `consume` does with the delivery of a handler cancelled with its task (see
+    /// ``CancellationPolicy``). Only `consume` reads it.
+    public var onCancel: CancellationPolicy
+
     /// The default for ``maxInFlight``.
     public static let defaultMaxInFlight = 256
     /// The largest accepted ``maxInFlight``; it bounds what one consumer holds outstanding.
@@ -57,7 +70,10 @@ public struct SubscriptionOptions: Hashable, Sendable {
         ackWait: Duration = SubscriptionOptions.defaultAckWait,
         maxDeliver: Int? = SubscriptionOptions.defaultMaxDeliver,
         backoff: [Duration] = [],
-        deadLetterSubject: String? = nil
+        deadLetterSubject: String? = nil,
+        handlerConcurrency: Int = 1,
+        ackExtension: AckExtension? = .default,
+        onCancel: CancellationPolicy = .nak(delay: .zero)
     ) {
         self.group = group
         self.start = start
@@ -66,6 +82,9 @@ public struct SubscriptionOptions: Hashable, Sendable {
         self.maxDeliver = maxDeliver
         self.backoff = backoff
         self.deadLetterSubject = deadLetterSubject
+        self.handlerConcurrency = handlerConcurrency
+        self.ackExtension = ackExtension
+        self.onCancel = onCancel
     }
 
     /// Throws ``EventBusError/Code/invalidOption`` (or `invalidSubject` for the dead-letter subject) naming the
@@ -98,6 +117,7 @@ public struct SubscriptionOptions: Hashable, Sendable {
         if let deadLetterSubject {
             try SubjectRules.validateLiteral(deadLetterSubject, role: "deadLetterSubject")
         }
+        try validateHandling()
     }
 
     /// The redelivery delay after `attempt` failed: from ``backoff``, or `nil` (at once) when it is empty.

@@ -24,6 +24,7 @@ public enum EventBusConformance {
     public static let checks: [Check] =
         publishSubscribeChecks + acknowledgementChecks + groupChecks + lifecycleChecks + deadLetterChecks
         + deadLetterQueueChecks + requestReplyChecks + persistenceChecks + validationChecks + handBackChecks
+        + consumeHandlingChecks
 
     /// Runs one check against a fresh bus from `harness`, then tears the bus down.
     public static func run(_ check: Check, harness: EventBusConformanceHarness, size: Size) async throws {

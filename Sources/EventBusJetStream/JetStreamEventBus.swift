@@ -470,6 +470,9 @@ public final class JetStreamEventBus: EventBus, Service {
         try options.validate()
         let ready = try await ready()
         let effective = effectiveOptions(options)
+        let limitName = options.maxInFlight == SubscriptionOptions.defaultMaxInFlight ? "maxAckPending" : "maxInFlight"
+        // The bus's maxAckPending may stand in for the default maxInFlight: check against what is in force.
+        try effective.validateConcurrency(maxInFlight: effective.maxInFlight, limitName: limitName)
         let subscription = try await JetStreamSubscription.make(bus: self, ready: ready, pattern: pattern, options: effective)
         let accepted = state.withLock { state -> Bool in
             guard case .ready = state.phase else { return false }
@@ -480,7 +483,10 @@ public final class JetStreamEventBus: EventBus, Service {
             await subscription.close()
             throw EventBusError(.closed, "the JetStream event bus is closed")
         }
-        return EventSubscription(subscription)
+        return EventSubscription(
+            subscription,
+            consumer: ConsumerSettings(
+                ackWait: effective.ackWait, maxInFlight: effective.maxInFlight, maxInFlightName: limitName, logger: logger))
     }
 
     /// Applies the bus's defaults where the options keep the library's.

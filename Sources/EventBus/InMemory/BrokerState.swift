@@ -499,14 +499,24 @@ struct BrokerState {
 }
 
 extension SubscriptionOptions {
+    /// The settings of the consumer only: what `consume` alone reads (handler concurrency, ack
+    /// extension, cancellation policy) at their defaults, since each member may run its own.
+    var consumerSettings: SubscriptionOptions {
+        var settings = self
+        settings.handlerConcurrency = 1
+        settings.ackExtension = .default
+        settings.onCancel = .nak(delay: .zero)
+        return settings
+    }
+
     /// Members of one group share a consumer, so they must agree on its settings (all but `start`).
     func requireSameConsumerSettings(
         as other: SubscriptionOptions,
         group: String,
         pattern: SubjectPattern
     ) throws(EventBusError) {
-        var mine = self
-        var theirs = other
+        var mine = self.consumerSettings
+        var theirs = other.consumerSettings
         mine.start = .new
         theirs.start = .new
         guard mine == theirs else {

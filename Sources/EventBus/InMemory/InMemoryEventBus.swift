@@ -85,6 +85,7 @@ public final class InMemoryEventBus: EventBus {
     /// Subscribes; see ``EventBus/subscribe(_:options:)``.
     public func subscribe(_ pattern: SubjectPattern, options: SubscriptionOptions) async throws -> EventSubscription {
         try options.validate()
+        try options.validateConcurrency(maxInFlight: options.maxInFlight, limitName: "maxInFlight")
         let wallClockNow = Date()
         let (subscriber, consumer, held, telemetry) = try broker.withState { (state, now, _) throws(EventBusError) in
             try state.subscribe(
@@ -93,7 +94,10 @@ public final class InMemoryEventBus: EventBus {
         }
         return EventSubscription(
             InMemorySubscription(
-                broker: broker, subscriber: subscriber, consumer: consumer, held: held, telemetry: telemetry)
+                broker: broker, subscriber: subscriber, consumer: consumer, held: held, telemetry: telemetry),
+            consumer: ConsumerSettings(
+                ackWait: options.ackWait, maxInFlight: options.maxInFlight, maxInFlightName: "maxInFlight",
+                logger: broker.logger)
         )
     }
 
