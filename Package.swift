@@ -24,6 +24,8 @@ let package = Package(
         // Only the demo's operations endpoint uses these two; no library target depends on them.
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.60.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.0.0"),
+        // Only the `eventbus` CLI's bench uses it (latency percentiles).
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.1.0"),
         // A command plugin only (`swift package generate-documentation`, `make docs`); no target links it.
         .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.4.0"),
     ],
@@ -160,7 +162,7 @@ let package = Package(
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
             ]
         ),
-        // `eventbus`: publish, subscribe, request, stream and consumer info, doctor, bench.
+        // `eventbus`: publish, subscribe, request, streams and consumers, doctor, bench.
         .executableTarget(
             name: "EventBusCLI",
             dependencies: [
@@ -169,6 +171,7 @@ let package = Package(
                 "EventBusJetStream",
                 "NATS",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

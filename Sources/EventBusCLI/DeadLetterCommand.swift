@@ -231,7 +231,6 @@ extension DeadLetterCommand {
         @OptionGroup var filterOptions: DeadLetterFilterOptions
         @Option(help: "At most this many (1...\(DeadLetterQueueLimits.maxPageSize)); continue with --after <last sequence>.")
         var limit = 100
-        @Flag(help: "One JSON object per dead letter, one per line.") var json = false
 
         func validate() throws {
             guard (1...DeadLetterQueueLimits.maxPageSize).contains(limit) else {
@@ -240,7 +239,7 @@ extension DeadLetterCommand {
         }
 
         func run() async throws {
-            let (filter, limit, json) = (try filterOptions.filter(), self.limit, self.json)
+            let (filter, limit, json) = (try filterOptions.filter(), self.limit, bus.json)
             try await bus.withSharedBus("deadletter ls", allowMemory: false) { eventBus in
                 let entries = try await eventBus.deadLetterQueue().list(filter, limit: limit)
                 for entry in entries {
@@ -262,10 +261,9 @@ extension DeadLetterCommand {
             abstract: "Show one dead letter: the original event, its payload, extensions, reason and attempts.")
         @OptionGroup var bus: BusOptions
         @Argument(help: "The dead letter's sequence (from `deadletter ls`).") var sequence: UInt64
-        @Flag(help: "One JSON object.") var json = false
 
         func run() async throws {
-            let (sequence, json) = (self.sequence, self.json)
+            let (sequence, json) = (self.sequence, bus.json)
             try await bus.withSharedBus("deadletter show", allowMemory: false) { eventBus in
                 let record = try await eventBus.deadLetterQueue().inspect(sequence: sequence)
                 let event = record.event
@@ -328,7 +326,6 @@ extension DeadLetterCommand {
         @Option(help: "At most this many.") var limit: Int?
         @Flag(help: "Give each requeued event a new event id.") var newID = false
         @Flag(help: "Remove each dead letter once its event is stored again.") var remove = false
-        @Flag(help: "One JSON object per requeued dead letter, then one with the totals.") var json = false
 
         func validate() throws {
             if let limit, limit < 1 { throw ValidationError("--limit \(limit) must be at least 1") }
@@ -341,7 +338,7 @@ extension DeadLetterCommand {
         }
 
         func run() async throws {
-            let (filter, sequences, json) = (try filterOptions.filter(), self.sequences, self.json)
+            let (filter, sequences, json) = (try filterOptions.filter(), self.sequences, bus.json)
             let options = DeadLetterRequeueOptions(newEventID: newID, removeAfterRequeue: remove, limit: limit)
             try await bus.withSharedBus("deadletter requeue", allowMemory: false) { eventBus in
                 let queue = try eventBus.deadLetterQueue()
@@ -361,7 +358,9 @@ extension DeadLetterCommand {
                         emit(JSONLine.render([("done", .bool(false))] + summary.jsonFields + [("error", .string("\(error.error)"))]))
                     }
                     let resume = summary.lastSequence.map { "; rerun with --after \($0) to continue" } ?? ""
-                    throw EscapedError(description: shown("\(error)\(resume)"))
+                    // The status of what stopped it, the message of how far it got.
+                    let cause = CLIError(classifying: error.error)
+                    throw CLIError(cause.status, "\(error)\(resume)", code: cause.code)
                 }
                 emit(json ? JSONLine.render([("done", .bool(true))] + done.jsonFields) : "done: \(done)")
             }
@@ -399,7 +398,6 @@ extension DeadLetterCommand {
         @Argument(help: "Remove these dead letters (sequences).") var sequences: [UInt64] = []
         @Flag(help: "Remove every dead letter (needed when neither sequences nor a filter is given).") var all = false
         @Flag(help: "Do not ask; needed when not run on a terminal.") var yes = false
-        @Flag(help: "One JSON object with the count.") var json = false
 
         func validate() throws {
             if sequences.isEmpty && !filterOptions.isSet && !all {
@@ -414,7 +412,7 @@ extension DeadLetterCommand {
         }
 
         func run() async throws {
-            let (filter, sequences, yes, json) = (try filterOptions.filter(), self.sequences, self.yes, self.json)
+            let (filter, sequences, yes, json) = (try filterOptions.filter(), self.sequences, self.yes, bus.json)
             let what = sequences.isEmpty
                 ? (filterOptions.isSet ? "the dead letters matching the filter" : "every dead letter")
                 : "dead letter\(sequences.count == 1 ? "" : "s") \(sequences.map { "#\($0)" }.joined(separator: ", "))"

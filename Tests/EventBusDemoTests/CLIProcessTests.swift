@@ -34,10 +34,10 @@ struct CLIProcessTests {
         let port = try NATSServerProcess.freePort()
         let (failed, failedOutput) = try await Self.run(
             ["doctor"], environment: ["EVENT_BUS_BACKEND": "jetstream", "EVENT_BUS_NATS_SERVERS": "nats://127.0.0.1:\(port)", "EVENT_BUS_NATS_CONNECT_TIMEOUT_MS": "300"])
-        #expect(failed != 0)
+        #expect(failed == 69, "EX_UNAVAILABLE: \(failedOutput)")
         #expect(failedOutput.contains("FAIL  connect"), "\(failedOutput)")
         let (invalid, invalidOutput) = try await Self.run(["doctor"], environment: ["EVENT_BUS_BACKEND": "kafka"])
-        #expect(invalid != 0)
+        #expect(invalid == 78, "EX_CONFIG: \(invalidOutput)")
         #expect(invalidOutput.contains("EVENT_BUS_BACKEND"), "\(invalidOutput)")
     }
 }
@@ -107,6 +107,16 @@ struct CLITerminalEscapeTests {
         #expect(output.contains(#"note=\u{1B}[5mblink"#), "\(output)")
         #expect(output.contains(#"data=payload\u{1B}[31mred\nsecond line\u{7}"#), "\(output)")
         #expect(output.split(separator: "\n").filter { $0.hasPrefix("#") }.count == 1, "one event, one line: \(output)")
+
+        // --json: printable ASCII only (everything else a \u escape), and the values parse back as sent.
+        let json = try await CLIProcessTests.runApart(["subscribe", "orders.hostile", "--all", "--count", "1", "--json"], environment: environment)
+        #expect(json.status == 0, "\(json)")
+        #expect(json.output.utf8.allSatisfy { ($0 >= 0x20 && $0 < 0x7F) || $0 == 0x0A }, "\(json.output.debugDescription)")
+        let event = try #require(try json.objects().first)
+        #expect(event["id"] as? String == "evil-\u{1B}[2J\u{1B}[H")
+        #expect(event["source"] as? String == "/src\u{9B}31m\u{202E}")
+        #expect(event["data"] as? String == "payload\u{1B}[31mred\nsecond line\u{07}")
+        #expect((event["extensions"] as? [String: String])?["note"] == "\u{1B}[5mblink", "\(event)")
     }
 
     /// An error's text may quote a server's answer or a value that passed validation; it is

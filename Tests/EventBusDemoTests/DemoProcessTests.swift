@@ -163,12 +163,17 @@ final class DemoProcess: @unchecked Sendable {
     private let process = Process()
     private let lock = NSLock()
     private var collected = ""
+    private var collectedErrors = ""
+    private var openPipes = 1
+    private var endedPipes: Set<ObjectIdentifier> = []
 
     convenience init(arguments: [String], environment: [String: String]) throws {
         try self.init(executable: try DemoProcessTests.demoExecutable(), arguments: arguments, environment: environment)
     }
 
-    init(executable: String, arguments: [String], environment: [String: String]) throws {
+    /// Starts `executable`; its standard output and error go to one pipe (``output``), or with
+    /// `separateErrors` standard error to another (``errors``).
+    init(executable: String, arguments: [String], environment: [String: String], separateErrors: Bool = false) throws {
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
         var merged = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("EVENT_BUS_") }
@@ -176,17 +181,39 @@ final class DemoProcess: @unchecked Sendable {
         process.environment = merged
         let pipe = Pipe()
         process.standardOutput = pipe
-        process.standardError = pipe
         pipe.fileHandleForReading.readabilityHandler = { [weak self] handle in
-            let data = handle.availableData
-            guard !data.isEmpty, let self else { return }
-            let text = String(decoding: data, as: UTF8.self)
-            self.lock.withLock { self.collected += text }
+            self?.read(handle) { $0.collected += $1 }
+        }
+        if separateErrors {
+            openPipes = 2
+            let errorPipe = Pipe()
+            process.standardError = errorPipe
+            errorPipe.fileHandleForReading.readabilityHandler = { [weak self] handle in
+                self?.read(handle) { $0.collectedErrors += $1 }
+            }
+        } else {
+            process.standardError = pipe
         }
         try process.run()
     }
 
+    /// Appends what `handle` has; at its end, stops reading it.
+    private func read(_ handle: FileHandle, into append: (DemoProcess, String) -> Void) {
+        let data = handle.availableData
+        guard !data.isEmpty else {
+            handle.readabilityHandler = nil
+            // The end may be reported more than once; count each pipe once.
+            lock.withLock { if endedPipes.insert(ObjectIdentifier(handle)).inserted { openPipes -= 1 } }
+            return
+        }
+        let text = String(decoding: data, as: UTF8.self)
+        lock.withLock { append(self, text) }
+    }
+
     var output: String { lock.withLock { collected } }
+    /// Standard error, when it was kept apart.
+    var errors: String { lock.withLock { collectedErrors } }
+    var isRunning: Bool { process.isRunning }
     var lines: [String] { output.split(separator: "\n").map(String.init) }
 
     func waitForLine(timeout: Duration, _ predicate: @escaping (String) -> Bool) async -> Bool {
@@ -199,6 +226,8 @@ final class DemoProcess: @unchecked Sendable {
             terminate()
             throw NATSServerProcess.Failure(description: "eventbus-demo \(process.arguments ?? []) did not exit within \(timeout): \(output)")
         }
+        // Everything it wrote, also what was still in the pipe when it exited.
+        _ = await eventually(timeout: .seconds(5)) { self.lock.withLock { self.openPipes == 0 } }
         return process.terminationStatus
     }
 
