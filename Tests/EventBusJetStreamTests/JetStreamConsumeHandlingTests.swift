@@ -40,9 +40,9 @@ struct JetStreamConsumeHandlingTests {
     @Test func theBusAckWaitDrivesTheExtensionWhenOptionsKeepTheDefault() async throws {
         let server = try await NATSServerProcess.started()
         defer { server.stop() }
-        // The consumer's ack wait is the bus's 1 s, not the options' default 30 s: in-progress must come
-        // within a second.
-        let bus = try Self.bus(server) { $0.ackWait = .seconds(1) }
+        // The consumer's ack wait is the bus's 2 s, not the options' default 30 s: in-progress must come
+        // within two seconds (the extension sends it after one, leaving a loaded machine a second).
+        let bus = try Self.bus(server) { $0.ackWait = .seconds(2) }
         let options = SubscriptionOptions(group: "slow")
         let attempts = Collected<Int>()
         let finished = Collected<Bool>()
@@ -50,13 +50,14 @@ struct JetStreamConsumeHandlingTests {
         let consumer = Task {
             try await bus.consume(subscription, options: options) { delivery in
                 attempts.append(delivery.deliveryCount)
-                if attempts.count == 1 { try await Task.sleep(for: .seconds(3)) }
+                if attempts.count == 1 { try await Task.sleep(for: .seconds(5)) }
                 finished.append(true)
             }
         }
         try await bus.publish(Event(subject: "slow.work", type: "t", source: "/test", data: Array("x".utf8)))
-        #expect(await eventually(timeout: .seconds(15)) { finished.count >= 1 })
-        try await Task.sleep(for: .milliseconds(1_500))
+        #expect(await eventually(timeout: .seconds(20)) { finished.count >= 1 })
+        // A redelivery would arrive within one ack wait of the expiry.
+        try await Task.sleep(for: .milliseconds(2_500))
         #expect(attempts.values == [1], "attempts: \(attempts.values)")
         consumer.cancel()
         _ = try? await consumer.value

@@ -33,7 +33,9 @@ struct ConsumeHandlingTests {
             try await bus.consume(subscription, options: options) { delivery in
                 attempts.withLock { $0.append(delivery.deliveryCount) }
                 if delivery.deliveryCount == 1 {
-                    try await Task.sleep(for: .seconds(2))
+                    // Far past the extension's maximum, so that the redelivery comes first however
+                    // late a loaded machine runs the broker's timer; the consumer is cancelled below.
+                    try await Task.sleep(for: .seconds(30))
                     firstFinished.withLock { $0 = true }
                 }
             }
@@ -60,7 +62,9 @@ struct ConsumeHandlingTests {
         let consumer = Task {
             try await bus.consume(subscription, options: options) { delivery in
                 attempts.withLock { $0.append(delivery.deliveryCount) }
-                if delivery.deliveryCount == 1 { try await Task.sleep(for: .milliseconds(600)) }
+                // Still running when the ack wait expires, however late the broker notices it; the
+                // consumer is cancelled below.
+                if delivery.deliveryCount == 1 { try await Task.sleep(for: .seconds(30)) }
             }
         }
         try await bus.publish(makeEvent("plain"))
