@@ -77,7 +77,11 @@ extension DeadLetterQueue {
     /// letter requeued twice (the rerun overlapped) is stored once and counted in
     /// ``DeadLetterRequeueProgress/duplicates``.
     ///
-    /// - Parameter options: ``DeadLetterRequeueOptions/limit`` stops after that many.
+    /// - Parameters:
+    ///   - filter: Which dead letters to requeue; `after` is where a rerun resumes.
+    ///   - options: ``DeadLetterRequeueOptions/limit`` stops after that many.
+    ///   - progress: Called after each dead letter with its outcome and the running totals.
+    /// - Returns: The totals: requeued, duplicates and the last sequence handled.
     /// - Throws: ``DeadLetterRequeueError`` with the progress so far and the sequence that failed.
     @discardableResult
     public func requeue(
