@@ -146,7 +146,7 @@ struct ConfigurationRulesTests {
 
     @Test func replicasAboveWhatTheServersHoldFailAtStart() async throws {
         let server = try await NATSServerProcess.started()
-        defer { server.stop() }
+        defer { server.kill() }
         let settings = try EventBusSettings.fromEnvironment([
             "EVENT_BUS_BACKEND": "jetstream", "EVENT_BUS_NATS_SERVERS": server.url, "EVENT_BUS_JETSTREAM_REPLICAS": "3",
         ])
@@ -251,7 +251,7 @@ struct ConfigurationRulesTests {
 
     @Test func theStartupReportIsLoggedOnceWithoutSecrets() async throws {
         let server = try await NATSServerProcess.started()
-        defer { server.stop() }
+        defer { server.kill() }
         let password = "pw-\(UInt64.random(in: 1...UInt64.max))"
         let settings = try EventBusSettings.fromEnvironment([
             "EVENT_BUS_BACKEND": "jetstream", "EVENT_BUS_NATS_SERVERS": server.url.replacingOccurrences(of: "nats://", with: "nats://alice:\(password)@"),

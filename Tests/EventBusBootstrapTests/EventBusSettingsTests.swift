@@ -171,7 +171,7 @@ struct EventBusSettingsTests {
         #expect(memory is InMemoryEventBus)
         await memory.close()
         let server = try await NATSServerProcess.started()
-        defer { server.stop() }
+        defer { server.kill() }
         let jetStream = try await EventBusFactory.makeEventBus(
             settings: try settings(["EVENT_BUS_BACKEND": "jetstream", "EVENT_BUS_NATS_SERVERS": server.url]))
         #expect(jetStream is JetStreamEventBus)

@@ -114,7 +114,7 @@ struct CLICommandTests {
 
     @Test func streamAndConsumerCommandsShowTheGroupsNames() async throws {
         let server = try await NATSServerProcess.started()
-        defer { server.stop() }
+        defer { server.kill() }
         let environment = Self.environment(server)
         for id in ["order-1", "order-2"] {
             let published = try await CLIProcessTests.runApart(["publish", "orders.created", id, "--id", id, "--json"], environment: environment)
@@ -185,7 +185,7 @@ struct CLICommandTests {
 
     @Test func serverAndCredsFlagsAndConnectionFailures() async throws {
         let server = try await NATSServerProcess.started()
-        defer { server.stop() }
+        defer { server.kill() }
         let unused = try NATSServerProcess.freePort()
         let wrong = ["EVENT_BUS_BACKEND": "jetstream", "EVENT_BUS_NATS_SERVERS": "nats://127.0.0.1:\(unused)", "EVENT_BUS_NATS_CONNECT_TIMEOUT_MS": "300"]
         let failed = try await CLIProcessTests.runApart(["stream", "ls"], environment: wrong)
@@ -219,7 +219,7 @@ struct CLICommandTests {
     /// `subscribe | cat > file` gets each event when it arrives, while the subscriber still runs.
     @Test func subscribeWritesEachEventIntoAPipeAtOnce() async throws {
         let server = try await NATSServerProcess.started()
-        defer { server.stop() }
+        defer { server.kill() }
         let environment = Self.environment(server)
         let first = try await CLIProcessTests.runApart(["publish", "orders.created", "one", "--id", "pipe-1"], environment: environment)
         #expect(first.status == 0, "\(first)")
@@ -246,7 +246,7 @@ struct CLICommandTests {
     /// stream it adds no event to it.
     @Test func doctorWritesNothing() async throws {
         let server = try await NATSServerProcess.started()
-        defer { server.stop() }
+        defer { server.kill() }
         let environment = Self.environment(server)
         let fresh = try await CLIProcessTests.runApart(["doctor"], environment: environment)
         #expect(fresh.status == 0, "\(fresh)")
@@ -285,7 +285,7 @@ struct CLICommandTests {
 struct CLIBenchTests {
     @Test func benchPublishesExactlyTheCountIntoItsOwnStream() async throws {
         let server = try await NATSServerProcess.started()
-        defer { server.stop() }
+        defer { server.kill() }
         let environment = CLICommandTests.environment(server)
         let published = try await CLIProcessTests.runApart(["publish", "orders.created", "keep"], environment: environment)
         #expect(published.status == 0, "\(published)")
@@ -325,7 +325,7 @@ struct CLIBenchTests {
 
     @Test func benchDrawsAProgressBarOnATerminal() async throws {
         let server = try await NATSServerProcess.started()
-        defer { server.stop() }
+        defer { server.kill() }
         let (status, output) = try await CLIProcessTests.runOnTerminal(["bench", "--count", "300"], environment: CLICommandTests.environment(server))
         #expect(status == 0, "\(output)")
         #expect(output.contains("\r█") || output.contains("\r░"), "a bar at the start of a line: \(output.debugDescription)")
@@ -337,7 +337,7 @@ struct CLIBenchTests {
     /// its stream and says how far it got.
     @Test func anInterruptedBenchRemovesItsStream() async throws {
         let server = try await NATSServerProcess.started()
-        defer { server.stop() }
+        defer { server.kill() }
         let environment = CLICommandTests.environment(server)
         let bench = try DemoProcess(
             executable: try DemoProcessTests.builtExecutable("eventbus"), arguments: ["bench", "--count", "10000000"],

@@ -15,7 +15,7 @@ struct CLIProcessTests {
 
     @Test func doctorPublishAndInspect() async throws {
         let server = try await NATSServerProcess.started()
-        defer { server.stop() }
+        defer { server.kill() }
         let environment = ["EVENT_BUS_BACKEND": "jetstream", "EVENT_BUS_NATS_SERVERS": server.url]
         // The stream is created by the first bus that starts (publish does).
         let (published, publishOutput) = try await Self.run(["publish", "orders.created", "hello", "--id", "cli-1"], environment: environment)
@@ -79,7 +79,7 @@ struct CLIConfigurationTests {
 struct CLITerminalEscapeTests {
     @Test func subscribePrintsNoControlCharactersFromTheWire() async throws {
         let server = try await NATSServerProcess.started()
-        defer { server.stop() }
+        defer { server.kill() }
         let environment = ["EVENT_BUS_BACKEND": "jetstream", "EVENT_BUS_NATS_SERVERS": server.url]
         // The bus's own publish refuses control characters, so the hostile publisher writes the
         // CloudEvents headers itself, percent-encoded as the binding reads them.
@@ -124,7 +124,7 @@ struct CLITerminalEscapeTests {
     /// passes the client's check and the error quotes it after the server's "not found".)
     @Test func errorsArePrintedEscaped() async throws {
         let server = try await NATSServerProcess.started()
-        defer { server.stop() }
+        defer { server.kill() }
         let environment = ["EVENT_BUS_BACKEND": "jetstream", "EVENT_BUS_NATS_SERVERS": server.url]
         let (status, output) = try await CLIProcessTests.run(["consumer-info", "bad\u{9B}31m\u{202E}name"], environment: environment)
         #expect(status != 0, "\(output)")

@@ -8,7 +8,7 @@ import Testing
 struct CLISecretTests {
     @Test func doctorAtTraceLevelHidesAPasswordOnlyURL() async throws {
         let server = try await NATSServerProcess.started()
-        defer { server.stop() }
+        defer { server.kill() }
         let (_, output) = try await CLIProcessTests.run(
             ["doctor", "--log-level", "trace"],
             environment: ["EVENT_BUS_BACKEND": "jetstream", "EVENT_BUS_NATS_SERVERS": "nats://:S3cretPW@127.0.0.1:\(server.port)"])

@@ -54,7 +54,7 @@ struct DeadLetterCLITests {
 
     @Test func listShowRequeueAndPurge() async throws {
         let server = try await NATSServerProcess.started()
-        defer { server.stop() }
+        defer { server.kill() }
         let environment = ["EVENT_BUS_BACKEND": "jetstream", "EVENT_BUS_NATS_SERVERS": server.url]
         // The first bus that starts creates the stream.
         let (created, createdOutput) = try await Self.run(["publish", "setup.done", "x"], environment: environment)

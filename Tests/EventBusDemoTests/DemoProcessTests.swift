@@ -38,7 +38,7 @@ struct DemoProcessTests {
     @Test(arguments: ["billing", "notifications", "inventory"])
     func aRoleStoppedBySIGTERMExitsCleanly(role: String) async throws {
         let server = try await NATSServerProcess.started()
-        defer { server.stop() }
+        defer { server.kill() }
         let environment = ["EVENT_BUS_BACKEND": "jetstream", "EVENT_BUS_NATS_SERVERS": server.url]
         let process = try DemoProcess(arguments: [role, "--max-seconds", "60"], environment: environment)
         defer { process.terminate() }
@@ -51,7 +51,7 @@ struct DemoProcessTests {
 
     @Test func rolesAsSeparateProcessesOnJetStream() async throws {
         let server = try await NATSServerProcess.started()
-        defer { server.stop() }
+        defer { server.kill() }
         let environment = [
             "EVENT_BUS_BACKEND": "jetstream",
             "EVENT_BUS_NATS_SERVERS": server.url,
@@ -103,7 +103,7 @@ struct DemoProcessTests {
     /// process's spans, and the parent links join them.
     @Test func oneTraceCrossesProcessesOnJetStream() async throws {
         let server = try await NATSServerProcess.started()
-        defer { server.stop() }
+        defer { server.kill() }
         let environment = [
             "EVENT_BUS_BACKEND": "jetstream",
             "EVENT_BUS_NATS_SERVERS": server.url,

@@ -13,7 +13,7 @@ struct OperationsEndpointTests {
 
     @Test func theDemoServesLivenessReadinessAndPrometheusMetrics() async throws {
         let server = try await NATSServerProcess.started()
-        defer { server.stop() }
+        defer { server.kill() }
         let opsPort = try NATSServerProcess.freePort()
         let demo = try DemoProcess(
             arguments: ["notifications", "--ops-port", "\(opsPort)"],
@@ -65,7 +65,7 @@ struct OperationsEndpointTests {
 
     @Test func doctorFailsOnABusThatCannotBeReady() async throws {
         let server = try await NATSServerProcess.started(jetStream: false)
-        defer { server.stop() }
+        defer { server.kill() }
         let (status, output) = try await CLIProcessTests.run(
             ["doctor"], environment: ["EVENT_BUS_BACKEND": "jetstream", "EVENT_BUS_NATS_SERVERS": server.url])
         #expect(status == 69, "EX_UNAVAILABLE: \(output)")
@@ -78,7 +78,7 @@ struct OperationsEndpointTests {
 
     @Test func doctorPrintsHealthAndConsumersOfAHealthyBus() async throws {
         let server = try await NATSServerProcess.started()
-        defer { server.stop() }
+        defer { server.kill() }
         let environment = ["EVENT_BUS_BACKEND": "jetstream", "EVENT_BUS_NATS_SERVERS": server.url]
         let (published, publishOutput) = try await CLIProcessTests.run(["publish", "orders.created", "hello"], environment: environment)
         #expect(published == 0, "\(publishOutput)")

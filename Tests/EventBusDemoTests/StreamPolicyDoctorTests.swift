@@ -14,7 +14,7 @@ struct StreamPolicyDoctorTests {
 
     @Test func doctorFailsOnAStreamTheBusCannotUseAndReportsHarmlessDifferences() async throws {
         let server = try await NATSServerProcess.started()
-        defer { server.stop() }
+        defer { server.kill() }
         let admin = try await NATSConnection.connect(configuration: try NATSConnectionConfiguration(servers: [server.url]))
         let environment = ["EVENT_BUS_BACKEND": "jetstream", "EVENT_BUS_NATS_SERVERS": server.url]
 

@@ -56,7 +56,7 @@ struct InteropTests {
     /// in the source, the subject and an extension, percent-encoded on the wire.
     @Test func eventsCrossBothWays() async throws {
         let server = try await NATSServerProcess.started()
-        defer { server.stop() }
+        defer { server.kill() }
         let bus = JetStreamEventBus(configuration: .init(connection: try NATSConnectionConfiguration(servers: [server.url])))
         try await bus.start()
 
@@ -123,7 +123,7 @@ struct InteropTests {
     /// subject: it arrives on an inbox), source and extension are decoded.
     @Test func requestAndReplyCrossEncoded() async throws {
         let server = try await NATSServerProcess.started()
-        defer { server.stop() }
+        defer { server.kill() }
         let bus = JetStreamEventBus(configuration: .init(connection: try NATSConnectionConfiguration(servers: [server.url])))
         try await bus.start()
         let url = server.url
@@ -161,7 +161,7 @@ struct InteropTests {
     /// percent-encoded in `ce-deadletter-error` and decodes to the original text.
     @Test func deadLetterIsReadableByNatsPy() async throws {
         let server = try await NATSServerProcess.started()
-        defer { server.stop() }
+        defer { server.kill() }
         let bus = JetStreamEventBus(configuration: .init(connection: try NATSConnectionConfiguration(servers: [server.url])))
         try await bus.start()
         let reason = #"unknown customer 42 in "Zürich", 100% sure"#

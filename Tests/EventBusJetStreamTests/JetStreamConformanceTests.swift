@@ -78,7 +78,7 @@ struct JetStreamConformanceTests {
         },
         teardown: { bus in
             await bus.close()
-            servers.remove(bus)?.stop()
+            servers.remove(bus)?.kill()
         }
         )
     }

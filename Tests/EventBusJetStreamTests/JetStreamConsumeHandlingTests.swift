@@ -21,7 +21,7 @@ struct JetStreamConsumeHandlingTests {
 
     @Test func handlerConcurrencyAboveTheBusMaxAckPendingIsRejectedNamingIt() async throws {
         let server = try await NATSServerProcess.started()
-        defer { server.stop() }
+        defer { server.kill() }
         let bus = try Self.bus(server) { $0.maxAckPending = 2 }
         do {
             // maxInFlight keeps the library default, so the bus's maxAckPending is what limits.
@@ -39,7 +39,7 @@ struct JetStreamConsumeHandlingTests {
 
     @Test func theBusAckWaitDrivesTheExtensionWhenOptionsKeepTheDefault() async throws {
         let server = try await NATSServerProcess.started()
-        defer { server.stop() }
+        defer { server.kill() }
         // The consumer's ack wait is the bus's 2 s, not the options' default 30 s: in-progress must come
         // within two seconds (the extension sends it after one, leaving a loaded machine a second).
         let bus = try Self.bus(server) { $0.ackWait = .seconds(2) }

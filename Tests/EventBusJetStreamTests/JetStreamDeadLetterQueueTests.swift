@@ -34,7 +34,7 @@ struct JetStreamDeadLetterQueueTests {
 
     @Test func anExhaustedEventIsInspectedAndRequeuedOnce() async throws {
         let server = try await NATSServerProcess.started()
-        defer { server.stop() }
+        defer { server.kill() }
         let bus = try JetStreamEventBusTests.bus(server)
         let queue = try bus.deadLetterQueue()
         let succeeding = Collected<Bool>()
@@ -72,7 +72,7 @@ struct JetStreamDeadLetterQueueTests {
 
     @Test func aRequeueOfManyStoppedByAClosedBusContinuesOnAnother() async throws {
         let server = try await NATSServerProcess.started()
-        defer { server.stop() }
+        defer { server.kill() }
         let bus = try JetStreamEventBusTests.bus(server)
         let handled = Collected<String>()
         let worker = try await Self.worker(
@@ -110,7 +110,7 @@ struct JetStreamDeadLetterQueueTests {
 
     @Test func customDeadLetterSubjectsAreFoundWhenNamed() async throws {
         let server = try await NATSServerProcess.started()
-        defer { server.stop() }
+        defer { server.kill() }
         let bus = try JetStreamEventBusTests.bus(server)
         let handled = Collected<String>()
         let worker = try await Self.worker(
@@ -133,7 +133,7 @@ struct JetStreamDeadLetterQueueTests {
 
     @Test func streamReadsByNextSubjectAndDeletesBySequence() async throws {
         let server = try await NATSServerProcess.started()
-        defer { server.stop() }
+        defer { server.kill() }
         let connection = try await NATSConnection.connect(configuration: NATSConnectionConfiguration(servers: [server.url]))
         let jetStream = connection.jetStream()
         try await jetStream.ensureStream(NATSStreamConfiguration(name: "SCAN", subjects: ["scan.>"]))

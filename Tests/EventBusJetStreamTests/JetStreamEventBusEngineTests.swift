@@ -20,7 +20,7 @@ struct JetStreamEventBusEngineTests {
     /// close.)
     @Test func aCancelledRequestReturnsAtOnceWhenNobodyAnswers() async throws {
         let server = try await NATSServerProcess.started()
-        defer { server.stop() }
+        defer { server.kill() }
         let bus = try Self.bus(server)
         let silent = try await bus.subscribe("rpc.silent", options: .init())
         let received = Collected<Bool>()
@@ -50,7 +50,7 @@ struct JetStreamEventBusEngineTests {
     /// wait.
     @Test func aLoopCancelledWhileWaitingHandsBackWhatItHeld() async throws {
         let server = try await NATSServerProcess.started()
-        defer { server.stop() }
+        defer { server.kill() }
         let bus = try Self.bus(server)
         let options = SubscriptionOptions(group: "holders", ackWait: .seconds(60))
         let first = try await bus.subscribe("held.job", options: options)
@@ -85,7 +85,7 @@ struct JetStreamEventBusEngineTests {
     /// take fails alone, named in `batchOutcomes`, and the rest are stored.
     @Test func aBatchReportsEachEventsOutcome() async throws {
         let server = try await NATSServerProcess.started()
-        defer { server.stop() }
+        defer { server.kill() }
         let bus = try Self.bus(server)
         let events = (0..<1_000).map { Event(subject: "batch.\($0 % 7)", type: "t", source: "/test", data: Array("event \($0)".utf8)) }
         let receipts = try await bus.publish(contentsOf: events)
@@ -110,7 +110,7 @@ struct JetStreamEventBusEngineTests {
     @Test func theBusHoldsOneConnection() async throws {
         let monitoringPort = try NATSServerProcess.freePort()
         let server = try await NATSServerProcess.started(arguments: ["-m", "\(monitoringPort)"])
-        defer { server.stop() }
+        defer { server.kill() }
         let bus = try Self.bus(server)
         let responder = try await bus.subscribe("rpc.echo", options: .init())
         let answering = Task {

@@ -69,7 +69,7 @@ struct JetStreamEventBusHealthTests {
 
     @Test func aServerRestartShowsRecoveringThenRunningWithTheReasonAndLosesNothing() async throws {
         let server = try await NATSServerProcess.started()
-        defer { server.stop() }
+        defer { server.kill() }
         let bus = try Self.bus(server)
         let subscription = try await bus.subscribe("health.>", options: .init(group: "workers"))
         let events = Collected<EventBusRecoveryEvent>()
@@ -164,7 +164,7 @@ struct JetStreamEventBusHealthTests {
 
     @Test func aClosedBusIsUnhealthyAndEndsItsRecoveryEvents() async throws {
         let server = try await NATSServerProcess.started()
-        defer { server.stop() }
+        defer { server.kill() }
         let bus = try Self.bus(server)
         #expect((await bus.health()).connection == .connecting)
         let subscription = try await bus.subscribe("closing.>", options: .init(group: "g"))

@@ -23,7 +23,7 @@ struct JetStreamEventBusPublishTests {
 
     @Test func lonePublishesAndConcurrentPublishesGiveTheSameReceipts() async throws {
         let server = try await NATSServerProcess.started()
-        defer { server.stop() }
+        defer { server.kill() }
         let bus = try await Self.startedBus(on: server)
 
         // One at a time: the direct path. A repeated id is a duplicate.
@@ -65,7 +65,7 @@ struct JetStreamEventBusPublishTests {
     /// server's control line fails alone, before the wire; the bus keeps working.
     @Test func aTooLongSubjectFailsAloneAndTheNextPublishSucceeds() async throws {
         let server = try await NATSServerProcess.started()
-        defer { server.stop() }
+        defer { server.kill() }
         let bus = try await Self.startedBus(on: server)
 
         // 4,090 bytes fit alone; `events.` makes the NATS subject too long for 4,096.

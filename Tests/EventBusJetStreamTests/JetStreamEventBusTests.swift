@@ -21,7 +21,7 @@ struct JetStreamEventBusTests {
 
     @Test func aSubscriptionKeepsReceivingAcrossAServerRestart() async throws {
         let server = try await NATSServerProcess.started()
-        defer { server.stop() }
+        defer { server.kill() }
         let bus = try Self.bus(server)
         let subscription = try await bus.subscribe("restart.>", options: .init(group: "workers"))
         let received = Collected<String>()
@@ -59,7 +59,7 @@ struct JetStreamEventBusTests {
 
     @Test func runsAsAServiceAndDrainsOnGracefulShutdown() async throws {
         let server = try await NATSServerProcess.started()
-        defer { server.stop() }
+        defer { server.kill() }
         let bus = try Self.bus(server)
         try await testGracefulShutdown { trigger in
             try await withThrowingTaskGroup(of: Void.self) { group in
@@ -93,7 +93,7 @@ struct JetStreamEventBusTests {
 struct JetStreamMaxDeliveriesTests {
     @Test func anEventWhoseLastAckWaitExpiresIsDeadLettered() async throws {
         let server = try await NATSServerProcess.started()
-        defer { server.stop() }
+        defer { server.kill() }
         let bus = try JetStreamEventBusTests.bus(server)
         // run() owns the work that turns the server's max-deliveries advisory into the dead letter.
         let running = Task { try await bus.run() }

@@ -100,7 +100,7 @@ struct StreamPolicyTests {
 
     @Test func aStreamWhoseSubjectsMissTheBusIsRefusedNamingTheFieldAndTheFix() async throws {
         let server = try await NATSServerProcess.started()
-        defer { server.stop() }
+        defer { server.kill() }
         let admin = try await NATSConnection.connect(configuration: try NATSConnectionConfiguration(servers: [server.url]))
         try await Self.createRaw(
             admin, "EVENTS",
@@ -160,7 +160,7 @@ struct StreamPolicyTests {
 
     @Test func aWorkQueueStreamIsRefusedEvenWithUpdate() async throws {
         let server = try await NATSServerProcess.started()
-        defer { server.stop() }
+        defer { server.kill() }
         let admin = try await NATSConnection.connect(configuration: try NATSConnectionConfiguration(servers: [server.url]))
         try await Self.createRaw(admin, "EVENTS", #"{"name":"EVENTS","subjects":["events.>"],"retention":"workqueue","num_replicas":1}"#)
         let bus = try Self.bus(servers: [server.url]) { $0.streamUpdatePolicy = .update }
@@ -188,7 +188,7 @@ struct StreamPolicyTests {
 
     @Test func startCreatesAMissingStreamFromTheConfiguration() async throws {
         let server = try await NATSServerProcess.started()
-        defer { server.stop() }
+        defer { server.kill() }
         let bus = try Self.bus(servers: [server.url]) { $0.maxAge = .seconds(3600) }
         try await bus.start()
         let admin = try await NATSConnection.connect(configuration: try NATSConnectionConfiguration(servers: [server.url]))
@@ -225,7 +225,7 @@ struct StreamPolicyTests {
     /// keeps what it does not model.
     @Test func ensureStreamKeepsUnmodelledFieldsWhenItUpdates() async throws {
         let server = try await NATSServerProcess.started()
-        defer { server.stop() }
+        defer { server.kill() }
         let connection = try await NATSConnection.connect(configuration: try NATSConnectionConfiguration(servers: [server.url]))
         try await Self.createRaw(
             connection, "ORDERS",

@@ -284,10 +284,12 @@ extension NATSServerProcess {
         arguments: [String] = [],
         configuration: String? = nil
     ) async throws -> NATSServerProcess {
-        try await offCooperativePool {
-            try NATSServerProcess(
-                jetStream: jetStream, port: port, storeDirectory: storeDirectory, arguments: arguments,
-                configuration: configuration)
+        try await ServerStartGate.shared.admitted {
+            try await offCooperativePool {
+                try NATSServerProcess(
+                    jetStream: jetStream, port: port, storeDirectory: storeDirectory, arguments: arguments,
+                    configuration: configuration)
+            }
         }
     }
 
@@ -298,7 +300,47 @@ extension NATSServerProcess {
 
     /// ``start()`` (again) without blocking a cooperative thread.
     public func restarted() async throws {
-        try await offCooperativePool { try self.start() }
+        try await ServerStartGate.shared.admitted {
+            try await offCooperativePool { try self.start() }
+        }
+    }
+}
+
+/// Lets two servers start at a time. Swift Testing starts every suite at once; dozens of JetStream
+/// servers starting together took both cores for seconds, and tests already running (with 2 s
+/// deadlines) failed for want of CPU, not for a fault of their own.
+final class ServerStartGate: Sendable {
+    static let shared = ServerStartGate(permits: 2)
+
+    private let state: Mutex<(available: Int, waiting: [CheckedContinuation<Void, Never>])>
+
+    init(permits: Int) {
+        state = Mutex((permits, []))
+    }
+
+    func admitted<Result: Sendable>(_ body: () async throws -> Result) async throws -> Result {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let admitted = state.withLock { state in
+                if state.available > 0 {
+                    state.available -= 1
+                    return true
+                }
+                state.waiting.append(continuation)
+                return false
+            }
+            if admitted { continuation.resume() }
+        }
+        defer {
+            let next = state.withLock { state -> CheckedContinuation<Void, Never>? in
+                if state.waiting.isEmpty {
+                    state.available += 1
+                    return nil
+                }
+                return state.waiting.removeFirst()
+            }
+            next?.resume()
+        }
+        return try await body()
     }
 }
 

@@ -13,7 +13,7 @@ struct ConnectCloseRaceTests {
     @Test func closeRacingConnectAlwaysEndsClosed() async throws {
         let monitoringPort = try NATSServerProcess.freePort()
         let server = try await NATSServerProcess.started(jetStream: false, arguments: ["-m", "\(monitoringPort)"])
-        defer { server.stop() }
+        defer { server.kill() }
         var configuration = try NATSConnectionConfiguration(servers: [server.url])
         configuration.name = "race"
         var logger = Logger(label: "test.race")

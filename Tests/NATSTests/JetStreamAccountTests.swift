@@ -8,7 +8,7 @@ import Testing
 struct JetStreamAccountTests {
     @Test func accountInfoCountsWhatTheAccountHolds() async throws {
         let server = try await NATSServerProcess.started()
-        defer { server.stop() }
+        defer { server.kill() }
         let connection = try await connect(to: server)
         let js = connection.jetStream()
         let empty = try await js.accountInfo()
@@ -24,7 +24,7 @@ struct JetStreamAccountTests {
 
     @Test func streamNamesAllOrThoseOverlappingASubject() async throws {
         let server = try await NATSServerProcess.started()
-        defer { server.stop() }
+        defer { server.kill() }
         let connection = try await connect(to: server)
         let js = connection.jetStream()
         #expect(try await js.streamNames().isEmpty)

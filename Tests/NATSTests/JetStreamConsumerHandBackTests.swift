@@ -32,7 +32,7 @@ struct JetStreamConsumerHandBackTests {
     func aDroppedIteratorHandsBackItsTakenBatch(stopConsumer: Bool) async throws {
         let ackWait = Duration.seconds(4)
         let (server, connection, js) = try await setUp(ackWait: ackWait)
-        defer { server.stop() }
+        defer { server.kill() }
         let options = NATSPullConsumer.Options(batch: 100, expires: .seconds(10), idleHeartbeat: .seconds(2))
         let first = try await js.pullConsumer(stream: "JOBS", name: "runners", options: options)
         do {
@@ -69,7 +69,7 @@ struct JetStreamConsumerHandBackTests {
     /// before a handler sees it. (A first delivery goes back at once: see the test above.)
     @Test func aRedeliveredMessageIsHandedBackAfterTheAckWait() async throws {
         let server = try await NATSServerProcess.started()
-        defer { server.stop() }
+        defer { server.kill() }
         let connection = try await connect(to: server)
         let js = connection.jetStream()
         try await js.ensureStream(NATSStreamConfiguration(name: "RETRY", subjects: ["retry.>"]))
@@ -106,7 +106,7 @@ struct JetStreamConsumerHandBackTests {
     /// JetStream metadata; stopping the consumer ends the added subscription too.
     @Test func anAddedCoreSubscriptionSharesTheConsumersSequence() async throws {
         let (server, connection, js) = try await setUp()
-        defer { server.stop() }
+        defer { server.kill() }
         let consumer = try await js.pullConsumer(stream: "JOBS", name: "runners", options: .init(batch: 10))
         try await consumer.addCoreSubscription(to: "jobs-control.>", queueGroup: "runners")
         try connection.publish(subject: "jobs-control.pause", payload: Array("pause".utf8))

@@ -38,7 +38,7 @@ struct JetStreamConsumerTests {
     @Test(.timeLimit(.minutes(2)))
     func pullConsumerDeliversEverythingOnceAcrossConsumerAndServerRestarts() async throws {
         let (server, connection, js) = try await setUp(stream: "WORK", subjects: ["work.>"])
-        defer { server.stop() }
+        defer { server.kill() }
         let total = 20_000
         try await preload(js, subject: "work.item", count: total)
         var configuration = NATSConsumerConfiguration(durableName: "workers")
@@ -106,7 +106,7 @@ struct JetStreamConsumerTests {
 
     @Test func pullConsumerWithMaxAckPendingOneKeepsFlowing() async throws {
         let (server, connection, js) = try await setUp(stream: "ONE", subjects: ["one.>"])
-        defer { server.stop() }
+        defer { server.kill() }
         var configuration = NATSConsumerConfiguration()
         configuration.maxAckPending = 1
         configuration.deliverPolicy = .new
@@ -140,7 +140,7 @@ struct JetStreamConsumerTests {
 
     @Test func nakWithDelayTermAndMaxDeliver() async throws {
         let (server, connection, js) = try await setUp(stream: "RETRY", subjects: ["retry.>"])
-        defer { server.stop() }
+        defer { server.kill() }
         var configuration = NATSConsumerConfiguration(durableName: "retrier")
         configuration.ackWait = .seconds(1)
         configuration.maxDeliver = 3
@@ -180,7 +180,7 @@ struct JetStreamConsumerTests {
 
     @Test func actingTwiceOnAMessageIsAClearError() async throws {
         let (server, connection, js) = try await setUp(stream: "TWICE", subjects: ["twice.>"])
-        defer { server.stop() }
+        defer { server.kill() }
         try await js.ensureConsumer(stream: "TWICE", NATSConsumerConfiguration(durableName: "c"))
         _ = try await js.publish(subject: "twice.a", payload: [1])
         let consumer = try await js.pullConsumer(stream: "TWICE", name: "c")
@@ -197,7 +197,7 @@ struct JetStreamConsumerTests {
 
     @Test func copiesOfAMessageShareItsAcknowledgement() async throws {
         let (server, connection, js) = try await setUp(stream: "COPIES", subjects: ["copies.>"])
-        defer { server.stop() }
+        defer { server.kill() }
         try await js.ensureConsumer(stream: "COPIES", NATSConsumerConfiguration(durableName: "c"))
         _ = try await js.publish(subject: "copies.a", payload: Array("one".utf8))
         _ = try await js.publish(subject: "copies.b", payload: Array("two".utf8))
@@ -240,7 +240,7 @@ struct JetStreamConsumerTests {
     func acknowledgingTheFirstMessageLastAfterManyMore(push: Bool) async throws {
         let stream = push ? "LATEPUSH" : "LATEPULL"
         let (server, connection, js) = try await setUp(stream: stream, subjects: ["\(stream.lowercased()).>"])
-        defer { server.stop() }
+        defer { server.kill() }
         let count = 5_000
         try await preload(js, subject: "\(stream.lowercased()).item", count: count)
         var configuration = NATSConsumerConfiguration(durableName: "late")
@@ -288,7 +288,7 @@ struct JetStreamConsumerTests {
 
     @Test func fetchOnAnEmptyConsumerReturnsAfterMaxWait() async throws {
         let (server, connection, js) = try await setUp(stream: "EMPTY", subjects: ["empty.>"])
-        defer { server.stop() }
+        defer { server.kill() }
         try await js.ensureConsumer(stream: "EMPTY", NATSConsumerConfiguration(durableName: "idle"))
         let consumer = try await js.pullConsumer(stream: "EMPTY", name: "idle")
         var durations: [Duration] = []
@@ -315,7 +315,7 @@ struct JetStreamConsumerTests {
 
     @Test func pushConsumerWithDeliverGroupSplitsTheWork() async throws {
         let (server, connection, js) = try await setUp(stream: "PUSH", subjects: ["push.>"])
-        defer { server.stop() }
+        defer { server.kill() }
         var configuration = NATSConsumerConfiguration(durableName: "billing")
         configuration.deliverGroup = "billing"
         configuration.flowControl = true
@@ -350,7 +350,7 @@ struct JetStreamConsumerTests {
     /// ask for it); all acked at the end.
     @Test func pushConsumerWithHandlerReceivesInOrderAndAcks() async throws {
         let (server, connection, js) = try await setUp(stream: "HANDLER", subjects: ["handler.>"])
-        defer { server.stop() }
+        defer { server.kill() }
         try await preload(js, subject: "handler.order", count: 2_000)
         var configuration = NATSConsumerConfiguration(durableName: "handler")
         configuration.flowControl = true
@@ -374,7 +374,7 @@ struct JetStreamConsumerTests {
 
     @Test func orderedConsumerReplaysInOrderAndRecoversFromALostConsumer() async throws {
         let (server, connection, js) = try await setUp(stream: "LOG", subjects: ["log.>"])
-        defer { server.stop() }
+        defer { server.kill() }
         let publisher = try await js.makePublisher()
         for index in 0..<1_000 {
             _ = try await publisher.publish(subject: index % 2 == 0 ? "log.even" : "log.odd", payload: Array("\(index)".utf8))

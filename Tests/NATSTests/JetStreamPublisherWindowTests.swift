@@ -10,7 +10,7 @@ struct JetStreamPublisherWindowTests {
     /// instead of waiting for the publish in front of it to time out.
     @Test func aPublishWaitingForRoomIsCancellable() async throws {
         let server = try await NATSServerProcess.started()
-        defer { server.stop() }
+        defer { server.kill() }
         let connection = try await connect(to: server)
         // Something listens on the subject but never answers: the first publish holds the window.
         let silent = try await connection.subscribe(to: "silent.>")

@@ -7,7 +7,7 @@ import Testing
 struct JetStreamTests {
     @Test func ensureStreamIsIdempotentUpdatesAndRefusesImmutableChanges() async throws {
         let server = try await NATSServerProcess.started()
-        defer { server.stop() }
+        defer { server.kill() }
         let connection = try await connect(to: server)
         let js = connection.jetStream()
         var configuration = NATSStreamConfiguration(name: "ORDERS", subjects: ["orders.>"])
@@ -38,7 +38,7 @@ struct JetStreamTests {
 
     @Test func purgeAllOrBySubject() async throws {
         let server = try await NATSServerProcess.started()
-        defer { server.stop() }
+        defer { server.kill() }
         let connection = try await connect(to: server)
         let js = connection.jetStream()
         try await js.ensureStream(NATSStreamConfiguration(name: "P", subjects: ["p.>"]))
@@ -52,7 +52,7 @@ struct JetStreamTests {
 
     @Test func asyncPublishesAreAckedInOrderAndDuplicatesStoredOnce() async throws {
         let server = try await NATSServerProcess.started()
-        defer { server.stop() }
+        defer { server.kill() }
         let connection = try await connect(to: server)
         let js = connection.jetStream()
         try await js.ensureStream(NATSStreamConfiguration(name: "EVENTS", subjects: ["events.>"]))
@@ -81,7 +81,7 @@ struct JetStreamTests {
 
     @Test func expectationsRejectWrongValuesAndStoreNothing() async throws {
         let server = try await NATSServerProcess.started()
-        defer { server.stop() }
+        defer { server.kill() }
         let connection = try await connect(to: server)
         let js = connection.jetStream()
         try await js.ensureStream(NATSStreamConfiguration(name: "LEDGER", subjects: ["ledger.>"]))
@@ -113,7 +113,7 @@ struct JetStreamTests {
 
     @Test func pendingPublishesCompleteWhenTheServerDiesAndResendingStoresEachOnce() async throws {
         let server = try await NATSServerProcess.started()
-        defer { server.stop() }
+        defer { server.kill() }
         let connection = try await connect(to: server)
         let js = connection.jetStream()
         try await js.ensureStream(NATSStreamConfiguration(name: "K3", subjects: ["k3.>"]))

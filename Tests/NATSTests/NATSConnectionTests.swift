@@ -15,7 +15,7 @@ struct NATSConnectionTests {
     @Test func roundTripWithHeadersAndBinaryPayloads() async throws {
         let server = try await NATSServerProcess.started(jetStream: false, configuration: "max_payload: 4MB")
         let connection = try await connect(to: server)
-        defer { server.stop() }
+        defer { server.kill() }
         let subscription = try await connection.subscribe(to: "rt.>")
         let receiver = Receiver(subscription)
 
@@ -47,7 +47,7 @@ struct NATSConnectionTests {
 
     @Test func queueGroupOfThreeSplitsMessagesExactlyOnce() async throws {
         let server = try await NATSServerProcess.started(jetStream: false)
-        defer { server.stop() }
+        defer { server.kill() }
         let connection = try await connect(to: server)
         let receivers = try await (0..<3).asyncMap { _ in
             Receiver(try await connection.subscribe(to: "work.items", queueGroup: "workers"))
@@ -70,7 +70,7 @@ struct NATSConnectionTests {
 
     @Test func requestReplyTimeoutAndNoResponders() async throws {
         let server = try await NATSServerProcess.started(jetStream: false)
-        defer { server.stop() }
+        defer { server.kill() }
         let responder = try await connect(to: server, name: "responder") { $0.sendAsap = true }
         let requester = try await connect(to: server, name: "requester")
         let service = try await responder.subscribe(to: "svc.echo")
@@ -111,7 +111,7 @@ struct NATSConnectionTests {
     @Test(arguments: [false, true])
     func handlerResponderAnswersConcurrentRequests(requesterSendsAsap: Bool) async throws {
         let server = try await NATSServerProcess.started(jetStream: false)
-        defer { server.stop() }
+        defer { server.kill() }
         let responder = try await connect(to: server, name: "responder") { $0.sendAsap = true }
         let requester = try await connect(to: server, name: "requester") { $0.sendAsap = requesterSendsAsap }
         let echo = try await responder.subscribe(to: "svc.handler") { request in
@@ -171,7 +171,7 @@ struct NATSConnectionTests {
 
     @Test func droppingAConnectionWithRequestsInFlightClosesIt() async throws {
         let server = try await NATSServerProcess.started(jetStream: false)
-        defer { server.stop() }
+        defer { server.kill() }
         let responder = try await connect(to: server, name: "responder") { $0.sendAsap = true }
         let echo = try await responder.subscribe(to: "svc.drop") { request in
             try? responder.publish(subject: request.replyTo!, payload: request.payload)
@@ -189,7 +189,7 @@ struct NATSConnectionTests {
     @Test(arguments: [false, true])
     func reconnectDeliversEverythingPublishedOrBuffered(kill: Bool) async throws {
         let server = try await NATSServerProcess.started(jetStream: false)
-        defer { server.stop() }
+        defer { server.kill() }
         let connection = try await connect(to: server)
         let recorder = await EventRecorder(connection)
         let subscription = try await connection.subscribe(to: "reconnect.test")
@@ -237,7 +237,7 @@ struct NATSConnectionTests {
 
     @Test func drainLosesNothingPublishedBeforeIt() async throws {
         let server = try await NATSServerProcess.started(jetStream: false)
-        defer { server.stop() }
+        defer { server.kill() }
         // Publisher side: publishes not yet flushed are sent by drain.
         let listener = try await connect(to: server, name: "listener")
         let listened = Receiver(try await listener.subscribe(to: "drain.out"))
@@ -263,7 +263,7 @@ struct NATSConnectionTests {
 
     @Test func closingEndsIterationsAndEvents() async throws {
         let server = try await NATSServerProcess.started(jetStream: false)
-        defer { server.stop() }
+        defer { server.kill() }
         let connection = try await connect(to: server)
         let recorder = await EventRecorder(connection)
         let first = Receiver(try await connection.subscribe(to: "close.a"))
@@ -284,7 +284,7 @@ struct NATSConnectionTests {
 
     @Test func breakingOutOfTheLoopUnsubscribes() async throws {
         let server = try await NATSServerProcess.started(jetStream: false)
-        defer { server.stop() }
+        defer { server.kill() }
         let connection = try await connect(to: server)
         let requester = try await connect(to: server, name: "requester")
         do {
@@ -305,7 +305,7 @@ struct NATSConnectionTests {
 
     @Test func slowSubscriberIsReportedAndMemoryStaysBounded() async throws {
         let server = try await NATSServerProcess.started(jetStream: false)
-        defer { server.stop() }
+        defer { server.kill() }
         let connection = try await connect(to: server)
         let recorder = await EventRecorder(connection)
         let limits = NATSConnectionConfiguration.SubscriptionLimits(messages: 100, bytes: 1024 * 1024)
@@ -334,7 +334,7 @@ struct NATSConnectionTests {
         // The subscriber's wake-ups are deferred while cnats holds more messages for it; the last
         // message of a burst, and a lone message later, must still be handed over at once.
         let server = try await NATSServerProcess.started(jetStream: false)
-        defer { server.stop() }
+        defer { server.kill() }
         let connection = try await connect(to: server)
         let publisher = try await connect(to: server, name: "publisher") { $0.sendAsap = true }
         let subscription = try await connection.subscribe(to: "burst.test")
@@ -368,7 +368,7 @@ struct NATSConnectionTests {
         #expect(await recorder.waitFor { $0 == .disconnected })
         // Another server on the same port announces a larger limit.
         let second = try await NATSServerProcess.started(jetStream: false, port: first.port, configuration: "max_payload: 4MB")
-        defer { second.stop() }
+        defer { second.kill() }
         #expect(await recorder.waitFor { if case .reconnected = $0 { true } else { false } })
         #expect(connection.maxPayload == 4 * 1024 * 1024)
         let big = [UInt8](repeating: 1, count: 2 * 1024 * 1024)
@@ -378,7 +378,7 @@ struct NATSConnectionTests {
 
     @Test func invalidInputNeverReachesTheServer() async throws {
         let server = try await NATSServerProcess.started(jetStream: false)
-        defer { server.stop() }
+        defer { server.kill() }
         let watcher = try await connect(to: server, name: "watcher")
         let everything = Receiver(try await watcher.subscribe(to: ">"))
         let connection = try await connect(to: server)
@@ -438,7 +438,7 @@ struct NATSConnectionTests {
 
     @Test func droppingTheLastReferenceClosesTheConnection() async throws {
         let server = try await NATSServerProcess.started(jetStream: false)
-        defer { server.stop() }
+        defer { server.kill() }
         var doomed: NATSConnection? = try await connect(to: server, name: "doomed")
         let recorder = await EventRecorder(doomed!)
         try doomed!.publish(subject: "lifetime.test", payload: "bye")
@@ -467,7 +467,7 @@ extension Sequence {
 struct NATSConnectionServiceTests {
     @Test func gracefulShutdownDrainsAndReturns() async throws {
         let server = try await NATSServerProcess.started(jetStream: false)
-        defer { server.stop() }
+        defer { server.kill() }
         let listener = try await connect(to: server, name: "listener")
         let listened = Receiver(try await listener.subscribe(to: "svc.out"))
         let connection = NATSConnection(configuration: try NATSConnectionConfiguration(servers: [server.url]))
@@ -488,7 +488,7 @@ struct NATSConnectionServiceTests {
 
     @Test func cancellationCloses() async throws {
         let server = try await NATSServerProcess.started(jetStream: false)
-        defer { server.stop() }
+        defer { server.kill() }
         let connection = NATSConnection(configuration: try NATSConnectionConfiguration(servers: [server.url]))
         let running = Task { try await connection.run() }
         #expect(await eventually { connection.connectedServer != nil })
@@ -515,7 +515,7 @@ struct NATSClusterEventTests {
         let nodeB = try await NATSServerProcess.started(
             jetStream: false,
             arguments: ["--cluster_name", "events", "--cluster", "nats://127.0.0.1:\(clusterPortB)", "--routes", "nats://127.0.0.1:\(clusterPortA)"])
-        defer { nodeB.stop() }
+        defer { nodeB.kill() }
         #expect(await recorder.waitFor { event in
             if case .discoveredServers(let servers) = event { servers.contains { $0.contains(":\(nodeB.port)") } } else { false }
         })

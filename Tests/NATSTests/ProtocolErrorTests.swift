@@ -20,7 +20,7 @@ struct ProtocolErrorTests {
 
     @Test func tooLongSubjectFailsBeforeTheWireAndTheConnectionKeepsWorking() async throws {
         let server = try await NATSServerProcess.started(jetStream: false)
-        defer { server.stop() }
+        defer { server.kill() }
         let connection = try await connect(to: server, name: "long-subject")
         let recorder = await EventRecorder(connection)
         let responder = try await echo(on: connection)
@@ -69,7 +69,7 @@ struct ProtocolErrorTests {
         // server's limit and not the client's): the line reaches the server, which answers -ERR
         // and closes the connection.
         let server = try await NATSServerProcess.started(jetStream: false, configuration: "max_control_line: 1024")
-        defer { server.stop() }
+        defer { server.kill() }
         let connection = try await connect(to: server, name: "server-limit") { $0.maxControlLine = 4_096 }
         let recorder = await EventRecorder(connection)
         let responder = try await echo(on: connection)
@@ -107,7 +107,7 @@ struct ProtocolErrorTests {
         // 3.4.1 closes it anyway. The refused subscription must fail, naming the reason, and not be
         // sent again (the recovered connection would be refused again); the others carry over.
         let server = try await NATSServerProcess.started(jetStream: false, configuration: "max_subscriptions: 3")
-        defer { server.stop() }
+        defer { server.kill() }
         let connection = try await connect(to: server, name: "max-subs")
         let recorder = await EventRecorder(connection)
         let responder = try await echo(on: connection)  // 1
@@ -142,7 +142,7 @@ struct ProtocolErrorTests {
                   ]
                 }
                 """)
-        defer { server.stop() }
+        defer { server.kill() }
         let url = "nats://app:s3cret@127.0.0.1:\(server.port)"
         var configuration = try NATSConnectionConfiguration(servers: [url])
         configuration.name = "permissions"

@@ -7,7 +7,7 @@ import Testing
 struct ReadmeExampleTests {
     @Test func twentyLineExampleRuns() async throws {
         let server = try await NATSServerProcess.started(jetStream: false)
-        defer { server.stop() }
+        defer { server.kill() }
 
         let configuration = try NATSConnectionConfiguration(servers: [server.url])
         let connection = try await NATSConnection.connect(configuration: configuration)

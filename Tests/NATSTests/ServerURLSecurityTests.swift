@@ -282,7 +282,7 @@ struct ServerURLCredentialsServerTests {
 
     @Test func percentEncodedPasswordConnects() async throws {
         let server = try await NATSServerProcess.started(jetStream: false, arguments: ["--user", "alice", "--pass", Self.password])
-        defer { server.stop() }
+        defer { server.kill() }
         var configuration = try NATSConnectionConfiguration(
             servers: ["nats://alice:\(Self.encodedPassword)@127.0.0.1:\(server.port)"])
         configuration.connectTimeout = .seconds(2)
@@ -308,7 +308,7 @@ struct ServerURLCredentialsServerTests {
 
     @Test func tokenInURLConnects() async throws {
         let server = try await NATSServerProcess.started(jetStream: false, arguments: ["--auth", "T0k,en@1"])
-        defer { server.stop() }
+        defer { server.kill() }
         let configuration = try NATSConnectionConfiguration(servers: ["nats://T0k%2Cen%401@127.0.0.1:\(server.port)"])
         let connection = try await NATSConnection.connect(configuration: configuration)
         try await connection.flush()
@@ -322,7 +322,7 @@ struct ServerURLCredentialsServerTests {
         logger.logLevel = .trace
 
         let server = try await NATSServerProcess.started(jetStream: false, arguments: ["--user", "alice", "--pass", Self.password])
-        defer { server.stop() }
+        defer { server.kill() }
         var configuration = try NATSConnectionConfiguration(
             servers: ["nats://alice:\(Self.encodedPassword)@127.0.0.1:\(server.port)"])
         configuration.reconnect.wait = .milliseconds(100)
@@ -337,7 +337,7 @@ struct ServerURLCredentialsServerTests {
 
         // Finding 1's form: a password-only URL (this server has no authentication).
         let open = try await NATSServerProcess.started(jetStream: false)
-        defer { open.stop() }
+        defer { open.kill() }
         let passwordOnly = try NATSConnectionConfiguration(servers: ["nats://:S3cretPW@127.0.0.1:\(open.port)"])
         let second = try await NATSConnection.connect(configuration: passwordOnly, logger: logger)
         #expect(second.connectedServer.map { !$0.contains("S3cretPW") } == true)

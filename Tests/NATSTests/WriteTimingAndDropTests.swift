@@ -13,7 +13,7 @@ struct WriteTimingAndDropTests {
     /// buffer.
     @Test func aPublishAfterAQuietSpellIsWrittenAtOnceAndABurstIsBuffered() async throws {
         let server = try await NATSServerProcess.started(jetStream: false)
-        defer { server.stop() }
+        defer { server.kill() }
         let connection = try await connect(to: server)
         #expect(connection.configuration.writeImmediatelyAfterIdle == .microseconds(20))
         // Writing at once needs cnats's internal publish; on the public-API path (CI runs both)
@@ -52,7 +52,7 @@ struct WriteTimingAndDropTests {
     /// requester without the flusher's millisecond: the responder's buffer is empty right after.
     @Test func aDefaultResponderWritesItsReplyAtOnce() async throws {
         let server = try await NATSServerProcess.started(jetStream: false)
-        defer { server.stop() }
+        defer { server.kill() }
         let responder = try await connect(to: server, name: "responder")
         let requester = try await connect(to: server, name: "requester")
         let requests = try await responder.subscribe(to: "timing.echo")
@@ -81,7 +81,7 @@ struct WriteTimingAndDropTests {
     /// drops, not when its (long) timeout expires; the connection reconnects and works.
     @Test func aRequestInFlightFailsAtOnceWhenTheConnectionDrops() async throws {
         let server = try await NATSServerProcess.started(jetStream: false)
-        defer { server.stop() }
+        defer { server.kill() }
         let responderConnection = try await connect(to: server, name: "silent")
         let silent = try await responderConnection.subscribe(to: "drop.silent")
         let connection = try await connect(to: server, name: "requester")
@@ -119,7 +119,7 @@ struct WriteTimingAndDropTests {
     /// same message id) when the connection drops, and leaves the publisher's window.
     @Test func aJetStreamPublishInFlightFailsAtOnceWhenTheConnectionDrops() async throws {
         let server = try await NATSServerProcess.started()
-        defer { server.stop() }
+        defer { server.kill() }
         let connection = try await connect(to: server)
         // Something listens on the subject but never answers: the publish waits for an ack.
         let silent = try await connection.subscribe(to: "silent.>")
