@@ -80,9 +80,34 @@ extension NATSJetStream {
         }
     }
 
+    /// Reads the last message of a stream whose subject matches `subject` (wildcards allowed), or
+    /// `nil` when there is none: one round trip, without a consumer. This is how a key's or an
+    /// aggregate's latest state is read.
+    ///
+    /// - Throws: ``NATSError/Code/invalidSubject`` for a subject that is not a valid filter, before
+    ///   anything is sent.
+    public func lastMessage(stream: String, subject: String) async throws(NATSError) -> NATSStoredMessage? {
+        try NATSJetStream.validateName(stream, what: "stream name")
+        try NATSValidation.validateSubject(subject, for: .subscribe)
+        do {
+            return try await getMessage(
+                stream: stream, request: MessageGetRequest(last_by_subj: subject),
+                what: "reading the last message on '\(subject)' of stream '\(stream)'")
+        } catch where error.jetStreamErrorCode == NATSJetStreamErrorCode.noMessageFound {
+            return nil
+        }
+    }
+
     private struct MessageGetRequest: Encodable {
-        var seq: UInt64
+        var seq: UInt64?
         var next_by_subj: String?
+        var last_by_subj: String?
+
+        init(seq: UInt64? = nil, next_by_subj: String? = nil, last_by_subj: String? = nil) {
+            self.seq = seq
+            self.next_by_subj = next_by_subj
+            self.last_by_subj = last_by_subj
+        }
     }
 
     private func getMessage(stream: String, request: MessageGetRequest, what: String) async throws(NATSError)

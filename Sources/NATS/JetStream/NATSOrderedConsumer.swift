@@ -1,3 +1,5 @@
+import Synchronization
+
 /// Replays a stream (or some of its subjects) in order, once, without acknowledgements.
 ///
 /// It uses an ephemeral push consumer that the client recreates by itself when it detects a gap
@@ -13,6 +15,13 @@ public struct NATSOrderedConsumer: AsyncSequence, Sendable {
     let deliverPolicy: NATSConsumerConfiguration.DeliverPolicy
     let heartbeat: Duration
     let monitor: ConsumerHealthMonitor
+    let control = OrderedConsumerControl()
+
+    /// Ends the replay: an iterator waiting for the next message returns `nil` at once, and its
+    /// server-side consumer is deleted. Safe to call from any task, more than once.
+    public func stop() {
+        control.stop()
+    }
 
     /// The replay's health now (shared by its iterators; iterate one at a time).
     /// ``NATSConsumerHealth/consumer`` is the current server-side consumer's name.
@@ -68,6 +77,7 @@ public struct NATSOrderedConsumer: AsyncSequence, Sendable {
             let inbox = owner.jetStream.connection.newInbox()
             configuration.deliverSubject = inbox
             let subscription = try await owner.jetStream.connection.subscribeConsumer(to: inbox)
+            owner.control.attach(subscription)
             do {
                 let info = try await owner.jetStream.ensureConsumer(stream: owner.stream, configuration)
                 consumerName = info.name
@@ -87,6 +97,10 @@ public struct NATSOrderedConsumer: AsyncSequence, Sendable {
 
         /// The next message in stream order; `nil` when cancelled or the connection closed.
         public mutating func next() async throws(NATSError) -> NATSJetStreamMessage? {
+            if owner.control.isStopped {
+                await finish()
+                return nil
+            }
             if subscription == nil { try await recreate() }
             while true {
                 while index < batch.count {
@@ -132,6 +146,10 @@ public struct NATSOrderedConsumer: AsyncSequence, Sendable {
                         "no message or heartbeat for over \(owner.heartbeat * 3); consumer recreated after stream sequence \(lastStreamSequence)")
                     try await recreate()
                 }
+                if owner.control.isStopped {
+                    await finish()
+                    return nil
+                }
                 guard let subscription else { return nil }
                 let wait = Swift.min(owner.heartbeat, .seconds(1))
                 switch try await subscription.buffer.takeBatch(into: &batch, timeout: wait) {
@@ -141,15 +159,46 @@ public struct NATSOrderedConsumer: AsyncSequence, Sendable {
                     }
                     continue
                 case .finished, .cancelled:
-                    owner.monitor.stopped()
-                    subscription.stop()
-                    if let consumerName {
-                        try? await owner.jetStream.deleteConsumer(stream: owner.stream, name: consumerName)
-                    }
+                    await finish()
                     return nil
                 }
             }
         }
+
+        /// Unsubscribes and deletes the server-side consumer (once).
+        private mutating func finish() async {
+            owner.monitor.stopped()
+            subscription?.stop()
+            subscription = nil
+            if let consumerName {
+                self.consumerName = nil
+                try? await owner.jetStream.deleteConsumer(stream: owner.stream, name: consumerName)
+            }
+        }
+    }
+}
+
+/// Lets ``NATSOrderedConsumer/stop()`` reach the subscription its iterator currently reads.
+final class OrderedConsumerControl: Sendable {
+    private let state = Mutex<(stopped: Bool, subscription: SubscriptionHandle<ConsumerDelivery>?)>((false, nil))
+
+    var isStopped: Bool { state.withLock { $0.stopped } }
+
+    /// Records the iterator's new subscription; stops it at once when the replay was stopped.
+    func attach(_ subscription: SubscriptionHandle<ConsumerDelivery>) {
+        let stopNow = state.withLock { state in
+            state.subscription = subscription
+            return state.stopped
+        }
+        if stopNow { subscription.stop() }
+    }
+
+    func stop() {
+        let subscription = state.withLock { state in
+            state.stopped = true
+            return state.subscription
+        }
+        subscription?.stop()
     }
 }
 
