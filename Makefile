@@ -67,7 +67,7 @@ docs: deps
 
 ## Only the tests that need no nats-server.
 test-unit: deps
-	$(SWIFT) test --skip 'NATSConnectionTests|NATSConnectionServiceTests|NATSTests.ReadmeExampleTests|JetStreamTests|JetStreamConsumerTests|JetStreamConformanceTests|InteropTests|rolesAsSeparateProcesses|factoryMakesTheChosenBackend|unreachableServer|EventBusReliabilityTests.ReliabilityTests'
+	$(SWIFT) test --skip 'NATSConnectionTests|NATSConnectionServiceTests|NATSTests.ReadmeExampleTests|JetStreamTests|JetStreamConsumerTests|NATSKeyValueTests|JetStreamConformanceTests|InteropTests|rolesAsSeparateProcesses|factoryMakesTheChosenBackend|unreachableServer|EventBusReliabilityTests.ReliabilityTests'
 
 ## Every benchmark (Benchmarks/, package-benchmark): raw cnats, the NATS module, the EventBus and
 ## nats.go (Benchmarks/natsgo) side by side in 5 interleaved rounds, then docs/performance.md from
