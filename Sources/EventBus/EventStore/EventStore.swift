@@ -63,6 +63,10 @@ public protocol EventStore: Sendable {
     /// The aggregate's latest snapshot, or `nil`.
     func snapshot(of aggregate: AggregateID) async throws(EventStoreError) -> AggregateSnapshot?
 
+    /// The aggregate's latest snapshot and the events after it: what rebuilding its state needs.
+    /// A backend that knows where the snapshot's version sits reads only the events after it.
+    func loadFromSnapshot(_ aggregate: AggregateID) async throws(EventStoreError) -> LoadedAggregate
+
     /// Removes the aggregate's events and snapshot. Its version is 0 again afterwards, so a writer
     /// still holding an older version gets a conflict. To keep the history and mark the end, append
     /// a final event of your own instead (a tombstone such as `order.closed`).
@@ -81,7 +85,8 @@ extension EventStore {
         try await load(aggregate, from: 1)
     }
 
-    /// The aggregate's latest snapshot and the events after it: what rebuilding its state needs.
+    /// The aggregate's latest snapshot and the events after it, read with ``snapshot(of:)`` and
+    /// ``load(_:from:)``.
     public func loadFromSnapshot(_ aggregate: AggregateID) async throws(EventStoreError) -> LoadedAggregate {
         let snapshot = try await snapshot(of: aggregate)
         let events = try await load(aggregate, from: (snapshot?.version ?? 0) + 1)
