@@ -24,6 +24,12 @@ enum Demo {
     static func newRunID() -> String { String(UInt32.random(in: 0...UInt32.max), radix: 36) }
 
     static func orderID(_ number: Int) -> String { "order-\(String(repeating: "0", count: max(0, 4 - String(number).count)))\(number)" }
+
+    /// An order's history in the event store: aggregate `order/<order id>-<run id>`, so that each run's
+    /// orders have histories of their own.
+    static func history(of order: OrderCreated) throws -> AggregateID {
+        try AggregateID(category: "order", id: order.runID.map { "\(order.orderID)-\($0)" } ?? order.orderID)
+    }
 }
 
 /// Published by `orders` for each order.
@@ -33,6 +39,8 @@ struct OrderCreated: Codable, Sendable {
     var customer: String
     var sku: String
     var amountCents: Int
+    /// The run that placed it (absent in orders from older publishers).
+    var runID: String?
 }
 
 /// Published by `billing` when an order is paid.

@@ -21,7 +21,7 @@ struct EventBusDemo: AsyncParsableCommand {
             EVENT_BUS_NATS_SERVERS and the other EVENT_BUS_* variables (see docs/configuration.md). Roles as \
             separate processes need the jetstream backend: in-memory buses do not cross processes.
             """,
-        subcommands: [All.self, Orders.self, Billing.self, Notifications.self, Inventory.self],
+        subcommands: [All.self, Orders.self, Billing.self, Notifications.self, Inventory.self, History.self],
         defaultSubcommand: All.self)
 }
 
@@ -78,6 +78,18 @@ struct CommonOptions: ParsableArguments {
         }
     }
 
+    /// ``withBus(_:_:)`` with the event store of the same backend (the orders' histories), open
+    /// while `body` runs.
+    func withBusAndStore<Value: Sendable>(
+        _ label: String, _ body: @escaping @Sendable (any EventBus, any EventStore, EventBusSettings) async throws -> Value
+    ) async throws -> Value {
+        try await withBus(label) { bus, settings in
+            try await EventStoreFactory.withEventStore(settings: settings, logger: logger(label + ".store")) { store in
+                try await body(bus, store, settings)
+            }
+        }
+    }
+
     private func withConfiguredBus<Value: Sendable>(
         _ label: String, _ body: @escaping @Sendable (any EventBus, EventBusSettings) async throws -> Value
     ) async throws -> Value {
@@ -126,18 +138,20 @@ extension EventBusDemo {
             let counters = DemoCounters()
             let started = ContinuousClock.now
             let expectedDeadLetters = (0..<orders).filter(Demo.isPoison).count
-            let (outcome, backend): (Bool, String) = try await common.withBus("eventbus-demo") { bus, settings in
+            let (outcome, backend, history): (Bool, String, [RecordedEvent]) = try await common.withBusAndStore("eventbus-demo") {
+                bus, store, settings in
                 let activity = Activity()
                 // Every role subscribes before the first order is placed: nothing can be missed.
                 let roles = [
                     try await Roles.inventory(bus: bus, counters: counters),
-                    try await Roles.billing(bus: bus, worker: "billing-1", flaky: false, counters: counters, activity: activity),
-                    try await Roles.billing(bus: bus, worker: "billing-2", flaky: true, counters: counters, activity: activity),
-                    try await Roles.notifications(bus: bus, counters: counters, activity: activity),
+                    try await Roles.billing(bus: bus, store: store, worker: "billing-1", flaky: false, counters: counters, activity: activity),
+                    try await Roles.billing(bus: bus, store: store, worker: "billing-2", flaky: true, counters: counters, activity: activity),
+                    try await Roles.notifications(bus: bus, store: store, counters: counters, activity: activity),
                 ]
+                let runID = Demo.newRunID()
                 let done: Bool = try await withThrowingTaskGroup(of: Void.self) { group in
                     for role in roles { group.addTask { try await role() } }
-                    try await Roles.orders(bus: bus, count: orders, first: 0, runID: Demo.newRunID(), counters: counters)
+                    try await Roles.orders(bus: bus, store: store, count: orders, first: 0, runID: runID, counters: counters)
                     let deadline = ContinuousClock.now + .seconds(timeout)
                     var done = false
                     while ContinuousClock.now < deadline {
@@ -153,9 +167,16 @@ extension EventBusDemo {
                     while let _ = try? await group.next() {}
                     return done
                 }
-                return (done, settings.backend.rawValue)
+                // A dead-lettered order's history shows the whole path: placed, then dead-lettered.
+                let example = (0..<orders).first(where: Demo.isPoison) ?? 0
+                let history = try await store.load(
+                    try AggregateID(category: "order", id: "\(Demo.orderID(example))-\(runID)"))
+                return (done, settings.backend.rawValue, history)
             }
             printSummary(counters.snapshot, backend: backend, duration: ContinuousClock.now - started)
+            if let first = history.first {
+                print("  history of \(first.aggregate.id): " + history.map { "v\($0.version) \($0.event.type)" }.joined(separator: ", "))
+            }
             if !outcome { throw ValidationError("not every order was billed or dead-lettered within \(timeout) s") }
         }
 
@@ -188,8 +209,8 @@ extension EventBusDemo {
         func run() async throws {
             let (count, first, runID) = (self.count, self.first, self.runID)
             let counters = DemoCounters()
-            try await common.withBus("eventbus-demo.orders") { bus, _ in
-                try await Roles.orders(bus: bus, count: count, first: first, runID: runID, counters: counters)
+            try await common.withBusAndStore("eventbus-demo.orders") { bus, store, _ in
+                try await Roles.orders(bus: bus, store: store, count: count, first: first, runID: runID, counters: counters)
             }
             report("DONE published=\(counters.snapshot.published)")
         }
@@ -206,9 +227,9 @@ extension EventBusDemo {
 
         func run() async throws {
             let (worker, flaky) = (self.worker, self.flaky)
-            try await common.withBus("eventbus-demo.billing") { [idleExit, maxSeconds] bus, _ in
+            try await common.withBusAndStore("eventbus-demo.billing") { [idleExit, maxSeconds] bus, store, _ in
                 try await runRole(idleExit: idleExit, maxSeconds: maxSeconds) { activity in
-                    try await Roles.billing(bus: bus, worker: worker, flaky: flaky, counters: DemoCounters(), activity: activity)
+                    try await Roles.billing(bus: bus, store: store, worker: worker, flaky: flaky, counters: DemoCounters(), activity: activity)
                 }
             }
         }
@@ -222,9 +243,9 @@ extension EventBusDemo {
         @Option(help: "Exit after this many seconds at most; 0 for no limit.") var maxSeconds = 0
 
         func run() async throws {
-            try await common.withBus("eventbus-demo.notifications") { [idleExit, maxSeconds] bus, _ in
+            try await common.withBusAndStore("eventbus-demo.notifications") { [idleExit, maxSeconds] bus, store, _ in
                 try await runRole(idleExit: idleExit, maxSeconds: maxSeconds) { activity in
-                    try await Roles.notifications(bus: bus, counters: DemoCounters(), activity: activity)
+                    try await Roles.notifications(bus: bus, store: store, counters: DemoCounters(), activity: activity)
                 }
             }
         }
@@ -241,6 +262,47 @@ extension EventBusDemo {
                 try await runRole(idleExit: 0, maxSeconds: maxSeconds) { _ in
                     try await Roles.inventory(bus: bus, counters: DemoCounters())
                 }
+            }
+        }
+    }
+}
+
+extension EventBusDemo {
+    /// Prints an order's history from the event store.
+    struct History: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "history",
+            abstract: "Print an order's history from the event store (placed, billed, dead-lettered).",
+            discussion: """
+                The order is named as its PUBLISHED line prints it, with the run id: order-0007-k3j2x1. Needs the \
+                jetstream backend: an in-memory store lives and dies with its process (the 'all' run prints one \
+                history in its summary).
+                """)
+        @OptionGroup var common: CommonOptions
+        @Argument(help: "The order's history id, <order id>-<run id>.") var order: String
+
+        func run() async throws {
+            let aggregate: AggregateID
+            do {
+                aggregate = try AggregateID(category: "order", id: order)
+            } catch {
+                throw ValidationError(error.message)
+            }
+            let settings = try EventBusSettings.fromEnvironment(
+                applicationVariables: ["EVENT_BUS_DEMO_OPS_PORT", "EVENT_BUS_DEMO_OPS_ADDRESS"])
+            let history = try await EventStoreFactory.withEventStore(settings: settings, logger: common.logger("eventbus-demo.history")) {
+                store in try await store.load(aggregate)
+            }
+            guard !history.isEmpty else {
+                report("NO-HISTORY \(aggregate.id)")
+                throw ExitCode(66)
+            }
+            let formatter = ISO8601DateFormatter()
+            formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+            for recorded in history {
+                let correlation = recorded.event.correlationID.map { " correlation=\($0)" } ?? ""
+                let data = String(decoding: recorded.event.data.prefix(120), as: UTF8.self)
+                report("v\(recorded.version) \(formatter.string(from: recorded.recordedAt)) \(recorded.event.type) id=\(recorded.event.id)\(correlation) \(data)")
             }
         }
     }

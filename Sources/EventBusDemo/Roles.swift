@@ -62,15 +62,19 @@ enum Roles {
     }
 
     /// Charges orders in the `billing` group; a `flaky` worker fails some first attempts.
-    static func billing(bus: any EventBus, worker: String, flaky: Bool, counters: DemoCounters, activity: Activity) async throws -> RoleLoop {
+    static func billing(
+        bus: any EventBus, store: any EventStore, worker: String, flaky: Bool, counters: DemoCounters, activity: Activity
+    ) async throws -> RoleLoop {
         let subscription = try await bus.subscribe(Demo.ordersSubject, options: Demo.billingOptions)
         return {
-            try await charge(bus: bus, subscription: subscription, worker: worker, flaky: flaky, counters: counters, activity: activity)
+            try await charge(
+                bus: bus, store: store, subscription: subscription, worker: worker, flaky: flaky, counters: counters, activity: activity)
         }
     }
 
     private static func charge(
-        bus: any EventBus, subscription: EventSubscription, worker: String, flaky: Bool, counters: DemoCounters, activity: Activity
+        bus: any EventBus, store: any EventStore, subscription: EventSubscription, worker: String, flaky: Bool, counters: DemoCounters,
+        activity: Activity
     ) async throws {
         try await bus.consume(subscription, options: Demo.billingOptions) { delivery in
             activity.touch()
@@ -93,6 +97,9 @@ enum Roles {
             settled.correlationID = delivery.event.correlationID ?? order.orderID
             settled.causationID = delivery.event.id
             try await bus.publish(settled)
+            // The order's history: after whatever is there (a redelivered order is billed again, and
+            // the history shows it).
+            try await store.append([settled], to: Demo.history(of: order), expectedVersion: .any)
             counters.update {
                 $0.billedByWorker[worker, default: 0] += 1
                 $0.billedOrders[order.orderID, default: 0] += 1
@@ -102,20 +109,20 @@ enum Roles {
     }
 
     /// Tells customers about payments, and operations about dead letters.
-    static func notifications(bus: any EventBus, counters: DemoCounters, activity: Activity) async throws -> RoleLoop {
+    static func notifications(bus: any EventBus, store: any EventStore, counters: DemoCounters, activity: Activity) async throws -> RoleLoop {
         let paymentOptions = SubscriptionOptions(group: "notifications", start: .new)
         let deadLetterOptions = SubscriptionOptions(group: "operations", start: .new)
         let payments = try await bus.subscribe(Demo.paymentsSubject, options: paymentOptions)
         let deadLetters = try await bus.subscribe(Demo.deadLetterSubject, options: deadLetterOptions)
         return {
             try await notify(
-                bus: bus, payments: (payments, paymentOptions), deadLetters: (deadLetters, deadLetterOptions), counters: counters,
+                bus: bus, store: store, payments: (payments, paymentOptions), deadLetters: (deadLetters, deadLetterOptions), counters: counters,
                 activity: activity)
         }
     }
 
     private static func notify(
-        bus: any EventBus, payments: (EventSubscription, SubscriptionOptions), deadLetters: (EventSubscription, SubscriptionOptions),
+        bus: any EventBus, store: any EventStore, payments: (EventSubscription, SubscriptionOptions), deadLetters: (EventSubscription, SubscriptionOptions),
         counters: DemoCounters, activity: Activity
     ) async throws {
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -133,6 +140,15 @@ enum Roles {
                     let order = try? delivery.event.decode(OrderCreated.self)
                     let attempts = delivery.event.extensions[DeadLetter.attemptsHeader] ?? "?"
                     let error = delivery.event.extensions[DeadLetter.errorHeader] ?? "?"
+                    if let order {
+                        var entry = Event(
+                            id: "\(delivery.event.id)-dead-lettered", subject: Demo.deadLetterSubject, type: "com.example.order.dead-lettered",
+                            source: Demo.source, data: Array("attempts=\(attempts) error=\(error)".utf8))
+                        entry.correlationID = order.orderID
+                        entry.causationID = delivery.event.id
+                        // The same id on a redelivered dead letter: recognised, not stored twice.
+                        try await store.append([entry], to: Demo.history(of: order), expectedVersion: .any)
+                    }
                     counters.update { $0.deadLettered += 1 }
                     report("DEAD-LETTERED \(order?.orderID ?? delivery.event.id) attempts=\(attempts) error=\(error)")
                 }
@@ -142,7 +158,7 @@ enum Roles {
     }
 
     /// Places `count` orders: an inventory check (request/reply), then the `orders.created` event.
-    static func orders(bus: any EventBus, count: Int, first: Int, runID: String, counters: DemoCounters) async throws {
+    static func orders(bus: any EventBus, store: any EventStore, count: Int, first: Int, runID: String, counters: DemoCounters) async throws {
         for number in first..<(first + count) {
             let sku = "sku-\(number % 5)"
             let check = try Event(
@@ -155,15 +171,18 @@ enum Roles {
             }
             guard answer.inStock else { continue }
             let orderID = Demo.orderID(number)
-            var event = try Event(
-                subject: Demo.ordersSubject, type: "com.example.order.created", source: Demo.source,
-                encoding: OrderCreated(orderID: orderID, number: number, customer: "customer-\(number % 7)", sku: sku, amountCents: 1_000 + number))
+            let order = OrderCreated(
+                orderID: orderID, number: number, customer: "customer-\(number % 7)", sku: sku, amountCents: 1_000 + number, runID: runID)
+            var event = try Event(subject: Demo.ordersSubject, type: "com.example.order.created", source: Demo.source, encoding: order)
             // One id per order and run: publishing it twice (a retry) stores it once.
             event.id = "\(orderID)-created-\(runID)"
             event.correlationID = orderID
+            // The history first: an order billed before its history began would be refused by
+            // .noEvents. A retry of this append with the same event is recognised.
+            try await store.append([event], to: Demo.history(of: order), expectedVersion: .noEvents)
             try await bus.publish(event)
             counters.update { $0.published += 1 }
-            report("PUBLISHED \(orderID)")
+            report("PUBLISHED \(orderID) history=\(try Demo.history(of: order).id)")
         }
     }
 }

@@ -33,6 +33,10 @@ struct DemoProcessTests {
         #expect(output.contains("orders published     30"))
         #expect(output.contains("dead-lettered        3"))
         #expect(output.contains("billed               27"))
+        // The summary's example is a declined order: placed, then dead-lettered, in its history.
+        #expect(
+            output.contains("v1 com.example.order.created, v2 com.example.order.dead-lettered"),
+            "no history line with placed and dead-lettered: \(output)")
     }
 
     @Test(arguments: ["billing", "notifications", "inventory"])
@@ -96,6 +100,24 @@ struct DemoProcessTests {
         #expect(deadLettered.sorted() == poison.sorted(), "the declined orders, and only they, were dead-lettered once each")
         #expect(Set(ids(notifications.lines, "NOTIFIED ")) == Set(good))
         print("multi-process demo: billed \(billedBy1.count) + \(billedBy2.count), dead-lettered \(deadLettered.count)")
+
+        // The orders' histories, written by three processes into the event store, read by a fourth.
+        let histories = orders.lines.filter { $0.hasPrefix("PUBLISHED ") }.compactMap { line in
+            line.split(separator: " ").first { $0.hasPrefix("history=") }.map { String($0.dropFirst("history=".count)) }
+        }
+        #expect(histories.count == orderCount, "PUBLISHED lines name the history: \(orders.output)")
+        for (number, expected) in [(1, "com.example.payment.settled"), (7, "com.example.order.dead-lettered")] {
+            let id = try #require(histories.first { $0.hasPrefix(orderID(number) + "-") })
+            let history = try DemoProcess(arguments: ["history", id], environment: environment)
+            #expect(try await history.waitForExit(timeout: .seconds(30)) == 0, "\(history.output)")
+            let types = history.lines.filter { $0.hasPrefix("v") }.map { $0.split(separator: " ")[2] }
+            #expect(types == ["com.example.order.created", Substring(expected)], "history of \(id): \(history.output)")
+        }
+        let missing = try DemoProcess(arguments: ["history", "order-9999-none"], environment: environment)
+        #expect(try await missing.waitForExit(timeout: .seconds(30)) == 66, "an unknown order: \(missing.output)")
+        let bad = try DemoProcess(arguments: ["history", "order 1"], environment: environment)
+        #expect(try await bad.waitForExit(timeout: .seconds(30)) == 64, "a bad id: \(bad.output)")
+        #expect(bad.output.contains("order 1"), "the error names the id: \(bad.output)")
     }
 
     /// One trace crosses the processes: orders publishes, billing (another process) handles the order and
