@@ -8,7 +8,7 @@ import NATS
 public enum EventStoreFactory {
     /// Opens the store, runs `body` with it, then closes it.
     ///
-    /// - `memory`: an ``InMemoryEventStore`` (this process only, like the in-memory bus).
+    /// - `memory`: an `InMemoryEventStore` (this process only, like the in-memory bus).
     /// - `jetstream`: a `JetStreamEventStore` on a connection of its own, made from the bus's connection
     ///   settings; its stream and bucket get the bus's replicas and storage unless `configuration` says
     ///   otherwise. The connection is closed after `body`.

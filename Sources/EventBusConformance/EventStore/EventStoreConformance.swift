@@ -33,7 +33,7 @@ public struct EventStoreConformanceHarness: Sendable {
     }
 }
 
-/// The behaviour suite every ``EventStore`` must pass, one test case per check:
+/// The behaviour suite every `EventStore` must pass, one test case per check:
 ///
 /// ```swift
 /// @Test(arguments: EventStoreConformance.checks)

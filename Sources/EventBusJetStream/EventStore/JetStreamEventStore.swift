@@ -8,7 +8,7 @@ import Logging
 import NATS
 import Synchronization
 
-/// An ``EventStore`` on a JetStream stream: one subject per aggregate, the expected version checked
+/// An `EventStore` on a JetStream stream: one subject per aggregate, the expected version checked
 /// by the server.
 ///
 /// How the contract maps onto JetStream:
@@ -65,8 +65,8 @@ public final class JetStreamEventStore: EventStore {
     /// snapshot bucket unless ``Configuration/provision`` is off. The connection stays the caller's:
     /// closing the store does not close it.
     ///
-    /// - Throws: ``EventStoreError/Code/invalidArgument`` for a bad configuration;
-    ///   ``EventStoreError/Code/unavailable`` when the stream or bucket cannot be created or found.
+    /// - Throws: `invalidArgument` for a bad configuration;
+    ///   `unavailable` when the stream or bucket cannot be created or found.
     public static func open(
         on connection: NATSConnection,
         configuration: Configuration = .init(),
