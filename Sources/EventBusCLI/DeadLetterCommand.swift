@@ -126,29 +126,9 @@ enum JSONLine {
         }
     }
 
+    /// Strings as the rest of the CLI's `--json` output writes them: printable ASCII, the rest escaped.
     private static func writeString(_ string: String, into text: inout String) {
-        text += "\""
-        for scalar in string.unicodeScalars {
-            switch scalar {
-            case "\"": text += "\\\""
-            case "\\": text += "\\\\"
-            case "\n": text += "\\n"
-            case "\r": text += "\\r"
-            case "\t": text += "\\t"
-            default:
-                if scalar.value < 0x20 || TerminalText.needsEscaping(scalar) {
-                    for unit in String(scalar).utf16 { text += "\\u" + hex4(unit) }
-                } else {
-                    text.unicodeScalars.append(scalar)
-                }
-            }
-        }
-        text += "\""
-    }
-
-    private static func hex4(_ unit: UInt16) -> String {
-        let digits = String(unit, radix: 16)
-        return String(repeating: "0", count: 4 - digits.count) + digits
+        JSONValue.writeString(string, into: &text)
     }
 }
 

@@ -189,8 +189,17 @@ struct JetStreamEventStoreTests {
         let subscription = try await fixture.store.subscribe(to: order, from: 1)
         var iterator = subscription.makeAsyncIterator()
         _ = try await iterator.next()
+        // Cancelled while nobody waits in next(): the cancel itself removes the consumer.
         await subscription.cancel()
-        _ = try await iterator.next()
+        // Cancelled while a reader waits for the next event: the reader ends and removes it.
+        let waiting = try await fixture.store.subscribe(to: order, from: 51)
+        let reader = Task { () -> RecordedEvent? in
+            var iterator = waiting.makeAsyncIterator()
+            return try await iterator.next()
+        }
+        try await Task.sleep(for: .milliseconds(300))
+        await waiting.cancel()
+        #expect(try await reader.value == nil, "a cancelled subscription returned an event")
         let jetStream = fixture.connection.jetStream()
         let left = await eventually(timeout: .seconds(10)) { () async -> Bool in
             ((try? await jetStream.consumerNames(stream: "EVENTSTORE")) ?? ["?"]).isEmpty

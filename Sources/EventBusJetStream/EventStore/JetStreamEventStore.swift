@@ -505,6 +505,9 @@ public final class JetStreamEventStore: EventStore {
                 cancel: { [self] in
                     consumer.stop()
                     unregister(id)
+                    // Deletes the server-side consumer now when no reader is inside next(); a reader
+                    // that is gets nil and deletes it itself (this call then fails as a second reader).
+                    _ = try? await follower.next()
                 }))
     }
 
