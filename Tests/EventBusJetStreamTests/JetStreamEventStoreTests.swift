@@ -214,3 +214,73 @@ struct JetStreamEventStoreTests {
 func makeStoreEvent(_ index: Int) -> Event {
     Event(subject: "orders.line", type: "t", source: "/test", data: Array("line \(index)".utf8), extensions: ["n": "\(index)"])
 }
+
+/// The store inside the bus's stream: bus subscribers see stored events, and the bus's stream keeps
+/// its settings.
+@Suite("JetStreamEventStore sharing the bus's stream")
+struct JetStreamEventStoreSharingTests {
+    @Test func theStoreSharesTheBussStreamWithoutRewritingIt() async throws {
+        let server = try await NATSServerProcess.started()
+        defer { server.kill() }
+        var busConfiguration = JetStreamEventBus.Configuration(connection: try NATSConnectionConfiguration(servers: [server.url]))
+        busConfiguration.storage = .memory
+        let bus = JetStreamEventBus(configuration: busConfiguration)
+        try await bus.start()
+        let connection = try await JetStreamEventStoreTests.connect(server)
+        let before = try await connection.jetStream().streamInfo("EVENTS").configuration
+        let subscription = try await bus.subscribe("store.order.*")
+
+        var configuration = JetStreamEventStore.Configuration()
+        configuration.streamName = "EVENTS"
+        configuration.subjectPrefix = "events.store"
+        let store = try await JetStreamEventStore.open(on: connection, configuration: configuration)
+        let order = try AggregateID(category: "order", id: "o-9")
+        let placed = makeStoreEvent(1)
+        try await store.append([placed], to: order, expectedVersion: .noEvents)
+        try await store.append((2...4).map(makeStoreEvent), to: order, expectedVersion: .exactly(1))
+
+        var received: [String] = []
+        for try await delivery in subscription {
+            received.append(delivery.event.id)
+            #expect(delivery.event.subject == "store.order.o-9", "the bus sees the aggregate subject: \(delivery.event.subject)")
+            try await delivery.ack()
+            if received.count == 4 { break }
+        }
+        #expect(received.first == placed.id)
+        let after = try await connection.jetStream().streamInfo("EVENTS").configuration
+        #expect(after.subjects == before.subjects, "the store changed the bus's subjects: \(after.subjects)")
+        #expect(after.maxAge == before.maxAge && after.storage == before.storage && after.replicas == before.replicas)
+        #expect(after.additionalFields["allow_atomic"] == .bool(true), "atomic batches were not enabled on the shared stream")
+        #expect(try await store.load(order).map(\.version) == [1, 2, 3, 4])
+        await store.close()
+        await bus.close()
+        await connection.close()
+    }
+
+    @Test func aStreamThatDoesNotCoverThePrefixIsRefusedNamingBoth() async throws {
+        let server = try await NATSServerProcess.started()
+        defer { server.kill() }
+        let connection = try await JetStreamEventStoreTests.connect(server)
+        _ = try await connection.jetStream().createStream(NATSStreamConfiguration(name: "OTHER", subjects: ["other.>"]))
+        var configuration = JetStreamEventStore.Configuration()
+        configuration.streamName = "OTHER"
+        do {
+            _ = try await JetStreamEventStore.open(on: connection, configuration: configuration)
+            Issue.record("a stream without the store's subjects was accepted")
+        } catch {
+            #expect(error.code == .unavailable)
+            #expect(error.message.contains("other.>") && error.message.contains("store.>"), "\(error.message)")
+        }
+        let subjects = try await connection.jetStream().streamInfo("OTHER").configuration.subjects
+        #expect(subjects == ["other.>"], "the store changed the stream's subjects")
+        await connection.close()
+    }
+
+    @Test(arguments: [
+        ("events.>", "events.store.>", true), ("store.>", "store.>", true), ("store.*", "store.>", false),
+        (">", "store.>", true), ("events.*.>", "events.store.>", true), ("events.a", "events.>", false),
+    ])
+    func subjectCovering(pattern: String, filter: String, covers: Bool) {
+        #expect(JetStreamEventStore.subject(pattern, covers: filter) == covers)
+    }
+}

@@ -31,8 +31,10 @@ extension JetStreamEventStore {
         public var duplicateWindow: Duration = .seconds(120)
         /// How long each server round trip may take. Default 5 s.
         public var timeout: Duration = .seconds(5)
-        /// Create the stream and bucket when missing and add what the store needs
-        /// (`allow_atomic`) to an existing stream; when false, they must exist. Default true.
+        /// Create the stream and bucket when missing; on an existing stream (an operator's, or the
+        /// bus's when shared), check that its subjects cover the store's and add `allow_atomic`,
+        /// changing nothing else (limits apply when the store creates the stream). When false, both
+        /// must exist. Default true.
         public var provision = true
 
         /// The defaults.

@@ -77,7 +77,7 @@ public final class JetStreamEventStore: EventStore {
         let snapshots: NATSKeyValue
         do {
             if configuration.provision {
-                _ = try await jetStream.ensureStream(configuration.streamConfiguration)
+                try await provisionStream(configuration, on: jetStream, logger: logger)
                 var bucket = NATSKeyValueConfiguration(bucket: configuration.snapshotBucket)
                 bucket.storage = configuration.storage
                 bucket.replicas = configuration.replicas
@@ -93,6 +93,57 @@ public final class JetStreamEventStore: EventStore {
                 isRetriable: error.isRetriable, underlying: error)
         }
         return JetStreamEventStore(connection: connection, configuration: configuration, snapshots: snapshots, logger: logger)
+    }
+
+    /// Creates the stream, or makes an existing one (an operator's, or the bus's when the store shares
+    /// it) take what the store needs without rewriting anything else: its subjects must already cover
+    /// the store's, and `allow_atomic` is the one setting added. Differences that matter are logged.
+    static func provisionStream(_ configuration: Configuration, on jetStream: NATSJetStream, logger: Logger) async throws(NATSError) {
+        let wanted = configuration.streamConfiguration
+        let existing: NATSStreamInfo
+        do {
+            existing = try await jetStream.streamInfo(configuration.streamName)
+        } catch where error.jetStreamErrorCode == NATSJetStreamErrorCode.streamNotFound {
+            _ = try await jetStream.createStream(wanted)
+            return
+        }
+        var live = existing.configuration
+        let storeSubjects = "\(configuration.subjectPrefix).>"
+        guard live.subjects.contains(where: { subject($0, covers: storeSubjects) }) else {
+            throw NATSError(
+                .invalidConfiguration,
+                "stream '\(configuration.streamName)' stores \(live.subjects), which do not cover the event store's '\(storeSubjects)'; add it to the stream or choose another stream or prefix (the store does not change an existing stream's subjects)")
+        }
+        if live.maxAge != .zero {
+            logger.warning(
+                "the event store's stream expires messages: stored events older than its max_age are lost",
+                metadata: ["stream": "\(configuration.streamName)", "max_age": "\(live.maxAge)"])
+        }
+        if live.discard == .old && live.maxMessagesPerSubject > 0 {
+            logger.warning(
+                "the event store's stream drops an aggregate's oldest events past max_msgs_per_subject instead of refusing appends",
+                metadata: ["stream": "\(configuration.streamName)", "max_msgs_per_subject": "\(live.maxMessagesPerSubject)"])
+        }
+        if let limit = configuration.maxEventsPerAggregate, live.maxMessagesPerSubject != limit {
+            logger.warning(
+                "the event store's stream exists with another per-aggregate limit; the store does not change it",
+                metadata: ["stream": "\(configuration.streamName)", "max_msgs_per_subject": "\(live.maxMessagesPerSubject)", "configured": "\(limit)"])
+        }
+        guard live.additionalFields["allow_atomic"] != .bool(true) else { return }
+        live.additionalFields["allow_atomic"] = .bool(true)
+        _ = try await jetStream.updateStream(live)
+    }
+
+    /// Whether the stream subject `pattern` matches every subject `filter` matches (both may have wildcards).
+    package static func subject(_ pattern: String, covers filter: String) -> Bool {
+        let patternTokens = pattern.split(separator: ".", omittingEmptySubsequences: false)
+        let filterTokens = filter.split(separator: ".", omittingEmptySubsequences: false)
+        for (index, token) in patternTokens.enumerated() {
+            if token == ">" { return index < filterTokens.count }
+            guard index < filterTokens.count, filterTokens[index] != ">" else { return false }
+            if token != "*" && token != filterTokens[index] { return false }
+        }
+        return patternTokens.count == filterTokens.count
     }
 
     // MARK: Subjects and messages
