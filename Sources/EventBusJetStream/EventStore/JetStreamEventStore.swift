@@ -365,7 +365,11 @@ public final class JetStreamEventStore: EventStore {
             guard let ack else { throw EventStoreError(.invalidArgument, "\(what): no events") }
             return ack.duplicate && batchID == nil ? .duplicate(sequence: ack.sequence) : .stored(sequence: ack.sequence, duplicate: false)
         } catch let error as NATSError {
-            if error.jetStreamErrorCode == NATSJetStreamErrorCode.wrongLastSequence {
+            // A replicated stream answers 10164 instead of 10071 while another write to the
+            // aggregate is in flight: the same refusal, so the same re-read of the tip.
+            if error.jetStreamErrorCode == NATSJetStreamErrorCode.wrongLastSequence
+                || error.jetStreamErrorCode == NATSJetStreamErrorCode.wrongLastSequenceConstant
+            {
                 return .wrongLastSequence
             }
             if error.message.contains("maximum messages per subject") {
