@@ -104,19 +104,21 @@ extension ReliabilityTests {
             result.seconds = (ContinuousClock.now - began).seconds
             result.record()
             print("E1: \(summary)")
+            for (code, message) in figures.retriableSamples.sorted(by: { $0.key < $1.key }) { print("E1: a \(code): \(message)") }
 
+            let unresolved = records.filter { $0.result == nil }
             #expect(check.ackedEvents > 0, "nothing was acked at all")
-            #expect(records.allSatisfy { $0.result != nil }, "appends without a result within 30 s: \(records.filter { $0.result == nil }.map { $0.ids[0] }.prefix(5))")
-            #expect(check.lost.isEmpty, "acked but not in the history: \(check.lost.prefix(5))")
-            #expect(check.misplaced.isEmpty, "not at the version or position the result named: \(check.misplaced.prefix(5))")
-            #expect(check.gaps.isEmpty, "histories not numbered 1...n: \(check.gaps.prefix(5))")
-            #expect(check.duplicated.isEmpty, "stored more than once: \(check.duplicated.prefix(5))")
-            #expect(check.unexpected.isEmpty, "stored but never acked: \(check.unexpected.prefix(5))")
+            #expect(unresolved.count == 0, "appends without a result within 30 s: \(unresolved.map { $0.ids[0] }.prefix(5))")
+            #expect(check.lost.count == 0, "acked but not in the history: \(check.lost.prefix(5))")
+            #expect(check.misplaced.count == 0, "not at the version or position the result named: \(check.misplaced.prefix(5))")
+            #expect(check.gaps.count == 0, "histories not numbered 1...n: \(check.gaps.prefix(5))")
+            #expect(check.duplicated.count == 0, "stored more than once: \(check.duplicated.prefix(5))")
+            #expect(check.unexpected.count == 0, "stored but never acked: \(check.unexpected.prefix(5))")
             #expect(check.storedEvents == check.ackedEvents, "\(check.storedEvents) events stored, \(check.ackedEvents) acked")
             #expect(check.rawMessages == check.storedEvents, "the stream holds \(check.rawMessages) messages, the histories \(check.storedEvents)")
             #expect(figures.ownedConflicts == 0, "conflicts on aggregates only one writer appends to")
-            #expect(figures.partiallyStored.isEmpty, "atomic batches stored in part: \(figures.partiallyStored.prefix(5))")
-            #expect(figures.unexpectedErrors.isEmpty, "errors that are neither retriable nor conflicts: \(figures.unexpectedErrors.prefix(3))")
+            #expect(figures.partiallyStored.count == 0, "atomic batches stored in part: \(figures.partiallyStored.prefix(5))")
+            #expect(figures.unexpectedErrors == 0, "errors that are neither retriable nor conflicts, e.g. \(figures.unexpectedErrorSamples)")
 
             await reader.close()
             for store in stores { await store.close() }
@@ -134,8 +136,8 @@ extension ReliabilityTests {
                 + "retried \(records.filter { $0.attempts > 1 }.count), timeouts \(figures.timeouts)"
                 + (others.isEmpty ? "" : ", other retriable errors \(others)")
                 + ", recognised as already stored \(count(.recognised)), found in history after a conflict \(count(.foundInHistory))"
-                + ", conflicts \(figures.conflicts) (+\(figures.conflictsAfterRetry) after a retry, \(figures.ownedConflicts) on owned aggregates)"
-                + ", failed version reads \(figures.failedReads), unresolved \(count(.unresolved))"
+                + ", conflicts \(figures.conflicts) (+\(figures.conflictsAfterRetry) after a retry, \(figures.ownedConflicts) on owned aggregates, \(figures.restlessConflicts) after the store's 64 tries)"
+                + ", other errors \(figures.unexpectedErrors), failed reads \(figures.failedReads), unresolved \(count(.unresolved))"
                 + "; stored \(check.storedEvents) events in \(check.aggregates) aggregates (\(check.rawMessages) stream messages)"
                 + ", lost \(check.lost.count), gaps \(check.gaps.count), duplicated \(check.duplicated.count), unexpected \(check.unexpected.count)"
                 + "; new leader after " + elections.map { String(format: "%.1f s", $0) }.joined(separator: ", ")

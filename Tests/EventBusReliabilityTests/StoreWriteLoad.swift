@@ -45,8 +45,14 @@ final class StoreWriteLoad: Sendable {
         var timeouts = 0
         /// Other retriable failures, by code (for example `unavailable` while no leader answers).
         var otherRetriable: [String: Int] = [:]
+        /// One message of each kind of retriable failure (the first seen per code).
+        var retriableSamples: [String: String] = [:]
+        /// Conflicts the store reported after the aggregate kept changing under its own retries.
+        var restlessConflicts = 0
         /// Failures that are not retriable and not a conflict (retried anyway: the same ids are safe).
-        var unexpectedErrors: [String] = []
+        var unexpectedErrors = 0
+        /// The first few of them.
+        var unexpectedErrorSamples: [String] = []
         /// Conflicts on shared aggregates with no unanswered attempt before: another writer was first.
         var conflicts = 0
         /// Conflicts after an unanswered attempt whose events the history did not hold: another writer
@@ -207,6 +213,7 @@ final class StoreWriteLoad: Sendable {
                         }
                     }
                     counters.withLock { counters in
+                        if error.message.contains("kept changing") { counters.restlessConflicts += 1 }
                         if !shared {
                             counters.ownedConflicts += 1
                         } else if unanswered {
@@ -223,14 +230,19 @@ final class StoreWriteLoad: Sendable {
                         continue
                     }
                 case .timeout:
-                    counters.withLock { $0.timeouts += 1 }
+                    counters.withLock { counters in
+                        counters.timeouts += 1
+                        if counters.retriableSamples["timeout"] == nil { counters.retriableSamples["timeout"] = error.message }
+                    }
                     unanswered = true
                 default:
                     counters.withLock { counters in
                         if error.isRetriable {
                             counters.otherRetriable[error.code.name, default: 0] += 1
+                            if counters.retriableSamples[error.code.name] == nil { counters.retriableSamples[error.code.name] = error.message }
                         } else {
-                            counters.unexpectedErrors.append(error.description)
+                            counters.unexpectedErrors += 1
+                            if counters.unexpectedErrorSamples.count < 3 { counters.unexpectedErrorSamples.append(error.description) }
                         }
                     }
                     // Same ids, same expectation: retrying is safe whatever this was.
