@@ -245,6 +245,7 @@ public final class JetStreamEventStore: EventStore {
         try checkOpen()
         var tip = rememberedTip(aggregate)
         var tipIsFresh = false
+        var waits = 0
         // Each refusal by the server means another writer appended; `.any` tries again with the new
         // tip, an exact expectation is checked against it. Bounded, so a livelock ends as a conflict.
         for _ in 0..<64 {
@@ -281,6 +282,12 @@ public final class JetStreamEventStore: EventStore {
                 return try await storedEarlier(events, on: aggregate, lastSequence: sequence)
             case .wrongLastSequence:
                 tip = nil
+            case .anotherWriteInFlight:
+                // Re-reading at once would find the tip unchanged and be refused again: give the
+                // other write a moment to land (or fail), then check the expectation against it.
+                tip = nil
+                waits += 1
+                try? await Task.sleep(for: .milliseconds(min(2 * waits, 50)))
             }
         }
         let now = try await fetchTip(aggregate)
@@ -328,6 +335,9 @@ public final class JetStreamEventStore: EventStore {
         case stored(sequence: UInt64, duplicate: Bool)
         case duplicate(sequence: UInt64)
         case wrongLastSequence
+        /// A replicated stream refused the expectation because another write to the aggregate is
+        /// still being replicated (JetStream 10164): the tip is about to move, or not.
+        case anotherWriteInFlight
     }
 
     /// The batch headers of JetStream atomic publish.
@@ -365,12 +375,11 @@ public final class JetStreamEventStore: EventStore {
             guard let ack else { throw EventStoreError(.invalidArgument, "\(what): no events") }
             return ack.duplicate && batchID == nil ? .duplicate(sequence: ack.sequence) : .stored(sequence: ack.sequence, duplicate: false)
         } catch let error as NATSError {
-            // A replicated stream answers 10164 instead of 10071 while another write to the
-            // aggregate is in flight: the same refusal, so the same re-read of the tip.
-            if error.jetStreamErrorCode == NATSJetStreamErrorCode.wrongLastSequence
-                || error.jetStreamErrorCode == NATSJetStreamErrorCode.wrongLastSequenceConstant
-            {
+            if error.jetStreamErrorCode == NATSJetStreamErrorCode.wrongLastSequence {
                 return .wrongLastSequence
+            }
+            if error.jetStreamErrorCode == NATSJetStreamErrorCode.wrongLastSequenceConstant {
+                return .anotherWriteInFlight
             }
             if error.message.contains("maximum messages per subject") {
                 throw EventStoreError(
