@@ -117,6 +117,7 @@ extension ReliabilityTests {
             #expect(check.storedEvents == check.ackedEvents, "\(check.storedEvents) events stored, \(check.ackedEvents) acked")
             #expect(check.rawMessages == check.storedEvents, "the stream holds \(check.rawMessages) messages, the histories \(check.storedEvents)")
             #expect(figures.ownedConflicts == 0, "conflicts on aggregates only one writer appends to")
+            #expect(figures.conflictsAtExpectedVersion == 0, "conflicts that named the expected version as the current one")
             #expect(figures.partiallyStored.count == 0, "atomic batches stored in part: \(figures.partiallyStored.prefix(5))")
             #expect(figures.unexpectedErrors == 0, "errors that are neither retriable nor conflicts, e.g. \(figures.unexpectedErrorSamples)")
 
@@ -136,7 +137,7 @@ extension ReliabilityTests {
                 + "retried \(records.filter { $0.attempts > 1 }.count), timeouts \(figures.timeouts)"
                 + (others.isEmpty ? "" : ", other retriable errors \(others)")
                 + ", recognised as already stored \(count(.recognised)), found in history after a conflict \(count(.foundInHistory))"
-                + ", conflicts \(figures.conflicts) (+\(figures.conflictsAfterRetry) after a retry, \(figures.ownedConflicts) on owned aggregates, \(figures.restlessConflicts) after the store's 64 tries)"
+                + ", conflicts \(figures.conflicts) (+\(figures.conflictsAfterRetry) after a retry, \(figures.ownedConflicts) on owned aggregates, \(figures.restlessConflicts) after the store's 64 tries, \(figures.conflictsAtExpectedVersion) naming the expected version)"
                 + ", other errors \(figures.unexpectedErrors), failed reads \(figures.failedReads), unresolved \(count(.unresolved))"
                 + "; stored \(check.storedEvents) events in \(check.aggregates) aggregates (\(check.rawMessages) stream messages)"
                 + ", lost \(check.lost.count), gaps \(check.gaps.count), duplicated \(check.duplicated.count), unexpected \(check.unexpected.count)"

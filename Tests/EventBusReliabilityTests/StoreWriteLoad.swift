@@ -49,6 +49,9 @@ final class StoreWriteLoad: Sendable {
         var retriableSamples: [String: String] = [:]
         /// Conflicts the store reported after the aggregate kept changing under its own retries.
         var restlessConflicts = 0
+        /// Conflicts that named the expected version as the current one: the aggregate was where the
+        /// append expected it, yet the append was refused.
+        var conflictsAtExpectedVersion = 0
         /// Failures that are not retriable and not a conflict (retried anyway: the same ids are safe).
         var unexpectedErrors = 0
         /// The first few of them.
@@ -214,6 +217,7 @@ final class StoreWriteLoad: Sendable {
                     }
                     counters.withLock { counters in
                         if error.message.contains("kept changing") { counters.restlessConflicts += 1 }
+                        if error.currentVersion == version { counters.conflictsAtExpectedVersion += 1 }
                         if !shared {
                             counters.ownedConflicts += 1
                         } else if unanswered {
