@@ -41,7 +41,10 @@ extension ReliabilityTests {
                 let connection = try await harness.connect(name: "writer-\(index)")
                 connections.append(connection)
                 // Right after start the meta leader may still be settling.
-                stores.append(try await withRetries(timeout: .seconds(30)) { try await JetStreamEventStore.open(on: connection, configuration: configuration) })
+                let store = try await withRetries(timeout: .seconds(30)) {
+                    try await JetStreamEventStore.open(on: connection, configuration: configuration)
+                }
+                stores.append(store)
             }
             _ = try await probe.waitForStreamLeader(stream)
             let load = try StoreWriteLoad(
@@ -65,6 +68,7 @@ extension ReliabilityTests {
                         newLeader = candidate
                         break
                     }
+                    try await Task.sleep(for: .milliseconds(100))
                 }
                 #expect(newLeader != nil, "no node took the lead within 30 s of killing \(name)")
                 elections.append(wallClock() - killed.at)
@@ -141,7 +145,7 @@ extension ReliabilityTests {
                 + ", other errors \(figures.unexpectedErrors), failed reads \(figures.failedReads), unresolved \(count(.unresolved))"
                 + "; stored \(check.storedEvents) events in \(check.aggregates) aggregates (\(check.rawMessages) stream messages)"
                 + ", lost \(check.lost.count), gaps \(check.gaps.count), duplicated \(check.duplicated.count), unexpected \(check.unexpected.count)"
-                + "; new leader after " + elections.map { String(format: "%.1f s", $0) }.joined(separator: ", ")
+                + "; new leader seen after " + elections.map { String(format: "%.1f s", $0) }.joined(separator: ", ")
         }
     }
 }
