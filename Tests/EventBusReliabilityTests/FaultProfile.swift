@@ -24,14 +24,18 @@ struct FaultProfile: Sendable {
     var eventsPerPhase: Int
     /// Multi-host: events the orders host publishes in each phase.
     var multiHostEvents: Int
+    /// E1: stream leader SIGKILLs while the event store's writers append.
+    var storeLeaderKills: Int
 
     static let short = FaultProfile(
         name: "short", leaderKills: 3, steadyPeriod: .seconds(2), publishers: 4, ratePerPublisher: 50, stepDowns: 4,
-        ackSyncEvents: 1_500, ackSyncRounds: 1, asyncBurst: 3_000, eventsPerPhase: 300, multiHostEvents: 300)
+        ackSyncEvents: 1_500, ackSyncRounds: 1, asyncBurst: 3_000, eventsPerPhase: 300, multiHostEvents: 300,
+        storeLeaderKills: 2)
 
     static let long = FaultProfile(
         name: "long", leaderKills: 6, steadyPeriod: .seconds(6), publishers: 6, ratePerPublisher: 100, stepDowns: 15,
-        ackSyncEvents: 8_000, ackSyncRounds: 3, asyncBurst: 20_000, eventsPerPhase: 3_000, multiHostEvents: 3_000)
+        ackSyncEvents: 8_000, ackSyncRounds: 3, asyncBurst: 20_000, eventsPerPhase: 3_000, multiHostEvents: 3_000,
+        storeLeaderKills: 6)
 
     /// `EVENTBUS_FAULTS=long` selects the long profile; anything else (or nothing) the short one.
     static var current: FaultProfile {

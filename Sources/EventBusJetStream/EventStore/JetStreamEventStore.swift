@@ -296,6 +296,7 @@ public final class JetStreamEventStore: EventStore {
         try checkOpen()
         var tip = rememberedTip(aggregate)
         var tipIsFresh = false
+        var waits = 0
         // Each refusal by the server means another writer appended; `.any` tries again with the new
         // tip, an exact expectation is checked against it. Bounded, so a livelock ends as a conflict.
         for _ in 0..<64 {
@@ -332,6 +333,12 @@ public final class JetStreamEventStore: EventStore {
                 return try await storedEarlier(events, on: aggregate, lastSequence: sequence)
             case .wrongLastSequence:
                 tip = nil
+            case .anotherWriteInFlight:
+                // Re-reading at once would find the tip unchanged and be refused again: give the
+                // other write a moment to land (or fail), then check the expectation against it.
+                tip = nil
+                waits += 1
+                try? await Task.sleep(for: .milliseconds(min(2 * waits, 50)))
             }
         }
         let now = try await fetchTip(aggregate)
@@ -379,6 +386,9 @@ public final class JetStreamEventStore: EventStore {
         case stored(sequence: UInt64, duplicate: Bool)
         case duplicate(sequence: UInt64)
         case wrongLastSequence
+        /// A replicated stream refused the expectation because another write to the aggregate is
+        /// still being replicated (JetStream 10164): the tip is about to move, or not.
+        case anotherWriteInFlight
     }
 
     /// The batch headers of JetStream atomic publish.
@@ -418,6 +428,9 @@ public final class JetStreamEventStore: EventStore {
         } catch let error as NATSError {
             if error.jetStreamErrorCode == NATSJetStreamErrorCode.wrongLastSequence {
                 return .wrongLastSequence
+            }
+            if error.jetStreamErrorCode == NATSJetStreamErrorCode.wrongLastSequenceConstant {
+                return .anotherWriteInFlight
             }
             if error.message.contains("maximum messages per subject") {
                 throw EventStoreError(

@@ -8,6 +8,10 @@ public enum NATSJetStreamErrorCode {
     /// 10071: wrong last sequence (an `expectedLastSequence` or `expectedLastSubjectSequence` did
     /// not match).
     public static let wrongLastSequence = 10071
+    /// 10164: wrong last sequence, without the current one: a replicated stream refuses an
+    /// `expectedLastSubjectSequence` this way while another write to the subject is still being
+    /// replicated (and a batch that names a subject it already wrote). Nothing was stored.
+    public static let wrongLastSequenceConstant = 10164
     /// 10070: wrong last message id (`expectedLastMessageID` did not match).
     public static let wrongLastMessageID = 10070
     /// 10060: expected stream does not match (`expectedStream`).
