@@ -162,8 +162,12 @@ public final class JetStreamEventStore: EventStore {
     }
 
     /// A stored message as a recorded event; `nil` when it is not one of the store's (no version).
-    func recorded(subject: String, headers: NATSHeaders, payload: [UInt8], sequence: UInt64, time: Date?) -> RecordedEvent? {
-        guard let aggregate = aggregate(ofSubject: subject),
+    /// `known` is the aggregate when the replay's filter already says which it is (a load), so the
+    /// subject need not be parsed again for every message.
+    func recorded(
+        subject: String, headers: NATSHeaders, payload: [UInt8], sequence: UInt64, time: Date?, known: AggregateID? = nil
+    ) -> RecordedEvent? {
+        guard let aggregate = known ?? aggregate(ofSubject: subject),
             let version = headers[Self.versionHeader].flatMap({ UInt64($0) }), version > 0
         else { return nil }
         let eventSubject = CloudEventsNATSBinding.subjectAttribute(in: headers) ?? subject
@@ -171,11 +175,10 @@ public final class JetStreamEventStore: EventStore {
         return RecordedEvent(event: event, aggregate: aggregate, version: version, position: sequence, recordedAt: time ?? Date())
     }
 
-    func recorded(_ message: NATSJetStreamMessage) -> RecordedEvent? {
-        guard let metadata = message.metadata else { return nil }
-        return recorded(
+    func recorded(_ message: NATSJetStreamMessage, _ metadata: NATSJetStreamMessage.Metadata, known: AggregateID? = nil) -> RecordedEvent? {
+        recorded(
             subject: message.subject, headers: message.headers, payload: Array(message.payload), sequence: metadata.streamSequence,
-            time: metadata.timestamp)
+            time: metadata.timestamp, known: known)
     }
 
     /// Reads where the aggregate's history ends now (one round trip) and remembers it.
@@ -247,7 +250,7 @@ public final class JetStreamEventStore: EventStore {
     /// returns false or the message at `endSequence` was handed over; then deletes the consumer.
     func replay(
         _ subjects: [String], from deliverPolicy: NATSConsumerConfiguration.DeliverPolicy, through endSequence: UInt64,
-        what: String, _ body: (NATSJetStreamMessage) throws(EventStoreError) -> Bool
+        what: String, _ body: (NATSJetStreamMessage, NATSJetStreamMessage.Metadata) throws(EventStoreError) -> Bool
     ) async throws(EventStoreError) {
         let consumer: NATSOrderedConsumer
         do {
@@ -271,14 +274,15 @@ public final class JetStreamEventStore: EventStore {
                 failure = EventStoreError(.closed, "\(what): the replay ended early (the store or its connection closed, or the task was cancelled)")
                 break
             }
-            let sequence = message.metadata?.streamSequence ?? 0
+            // Parsed from the reply subject: once per message.
+            guard let metadata = message.metadata else { continue }
             do {
-                if try !body(message) { break }
+                if try !body(message, metadata) { break }
             } catch {
                 failure = error
                 break
             }
-            if sequence >= endSequence || message.metadata?.pending == 0 { break }
+            if metadata.streamSequence >= endSequence || metadata.pending == 0 { break }
         }
         consumer.stop()
         // The stopped iterator deletes its server-side consumer on this last call.
@@ -473,10 +477,10 @@ public final class JetStreamEventStore: EventStore {
         events.reserveCapacity(min(Int(tip.version - version + 1), limit ?? .max))
         let policy: NATSConsumerConfiguration.DeliverPolicy = startSequence.map { .byStartSequence($0) } ?? .all
         try await replay([subject(of: aggregate)], from: policy, through: tip.sequence, what: "loading \(aggregate)") {
-            message throws(EventStoreError) in
-            guard let recorded = recorded(message) else {
+            message, metadata throws(EventStoreError) in
+            guard let recorded = recorded(message, metadata, known: aggregate) else {
                 throw EventStoreError(
-                    .corrupted, "a message of \(aggregate) (stream sequence \(message.metadata?.streamSequence ?? 0)) is not an event store event")
+                    .corrupted, "a message of \(aggregate) (stream sequence \(metadata.streamSequence)) is not an event store event")
             }
             if recorded.version >= version { events.append(recorded) }
             return limit.map { events.count < $0 } ?? true
@@ -525,8 +529,8 @@ public final class JetStreamEventStore: EventStore {
         guard let last else { return }
         if let from = query.from, let time = last.time, time < from { return }
         let policy: NATSConsumerConfiguration.DeliverPolicy = query.from.map { .byStartTime($0) } ?? .all
-        try await replay([filter], from: policy, through: last.sequence, what: "querying '\(filter)'") { message in
-            guard let recorded = recorded(message) else { return true }
+        try await replay([filter], from: policy, through: last.sequence, what: "querying '\(filter)'") { message, metadata in
+            guard let recorded = recorded(message, metadata) else { return true }
             if let until = query.until, recorded.recordedAt >= until { return false }
             return query.matches(recorded) ? body(recorded) : true
         }
@@ -558,10 +562,10 @@ public final class JetStreamEventStore: EventStore {
                             unregister(id)
                             return nil
                         }
-                        guard let recorded = recorded(message) else {
+                        guard let metadata = message.metadata else { continue }
+                        guard let recorded = recorded(message, metadata, known: aggregate) else {
                             throw EventStoreError(
-                                .corrupted,
-                                "a message of \(aggregate) (stream sequence \(message.metadata?.streamSequence ?? 0)) is not an event store event")
+                                .corrupted, "a message of \(aggregate) (stream sequence \(metadata.streamSequence)) is not an event store event")
                         }
                         if recorded.version >= version { return recorded }
                     }
