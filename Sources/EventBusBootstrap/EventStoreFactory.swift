@@ -10,8 +10,9 @@ public enum EventStoreFactory {
     ///
     /// - `memory`: an `InMemoryEventStore` (this process only, like the in-memory bus).
     /// - `jetstream`: a `JetStreamEventStore` on a connection of its own, made from the bus's connection
-    ///   settings; its stream and bucket get the bus's replicas and storage unless `configuration` says
-    ///   otherwise. The connection is closed after `body`.
+    ///   settings. Without `configuration`, its stream and bucket get the bus's replicas and storage;
+    ///   a `configuration` given is used as it is (set its `replicas` and `storage` too). The connection
+    ///   is closed after `body`.
     ///
     /// ```swift
     /// try await EventStoreFactory.withEventStore(settings: .fromEnvironment()) { store in

@@ -187,7 +187,8 @@ struct StoreCheck {
             }
         }
         var rawCounts: [String: Int] = [:]
-        for message in raw { rawCounts[message.id, default: 0] += 1 }
+        // The store keys duplicates by `<category>.<id>.<event id>`.
+        for message in raw { rawCounts[String(message.id.split(separator: ".", maxSplits: 2).last ?? ""), default: 0] += 1 }
         for (id, count) in rawCounts where count > 1 { duplicated[id] = max(duplicated[id] ?? 0, count) }
 
         var acked = Set<String>()

@@ -54,7 +54,7 @@ public final class InMemoryEventStore: EventStore {
         let (result, waiters): (AppendResult, [CheckedContinuation<Void, Never>]) = try state.withLock { state throws(EventStoreError) in
             guard !state.isClosed else { throw EventStoreError(.closed, "the event store is closed") }
             var history = state.histories[aggregate] ?? History()
-            if let earlier = Self.earlierAttempt(of: events, in: history) {
+            if let earlier = Self.earlierAttempt(of: events, in: history, expected: expectedVersion) {
                 return (earlier, [])
             }
             let current = UInt64(history.events.count)
@@ -88,9 +88,15 @@ public final class InMemoryEventStore: EventStore {
         return result
     }
 
-    /// The result of an earlier append of exactly these events, when the history holds them in order.
-    private static func earlierAttempt(of events: [Event], in history: History) -> AppendResult? {
+    /// The result of an earlier append of exactly these events, when the history holds them in order
+    /// where that append would have put them (right after the expected version; anywhere for `.any`).
+    private static func earlierAttempt(of events: [Event], in history: History, expected: ExpectedVersion) -> AppendResult? {
         guard let first = history.versionsByID[events[0].id] else { return nil }
+        switch expected {
+        case .any: break
+        case .noEvents: guard first == 1 else { return nil }
+        case .exactly(let version): guard first == version + 1 else { return nil }
+        }
         let last = first + UInt64(events.count) - 1
         guard last <= UInt64(history.events.count) else { return nil }
         for (offset, event) in events.enumerated() where history.events[Int(first) - 1 + offset].event.id != event.id {

@@ -75,22 +75,37 @@ public final class JetStreamEventStore: EventStore {
         try configuration.validate()
         let jetStream = connection.jetStream(timeout: configuration.timeout)
         let snapshots: NATSKeyValue
+        let takesAtomicBatches: Bool
         do {
             if configuration.provision {
                 try await provisionStream(configuration, on: jetStream, logger: logger)
-                var bucket = NATSKeyValueConfiguration(bucket: configuration.snapshotBucket)
-                bucket.storage = configuration.storage
-                bucket.replicas = configuration.replicas
-                bucket.description = "Event store snapshots, one key per aggregate"
-                snapshots = try await jetStream.ensureKeyValue(bucket)
+                do {
+                    // An existing bucket is used as it is, whatever its settings.
+                    snapshots = try await jetStream.keyValue(bucket: configuration.snapshotBucket)
+                } catch where error.jetStreamErrorCode == NATSJetStreamErrorCode.streamNotFound {
+                    var bucket = NATSKeyValueConfiguration(bucket: configuration.snapshotBucket)
+                    bucket.storage = configuration.storage
+                    bucket.replicas = configuration.replicas
+                    bucket.description = "Event store snapshots, one key per aggregate"
+                    snapshots = try await jetStream.ensureKeyValue(bucket)
+                }
             } else {
-                _ = try await jetStream.streamInfo(configuration.streamName)
                 snapshots = try await jetStream.keyValue(bucket: configuration.snapshotBucket)
             }
+            // A server before 2.12 ignores allow_atomic and stores Nats-Batch-* messages one by one
+            // without an error, so batches would not be atomic: read back what the stream says.
+            takesAtomicBatches = try await jetStream.streamInfo(configuration.streamName).configuration
+                .additionalFields["allow_atomic"] == .bool(true)
         } catch {
             throw EventStoreError(
                 .unavailable, "opening the event store (stream '\(configuration.streamName)', bucket '\(configuration.snapshotBucket)'): \(error.message)",
                 isRetriable: error.isRetriable, underlying: error)
+        }
+        guard takesAtomicBatches else {
+            throw EventStoreError(
+                .unavailable,
+                "stream '\(configuration.streamName)' does not take atomic batches (allow_atomic is off, or the server is older than 2.12), so the store cannot append several events all or nothing; enable allow_atomic on it",
+                isRetriable: false)
         }
         return JetStreamEventStore(connection: connection, configuration: configuration, snapshots: snapshots, logger: logger)
     }
@@ -119,7 +134,9 @@ public final class JetStreamEventStore: EventStore {
                 "the event store's stream expires messages: stored events older than its max_age are lost",
                 metadata: ["stream": "\(configuration.streamName)", "max_age": "\(live.maxAge)"])
         }
-        if live.discard == .old && live.maxMessagesPerSubject > 0 {
+        if live.maxMessagesPerSubject > 0
+            && !(live.discard == .new && live.additionalFields["discard_new_per_subject"] == .bool(true))
+        {
             logger.warning(
                 "the event store's stream drops an aggregate's oldest events past max_msgs_per_subject instead of refusing appends",
                 metadata: ["stream": "\(configuration.streamName)", "max_msgs_per_subject": "\(live.maxMessagesPerSubject)"])
@@ -147,6 +164,14 @@ public final class JetStreamEventStore: EventStore {
     }
 
     // MARK: Subjects and messages
+
+    /// The duplicate key of an event in an aggregate: `<category>.<id>.<event id>`. JetStream's
+    /// duplicate window is stream-wide, so the bare event id would make an event reused on another
+    /// aggregate (or published on the bus too, when the store shares the bus's stream) look like a
+    /// repeat of this one.
+    func messageID(of event: Event, in aggregate: AggregateID) -> String {
+        "\(aggregate.category).\(aggregate.id).\(event.id)"
+    }
 
     func subject(of aggregate: AggregateID) -> String {
         "\(configuration.subjectPrefix).\(aggregate.category).\(aggregate.id)"
@@ -260,6 +285,32 @@ public final class JetStreamEventStore: EventStore {
         }
         guard let id = register(consumer) else { throw EventStoreError(.closed, "the event store is closed") }
         defer { unregister(id) }
+        // The end was read before the replay began; if those messages go away meanwhile (a delete),
+        // the consumer would wait for ever. A watchdog re-reads the end while nothing arrives and
+        // stops the replay when nothing more can come.
+        let progress = ReplayProgress()
+        let watchdog = Task { [jetStream, stream = configuration.streamName] in
+            var checked: UInt64 = .max
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(2))
+                let seen = progress.lastSequence.load(ordering: .relaxed)
+                guard seen == checked, !Task.isCancelled else {
+                    checked = seen
+                    continue
+                }
+                let last: NATSStoredMessage?
+                do {
+                    last = try await jetStream.lastMessage(stream: stream, subject: subjects[0])
+                } catch {
+                    continue
+                }
+                if let last, last.sequence > seen { continue }
+                progress.drained.store(true, ordering: .releasing)
+                consumer.stop()
+                return
+            }
+        }
+        defer { watchdog.cancel() }
         var iterator = consumer.makeAsyncIterator()
         var failure: EventStoreError?
         while true {
@@ -271,11 +322,14 @@ public final class JetStreamEventStore: EventStore {
                 break
             }
             guard let message else {
-                failure = EventStoreError(.closed, "\(what): the replay ended early (the store or its connection closed, or the task was cancelled)")
+                if !progress.drained.load(ordering: .acquiring) {
+                    failure = EventStoreError(.closed, "\(what): the replay ended early (the store or its connection closed, or the task was cancelled)")
+                }
                 break
             }
             // Parsed from the reply subject: once per message.
             guard let metadata = message.metadata else { continue }
+            progress.lastSequence.store(metadata.streamSequence, ordering: .relaxed)
             do {
                 if try !body(message, metadata) { break }
             } catch {
@@ -288,6 +342,12 @@ public final class JetStreamEventStore: EventStore {
         // The stopped iterator deletes its server-side consumer on this last call.
         _ = try? await iterator.next()
         if let failure { throw failure }
+    }
+
+    /// What a replay's watchdog reads: the last sequence delivered, and whether it stopped the replay.
+    final class ReplayProgress: Sendable {
+        let lastSequence = Atomic<UInt64>(0)
+        let drained = Atomic<Bool>(false)
     }
 
     // MARK: EventStore
@@ -309,7 +369,7 @@ public final class JetStreamEventStore: EventStore {
                 tipIsFresh = true
             }
             let current = tip!
-            if current.lastID == events[events.count - 1].id, current.version >= UInt64(events.count) {
+            if current.lastID == messageID(of: events[events.count - 1], in: aggregate), current.version >= UInt64(events.count) {
                 // These events are the aggregate's last: an earlier attempt of this append was stored.
                 return AppendResult(
                     firstVersion: current.version - UInt64(events.count) + 1, version: current.version, position: current.sequence,
@@ -330,7 +390,7 @@ public final class JetStreamEventStore: EventStore {
             switch try await publish(events, to: aggregate, after: current) {
             case .stored(let sequence, let duplicate):
                 let version = current.version + UInt64(events.count)
-                remember(Tip(version: version, sequence: sequence, lastID: events[events.count - 1].id), for: aggregate)
+                remember(Tip(version: version, sequence: sequence, lastID: messageID(of: events[events.count - 1], in: aggregate)), for: aggregate)
                 return AppendResult(firstVersion: current.version + 1, version: version, position: sequence, wasAlreadyStored: duplicate)
             case .duplicate(let sequence):
                 remember(nil, for: aggregate)
@@ -379,8 +439,11 @@ public final class JetStreamEventStore: EventStore {
         } catch {
             throw Self.failure(error, "reading the earlier copy of an append to \(aggregate)")
         }
-        guard let version = message.headers[Self.versionHeader].flatMap({ UInt64($0) }) else {
-            throw EventStoreError(.corrupted, "stream sequence \(lastSequence) of \(aggregate) has no \(Self.versionHeader) header")
+        guard message.subject == subject(of: aggregate),
+            let version = message.headers[Self.versionHeader].flatMap({ UInt64($0) }), version >= UInt64(events.count)
+        else {
+            throw EventStoreError(
+                .corrupted, "stream sequence \(lastSequence), which the server named as an earlier copy of an append to \(aggregate), is not one")
         }
         return AppendResult(
             firstVersion: version - UInt64(events.count) + 1, version: version, position: lastSequence, wasAlreadyStored: true)
@@ -410,6 +473,7 @@ public final class JetStreamEventStore: EventStore {
             var ack: NATSPublishAck?
             for (offset, event) in events.enumerated() {
                 var headers = CloudEventsNATSBinding.headers(for: event)
+                headers.set(messageID(of: event, in: aggregate), for: NATSPublishOptions.Header.messageID)
                 headers.add(String(tip.version + UInt64(offset) + 1), for: Self.versionHeader)
                 if offset == 0 {
                     // In a batch the server checks it against the stream as it was before the batch.
@@ -442,13 +506,21 @@ public final class JetStreamEventStore: EventStore {
                     "\(what): \(aggregate) holds the most events the stream allows per aggregate (\(configuration.maxEventsPerAggregate.map(String.init) ?? "the stream's max_msgs_per_subject")); nothing was stored",
                     underlying: error)
             }
-            if error.message.contains("atomic publish") {
+            if error.jetStreamErrorCode == NATSJetStreamErrorCode.atomicPublishDisabled {
                 throw EventStoreError(
                     .unavailable,
                     "\(what): the stream '\(configuration.streamName)' does not take atomic batches (it needs nats-server 2.12 or later and allow_atomic: true); nothing was stored",
-                    underlying: error)
+                    isRetriable: false, underlying: error)
             }
-            if error.code == .timeout || error.code == .disconnected {
+            if batchID != nil && error.code == .jetStream {
+                // Too many batches in flight, a member lost on the way, a batch over the server's
+                // size: the server abandoned the whole batch.
+                throw EventStoreError(
+                    .unavailable, "\(what): the server refused the batch (\(error.message)); nothing was stored, append it again",
+                    isRetriable: true, underlying: error)
+            }
+            if error.code == .timeout || error.code == .disconnected || error.code == .cancelled {
+                // The publish left: whether it was stored is unknown.
                 remember(nil, for: aggregate)
                 throw EventStoreError(
                     .timeout, "\(what): the outcome is unknown (\(error.message)); append the same events again: a stored attempt is recognised",
@@ -474,7 +546,7 @@ public final class JetStreamEventStore: EventStore {
         let tip = try await fetchTip(aggregate)
         guard tip.version >= version else { return [] }
         var events: [RecordedEvent] = []
-        events.reserveCapacity(min(Int(tip.version - version + 1), limit ?? .max))
+        events.reserveCapacity(Int(min(tip.version - version + 1, UInt64(min(limit ?? 100_000, 100_000)))))
         let policy: NATSConsumerConfiguration.DeliverPolicy = startSequence.map { .byStartSequence($0) } ?? .all
         try await replay([subject(of: aggregate)], from: policy, through: tip.sequence, what: "loading \(aggregate)") {
             message, metadata throws(EventStoreError) in
@@ -546,7 +618,10 @@ public final class JetStreamEventStore: EventStore {
             throw Self.failure(error, "subscribing to \(aggregate)")
         }
         guard let id = register(consumer) else { throw EventStoreError(.closed, "the event store is closed") }
-        let follower = Follower(iterator: consumer.makeAsyncIterator())
+        let follower = Follower(iterator: consumer.makeAsyncIterator(), consumer: consumer) { [self] in
+            unregister(id)
+            await discard(consumer)
+        }
         return EventStoreSubscription(
             .init(
                 next: { [self] () async throws(EventStoreError) -> RecordedEvent? in
@@ -555,50 +630,74 @@ public final class JetStreamEventStore: EventStore {
                         do throws(NATSError) {
                             message = try await follower.next()
                         } catch {
-                            unregister(id)
+                            await follower.end()
                             throw Self.failure(error, "following \(aggregate)")
                         }
                         guard let message else {
-                            unregister(id)
+                            await follower.end()
                             return nil
                         }
                         guard let metadata = message.metadata else { continue }
                         guard let recorded = recorded(message, metadata, known: aggregate) else {
+                            await follower.end()
                             throw EventStoreError(
                                 .corrupted, "a message of \(aggregate) (stream sequence \(metadata.streamSequence)) is not an event store event")
                         }
                         if recorded.version >= version { return recorded }
                     }
                 },
-                cancel: { [self] in
-                    consumer.stop()
-                    unregister(id)
-                    // Deletes the server-side consumer now when no reader is inside next(); a reader
-                    // that is gets nil and deletes it itself (this call then fails as a second reader).
-                    _ = try? await follower.next()
-                }))
+                cancel: { await follower.end() }))
     }
 
-    /// Holds a subscription's iterator between calls.
+    /// Stops a replay and deletes its server-side consumer now (its iterator, if one is still
+    /// reading, returns `nil`; its own attempt to delete then finds nothing).
+    func discard(_ consumer: NATSOrderedConsumer) async {
+        let name = consumer.health.consumer
+        consumer.stop()
+        if !name.isEmpty {
+            try? await jetStream.deleteConsumer(stream: configuration.streamName, name: name)
+        }
+    }
+
+    /// Holds a subscription's iterator between calls, and ends the subscription once: on `cancel()`,
+    /// at its end or failure, or when the subscription is dropped without either (`deinit`), so that
+    /// no server-side consumer outlives it.
     ///
     /// `@unchecked Sendable`: the ordered consumer's iterator is not `Sendable`, and it is only ever
-    /// used by one `next()` at a time, which `inUse` enforces (a second concurrent caller gets an
-    /// error instead of sharing the iterator); iteration is sequential by the `AsyncIteratorProtocol`
-    /// contract anyway.
+    /// used by one `next()` at a time, which `inUse` enforces; iteration is sequential by the
+    /// `AsyncIteratorProtocol` contract anyway.
     final class Follower: @unchecked Sendable {
         private var iterator: NATSOrderedConsumer.Iterator
+        private let consumer: NATSOrderedConsumer
         private let inUse = Atomic<Bool>(false)
+        private let ended = Atomic<Bool>(false)
+        private let onEnd: @Sendable () async -> Void
 
-        init(iterator: NATSOrderedConsumer.Iterator) {
+        init(iterator: NATSOrderedConsumer.Iterator, consumer: NATSOrderedConsumer, onEnd: @escaping @Sendable () async -> Void) {
             self.iterator = iterator
+            self.consumer = consumer
+            self.onEnd = onEnd
         }
 
         func next() async throws(NATSError) -> NATSJetStreamMessage? {
+            if ended.load(ordering: .acquiring) { return nil }
             guard inUse.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged else {
                 throw NATSError(.invalidArgument, "an event store subscription was iterated by two tasks at once; iterate it from one")
             }
             defer { inUse.store(false, ordering: .releasing) }
             return try await iterator.next()
+        }
+
+        /// Ends the subscription (once): a reader waiting in `next()` gets `nil`.
+        func end() async {
+            guard ended.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged else { return }
+            await onEnd()
+        }
+
+        deinit {
+            guard !ended.load(ordering: .acquiring) else { return }
+            consumer.stop()
+            Task { [onEnd] in await onEnd() }
         }
     }
 
@@ -701,6 +800,6 @@ public final class JetStreamEventStore: EventStore {
             defer { replays.open.removeAll() }
             return Array(replays.open.values)
         }
-        for consumer in open { consumer.stop() }
+        for consumer in open { await discard(consumer) }
     }
 }

@@ -12,6 +12,9 @@ public enum NATSJetStreamErrorCode {
     /// `expectedLastSubjectSequence` this way while another write to the subject is still being
     /// replicated (and a batch that names a subject it already wrote). Nothing was stored.
     public static let wrongLastSequenceConstant = 10164
+    /// 10174: atomic publish is disabled: the stream has no `allow_atomic` (or the server is older
+    /// than 2.12), so it refuses a message with `Nats-Batch-*` headers.
+    public static let atomicPublishDisabled = 10174
     /// 10070: wrong last message id (`expectedLastMessageID` did not match).
     public static let wrongLastMessageID = 10070
     /// 10060: expected stream does not match (`expectedStream`).

@@ -17,8 +17,9 @@ public struct NATSOrderedConsumer: AsyncSequence, Sendable {
     let monitor: ConsumerHealthMonitor
     let control = OrderedConsumerControl()
 
-    /// Ends the replay: an iterator waiting for the next message returns `nil` at once, and its
-    /// server-side consumer is deleted. Safe to call from any task, more than once.
+    /// Ends the replay: an iterator waiting for the next message returns `nil` at once and deletes
+    /// its server-side consumer then (an iterator not waiting does so on its next call; ``health``'s
+    /// `consumer` names it for deleting it right away). Safe to call from any task, more than once.
     public func stop() {
         control.stop()
     }
@@ -178,16 +179,22 @@ public struct NATSOrderedConsumer: AsyncSequence, Sendable {
     }
 }
 
-/// Lets ``NATSOrderedConsumer/stop()`` reach the subscription its iterator currently reads.
+/// Lets ``NATSOrderedConsumer/stop()`` reach the subscription its iterator currently reads. The
+/// reference is weak: an iterator dropped without stopping still releases its subscription (which
+/// unsubscribes), however long the consumer value lives.
 final class OrderedConsumerControl: Sendable {
-    private let state = Mutex<(stopped: Bool, subscription: SubscriptionHandle<ConsumerDelivery>?)>((false, nil))
+    private struct Attached {
+        weak var subscription: SubscriptionHandle<ConsumerDelivery>?
+    }
+
+    private let state = Mutex<(stopped: Bool, attached: Attached)>((false, Attached()))
 
     var isStopped: Bool { state.withLock { $0.stopped } }
 
     /// Records the iterator's new subscription; stops it at once when the replay was stopped.
     func attach(_ subscription: SubscriptionHandle<ConsumerDelivery>) {
         let stopNow = state.withLock { state in
-            state.subscription = subscription
+            state.attached.subscription = subscription
             return state.stopped
         }
         if stopNow { subscription.stop() }
@@ -196,12 +203,11 @@ final class OrderedConsumerControl: Sendable {
     func stop() {
         let subscription = state.withLock { state in
             state.stopped = true
-            return state.subscription
+            return state.attached.subscription
         }
         subscription?.stop()
     }
 }
-
 extension NATSJetStream {
     /// An ordered replay of a stream, or of the given subjects of it.
     public func orderedConsumer(
