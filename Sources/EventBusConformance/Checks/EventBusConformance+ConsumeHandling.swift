@@ -85,44 +85,47 @@ extension EventBusConformance {
                 onCancel: .nak(delay: delay))
             let a = try await context.bus.subscribe(context.pattern(tail), options: options)
             let aTook = Recorder<String>()
-            let memberA = Task {
-                try await context.bus.consume(a, options: options) { delivery in
-                    aTook.append(delivery.event.id)
-                    // Busy until cancelled.
-                    try await Task.sleep(for: longAckWait)
+            try await withThrowingTaskGroup(of: Void.self) { memberA in
+                // Member A in a group of its own, so that it alone can be cancelled.
+                memberA.addTask {
+                    try await context.bus.consume(a, options: options) { delivery in
+                        aTook.append(delivery.event.id)
+                        // Busy until cancelled.
+                        try await Task.sleep(for: longAckWait)
+                    }
                 }
-            }
-            var ids: [String] = []
-            for index in 0..<concurrency {
-                let event = context.event(tail, index)
-                ids.append(event.id)
-                try await context.bus.publish(event)
-            }
-            try #require(await context.expectEventually("member A's handlers took \(concurrency) events") { aTook.count >= concurrency })
-            let ended = Recorder<Bool>()
-            let bGot = Recorder<(id: String, attempt: Int, at: ContinuousClock.Instant)>()
-            let b = try await context.bus.subscribe(context.pattern(tail), options: options)
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                iterate(b, in: &group, ended: ended) { delivery in
-                    bGot.append((delivery.event.id, delivery.deliveryCount, clock.now))
-                    try await delivery.ack()
+                var ids: [String] = []
+                for index in 0..<concurrency {
+                    let event = context.event(tail, index)
+                    ids.append(event.id)
+                    try await context.bus.publish(event)
                 }
-                let cancelledAt = clock.now
-                memberA.cancel()
-                _ = try? await memberA.value
-                try #require(
-                    await context.expectEventually(
-                        "member B got \(bGot.count) of the \(concurrency) events A's cancelled handlers held",
-                        timeout: delay + context.timing.stepTimeout
-                    ) { bGot.count >= concurrency })
-                let got = bGot.all
-                #expect(Set(got.map { $0.id }) == Set(ids), "B got \(got.map { $0.id }), A's handlers held \(ids)")
-                for delivery in got {
-                    let gap = cancelledAt.duration(to: delivery.at)
-                    #expect(gap >= delay * 0.9, "concurrency \(concurrency): back \(gap) after the cancel; onCancel says nak after \(delay)")
-                    #expect(delivery.attempt == 2, "concurrency \(concurrency): came back as attempt \(delivery.attempt), expected 2 (nak'd once)")
+                try #require(await context.expectEventually("member A's handlers took \(concurrency) events") { aTook.count >= concurrency })
+                let ended = Recorder<Bool>()
+                let bGot = Recorder<(id: String, attempt: Int, at: ContinuousClock.Instant)>()
+                let b = try await context.bus.subscribe(context.pattern(tail), options: options)
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    iterate(b, in: &group, ended: ended) { delivery in
+                        bGot.append((delivery.event.id, delivery.deliveryCount, clock.now))
+                        try await delivery.ack()
+                    }
+                    let cancelledAt = clock.now
+                    memberA.cancelAll()
+                    _ = await memberA.nextResult()
+                    try #require(
+                        await context.expectEventually(
+                            "member B got \(bGot.count) of the \(concurrency) events A's cancelled handlers held",
+                            timeout: delay + context.timing.stepTimeout
+                        ) { bGot.count >= concurrency })
+                    let got = bGot.all
+                    #expect(Set(got.map { $0.id }) == Set(ids), "B got \(got.map { $0.id }), A's handlers held \(ids)")
+                    for delivery in got {
+                        let gap = cancelledAt.duration(to: delivery.at)
+                        #expect(gap >= delay * 0.9, "concurrency \(concurrency): back \(gap) after the cancel; onCancel says nak after \(delay)")
+                        #expect(delivery.attempt == 2, "concurrency \(concurrency): came back as attempt \(delivery.attempt), expected 2 (nak'd once)")
+                    }
+                    try await context.closeAndAwaitEnd([b], ended: ended, expected: 1, group: &group)
                 }
-                try await context.closeAndAwaitEnd([b], ended: ended, expected: 1, group: &group)
             }
         }
     }

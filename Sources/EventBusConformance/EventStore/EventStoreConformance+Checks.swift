@@ -207,20 +207,22 @@ extension EventStoreConformance {
         try await store.append((1...stored).map { context.event("old", $0) }, to: order, expectedVersion: .noEvents)
         let subscription = try await store.subscribe(to: order, from: 1)
         let seen = Recorder<UInt64>()
-        let reader = Task {
-            for try await recorded in subscription {
-                seen.append(recorded.version)
-                if seen.count == stored + live { break }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for try await recorded in subscription {
+                    seen.append(recorded.version)
+                    if seen.count == stored + live { break }
+                }
             }
+            // Appends race the catch-up: some land before the reader reaches the end, some after.
+            for batch in 0..<(live / 5) {
+                try await store.append((1...5).map { context.event("new", batch * 5 + $0) }, to: order, expectedVersion: .any)
+                if batch % 3 == 0 { try await Task.sleep(for: .milliseconds(5)) }
+            }
+            let done = try await waitUntil(timeout: context.harness.stepTimeout) { seen.count >= stored + live }
+            #expect(done, "the subscription returned \(seen.count) of \(stored + live)")
+            try await group.waitForAll()
         }
-        // Appends race the catch-up: some land before the reader reaches the end, some after.
-        for batch in 0..<(live / 5) {
-            try await store.append((1...5).map { context.event("new", batch * 5 + $0) }, to: order, expectedVersion: .any)
-            if batch % 3 == 0 { try await Task.sleep(for: .milliseconds(5)) }
-        }
-        let done = try await waitUntil(timeout: context.harness.stepTimeout) { seen.count >= stored + live }
-        #expect(done, "the subscription returned \(seen.count) of \(stored + live)")
-        try await reader.value
         #expect(seen.all == Array(1...UInt64(stored + live)), "versions out of order, missing or repeated")
         await subscription.cancel()
 
@@ -354,18 +356,25 @@ extension EventStoreConformance {
         try await store.append([context.event("line", 1)], to: order, expectedVersion: .noEvents)
         let subscription = try await store.subscribe(to: order, from: 1)
         let received = Recorder<UInt64>()
-        let reader = Task {
-            do {
-                for try await recorded in subscription { received.append(recorded.version) }
-            } catch {
-                // Ending with an error is allowed; it must end.
+        let ended = Recorder<Bool>()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                defer { ended.append(true) }
+                do {
+                    for try await recorded in subscription { received.append(recorded.version) }
+                } catch {
+                    // Ending with an error is allowed; it must end.
+                }
             }
+            #expect(try await waitUntil(timeout: context.harness.stepTimeout) { received.count == 1 }, "the stored event never came")
+            // Now the reader waits for an append that will not come.
+            try await Task.sleep(for: .milliseconds(200))
+            await store.close()
+            let endedAfterClose = try await waitUntil(timeout: context.harness.stepTimeout) { ended.count == 1 }
+            #expect(endedAfterClose, "the subscription did not end within \(context.harness.stepTimeout) after close")
+            if !endedAfterClose { group.cancelAll() }
+            try await group.waitForAll()
         }
-        #expect(try await waitUntil(timeout: context.harness.stepTimeout) { received.count == 1 }, "the stored event never came")
-        // Now the reader waits for an append that will not come.
-        try await Task.sleep(for: .milliseconds(200))
-        await store.close()
-        try await withTimeLimit(context.harness.stepTimeout, "a subscription ending after close") { await reader.value }
         #expect(received.all == [1], "the subscription returned \(received.all) before it ended")
         await expectStoreError(.closed, "append after close") {
             try await store.append([context.event("line", 2)], to: order, expectedVersion: .any)

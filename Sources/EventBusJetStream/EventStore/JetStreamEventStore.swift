@@ -289,58 +289,60 @@ public final class JetStreamEventStore: EventStore {
         // the consumer would wait for ever. A watchdog re-reads the end while nothing arrives and
         // stops the replay when nothing more can come.
         let progress = ReplayProgress()
-        let watchdog = Task { [jetStream, stream = configuration.streamName] in
-            var checked: UInt64 = .max
-            while !Task.isCancelled {
-                try? await Task.sleep(for: .seconds(2))
-                let seen = progress.lastSequence.load(ordering: .relaxed)
-                guard seen == checked, !Task.isCancelled else {
-                    checked = seen
-                    continue
-                }
-                let last: NATSStoredMessage?
-                do {
-                    last = try await jetStream.lastMessage(stream: stream, subject: subjects[0])
-                } catch {
-                    continue
-                }
-                if let last, last.sequence > seen { continue }
-                progress.drained.store(true, ordering: .releasing)
-                consumer.stop()
-                return
-            }
-        }
-        defer { watchdog.cancel() }
-        var iterator = consumer.makeAsyncIterator()
         var failure: EventStoreError?
-        while true {
-            let message: NATSJetStreamMessage?
-            do {
-                message = try await iterator.next()
-            } catch {
-                failure = Self.failure(error, what)
-                break
-            }
-            guard let message else {
-                if !progress.drained.load(ordering: .acquiring) {
-                    failure = EventStoreError(.closed, "\(what): the replay ended early (the store or its connection closed, or the task was cancelled)")
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { [jetStream, stream = configuration.streamName] in
+                var checked: UInt64 = .max
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: .seconds(2))
+                    let seen = progress.lastSequence.load(ordering: .relaxed)
+                    guard seen == checked, !Task.isCancelled else {
+                        checked = seen
+                        continue
+                    }
+                    let last: NATSStoredMessage?
+                    do {
+                        last = try await jetStream.lastMessage(stream: stream, subject: subjects[0])
+                    } catch {
+                        continue
+                    }
+                    if let last, last.sequence > seen { continue }
+                    progress.drained.store(true, ordering: .releasing)
+                    consumer.stop()
+                    return
                 }
-                break
             }
-            // Parsed from the reply subject: once per message.
-            guard let metadata = message.metadata else { continue }
-            progress.lastSequence.store(metadata.streamSequence, ordering: .relaxed)
-            do {
-                if try !body(message, metadata) { break }
-            } catch {
-                failure = error
-                break
+            var iterator = consumer.makeAsyncIterator()
+            while true {
+                let message: NATSJetStreamMessage?
+                do throws(NATSError) {
+                    message = try await iterator.next()
+                } catch {
+                    failure = Self.failure(error, what)
+                    break
+                }
+                guard let message else {
+                    if !progress.drained.load(ordering: .acquiring) {
+                        failure = EventStoreError(.closed, "\(what): the replay ended early (the store or its connection closed, or the task was cancelled)")
+                    }
+                    break
+                }
+                // Parsed from the reply subject: once per message.
+                guard let metadata = message.metadata else { continue }
+                progress.lastSequence.store(metadata.streamSequence, ordering: .relaxed)
+                do throws(EventStoreError) {
+                    if try !body(message, metadata) { break }
+                } catch {
+                    failure = error
+                    break
+                }
+                if metadata.streamSequence >= endSequence || metadata.pending == 0 { break }
             }
-            if metadata.streamSequence >= endSequence || metadata.pending == 0 { break }
+            group.cancelAll()
+            consumer.stop()
+            // The stopped iterator deletes its server-side consumer on this last call.
+            _ = try? await iterator.next()
         }
-        consumer.stop()
-        // The stopped iterator deletes its server-side consumer on this last call.
-        _ = try? await iterator.next()
         if let failure { throw failure }
     }
 
