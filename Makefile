@@ -18,11 +18,14 @@ build: deps
 ## that run the built executables (Tests/EventBusDemoTests: the demo's three services, every CLI
 ## command) have their own phase for the same reason: started beside everything else, dozens of
 ## debug-build processes and their servers made a 2 s request time out on a 2-core machine.
+## Each phase runs under Tests/watchdog.py: a phase far over its usual time (about 2 min, 15 s,
+## 15 s and 4 min on 2 cores) is stopped with the tests still running and their stacks printed.
 test: deps
-	$(SWIFT) test --skip 'EventBusReliabilityTests.ReliabilityTests' --skip 'EventBusDemoTests'
-	$(SWIFT) test --skip-build --filter 'EventBusDemoTests'
-	NATS_PUBLIC_API_ONLY=1 $(SWIFT) test --skip-build --filter 'NATSTests'
-	$(SWIFT) test --skip-build --filter 'EventBusReliabilityTests.ReliabilityTests'
+	$(SWIFT) build --build-tests
+	Tests/watchdog.py 1200 $(SWIFT) test --skip-build --skip 'EventBusReliabilityTests.ReliabilityTests' --skip 'EventBusDemoTests'
+	Tests/watchdog.py 600 $(SWIFT) test --skip-build --filter 'EventBusDemoTests'
+	NATS_PUBLIC_API_ONLY=1 Tests/watchdog.py 600 $(SWIFT) test --skip-build --filter 'NATSTests'
+	Tests/watchdog.py 1200 $(SWIFT) test --skip-build --filter 'EventBusReliabilityTests.ReliabilityTests'
 
 ## The test suites (with their real nats-servers) under AddressSanitizer, in their own build
 ## directory (.build-asan) so that the normal build stays as it is. The fault suite is left out:

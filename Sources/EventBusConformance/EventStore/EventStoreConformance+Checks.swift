@@ -221,6 +221,8 @@ extension EventStoreConformance {
             }
             let done = try await waitUntil(timeout: context.harness.stepTimeout) { seen.count >= stored + live }
             #expect(done, "the subscription returned \(seen.count) of \(stored + live)")
+            // A reader still short of the count would wait for appends that never come.
+            if !done { await subscription.cancel() }
             try await group.waitForAll()
         }
         #expect(seen.all == Array(1...UInt64(stored + live)), "versions out of order, missing or repeated")
@@ -228,7 +230,11 @@ extension EventStoreConformance {
 
         let fromMiddle = try await store.subscribe(to: order, from: 100)
         var iterator = fromMiddle.makeAsyncIterator()
-        let first = try await iterator.next()
+        let first = try await withTimeLimit(context.harness.stepTimeout, "the first next() from version 100") {
+            [iterator] in
+            var iterator = iterator
+            return try await iterator.next()
+        }
         #expect(first?.version == 100, "subscribe from 100 began at \(String(describing: first?.version))")
         await fromMiddle.cancel()
         let afterCancel = try await withTimeLimit(context.harness.stepTimeout, "next() after cancel") { [iterator] in
