@@ -19,21 +19,28 @@ import subprocess
 import sys
 import threading
 
-STARTED = re.compile(r"^\S+ Test (\S.*?) started\.$")
-ENDED = re.compile(r"^\S+ Test (\S.*?) (passed|failed|skipped)\b")
+# Swift Testing's console lines; the cases of a parameterized test have no end line of their own.
+STARTED = re.compile(r"^\S+ (?:Test|Suite) (?!case passing |run started)(\S.*?) started\.$")
+ENDED = re.compile(r"^\S+ (?:Test|Suite) (\S.*?)(?: with \d+ test cases?)? (?:passed|failed|skipped)(?: after |$)")
 
 
 def stacks(pid):
     """The threads' stacks of a running process, as text."""
     if shutil.which("gdb"):
-        command = ["gdb", "-p", str(pid), "-batch", "-ex", "thread apply all bt"]
+        command = [
+            "gdb", "-p", str(pid), "-batch", "-iex", "set debuginfod enabled off", "-ex", "set complaints 0",
+            "-ex", "thread apply all bt",
+        ]
     elif shutil.which("lldb"):
         command = ["lldb", "--batch", "-p", str(pid), "-o", "thread backtrace all"]
     else:
         return "(neither gdb nor lldb is installed: no stacks)\n"
     try:
         result = subprocess.run(command, capture_output=True, text=True, timeout=120)
-        return result.stdout + result.stderr
+        noise = ("[New LWP", "During symbol reading", "warning: Section .debug_names")
+        return "".join(
+            line for line in (result.stdout + result.stderr).splitlines(keepends=True) if not line.startswith(noise)
+        )
     except (OSError, subprocess.TimeoutExpired) as error:
         return f"(could not read the stacks: {error})\n"
 
@@ -69,6 +76,10 @@ def main():
     limit = float(sys.argv[1])
     command = sys.argv[2:]
     running = collections.Counter()
+    # Line-buffered: into a pipe the test process's output is otherwise written in blocks, and
+    # what names the hung test could still sit in its buffer when it is killed.
+    if shutil.which("stdbuf"):
+        command = ["stdbuf", "-oL", "-eL"] + command
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, bufsize=0
     )
@@ -94,7 +105,7 @@ def main():
     reader.join(timeout=1)
     print(f"\nwatchdog: `{' '.join(command)}` still running after {limit:.0f} s", flush=True)
     unfinished = sorted(name for name, count in running.items() if count > 0)
-    print(f"watchdog: {len(unfinished)} tests started and not finished:", flush=True)
+    print(f"watchdog: {len(unfinished)} tests and suites started and not finished:", flush=True)
     for name in unfinished:
         print(f"  {name}", flush=True)
     for pid, arguments in descendants(process.pid):

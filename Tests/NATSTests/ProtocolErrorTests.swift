@@ -132,6 +132,44 @@ struct ProtocolErrorTests {
         await connection.close()
     }
 
+    /// The refusal arrives only after the subscribe's confirming round trip timed out (here the
+    /// server is paused; on a stalled host the wait can time out before the reader thread has read
+    /// an -ERR already there). The subscription must still fail and must not be carried over:
+    /// carried over, every recovered connection would be refused and closed again.
+    @Test func aRefusalThatArrivesAfterTheConfirmationTimedOutStillFailsTheSubscription() async throws {
+        let server = try await NATSServerProcess.started(jetStream: false, configuration: "max_subscriptions: 2")
+        defer { server.kill() }
+        let connection = try await connect(to: server, name: "late-refusal") { $0.connectTimeout = .seconds(2) }
+        let recorder = await EventRecorder(connection)
+        let kept = try await connection.subscribe(to: "kept.>")
+        let other = try await connection.subscribe(to: "other")
+        // Resumed halfway through the second wait of 2 s: after the first timed out, before the
+        // second would.
+        server.pause()
+        let resumed = Task {
+            try? await Task.sleep(for: .seconds(3))
+            server.resume()
+        }
+        do {
+            _ = try await connection.subscribe(to: "one.too.many")
+            Issue.record("a subscription over max_subscriptions was taken as accepted")
+        } catch {
+            #expect(error.message.contains("maximum subscriptions exceeded"), "names the server's reason: \(error)")
+        }
+        await resumed.value
+        #expect(await recorder.waitFor { if case .reconnected = $0 { true } else { false } })
+        try connection.publish(subject: "kept.after", payload: "carried over")
+        let received = try await withDeadline(.seconds(15)) {
+            var iterator = kept.makeAsyncIterator()
+            return try await iterator.next()
+        }
+        #expect(received?.payload.string == "carried over")
+        try await connection.flush()
+        #expect(!connection.isClosed)
+        _ = other
+        await connection.close()
+    }
+
     @Test func aPermissionViolationIsReportedAndTheConnectionStaysUsable() async throws {
         let server = try await NATSServerProcess.started(
             jetStream: false,
