@@ -301,11 +301,12 @@ struct JetStreamConsumerTests {
         durations.sort()
         print("fetch(maxWait: 50 ms) on an empty consumer, 100 calls: median \(durations[50]), p90 \(durations[90]), slowest \(durations[99])")
         // Each call ends when the server expires the pull (408) or, as a safety net, 500 ms after
-        // maxWait; the bounds leave room for a loaded machine but not for a fetch that ignores
-        // its timeout (which would wait for the server's default expiry or forever).
+        // maxWait; the bounds leave room for a loaded machine (the slowest of 100 calls can meet a
+        // stall of seconds) but not for a fetch that ignores its timeout (which would wait for
+        // the server's default expiry or forever).
         #expect(durations[0] >= .milliseconds(45))
         #expect(durations[50] < .milliseconds(300))
-        #expect(durations[99] < .milliseconds(1_500))
+        #expect(durations[99] < .seconds(5))
 
         try await preload(js, subject: "empty.x", count: 15)
         #expect(try await consumer.fetch(batch: 10, maxWait: .seconds(1)).count == 10)
