@@ -84,7 +84,8 @@ let package = Package(
         ),
         .testTarget(
             name: "EventBusTests",
-            dependencies: ["EventBus", "EventBusConformance"]
+            // NATSTestSupport for its bounded waits only (it starts no server here and imports no NATS).
+            dependencies: ["EventBus", "EventBusConformance", "NATSTestSupport"]
         ),
         // The EventBus on NATS JetStream.
         .target(

@@ -65,11 +65,12 @@ struct InteropTests {
         // and nats-server's both allow it), so the routing subject carries the non-ASCII too.
         let subscription = try await bus.subscribe("interop.from-python.>", options: .init(start: .all))
         _ = try await offCooperativePool { try Self.runScript(["publish", server.url, "events.interop.from-python.zürich"]) }
-        var received: Delivery?
-        for try await delivery in subscription {
-            received = delivery
-            try await delivery.ack()
-            break
+        let received = try await withDeadline(.seconds(30), "the event nats-py published") { () -> Delivery? in
+            for try await delivery in subscription {
+                try await delivery.ack()
+                return delivery
+            }
+            return nil
         }
         let event = try #require(received?.event)
         #expect(event.id == "py-event-1")
@@ -168,9 +169,11 @@ struct InteropTests {
         let subscription = try await bus.subscribe("interop.dead", options: .init(group: "interop-dl", start: .all))
         let published = try await bus.publish(
             Event(subject: "interop.dead", type: "com.example.order.created", source: "/shop eu/zürich", data: Array("x".utf8)))
-        for try await delivery in subscription {
-            try await delivery.term(reason: reason)
-            break
+        try await withDeadline(.seconds(30), "the event to terminate") {
+            for try await delivery in subscription {
+                try await delivery.term(reason: reason)
+                break
+            }
         }
         let natsSubject = "events." + DeadLetter.defaultSubject(for: "interop.dead")
         let json = try await offCooperativePool { try Self.runScript(["read", server.url, natsSubject]) }

@@ -60,7 +60,9 @@ struct JetStreamConsumeHandlingTests {
         try await Task.sleep(for: .milliseconds(2_500))
         #expect(attempts.values == [1], "attempts: \(attempts.values)")
         consumer.cancel()
-        _ = try? await consumer.value
+        try await withDeadline(.seconds(30), "consume() after its task was cancelled", onTimeout: { await bus.close() }) {
+            _ = await consumer.result
+        }
         await bus.close()
     }
 }

@@ -71,7 +71,9 @@ struct JetStreamEventBusEngineTests {
         try #require(took.values == [job.id])
         try await Task.sleep(for: .milliseconds(100))  // now waiting inside next()
         holder.cancel()
-        _ = await holder.result
+        try await withDeadline(.seconds(30), "the end of the cancelled loop", onTimeout: { await first.close() }) {
+            _ = await holder.result
+        }
         let second = try await bus.subscribe("held.job", options: options)
         let started = ContinuousClock.now
         var iterator = second.makeAsyncIterator()

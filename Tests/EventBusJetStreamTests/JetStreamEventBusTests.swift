@@ -107,11 +107,10 @@ struct JetStreamMaxDeliveriesTests {
         }
         let job = Event(subject: "slow.job", type: "job", source: "/test", data: Array("payload".utf8))
         try await bus.publish(job)
-        var received: Delivery?
-        let deadline = ContinuousClock.now + .seconds(20)
-        var iterator = deadLetters.makeAsyncIterator()
-        while received == nil && ContinuousClock.now < deadline {
-            received = try await iterator.next()
+        // next() waits for the dead letter, which comes only after two ack waits and the server's advisory.
+        let received = try await withDeadline(.seconds(30), "the dead letter of 'slow.job'") {
+            var iterator = deadLetters.makeAsyncIterator()
+            return try await iterator.next()
         }
         let deadLetter = try #require(received)
         #expect(deadLetter.event.subject == "deadletter.slow.job")
@@ -125,6 +124,8 @@ struct JetStreamMaxDeliveriesTests {
         try await deadLetter.ack()
         worker.cancel()
         await bus.close()
-        try await running.value
+        try await withDeadline(.seconds(30), "run() after the bus closed", onTimeout: { running.cancel() }) {
+            try await running.value
+        }
     }
 }

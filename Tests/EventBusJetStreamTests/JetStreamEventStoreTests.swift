@@ -190,8 +190,10 @@ struct JetStreamEventStoreTests {
         _ = try await fixture.store.query(EventQuery(category: "order", limit: 3))
         _ = try await fixture.store.count(EventQuery(types: ["t"]))
         let subscription = try await fixture.store.subscribe(to: order, from: 1)
-        var iterator = subscription.makeAsyncIterator()
-        _ = try await iterator.next()
+        _ = try await withDeadline(.seconds(30), "the first of the 50 stored events") {
+            var iterator = subscription.makeAsyncIterator()
+            return try await iterator.next()
+        }
         // Cancelled while nobody waits in next(): the cancel itself removes the consumer.
         await subscription.cancel()
         // Cancelled while a reader waits for the next event: the reader ends and removes it.
@@ -202,7 +204,10 @@ struct JetStreamEventStoreTests {
         }
         try await Task.sleep(for: .milliseconds(300))
         await waiting.cancel()
-        #expect(try await reader.value == nil, "a cancelled subscription returned an event")
+        let read = try await withDeadline(.seconds(30), "the end of the cancelled subscription's next()", onTimeout: { reader.cancel() }) {
+            try await reader.value
+        }
+        #expect(read == nil, "a cancelled subscription returned an event")
         let jetStream = fixture.connection.jetStream()
         let left = await eventually(timeout: .seconds(10)) { () async -> Bool in
             ((try? await jetStream.consumerNames(stream: "EVENTSTORE")) ?? ["?"]).isEmpty
@@ -242,12 +247,15 @@ struct JetStreamEventStoreSharingTests {
         try await store.append([placed], to: order, expectedVersion: .noEvents)
         try await store.append((2...4).map(makeStoreEvent), to: order, expectedVersion: .exactly(1))
 
-        var received: [String] = []
-        for try await delivery in subscription {
-            received.append(delivery.event.id)
-            #expect(delivery.event.subject == "store.order.o-9", "the bus sees the aggregate subject: \(delivery.event.subject)")
-            try await delivery.ack()
-            if received.count == 4 { break }
+        let received = try await withDeadline(.seconds(30), "the 4 stored events on the bus") {
+            var received: [String] = []
+            for try await delivery in subscription {
+                received.append(delivery.event.id)
+                #expect(delivery.event.subject == "store.order.o-9", "the bus sees the aggregate subject: \(delivery.event.subject)")
+                try await delivery.ack()
+                if received.count == 4 { break }
+            }
+            return received
         }
         #expect(received.first == placed.id)
         let after = try await connection.jetStream().streamInfo("EVENTS").configuration

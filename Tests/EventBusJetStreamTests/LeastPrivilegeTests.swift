@@ -53,19 +53,23 @@ struct LeastPrivilegeTests {
         let subscription = try await bus.subscribe("orders.>", options: .init(group: "billing", start: .all))
         let receipt = try await bus.publish(Event(subject: "orders.created", type: "order.created", source: "/test"))
         #expect(receipt.duplicate == false)
-        var iterator = subscription.makeAsyncIterator()
-        let delivery = try #require(try await iterator.next())
-        #expect(delivery.event.subject == "orders.created")
-        try await delivery.ack()
+        // The event and the request are awaited from one iterator; closing the subscription ends a wait
+        // for one that never comes.
+        try await withDeadline(.seconds(30), "the order event and the quote request", onTimeout: { await subscription.close() }) {
+            var iterator = subscription.makeAsyncIterator()
+            let delivery = try #require(try await iterator.next())
+            #expect(delivery.event.subject == "orders.created")
+            try await delivery.ack()
 
-        // A request reaches the group's subscription, which answers it.
-        let answering = Task {
-            let request = try #require(try await iterator.next())
-            try await request.respond(Event(subject: "orders.quote", type: "quote", source: "/test"))
+            // A request reaches the group's subscription, which answers it.
+            let answering = Task {
+                let request = try #require(try await iterator.next())
+                try await request.respond(Event(subject: "orders.quote", type: "quote", source: "/test"))
+            }
+            let reply = try await bus.request(Event(subject: "orders.quote", type: "quote.requested", source: "/test"), timeout: .seconds(5))
+            #expect(reply.type == "quote")
+            try await answering.value
         }
-        let reply = try await bus.request(Event(subject: "orders.quote", type: "quote.requested", source: "/test"), timeout: .seconds(5))
-        #expect(reply.type == "quote")
-        try await answering.value
 
         // Outside the service's subjects: refused by name, at once; the bus goes on.
         let started = ContinuousClock.now

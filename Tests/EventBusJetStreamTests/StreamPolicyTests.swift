@@ -55,7 +55,7 @@ struct StreamPolicyTests {
         let subscription = try await bus.subscribe("policy.>", options: .init(group: "policy-check"))
         let receipt = try await bus.publish(Event(subject: subject, type: "t", source: "/test", data: Array("hello".utf8)))
         #expect(receipt.sequence >= 1)
-        let received = try await withDeadline(.seconds(30)) { () -> String in
+        let received = try await withDeadline(.seconds(30), "the event on '\(subject)'") { () -> String in
             for try await delivery in subscription {
                 try await delivery.ack()
                 return delivery.event.subject

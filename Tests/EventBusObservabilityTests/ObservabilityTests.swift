@@ -132,7 +132,9 @@ struct ObservabilityTests {
             #expect(try metrics.expectMeter("eventbus_buffered", labels).lastValue == 0)
         }
         consumer.cancel()
-        _ = await consumer.result
+        try await withDeadline(.seconds(30), "consume() after its task was cancelled", onTimeout: { await bus.close() }) {
+            _ = await consumer.result
+        }
         await harness.close()
     }
 
@@ -147,11 +149,13 @@ struct ObservabilityTests {
         let events = (0..<count).map { Event(subject: "obs.\(tag).e", type: "t", source: "tests", data: Array("\($0)".utf8)) }
         _ = try await harness.bus.publish(contentsOf: events)
         let subscription = try await harness.bus.subscribe(pattern, options: options)
-        var received = 0
-        for try await delivery in subscription {
-            try await delivery.ack()
-            received += 1
-            if received == count { break }
+        try await withDeadline(.seconds(30), "the backlog of \(count) events") {
+            var received = 0
+            for try await delivery in subscription {
+                try await delivery.ack()
+                received += 1
+                if received == count { break }
+            }
         }
         await subscription.close()
         let meter = try harness.metrics.expectMeter("eventbus_buffered", [("backend", backend.rawValue), ("group", group), ("pattern", pattern)])
@@ -203,8 +207,11 @@ struct ObservabilityTests {
         let event = Event(
             subject: "obs.\(tag).bad", type: "t", source: "tests", traceParent: "not-a-traceparent", traceState: "a=b")
         try await bus.publish(event)
-        var iterator = subscription.makeAsyncIterator()
-        let delivery = try #require(try await iterator.next())
+        let received = try await withDeadline(.seconds(30), "the event with the invalid traceparent") {
+            var iterator = subscription.makeAsyncIterator()
+            return try await iterator.next()
+        }
+        let delivery = try #require(received)
         let traceParent = try #require(delivery.event.traceParent)
         // The publish started a new trace of its own rather than passing the bad value on.
         #expect(traceParent != "not-a-traceparent")
@@ -233,8 +240,11 @@ struct ObservabilityTests {
         headers.add("not-a-traceparent", for: "traceparent")
         headers.add("a=b", for: "tracestate")
         _ = try await connection.jetStream().publish(subject: "events.obs.\(tag).raw", payload: [], headers: headers)
-        var iterator = subscription.makeAsyncIterator()
-        let delivery = try #require(try await iterator.next())
+        let received = try await withDeadline(.seconds(30), "the event another client published") {
+            var iterator = subscription.makeAsyncIterator()
+            return try await iterator.next()
+        }
+        let delivery = try #require(received)
         #expect(delivery.event.id == "raw-1")
         #expect(delivery.event.traceParent == nil)
         #expect(delivery.event.traceState == nil)
@@ -290,8 +300,13 @@ struct ObservabilityTests {
         #expect(publishOrder.attributes.get("messaging.system") == .string(backend == .memory ? "memory" : "nats"))
         billingTask.cancel()
         auditTask.cancel()
-        _ = await billingTask.result
-        _ = await auditTask.result
+        try await withDeadline(.seconds(30), "both consume() calls after their tasks were cancelled", onTimeout: {
+            await billing.close()
+            await orders.close()
+        }) {
+            _ = await billingTask.result
+            _ = await auditTask.result
+        }
         await billing.close()
         await harness.close()
     }

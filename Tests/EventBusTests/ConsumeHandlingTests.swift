@@ -1,5 +1,6 @@
 import EventBus
 import Logging
+import NATSTestSupport
 import Testing
 
 /// Waits until `condition` holds, checking every 10 ms; false after `timeout`.
@@ -47,7 +48,9 @@ struct ConsumeHandlingTests {
             await waitFor { messages.withLock { $0 }.contains { $0.hasPrefix("warning") && $0.contains("maximum") } },
             "no warning about the maximum: \(messages.withLock { $0 })")
         consumer.cancel()
-        _ = try? await consumer.value
+        try await withDeadline(.seconds(30), "consume() after its task was cancelled", onTimeout: { await bus.close() }) {
+            _ = await consumer.result
+        }
         await bus.close()
     }
 
@@ -70,7 +73,9 @@ struct ConsumeHandlingTests {
         try await bus.publish(makeEvent("plain"))
         #expect(await waitFor { attempts.withLock { $0 }.contains(2) }, "attempts: \(attempts.withLock { $0 })")
         consumer.cancel()
-        _ = try? await consumer.value
+        try await withDeadline(.seconds(30), "consume() after its task was cancelled", onTimeout: { await bus.close() }) {
+            _ = await consumer.result
+        }
         await bus.close()
     }
 
@@ -89,7 +94,9 @@ struct ConsumeHandlingTests {
         try await bus.publish(makeEvent("work"))
         #expect(await waitFor { started.withLock { $0 } })
         consumer.cancel()
-        _ = try? await consumer.value
+        try await withDeadline(.seconds(30), "consume() after its task was cancelled", onTimeout: { await subscription.close() }) {
+            _ = await consumer.result
+        }
         let dead = try await take(1, from: deadLetters)
         #expect(dead.first?.event.extensions[DeadLetter.errorHeader] == "handler cancelled")
         await bus.close()
@@ -117,7 +124,9 @@ struct ConsumeHandlingTests {
         let clock = ContinuousClock()
         let cancelledAt = clock.now
         consumer.cancel()
-        _ = try? await consumer.value
+        try await withDeadline(.seconds(30), "consume() after its task was cancelled", onTimeout: { await a.close() }) {
+            _ = await consumer.result
+        }
         let back = try await take(1, from: b)
         let gap = cancelledAt.duration(to: clock.now)
         #expect(gap >= delay * 0.9, "came back \(gap) after the cancel; onCancel says \(delay)")
@@ -172,6 +181,8 @@ struct ConsumeHandlingTests {
         #expect(await waitFor { attempts.withLock { $0 } == [1, 2, 3] }, "attempts: \(attempts.withLock { $0 })")
         // Closing the bus ends a concurrent consume as it ends a sequential one.
         await bus.close()
-        try await consumer.value
+        try await withDeadline(.seconds(30), "consume() after the bus closed", onTimeout: { consumer.cancel() }) {
+            try await consumer.value
+        }
     }
 }

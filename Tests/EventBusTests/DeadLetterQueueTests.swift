@@ -1,5 +1,6 @@
 import EventBus
 import Foundation
+import NATSTestSupport
 import Testing
 
 /// The in-memory dead-letter queue beyond the conformance check: dead letters from exhausted
@@ -33,7 +34,9 @@ struct DeadLetterQueueTests {
             try await Task.sleep(for: .milliseconds(5))
         }
         consumer.cancel()
-        _ = await consumer.result
+        try await withDeadline(.seconds(30), "consume() after its task was cancelled", onTimeout: { await subscription.close() }) {
+            _ = await consumer.result
+        }
         return events
     }
 

@@ -98,7 +98,9 @@ struct InMemoryEventBusTests {
         await bus.close()
     }
 
-    @Test func closingHandsBackUnsettledDeliveriesAtOnceWithoutCountingThem() async throws {
+    /// (The time limit cancels the test, ending a `next()` that waits for a delivery that never comes.)
+    @Test(.timeLimit(.minutes(1)))
+    func closingHandsBackUnsettledDeliveriesAtOnceWithoutCountingThem() async throws {
         let bus = try InMemoryEventBus()
         let options = SubscriptionOptions(group: "g", ackWait: .seconds(600))
         let first = try await bus.subscribe("q", options: options)
@@ -120,7 +122,8 @@ struct InMemoryEventBusTests {
         await bus.close()
     }
 
-    @Test(arguments: [nil, "g"] as [String?])
+    /// (The time limit cancels the test, ending a `next()` that waits for a delivery that never comes.)
+    @Test(.timeLimit(.minutes(1)), arguments: [nil, "g"] as [String?])
     func breakingOutEndsTheLoopButLeavesTheLastDeliveryToTheApplication(group: String?) async throws {
         let bus = try InMemoryEventBus()
         let options = SubscriptionOptions(group: group, ackWait: .seconds(600))

@@ -158,8 +158,9 @@ struct InMemoryStructureTests {
 }
 
 /// Acks that the consumer's inbox accepted without the broker's lock behave exactly like acks applied at
-/// once: nothing can observe the difference.
-@Suite("In-memory bus deferred acks")
+/// once: nothing can observe the difference. (The time limit cancels a test, ending a `next()` that waits
+/// for a delivery that never comes.)
+@Suite("In-memory bus deferred acks", .timeLimit(.minutes(1)))
 struct InMemoryDeferredAckTests {
     @Test func anAcceptedAckIsAppliedBeforeItsDeadlineCouldRedeliver() async throws {
         let bus = try InMemoryEventBus()

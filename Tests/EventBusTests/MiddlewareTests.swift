@@ -149,7 +149,9 @@ struct CorrelationTests {
             order.correlationID = "checkout-42"
             order.traceParent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
             // Publish until the consumer (started in another task) has seen one.
+            let deadline = ContinuousClock.now + .seconds(30)
             while !done.withLock({ $0 }) {
+                try #require(ContinuousClock.now < deadline, "the consumer of 'order.created' handled nothing within 30 s")
                 try await recording.publish(order)
                 order.id = Event.makeID()
                 try await Task.sleep(for: .milliseconds(5))
@@ -193,7 +195,9 @@ struct CorrelationTests {
             var request = makeEvent("rpc.lookup")
             request.correlationID = "flow-7"
             var reply: Event?
+            let deadline = ContinuousClock.now + .seconds(30)
             while reply == nil {
+                try #require(ContinuousClock.now < deadline, "nobody answered on 'rpc.lookup' within 30 s")
                 do {
                     reply = try await memory.request(request, timeout: .seconds(2))
                 } catch let error as EventBusError where error.code == .noResponders {

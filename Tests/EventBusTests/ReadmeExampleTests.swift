@@ -26,7 +26,9 @@ struct BillingService: Sendable {
     func charge(_ order: OrderCreated) async throws {}
 }
 
-@Test func readmeBillingServiceSettlesOrdersWithCorrelation() async throws {
+/// (The time limit cancels the test, ending a `next()` that waits for a payment that never comes.)
+@Test(.timeLimit(.minutes(1)))
+func readmeBillingServiceSettlesOrdersWithCorrelation() async throws {
     let recording = RecordingEventBus()
     let bus = recording.correlating()
     let billing = BillingService(bus: bus)

@@ -32,9 +32,16 @@ public func eventually(
     return try await condition()
 }
 
-/// Runs `body` with a deadline; throws `TimedOut` if it has not finished by then.
+/// Runs `body` with a deadline; throws ``TimedOut`` naming `what` (say, "the message on 'a.b'") if it
+/// has not finished by then.
+///
+/// On timeout the body's task is cancelled, and this still waits for it to return (a structured task
+/// cannot be abandoned). So `onTimeout` runs first: give it what ends a wait that cancellation does not,
+/// such as cancelling the unstructured task whose `value` the body awaits, or closing what it reads.
 public func withDeadline<Result: Sendable>(
     _ timeout: Duration,
+    _ what: String = "the step",
+    onTimeout: @escaping @Sendable () async -> Void = {},
     _ body: @escaping @Sendable () async throws -> Result
 ) async throws -> Result {
     try await withThrowingTaskGroup(of: Result?.self) { group in
@@ -44,8 +51,9 @@ public func withDeadline<Result: Sendable>(
             return nil
         }
         guard let first = try await group.next(), let result = first else {
+            await onTimeout()
             group.cancelAll()
-            throw TimedOut(timeout: timeout)
+            throw TimedOut(timeout: timeout, what: what)
         }
         group.cancelAll()
         return result
@@ -56,6 +64,8 @@ public func withDeadline<Result: Sendable>(
 public struct TimedOut: Error, CustomStringConvertible {
     /// The time that was allowed.
     public var timeout: Duration
-    /// Says how long was allowed.
-    public var description: String { "timed out after \(timeout)" }
+    /// What was awaited.
+    public var what: String
+    /// Says what did not finish, and how long was allowed.
+    public var description: String { "\(what) did not finish within \(timeout)" }
 }

@@ -81,8 +81,10 @@ struct JWTCredentialsTests {
         let connection = try await NATSConnection.connect(configuration: configuration, logger: logger)
         let subscription = try await connection.subscribe(to: "jwt.test")
         try connection.publish(subject: "jwt.test", payload: "hello")
-        var iterator = subscription.makeAsyncIterator()
-        let message = try await iterator.next()
+        let message = try await withDeadline(.seconds(30), "the message on 'jwt.test'") {
+            var iterator = subscription.makeAsyncIterator()
+            return try await iterator.next()
+        }
         #expect(message.map { String(decoding: $0.payload.bytes, as: UTF8.self) } == "hello")
         await connection.close()
 

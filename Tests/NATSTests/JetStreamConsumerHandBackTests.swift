@@ -35,7 +35,7 @@ struct JetStreamConsumerHandBackTests {
         defer { server.kill() }
         let options = NATSPullConsumer.Options(batch: 100, expires: .seconds(10), idleHeartbeat: .seconds(2))
         let first = try await js.pullConsumer(stream: "JOBS", name: "runners", options: options)
-        do {
+        try await withDeadline(.seconds(30), "the first of the 100 messages") {
             var iterator = first.makeAsyncIterator()
             let message = try #require(try await iterator.next())
             try message.ack()
@@ -46,16 +46,20 @@ struct JetStreamConsumerHandBackTests {
         if stopConsumer { first.stopReturningUndelivered() } else { first.stop() }
         let stoppedAt = ContinuousClock.now
         let second = try await js.pullConsumer(stream: "JOBS", name: "runners", options: options)
-        var received = Set<Int>()
-        var receivedAtOnce = 0
         let deadline = stoppedAt + ackWait + .seconds(6)
-        var iterator = second.makeAsyncIterator()
-        while received.count < 99 && ContinuousClock.now < deadline {
-            guard let message = try await iterator.next() else { break }
-            received.insert(Int(message.payload.string)!)
-            // Well before the ack wait: handed back, not redelivered by the server.
-            if ContinuousClock.now - stoppedAt < ackWait / 2 { receivedAtOnce += 1 }
-            try message.ack()
+        // The deadline is checked between messages; this bounds a next() that waits for one that never comes.
+        let (received, receivedAtOnce) = try await withDeadline(.seconds(60), "the 99 messages the first instance did not handle") {
+            var received = Set<Int>()
+            var receivedAtOnce = 0
+            var iterator = second.makeAsyncIterator()
+            while received.count < 99 && ContinuousClock.now < deadline {
+                guard let message = try await iterator.next() else { break }
+                received.insert(Int(message.payload.string)!)
+                // Well before the ack wait: handed back, not redelivered by the server.
+                if ContinuousClock.now - stoppedAt < ackWait / 2 { receivedAtOnce += 1 }
+                try message.ack()
+            }
+            return (received, receivedAtOnce)
         }
         #expect(received.count == 99, "another instance got \(received.count) of the 99")
         let expectedAtOnce = stopConsumer ? 99 : 99 - untaken
@@ -80,7 +84,7 @@ struct JetStreamConsumerHandBackTests {
         let options = NATSPullConsumer.Options(batch: 10, expires: .seconds(10))
 
         let first = try await js.pullConsumer(stream: "RETRY", name: "retriers", options: options)
-        do {
+        try await withDeadline(.seconds(30), "the message on 'retry.one'") {
             var iterator = first.makeAsyncIterator()
             let message = try #require(try await iterator.next())
             #expect(message.metadata?.deliveryCount == 1)
@@ -92,8 +96,11 @@ struct JetStreamConsumerHandBackTests {
         first.stopReturningUndelivered()
 
         let second = try await js.pullConsumer(stream: "RETRY", name: "retriers", options: options)
-        var iterator = second.makeAsyncIterator()
-        let message = try #require(try await iterator.next())
+        let redelivered = try await withDeadline(.seconds(60), "the message back after its 4 s ack wait") {
+            var iterator = second.makeAsyncIterator()
+            return try await iterator.next()
+        }
+        let message = try #require(redelivered)
         let waited = ContinuousClock.now - handedBack
         #expect(message.metadata?.deliveryCount == 3)
         #expect(waited >= .seconds(3), "handed back after \(waited), not after the 4 s ack wait")
@@ -110,18 +117,22 @@ struct JetStreamConsumerHandBackTests {
         let consumer = try await js.pullConsumer(stream: "JOBS", name: "runners", options: .init(batch: 10))
         try await consumer.addCoreSubscription(to: "jobs-control.>", queueGroup: "runners")
         try connection.publish(subject: "jobs-control.pause", payload: Array("pause".utf8))
-        var stream = 0
-        var core: [String] = []
-        var iterator = consumer.makeAsyncIterator()
         let deadline = ContinuousClock.now + .seconds(10)
-        while (stream < 100 || core.isEmpty) && ContinuousClock.now < deadline {
-            guard let message = try await iterator.next() else { break }
-            if message.metadata == nil {
-                core.append(message.subject)
-            } else {
-                stream += 1
-                try message.ack()
+        // The deadline is checked between messages; this bounds a next() that waits for one that never comes.
+        let (stream, core) = try await withDeadline(.seconds(60), "the 100 stream messages and the core one") {
+            var stream = 0
+            var core: [String] = []
+            var iterator = consumer.makeAsyncIterator()
+            while (stream < 100 || core.isEmpty) && ContinuousClock.now < deadline {
+                guard let message = try await iterator.next() else { break }
+                if message.metadata == nil {
+                    core.append(message.subject)
+                } else {
+                    stream += 1
+                    try message.ack()
+                }
             }
+            return (stream, core)
         }
         #expect(stream == 100)
         #expect(core == ["jobs-control.pause"])

@@ -23,43 +23,49 @@ struct JetStreamConsumerHealthTests {
         #expect(consumer.health.lastMessageAge == nil)
         #expect(consumer.health.pending == nil)
         for index in 0..<3 { _ = try await js.publish(subject: "health.a", payload: Array("\(index)".utf8)) }
-        let events = consumer.recoveryEvents
+        // Every wait below is for a message or an event; stopping the consumer ends the waiter's next().
+        let received = try await withDeadline(
+            .seconds(60), "the messages, heartbeats and recovery event of 'checker'", onTimeout: { consumer.stop() }
+        ) {
+            let events = consumer.recoveryEvents
 
-        var iterator = consumer.makeAsyncIterator()
-        let first = try #require(try await iterator.next())
-        try first.nak()
-        var seen = 1
-        var redelivered = false
-        while seen < 4, let message = try await iterator.next() {
-            seen += 1
-            if message.metadata?.deliveryCount == 2 { redelivered = true }
-            try message.ack()
-        }
-        #expect(redelivered)
-        let health = consumer.health
-        #expect(health.stream == "HEALTH")
-        #expect(health.consumer == "checker")
-        #expect(health.redeliveries == 1)
-        #expect(health.pending == 0)
-        #expect(health.lastMessageAge != nil)
+            var iterator = consumer.makeAsyncIterator()
+            let first = try #require(try await iterator.next())
+            try first.nak()
+            var seen = 1
+            var redelivered = false
+            while seen < 4, let message = try await iterator.next() {
+                seen += 1
+                if message.metadata?.deliveryCount == 2 { redelivered = true }
+                try message.ack()
+            }
+            #expect(redelivered)
+            let health = consumer.health
+            #expect(health.stream == "HEALTH")
+            #expect(health.consumer == "checker")
+            #expect(health.redeliveries == 1)
+            #expect(health.pending == 0)
+            #expect(health.lastMessageAge != nil)
 
-        // Idle with a pull request open: heartbeats arrive while the iterator waits.
-        let waiter = Task { [iterator] in
-            var iterator = iterator
-            return try await iterator.next()
+            // Idle with a pull request open: heartbeats arrive while the iterator waits.
+            let waiter = Task { [iterator] in
+                var iterator = iterator
+                return try await iterator.next()
+            }
+            #expect(await eventually { consumer.health.lastHeartbeatAge != nil })
+            // The server stops answering: the consumer misses heartbeats, says so, and re-issues.
+            server.pause()
+            var eventIterator = events.makeAsyncIterator()
+            let event = try #require(await eventIterator.next())
+            #expect(event.reason == .heartbeatMissed)
+            #expect(event.consumer == "checker")
+            #expect(await eventually { [.recovering, .stalled].contains(consumer.health.state) })
+            #expect(consumer.health.recoveries >= 1)
+            server.resume()
+            _ = try await js.publish(subject: "health.a", payload: Array("after".utf8))
+            return try await waiter.value
         }
-        #expect(await eventually { consumer.health.lastHeartbeatAge != nil })
-        // The server stops answering: the consumer misses heartbeats, says so, and re-issues.
-        server.pause()
-        var eventIterator = events.makeAsyncIterator()
-        let event = try #require(await eventIterator.next())
-        #expect(event.reason == .heartbeatMissed)
-        #expect(event.consumer == "checker")
-        #expect(await eventually { [.recovering, .stalled].contains(consumer.health.state) })
-        #expect(consumer.health.recoveries >= 1)
-        server.resume()
-        _ = try await js.publish(subject: "health.a", payload: Array("after".utf8))
-        let after = try #require(try await waiter.value)
+        let after = try #require(received)
         #expect(after.payload.bytes == Array("after".utf8))
         try after.ack()
         #expect(await eventually { consumer.health.state == .running })

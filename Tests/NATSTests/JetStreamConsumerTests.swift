@@ -236,7 +236,8 @@ struct JetStreamConsumerTests {
 
     /// Ack subjects live in the receiving slabs beside the payloads: a message held while
     /// thousands more are received (many slabs later) still acknowledges the right sequence.
-    @Test(arguments: [false, true])
+    /// (The time limit cancels the test, ending a `next()` that waits for a message that never comes.)
+    @Test(.timeLimit(.minutes(2)), arguments: [false, true])
     func acknowledgingTheFirstMessageLastAfterManyMore(push: Bool) async throws {
         let stream = push ? "LATEPUSH" : "LATEPULL"
         let (server, connection, js) = try await setUp(stream: stream, subjects: ["\(stream.lowercased()).>"])
@@ -373,7 +374,9 @@ struct JetStreamConsumerTests {
         await connection.close()
     }
 
-    @Test func orderedConsumerReplaysInOrderAndRecoversFromALostConsumer() async throws {
+    /// (The time limit cancels the test, ending a `next()` that waits for a message that never comes.)
+    @Test(.timeLimit(.minutes(2)))
+    func orderedConsumerReplaysInOrderAndRecoversFromALostConsumer() async throws {
         let (server, connection, js) = try await setUp(stream: "LOG", subjects: ["log.>"])
         defer { server.kill() }
         let publisher = try await js.makePublisher()

@@ -277,8 +277,11 @@ struct NATSConnectionTests {
         // After close, everything fails clearly and new event listeners end at once.
         let error = #expect(throws: NATSError.self) { try connection.publish(subject: "close.a", payload: "y") }
         #expect(error?.code == .connectionClosed)
-        var lateEvents: [NATSConnectionEvent] = []
-        for await event in connection.events { lateEvents.append(event) }
+        let lateEvents = try await withDeadline(.seconds(30), "the end of a closed connection's events") {
+            var lateEvents: [NATSConnectionEvent] = []
+            for await event in connection.events { lateEvents.append(event) }
+            return lateEvents
+        }
         #expect(lateEvents == [.closed])
     }
 
@@ -290,7 +293,9 @@ struct NATSConnectionTests {
         do {
             let subscription = try await connection.subscribe(to: "unsub.test")
             try requester.publish(subject: "unsub.test", payload: "1")
-            for try await _ in subscription { break }
+            try await withDeadline(.seconds(30), "the message on 'unsub.test'") {
+                for try await _ in subscription { break }
+            }
         }
         try await requester.flush()
         try await connection.flush()
@@ -320,10 +325,13 @@ struct NATSConnectionTests {
         #expect(await eventually { subscription.droppedCount > 0 })
         // Bounded: the client buffer holds at most 100 messages and cnats at most 100 more.
         #expect(subscription.deliveredCount <= 101 + 1)
-        var received = 0
-        for try await _ in subscription {
-            received += 1
-            if received == 100 { break }
+        let received = try await withDeadline(.seconds(30), "100 buffered messages on 'slow.test'") {
+            var received = 0
+            for try await _ in subscription {
+                received += 1
+                if received == 100 { break }
+            }
+            return received
         }
         #expect(received == 100)
         await publisher.close()
@@ -494,7 +502,9 @@ struct NATSConnectionServiceTests {
         #expect(await eventually { connection.connectedServer != nil })
         let subscription = Receiver(try await connection.subscribe(to: "svc.cancel"))
         running.cancel()
-        try await withDeadline(.seconds(5)) { try await running.value }
+        try await withDeadline(.seconds(5), "run() after its task was cancelled", onTimeout: { await connection.close() }) {
+            try await running.value
+        }
         #expect(connection.isClosed)
         try await subscription.waitUntilFinished(timeout: .seconds(5))
     }

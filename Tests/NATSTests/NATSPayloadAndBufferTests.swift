@@ -92,7 +92,10 @@ struct NATSPayloadAndBufferTests {
         }
         try await Task.sleep(for: .milliseconds(50))
         consumer.cancel()
-        #expect(try await consumer.value == .cancelled)
+        let result = try await withDeadline(.seconds(30), "takeBatch after its task was cancelled", onTimeout: { buffer.finish() }) {
+            try await consumer.value
+        }
+        #expect(result == .cancelled)
     }
 
     @Test func deferredWakeUpsStillHandOverABurstAndALateSingleMessage() async throws {
@@ -124,7 +127,9 @@ struct NATSPayloadAndBufferTests {
         // resumes the waiting consumer (it is not left for a later message or a timer).
         buffer.append(1_000, size: 1) { false }
         #expect(!buffer.hasWaitingConsumer)
-        let all = try await consumer.value
+        let all = try await withDeadline(.seconds(30), "the 1,001 elements", onTimeout: { consumer.cancel() }) {
+            try await consumer.value
+        }
         #expect(all == Array(0...1_000))
     }
 
@@ -139,7 +144,9 @@ struct NATSPayloadAndBufferTests {
         // The producer claims more is coming, then the subscription ends instead.
         buffer.append(7, size: 1) { true }
         buffer.finish()
-        let (first, batch) = try await consumer.value
+        let (first, batch) = try await withDeadline(.seconds(30), "the element appended before finish()", onTimeout: { consumer.cancel() }) {
+            try await consumer.value
+        }
         #expect(first == .took)
         #expect(batch == [7])
     }
@@ -163,7 +170,9 @@ struct NATSPayloadAndBufferTests {
             for value in 0..<20 { buffer.append(value, size: 600) { value < 19 } }
         }
         producer.start()
-        let received = try await consumer.value
+        let received = try await withDeadline(.seconds(30), "the 20 elements of 600 bytes", onTimeout: { consumer.cancel() }) {
+            try await consumer.value
+        }
         #expect(received == Array(0..<20))
     }
 

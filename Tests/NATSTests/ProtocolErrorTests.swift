@@ -50,8 +50,11 @@ struct ProtocolErrorTests {
         try connection.publish(subject: "later.one", payload: "after")
         let reply = try await connection.request(subject: "svc.echo", payload: Array("ping".utf8), timeout: .seconds(5))
         #expect(reply.payload.string == "ping")
-        var iterator = later.makeAsyncIterator()
-        #expect(try await iterator.next()?.subject == "later.one")
+        let laterSubject = try await withDeadline(.seconds(30), "the message on 'later.one'") {
+            var iterator = later.makeAsyncIterator()
+            return try await iterator.next()?.subject
+        }
+        #expect(laterSubject == "later.one")
         try await connection.flush()
         #expect(!connection.isClosed)
         #expect(!recorder.events.values.contains { event in
@@ -93,8 +96,11 @@ struct ProtocolErrorTests {
         })
         #expect(!connection.isClosed)
         try connection.publish(subject: "kept.after", payload: "still here")
-        var iterator = kept.makeAsyncIterator()
-        #expect(try await iterator.next()?.payload.string == "still here")
+        let keptPayload = try await withDeadline(.seconds(30), "the message on 'kept.after' after the reconnect") {
+            var iterator = kept.makeAsyncIterator()
+            return try await iterator.next()?.payload.string
+        }
+        #expect(keptPayload == "still here")
         let reply = try await connection.request(subject: "svc.echo", payload: Array("two".utf8), timeout: .seconds(5))
         #expect(reply.payload.string == "two")
         _ = responder
@@ -122,8 +128,11 @@ struct ProtocolErrorTests {
         }
         #expect(await recorder.waitFor { if case .reconnected = $0 { true } else { false } })
         try connection.publish(subject: "kept.after", payload: "carried over")
-        var iterator = kept.makeAsyncIterator()
-        #expect(try await iterator.next()?.payload.string == "carried over")
+        let keptPayload = try await withDeadline(.seconds(30), "the message on 'kept.after' after the reconnect") {
+            var iterator = kept.makeAsyncIterator()
+            return try await iterator.next()?.payload.string
+        }
+        #expect(keptPayload == "carried over")
         let reply = try await connection.request(subject: "svc.echo", payload: Array("two".utf8), timeout: .seconds(5))
         #expect(reply.payload.string == "two")
         try await connection.flush()
@@ -199,8 +208,11 @@ struct ProtocolErrorTests {
             }
         })
         try connection.publish(subject: "open.door", payload: "yes")
-        var iterator = open.makeAsyncIterator()
-        #expect(try await iterator.next()?.subject == "open.door")
+        let openSubject = try await withDeadline(.seconds(30), "the message on 'open.door'") {
+            var iterator = open.makeAsyncIterator()
+            return try await iterator.next()?.subject
+        }
+        #expect(openSubject == "open.door")
         let reply = try await connection.request(subject: "svc.echo", payload: Array("ok".utf8), timeout: .seconds(5))
         #expect(reply.payload.string == "ok")
         try await connection.flush()

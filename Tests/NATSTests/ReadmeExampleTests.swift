@@ -25,10 +25,13 @@ struct ReadmeExampleTests {
         let reply = try await connection.request(subject: "inventory.check", payload: Array("sku-1".utf8), timeout: .seconds(2))
         #expect(reply.payload.string == "in stock")
 
-        var seen: [String] = []
-        for try await order in orders {
-            seen.append("\(order.subject) \(order.headers["Order-Id"] ?? "-") \(order.payload.string)")
-            break
+        let seen = try await withDeadline(.seconds(30), "the order on 'orders.created'") {
+            var seen: [String] = []
+            for try await order in orders {
+                seen.append("\(order.subject) \(order.headers["Order-Id"] ?? "-") \(order.payload.string)")
+                break
+            }
+            return seen
         }
         try await connection.drain()
         try await answered

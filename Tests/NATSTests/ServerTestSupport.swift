@@ -45,8 +45,10 @@ final class EventRecorder: Sendable {
 final class Receiver: Sendable {
     let messages = Collected<NATSMessage>()
     let task: Task<Void, any Error>
+    let subject: String
 
     init(_ subscription: NATSSubscription, delay: Duration? = nil) {
+        subject = subscription.subject
         let messages = self.messages
         task = Task {
             for try await message in subscription {
@@ -60,10 +62,12 @@ final class Receiver: Sendable {
         await eventually(timeout: timeout) { messages.count >= count }
     }
 
-    /// Waits for the iteration to end by itself.
+    /// Waits for the iteration to end by itself; past `timeout`, cancels it and throws.
     func waitUntilFinished(timeout: Duration = .seconds(20)) async throws {
         let task = self.task
-        try await withDeadline(timeout) { try await task.value }
+        try await withDeadline(timeout, "the end of the iteration over '\(subject)'", onTimeout: { task.cancel() }) {
+            try await task.value
+        }
     }
 }
 

@@ -382,6 +382,8 @@ struct BrokerState {
     ) -> WaitOutcome? {
         guard let record = subscribers[subscriber], let consumer = consumers[record.consumer] else { return .ended }
         if isCancelled { return .cancelled }
+        // The timer has run already (its wake found no one parked): nothing else would wake this one.
+        if let timer, timer <= now { return .retry }
         if consumer.hasWork(now: now) { return .retry }
         if let next = consumer.nextDeadline(), timer.map({ next < $0 }) ?? true {
             // A deadline appeared since the pull: pull again and park with a timer for it.

@@ -81,12 +81,12 @@ final class InMemoryBroker: Sendable {
     private func parkUntilWoken(_ subscriber: SubscriberID, token: UInt64, timer: BrokerInstant?) async -> WaitOutcome {
         await withTaskCancellationHandler {
             await withUnsafeContinuation { (continuation: UnsafeContinuation<WaitOutcome, Never>) in
-                let now = clock.now
-                let isCancelled = Task.isCancelled
+                // Both read under the lock: a wake by the timer or the cancellation handler that ran before
+                // this finds no one parked and is lost, and only these reads can tell that it happened.
                 let immediate = state.withLock { state in
                     state.park(
-                        subscriber, token: token, timer: timer, continuation: continuation, isCancelled: isCancelled,
-                        now: now
+                        subscriber, token: token, timer: timer, continuation: continuation,
+                        isCancelled: Task.isCancelled, now: clock.now
                     )
                 }
                 if let immediate {
