@@ -118,6 +118,8 @@ extension ReliabilityTests {
                                 try await publisher.publish(subject: "k3.orders", payload: payload, options: .init(messageID: "\(prefix)-\(number)")))
                             break
                         } catch {
+                            // Cancelled when the burst overran its deadline below.
+                            if Task.isCancelled { return }
                             sendFailures.add(1, ordering: .relaxed)
                             try? await Task.sleep(for: .milliseconds(100))
                         }
@@ -135,7 +137,9 @@ extension ReliabilityTests {
 
             // None hangs: the burst finishes and every outcome is known within the ack timeout
             // of the last publish (plus scheduling slack).
-            let finished: Void? = try? await withDeadline(.seconds(90)) { await publishing.value }
+            let finished: Void? = try? await withDeadline(.seconds(90), "the burst", onTimeout: { publishing.cancel() }) {
+                await publishing.value
+            }
             #expect(finished != nil, "the burst did not finish within 90 s")
             let settled: Void? = try? await withDeadline(ackTimeout + .seconds(10)) { await publisher.waitForPending() }
             #expect(settled != nil, "publishes still pending \(ackTimeout + .seconds(10)) after the burst: \(publisher.pendingCount)")
