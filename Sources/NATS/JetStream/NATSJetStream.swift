@@ -258,7 +258,9 @@ public struct NATSJetStream: Sendable {
                 "publish to '\(subject)': no stream answered (no stream stores this subject, JetStream is disabled, or a stream leader is being elected); retry with the same message id",
                 isRetriable: true, nativeStatus: error.nativeStatus)
         } catch where error.code == .disconnected {
-            throw NATSError.unacknowledgedPublish(.disconnected, subject: subject, messageID: options.messageID)
+            // The id the message carries: set by `options` or already in `headers`.
+            throw NATSError.unacknowledgedPublish(
+                .disconnected, subject: subject, messageID: headers[NATSPublishOptions.Header.messageID])
         }
         return try NATSPublishAck.parse(reply.payload, subject: subject)
     }
