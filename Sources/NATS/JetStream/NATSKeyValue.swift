@@ -89,7 +89,9 @@ public final class NATSKeyValue: Sendable {
     ///   - value: The bytes to store.
     /// - Returns: The revision of the stored value.
     /// - Throws: ``NATSError/Code/jetStream`` with ``NATSJetStreamErrorCode/wrongLastSequence``
-    ///   when the key has a value; the checks of ``put(_:_:)``.
+    ///   when the key has a value (on a replicated bucket also
+    ///   ``NATSJetStreamErrorCode/wrongLastSequenceConstant``, while another write to the key is
+    ///   being replicated); the checks of ``put(_:_:)``.
     @discardableResult
     public func create(_ key: String, _ value: some Sequence<UInt8>) async throws(NATSError) -> UInt64 {
         try await write(key, Array(value), expectedRevision: 0)
@@ -106,7 +108,10 @@ public final class NATSKeyValue: Sendable {
     /// - Returns: The revision of the stored value.
     /// - Throws: ``NATSError/Code/jetStream`` with ``NATSJetStreamErrorCode/wrongLastSequence``,
     ///   naming `expectedRevision`, when another revision is the latest (someone wrote in
-    ///   between: read again and retry); the checks of ``put(_:_:)``.
+    ///   between: read again and retry); on a replicated bucket, while another write to the key
+    ///   is still being replicated, the server refuses with
+    ///   ``NATSJetStreamErrorCode/wrongLastSequenceConstant`` instead (nothing stored; read again
+    ///   and retry the same way); the checks of ``put(_:_:)``.
     @discardableResult
     public func update(_ key: String, _ value: some Sequence<UInt8>, expectedRevision: UInt64) async throws(NATSError)
         -> UInt64
