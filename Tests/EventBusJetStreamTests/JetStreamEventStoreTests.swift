@@ -208,6 +208,14 @@ struct JetStreamEventStoreTests {
             try await reader.value
         }
         #expect(read == nil, "a cancelled subscription returned an event")
+        // Dropped without cancel() after reading: releasing it asks the server to delete its consumer.
+        do {
+            let dropped = try await fixture.store.subscribe(to: order, from: 1)
+            _ = try await withDeadline(.seconds(30), "the first event of the subscription to drop") {
+                var iterator = dropped.makeAsyncIterator()
+                return try await iterator.next()
+            }
+        }
         let jetStream = fixture.connection.jetStream()
         let left = await eventually(timeout: .seconds(10)) { () async -> Bool in
             ((try? await jetStream.consumerNames(stream: "EVENTSTORE")) ?? ["?"]).isEmpty

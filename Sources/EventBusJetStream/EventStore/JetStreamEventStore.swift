@@ -620,10 +620,16 @@ public final class JetStreamEventStore: EventStore {
             throw Self.failure(error, "subscribing to \(aggregate)")
         }
         guard let id = register(consumer) else { throw EventStoreError(.closed, "the event store is closed") }
-        let follower = Follower(iterator: consumer.makeAsyncIterator(), consumer: consumer) { [self] in
-            unregister(id)
-            await discard(consumer)
-        }
+        let follower = Follower(
+            iterator: consumer.makeAsyncIterator(),
+            onEnd: { [self] in
+                unregister(id)
+                await discard(consumer)
+            },
+            onDrop: { [self] in
+                unregister(id)
+                abandon(consumer)
+            })
         return EventStoreSubscription(
             .init(
                 next: { [self] () async throws(EventStoreError) -> RecordedEvent? in
@@ -661,24 +667,37 @@ public final class JetStreamEventStore: EventStore {
         }
     }
 
+    /// ``discard(_:)`` where nobody can wait (a dropped subscription's `deinit`): the delete request
+    /// goes out without waiting for the server's answer.
+    func abandon(_ consumer: NATSOrderedConsumer) {
+        let name = consumer.health.consumer
+        consumer.stop()
+        if !name.isEmpty {
+            try? jetStream.requestConsumerDeletion(stream: configuration.streamName, name: name)
+        }
+    }
+
     /// Holds a subscription's iterator between calls, and ends the subscription once: on `cancel()`,
-    /// at its end or failure, or when the subscription is dropped without either (`deinit`), so that
-    /// no server-side consumer outlives it.
+    /// at its end or failure (`onEnd`), or when the subscription is dropped without either
+    /// (`onDrop`, from `deinit`, which cannot wait), so that no server-side consumer outlives it.
     ///
     /// `@unchecked Sendable`: the ordered consumer's iterator is not `Sendable`, and it is only ever
     /// used by one `next()` at a time, which `inUse` enforces; iteration is sequential by the
     /// `AsyncIteratorProtocol` contract anyway.
     final class Follower: @unchecked Sendable {
         private var iterator: NATSOrderedConsumer.Iterator
-        private let consumer: NATSOrderedConsumer
         private let inUse = Atomic<Bool>(false)
         private let ended = Atomic<Bool>(false)
         private let onEnd: @Sendable () async -> Void
+        private let onDrop: @Sendable () -> Void
 
-        init(iterator: NATSOrderedConsumer.Iterator, consumer: NATSOrderedConsumer, onEnd: @escaping @Sendable () async -> Void) {
+        init(
+            iterator: NATSOrderedConsumer.Iterator, onEnd: @escaping @Sendable () async -> Void,
+            onDrop: @escaping @Sendable () -> Void
+        ) {
             self.iterator = iterator
-            self.consumer = consumer
             self.onEnd = onEnd
+            self.onDrop = onDrop
         }
 
         func next() async throws(NATSError) -> NATSJetStreamMessage? {
@@ -698,8 +717,7 @@ public final class JetStreamEventStore: EventStore {
 
         deinit {
             guard !ended.load(ordering: .acquiring) else { return }
-            consumer.stop()
-            Task { [onEnd] in await onEnd() }
+            onDrop()
         }
     }
 

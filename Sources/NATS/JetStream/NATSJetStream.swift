@@ -230,6 +230,15 @@ public struct NATSJetStream: Sendable {
             what: "deleting consumer '\(name)' on stream '\(stream)'")
     }
 
+    /// Asks the server to delete a consumer without waiting for its answer (the server acts on an
+    /// API request that has no reply subject): for clean-up where nobody can wait, such as a
+    /// `deinit`. Whether the consumer existed, or was deleted, is not known to the caller.
+    package func requestConsumerDeletion(stream: String, name: String) throws(NATSError) {
+        try NATSJetStream.validateName(stream, what: "stream name")
+        try NATSJetStream.validateName(name, what: "consumer name")
+        try connection.publish(subject: "\(api.prefix).CONSUMER.DELETE.\(stream).\(name)", payload: [UInt8]())
+    }
+
     // MARK: Publishing
 
     /// Publishes a message and waits until a stream stored it.
