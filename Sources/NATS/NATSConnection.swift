@@ -472,20 +472,12 @@ public final class NATSConnection: Sendable {
         let subscription = try native.subscribe(
             subject: subject, queueGroup: queueGroup, limits: limits, box: box, confirmed: false)
         let timeout = configuration.connectTimeout.millisecondsClamped
-        var flushed = false
-        for attempt in 1...2 {
-            do {
-                try await blocking.run { () throws(NATSError) in try native.flush(timeoutMilliseconds: timeout) }
-                flushed = true
-            } catch where error.code == .timeout && attempt == 1 {
-                // A process that was stalled (a loaded host, a paused VM) can see its wait time out
-                // before its reader thread has read what the server sent meanwhile: an -ERR that
-                // closes the connection. Confirmed now, a refused subscription would be carried
-                // over to the recovered connection and refused again, every time. A second round
-                // trip is answered after that -ERR, so it tells.
-                continue
-            } catch {}
-            break
+        let flushed: Bool
+        do {
+            try await blocking.run { () throws(NATSError) in try native.confirmingFlush(timeoutMilliseconds: timeout) }
+            flushed = true
+        } catch {
+            flushed = false
         }
         try native.confirm(subscription, failed: !flushed)
         if flushed, let reason = native.subscriptionRefusal(subject: subject) {

@@ -384,6 +384,24 @@ final class NativeConnection: @unchecked Sendable {
         try NativeStatus.check(natsConnection_FlushTimeout(pointer, max(1, timeoutMilliseconds)), "flushing")
     }
 
+    /// ``flush(timeoutMilliseconds:)`` for a round trip that confirms what the server accepted.
+    func confirmingFlush(timeoutMilliseconds: Int64) throws(NATSError) {
+        guard let pointer else { throw Self.notConnected }
+        try NativeStatus.check(Self.confirmingFlush(pointer, timeoutMilliseconds: timeoutMilliseconds), "flushing")
+    }
+
+    /// A PING/PONG that confirms what was sent before it, asked once more after a timeout: a process
+    /// that was stalled (a loaded host, a paused VM) can see its wait time out before its reader
+    /// thread has read what the server sent meanwhile, such as an -ERR that closes the connection
+    /// (`maximum subscriptions exceeded`). Taken as a slow answer, a refused subscription would be
+    /// carried over to the recovered connection and refused again, every time. A second round trip
+    /// is answered after that -ERR, so it tells.
+    static func confirmingFlush(_ connection: OpaquePointer, timeoutMilliseconds: Int64) -> natsStatus {
+        let timeout = max(1, timeoutMilliseconds)
+        let status = natsConnection_FlushTimeout(connection, timeout)
+        return status == NATS_TIMEOUT ? natsConnection_FlushTimeout(connection, timeout) : status
+    }
+
     /// The server's reason when it refused subscribing to `subject`: cnats records the `-ERR` as
     /// the connection's last error before it processes the PONG that follows, so after a flush
     /// that went out after the SUB, a refusal of this subject is visible here.

@@ -350,13 +350,11 @@ final class NativeConnectionLink: @unchecked Sendable {
         let limit = natsConnection_GetMaxPayload(connection)
         if limit > 0 { onMaxPayload(Int(limit)) }
         // A PING/PONG: once it is back, the server accepted the subscriptions carried over.
-        let timeout = max(1, configuration.connectTimeout.millisecondsClamped)
         // Refused again only if the server closed this connection too; a slow answer is no refusal.
-        // A timeout is asked once more: after a stall of this process the wait can time out before
-        // the reader thread has read the -ERR that already arrived (see `subscribeConfirmed`).
-        var flushed = natsConnection_FlushTimeout(connection, timeout)
-        if flushed == NATS_TIMEOUT { flushed = natsConnection_FlushTimeout(connection, timeout) }
-        if flushed == NATS_OK || Self.serverCloseReason(connection) == nil {
+        let timeout = configuration.connectTimeout.millisecondsClamped
+        if NativeConnection.confirmingFlush(connection, timeoutMilliseconds: timeout) == NATS_OK
+            || Self.serverCloseReason(connection) == nil
+        {
             state.withLock { state in
                 if state.unconfirmed?.value == recovered.value { state.unconfirmed = nil }
             }
