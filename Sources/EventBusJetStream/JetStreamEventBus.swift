@@ -191,8 +191,12 @@ public final class JetStreamEventBus: EventBus, Service {
             // leader leaves requests unanswered, and waiting the full publish timeout (10 s by
             // default) per attempt used a third of the retry budget on one request.
             let attemptTimeout = min(configuration.publishTimeout, .seconds(2))
-            try await Self.ensureStreamThroughElections(
-                connection.jetStream(timeout: attemptTimeout), configuration, logger: logger)
+            // The stream is created when missing, or checked (and updated only under
+            // `StreamUpdatePolicy.update`; see JetStreamEventBus+StreamPolicy.swift).
+            let attempts = connection.jetStream(timeout: attemptTimeout)
+            try await retryingThroughElections("stream '\(configuration.streamName)'", logger: logger) { () throws(NATSError) in
+                try await Self.applyStreamPolicy(attempts, configuration, logger: logger)
+            }
             let publisher = try await jetStream.makePublisher(
                 configuration: .init(maxPending: configuration.maxPendingPublishes, ackTimeout: configuration.publishTimeout))
             // One subscription for the whole stream; the queue keeps only advisories of consumers
@@ -234,30 +238,6 @@ public final class JetStreamEventBus: EventBus, Service {
                 EventBusError(
                     .backendUnavailable,
                     "cannot set up stream '\(configuration.streamName)' on \(servers): \(error.message)", underlying: error))
-        }
-    }
-
-    /// Creates the stream when it is missing, or checks the existing one (and updates it only
-    /// under ``StreamUpdatePolicy/update``; see JetStreamEventBus+StreamPolicy.swift), retrying for
-    /// up to 30 s while it has no leader: a stream that another service is creating at this moment,
-    /// or whose leader was just lost, leaves `STREAM.INFO` unanswered (timeout) or answers 503 until
-    /// a leader is elected (seconds). Other errors, a stream the bus cannot use among them, fail at once.
-    private static func ensureStreamThroughElections(
-        _ jetStream: NATSJetStream, _ configuration: Configuration, logger: Logger
-    ) async throws(NATSError) {
-        let deadline = ContinuousClock.now + .seconds(30)
-        while true {
-            do {
-                try await applyStreamPolicy(jetStream, configuration, logger: logger)
-                return
-            } catch where (error.code == .timeout || (error.code == .jetStream && error.isRetriable))
-                && ContinuousClock.now < deadline && !Task.isCancelled
-            {
-                logger.warning(
-                    "stream not ready (leader election?), retrying",
-                    metadata: ["stream": "\(configuration.streamName)", "error": "\(error.message)"])
-                try? await Task.sleep(for: .milliseconds(500))
-            }
         }
     }
 

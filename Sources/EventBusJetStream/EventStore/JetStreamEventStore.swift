@@ -73,29 +73,16 @@ public final class JetStreamEventStore: EventStore {
         logger: Logger = Logger(label: "eventstore.jetstream")
     ) async throws(EventStoreError) -> JetStreamEventStore {
         try configuration.validate()
-        let jetStream = connection.jetStream(timeout: configuration.timeout)
+        // As the bus's start: services on a cluster open the store at the same moment, and a stream
+        // being created or without a leader leaves requests unanswered for seconds. Each attempt
+        // waits 2 s at most, so that one unanswered request does not use up the retries' budget.
+        let jetStream = connection.jetStream(timeout: min(configuration.timeout, .seconds(2)))
         let snapshots: NATSKeyValue
         let takesAtomicBatches: Bool
-        do {
-            if configuration.provision {
-                try await provisionStream(configuration, on: jetStream, logger: logger)
-                do {
-                    // An existing bucket is used as it is, whatever its settings.
-                    snapshots = try await jetStream.keyValue(bucket: configuration.snapshotBucket)
-                } catch where error.jetStreamErrorCode == NATSJetStreamErrorCode.streamNotFound {
-                    var bucket = NATSKeyValueConfiguration(bucket: configuration.snapshotBucket)
-                    bucket.storage = configuration.storage
-                    bucket.replicas = configuration.replicas
-                    bucket.description = "Event store snapshots, one key per aggregate"
-                    snapshots = try await jetStream.ensureKeyValue(bucket)
-                }
-            } else {
-                snapshots = try await jetStream.keyValue(bucket: configuration.snapshotBucket)
-            }
-            // A server before 2.12 ignores allow_atomic and stores Nats-Batch-* messages one by one
-            // without an error, so batches would not be atomic: read back what the stream says.
-            takesAtomicBatches = try await jetStream.streamInfo(configuration.streamName).configuration
-                .additionalFields["allow_atomic"] == .bool(true)
+        do throws(NATSError) {
+            (snapshots, takesAtomicBatches) = try await retryingThroughElections(
+                "event store stream '\(configuration.streamName)'", logger: logger
+            ) { () throws(NATSError) in try await provision(configuration, on: jetStream, logger: logger) }
         } catch {
             throw EventStoreError(
                 .unavailable, "opening the event store (stream '\(configuration.streamName)', bucket '\(configuration.snapshotBucket)'): \(error.message)",
@@ -108,6 +95,34 @@ public final class JetStreamEventStore: EventStore {
                 isRetriable: false)
         }
         return JetStreamEventStore(connection: connection, configuration: configuration, snapshots: snapshots, logger: logger)
+    }
+
+    /// One attempt of `open`: the stream and bucket (created or completed when provisioning), and
+    /// whether the stream takes atomic batches.
+    private static func provision(
+        _ configuration: Configuration, on jetStream: NATSJetStream, logger: Logger
+    ) async throws(NATSError) -> (snapshots: NATSKeyValue, takesAtomicBatches: Bool) {
+        let snapshots: NATSKeyValue
+        if configuration.provision {
+            try await provisionStream(configuration, on: jetStream, logger: logger)
+            do {
+                // An existing bucket is used as it is, whatever its settings.
+                snapshots = try await jetStream.keyValue(bucket: configuration.snapshotBucket)
+            } catch where error.jetStreamErrorCode == NATSJetStreamErrorCode.streamNotFound {
+                var bucket = NATSKeyValueConfiguration(bucket: configuration.snapshotBucket)
+                bucket.storage = configuration.storage
+                bucket.replicas = configuration.replicas
+                bucket.description = "Event store snapshots, one key per aggregate"
+                snapshots = try await jetStream.ensureKeyValue(bucket)
+            }
+        } else {
+            snapshots = try await jetStream.keyValue(bucket: configuration.snapshotBucket)
+        }
+        // A server before 2.12 ignores allow_atomic and stores Nats-Batch-* messages one by one
+        // without an error, so batches would not be atomic: read back what the stream says.
+        let takesAtomicBatches = try await jetStream.streamInfo(configuration.streamName).configuration
+            .additionalFields["allow_atomic"] == .bool(true)
+        return (snapshots, takesAtomicBatches)
     }
 
     /// Creates the stream, or makes an existing one (an operator's, or the bus's when the store shares
