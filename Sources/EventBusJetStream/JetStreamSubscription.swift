@@ -54,21 +54,21 @@ final class JetStreamSubscription: DeliverySource, Sendable {
     private let stopped = Atomic<Bool>(false)
     /// Deliveries that were redeliveries (attempt 2 or later), for ``health``.
     private let redeliveries = Atomic<Int>(0)
-    /// Deliveries handed to the application and perhaps not settled yet, for ``close()`` to hand
-    /// back. Settled and superseded ones (their ack wait expired and the event was delivered
-    /// again) are pruned whenever the list doubles, so it holds about the consumer's
-    /// `maxAckPending` at most: the server sends no more unsettled ones.
-    private let outstanding = Mutex(OutstandingDeliveries())
+    /// Chunks of deliveries handed to the application and perhaps not settled yet, for ``close()``
+    /// to hand back. Spent chunks (every delivery settled or superseded: its ack wait expired and
+    /// the event was delivered again) are pruned whenever the list doubles, so it holds about the
+    /// consumer's `maxAckPending` deliveries at most: the server sends no more unsettled ones.
+    private let outstanding = Mutex(OutstandingChunks())
 
-    struct OutstandingDeliveries: ~Copyable {
-        var acknowledgers: [JetStreamDeliveryAcknowledger] = []
-        var pruneAt = 64
+    struct OutstandingChunks: ~Copyable {
+        var chunks: [JetStreamDeliveryChunk] = []
+        var pruneAt = 4
 
-        mutating func add(_ acknowledger: JetStreamDeliveryAcknowledger) {
-            acknowledgers.append(acknowledger)
-            if acknowledgers.count >= pruneAt {
-                acknowledgers.removeAll { !$0.isOutstanding }
-                pruneAt = max(64, acknowledgers.count * 2)
+        mutating func add(_ chunk: JetStreamDeliveryChunk) {
+            chunks.append(chunk)
+            if chunks.count >= pruneAt {
+                chunks.removeAll { $0.isSpent }
+                pruneAt = max(4, chunks.count * 2)
             }
         }
     }
@@ -197,7 +197,7 @@ final class JetStreamSubscription: DeliverySource, Sendable {
         case .pull(let pull): consumerHealth = pull.health
         case .push(let push): consumerHealth = push.health
         }
-        let inFlight = outstanding.withLock { $0.acknowledgers.reduce(0) { $0 + ($1.isOutstanding ? 1 : 0) } }
+        let inFlight = outstanding.withLock { $0.chunks.reduce(0) { $0 + $1.outstandingCount } }
         let state: EventBusHealth.SubscriptionState =
             switch consumerHealth.state {
             case .running: .running
@@ -243,11 +243,11 @@ final class JetStreamSubscription: DeliverySource, Sendable {
         // Emptied either way: the list refers back to this subscription, and the application can
         // settle what it holds without it.
         let held = outstanding.withLock { outstanding in
-            defer { outstanding.acknowledgers = [] }
-            return outstanding.acknowledgers
+            defer { outstanding.chunks = [] }
+            return outstanding.chunks
         }
         if handingBackOutstanding {
-            for acknowledger in held { acknowledger.handBack() }
+            for chunk in held { chunk.handBackOutstanding() }
         }
         bus.forget(self)
         if !durable {
@@ -264,6 +264,8 @@ final class JetStreamSubscription: DeliverySource, Sendable {
         /// share a subject, and the NATS module hands out the same string for it, so the check is
         /// a comparison of two references instead of a new string per event.
         var lastSubject: (nats: String, bus: String)?
+        /// Where the next stored event's settlement goes (see ``JetStreamDeliveryChunk``).
+        var chunk: JetStreamDeliveryChunk?
         /// Whether `pull` is the consumer (set once).
         let isPull: Bool
 
@@ -289,14 +291,17 @@ final class JetStreamSubscription: DeliverySource, Sendable {
                 }
                 // Moved out of the optional (`guard let` would copy it).
                 guard let message = received.take() else { return nil }
-                return subscription.delivery(for: consume message, subjects: &lastSubject)
+                return subscription.delivery(for: consume message, subjects: &lastSubject, chunk: &chunk)
             }
         }
     }
 
-    /// The delivery of `message`, which moves into its acknowledger (no copy of its references
-    /// from the thread that received it).
-    func delivery(for message: consuming NATSJetStreamMessage, subjects: inout (nats: String, bus: String)?) -> Delivery {
+    /// The delivery of `message`, which moves into its slot of `chunk` (no copy of its references
+    /// from the thread that received it); a new chunk replaces a full one.
+    func delivery(
+        for message: consuming NATSJetStreamMessage, subjects: inout (nats: String, bus: String)?,
+        chunk: inout JetStreamDeliveryChunk?
+    ) -> Delivery {
         let configuration = bus.configuration
         guard let position = message.deliveryPosition else {
             // A request: core NATS, never stored.
@@ -320,10 +325,18 @@ final class JetStreamSubscription: DeliverySource, Sendable {
             sequence: position.streamSequence)
         ledger.delivered(sequence: position.streamSequence, attempt: position.deliveryCount)
         if position.deliveryCount > 1 { redeliveries.add(1, ordering: .relaxed) }
-        let acknowledger = JetStreamDeliveryAcknowledger(
-            subscription: self, message: consume message, event: event, streamSequence: position.streamSequence,
-            deliveryCount: position.deliveryCount)
-        outstanding.withLock { $0.add(acknowledger) }
+        let current: JetStreamDeliveryChunk
+        if let chunk, !chunk.isFull {
+            current = chunk
+        } else {
+            current = JetStreamDeliveryChunk(subscription: self)
+            chunk = current
+            outstanding.withLock { $0.add(current) }
+        }
+        let acknowledger = current.append(
+            .init(
+                message: consume message, event: event, streamSequence: position.streamSequence,
+                deliveryCount: position.deliveryCount))
         let delivery = Delivery(
             event: event, deliveryCount: Int(position.deliveryCount), sequence: position.streamSequence, subject: subject,
             acknowledger: acknowledger, telemetry: telemetry)
@@ -340,114 +353,6 @@ final class JetStreamSubscription: DeliverySource, Sendable {
             }
         }
         return delivery
-    }
-}
-
-/// Settles a stored event on JetStream, dead-lettering where the contract says so.
-final class JetStreamDeliveryAcknowledger: DeliveryAcknowledger {
-    let subscription: JetStreamSubscription
-    let message: NATSJetStreamMessage
-    let event: Event
-    /// Where the delivery sits: the two facts of its ack subject the bus needs.
-    let metadata: (streamSequence: UInt64, deliveryCount: UInt64)
-
-    init(
-        subscription: JetStreamSubscription, message: NATSJetStreamMessage, event: Event, streamSequence: UInt64,
-        deliveryCount: UInt64
-    ) {
-        self.subscription = subscription
-        self.message = message
-        self.event = event
-        metadata = (streamSequence, deliveryCount)
-    }
-
-    private var attempt: Int { Int(metadata.deliveryCount) }
-
-    private func checkCurrent(_ action: String) throws(EventBusError) {
-        let current = subscription.ledger.isCurrent(sequence: metadata.streamSequence, attempt: metadata.deliveryCount)
-        if !current {
-            throw EventBusError(
-                .alreadyAcknowledged,
-                "cannot \(action) attempt \(attempt) of '\(event.subject)' (sequence \(metadata.streamSequence)): its ack wait expired and it was delivered again")
-        }
-    }
-
-    private func settled() {
-        subscription.ledger.settled(sequence: metadata.streamSequence, attempt: metadata.deliveryCount)
-    }
-
-    private func perform(_ what: String, _ action: () throws(NATSError) -> Void) throws(EventBusError) {
-        do {
-            try action()
-        } catch {
-            throw EventBusError(mapping: error, what: "\(what) '\(event.subject)' (sequence \(metadata.streamSequence))", fallback: .backendUnavailable)
-        }
-    }
-
-    func ack() async throws {
-        try checkCurrent("ack")
-        try perform("acknowledging") { () throws(NATSError) in try message.ack() }
-        settled()
-    }
-
-    func nak(delay: Duration?) async throws {
-        try checkCurrent("nak")
-        if subscription.options.isFinalAttempt(attempt) {
-            let limit = subscription.options.maxDeliver ?? attempt
-            try await deadLetter(error: "negatively acknowledged on attempt \(attempt), the last of \(limit)")
-            try perform("ending") { () throws(NATSError) in try message.term(reason: "dead-lettered after \(attempt) attempts") }
-        } else {
-            let wait = delay ?? subscription.options.backoffDelay(afterAttempt: attempt)
-            try perform("rejecting") { () throws(NATSError) in try message.nak(delay: wait) }
-        }
-        settled()
-    }
-
-    func term(reason: String?) async throws {
-        try checkCurrent("term")
-        try await deadLetter(error: reason ?? "terminated by the subscriber")
-        try perform("ending") { () throws(NATSError) in try message.term(reason: reason) }
-        settled()
-    }
-
-    /// Returns the event to the server at once (`-NAK` without delay) unless it was settled; a
-    /// later settlement of this delivery then throws `alreadyAcknowledged`.
-    func handBack() {
-        // A superseded attempt's ack subject would act on the live delivery: leave it alone.
-        guard isOutstanding else { return }
-        if (try? message.nak()) != nil { settled() }
-    }
-
-    /// Not settled, and still the newest delivery of its event that this process knows of.
-    var isOutstanding: Bool {
-        !message.isAcknowledged
-            && subscription.ledger.isCurrent(sequence: metadata.streamSequence, attempt: metadata.deliveryCount)
-    }
-
-    func inProgress() async throws {
-        try checkCurrent("extend")
-        try perform("extending the ack wait of") { () throws(NATSError) in try message.inProgress() }
-    }
-
-    func respond(_ reply: Event) async throws {
-        throw EventBusError(.notARequest, "'\(event.subject)' (sequence \(metadata.streamSequence)) is a published event, not a request")
-    }
-
-    /// Publishes the dead letter before the event is ended, so that nothing is lost if this fails
-    /// (the event is then redelivered). Its message id is derived from the consumer and sequence,
-    /// so racing members store it once.
-    private func deadLetter(error: String) async throws {
-        if message.isAcknowledged {
-            throw EventBusError(.alreadyAcknowledged, "attempt \(attempt) of '\(event.subject)' was already settled")
-        }
-        let options = subscription.options
-        let deadLetter = DeadLetter.event(
-            from: event, deadLetterSubject: options.deadLetterSubject(forOriginalSubject: event.subject), attempts: attempt,
-            error: error, sequence: metadata.streamSequence, group: options.group)
-        let receipt = try await subscription.bus.publish(
-            deadLetter, messageID: "deadletter-\(subscription.consumerName)-\(metadata.streamSequence)")
-        // A duplicate: another member dead-lettered it already and counted it.
-        if !receipt.duplicate { subscription.telemetry?.deadLettered() }
     }
 }
 
