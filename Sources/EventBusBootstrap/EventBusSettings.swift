@@ -222,6 +222,7 @@ public struct EventBusSettings: Sendable, CustomStringConvertible {
                 "jetstream.publishTimeout": "\(js.publishTimeout)",
                 "jetstream.groupConsumer": "\(js.groupConsumer.rawValue)",
                 "jetstream.streamUpdate": "\(js.streamUpdatePolicy.rawValue)",
+                "jetstream.inlineDelivery": "\(js.inlineDelivery)",
             ]
         }
     }

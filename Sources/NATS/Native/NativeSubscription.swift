@@ -118,7 +118,9 @@ final class CoreSubscriptionBox: NativeSubscriptionBox, @unchecked Sendable {
         let size = copy.bufferedSize
         // Everything was copied out; the message is ours to destroy.
         NativeMessage.destroy(message)
-        buffer.append(copy, size: size) { Self.hasPending(subscription) }
+        NATSInlineDeliveryExecutor.allowingInlineRun {
+            buffer.append(copy, size: size) { Self.hasPending(subscription) }
+        }
     }
 
     override func completed() {
@@ -162,8 +164,10 @@ final class ConsumerSubscriptionBox: NativeSubscriptionBox, @unchecked Sendable 
         let size = copy.bufferedSize
         // Everything was copied out; the message is ours to destroy.
         NativeMessage.destroy(message)
-        guard let refused = buffer.appendReturningRefused(copy, size: size, moreComing: { Self.hasPending(subscription) })
-        else { return }
+        let refused = NATSInlineDeliveryExecutor.allowingInlineRun {
+            buffer.appendReturningRefused(copy, size: size, moreComing: { Self.hasPending(subscription) })
+        }
+        guard let refused else { return }
         // The consumer stopped (a draining subscription still delivers what the server sent
         // before it saw the unsubscribe): hand a stream message back at once rather than leave
         // it to its ack wait.
