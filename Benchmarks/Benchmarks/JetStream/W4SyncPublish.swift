@@ -37,6 +37,39 @@ func registerW4() {
         (js: try RawJetStream.workloadStream(on: server), subject: RawCString(Workload.jetStreamSubject))
     }
 
+    // Raw cnats publishing the EventBus's messages (its CloudEvents headers and a 36-character
+    // id in `ce-id` and `Nats-Msg-Id`, which the server checks against its duplicate window): the
+    // like-for-like baseline of "W4 EventBus".
+    let template = RawEventHeaders(benchmarkEventHeaders(0))
+    liveBenchmark("W4 raw events", configuration: configuration) { benchmark, raw throws(RawFailure) in
+        let (js, subject, iterations) = raw
+        let iteration = iterations.next()
+        try js.purge(stream: Workload.streamName)
+        benchmark.startMeasurement()
+        let meter = ThroughputMeter()
+        var errorCode = jsErrCode(0)
+        let failure: natsStatus = Workload.payload.withUnsafeBytes { payload in
+            for index in 0..<messages {
+                let status = withUnsafeTemporaryAllocation(of: CChar.self, capacity: 40) { id in
+                    formatEventID(into: id, iteration: iteration, index: index)
+                    return template.publishAndWait(
+                        js: js.pointer, subject: subject.pointer, payload: payload, id: id.baseAddress!, errorCode: &errorCode)
+                }
+                if status != NATS_OK { return status }
+            }
+            return NATS_OK
+        }
+        try rawCheck(failure, "js_PublishMsg (error code \(errorCode.rawValue))")
+        meter.finish(benchmark, operations: messages)
+        benchmark.stopMeasurement()
+        try js.expectMessageCount(stream: Workload.streamName, messages)
+    } setup: { server in
+        (
+            js: try RawJetStream.workloadStream(on: server), subject: RawCString(Workload.jetStreamSubject),
+            iterations: IterationCounter()
+        )
+    }
+
     registerW4NATS(name: "W4 NATS", configuration: configuration, sendAsap: false)
     registerW4NATS(name: "W4 NATS send-asap", configuration: configuration, sendAsap: true)
 

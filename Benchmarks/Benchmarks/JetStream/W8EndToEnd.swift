@@ -96,6 +96,7 @@ func registerW8() {
     registerW8EventBusConsume(configuration: configuration)
     // With metrics and tracing bootstrapped (BenchmarkTelemetry); compare with the line above.
     registerW8EventBusConsume(configuration: configuration, instrumented: true)
+    registerW8EventBusConsume(configuration: configuration, inline: false)
 
     liveBenchmark("W8 EventBus", configuration: configuration) { benchmark, fixture in
         let (publisher, subscriber, iterations) = fixture
@@ -134,10 +135,13 @@ func registerW8() {
 /// events, in a task; its handler takes the time. `consume` gives no sign when its consumer
 /// exists, so before measuring the publisher sends probe events (another type, which the handler
 /// only reports) until one arrives.
-private func registerW8EventBusConsume(configuration: Benchmark.Configuration, instrumented: Bool = false) {
+///
+/// "W8 EventBus consume pool" turns the bus's `inlineDelivery` off, so each event's handler waits
+/// for a thread of the cooperative pool, as before the bus ran handlers on the delivery thread.
+private func registerW8EventBusConsume(configuration: Benchmark.Configuration, instrumented: Bool = false, inline: Bool = true) {
     let messages = Workload.w8Messages
     let probeType = "bench.probe"
-    let name = instrumented ? "W8 EventBus consume instrumented" : "W8 EventBus consume"
+    let name = instrumented ? "W8 EventBus consume instrumented" : inline ? "W8 EventBus consume" : "W8 EventBus consume pool"
     liveBenchmark(name, configuration: configuration) { benchmark, fixture in
         let (publisher, subscriber, iterations) = fixture
         let options = SubscriptionOptions(group: "w8-consume-\(iterations.next())", start: .new)
@@ -178,7 +182,8 @@ private func registerW8EventBusConsume(configuration: Benchmark.Configuration, i
         // Before the buses are made: they read the bootstrapped systems once.
         if instrumented { BenchmarkTelemetry.bootstrap() }
         return (
-            publisher: try await makeBenchmarkBus(server), subscriber: try await makeBenchmarkBus(server),
+            publisher: try await makeBenchmarkBus(server),
+            subscriber: try await makeBenchmarkBus(server) { $0.inlineDelivery = inline },
             iterations: IterationCounter()
         )
     } teardown: { fixture in
