@@ -28,15 +28,7 @@ enum ConsumeLoop {
             throw error
         }
         if options.handlerConcurrency == 1 {
-            // A backend that can run the loop on the thread that delivers its events saves a
-            // thread wake-up per event (see DeliverySource.preferredTaskExecutor).
-            if let executor = subscription.preferredTaskExecutor {
-                try await withTaskExecutorPreference(executor) {
-                    try await sequential(subscription, options: options, extender: extender, handler: handler)
-                }
-            } else {
-                try await sequential(subscription, options: options, extender: extender, handler: handler)
-            }
+            try await sequential(subscription, options: options, extender: extender, handler: handler)
         } else {
             try await concurrent(subscription, options: options, extender: extender, handler: handler)
         }

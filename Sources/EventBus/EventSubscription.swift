@@ -58,9 +58,6 @@ public struct EventSubscription: AsyncSequence, Sendable {
         await source.close()
     }
 
-    /// The executor a task iterating this subscription should prefer; see ``DeliverySource/preferredTaskExecutor``.
-    package var preferredTaskExecutor: (any TaskExecutor)? { source.preferredTaskExecutor }
-
     /// Iterates deliveries.
     public struct Iterator: AsyncIteratorProtocol {
         var base: any DeliveryIterator
@@ -148,18 +145,11 @@ public protocol DeliverySource: Sendable {
     /// The default does nothing: the subscription then lives until ``close()``, its bus closes, or it is
     /// released, and its prefetched deliveries come back after their ack wait.
     func stopIterating()
-
-    /// The executor a task iterating this source should prefer (see `withTaskExecutorPreference`), or `nil`
-    /// for the default; `consume` runs its loop with it. The default implementation returns `nil`.
-    var preferredTaskExecutor: (any TaskExecutor)? { get }
 }
 
 extension DeliverySource {
     /// Does nothing; see ``DeliverySource/stopIterating()``.
     public func stopIterating() {}
-
-    /// `nil`: no preference; see ``DeliverySource/preferredTaskExecutor``.
-    public var preferredTaskExecutor: (any TaskExecutor)? { nil }
 }
 
 /// A backend's iterator of deliveries.

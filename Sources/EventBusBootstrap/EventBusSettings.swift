@@ -222,7 +222,6 @@ public struct EventBusSettings: Sendable, CustomStringConvertible {
                 "jetstream.publishTimeout": "\(js.publishTimeout)",
                 "jetstream.groupConsumer": "\(js.groupConsumer.rawValue)",
                 "jetstream.streamUpdate": "\(js.streamUpdatePolicy.rawValue)",
-                "jetstream.inlineDelivery": "\(js.inlineDelivery)",
             ]
         }
     }

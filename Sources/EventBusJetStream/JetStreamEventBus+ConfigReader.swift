@@ -26,7 +26,6 @@ extension JetStreamEventBus.Configuration {
     /// | `groupConsumer` | ``groupConsumer`` | `pull`, `push` |
     /// | `streamUpdate` | ``streamUpdatePolicy`` | `never`, `update` |
     /// | `consumerIdleHeartbeatMs` | ``consumerIdleHeartbeat`` | whole milliseconds, 100-15000 |
-    /// | `inlineDelivery` | ``inlineDelivery`` | `true`, `false` |
     ///
     /// - Parameters:
     ///   - config: The reader, already scoped by the application.
@@ -80,7 +79,6 @@ extension JetStreamEventBus.Configuration {
             if let value = try values.milliseconds(.publishTimeoutMs, minimum: 1) { publishTimeout = value }
             if let value = try values.choice(.groupConsumer, as: JetStreamEventBus.GroupConsumerKind.self) { groupConsumer = value }
             if let value = try values.choice(.streamUpdate, as: JetStreamEventBus.StreamUpdatePolicy.self) { streamUpdatePolicy = value }
-            if let value = try values.bool(.inlineDelivery) { inlineDelivery = value }
             if let value = try values.milliseconds(.consumerIdleHeartbeatMs, minimum: 100) {
                 guard value <= .seconds(15) else {
                     throw NATSError(
@@ -118,7 +116,6 @@ extension JetStreamEventBus.Configuration {
         case groupConsumer
         case streamUpdate
         case consumerIdleHeartbeatMs
-        case inlineDelivery
 
         package var isSecret: Bool { false }
 

@@ -60,12 +60,6 @@ extension JetStreamEventBus {
         /// How groups receive events: pull consumers (default: each member asks for batches) or
         /// push consumers with a deliver group (the server spreads events over the members).
         public var groupConsumer: GroupConsumerKind = .pull
-        /// Whether `consume` runs its handler on the thread that delivers the subscription's events
-        /// (true, the default) instead of waking a thread of the cooperative pool for each event:
-        /// one thread wake-up less per event, as with a C callback. A handler that blocks its
-        /// thread (which async code must not do) then also holds back its own subscription's
-        /// deliveries; set false to keep every handler on the pool.
-        public var inlineDelivery = true
         /// How often the server confirms a consumer is alive while it has nothing to send (pull
         /// requests' and push consumers' idle heartbeat). Two missed heartbeats make a pull
         /// subscriber re-issue its requests and report a recovery. Default 5 s; at most 15 s

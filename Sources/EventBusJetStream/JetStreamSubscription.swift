@@ -213,12 +213,6 @@ final class JetStreamSubscription: DeliverySource, Sendable {
             recoveries: consumerHealth.recoveries, lastError: consumerHealth.lastError.map { "\($0)" })
     }
 
-    /// `consume` runs on the consumer's delivery thread when an event arrives (see
-    /// ``NATSInlineDeliveryExecutor``), saving a thread wake-up per event.
-    var preferredTaskExecutor: (any TaskExecutor)? {
-        bus.configuration.inlineDelivery ? NATSInlineDeliveryExecutor.shared : nil
-    }
-
     func makeDeliveryIterator() -> any DeliveryIterator {
         switch consumer {
         case .pull(let pull): Iterator(subscription: self, pull: pull.makeAsyncIterator(), push: nil)

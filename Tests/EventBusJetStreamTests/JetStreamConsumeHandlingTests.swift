@@ -65,33 +65,4 @@ struct JetStreamConsumeHandlingTests {
         }
         await bus.close()
     }
-
-    /// With `inlineDelivery` (the default) `consume` runs its handler on the thread that delivered the
-    /// event; with it off, on the cooperative pool.
-    @Test(arguments: [true, false])
-    func consumeRunsHandlersOnTheDeliveryThreadUnlessInlineDeliveryIsOff(inline: Bool) async throws {
-        let server = try await NATSServerProcess.started()
-        defer { server.kill() }
-        let bus = try Self.bus(server) { $0.inlineDelivery = inline }
-        for index in 0..<5 {
-            try await bus.publish(Event(subject: "inline.work", type: "t", source: "/test", data: Array("\(index)".utf8)))
-        }
-        let ranInline = Collected<Bool>()
-        let consumer = Task {
-            try await bus.consume("inline.work", options: .init(group: "inline", start: .all)) { _ in
-                ranInline.append(NATSInlineDeliveryExecutor.isRunningInline)
-            }
-        }
-        #expect(await eventually(timeout: .seconds(20)) { ranInline.count >= 5 })
-        if inline {
-            #expect(ranInline.values.contains(true), "no handler ran inline: \(ranInline.values)")
-        } else {
-            #expect(!ranInline.values.contains(true), "a handler ran inline with inlineDelivery off: \(ranInline.values)")
-        }
-        consumer.cancel()
-        try await withDeadline(.seconds(30), "consume() after its task was cancelled", onTimeout: { await bus.close() }) {
-            _ = await consumer.result
-        }
-        await bus.close()
-    }
 }

@@ -13,62 +13,8 @@ func registerW4() {
     let configuration = BenchmarkSettings.live(metrics: BenchmarkMetrics.throughputWorkload, scalingFactor: .kilo)
     let messages = Workload.w4Messages
 
-    liveBenchmark("W4 raw", configuration: configuration) { benchmark, raw throws(RawFailure) in
-        let (js, subject) = raw
-        try js.purge(stream: Workload.streamName)
-        benchmark.startMeasurement()
-        let meter = ThroughputMeter()
-        var errorCode = jsErrCode(0)
-        let failure: natsStatus = Workload.payload.withUnsafeBytes { payload in
-            for _ in 0..<messages {
-                var ack: UnsafeMutablePointer<jsPubAck>?
-                let status = js_Publish(&ack, js.pointer, subject.pointer, payload.baseAddress, Int32(payload.count), nil, &errorCode)
-                // The ack is ours to free.
-                jsPubAck_Destroy(ack)
-                if status != NATS_OK { return status }
-            }
-            return NATS_OK
-        }
-        try rawCheck(failure, "js_Publish (error code \(errorCode.rawValue))")
-        meter.finish(benchmark, operations: messages)
-        benchmark.stopMeasurement()
-        try js.expectMessageCount(stream: Workload.streamName, messages)
-    } setup: { server in
-        (js: try RawJetStream.workloadStream(on: server), subject: RawCString(Workload.jetStreamSubject))
-    }
-
-    // Raw cnats publishing the EventBus's messages (its CloudEvents headers and a 36-character
-    // id in `ce-id` and `Nats-Msg-Id`, which the server checks against its duplicate window): the
-    // like-for-like baseline of "W4 EventBus".
-    let template = RawEventHeaders(benchmarkEventHeaders(0))
-    liveBenchmark("W4 raw events", configuration: configuration) { benchmark, raw throws(RawFailure) in
-        let (js, subject, iterations) = raw
-        let iteration = iterations.next()
-        try js.purge(stream: Workload.streamName)
-        benchmark.startMeasurement()
-        let meter = ThroughputMeter()
-        var errorCode = jsErrCode(0)
-        let failure: natsStatus = Workload.payload.withUnsafeBytes { payload in
-            for index in 0..<messages {
-                let status = withUnsafeTemporaryAllocation(of: CChar.self, capacity: 40) { id in
-                    formatEventID(into: id, iteration: iteration, index: index)
-                    return template.publishAndWait(
-                        js: js.pointer, subject: subject.pointer, payload: payload, id: id.baseAddress!, errorCode: &errorCode)
-                }
-                if status != NATS_OK { return status }
-            }
-            return NATS_OK
-        }
-        try rawCheck(failure, "js_PublishMsg (error code \(errorCode.rawValue))")
-        meter.finish(benchmark, operations: messages)
-        benchmark.stopMeasurement()
-        try js.expectMessageCount(stream: Workload.streamName, messages)
-    } setup: { server in
-        (
-            js: try RawJetStream.workloadStream(on: server), subject: RawCString(Workload.jetStreamSubject),
-            iterations: IterationCounter()
-        )
-    }
+    registerW4Raw(name: "W4 raw", configuration: configuration, eventHeaders: false)
+    registerW4Raw(name: "W4 raw events", configuration: configuration, eventHeaders: true)
 
     registerW4NATS(name: "W4 NATS", configuration: configuration, sendAsap: false)
     registerW4NATS(name: "W4 NATS send-asap", configuration: configuration, sendAsap: true)
@@ -115,5 +61,50 @@ private func registerW4NATS(name: String, configuration: Benchmark.Configuration
         return (connection: try await NATSConnection.connectForBenchmark(server, sendAsap: sendAsap), admin: admin)
     } teardown: { module in
         await module.connection.close()
+    }
+}
+
+/// Raw cnats's W4: js_Publish of the plain payload, or (`eventHeaders`) js_PublishMsg of the
+/// message the EventBus sends (its CloudEvents headers and a 36-character id in `ce-id` and
+/// `Nats-Msg-Id`, which the server checks against its duplicate window): the like-for-like
+/// baseline of "W4 EventBus".
+private func registerW4Raw(name: String, configuration: Benchmark.Configuration, eventHeaders: Bool) {
+    let messages = Workload.w4Messages
+    let template = eventHeaders ? RawEventHeaders(benchmarkEventHeaders(0)) : nil
+    liveBenchmark(name, configuration: configuration) { benchmark, raw throws(RawFailure) in
+        let (js, subject, iterations) = raw
+        let iteration = iterations.next()
+        try js.purge(stream: Workload.streamName)
+        benchmark.startMeasurement()
+        let meter = ThroughputMeter()
+        var errorCode = jsErrCode(0)
+        let failure: natsStatus = Workload.payload.withUnsafeBytes { payload in
+            for index in 0..<messages {
+                let status: natsStatus
+                if let template {
+                    status = withUnsafeTemporaryAllocation(of: CChar.self, capacity: 40) { id in
+                        formatEventID(into: id, iteration: iteration, index: index)
+                        return template.publishAndWait(
+                            js: js.pointer, subject: subject.pointer, payload: payload, id: id.baseAddress!, errorCode: &errorCode)
+                    }
+                } else {
+                    var ack: UnsafeMutablePointer<jsPubAck>?
+                    status = js_Publish(&ack, js.pointer, subject.pointer, payload.baseAddress, Int32(payload.count), nil, &errorCode)
+                    // The ack is ours to free.
+                    jsPubAck_Destroy(ack)
+                }
+                if status != NATS_OK { return status }
+            }
+            return NATS_OK
+        }
+        try rawCheck(failure, "publishing (error code \(errorCode.rawValue))")
+        meter.finish(benchmark, operations: messages)
+        benchmark.stopMeasurement()
+        try js.expectMessageCount(stream: Workload.streamName, messages)
+    } setup: { server in
+        (
+            js: try RawJetStream.workloadStream(on: server), subject: RawCString(Workload.jetStreamSubject),
+            iterations: IterationCounter()
+        )
     }
 }

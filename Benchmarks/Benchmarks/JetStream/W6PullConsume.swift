@@ -46,10 +46,6 @@ func registerW6() {
     registerEventBusConsumeHandler(
         name: "W6 EventBus consume instrumented", configuration: configuration, messages: messages,
         groupPrefix: "w6-consume-instrumented", instrumented: true)
-    // With the bus's inlineDelivery off: each event's handler waits for a thread of the pool.
-    registerEventBusConsumeHandler(
-        name: "W6 EventBus consume pool", configuration: configuration, messages: messages, groupPrefix: "w6-consume-pool",
-        adjust: { $0.inlineDelivery = false })
 }
 
 /// Raw cnats's W6, on plain 128-byte messages or (`eventHeaders`) on the messages the EventBus

@@ -96,7 +96,6 @@ func registerW8() {
     registerW8EventBusConsume(configuration: configuration)
     // With metrics and tracing bootstrapped (BenchmarkTelemetry); compare with the line above.
     registerW8EventBusConsume(configuration: configuration, instrumented: true)
-    registerW8EventBusConsume(configuration: configuration, inline: false)
 
     liveBenchmark("W8 EventBus", configuration: configuration) { benchmark, fixture in
         let (publisher, subscriber, iterations) = fixture
@@ -135,13 +134,10 @@ func registerW8() {
 /// events, in a task; its handler takes the time. `consume` gives no sign when its consumer
 /// exists, so before measuring the publisher sends probe events (another type, which the handler
 /// only reports) until one arrives.
-///
-/// "W8 EventBus consume pool" turns the bus's `inlineDelivery` off, so each event's handler waits
-/// for a thread of the cooperative pool, as before the bus ran handlers on the delivery thread.
-private func registerW8EventBusConsume(configuration: Benchmark.Configuration, instrumented: Bool = false, inline: Bool = true) {
+private func registerW8EventBusConsume(configuration: Benchmark.Configuration, instrumented: Bool = false) {
     let messages = Workload.w8Messages
     let probeType = "bench.probe"
-    let name = instrumented ? "W8 EventBus consume instrumented" : inline ? "W8 EventBus consume" : "W8 EventBus consume pool"
+    let name = instrumented ? "W8 EventBus consume instrumented" : "W8 EventBus consume"
     liveBenchmark(name, configuration: configuration) { benchmark, fixture in
         let (publisher, subscriber, iterations) = fixture
         let options = SubscriptionOptions(group: "w8-consume-\(iterations.next())", start: .new)
@@ -182,8 +178,7 @@ private func registerW8EventBusConsume(configuration: Benchmark.Configuration, i
         // Before the buses are made: they read the bootstrapped systems once.
         if instrumented { BenchmarkTelemetry.bootstrap() }
         return (
-            publisher: try await makeBenchmarkBus(server),
-            subscriber: try await makeBenchmarkBus(server) { $0.inlineDelivery = inline },
+            publisher: try await makeBenchmarkBus(server), subscriber: try await makeBenchmarkBus(server),
             iterations: IterationCounter()
         )
     } teardown: { fixture in

@@ -118,9 +118,7 @@ final class CoreSubscriptionBox: NativeSubscriptionBox, @unchecked Sendable {
         let size = copy.bufferedSize
         // Everything was copied out; the message is ours to destroy.
         NativeMessage.destroy(message)
-        NATSInlineDeliveryExecutor.allowingInlineRun {
-            buffer.append(copy, size: size) { Self.hasPending(subscription) }
-        }
+        buffer.append(copy, size: size) { Self.hasPending(subscription) }
     }
 
     override func completed() {
@@ -164,10 +162,8 @@ final class ConsumerSubscriptionBox: NativeSubscriptionBox, @unchecked Sendable 
         let size = copy.bufferedSize
         // Everything was copied out; the message is ours to destroy.
         NativeMessage.destroy(message)
-        let refused = NATSInlineDeliveryExecutor.allowingInlineRun {
-            buffer.appendReturningRefused(copy, size: size, moreComing: { Self.hasPending(subscription) })
-        }
-        guard let refused else { return }
+        guard let refused = buffer.appendReturningRefused(copy, size: size, moreComing: { Self.hasPending(subscription) })
+        else { return }
         // The consumer stopped (a draining subscription still delivers what the server sent
         // before it saw the unsubscribe): hand a stream message back at once rather than leave
         // it to its ack wait.
