@@ -80,19 +80,9 @@ private func registerW4Raw(name: String, configuration: Benchmark.Configuration,
         var errorCode = jsErrCode(0)
         let failure: natsStatus = Workload.payload.withUnsafeBytes { payload in
             for index in 0..<messages {
-                let status: natsStatus
-                if let template {
-                    status = withUnsafeTemporaryAllocation(of: CChar.self, capacity: 40) { id in
-                        formatEventID(into: id, iteration: iteration, index: index)
-                        return template.publishAndWait(
-                            js: js.pointer, subject: subject.pointer, payload: payload, id: id.baseAddress!, errorCode: &errorCode)
-                    }
-                } else {
-                    var ack: UnsafeMutablePointer<jsPubAck>?
-                    status = js_Publish(&ack, js.pointer, subject.pointer, payload.baseAddress, Int32(payload.count), nil, &errorCode)
-                    // The ack is ours to free.
-                    jsPubAck_Destroy(ack)
-                }
+                let status = rawPublishAndWait(
+                    js: js.pointer, subject: subject.pointer, payload: payload, eventHeaders: template, iteration: iteration,
+                    index: index, errorCode: &errorCode)
                 if status != NATS_OK { return status }
             }
             return NATS_OK

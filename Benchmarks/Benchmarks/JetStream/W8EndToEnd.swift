@@ -223,21 +223,11 @@ private func registerW8Raw(name: String, configuration: Benchmark.Configuration,
         let failure: RawFailure? = Workload.payload.withUnsafeBytes { payload in
             for index in 0..<messages {
                 let start = Clocks.monotonicNanos()
-                let status: natsStatus
-                if let template {
-                    // A C program publishing CloudEvents: the bus's headers and an id of its own,
-                    // as long as the bus's.
-                    status = withUnsafeTemporaryAllocation(of: CChar.self, capacity: 40) { id in
-                        formatEventID(into: id, iteration: iteration, index: index)
-                        return template.publishAndWait(
-                            js: js.pointer, subject: subject.pointer, payload: payload, id: id.baseAddress!, errorCode: &errorCode)
-                    }
-                } else {
-                    var ack: UnsafeMutablePointer<jsPubAck>?
-                    status = js_Publish(&ack, js.pointer, subject.pointer, payload.baseAddress, Int32(payload.count), nil, &errorCode)
-                    // The ack is ours to free.
-                    jsPubAck_Destroy(ack)
-                }
+                // With `template`: a C program publishing CloudEvents, the bus's headers and an
+                // id of its own, as long as the bus's.
+                let status = rawPublishAndWait(
+                    js: js.pointer, subject: subject.pointer, payload: payload, eventHeaders: template, iteration: iteration,
+                    index: index, errorCode: &errorCode)
                 if status != NATS_OK {
                     return RawFailure(description: "publishing: \(String(cString: natsStatus_GetText(status))) (error code \(errorCode.rawValue))")
                 }

@@ -265,6 +265,28 @@ public final class RawEventHeaders: @unchecked Sendable {
     }
 }
 
+/// One js_Publish that waits for its ack, as W4 and W8 raw publish: the plain payload, or (with
+/// `eventHeaders`) a message with the EventBus's headers and an id of its own for message `index`
+/// of `iteration`, as long as the bus's. Returns cnats's status; `errorCode` gets JetStream's.
+@inline(__always)
+public func rawPublishAndWait(
+    js: OpaquePointer, subject: UnsafePointer<CChar>, payload: UnsafeRawBufferPointer, eventHeaders: RawEventHeaders?,
+    iteration: Int, index: Int, errorCode: UnsafeMutablePointer<jsErrCode>
+) -> natsStatus {
+    guard let eventHeaders else {
+        var ack: UnsafeMutablePointer<jsPubAck>?
+        let status = js_Publish(&ack, js, subject, payload.baseAddress, Int32(payload.count), nil, errorCode)
+        // The ack is ours to free.
+        jsPubAck_Destroy(ack)
+        return status
+    }
+    return withUnsafeTemporaryAllocation(of: CChar.self, capacity: 40) { id in
+        formatEventID(into: id, iteration: iteration, index: index)
+        return eventHeaders.publishAndWait(
+            js: js, subject: subject, payload: payload, id: id.baseAddress!, errorCode: errorCode)
+    }
+}
+
 /// Writes the id of raw message `index` of `iteration` into `buffer` (at least 37 bytes) and a NUL:
 /// 36 upper-case hexadecimal digits and dashes, 8-4-4-4-12, the shape and length of the ids the
 /// EventBus generates, so that raw messages with the bus's headers weigh what the bus's weigh (on
