@@ -116,6 +116,15 @@ public final class JetStreamEventBus: EventBus, Service {
         _ = try await ready()
     }
 
+    /// The connected state if the bus has started, without waiting.
+    @inline(never)
+    func readyNow() -> Ready? {
+        state.withLock { state in
+            guard case .ready(let ready) = state.phase else { return nil }
+            return ready
+        }
+    }
+
     /// The connected state, starting it on first use. Concurrent callers share one start.
     func ready() async throws(EventBusError) -> Ready {
         enum Step { case ready(Ready), closed, start, wait }
@@ -346,9 +355,12 @@ public final class JetStreamEventBus: EventBus, Service {
     /// gets no ack within ``Configuration/publishTimeout`` fails with a retriable `.timeout`.
     @discardableResult
     public func publish(_ event: Event) async throws -> PublishReceipt {
-        try event.validateForPublish()
+        // The async functions of a publish stay small, their synchronous work in functions that
+        // are not inlined into them: a task's frames that outgrow its allocator's first slab
+        // cost a malloc each, and a service that publishes from a task per request or per event
+        // pays that on every publish.
         var event = event
-        guard let scope = telemetry.preparePublish(&event) else {
+        guard let scope = try prepareForPublish(&event) else {
             return try await publish(event, messageID: event.id)
         }
         do {
@@ -362,15 +374,30 @@ public final class JetStreamEventBus: EventBus, Service {
     }
 
     func publish(_ event: Event, messageID: String) async throws -> PublishReceipt {
-        let ready = try await ready()
+        // `ready()`'s frame holds its start path: a started bus skips it.
+        let ready: Ready
+        if let started = readyNow() { ready = started } else { ready = try await self.ready() }
         let pending = try await send(event, messageID: messageID, on: ready)
-        switch await pending.result() {
+        return try Self.receipt(await pending.result(), subject: event.subject)
+    }
+
+    /// Checks an event before anything is sent and starts its telemetry (nil when off).
+    @inline(never)
+    private func prepareForPublish(_ event: inout Event) throws -> EventBusTelemetry.PublishScope? {
+        try event.validateForPublish()
+        return telemetry.preparePublish(&event)
+    }
+
+    /// The receipt of a lone publish's outcome, or the error it throws.
+    @inline(never)
+    private static func receipt(_ outcome: Result<NATSPublishAck, NATSError>, subject: String) throws -> PublishReceipt {
+        switch outcome {
         case .success(let ack):
             return PublishReceipt(sequence: ack.sequence, duplicate: ack.duplicate, stream: ack.stream)
         case .failure(let error) where error.code == .cancelled:
             throw CancellationError()
         case .failure(let error):
-            throw EventBusError(mapping: error, what: "publishing '\(event.subject)'", fallback: .publishFailed)
+            throw EventBusError(mapping: error, what: "publishing '\(subject)'", fallback: .publishFailed)
         }
     }
 
@@ -434,13 +461,24 @@ public final class JetStreamEventBus: EventBus, Service {
 
     /// Hands one event to the publish window (waiting while it is full); the outcome follows.
     private func send(_ event: Event, messageID: String, on ready: Ready) async throws(EventBusError) -> NATSPendingPublish {
+        let (subject, headers) = wireForm(of: event)
         do {
             return try await ready.publisher.publish(
-                subject: natsSubject(for: event.subject), payload: event.data, headers: CloudEventsNATSBinding.headers(for: event),
-                options: .init(messageID: messageID))
+                subject: subject, payload: event.data, headers: headers, options: .init(messageID: messageID))
         } catch {
-            throw EventBusError(mapping: error, what: "publishing '\(event.subject)'", fallback: .publishFailed)
+            throw Self.sendError(error, subject: event.subject)
         }
+    }
+
+    /// The NATS subject and headers an event is published with.
+    @inline(never)
+    private func wireForm(of event: Event) -> (subject: String, headers: NATSHeaders) {
+        (natsSubject(for: event.subject), CloudEventsNATSBinding.headers(for: event))
+    }
+
+    @inline(never)
+    private static func sendError(_ error: NATSError, subject: String) -> EventBusError {
+        EventBusError(mapping: error, what: "publishing '\(subject)'", fallback: .publishFailed)
     }
 
     // MARK: Subscribing

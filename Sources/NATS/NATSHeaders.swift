@@ -147,6 +147,13 @@ public struct NATSHeaders: Sendable, Hashable, Sequence, ExpressibleByDictionary
 
     /// Replaces every value of a name with one value.
     public mutating func set(_ value: String, for name: String) {
+        // Already so (the usual case when a message id is set twice): no write, so headers
+        // shared with the caller are not copied.
+        if block == nil, let index = parsed.firstIndex(where: { $0.name == name }), parsed[index].value == value,
+            !parsed[(index + 1)...].contains(where: { $0.name == name })
+        {
+            return
+        }
         materialize()
         if let index = parsed.firstIndex(where: { $0.name == name }) {
             parsed[index].value = value

@@ -35,6 +35,53 @@ struct JetStreamPublisherWindowTests {
         #expect(await first.result().isFailure)
         #expect(publisher.pendingCount == 0)
     }
+
+    /// With room for one publish, publishes from many tasks wait their turn and each is stored
+    /// once: the waiting path hands the window on as acks come back.
+    @Test func publishesWaitingForRoomGoOutAsAcksComeBack() async throws {
+        let server = try await NATSServerProcess.started()
+        defer { server.kill() }
+        let connection = try await connect(to: server)
+        let js = connection.jetStream()
+        try await js.ensureStream(NATSStreamConfiguration(name: "WINDOW", subjects: ["window.>"]))
+        let publisher = try await js.makePublisher(configuration: .init(maxPending: 1, ackTimeout: .seconds(10)))
+        let sequences = try await withThrowingTaskGroup(of: UInt64.self) { group in
+            for index in 0..<50 {
+                group.addTask { try await publisher.publish(subject: "window.\(index)", payload: [UInt8(index)]).ack().sequence }
+            }
+            return try await group.reduce(into: [UInt64]()) { $0.append($1) }
+        }
+        #expect(Set(sequences) == Set(1...50), "each publish stored once, at its own sequence")
+        #expect(publisher.pendingCount == 0)
+        await connection.close()
+    }
+
+    /// Closing the publisher releases a publish waiting for room with `connectionClosed`; the
+    /// publish already in flight keeps its place until its outcome.
+    @Test func closingThePublisherReleasesAPublishWaitingForRoom() async throws {
+        let server = try await NATSServerProcess.started()
+        defer { server.kill() }
+        let connection = try await connect(to: server)
+        let silent = try await connection.subscribe(to: "silent.>")
+        let publisher = try await connection.jetStream().makePublisher(configuration: .init(maxPending: 1, ackTimeout: .seconds(30)))
+        let first = try await publisher.publish(subject: "silent.one", payload: Array("1".utf8))
+        let second = Task { try await publisher.publish(subject: "silent.two", payload: Array("2".utf8)) }
+        try await Task.sleep(for: .milliseconds(200))
+        let closing = Task { await publisher.close() }
+        let result = await second.result
+        if case .failure(let error as NATSError) = result {
+            #expect(error.code == .connectionClosed)
+        } else {
+            Issue.record("the waiting publish should fail as closed, got \(result)")
+        }
+        #expect(first.outcome == nil, "the publish in flight still waits for its ack")
+        #expect(publisher.pendingCount == 1)
+        _ = silent
+        await connection.close()
+        await closing.value
+        #expect(await first.result().isFailure)
+        #expect(publisher.pendingCount == 0)
+    }
 }
 
 extension Result {

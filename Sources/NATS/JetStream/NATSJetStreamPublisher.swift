@@ -89,13 +89,11 @@ public final class NATSJetStreamPublisher: Sendable {
         headers: NATSHeaders = NATSHeaders(),
         options: NATSPublishOptions = NATSPublishOptions()
     ) async throws(NATSError) -> NATSPendingPublish {
-        var headers = headers
-        var options = options
-        if options.messageID == nil && configuration.assignMessageIDs && headers[NATSPublishOptions.Header.messageID] == nil {
-            options.messageID = messageIDs.withLock { $0.next() }
-        }
-        options.apply(to: &headers)
-        let record = NATSPendingPublish(subject: subject, payload: NATSPayload(payload), headers: headers, publisher: self)
+        // The async functions on this path stay small: each one's frame is allocated from its
+        // task's allocator, and frames that outgrow its first slab cost a malloc each (in a task
+        // per publish, several per publish). The synchronous work lives in functions that are
+        // not inlined into them, on the thread's stack.
+        let record = pendingPublish(subject: subject, payload: payload, headers: headers, options: options)
         try await send(record)
         return record
     }
@@ -107,8 +105,39 @@ public final class NATSJetStreamPublisher: Sendable {
         return record
     }
 
+    /// The record of a new publish: its headers with the options' and, unless given or turned
+    /// off, a generated `Nats-Msg-Id`.
+    @inline(never)
+    private func pendingPublish(
+        subject: String, payload: some Sequence<UInt8>, headers: NATSHeaders, options: NATSPublishOptions
+    ) -> NATSPendingPublish {
+        var headers = headers
+        var options = options
+        if options.messageID == nil && configuration.assignMessageIDs && headers[NATSPublishOptions.Header.messageID] == nil {
+            options.messageID = messageIDs.withLock { $0.next() }
+        }
+        options.apply(to: &headers)
+        return NATSPendingPublish(subject: subject, payload: NATSPayload(payload), headers: headers, publisher: self)
+    }
+
     private func send(_ record: NATSPendingPublish) async throws(NATSError) {
-        let alone = try await acquireSlot()
+        // One throwing call: every typed-throw site keeps room for a `NATSError` in this frame.
+        var attempt = takeSlot(queued: false)
+        if case .full = attempt { attempt = await waitForSlot() }
+        try write(record, after: attempt)
+    }
+
+    /// Writes a publish that took a place in the window (or throws why it got none); on failure
+    /// the record gets the outcome and leaves the window, and the error is thrown.
+    @inline(never)
+    private func write(_ record: NATSPendingPublish, after attempt: SlotAttempt) throws(NATSError) {
+        let alone: Bool
+        switch attempt {
+        case .taken(let wasAlone): alone = wasAlone
+        case .closed: throw NATSError(.connectionClosed, "the publisher is closed")
+        case .cancelled: throw NATSError(.cancelled, "waiting for room in the publish window was cancelled")
+        case .full: preconditionFailure("a publish is written only once it has a place in the window")
+        }
         do {
             try record.payload.withUnsafeBytes { bytes in
                 Result { () throws(NATSError) in
@@ -125,52 +154,54 @@ public final class NATSJetStreamPublisher: Sendable {
         }
     }
 
-    /// Takes a place in the window, waiting while it is full; returns whether no other publish
-    /// was in flight. A newcomer queues behind publishes already waiting (none overtakes them),
-    /// and a cancelled task stops waiting at once.
-    private func acquireSlot() async throws(NATSError) -> Bool {
-        var queued = false
+    private enum SlotAttempt { case taken(alone: Bool), closed, cancelled, full }
+
+    /// Takes a place in the window if there is one and nobody queued for it before (unless
+    /// `queued`: the caller is one of those woken from the queue).
+    @inline(never)
+    private func takeSlot(queued: Bool) -> SlotAttempt {
+        state.withLock { state in
+            if state.closed { return .closed }
+            guard state.inFlight < configuration.maxPending, queued || state.windowWaiters.isEmpty else { return .full }
+            state.inFlight += 1
+            return .taken(alone: state.inFlight == 1)
+        }
+    }
+
+    /// Waits for a place in the window (the window was full) and takes it; `.closed` or
+    /// `.cancelled` when it will not come. A newcomer queues behind publishes already waiting
+    /// (none overtakes them), and a cancelled task stops waiting at once.
+    @inline(never)
+    private func waitForSlot() async -> SlotAttempt {
         while true {
-            enum Step { case registered(alone: Bool), closed, wait }
-            let step: Step = state.withLock { state in
-                if state.closed { return .closed }
-                guard state.inFlight < configuration.maxPending, queued || state.windowWaiters.isEmpty else { return .wait }
-                state.inFlight += 1
-                return .registered(alone: state.inFlight == 1)
+            if Task.isCancelled { return .cancelled }
+            let id = state.withLock { state -> UInt64 in
+                defer { state.nextWaiterID += 1 }
+                return state.nextWaiterID
             }
-            switch step {
-            case .registered(let alone):
-                return alone
-            case .closed:
-                throw NATSError(.connectionClosed, "the publisher is closed")
-            case .wait:
-                if Task.isCancelled { throw NATSError(.cancelled, "waiting for room in the publish window was cancelled") }
-                let id = state.withLock { state -> UInt64 in
-                    defer { state.nextWaiterID += 1 }
-                    return state.nextWaiterID
-                }
-                await withTaskCancellationHandler {
-                    await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
-                        let resumeNow = state.withLock { state -> Bool in
-                            if state.closed || Task.isCancelled
-                                || (state.inFlight < configuration.maxPending && state.windowWaiters.isEmpty)
-                            {
-                                return true
-                            }
-                            state.windowWaiters.append((id, continuation))
-                            return false
+            await withTaskCancellationHandler {
+                await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
+                    let resumeNow = state.withLock { state -> Bool in
+                        if state.closed || Task.isCancelled
+                            || (state.inFlight < configuration.maxPending && state.windowWaiters.isEmpty)
+                        {
+                            return true
                         }
-                        if resumeNow { continuation.resume() }
+                        state.windowWaiters.append((id, continuation))
+                        return false
                     }
-                } onCancel: {
-                    let waiter = state.withLock { state -> UnsafeContinuation<Void, Never>? in
-                        guard let index = state.windowWaiters.firstIndex(where: { $0.id == id }) else { return nil }
-                        return state.windowWaiters.remove(at: index).continuation
-                    }
-                    waiter?.resume()
+                    if resumeNow { continuation.resume() }
                 }
-                queued = true
+            } onCancel: {
+                let waiter = state.withLock { state -> UnsafeContinuation<Void, Never>? in
+                    guard let index = state.windowWaiters.firstIndex(where: { $0.id == id }) else { return nil }
+                    return state.windowWaiters.remove(at: index).continuation
+                }
+                waiter?.resume()
             }
+            let attempt = takeSlot(queued: true)
+            if case .full = attempt { continue }
+            return attempt
         }
     }
 
