@@ -9,16 +9,10 @@ struct JetStreamPublisherWindowTests {
     /// A publish waiting for room in a full window stops waiting when its task is cancelled,
     /// instead of waiting for the publish in front of it to time out.
     @Test func aPublishWaitingForRoomIsCancellable() async throws {
-        let server = try await NATSServerProcess.started()
-        defer { server.kill() }
-        let connection = try await connect(to: server)
-        // Something listens on the subject but never answers: the first publish holds the window.
-        let silent = try await connection.subscribe(to: "silent.>")
-        let publisher = try await connection.jetStream().makePublisher(configuration: .init(maxPending: 1, ackTimeout: .seconds(30)))
-        let first = try await publisher.publish(subject: "silent.one", payload: Array("1".utf8))
+        let held = try await HeldWindow.make()
+        defer { held.server.kill() }
+        let (connection, publisher, first, second) = (held.connection, held.publisher, held.first, held.second)
         let clock = ContinuousClock()
-        let second = Task { try await publisher.publish(subject: "silent.two", payload: Array("2".utf8)) }
-        try await Task.sleep(for: .milliseconds(200))
         let cancelledAt = clock.now
         second.cancel()
         let result = await second.result
@@ -29,7 +23,6 @@ struct JetStreamPublisherWindowTests {
         if case .failure(let error as NATSError) = result { #expect(error.code == .cancelled) }
         #expect(publisher.pendingCount == 1, "only the first publish is in flight")
         #expect(first.outcome == nil)
-        _ = silent
         await connection.close()
         // The connection closed: the first publish ends with an outcome, and the window is empty.
         #expect(await first.result().isFailure)
@@ -59,14 +52,9 @@ struct JetStreamPublisherWindowTests {
     /// Closing the publisher releases a publish waiting for room with `connectionClosed`; the
     /// publish already in flight keeps its place until its outcome.
     @Test func closingThePublisherReleasesAPublishWaitingForRoom() async throws {
-        let server = try await NATSServerProcess.started()
-        defer { server.kill() }
-        let connection = try await connect(to: server)
-        let silent = try await connection.subscribe(to: "silent.>")
-        let publisher = try await connection.jetStream().makePublisher(configuration: .init(maxPending: 1, ackTimeout: .seconds(30)))
-        let first = try await publisher.publish(subject: "silent.one", payload: Array("1".utf8))
-        let second = Task { try await publisher.publish(subject: "silent.two", payload: Array("2".utf8)) }
-        try await Task.sleep(for: .milliseconds(200))
+        let held = try await HeldWindow.make()
+        defer { held.server.kill() }
+        let (connection, publisher, first, second) = (held.connection, held.publisher, held.first, held.second)
         let closing = Task { await publisher.close() }
         let result = await second.result
         if case .failure(let error as NATSError) = result {
@@ -76,11 +64,39 @@ struct JetStreamPublisherWindowTests {
         }
         #expect(first.outcome == nil, "the publish in flight still waits for its ack")
         #expect(publisher.pendingCount == 1)
-        _ = silent
         await connection.close()
         await closing.value
         #expect(await first.result().isFailure)
         #expect(publisher.pendingCount == 0)
+    }
+}
+
+/// A publisher with room for one publish, held by a first publish that nothing answers
+/// (something listens on its subject, so it is not "no responders"), and a second publish
+/// waiting for room in a task of its own.
+private struct HeldWindow {
+    let server: NATSServerProcess
+    let connection: NATSConnection
+    let silent: NATSSubscription
+    let publisher: NATSJetStreamPublisher
+    let first: NATSPendingPublish
+    let second: Task<NATSPendingPublish, any Error>
+
+    static func make() async throws -> HeldWindow {
+        let server = try await NATSServerProcess.started()
+        do {
+            let connection = try await connect(to: server)
+            let silent = try await connection.subscribe(to: "silent.>")
+            let publisher = try await connection.jetStream().makePublisher(configuration: .init(maxPending: 1, ackTimeout: .seconds(30)))
+            let first = try await publisher.publish(subject: "silent.one", payload: Array("1".utf8))
+            let second = Task { try await publisher.publish(subject: "silent.two", payload: Array("2".utf8)) }
+            // Long enough for the second publish to queue for room.
+            try await Task.sleep(for: .milliseconds(200))
+            return HeldWindow(server: server, connection: connection, silent: silent, publisher: publisher, first: first, second: second)
+        } catch {
+            server.kill()
+            throw error
+        }
     }
 }
 
