@@ -397,7 +397,7 @@ public final class JetStreamEventBus: EventBus, Service {
         case .failure(let error) where error.code == .cancelled:
             throw CancellationError()
         case .failure(let error):
-            throw EventBusError(mapping: error, what: "publishing '\(subject)'", fallback: .publishFailed)
+            throw publishError(error, subject: subject)
         }
     }
 
@@ -444,7 +444,7 @@ public final class JetStreamEventBus: EventBus, Service {
                                 isRetriable: true, underlying: error)))
                 case .failure(let error):
                     outcomes.append(
-                        .failure(EventBusError(mapping: error, what: "publishing '\(events[index].subject)'", fallback: .publishFailed)))
+                        .failure(Self.publishError(error, subject: events[index].subject)))
                 }
             }
         }
@@ -466,7 +466,7 @@ public final class JetStreamEventBus: EventBus, Service {
             return try await ready.publisher.publish(
                 subject: subject, payload: event.data, headers: headers, options: .init(messageID: messageID))
         } catch {
-            throw Self.sendError(error, subject: event.subject)
+            throw Self.publishError(error, subject: event.subject)
         }
     }
 
@@ -476,8 +476,9 @@ public final class JetStreamEventBus: EventBus, Service {
         (natsSubject(for: event.subject), CloudEventsNATSBinding.headers(for: event))
     }
 
+    /// A failed publish's error, for a lone publish and each event of a batch alike.
     @inline(never)
-    private static func sendError(_ error: NATSError, subject: String) -> EventBusError {
+    private static func publishError(_ error: NATSError, subject: String) -> EventBusError {
         EventBusError(mapping: error, what: "publishing '\(subject)'", fallback: .publishFailed)
     }
 
