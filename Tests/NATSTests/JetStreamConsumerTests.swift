@@ -105,6 +105,42 @@ struct JetStreamConsumerTests {
         await connection.close()
     }
 
+    /// A task slower than the server takes a whole window from the buffer at once. Its next
+    /// pull request must go out while it works through that batch, not once it has finished
+    /// it: otherwise the server has nothing requested and sits idle for a round trip per
+    /// window. Seen from the server: past the window's first growth, it has always delivered
+    /// more than the task has taken out.
+    @Test(.timeLimit(.minutes(2)))
+    func aSlowIterationAsksForMoreBeforeItsTakenBatchRunsOut() async throws {
+        let (server, connection, js) = try await setUp(stream: "AHEAD", subjects: ["ahead.>"])
+        defer { server.kill() }
+        try await preload(js, subject: "ahead.item", count: 400)
+        var configuration = NATSConsumerConfiguration(durableName: "ahead")
+        configuration.maxAckPending = 1_000
+        try await js.ensureConsumer(stream: "AHEAD", configuration)
+        let consumer = try await js.pullConsumer(stream: "AHEAD", name: "ahead", options: .init(batch: 64))
+        var iterator = consumer.makeAsyncIterator()
+        var caughtUp: [Int] = []
+        for handedOut in 1...320 {
+            guard let message = try await iterator.next() else {
+                Issue.record("iteration ended after \(handedOut - 1) messages")
+                break
+            }
+            try message.ack()
+            // Slower than the server, so each request is answered in full before the task
+            // comes back for more.
+            try await Task.sleep(for: .milliseconds(2))
+            // The window reaches its full 64 within the first 60 messages.
+            if handedOut > 128 {
+                let info = try await js.consumerInfo(stream: "AHEAD", name: "ahead")
+                if info.delivered.consumerSequence <= UInt64(handedOut) { caughtUp.append(handedOut) }
+            }
+        }
+        #expect(caughtUp.isEmpty, "the server had delivered no more than the task had taken after message(s) \(caughtUp)")
+        consumer.stopReturningUndelivered()
+        await connection.close()
+    }
+
     @Test func pullConsumerWithMaxAckPendingOneKeepsFlowing() async throws {
         let (server, connection, js) = try await setUp(stream: "ONE", subjects: ["one.>"])
         defer { server.kill() }

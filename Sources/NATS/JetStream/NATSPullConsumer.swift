@@ -320,9 +320,37 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
             }
         }
 
+        /// How many messages handed out from one taken batch are counted, and a top-up
+        /// considered, before the batch ends: a quarter of the full window. The taken batch is
+        /// everything the delivery thread buffered, up to a whole window when the handler is
+        /// slower than the server; checked only at its end, the next request would go out when
+        /// nothing requested is left and every window would cost an idle round trip.
+        private var topUpCheckInterval: Int { Swift.max(1, consumer.options.batch / 4) }
+
+        /// Counts the messages handed out since the last time into the open requests, then
+        /// tops them up if half the window is consumed.
+        private mutating func recordReceivedAndReplenish() throws(NATSError) {
+            if receivedSinceReplenish > 0 {
+                lastActivity = .now
+                let received = receivedSinceReplenish
+                receivedSinceReplenish = 0
+                consumer.session.withLock { $0.received(count: received) }
+            }
+            try replenish()
+        }
+
         mutating func next() async throws(NATSError) -> NATSJetStreamMessage? {
             while true {
-                while let delivery = taken.batch.popLast() {
+                while !taken.batch.isEmpty {
+                    if receivedSinceReplenish >= topUpCheckInterval {
+                        // A large taken batch: ask for more once half the window is consumed, not
+                        // only once all of it is, so the server delivers the next messages while
+                        // these are handled instead of waiting idle for the next request. A
+                        // request that fails here is sent again when the batch ends, and its
+                        // error ends the iteration there, after the messages already held.
+                        try? recordReceivedAndReplenish()
+                    }
+                    let delivery = taken.batch.removeLast()
                     guard delivery.message.subject == consumer.inbox || delivery.isStreamMessage else {
                         // A message of an added core subscription (``addCoreSubscription(to:queueGroup:)``).
                         // Stream messages keep their own subject; their reply is an ack subject.
@@ -333,19 +361,14 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
                         if let error = handle(status) { throw error }
                         continue
                     }
-                    // Counted into the open requests once per batch, before asking for more.
+                    // Counted into the open requests before asking for more: at the end of the
+                    // taken batch, or every `topUpCheckInterval` messages within a large one.
                     receivedSinceReplenish += 1
                     redeliveries.check(delivery, monitor: consumer.monitor)
                     if consumer.monitor.tracesMessages { consumer.monitor.trace(delivery) }
                     return NATSJetStreamMessage(delivery, connection: consumer.connection)
                 }
-                if receivedSinceReplenish > 0 {
-                    lastActivity = .now
-                    let received = receivedSinceReplenish
-                    receivedSinceReplenish = 0
-                    consumer.session.withLock { $0.received(count: received) }
-                }
-                try replenish()
+                try recordReceivedAndReplenish()
                 // Wake up at least every second to notice reconnects and silence.
                 let wait = Swift.min(consumer.options.idleHeartbeat, .seconds(1))
                 switch try await consumer.handle.buffer.takeBatch(into: &taken.batch, timeout: wait) {
