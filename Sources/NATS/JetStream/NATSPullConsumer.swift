@@ -3,7 +3,8 @@ import Synchronization
 /// A pull consumer: the client asks the server for batches of messages.
 ///
 /// Iterate it (`for try await message in consumer`) for a continuous stream: it keeps at most
-/// ``Options/batch`` messages requested ahead, asks for more when half of them arrived, and
+/// ``Options/batch`` messages requested ahead, asks for more when half of them were handed out
+/// (also in the middle of a buffered batch, so the server is not left idle), and
 /// re-issues its requests when the server's heartbeats stop or the connection reconnects (a pull
 /// request the server held is lost with the old connection). Or call ``fetch(batch:maxWait:)``
 /// for one batch at a time. Use one of the two at a time, from one task.
