@@ -91,6 +91,8 @@ COMPARISONS = [
     ("W6", "EventBus consume", "W6", "raw", "throughput", 0.90, "`consume` with a group, default settings, against plain messages"),
     ("W6", "EventBus", "W6", "raw", "throughput", 0.85, "subscribe loop (pull batch 500, 1,000 in flight) against plain messages"),
     ("W6", "EventBus", "W6", "raw events", None, None, "subscribe loop against raw on the same stored events"),
+    ("W6", "NATS events", "W6", "raw events", None, None, "the NATS module's pull consumer (batch 500) on the bus's stored events: the module's share of the bus's W6"),
+    ("W6", "EventBus consume", "W6", "NATS events", None, None, "`consume` against the NATS module's pull consumer on the same events: the bus's own share (the `Event`, the `Delivery`, settling)"),
     ("W7", "EventBus", "W7", "raw", "throughput", 0.85, "groups as push consumers (an option; pull is the default)"),
     ("W7", "EventBus", "W7", "raw events", None, None, "against raw on the same stored events"),
     ("W7", "EventBus consume", "W7", "raw events", None, None, "`consume` with a push group against raw on the same stored events"),
@@ -449,7 +451,8 @@ def main():
         "`consume` acks when it returns); \"W5 EventBus\" publishes with 4,096 concurrent `publish` calls (a "
         "task group), \"W5 EventBus batch\" with `publish(contentsOf:)`, 4,096 events per call. \"raw "
         "events\" is raw cnats on the messages the EventBus publishes (128 bytes plus the CloudEvents headers "
-        "and a 36-character id in `ce-id` and `Nats-Msg-Id`, like the bus's)."
+        "and a 36-character id in `ce-id` and `Nats-Msg-Id`, like the bus's); \"W6 NATS events\" is the NATS "
+        "module's pull consumer on those stored messages."
     )
     out.append("")
     out.append(

@@ -14,6 +14,7 @@ func registerNATSConsume<Consumer: AsyncSequence & Sendable>(
     messages: Int,
     durablePrefix: String,
     consumerMeasured: Bool,
+    asEvents: Bool = false,
     makeConsumer: @escaping @Sendable (_ js: NATSJetStream, _ durable: String, _ iteration: Int) async throws -> Consumer,
     stop: @escaping @Sendable (Consumer) -> Void
 ) where Consumer.Element == NATSJetStreamMessage {
@@ -35,7 +36,7 @@ func registerNATSConsume<Consumer: AsyncSequence & Sendable>(
         try await js.deleteConsumer(stream: Workload.streamName, name: durable)
         if received != messages { benchmark.error("received \(received) of \(messages)") }
     } setup: { server -> (connection: NATSConnection, iterations: IterationCounter) in
-        _ = try RawJetStream.workloadStream(on: server, preloaded: messages)
+        _ = try RawJetStream.workloadStream(on: server, preloaded: messages, asEvents: asEvents)
         return (connection: try await NATSConnection.connectForBenchmark(server), iterations: IterationCounter())
     } teardown: { module in
         await module.connection.close()
