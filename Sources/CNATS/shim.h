@@ -7,5 +7,25 @@
 // as values (cnats 3.4 signs only with a seed it reads from a file).
 #include <openssl/evp.h>
 #include <openssl/crypto.h>
+#include <stdint.h>
+
+// The CPU's time-stamp counter on x86-64 (RDTSC, not serialising), 0 elsewhere. The connection's
+// idle rule reads a clock on every publish; see NativeIdleClock.swift for when this counter is used.
+static inline uint64_t cnats_shim_cycle_counter(void) {
+#if defined(__x86_64__)
+    return __builtin_ia32_rdtsc();
+#else
+    return 0;
+#endif
+}
+
+// Whether cnats_shim_cycle_counter reads a counter on this architecture.
+static inline int cnats_shim_has_cycle_counter(void) {
+#if defined(__x86_64__)
+    return 1;
+#else
+    return 0;
+#endif
+}
 
 #endif

@@ -23,10 +23,13 @@ import Darwin
 final class NativeConnection: @unchecked Sendable {
     // @unchecked: the pointer is behind an atomic; replaced ones are kept until deinit.
     let link = NativeConnectionLink()
-    /// ``NATSConnectionConfiguration/writeImmediatelyAfterIdle`` in nanoseconds, 0 when off (no
-    /// clock is read then); set by ``connect(_:onEvent:onMaxPayload:)``.
+    /// ``NATSConnectionConfiguration/writeImmediatelyAfterIdle`` in the idle clock's units, 0
+    /// when off (no clock is read then); set by ``connect(_:onEvent:onMaxPayload:)``.
     private let idleGap = Atomic<Int64>(0)
-    /// When the last application publish passed ``publishFollowsIdle()`` (monotonic nanoseconds).
+    /// Whether the idle clock is the CPU's cycle counter rather than `clock_gettime` (see
+    /// ``NativeIdleClock``); set with ``idleGap``.
+    private let idleClockCountsCycles = Atomic<Bool>(false)
+    /// When the last application publish passed ``publishFollowsIdle()`` (idle clock units).
     private let lastPublish = Atomic<Int64>(0)
     /// ``flushSoon()``'s state: idle, a flush running, or a flush running and another asked for.
     private let flushState = Atomic<UInt8>(FlushState.idle)
@@ -86,7 +89,9 @@ final class NativeConnection: @unchecked Sendable {
         // SendAsap writes every publish anyway; without cnats's internals the rule is off (a write
         // at once would take a flush from another thread, see flushSoon).
         if let gap = configuration.writeImmediatelyAfterIdle, !configuration.sendAsap, Self.canPublishNow {
-            idleGap.store(max(1, gap.nanosecondsClamped), ordering: .relaxed)
+            let clock = NativeIdleClock.process
+            idleClockCountsCycles.store(clock.usesCycleCounter, ordering: .relaxed)
+            idleGap.store(clock.ticks(forNanoseconds: gap.nanosecondsClamped), ordering: .relaxed)
         }
         let connection = try Self.open(
             configuration, callbacks: NativeConnectionCallbacks(onEvent: onEvent, onMaxPayload: onMaxPayload, link: link))
@@ -180,15 +185,14 @@ final class NativeConnection: @unchecked Sendable {
     /// publish. A publish after a quiet spell is the first of whatever follows, so writing it at
     /// once costs one write and delays nothing; publishes close behind it are buffered and leave
     /// with the flusher's write (or with the next write made at once), so bursts still coalesce.
-    /// One clock read (vDSO, no system call) and two relaxed atomics per publish. Threads
-    /// publishing at once may both see "idle": the cost is one extra write.
+    /// One clock read (the cycle counter, or `clock_gettime` through the vDSO: see
+    /// ``NativeIdleClock``) and three relaxed atomics per publish. Threads publishing at once may
+    /// both see "idle": the cost is one extra write.
     @inline(__always)
     func publishFollowsIdle() -> Bool {
         let gap = idleGap.load(ordering: .relaxed)
         guard gap > 0 else { return false }
-        var time = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &time)
-        let now = Int64(time.tv_sec) &* 1_000_000_000 &+ Int64(time.tv_nsec)
+        let now = NativeIdleClock.now(cycleCounter: idleClockCountsCycles.load(ordering: .relaxed))
         let previous = lastPublish.load(ordering: .relaxed)
         lastPublish.store(now, ordering: .relaxed)
         return now &- previous >= gap
