@@ -19,13 +19,4 @@ static inline uint64_t cnats_shim_cycle_counter(void) {
 #endif
 }
 
-// Whether cnats_shim_cycle_counter reads a counter on this architecture.
-static inline int cnats_shim_has_cycle_counter(void) {
-#if defined(__x86_64__)
-    return 1;
-#else
-    return 0;
-#endif
-}
-
 #endif

@@ -26,7 +26,7 @@ struct NativeIdleClock: Sendable {
     /// Counter ticks per nanosecond; `nil` when the clock is `clock_gettime` in nanoseconds.
     let ticksPerNanosecond: Double?
 
-    /// Whether ``now()`` reads the time-stamp counter.
+    /// Whether connections read the time-stamp counter (``now(cycleCounter:)`` with `true`).
     var usesCycleCounter: Bool { ticksPerNanosecond != nil }
 
     /// The clock every connection of this process uses, measured on first use: called from a
@@ -36,7 +36,7 @@ struct NativeIdleClock: Sendable {
     /// `clock_gettime(CLOCK_MONOTONIC)`.
     static let monotonic = NativeIdleClock(ticksPerNanosecond: nil)
 
-    /// A `duration` in this clock's units (at least 1).
+    /// `nanoseconds` in this clock's units (at least 1).
     func ticks(forNanoseconds nanoseconds: Int64) -> Int64 {
         guard let rate = ticksPerNanosecond else { return max(1, nanoseconds) }
         let ticks = (Double(nanoseconds) * rate).rounded()
@@ -61,8 +61,12 @@ struct NativeIdleClock: Sendable {
     /// The counter when the kernel keeps time with it, calibrated against `CLOCK_MONOTONIC` over
     /// 2 ms; `clock_gettime` otherwise, or when the calibration looks wrong.
     static func detect() -> NativeIdleClock {
-        guard cnats_shim_has_cycle_counter() != 0, kernelClocksource() == "tsc" else { return .monotonic }
+        #if arch(x86_64)
+        guard kernelClocksource() == "tsc" else { return .monotonic }
         return calibrated(over: 2_000_000) ?? .monotonic
+        #else
+        return .monotonic
+        #endif
     }
 
     /// The counter's rate, from two readings `interval` nanoseconds apart, each bracketed by two
@@ -97,15 +101,7 @@ struct NativeIdleClock: Sendable {
         var buffer = [UInt8](repeating: 0, count: 64)
         let count = buffer.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
         guard count > 0 else { return nil }
-        let text = String(decoding: buffer[0..<count], as: UTF8.self)
-        return text.trimmingSuffix { $0 == "\n" || $0 == " " }
-    }
-}
-
-extension String {
-    fileprivate func trimmingSuffix(while predicate: (Character) -> Bool) -> String {
-        var text = Substring(self)
-        while let last = text.last, predicate(last) { text = text.dropLast() }
-        return String(text)
+        // One name, then a newline.
+        return String(decoding: buffer[0..<count], as: UTF8.self).split(whereSeparator: \.isWhitespace).first.map(String.init)
     }
 }
