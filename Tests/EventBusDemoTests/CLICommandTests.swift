@@ -289,7 +289,8 @@ struct CLIBenchTests {
         let environment = CLICommandTests.environment(server)
         let published = try await CLIProcessTests.runApart(["publish", "orders.created", "keep"], environment: environment)
         #expect(published.status == 0, "\(published)")
-        for (count, concurrency) in [(10, 3), (5, 10), (1, 1), (200, 4)] {
+        // The last: as many publishers as the bench allows, each recording into the shared histogram.
+        for (count, concurrency) in [(10, 3), (5, 10), (1, 1), (200, 4), (3_000, 1_024)] {
             let run = try await CLIProcessTests.runApart(
                 ["bench", "--count", "\(count)", "--concurrency", "\(concurrency)", "--size", "64", "--json"], environment: environment)
             #expect(run.status == 0, "\(run)")
@@ -303,6 +304,7 @@ struct CLIBenchTests {
             let p99 = try #require(latency["p99"] as? Int)
             let max = try #require(latency["max"] as? Int)
             #expect(p50 > 0 && p50 <= p99 && p99 <= max, "\(latency)")
+            #expect(latency["count"] as? Int == count, "one latency per event: \(latency)")
             #expect((report["events_per_second"] as? Double ?? 0) > 0)
             #expect(!run.errors.contains("█") && !run.errors.contains("\r"), "no progress bar into a pipe: \(run.errors.debugDescription)")
         }
