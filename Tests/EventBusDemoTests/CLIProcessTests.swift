@@ -92,6 +92,7 @@ struct CLITerminalEscapeTests {
         headers.add("/src%C2%9B31m%E2%80%AE", for: "ce-source")
         headers.add("1.0", for: "ce-specversion")
         headers.add("%1B[5mblink", for: "ce-note")
+        headers.add("say%20%22hi%22%20%5C%20bye%20%F0%9F%98%80", for: "ce-quoted")
         let payload = Array("payload\u{1B}[31mred\nsecond line\u{07}".utf8)
         _ = try await publisher.jetStream().publish(subject: "events.orders.hostile", payload: payload, headers: headers)
         await publisher.close()
@@ -117,6 +118,9 @@ struct CLITerminalEscapeTests {
         #expect(event["source"] as? String == "/src\u{9B}31m\u{202E}")
         #expect(event["data"] as? String == "payload\u{1B}[31mred\nsecond line\u{07}")
         #expect((event["extensions"] as? [String: String])?["note"] == "\u{1B}[5mblink", "\(event)")
+        // A quote, a backslash and a scalar beyond the BMP (a surrogate pair in JSON).
+        #expect((event["extensions"] as? [String: String])?["quoted"] == "say \"hi\" \\ bye 😀", "\(event)")
+        #expect(json.output.contains(#"say \"hi\" \\ bye \ud83d\ude00"#), "\(json.output)")
     }
 
     /// An error's text may quote a server's answer or a value that passed validation; it is
