@@ -49,6 +49,7 @@ extension EventBusCLI {
             let latencies = Mutex(
                 Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: longestLatencyNanos, numberOfSignificantValueDigits: .three))
 
+            /// Counts one stored event and the time its publish took.
             func record(_ latency: Duration) {
                 let nanos = UInt64(clamping: nanoseconds(latency))
                 latencies.withLock { _ = $0.record(min(nanos, Self.longestLatencyNanos)) }
