@@ -61,63 +61,40 @@ enum JSONValue: Sendable, ExpressibleByStringLiteral, ExpressibleByIntegerLitera
     /// their short escapes, every other scalar outside printable ASCII as `\u` escapes of its
     /// UTF-16 code units (a surrogate pair beyond the BMP).
     ///
-    /// Runs of plain bytes are appended whole: scalar by scalar, `subscribe --json` spent half its
+    /// Runs of plain characters are appended whole: one by one, `subscribe --json` spent half its
     /// CPU in this function.
     static func writeString(_ value: String, into text: inout String) {
         text += "\""
-        var value = value
-        value.withUTF8 { bytes in
-            var runStart = 0
-            var index = 0
-            func flushRun() {
-                if runStart < index {
-                    text += String(decoding: UnsafeBufferPointer(rebasing: bytes[runStart..<index]), as: UTF8.self)
-                }
+        let scalars = value.unicodeScalars
+        var runStart = scalars.startIndex
+        var index = runStart
+        while index != scalars.endIndex {
+            let scalar = scalars[index]
+            if scalar.isASCII && isPlainJSONByte(UInt8(scalar.value)) {
+                scalars.formIndex(after: &index)
+                continue
             }
-            while index < bytes.count {
-                let byte = bytes[index]
-                if isPlainJSONByte(byte) {
-                    index += 1
-                    continue
-                }
-                flushRun()
-                switch byte {
-                case UInt8(ascii: "\""): text += "\\\""
-                case UInt8(ascii: "\\"): text += "\\\\"
-                case UInt8(ascii: "\n"): text += "\\n"
-                case UInt8(ascii: "\r"): text += "\\r"
-                case UInt8(ascii: "\t"): text += "\\t"
-                case ..<0x80: writeEscape(UInt16(byte), into: &text)
-                default:
-                    // A String's bytes are valid UTF-8: the lead byte gives the sequence's length.
-                    let length = byte >= 0xF0 ? 4 : byte >= 0xE0 ? 3 : 2
-                    var scalar = UInt32(byte) & (length == 2 ? 0x1F : length == 3 ? 0x0F : 0x07)
-                    for offset in 1..<length { scalar = scalar << 6 | UInt32(bytes[index + offset] & 0x3F) }
-                    if scalar > 0xFFFF {
-                        let above = scalar - 0x1_0000
-                        writeEscape(UInt16(0xD800 + (above >> 10)), into: &text)
-                        writeEscape(UInt16(0xDC00 + (above & 0x3FF)), into: &text)
-                    } else {
-                        writeEscape(UInt16(scalar), into: &text)
-                    }
-                    index += length - 1
-                }
-                index += 1
-                runStart = index
+            text += value[runStart..<index]
+            switch scalar {
+            case "\"": text += "\\\""
+            case "\\": text += "\\\\"
+            case "\n": text += "\\n"
+            case "\r": text += "\\r"
+            case "\t": text += "\\t"
+            // UTF-16 code units: a scalar beyond the BMP becomes a surrogate pair.
+            default: for unit in scalar.utf16 { writeEscape(unit, into: &text) }
             }
-            flushRun()
+            scalars.formIndex(after: &index)
+            runStart = index
         }
+        text += value[runStart...]
         text += "\""
     }
 
     /// `\u` and four lowercase hex digits.
     private static func writeEscape(_ unit: UInt16, into text: inout String) {
-        func digit(_ shift: UInt16) -> UInt8 {
-            let nibble = UInt8(truncatingIfNeeded: unit >> shift & 0xF)
-            return nibble < 10 ? UInt8(ascii: "0") + nibble : UInt8(ascii: "a") + nibble - 10
-        }
-        let escape = [UInt8(ascii: "\\"), UInt8(ascii: "u"), digit(12), digit(8), digit(4), digit(0)]
-        text += String(decoding: escape, as: UTF8.self)
+        let hex = String(unit, radix: 16)
+        text += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
     }
 
     /// A byte that stands for itself inside a JSON string here: printable ASCII other than `"`
