@@ -44,12 +44,12 @@ public struct CorrelatingEventBus: EventBus {
         }
     }
 
-    /// Closes the wrapped bus.
     /// The wrapped bus's health.
     public func health() async -> EventBusHealth {
         await base.health()
     }
 
+    /// Closes the wrapped bus.
     public func close() async {
         await base.close()
     }

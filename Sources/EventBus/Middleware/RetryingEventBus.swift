@@ -46,12 +46,12 @@ public struct RetryingEventBus: EventBus {
         try await base.consume(subscription, options: options, handler: handler)
     }
 
-    /// Closes the wrapped bus.
     /// The wrapped bus's health.
     public func health() async -> EventBusHealth {
         await base.health()
     }
 
+    /// Closes the wrapped bus.
     public func close() async {
         await base.close()
     }
