@@ -9,6 +9,9 @@ import Foundation
 
 /// How an `Event` travels as a NATS message, following the CloudEvents NATS protocol binding
 /// (binary content mode): the payload is the event's data, every attribute is a header.
+/// Events in the binding's structured content mode (the whole event as a JSON object in the
+/// payload, as other languages' CloudEvents SDKs may send them) are read too; see
+/// ``event(subject:headers:payload:)``.
 ///
 /// | attribute | header |
 /// | --- | --- |
@@ -17,7 +20,7 @@ import Foundation
 /// | `type` | `ce-type` |
 /// | spec version | `ce-specversion` (`1.0`) |
 /// | `time` | `ce-time` (RFC 3339) |
-/// | `dataContentType` | `content-type` |
+/// | `dataContentType` | `ce-datacontenttype`, and `content-type` (verbatim, see below) |
 /// | extensions | `ce-<name>` (lower-case names) |
 /// | `correlationID` / `causationID` | `ce-correlationid` / `ce-causationid` |
 /// | `traceParent` / `traceState` | `traceparent` / `tracestate` (W3C trace context) |
@@ -33,7 +36,13 @@ import Foundation
 /// be decoded (`%zz`, a truncated `%4`, bytes that are not UTF-8 once decoded) is kept as received.
 /// The other headers have formats of their own and travel verbatim, both ways:
 /// - `content-type` is a media type (RFC 2046), whose parameters may be quoted strings with
-///   spaces (`text/plain; charset="utf-8"`); any reader of a media type expects it as it is.
+///   spaces (`text/plain; charset="utf-8"`); any reader of a media type expects it as it is. The
+///   binding maps `dataContentType` to `ce-datacontenttype` like every attribute and keeps
+///   `content-type` to mark structured mode; the bus writes both (earlier versions of this
+///   library, the CloudEvents Go SDK and plain NATS tools read `content-type`), except for a
+///   CloudEvents media type (`application/cloudevents...`), which in `content-type` would tell
+///   other readers that the payload is a structured event. On receipt `ce-datacontenttype` wins
+///   over `content-type`.
 /// - `traceparent` and `tracestate` are W3C trace context, read by tracing libraries that know
 ///   nothing of CloudEvents; their grammar is printable ASCII already.
 /// - `Nats-Msg-Id` is never encoded: JetStream compares it byte for byte for duplicate detection,
@@ -54,8 +63,11 @@ public enum CloudEventsNATSBinding {
         public static let subject = "ce-subject"
         /// `ce-time`.
         public static let time = "ce-time"
-        /// `content-type`.
+        /// `content-type`: the data's media type, verbatim (see the type's notes); in the
+        /// binding's structured content mode, a CloudEvents media type.
         public static let contentType = "content-type"
+        /// `ce-datacontenttype`: the binding's header for the data's media type.
+        public static let dataContentType = "ce-datacontenttype"
         /// `ce-correlationid`.
         public static let correlationID = "ce-correlationid"
         /// `ce-causationid`.
@@ -88,7 +100,10 @@ public enum CloudEventsNATSBinding {
             // RFC 3339 digits and `-:.TZ`: nothing to encode.
             headers.add(formatTime(time), for: Header.time)
         }
-        if let contentType = event.dataContentType { headers.add(contentType, for: Header.contentType) }
+        if let contentType = event.dataContentType {
+            headers.add(percentEncoded(contentType), for: Header.dataContentType)
+            if !isStructuredMediaType(contentType) { headers.add(contentType, for: Header.contentType) }
+        }
         if let correlationID = event.correlationID { headers.add(percentEncoded(correlationID), for: Header.correlationID) }
         if let causationID = event.causationID { headers.add(percentEncoded(causationID), for: Header.causationID) }
         if let traceParent = event.traceParent { headers.add(traceParent, for: Header.traceParent) }
@@ -117,6 +132,13 @@ public enum CloudEventsNATSBinding {
     /// `ce-time` is read straight into a `Date`). `ce-*` values are percent-decoded, the string made
     /// straight from the bytes when they hold no `%` or `"`; a value that does not decode is kept as
     /// received.
+    ///
+    /// A message in the binding's structured content mode is read from its payload instead (see
+    /// ``structuredEvent(subject:headers:payload:)``): one whose `content-type` is a CloudEvents
+    /// media type (`application/cloudevents+json`), as the binding marks it, or one without
+    /// `ce-specversion` and without `content-type` whose payload is a JSON object with a
+    /// `specversion`, as CloudEvents SDKs in other languages send it. A payload that is not such an
+    /// event is read as above, so nothing a sender put in it is lost.
     public static func event(subject: String, headers: NATSHeaders, payload: [UInt8]) -> Event {
         var found = FoundAttributes()
         var extensions: [String: String] = [:]
@@ -138,13 +160,16 @@ public enum CloudEventsNATSBinding {
             }
             return true
         }
+        if found.mayBeStructured, let event = structuredEvent(subject: subject, headers: headers, payload: payload) {
+            return event
+        }
         return Event(
             id: found.value(.id) ?? headers[Header.messageID] ?? Event.makeID(),
             subject: subject,
             type: found.value(.type) ?? "",
             source: found.value(.source) ?? "",
             time: found.time,
-            dataContentType: found.value(.contentType),
+            dataContentType: found.value(.dataContentType) ?? found.value(.contentType),
             data: payload,
             extensions: extensions,
             correlationID: found.value(.correlationID),
@@ -156,7 +181,7 @@ public enum CloudEventsNATSBinding {
     /// The attribute headers ``event(subject:headers:payload:)`` looks for.
     private enum KnownHeader: Int, CaseIterable {
         case id, source, type, specVersion, subject, time, contentType, correlationID, causationID, traceParent, traceState
-        case messageID
+        case messageID, dataContentType
 
         /// Whether the value is percent-encoded on the wire: every `ce-*` header. `content-type`,
         /// trace context and `Nats-Msg-Id` have formats of their own and are read verbatim.
@@ -176,6 +201,7 @@ public enum CloudEventsNATSBinding {
             case .subject: "ce-subject"
             case .time: "ce-time"
             case .contentType: "content-type"
+            case .dataContentType: "ce-datacontenttype"
             case .correlationID: "ce-correlationid"
             case .causationID: "ce-causationid"
             case .traceParent: "traceparent"
@@ -197,6 +223,7 @@ public enum CloudEventsNATSBinding {
             case 12: return matching(.contentType, bytes, exact)
             case 14: return matching(.specVersion, bytes, exact) ?? matching(.causationID, bytes, exact)
             case 16: return matching(.correlationID, bytes, exact)
+            case 18: return matching(.dataContentType, bytes, exact)
             default: return nil
             }
         }
@@ -222,6 +249,7 @@ public enum CloudEventsNATSBinding {
         var source: String?
         var type: String?
         var contentType: String?
+        var dataContentType: String?
         var correlationID: String?
         var causationID: String?
         var traceParent: String?
@@ -231,6 +259,27 @@ public enum CloudEventsNATSBinding {
         /// Made only when a header matched ignoring case (other clients' capitalisation): the
         /// bus's own messages never need it.
         var folded: [String?]?
+        /// Whether a `ce-specversion` header (any case) was there: without one, a payload may
+        /// hold a structured-mode event.
+        var sawSpecVersion = false
+        /// Whether a `content-type` header (any case) was there, and whether the first one named a
+        /// CloudEvents media type (structured mode).
+        var sawContentType = false
+        var contentTypeMarksStructured = false
+
+        /// Whether the payload may hold a structured-mode event: `content-type` says so, or, without
+        /// one, no `ce-specversion` says the message is binary mode.
+        var mayBeStructured: Bool { sawContentType ? contentTypeMarksStructured : !sawSpecVersion }
+
+        /// Notes the first `content-type`; its string is needed only while no `ce-datacontenttype`
+        /// was read (the bus writes that first, so its own events skip the second string).
+        private mutating func noteContentType(_ value: UnsafeRawBufferPointer) -> Bool {
+            if !sawContentType {
+                sawContentType = true
+                contentTypeMarksStructured = CloudEventsNATSBinding.isStructuredMediaType(value)
+            }
+            return dataContentType == nil && (folded?[KnownHeader.dataContentType.rawValue] ?? nil) == nil
+        }
 
         var time: Date? { exactTime ?? nil }
 
@@ -242,7 +291,8 @@ public enum CloudEventsNATSBinding {
             case .id: keep(&id)
             case .source: keep(&source)
             case .type: keep(&type)
-            case .contentType: keep(&contentType)
+            case .contentType: if noteContentType(value) { keep(&contentType) }
+            case .dataContentType: keep(&dataContentType)
             case .correlationID: keep(&correlationID)
             case .causationID: keep(&causationID)
             case .traceParent: keep(&traceParent)
@@ -257,14 +307,19 @@ public enum CloudEventsNATSBinding {
                         ? .some(CloudEventsNATSBinding.parseTime(CloudEventsNATSBinding.percentDecodedText(value)))
                         : .some(CloudEventsNATSBinding.parseTime(value))
                 }
-            case .specVersion, .subject: break
+            case .specVersion: sawSpecVersion = true
+            case .subject: break
             }
         }
 
         /// `ce-time`, `ce-specversion` and `ce-subject` are read by their exact names only.
         mutating func recordFolded(_ header: KnownHeader, value: UnsafeRawBufferPointer) {
             switch header {
-            case .time, .specVersion, .subject, .messageID: return
+            case .specVersion:
+                sawSpecVersion = true
+                return
+            case .time, .subject, .messageID: return
+            case .contentType: if !noteContentType(value) { return }
             default: break
             }
             if folded == nil { folded = [String?](repeating: nil, count: KnownHeader.allCases.count) }
@@ -278,6 +333,7 @@ public enum CloudEventsNATSBinding {
                 case .source: source
                 case .type: type
                 case .contentType: contentType
+                case .dataContentType: dataContentType
                 case .correlationID: correlationID
                 case .causationID: causationID
                 case .traceParent: traceParent

@@ -108,6 +108,7 @@ struct InteropTests {
         #expect(headers["ce-subject"] == "interop.from-swift.z%C3%BCrich.100%25.%22q%22")
         #expect(message.decoded["ce-subject"] == sent.subject)
         #expect(headers["ce-time"] == "2025-11-23T12:13:20.500000000Z")
+        #expect(headers["ce-datacontenttype"] == "text/plain")
         #expect(headers["content-type"] == "text/plain")
         #expect(headers["ce-region"] == "eu-1")
         #expect(headers["ce-city"] == "Z%C3%BCrich%20%22Altstadt%22%20100%25%20%E2%82%AC/%F0%9F%98%80")
@@ -117,6 +118,44 @@ struct InteropTests {
         #expect(headers["traceparent"] == "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
         #expect(headers["tracestate"] == "vendor=1")
         #expect(headers["Nats-Msg-Id"] == "swift-event-1")
+        await bus.close()
+    }
+
+    /// Events in the binding's structured content mode, as CloudEvents SDKs in other languages send them
+    /// (the JSON event format as the payload, with no headers or marked by `content-type`), arrive with
+    /// their attributes, their JSON data as written and their base64 data decoded.
+    @Test func structuredEventsAreRead() async throws {
+        let server = try await NATSServerProcess.started()
+        defer { server.kill() }
+        let bus = JetStreamEventBus(configuration: .init(connection: try NATSConnectionConfiguration(servers: [server.url])))
+        try await bus.start()
+        let subscription = try await bus.subscribe("interop.structured", options: .init(start: .all))
+        _ = try await offCooperativePool { try Self.runScript(["publish-structured", server.url, "events.interop.structured"]) }
+        let events = try await withDeadline(.seconds(30), "the two structured events nats-py published") { () -> [Event] in
+            var events: [Event] = []
+            for try await delivery in subscription {
+                try await delivery.ack()
+                events.append(delivery.event)
+                if events.count == 2 { break }
+            }
+            return events
+        }
+        try #require(events.count == 2)
+        let unmarked = events[0]
+        #expect(unmarked.id == "py-structured-1")
+        #expect(unmarked.source == "/interop/nats-py ä")
+        #expect(unmarked.type == "com.example.order.created")
+        #expect(unmarked.subject == "interop.structured")
+        #expect(unmarked.dataContentType == "application/json")
+        #expect(unmarked.data == Array(#"{"order": "py-2",  "items": [1, 2]}"#.utf8))
+        #expect(unmarked.extensions == ["tenant": "acme", "attempt": "2"])
+        #expect(unmarked.time == Date(timeIntervalSince1970: 1_795_428_930.5))
+        let marked = events[1]
+        #expect(marked.id == "py-structured-2")
+        #expect(marked.type == "com.example.blob")
+        #expect(marked.dataContentType == "application/octet-stream")
+        #expect(marked.data == [0x00, 0x01, 0xFF, 0x80])
+        #expect(marked.extensions.isEmpty)
         await bus.close()
     }
 

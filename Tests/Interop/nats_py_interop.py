@@ -1,6 +1,10 @@
 """A plain NATS client (nats-py) on the other side of the EventBus's CloudEvents NATS binding.
 
     python nats_py_interop.py publish URL SUBJECT   publish one event with CloudEvents headers to JetStream
+    python nats_py_interop.py publish-structured URL SUBJECT
+                                                    publish two events in the binding's structured content mode
+                                                    (the JSON event format as the payload): one without headers,
+                                                    as CloudEvents SDKs send it, one marked by its content-type
     python nats_py_interop.py read URL SUBJECT      read the first message on SUBJECT from the stream, print it as JSON
     python nats_py_interop.py respond URL SUBJECT   answer the first core NATS request on SUBJECT (may be a
                                                     wildcard), print the request as JSON
@@ -54,7 +58,8 @@ async def main() -> None:
             "ce-type": "com.example.order.created",
             "ce-subject": ce_encode('interop.from-python.zürich "old town" 100%'),
             "ce-time": "2026-11-23T10:15:30.123456789Z",
-            "content-type": "application/json",
+            # The binding maps datacontenttype to ce-datacontenttype, like every attribute.
+            "ce-datacontenttype": "application/json",
             "ce-tenant": "acme",
             "ce-city": ce_encode('Zürich "Altstadt" 100% €/😀'),
             "ce-correlationid": "corr-py",
@@ -63,6 +68,21 @@ async def main() -> None:
         }
         ack = await jetstream.publish(subject, b'{"order":"py-1"}', headers=headers)
         print(json.dumps({"stream": ack.stream, "seq": ack.seq}))
+    elif mode == "publish-structured":
+        # Written as text, so that the receiver can check the data's JSON arrives exactly as written.
+        unmarked = (
+            '{"specversion": "1.0", "id": "py-structured-1", "source": "/interop/nats-py \u00e4",'
+            ' "type": "com.example.order.created", "time": "2026-11-23T10:15:30.5Z",'
+            ' "datacontenttype": "application/json", "tenant": "acme", "attempt": 2,'
+            ' "data": {"order": "py-2",  "items": [1, 2]}}'
+        )
+        await jetstream.publish(subject, unmarked.encode())
+        marked = json.dumps({
+            "specversion": "1.0", "id": "py-structured-2", "source": "/interop/nats-py", "type": "com.example.blob",
+            "datacontenttype": "application/octet-stream", "data_base64": "AAH/gA==",
+        })
+        await jetstream.publish(subject, marked.encode(), headers={"content-type": "application/cloudevents+json"})
+        print(json.dumps({"published": 2}))
     elif mode == "read":
         subscription = await jetstream.subscribe(subject, ordered_consumer=True)
         message = await subscription.next_msg(timeout=10)
