@@ -8,6 +8,8 @@
     python nats_py_interop.py read URL SUBJECT      read the first message on SUBJECT from the stream, print it as JSON
     python nats_py_interop.py respond URL SUBJECT   answer the first core NATS request on SUBJECT (may be a
                                                     wildcard), print the request as JSON
+    python nats_py_interop.py request URL SUBJECT   send one core NATS request with CloudEvents headers (retried
+                                                    while nobody answers), print the reply as JSON
 
 `ce-*` header values are percent-encoded as section 3.1.3.2 of the CloudEvents NATS protocol binding says
 (space, double quote, percent and everything outside printable ASCII become %XY of their UTF-8 bytes);
@@ -103,6 +105,24 @@ async def main() -> None:
         await connection.publish(message.reply, b"answer", headers=reply_headers)
         await connection.flush()
         print(json.dumps(request))
+    elif mode == "request":
+        headers = {
+            "ce-specversion": "1.0",
+            "ce-id": "py-request-1",
+            "ce-source": ce_encode("/interop/nats-py ä"),
+            "ce-type": "com.example.stock.requested",
+            "ce-datacontenttype": "text/plain",
+            "ce-sku": ce_encode('Käse "alt" 100%'),
+        }
+        for _ in range(300):
+            try:
+                reply = await connection.request(subject, b"sku-1", timeout=2, headers=headers)
+                break
+            except nats.errors.NoRespondersError:
+                await asyncio.sleep(0.1)
+        else:
+            raise SystemExit("nobody answered")
+        print(json.dumps(describe(reply)))
     else:
         raise SystemExit(f"unknown mode {mode}")
     await connection.close()
