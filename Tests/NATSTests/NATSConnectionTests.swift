@@ -261,6 +261,45 @@ struct NATSConnectionTests {
         await listener.close()
     }
 
+    /// A subscription that cannot finish (its handler is stuck in a message) keeps the drain from
+    /// finishing: the drain gives up at its timeout and closes, and a subscribe while it drains is
+    /// refused.
+    @Test func drainTimesOutOnASubscriptionThatCannotFinish() async throws {
+        let server = try await NATSServerProcess.started(jetStream: false)
+        defer { server.kill() }
+        let connection = try await connect(to: server)
+        let entered = DispatchSemaphore(value: 0)
+        let release = DispatchSemaphore(value: 0)
+        // Blocks cnats's delivery thread on purpose, as a stuck handler would.
+        let stuck = try await connection.subscribe(to: "drain.stuck") { _ in
+            entered.signal()
+            release.wait()
+        }
+        defer { release.signal() }
+        try connection.publish(subject: "drain.stuck", payload: "x")
+        await offCooperativePool { entered.wait() }
+        let draining = Task { try await connection.drain(timeout: .seconds(2)) }
+        // A subscription made before the drain reached the subscriptions is drained with them; from
+        // then on, subscribing is refused.
+        let refusal = try await withDeadline(.seconds(30), "a subscribe to be refused") { () -> NATSError? in
+            while true {
+                do {
+                    _ = try await connection.subscribe(to: "drain.late")
+                } catch let error as NATSError {
+                    return error
+                } catch {
+                    return nil
+                }
+                try await Task.sleep(for: .milliseconds(10))
+            }
+        }
+        #expect(refusal?.code == .connectionDraining)
+        let timedOut = await #expect(throws: NATSError.self) { try await draining.value }
+        #expect(timedOut?.code == .timeout)
+        #expect(connection.isClosed)
+        withExtendedLifetime(stuck) {}
+    }
+
     @Test func closingEndsIterationsAndEvents() async throws {
         let server = try await NATSServerProcess.started(jetStream: false)
         defer { server.kill() }

@@ -33,6 +33,8 @@ final class NativeConnection: @unchecked Sendable {
     private let lastPublish = Atomic<Int64>(0)
     /// ``flushSoon()``'s state: idle, a flush running, or a flush running and another asked for.
     private let flushState = Atomic<UInt8>(FlushState.idle)
+    /// Whether ``startDrain(timeoutMilliseconds:)``'s second step ran (it runs once).
+    private let connectionDrainStarted = Atomic<Bool>(false)
 
     private enum FlushState {
         static let idle: UInt8 = 0
@@ -429,12 +431,52 @@ final class NativeConnection: @unchecked Sendable {
 
     /// Starts draining (non-blocking): subscriptions finish their pending messages, publishes are
     /// flushed, then the connection closes and the closed callback fires.
+    ///
+    /// The subscriptions are drained first, one by one, and the connection's drain starts when the
+    /// last one ended (see ``NativeConnectionLink/drainSubscriptions(timeoutMilliseconds:allEnded:)``:
+    /// cnats's own wait for them costs at least 100 ms). If they have not all ended by the deadline,
+    /// the drain timed out: that is reported, and the connection closed, as cnats does.
     func startDrain(timeoutMilliseconds: Int64) throws(NATSError) {
         // Marked before the pointer is read: a recovery either sees the mark or has stored the
         // connection this drains.
         link.markCloseRequested()
         guard let pointer else { throw Self.notConnected }
+        if natsConnection_Status(pointer) == NATS_CONN_STATUS_CONNECTED {
+            let deadline = DispatchTime.now().uptimeNanoseconds &+ UInt64(max(0, timeoutMilliseconds)) &* 1_000_000
+            let started = link.drainSubscriptions(timeoutMilliseconds: timeoutMilliseconds) { [weak self] in
+                guard let self else { return }
+                // Not on the delivery thread that ended last: closing may wait for it.
+                DispatchQueue.global(qos: .userInitiated).async { self.drainConnection(deadline: deadline, timedOut: false) }
+            }
+            if started {
+                DispatchQueue.global(qos: .userInitiated).asyncAfter(deadline: DispatchTime(uptimeNanoseconds: deadline)) {
+                    [weak self] in self?.drainConnection(deadline: deadline, timedOut: true)
+                }
+                return
+            }
+        }
         try NativeStatus.check(natsConnection_DrainTimeout(pointer, timeoutMilliseconds), "draining")
+    }
+
+    /// The drain's second step, once: the connection's own drain (it flushes the publishes, then
+    /// closes) when every subscription ended, or, at the deadline, a timeout and a close.
+    private func drainConnection(deadline: UInt64, timedOut: Bool) {
+        guard !connectionDrainStarted.exchange(true, ordering: .acquiringAndReleasing), let pointer,
+            !natsConnection_IsClosed(pointer)
+        else { return }
+        if timedOut {
+            link.report(NATSError(.timeout, "timeout waiting for subscriptions to drain; closing", isRetriable: false))
+            natsConnection_Close(pointer)
+            return
+        }
+        let now = DispatchTime.now().uptimeNanoseconds
+        let remaining = deadline > now ? Int64((deadline - now) / 1_000_000) : 0
+        let status = natsConnection_DrainTimeout(pointer, max(1, remaining))
+        if status != NATS_OK && !natsConnection_IsClosed(pointer) {
+            // Refused (the connection is reconnecting, say): the subscriptions are done, so close.
+            link.report(NativeStatus.error(status, "draining the connection after its subscriptions; closing"))
+            natsConnection_Close(pointer)
+        }
     }
 
     /// Closes the connection (blocking: cnats flushes for up to 500 ms first).
@@ -459,6 +501,7 @@ final class NativeConnection: @unchecked Sendable {
         confirmed: Bool = true
     ) throws(NATSError) -> NativeSubscription {
         guard let pointer else { throw Self.notConnected }
+        if link.isDrainingSubscriptions { throw NativeStatus.error(NATS_DRAINING, "subscribing to '\(subject)'") }
         let record = NativeSubscriptionRecord(
             subject: subject, queueGroup: queueGroup, limits: limits, box: box, link: link, confirmed: confirmed)
         record.connection = pointer

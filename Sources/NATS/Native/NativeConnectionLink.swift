@@ -49,6 +49,18 @@ final class NativeConnectionLink: @unchecked Sendable {
         /// A recovered connection whose resubscriptions the server has not confirmed yet: if the
         /// server closes it too, they are what it refused, and the link gives up instead of looping.
         var unconfirmed: UncheckedPointer?
+        /// The subscriptions are being drained (see ``drainSubscriptions(timeoutMilliseconds:allEnded:)``):
+        /// no new one is made.
+        var drainingSubscriptions = false
+        /// Called once no subscription is left while draining.
+        var drainWaiter: (@Sendable () -> Void)?
+
+        /// The drain's waiter, once the last subscription ended (taken: it runs once).
+        mutating func takeDrainWaiterIfAllEnded() -> (@Sendable () -> Void)? {
+            guard records.isEmpty, let waiter = drainWaiter else { return nil }
+            drainWaiter = nil
+            return waiter
+        }
 
         /// Marks the connection closed for good and returns the boxes waiting for a recovery, to
         /// finish.
@@ -107,6 +119,46 @@ final class NativeConnectionLink: @unchecked Sendable {
         }
     }
 
+    // MARK: Draining
+
+    /// Whether the subscriptions are being drained: a new subscription is refused, as cnats refuses
+    /// one while it drains the connection.
+    var isDrainingSubscriptions: Bool { state.withLock { $0.drainingSubscriptions } }
+
+    /// Starts draining every subscription itself (each stops receiving, hands over what it holds
+    /// and ends, as cnats's connection drain makes them do) and calls `allEnded` once the last one
+    /// ended (on that subscription's delivery thread), or at once when there is none.
+    ///
+    /// cnats's connection drain waits for its subscriptions by checking every 100 ms (`conn.c`
+    /// `_flushAndDrain`), so every drain of a connection with a subscription took at least 100 ms:
+    /// each command of a command-line tool, each graceful shutdown. Drained here first, they end
+    /// on their own completion callbacks, and the connection's drain that follows finds none.
+    ///
+    /// Returns false, having started nothing, while a subscription is not simply active (a
+    /// recovery is carrying subscriptions over): the caller drains through cnats then.
+    func drainSubscriptions(timeoutMilliseconds: Int64, allEnded: @escaping @Sendable () -> Void) -> Bool {
+        let waiter = state.withLock { state -> (@Sendable () -> Void)?? in
+            guard !state.recovering, state.records.values.allSatisfy({ $0.phase == .active }) else { return .none }
+            state.drainingSubscriptions = true
+            state.drainWaiter = allEnded
+            // Under the lock: a subscription released meanwhile is destroyed only after its record
+            // leaves `records`, which needs this lock. Draining never calls back synchronously.
+            for record in state.records.values where !record.unsubscribed {
+                if let pointer = record.pointer { _ = natsSubscription_DrainTimeout(pointer, timeoutMilliseconds) }
+            }
+            return .some(state.takeDrainWaiterIfAllEnded())
+        }
+        guard let waiter else { return false }
+        waiter?()
+        return true
+    }
+
+    /// Reports an error on the connection's events (as cnats's asynchronous errors are).
+    func report(_ error: NATSError) {
+        let onEvent = state.withLock { $0.onEvent }
+        onEvent?(.error(error))
+    }
+
     // MARK: Subscriptions
 
     /// Registers a subscription to carry over (before cnats may end it).
@@ -124,7 +176,8 @@ final class NativeConnectionLink: @unchecked Sendable {
     /// Returns the box to finish at once when no cnats subscription would finish it (the
     /// subscription waits for a recovery).
     func unsubscribe(_ record: NativeSubscriptionRecord, forget: Bool) -> (pointer: OpaquePointer?, finish: NativeSubscriptionBox?) {
-        state.withLock { state in
+        let (result, waiter) = state.withLock {
+            state -> ((pointer: OpaquePointer?, finish: NativeSubscriptionBox?), (@Sendable () -> Void)?) in
             record.unsubscribed = true
             if forget {
                 record.forgotten = true
@@ -132,31 +185,35 @@ final class NativeConnectionLink: @unchecked Sendable {
             }
             if record.phase == .detached {
                 state.records[ObjectIdentifier(record)] = nil
-                return (nil, record.finish())
+                return ((nil, record.finish()), state.takeDrainWaiterIfAllEnded())
             }
-            return (record.phase == .active ? record.pointer : nil, nil)
+            return ((record.phase == .active ? record.pointer : nil, nil), state.takeDrainWaiterIfAllEnded())
         }
+        waiter?()
+        return result
     }
 
     /// A cnats subscription of `record` ended (its completion callback, on its delivery thread).
     func subscriptionEnded(_ record: NativeSubscriptionRecord) -> EndAction {
-        state.withLock { state in
+        let (action, waiter) = state.withLock { state -> (EndAction, (@Sendable () -> Void)?) in
             let connection = record.connection
             let carry = !record.unsubscribed && !state.discarded && !state.closeRequested && !state.gaveUp
                 && connection.map { Self.serverCloseReason($0) != nil } == true
             guard carry else {
                 state.records[ObjectIdentifier(record)] = nil
                 _ = record.finish()
-                return .finish
+                return (.finish, state.takeDrainWaiterIfAllEnded())
             }
             let current = handle.load(ordering: .acquiring)
             if !state.recovering, let current, current != connection, record.confirmed {
                 record.phase = .resubscribing
-                return .resubscribe(current)
+                return (.resubscribe(current), nil)
             }
             record.phase = .detached
-            return .keep
+            return (.keep, nil)
         }
+        waiter?()
+        return action
     }
 
     /// The subscribe call's confirming round trip ended. `failed` when it did not come back.
