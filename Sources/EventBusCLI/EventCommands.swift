@@ -46,14 +46,27 @@ extension EventBusCLI {
         @OptionGroup var bus: BusOptions
         @Argument(help: "The event subject, e.g. orders.created.") var subject: String
         @Argument(help: "The payload (text).") var data: String = ""
+        @Option(
+            help: ArgumentHelp(
+                "Read the payload from this file instead, byte for byte ('-': standard input).",
+                discussion: "For binary data, and for payloads longer than a command-line argument may be.",
+                valueName: "path"))
+        var dataFile: String?
         @Option(help: "CloudEvents type.") var type = "com.example.cli"
         @Option(help: "CloudEvents source.") var source = "/eventbus-cli"
         @Option(help: "Event id (default: a new one); publishing an id twice inside the duplicate window stores it once.") var id: String?
         @Option(help: "Content type of the payload.") var contentType = "text/plain"
         @Flag(help: "Allow the in-memory backend (EVENT_BUS_BACKEND=memory), whose events die with this command.") var allowMemory = false
 
+        func validate() throws {
+            if dataFile != nil && !data.isEmpty {
+                throw ValidationError("give the payload as <data> or with --data-file, not both")
+            }
+        }
+
         func run() async throws {
-            var event = Event(subject: subject, type: type, source: source, dataContentType: contentType, data: Array(data.utf8))
+            let payload = try dataFile.map(EventBusCLI.readPayload) ?? Array(data.utf8)
+            var event = Event(subject: subject, type: type, source: source, dataContentType: contentType, data: payload)
             if let id { event.id = id }
             let receipt = try await bus.withSharedBus("publish", allowMemory: allowMemory) { [event] eventBus in try await eventBus.publish(event) }
             bus.output.emit(
@@ -63,6 +76,15 @@ extension EventBusCLI {
                     "sequence": .int(receipt.sequence), "duplicate": .bool(receipt.duplicate),
                 ])
         }
+    }
+
+    /// The bytes of `--data-file`: a file, or standard input for `-` (read to its end).
+    static func readPayload(_ path: String) throws -> [UInt8] {
+        if path == "-" { return Array(FileHandle.standardInput.readDataToEndOfFile()) }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw CLIError(.notFound, "cannot read --data-file '\(path)': no such readable file", code: "notFound")
+        }
+        return Array(data)
     }
 
     struct Subscribe: AsyncParsableCommand {

@@ -19,7 +19,8 @@ enum ExitStatus: Int32, CaseIterable {
     /// EX_USAGE: an unknown command or option, a bad value, a missing argument, no subcommand;
     /// a command that needs a shared bus run on the in-memory one.
     case usage = 64
-    /// EX_NOINPUT: the stream, consumer or group named does not exist.
+    /// EX_NOINPUT: the stream, consumer or group named does not exist, or `--data-file` cannot be
+    /// read.
     case notFound = 66
     /// EX_UNAVAILABLE: no server could be reached, JetStream is not enabled, nobody answered.
     case unavailable = 69

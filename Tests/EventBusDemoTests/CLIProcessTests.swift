@@ -40,6 +40,53 @@ struct CLIProcessTests {
         #expect(invalid == 78, "EX_CONFIG: \(invalidOutput)")
         #expect(invalidOutput.contains("EVENT_BUS_BACKEND"), "\(invalidOutput)")
     }
+
+    /// `--data-file` publishes a file's bytes as they are (binary, and longer than an argument may
+    /// be), or standard input's with `-`; a file that cannot be read is EX_NOINPUT, and a payload given
+    /// both ways is a usage error.
+    @Test func publishesAPayloadFromAFileOrStandardInput() async throws {
+        let server = try await NATSServerProcess.started()
+        defer { server.kill() }
+        let environment = ["EVENT_BUS_BACKEND": "jetstream", "EVENT_BUS_NATS_SERVERS": server.url]
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("eventbus-cli-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        // 200 KiB with every byte value: over Linux's 128 KiB limit for one argument, and not UTF-8.
+        let binary = (0..<(200 * 1024)).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ $0 >> 8) }
+        let file = directory.appendingPathComponent("payload.bin")
+        try Data(binary).write(to: file)
+        let (fromFile, fromFileOutput) = try await Self.run(
+            ["publish", "blobs.stored", "--data-file", file.path, "--content-type", "application/octet-stream", "--id", "blob-1"],
+            environment: environment)
+        #expect(fromFile == 0, "\(fromFileOutput)")
+
+        let text = #"{"order":"o-42","note":"piped ü"}"#
+        let input = directory.appendingPathComponent("order.json")
+        try Data(text.utf8).write(to: input)
+        let eventbus = try DemoProcessTests.builtExecutable("eventbus")
+        let piped = try DemoProcess(
+            executable: "/bin/sh",
+            arguments: ["-c", "\"$0\" publish orders.created --data-file - --id piped-1 < \"$1\"", eventbus, input.path],
+            environment: environment)
+        let pipedStatus = try await piped.waitForExit(timeout: .seconds(60))
+        #expect(pipedStatus == 0, "\(piped.output)")
+
+        let (_, json) = try await Self.run(["subscribe", ">", "--all", "--count", "2", "--json"], environment: environment)
+        let events = json.split(separator: "\n").compactMap {
+            try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+        }
+        let blob = try #require(events.first { $0["id"] as? String == "blob-1" }, "\(json)")
+        #expect((blob["data_base64"] as? String).flatMap { Data(base64Encoded: $0) } == Data(binary))
+        let order = try #require(events.first { $0["id"] as? String == "piped-1" }, "\(json)")
+        #expect(order["data"] as? String == text)
+
+        let (missing, missingOutput) = try await Self.run(
+            ["publish", "orders.created", "--data-file", directory.appendingPathComponent("absent").path], environment: environment)
+        #expect(missing == 66, "EX_NOINPUT: \(missingOutput)")
+        #expect(missingOutput.contains("--data-file"), "\(missingOutput)")
+        let (both, bothOutput) = try await Self.run(["publish", "orders.created", "x", "--data-file", file.path], environment: environment)
+        #expect(both == 64, "EX_USAGE: \(bothOutput)")
+    }
 }
 
 /// Commands whose effect must outlive the process refuse the in-memory bus unless asked, and the
