@@ -13,15 +13,13 @@ struct ReadmeExampleTests {
         let connection = try await NATSConnection.connect(configuration: configuration)
 
         let orders = try await connection.subscribe(to: "orders.*", queueGroup: "billing")
-        let inventory = try await connection.subscribe(to: "inventory.check")
+        let inventory = try await connection.subscribe(to: "inventory.check") { request in
+            guard let replyTo = request.replyTo else { return }
+            try? connection.publish(subject: replyTo, payload: "in stock")
+        }
 
         try connection.publish(subject: "orders.created", payload: "order 42", headers: ["Order-Id": "42"])
 
-        async let answered: Void = {
-            for try await request in inventory {
-                try connection.publish(subject: request.replyTo!, payload: "in stock")
-            }
-        }()
         let reply = try await connection.request(subject: "inventory.check", payload: Array("sku-1".utf8), timeout: .seconds(2))
         #expect(reply.payload.string == "in stock")
 
@@ -33,8 +31,9 @@ struct ReadmeExampleTests {
             }
             return seen
         }
+        inventory.unsubscribe()
         try await connection.drain()
-        try await answered
         #expect(seen == ["orders.created 42 order 42"])
+        #expect(connection.isClosed)
     }
 }
