@@ -133,10 +133,10 @@ public enum CloudEventsNATSBinding {
     /// straight from the bytes when they hold no `%` or `"`; a value that does not decode is kept as
     /// received.
     ///
-    /// A message in the binding's structured content mode is read from its payload instead (see
-    /// ``structuredEvent(subject:headers:payload:)``): one whose `content-type` is a CloudEvents
-    /// media type (`application/cloudevents+json`), as the binding marks it, or one without
-    /// `ce-specversion` and without `content-type` whose payload is a JSON object with a
+    /// A message without `ce-specversion` may be in the binding's structured content mode and is
+    /// then read from its payload instead (see ``structuredEvent(subject:headers:payload:)``): one
+    /// whose `content-type` is a CloudEvents media type (`application/cloudevents+json`), as the
+    /// binding marks it, or one without `content-type` whose payload is a JSON object with a
     /// `specversion`, as CloudEvents SDKs in other languages send it. A payload that is not such an
     /// event is read as above, so nothing a sender put in it is lost.
     public static func event(subject: String, headers: NATSHeaders, payload: [UInt8]) -> Event {
@@ -267,9 +267,10 @@ public enum CloudEventsNATSBinding {
         var sawContentType = false
         var contentTypeMarksStructured = false
 
-        /// Whether the payload may hold a structured-mode event: `content-type` says so, or, without
-        /// one, no `ce-specversion` says the message is binary mode.
-        var mayBeStructured: Bool { sawContentType ? contentTypeMarksStructured : !sawSpecVersion }
+        /// Whether the payload may hold a structured-mode event: never with a `ce-specversion`
+        /// (binary mode; earlier versions of this library wrote any media type to `content-type`,
+        /// a CloudEvents one included); otherwise when `content-type` says so, or when there is none.
+        var mayBeStructured: Bool { !sawSpecVersion && (!sawContentType || contentTypeMarksStructured) }
 
         /// Notes the first `content-type`; its string is needed only while no `ce-datacontenttype`
         /// was read (the bus writes that first, so its own events skip the second string).

@@ -98,13 +98,19 @@ struct CloudEventsStructuredModeTests {
         #expect(Self.read(plainJSON).type == "")
         #expect(Self.read("just text").data == Array("just text".utf8))
 
-        // A binary-mode event whose data happens to be a CloudEvent stays binary: its headers say so.
+        // A binary-mode event whose data happens to be a CloudEvent stays binary: its headers say so,
+        // also with the CloudEvents media type in `content-type`, as earlier versions wrote it.
         var binaryHeaders = NATSHeaders()
         binaryHeaders.add("1.0", for: "ce-specversion")
         binaryHeaders.add("outer", for: "ce-id")
         let nested = Self.read(Self.structuredEvent, headers: binaryHeaders)
         #expect(nested.id == "outer")
         #expect(nested.data == Array(Self.structuredEvent.utf8))
+        binaryHeaders.add("application/cloudevents+json", for: "content-type")
+        let stored = Self.read(Self.structuredEvent, headers: binaryHeaders)
+        #expect(stored.id == "outer")
+        #expect(stored.dataContentType == "application/cloudevents+json")
+        #expect(stored.data == Array(Self.structuredEvent.utf8))
 
         // Marked structured but not JSON, or base64 that is not: nothing is dropped.
         var marked = NATSHeaders()

@@ -300,6 +300,32 @@ struct NATSConnectionTests {
         withExtendedLifetime(stuck) {}
     }
 
+    /// A drain asked for while cnats reconnects waits for the reconnect, then flushes what the
+    /// reconnect buffer holds (cnats itself refuses to drain then, and closing would drop them).
+    @Test func drainDuringAReconnectFlushesWhatWasBuffered() async throws {
+        let server = try await NATSServerProcess.started()
+        defer { server.kill() }
+        let connection = try await connect(to: server)
+        let recorder = await EventRecorder(connection)
+        _ = try await connection.jetStream().ensureStream(NATSStreamConfiguration(name: "DRAINED", subjects: ["drain.buffered"]))
+        let handler = try await connection.subscribe(to: "drain.other") { _ in }
+        await server.stopped()
+        #expect(await recorder.waitFor { $0 == .disconnected })
+        for index in 0..<100 { try connection.publish(subject: "drain.buffered", payload: "\(index)") }
+        let draining = Task { try await connection.drain(timeout: .seconds(30)) }
+        try await withDeadline(.seconds(30), "the connection to start draining") {
+            while connection.state != .draining { try await Task.sleep(for: .milliseconds(5)) }
+        }
+        try await server.restarted()
+        try await draining.value
+        #expect(connection.isClosed)
+        let checker = try await connect(to: server)
+        let stored = try await checker.jetStream().streamInfo("DRAINED").state.messages
+        #expect(stored == 100, "every publish buffered while disconnected is stored")
+        await checker.close()
+        withExtendedLifetime(handler) {}
+    }
+
     @Test func closingEndsIterationsAndEvents() async throws {
         let server = try await NATSServerProcess.started(jetStream: false)
         defer { server.kill() }

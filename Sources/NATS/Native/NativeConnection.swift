@@ -433,17 +433,25 @@ final class NativeConnection: @unchecked Sendable {
     /// flushed, then the connection closes and the closed callback fires.
     ///
     /// The subscriptions are drained first, one by one, and the connection's drain starts when the
-    /// last one ended (see ``NativeConnectionLink/drainSubscriptions(timeoutMilliseconds:allEnded:)``:
-    /// cnats's own wait for them costs at least 100 ms). If they have not all ended by the deadline,
-    /// the drain timed out: that is reported, and the connection closed, as cnats does.
+    /// last one ended (see ``NativeConnectionLink/drainSubscriptions(allEnded:)``: cnats's own wait
+    /// for them costs at least 100 ms). If they have not all ended by the deadline, the drain timed
+    /// out: that is reported, and the connection closed, as cnats does. While cnats reconnects, the
+    /// drain waits for the reconnect (until the deadline) instead of failing.
     func startDrain(timeoutMilliseconds: Int64) throws(NATSError) {
         // Marked before the pointer is read: a recovery either sees the mark or has stored the
         // connection this drains.
         link.markCloseRequested()
         guard let pointer else { throw Self.notConnected }
-        if natsConnection_Status(pointer) == NATS_CONN_STATUS_CONNECTED {
-            let deadline = DispatchTime.now().uptimeNanoseconds &+ UInt64(max(0, timeoutMilliseconds)) &* 1_000_000
-            let started = link.drainSubscriptions(timeoutMilliseconds: timeoutMilliseconds) { [weak self] in
+        let deadline = DispatchTime.now().uptimeNanoseconds &+ UInt64(max(0, timeoutMilliseconds)) &* 1_000_000
+        switch natsConnection_Status(pointer) {
+        case NATS_CONN_STATUS_RECONNECTING, NATS_CONN_STATUS_DISCONNECTED:
+            // cnats refuses to drain while it reconnects; closing would drop the publishes its
+            // reconnect buffer holds. Drained once reconnected, within the same deadline.
+            _ = connectionDrainStarted.exchange(true, ordering: .acquiringAndReleasing)
+            DispatchQueue.global(qos: .userInitiated).async { [weak self] in self?.drainConnectionOnceConnected(deadline: deadline) }
+            return
+        case NATS_CONN_STATUS_CONNECTED:
+            let started = link.drainSubscriptions { [weak self] in
                 guard let self else { return }
                 // Not on the delivery thread that ended last: closing may wait for it.
                 DispatchQueue.global(qos: .userInitiated).async { self.drainConnection(deadline: deadline, timedOut: false) }
@@ -454,6 +462,8 @@ final class NativeConnection: @unchecked Sendable {
                 }
                 return
             }
+        default:
+            break
         }
         try NativeStatus.check(natsConnection_DrainTimeout(pointer, timeoutMilliseconds), "draining")
     }
@@ -461,22 +471,43 @@ final class NativeConnection: @unchecked Sendable {
     /// The drain's second step, once: the connection's own drain (it flushes the publishes, then
     /// closes) when every subscription ended, or, at the deadline, a timeout and a close.
     private func drainConnection(deadline: UInt64, timedOut: Bool) {
-        guard !connectionDrainStarted.exchange(true, ordering: .acquiringAndReleasing), let pointer,
-            !natsConnection_IsClosed(pointer)
-        else { return }
+        guard !connectionDrainStarted.exchange(true, ordering: .acquiringAndReleasing) else { return }
         if timedOut {
-            link.report(NATSError(.timeout, "timeout waiting for subscriptions to drain; closing", isRetriable: false))
-            natsConnection_Close(pointer)
+            timeOutDrain("timeout waiting for subscriptions to drain; closing")
+        } else {
+            drainConnectionOnceConnected(deadline: deadline)
+        }
+    }
+
+    /// Starts the connection's drain with the time left. cnats refuses to drain a connection that
+    /// is reconnecting, and closing it then would drop the publishes its reconnect buffer holds:
+    /// so this tries again every 10 ms (rescheduled, not blocking a thread) until the deadline.
+    private func drainConnectionOnceConnected(deadline: UInt64) {
+        guard let pointer, !natsConnection_IsClosed(pointer) else { return }
+        let now = DispatchTime.now().uptimeNanoseconds
+        guard now < deadline else {
+            timeOutDrain("timeout waiting to reconnect before flushing the publishes; closing")
             return
         }
-        let now = DispatchTime.now().uptimeNanoseconds
-        let remaining = deadline > now ? Int64((deadline - now) / 1_000_000) : 0
-        let status = natsConnection_DrainTimeout(pointer, max(1, remaining))
-        if status != NATS_OK && !natsConnection_IsClosed(pointer) {
-            // Refused (the connection is reconnecting, say): the subscriptions are done, so close.
+        let status = natsConnection_DrainTimeout(pointer, max(1, Int64((deadline - now) / 1_000_000)))
+        if status == NATS_OK || natsConnection_IsClosed(pointer) { return }
+        switch natsConnection_Status(pointer) {
+        case NATS_CONN_STATUS_RECONNECTING, NATS_CONN_STATUS_DISCONNECTED, NATS_CONN_STATUS_CONNECTING:
+            DispatchQueue.global(qos: .userInitiated).asyncAfter(deadline: .now() + .milliseconds(10)) { [weak self] in
+                self?.drainConnectionOnceConnected(deadline: deadline)
+            }
+        default:
             link.report(NativeStatus.error(status, "draining the connection after its subscriptions; closing"))
             natsConnection_Close(pointer)
         }
+    }
+
+    /// Ends a drain that ran out of time: reported as a timeout (``NATSConnection/drain(timeout:)``
+    /// throws it), then closed.
+    private func timeOutDrain(_ description: String) {
+        guard let pointer, !natsConnection_IsClosed(pointer) else { return }
+        link.report(NATSError(.timeout, description, isRetriable: false))
+        natsConnection_Close(pointer)
     }
 
     /// Closes the connection (blocking: cnats flushes for up to 500 ms first).
@@ -501,14 +532,16 @@ final class NativeConnection: @unchecked Sendable {
         confirmed: Bool = true
     ) throws(NATSError) -> NativeSubscription {
         guard let pointer else { throw Self.notConnected }
-        if link.isDrainingSubscriptions { throw NativeStatus.error(NATS_DRAINING, "subscribing to '\(subject)'") }
         let record = NativeSubscriptionRecord(
             subject: subject, queueGroup: queueGroup, limits: limits, box: box, link: link, confirmed: confirmed)
         record.connection = pointer
         record.pointerConnection = pointer
         // Set before cnats can end the subscription (its completion callback reads it).
         box.record = record
-        link.register(record)
+        guard link.register(record) else {
+            _ = record.finish()
+            throw NativeStatus.error(NATS_DRAINING, "subscribing to '\(subject)'")
+        }
         // Retained for cnats: released exactly once, by the completion callback, or at once below if
         // subscribing fails.
         let closure = Unmanaged.passRetained(box).toOpaque()

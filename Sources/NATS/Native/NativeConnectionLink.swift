@@ -121,13 +121,10 @@ final class NativeConnectionLink: @unchecked Sendable {
 
     // MARK: Draining
 
-    /// Whether the subscriptions are being drained: a new subscription is refused, as cnats refuses
-    /// one while it drains the connection.
-    var isDrainingSubscriptions: Bool { state.withLock { $0.drainingSubscriptions } }
-
     /// Starts draining every subscription itself (each stops receiving, hands over what it holds
     /// and ends, as cnats's connection drain makes them do) and calls `allEnded` once the last one
-    /// ended (on that subscription's delivery thread), or at once when there is none.
+    /// ended (on that subscription's delivery thread), or at once when there is none. cnats puts no
+    /// deadline on them: the caller's own ends the drain.
     ///
     /// cnats's connection drain waits for its subscriptions by checking every 100 ms (`conn.c`
     /// `_flushAndDrain`), so every drain of a connection with a subscription took at least 100 ms:
@@ -136,21 +133,29 @@ final class NativeConnectionLink: @unchecked Sendable {
     ///
     /// Returns false, having started nothing, while a subscription is not simply active (a
     /// recovery is carrying subscriptions over): the caller drains through cnats then.
-    func drainSubscriptions(timeoutMilliseconds: Int64, allEnded: @escaping @Sendable () -> Void) -> Bool {
+    func drainSubscriptions(allEnded: @escaping @Sendable () -> Void) -> Bool {
         let waiter = state.withLock { state -> (@Sendable () -> Void)?? in
             guard !state.recovering, state.records.values.allSatisfy({ $0.phase == .active }) else { return .none }
             state.drainingSubscriptions = true
             state.drainWaiter = allEnded
             // Under the lock: a subscription released meanwhile is destroyed only after its record
-            // leaves `records`, which needs this lock. Draining never calls back synchronously.
+            // leaves `records`, which needs this lock. Draining never calls back synchronously. A
+            // record without a pointer yet is drained by `attach`.
             for record in state.records.values where !record.unsubscribed {
-                if let pointer = record.pointer { _ = natsSubscription_DrainTimeout(pointer, timeoutMilliseconds) }
+                if let pointer = record.pointer { Self.drain(pointer) }
             }
             return .some(state.takeDrainWaiterIfAllEnded())
         }
         guard let waiter else { return false }
         waiter?()
         return true
+    }
+
+    /// Drains one cnats subscription with no timeout of cnats's: the connection's deadline decides
+    /// (see ``NativeConnection/startDrain(timeoutMilliseconds:)``). With one, cnats would close a
+    /// subscription still handing over at its deadline and the drain could end as if complete.
+    private static func drain(_ subscription: OpaquePointer) {
+        _ = natsSubscription_DrainTimeout(subscription, 0)
     }
 
     /// Reports an error on the connection's events (as cnats's asynchronous errors are).
@@ -161,9 +166,15 @@ final class NativeConnectionLink: @unchecked Sendable {
 
     // MARK: Subscriptions
 
-    /// Registers a subscription to carry over (before cnats may end it).
-    func register(_ record: NativeSubscriptionRecord) {
-        state.withLock { _ = $0.records[ObjectIdentifier(record)] = record }
+    /// Registers a subscription to carry over (before cnats may end it). Returns false, registering
+    /// nothing, once the subscriptions are being drained (checked under the same lock as the drain
+    /// sets it, so a subscription is either refused or drained).
+    func register(_ record: NativeSubscriptionRecord) -> Bool {
+        state.withLock { state in
+            if state.drainingSubscriptions { return false }
+            state.records[ObjectIdentifier(record)] = record
+            return true
+        }
     }
 
     /// Runs `body` with the record's current cnats subscription under the lock (so that it is not
@@ -243,9 +254,12 @@ final class NativeConnectionLink: @unchecked Sendable {
 
     /// Stores the cnats subscription made for `record` (unless a recovery already replaced it).
     func attach(_ subscription: OpaquePointer, to record: NativeSubscriptionRecord) {
-        state.withLock { _ in
+        state.withLock { state in
             if record.pointer == nil {
                 record.pointer = subscription
+                // Registered before the drain began, subscribed after it went through the
+                // subscriptions: drained now.
+                if state.drainingSubscriptions && !record.unsubscribed { Self.drain(subscription) }
             } else {
                 record.retiredPointers.append(subscription)
             }
