@@ -629,6 +629,12 @@ public final class NATSConnection: Sendable {
         if core.drainTimedOut {
             throw NATSError(.timeout, "draining did not finish within \(timeout); the connection was closed", isRetriable: false)
         }
+        if native.drainEndedUnflushed {
+            throw NATSError(
+                .connectionClosed,
+                "the connection closed before draining finished (closed meanwhile, or the reconnect failed); publishes not yet sent may be lost",
+                isRetriable: false)
+        }
     }
 
     /// Closes the connection at once: pending publishes are flushed for up to 500 ms, messages not

@@ -326,6 +326,21 @@ struct NATSConnectionTests {
         withExtendedLifetime(handler) {}
     }
 
+    /// If cnats gives up reconnecting while a drain waits for it, the drain says so: the publishes
+    /// cnats still held were not sent.
+    @Test func drainWhoseReconnectFailsSaysSo() async throws {
+        let server = try await NATSServerProcess.started(jetStream: false)
+        defer { server.kill() }
+        let connection = try await connect(to: server) { $0.reconnect.maxAttempts = .limited(3) }
+        let recorder = await EventRecorder(connection)
+        await server.stopped()
+        #expect(await recorder.waitFor { $0 == .disconnected })
+        try connection.publish(subject: "drain.lost", payload: "x")
+        let failure = await #expect(throws: NATSError.self) { try await connection.drain(timeout: .seconds(60)) }
+        #expect(failure?.code == .connectionClosed, "\(String(describing: failure))")
+        #expect(connection.isClosed)
+    }
+
     @Test func closingEndsIterationsAndEvents() async throws {
         let server = try await NATSServerProcess.started(jetStream: false)
         defer { server.kill() }

@@ -35,6 +35,16 @@ final class NativeConnection: @unchecked Sendable {
     private let flushState = Atomic<UInt8>(FlushState.idle)
     /// Whether ``startDrain(timeoutMilliseconds:)``'s second step ran (it runs once).
     private let connectionDrainStarted = Atomic<Bool>(false)
+    /// Whether cnats accepted the connection's drain (it then flushes the publishes and closes).
+    private let connectionDrainAccepted = Atomic<Bool>(false)
+
+    /// Whether a drain that ``startDrain(timeoutMilliseconds:)`` left to finish later ended without
+    /// cnats draining the connection: it closed first (cnats gave up reconnecting, or it was
+    /// closed), so publishes it still held may not have been sent. False for a drain cnats took at
+    /// once or refused at once.
+    var drainEndedUnflushed: Bool {
+        connectionDrainStarted.load(ordering: .acquiring) && !connectionDrainAccepted.load(ordering: .acquiring)
+    }
 
     private enum FlushState {
         static let idle: UInt8 = 0
@@ -490,16 +500,21 @@ final class NativeConnection: @unchecked Sendable {
             return
         }
         let status = natsConnection_DrainTimeout(pointer, max(1, Int64((deadline - now) / 1_000_000)))
-        if status == NATS_OK || natsConnection_IsClosed(pointer) { return }
-        switch natsConnection_Status(pointer) {
-        case NATS_CONN_STATUS_RECONNECTING, NATS_CONN_STATUS_DISCONNECTED, NATS_CONN_STATUS_CONNECTING:
+        if status == NATS_OK {
+            connectionDrainAccepted.store(true, ordering: .releasing)
+            return
+        }
+        if natsConnection_IsClosed(pointer) { return }
+        // cnats refuses a drain on an open connection only while it reconnects (the status may
+        // read connected again already): try again.
+        if status == NATS_ILLEGAL_STATE {
             DispatchQueue.global(qos: .userInitiated).asyncAfter(deadline: .now() + .milliseconds(10)) { [weak self] in
                 self?.drainConnectionOnceConnected(deadline: deadline)
             }
-        default:
-            link.report(NativeStatus.error(status, "draining the connection after its subscriptions; closing"))
-            natsConnection_Close(pointer)
+            return
         }
+        link.report(NativeStatus.error(status, "draining the connection after its subscriptions; closing"))
+        natsConnection_Close(pointer)
     }
 
     /// Ends a drain that ran out of time: reported as a timeout (``NATSConnection/drain(timeout:)``
