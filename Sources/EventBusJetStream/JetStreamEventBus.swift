@@ -285,7 +285,9 @@ public final class JetStreamEventBus: EventBus, Service {
         do {
             try await ready.connection.drain(timeout: .seconds(10))
         } catch {
-            logger.warning("draining the NATS connection did not finish in time", metadata: ["error": "\(error)"])
+            // A timeout, or a connection that closed first (a reconnect that failed): publishes still
+            // held may not have been sent.
+            logger.warning("draining the NATS connection did not complete", metadata: ["error": "\(error)"])
         }
     }
 
