@@ -53,7 +53,7 @@ extension CloudEventsNATSBinding {
     /// this format).
     public static func structuredEvent(subject: String, headers: NATSHeaders, payload: [UInt8]) -> Event? {
         // Cheap checks first: any headerless payload comes here.
-        guard payload.first(where: { !isJSONWhitespace($0) }) == UInt8(ascii: "{"), contains(specVersionKey, in: payload),
+        guard payload.first(where: { !isJSONWhitespace($0) }) == UInt8(ascii: "{"), payload.contains(specVersionKey),
             let members = try? JSONDecoder().decode([String: NATSJSONValue].self, from: Data(payload)),
             members["specversion"]?.stringValue != nil
         else { return nil }
@@ -143,16 +143,6 @@ extension CloudEventsNATSBinding {
         let inner = quoted.dropFirst().dropLast()
         if !inner.contains(UInt8(ascii: "\\")) { return String(decoding: inner, as: UTF8.self) }
         return try? JSONDecoder().decode(String.self, from: Data(quoted))
-    }
-
-    private static func contains(_ needle: [UInt8], in haystack: [UInt8]) -> Bool {
-        guard haystack.count >= needle.count, let first = needle.first else { return false }
-        var index = haystack.startIndex
-        while let found = haystack[index...].firstIndex(of: first), found + needle.count <= haystack.endIndex {
-            if haystack[found..<found + needle.count].elementsEqual(needle) { return true }
-            index = found + 1
-        }
-        return false
     }
 
     private static func isExtensionNameByte(_ byte: UInt8) -> Bool {

@@ -483,7 +483,7 @@ final class NativeConnection: @unchecked Sendable {
     private func drainConnection(deadline: UInt64, timedOut: Bool) {
         guard !connectionDrainStarted.exchange(true, ordering: .acquiringAndReleasing) else { return }
         if timedOut {
-            timeOutDrain("timeout waiting for subscriptions to drain; closing")
+            closeDrain(reporting: NATSError(.timeout, "timeout waiting for subscriptions to drain; closing", isRetriable: false))
         } else {
             drainConnectionOnceConnected(deadline: deadline)
         }
@@ -496,7 +496,8 @@ final class NativeConnection: @unchecked Sendable {
         guard let pointer, !natsConnection_IsClosed(pointer) else { return }
         let now = DispatchTime.now().uptimeNanoseconds
         guard now < deadline else {
-            timeOutDrain("timeout waiting to reconnect before flushing the publishes; closing")
+            closeDrain(
+                reporting: NATSError(.timeout, "timeout waiting to reconnect before flushing the publishes; closing", isRetriable: false))
             return
         }
         let status = natsConnection_DrainTimeout(pointer, max(1, Int64((deadline - now) / 1_000_000)))
@@ -513,15 +514,14 @@ final class NativeConnection: @unchecked Sendable {
             }
             return
         }
-        link.report(NativeStatus.error(status, "draining the connection after its subscriptions; closing"))
-        natsConnection_Close(pointer)
+        closeDrain(reporting: NativeStatus.error(status, "draining the connection after its subscriptions; closing"))
     }
 
-    /// Ends a drain that ran out of time: reported as a timeout (``NATSConnection/drain(timeout:)``
-    /// throws it), then closed.
-    private func timeOutDrain(_ description: String) {
+    /// Ends a drain that cannot finish: `error` is reported (a `.timeout` makes
+    /// ``NATSConnection/drain(timeout:)`` throw it), then the connection is closed.
+    private func closeDrain(reporting error: NATSError) {
         guard let pointer, !natsConnection_IsClosed(pointer) else { return }
-        link.report(NATSError(.timeout, description, isRetriable: false))
+        link.report(error)
         natsConnection_Close(pointer)
     }
 

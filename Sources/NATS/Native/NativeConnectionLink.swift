@@ -49,7 +49,7 @@ final class NativeConnectionLink: @unchecked Sendable {
         /// A recovered connection whose resubscriptions the server has not confirmed yet: if the
         /// server closes it too, they are what it refused, and the link gives up instead of looping.
         var unconfirmed: UncheckedPointer?
-        /// The subscriptions are being drained (see ``drainSubscriptions(timeoutMilliseconds:allEnded:)``):
+        /// The subscriptions are being drained (see ``drainSubscriptions(allEnded:)``):
         /// no new one is made.
         var drainingSubscriptions = false
         /// Called once no subscription is left while draining.
