@@ -86,6 +86,10 @@ public final class NATSConnection: Sendable {
     /// connected).
     package var bufferedBytes: Int { native.bufferedBytes }
 
+    /// How many times the connection flushed cnats's buffer itself instead of leaving it to
+    /// cnats's flusher (see `NativeConnection.flushSoon`); for tests of when bytes leave.
+    package var promptWriteCount: Int { native.promptWrites.load(ordering: .relaxed) }
+
     /// Whether the connection is closed for good (``close()`` or ``drain(timeout:)`` finished, or
     /// cnats gave up reconnecting). A connection being closed is not closed yet, but refuses
     /// operations with ``NATSError/Code/connectionClosed`` already.
@@ -561,10 +565,10 @@ public final class NATSConnection: Sendable {
 
     /// Validates a request whose outcome goes to `receiver` (a JetStream publish in a
     /// publisher's window) and starts it through `mux`; see
-    /// ``ResponseMux/start(subject:bytes:headers:timeout:receiver:now:)``.
+    /// ``ResponseMux/start(subject:bytes:headers:timeout:receiver:write:)``.
     func startRequest(
         subject: String, bytes: UnsafeRawBufferPointer, headers: NATSHeaders, timeout: Duration,
-        receiver: any ResponseReceiver, now: Bool, through mux: ResponseMux
+        receiver: any ResponseReceiver, write: RequestWrite, through mux: ResponseMux
     ) throws(NATSError) {
         try NATSValidation.validateSubject(subject, for: .publish)
         if !headers.isEmpty { try NATSValidation.validateHeaders(headers) }
@@ -573,7 +577,7 @@ public final class NATSConnection: Sendable {
             subject: subject, replyLength: mux.prefix.count + NATSValidation.decimalDigits(Int.max), headers: headers,
             payloadCount: bytes.count)
         do {
-            _ = try mux.start(subject: subject, bytes: bytes, headers: headers, timeout: timeout, receiver: receiver, now: now)
+            _ = try mux.start(subject: subject, bytes: bytes, headers: headers, timeout: timeout, receiver: receiver, write: write)
         } catch where error.code == .notConnected {
             throw notConnectedError()
         }

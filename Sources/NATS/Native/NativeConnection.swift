@@ -8,6 +8,20 @@ import Glibc
 import Darwin
 #endif
 
+/// When the bytes of a request leave the process.
+enum RequestWrite: Sendable {
+    /// Written to the socket from the calling thread, as cnats's own requests are: a request
+    /// that nothing else in flight will carry along.
+    case now
+    /// Buffered, and written promptly from a dispatch thread with whatever else is buffered by
+    /// then (``NativeConnection/flushSoon()``): a few requests in flight together share writes,
+    /// and none waits for cnats's flusher.
+    case soon
+    /// Buffered for cnats's flusher (up to 1 ms) or until the buffer fills: many requests in
+    /// flight keep the server busy, and a write per few requests would cost more than it saves.
+    case buffered
+}
+
 /// Owns a `natsConnection`. cnats connections are thread-safe, so this class is `Sendable`;
 /// methods marked "blocking" must run on the blocking executor, never on the Swift concurrency pool.
 ///
@@ -31,8 +45,14 @@ final class NativeConnection: @unchecked Sendable {
     private let idleClockCountsCycles = Atomic<Bool>(false)
     /// When the last application publish passed ``publishFollowsIdle()`` (idle clock units).
     private let lastPublish = Atomic<Int64>(0)
+    /// Whether a buffered request asks ``flushSoon()`` for a prompt write: always, except with
+    /// SendAsap (cnats wrote it already); set by ``connect(_:onEvent:onMaxPayload:shouldRecover:commit:)``.
+    private let flushesBufferedRequests = Atomic<Bool>(false)
     /// ``flushSoon()``'s state: idle, a flush running, or a flush running and another asked for.
     private let flushState = Atomic<UInt8>(FlushState.idle)
+    /// How many flushes ``flushSoon()`` ran (for tests of when bytes leave; one relaxed add per
+    /// flush, never per publish).
+    let promptWrites = Atomic<Int>(0)
     /// Whether ``startDrain(timeoutMilliseconds:)``'s second step ran (it runs once).
     private let connectionDrainStarted = Atomic<Bool>(false)
     /// Whether cnats accepted the connection's drain (it then flushes the publishes and closes).
@@ -98,6 +118,7 @@ final class NativeConnection: @unchecked Sendable {
         commit: (_ install: () -> Void) -> Bool
     ) throws(NATSError) -> Bool {
         link.configure(configuration, onEvent: onEvent, onMaxPayload: onMaxPayload, shouldRecover: shouldRecover)
+        flushesBufferedRequests.store(!configuration.sendAsap, ordering: .relaxed)
         // SendAsap writes every publish anyway; without cnats's internals the rule is off (a write
         // at once would take a flush from another thread, see flushSoon).
         if let gap = configuration.writeImmediatelyAfterIdle, !configuration.sendAsap, Self.canPublishNow {
@@ -299,16 +320,26 @@ final class NativeConnection: @unchecked Sendable {
     /// should leave at once are published and ``flushSoon()`` writes them.
     static var canPublishNow: Bool { NativeInternals.isAvailable }
 
-    /// The public API's stand-in for the internals' direct write: has cnats write its buffer now
-    /// from a dispatch thread (`natsConnection_FlushTimeout` writes the buffer and a PING at once,
-    /// then waits at most 1 ms for the PONG), instead of leaving it to cnats's flusher, which
-    /// sleeps 1 ms first: that millisecond would be most of a request's round trip to a nearby
-    /// server (a consumer confirming each ack with `ackSync` would run at a quarter of the speed).
+    /// Has cnats's buffer written promptly from a dispatch thread instead of by cnats's flusher,
+    /// which sleeps 1 ms before it writes: that millisecond would be most of a request's round
+    /// trip to a nearby server. Two uses:
+    /// - a request that a caller waits on and that was buffered because others are in flight (a
+    ///   JetStream publish while other publishes await their acks): with four tasks publishing,
+    ///   each publish waited for the flusher and four ran slower than one;
+    /// - without cnats's internals, every message that should leave at once (requests, replies,
+    ///   pull requests): a consumer confirming each ack with `ackSync` would run at a quarter of
+    ///   the speed.
+    ///
+    /// With the internals the write is cnats's flusher's own (``NativeInternals/writeBuffered(_:)``:
+    /// the connection's lock and one `send`, no PING); without them `natsConnection_FlushTimeout`
+    /// writes the buffer and a PING, then waits at most 1 ms for the PONG.
     ///
     /// Non-blocking. One flush runs at a time; calls while it runs ask for one more after it, so a
-    /// burst costs a few flushes (one PING each) and at most one thread, and a request waits at
-    /// most for the flush in progress. Nothing is flushed while disconnected (cnats keeps what is
-    /// published then in its reconnect buffer and sends it on reconnect).
+    /// burst costs a write per flush and at most one thread, publishes made during a flush leave
+    /// with the next one (that is where a burst coalesces), and a request waits at most for the
+    /// flush in progress. With the internals, nothing is written while disconnected (cnats keeps
+    /// what is published then in its reconnect buffer and sends it on reconnect); without them
+    /// nothing is flushed unless connected.
     func flushSoon() {
         while true {
             let (exchanged, original) = flushState.compareExchange(
@@ -328,10 +359,13 @@ final class NativeConnection: @unchecked Sendable {
     /// this object, so the cnats connection outlives the call).
     private func runFlushes() {
         while true {
-            if let pointer, natsConnection_Status(pointer) == NATS_CONN_STATUS_CONNECTED {
+            if let pointer, !NativeInternals.writeBuffered(pointer),
+                natsConnection_Status(pointer) == NATS_CONN_STATUS_CONNECTED
+            {
                 // A timeout only means the PONG is still on its way: the bytes were written.
                 _ = natsConnection_FlushTimeout(pointer, 1)
             }
+            promptWrites.add(1, ordering: .relaxed)
             if flushState.compareExchange(
                 expected: FlushState.running, desired: FlushState.idle, ordering: .acquiringAndReleasing
             ).exchanged { return }
@@ -340,18 +374,23 @@ final class NativeConnection: @unchecked Sendable {
     }
 
     /// Publishes a request whose reply subject is `replyPrefix` followed by `token` in decimal,
-    /// built on the stack (no allocation). Non-blocking; with `now` the bytes are written to the
-    /// socket from this thread (as cnats's own request does) instead of by the flusher thread up
-    /// to a millisecond later, or without the internals (``canPublishNow``) by ``flushSoon()``.
+    /// built on the stack (no allocation). Non-blocking; `write` says when its bytes leave (see
+    /// ``RequestWrite``).
     func publish(
         subject: String,
         replyPrefix: [UInt8],
         token: UInt64,
         headers: NATSHeaders,
         payload: UnsafeRawBufferPointer,
-        now: Bool
+        write: RequestWrite
     ) throws(NATSError) {
         guard let pointer else { throw Self.notConnected }
+        // The first of a few after a quiet spell is written at once (publishes close behind it
+        // are buffered and leave with the next prompt write): that saves it the hop to the
+        // dispatch thread. The idle rule's clock is read only for these.
+        var write = write
+        if write == .soon, publishFollowsIdle() { write = .now }
+        let now = write == .now
         let result: Result<Void, NATSError> = withUnsafeTemporaryAllocation(of: CChar.self, capacity: replyPrefix.count + 21) { buffer in
             var end = replyPrefix.count
             replyPrefix.withUnsafeBytes { UnsafeMutableRawPointer(buffer.baseAddress!).copyMemory(from: $0.baseAddress!, byteCount: end) }
@@ -391,7 +430,11 @@ final class NativeConnection: @unchecked Sendable {
             }
         }
         try result.get()
-        if now && !Self.canPublishNow { flushSoon() }
+        switch write {
+        case .now: if !Self.canPublishNow { flushSoon() }
+        case .soon: if flushesBufferedRequests.load(ordering: .relaxed) { flushSoon() }
+        case .buffered: break
+        }
     }
 
     /// Sends a PING and waits for the PONG (blocking).

@@ -7,9 +7,10 @@ import Glibc
 import Darwin
 #endif
 
-/// Three cnats functions that nats.h does not declare, and the layout of a received message, which
-/// the module relies on to avoid cnats's per-message header maps, to write a request at once and
-/// to free messages without a hand-off to cnats's garbage-collector thread.
+/// Six cnats functions that nats.h does not declare, and the layout of a received message, which
+/// the module relies on to avoid cnats's per-message header maps, to write a request at once, to
+/// write buffered publishes without waiting for cnats's flusher, and to free messages without a
+/// hand-off to cnats's garbage-collector thread.
 ///
 /// The functions are exported by libnats 3.x (they are what cnats's own public calls use) and
 /// have kept their signatures from 3.0 to 3.13 (see ``verifiedVersions``):
@@ -28,6 +29,11 @@ import Darwin
 ///   itself, so it frees them in place. (`natsMsg_Destroy` would skip a message cnats marked
 ///   "no destroy"; cnats marks only messages of its own `js_Subscribe` and fetch, which the
 ///   module does not use.)
+/// - `natsConn_lockAndRetain(connection)`, `natsConn_bufferFlush(connection)` and
+///   `natsConn_unlockAndRelease(connection)`: what cnats's flusher thread does once its 1 ms wait
+///   is over (take the connection's lock, write the buffer, unlock). The module calls them from a
+///   dispatch thread right after a publish that a caller waits on was buffered (see
+///   `NativeConnection.flushSoon`), so that its bytes leave within microseconds, not a millisecond.
 ///
 /// They are looked up at run time (`dlsym`), not linked, and only for a libnats release whose
 /// sources were checked (``verifiedVersions``): with another version, with
@@ -44,6 +50,8 @@ enum NativeInternals {
     ) -> natsStatus
     typealias PublishMessage = @convention(c) (OpaquePointer?, OpaquePointer?, UnsafePointer<CChar>?, Bool) -> natsStatus
     typealias FreeMessage = @convention(c) (UnsafeMutableRawPointer?) -> Void
+    typealias ConnectionCall = @convention(c) (OpaquePointer?) -> Void
+    typealias BufferFlush = @convention(c) (OpaquePointer?) -> natsStatus
 
     /// The libnats releases whose internals were checked against their sources (nats.c git tags
     /// v3.0.0 to v3.13.0, every 3.x release there is): in each, `natsMsg_create`,
@@ -52,7 +60,8 @@ enum NativeInternals {
     /// lays out subject, NUL, reply, NUL, header block, NUL, payload in one allocation, which is
     /// also how the reader (`conn.c`, `natsConn_processMsg`) creates every received message;
     /// `natsMsgHeader_encode` sends an unparsed ("needs lift") block as it is; `natsMsg_free` is
-    /// unchanged; and the `natsMsg` struct is the same. Changes in between that the module does
+    /// unchanged; `natsConn_lockAndRetain`, `natsConn_bufferFlush` and `natsConn_unlockAndRelease`
+    /// are the same code in v3.0.0 and v3.13.0; and the `natsMsg` struct is the same. Changes in between that the module does
     /// not depend on: 3.2 `natsMsg_create` accepts a NULL buffer; 3.3 `natsMsg_Destroy` skips
     /// "no destroy" messages; 3.4 `natsConn_publish` counts headers against `max_payload` (the
     /// module checks sizes itself first); 3.7 it skips the headers-support check while a retried
@@ -97,6 +106,9 @@ enum NativeInternals {
         let createMessage: CreateMessage
         let publishMessage: PublishMessage
         let freeMessage: FreeMessage
+        let lockAndRetain: ConnectionCall
+        let bufferFlush: BufferFlush
+        let unlockAndRelease: ConnectionCall
     }
 
     /// The path in use, and the functions when it is the internals' one. Decided once.
@@ -112,12 +124,13 @@ enum NativeInternals {
         // RTLD_DEFAULT: the process's global scope, where libnats was loaded as a dependency.
         let scope = UnsafeMutableRawPointer(bitPattern: 0)
         guard let create = dlsym(scope, "natsMsg_create"), let publish = dlsym(scope, "natsConn_publish"),
-            let free = dlsym(scope, "natsMsg_free")
+            let free = dlsym(scope, "natsMsg_free"), let lock = dlsym(scope, "natsConn_lockAndRetain"),
+            let flush = dlsym(scope, "natsConn_bufferFlush"), let unlock = dlsym(scope, "natsConn_unlockAndRelease")
         else {
             return (
                 NATSNativePath(
                     usesInternals: false, libraryVersion: gated.libraryVersion,
-                    reason: "libnats \(gated.libraryVersion) does not export natsMsg_create, natsConn_publish and natsMsg_free"),
+                    reason: "libnats \(gated.libraryVersion) does not export \(symbols)"),
                 nil
             )
         }
@@ -126,11 +139,18 @@ enum NativeInternals {
             Functions(
                 createMessage: unsafeBitCast(create, to: CreateMessage.self),
                 publishMessage: unsafeBitCast(publish, to: PublishMessage.self),
-                freeMessage: unsafeBitCast(free, to: FreeMessage.self))
+                freeMessage: unsafeBitCast(free, to: FreeMessage.self),
+                lockAndRetain: unsafeBitCast(lock, to: ConnectionCall.self),
+                bufferFlush: unsafeBitCast(flush, to: BufferFlush.self),
+                unlockAndRelease: unsafeBitCast(unlock, to: ConnectionCall.self))
         )
     }()
 
     private static var functions: Functions? { lookup.functions }
+
+    /// The unexported functions the internals' path needs, as a failed lookup names them.
+    static let symbols =
+        "natsMsg_create, natsConn_publish, natsMsg_free, natsConn_lockAndRetain, natsConn_bufferFlush and natsConn_unlockAndRelease"
 
     /// Which path the module takes through cnats, and why.
     static var selection: NATSNativePath { lookup.path }
@@ -142,7 +162,7 @@ enum NativeInternals {
         return String(cString: value) == "1"
     }
 
-    /// Whether the internals are in use (a verified libnats, the three functions exported, not
+    /// Whether the internals are in use (a verified libnats, the six functions exported, not
     /// turned off).
     static var isAvailable: Bool { functions != nil }
 
@@ -179,6 +199,23 @@ enum NativeInternals {
     /// Only for messages from ``makeMessage(subject:reply:headerBlockAndPayload:headerLength:)``.
     static func publish(_ message: OpaquePointer, on connection: OpaquePointer, now: Bool) -> natsStatus {
         functions!.publishMessage(connection, message, nil, now)
+    }
+
+    /// Writes what cnats buffered for the connection, from this thread and without a PING: what
+    /// cnats's flusher thread does after its 1 ms wait (under the connection's lock,
+    /// `natsConn_bufferFlush`). Safe in every state of the connection: while it reconnects the
+    /// buffer is empty (cnats flushed it when the connection dropped and buffers publishes in its
+    /// reconnect buffer instead), and once closed its socket is invalid or shut down, so the write
+    /// fails and nothing else happens. The retain keeps the connection alive until the unlock.
+    /// `false` when the internals are not available.
+    static func writeBuffered(_ connection: OpaquePointer) -> Bool {
+        guard let functions else { return false }
+        functions.lockAndRetain(connection)
+        // A failure is cnats's own business: a write that fails or times out shuts the socket
+        // down, and the reader thread then reports the disconnect and reconnects.
+        _ = functions.bufferFlush(connection)
+        functions.unlockAndRelease(connection)
+        return true
     }
 
     /// Where a received message's header block is.
