@@ -127,8 +127,10 @@ struct WriteTimingAndDropTests {
             pending.append(try await bufferingPublisher.publish(subject: "prompt.many", payload: Array("\(index)".utf8)))
         }
         #expect(await eventually { buffering.bufferedBytes == 0 }, "cnats's flusher wrote the rest")
+        // At most one flush per request for one: five, and without the internals one more that
+        // the first publish (written through a flush there) may still have pending.
         let manyWrites = buffering.promptWriteCount - beforeMany
-        #expect(manyWrites <= 5, "200 publishes beyond 16 in flight took \(manyWrites) prompt writes")
+        #expect(manyWrites <= (usesInternals ? 5 : 6), "200 publishes beyond 16 in flight took \(manyWrites) prompt writes")
         #expect(pending.allSatisfy { $0.outcome == nil })
         #expect(bufferingPublisher.pendingCount == 211)
         _ = silentBuffering

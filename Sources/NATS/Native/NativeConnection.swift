@@ -45,6 +45,8 @@ final class NativeConnection: @unchecked Sendable {
     private let idleClockCountsCycles = Atomic<Bool>(false)
     /// When the last application publish passed ``publishFollowsIdle()`` (idle clock units).
     private let lastPublish = Atomic<Int64>(0)
+    /// When the last request passed ``requestFollowsIdle()`` (idle clock units).
+    private let lastRequest = Atomic<Int64>(0)
     /// Whether a buffered request asks ``flushSoon()`` for a prompt write: always, except with
     /// SendAsap (cnats wrote it already); set by ``connect(_:onEvent:onMaxPayload:shouldRecover:commit:)``.
     private let flushesBufferedRequests = Atomic<Bool>(false)
@@ -222,12 +224,22 @@ final class NativeConnection: @unchecked Sendable {
     /// ``NativeIdleClock``) and three relaxed atomics per publish. Threads publishing at once may
     /// both see "idle": the cost is one extra write.
     @inline(__always)
-    func publishFollowsIdle() -> Bool {
+    func publishFollowsIdle() -> Bool { followsIdle(since: lastPublish) }
+
+    /// ``publishFollowsIdle()`` for requests (JetStream publishes among them), on a clock of their
+    /// own: a request behind a few others that comes after a quiet spell of requests is written at
+    /// once, and a request never makes a core publish (a reply, say) look like part of a burst.
+    @inline(__always)
+    func requestFollowsIdle() -> Bool { followsIdle(since: lastRequest) }
+
+    /// Whether the idle gap passed since `last`, which is set to now.
+    @inline(__always)
+    private func followsIdle(since last: borrowing Atomic<Int64>) -> Bool {
         let gap = idleGap.load(ordering: .relaxed)
         guard gap > 0 else { return false }
         let now = NativeIdleClock.now(cycleCounter: idleClockCountsCycles.load(ordering: .relaxed))
-        let previous = lastPublish.load(ordering: .relaxed)
-        lastPublish.store(now, ordering: .relaxed)
+        let previous = last.load(ordering: .relaxed)
+        last.store(now, ordering: .relaxed)
         return now &- previous >= gap
     }
 
@@ -385,11 +397,12 @@ final class NativeConnection: @unchecked Sendable {
         write: RequestWrite
     ) throws(NATSError) {
         guard let pointer else { throw Self.notConnected }
-        // The first of a few after a quiet spell is written at once (publishes close behind it
-        // are buffered and leave with the next prompt write): that saves it the hop to the
-        // dispatch thread. The idle rule's clock is read only for these.
+        // The first of a few after a quiet spell of requests is written at once (those close
+        // behind it are buffered and leave with the next prompt write): that saves it the hop to
+        // the dispatch thread. A request written at once counts for the spell too, so the one
+        // right behind a lone publish is buffered rather than given a write of its own.
         var write = write
-        if write == .soon, publishFollowsIdle() { write = .now }
+        if write != .buffered, requestFollowsIdle(), write == .soon { write = .now }
         let now = write == .now
         let result: Result<Void, NATSError> = withUnsafeTemporaryAllocation(of: CChar.self, capacity: replyPrefix.count + 21) { buffer in
             var end = replyPrefix.count
