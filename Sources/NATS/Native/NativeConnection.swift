@@ -8,7 +8,8 @@ import Glibc
 import Darwin
 #endif
 
-/// When the bytes of a request leave the process.
+/// When the bytes of a request leave the process. With SendAsap cnats writes every message
+/// itself, so ``ResponseMux`` asks for ``buffered`` there.
 enum RequestWrite: Sendable {
     /// Written to the socket from the calling thread, as cnats's own requests are: a request
     /// that nothing else in flight will carry along.
@@ -47,9 +48,6 @@ final class NativeConnection: @unchecked Sendable {
     private let lastPublish = Atomic<Int64>(0)
     /// When the last request passed ``requestFollowsIdle()`` (idle clock units).
     private let lastRequest = Atomic<Int64>(0)
-    /// Whether a buffered request asks ``flushSoon()`` for a prompt write: always, except with
-    /// SendAsap (cnats wrote it already); set by ``connect(_:onEvent:onMaxPayload:shouldRecover:commit:)``.
-    private let flushesBufferedRequests = Atomic<Bool>(false)
     /// ``flushSoon()``'s state: idle, a flush running, or a flush running and another asked for.
     private let flushState = Atomic<UInt8>(FlushState.idle)
     /// How many flushes ``flushSoon()`` ran (for tests of when bytes leave; one relaxed add per
@@ -120,7 +118,6 @@ final class NativeConnection: @unchecked Sendable {
         commit: (_ install: () -> Void) -> Bool
     ) throws(NATSError) -> Bool {
         link.configure(configuration, onEvent: onEvent, onMaxPayload: onMaxPayload, shouldRecover: shouldRecover)
-        flushesBufferedRequests.store(!configuration.sendAsap, ordering: .relaxed)
         // SendAsap writes every publish anyway; without cnats's internals the rule is off (a write
         // at once would take a flush from another thread, see flushSoon).
         if let gap = configuration.writeImmediatelyAfterIdle, !configuration.sendAsap, Self.canPublishNow {
@@ -445,7 +442,7 @@ final class NativeConnection: @unchecked Sendable {
         try result.get()
         switch write {
         case .now: if !Self.canPublishNow { flushSoon() }
-        case .soon: if flushesBufferedRequests.load(ordering: .relaxed) { flushSoon() }
+        case .soon: flushSoon()
         case .buffered: break
         }
     }
