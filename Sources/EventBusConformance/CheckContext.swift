@@ -86,6 +86,24 @@ struct CheckContext: Sendable {
     }
 }
 
+extension CheckContext {
+    /// Waits until `condition` holds, failing only when `progress` stops rising for a step's timeout (see
+    /// ``waitUntil(stallTimeout:progress:poll:_:)``); records an issue naming `what` and returns false then.
+    @discardableResult
+    func expectEventually(
+        _ what: @autoclosure () -> String,
+        progressing progress: () -> Int,
+        sourceLocation: SourceLocation = #_sourceLocation,
+        _ condition: () -> Bool
+    ) async throws -> Bool {
+        let held = try await waitUntil(stallTimeout: timing.stepTimeout, progress: progress, condition)
+        if !held {
+            Issue.record("\(what()) (no progress for \(timing.stepTimeout))", sourceLocation: sourceLocation)
+        }
+        return held
+    }
+}
+
 /// Iterates `subscription` in a child task of `group`, handing each delivery to `handle`; appends to `ended`
 /// when the iteration ends for any reason.
 func iterate(

@@ -19,6 +19,32 @@ func waitUntil(
     return true
 }
 
+/// Waits until `condition` holds while `progress` keeps rising: returns `false` once `stallTimeout` passes with
+/// no rise. For waits whose length depends on the machine's speed (thousands of handlers that sleep), where an
+/// overall budget fails a working backend on a loaded machine; a backend that stops delivering still fails
+/// within `stallTimeout`, and the check's own time limit bounds the whole wait.
+func waitUntil(
+    stallTimeout: Duration,
+    progress: () -> Int,
+    poll: Duration = .milliseconds(5),
+    _ condition: () -> Bool
+) async throws -> Bool {
+    let clock = ContinuousClock()
+    var lastProgress = progress()
+    var deadline = clock.now + stallTimeout
+    while !condition() {
+        let now = progress()
+        if now > lastProgress {
+            lastProgress = now
+            deadline = clock.now + stallTimeout
+        } else if clock.now >= deadline {
+            return false
+        }
+        try await Task.sleep(for: poll)
+    }
+    return true
+}
+
 /// Runs `body` and fails the check if it does not finish within `timeout`; `onTimeout` should make it finish
 /// (close what it waits on), since structured tasks cannot be abandoned.
 func withTimeLimit<Result: Sendable>(
