@@ -79,10 +79,9 @@ struct WriteTimingAndDropTests {
         await responder.close()
     }
 
-    /// A JetStream publish made while a few others await their acks does not wait for cnats's
-    /// flusher, which sleeps a millisecond before it writes. After a quiet spell it is written at
-    /// once (the idle rule); close behind another it is buffered, and the connection writes the
-    /// buffer itself from a dispatch thread, so publishes made meanwhile share the write. Before,
+    /// A JetStream publish made while up to 15 others await their acks does not wait for cnats's
+    /// flusher, which sleeps a millisecond before it writes: it is written at once from the
+    /// publishing thread (without cnats's internals, by the connection's prompt flush). Before,
     /// four tasks publishing one event at a time each waited for that millisecond, and ran slower
     /// than one task. Beyond 16 in flight, publishes are left to cnats's buffer and flusher, which
     /// coalesce them. With SendAsap, cnats writes every publish itself.
@@ -91,52 +90,43 @@ struct WriteTimingAndDropTests {
         defer { server.kill() }
         let usesInternals = NATSNativePath.current.usesInternals
 
-        let connection = try await connect(to: server)
+        // The idle rule off: no publish is written at once for following a quiet spell.
+        let connection = try await connect(to: server) { $0.writeImmediatelyAfterIdle = nil }
         // Something listens on the subject but never answers: every publish stays in flight.
         let silent = try await connection.subscribe(to: "prompt.>")
         let publisher = try await connection.jetStream().makePublisher(configuration: .init(ackTimeout: .seconds(60)))
         var pending = [try await publisher.publish(subject: "prompt.first", payload: Array("1".utf8))]
-        for index in 0..<5 {
-            try await Task.sleep(for: .milliseconds(5))
-            let before = connection.promptWriteCount
-            pending.append(try await publisher.publish(subject: "prompt.quiet", payload: Array("\(index)".utf8)))
-            if usesInternals {
-                #expect(connection.bufferedBytes == 0, "publish \(index) after a quiet spell was written at once")
-            } else {
-                // Without cnats's internals there is no write at once: a prompt flush writes it.
-                #expect(await eventually { connection.promptWriteCount > before && connection.bufferedBytes == 0 })
-            }
-        }
-        _ = silent
-        await connection.close()
-
-        // Without the idle rule every publish behind others is buffered: the prompt write shows.
-        let buffering = try await connect(to: server) { $0.writeImmediatelyAfterIdle = nil }
-        let silentBuffering = try await buffering.subscribe(to: "prompt.>")
-        let bufferingPublisher = try await buffering.jetStream().makePublisher(configuration: .init(ackTimeout: .seconds(60)))
-        pending = [try await bufferingPublisher.publish(subject: "prompt.first", payload: Array("1".utf8))]
         // 2 to 11 in flight.
         for index in 0..<10 {
-            let before = buffering.promptWriteCount
-            pending.append(try await bufferingPublisher.publish(subject: "prompt.behind", payload: Array("\(index)".utf8)))
-            #expect(
-                await eventually { buffering.promptWriteCount > before && buffering.bufferedBytes == 0 },
-                "publish \(index) behind others was written by the connection")
+            let before = connection.promptWriteCount
+            pending.append(try await publisher.publish(subject: "prompt.behind", payload: Array("\(index)".utf8)))
+            if usesInternals {
+                #expect(connection.bufferedBytes == 0, "publish \(index) behind others was written at once")
+                #expect(connection.promptWriteCount == before + 1)
+            } else {
+                #expect(
+                    await eventually { connection.promptWriteCount > before && connection.bufferedBytes == 0 },
+                    "publish \(index) behind others was written by the connection's flush")
+            }
         }
-        // 12 to 211 in flight: only the five up to 16 ask for a prompt write.
-        let beforeMany = buffering.promptWriteCount
+        // 12 to 211 in flight: only the five up to 16 are written by the connection.
+        let beforeMany = connection.promptWriteCount
         for index in 0..<200 {
-            pending.append(try await bufferingPublisher.publish(subject: "prompt.many", payload: Array("\(index)".utf8)))
+            pending.append(try await publisher.publish(subject: "prompt.many", payload: Array("\(index)".utf8)))
         }
-        #expect(await eventually { buffering.bufferedBytes == 0 }, "cnats's flusher wrote the rest")
-        // At most one flush per request for one: five, and without the internals one more that
-        // the first publish (written through a flush there) may still have pending.
-        let manyWrites = buffering.promptWriteCount - beforeMany
-        #expect(manyWrites <= (usesInternals ? 5 : 6), "200 publishes beyond 16 in flight took \(manyWrites) prompt writes")
+        #expect(await eventually { connection.bufferedBytes == 0 }, "cnats's flusher wrote the rest")
+        // Without the internals the five go through prompt flushes, which may coalesce, and the
+        // last publish before them may still have one pending.
+        let manyWrites = connection.promptWriteCount - beforeMany
+        if usesInternals {
+            #expect(manyWrites == 5, "200 publishes from 12 to 211 in flight took \(manyWrites) writes of their own")
+        } else {
+            #expect(manyWrites <= 6, "200 publishes from 12 to 211 in flight took \(manyWrites) prompt flushes")
+        }
         #expect(pending.allSatisfy { $0.outcome == nil })
-        #expect(bufferingPublisher.pendingCount == 211)
-        _ = silentBuffering
-        await buffering.close()
+        #expect(publisher.pendingCount == 211)
+        _ = silent
+        await connection.close()
 
         let sendAsap = try await connect(to: server) { $0.sendAsap = true }
         let silentAgain = try await sendAsap.subscribe(to: "prompt.>")

@@ -134,11 +134,11 @@ public final class NATSJetStreamPublisher: Sendable {
         let write: RequestWrite
         switch attempt {
         case .taken(let inFlight):
-            // Alone: nothing else will carry it, so it is written at once. A few in flight: the
-            // connection writes them promptly, together (cnats's flusher would hold each for a
-            // millisecond, which is all of their wait: four tasks publishing ran slower than one).
-            // Many: they keep the server busy, and cnats's buffer coalesces them into few writes.
-            write = inFlight == 1 ? .now : inFlight <= Self.promptWriteLimit ? .soon : .buffered
+            // Alone or among a few: written at once from this thread (cnats's flusher would hold
+            // each for a millisecond, which is all of their wait: four tasks publishing ran
+            // slower than one). Many: they keep the server busy, and cnats's buffer coalesces
+            // them into few writes.
+            write = inFlight <= Self.promptWriteLimit ? .now : .buffered
         case .closed: throw NATSError(.connectionClosed, "the publisher is closed")
         case .cancelled: throw NATSError(.cancelled, "waiting for room in the publish window was cancelled")
         case .full: preconditionFailure("a publish is written only once it has a place in the window")
@@ -159,15 +159,18 @@ public final class NATSJetStreamPublisher: Sendable {
         }
     }
 
-    /// Publishes in flight (this one included) up to which a publish is written promptly by the
-    /// connection rather than left to cnats's flusher: up to this many, a millisecond's wait is
-    /// the whole cost of each; beyond it, the window keeps the server busy while cnats's buffer
-    /// fills, and prompt writes would cost CPU (a `send` and the connection's lock every few
-    /// publishes) that a throughput-bound publisher needs.
-    /// Measured with `eventbus bench` (30,000 events): 4 publishers ran at 4,464 events/s (p50
-    /// 968 µs) with every publish behind another left to the flusher, 13,905 (268 µs) with this
-    /// limit; 16 publishers 15,979 and 26,652; 64 publishers alike either way (about 35,000), but
-    /// with prompt writes up to 64 in flight the process used 60% more CPU for them.
+    /// Publishes in flight (this one included) up to which a publish is written at once rather
+    /// than left to cnats's flusher: up to this many, a millisecond's wait is the whole cost of
+    /// each; beyond it, the window keeps the server busy while cnats's buffer fills, and a write
+    /// per publish would cost CPU (a `send` under the connection's lock) that a throughput-bound
+    /// publisher needs.
+    /// Measured with `eventbus bench` (20,000 to 30,000 events): 4 publishers ran at 4,464
+    /// events/s (p50 968 µs) with every publish behind another left to the flusher; 64 publishers
+    /// alike either way (about 35,000), but with writes at once up to 64 in flight the process
+    /// used 40-60% more CPU for them. Writing from the publishing thread rather than handing the
+    /// write to a dispatch thread (which could carry several publishes in one `send`) saved that
+    /// hand-off's wake-up: 16 publishers 25,009 against 21,303 events/s and 36.6 against 46.3 µs
+    /// of client CPU per event (5 interleaved rounds); the hand-off seldom carried more than one.
     static let promptWriteLimit = 16
 
     private enum SlotAttempt { case taken(inFlight: Int), closed, cancelled, full }

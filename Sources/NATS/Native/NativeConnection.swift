@@ -11,15 +11,11 @@ import Darwin
 /// When the bytes of a request leave the process. With SendAsap cnats writes every message
 /// itself, so ``ResponseMux`` asks for ``buffered`` there.
 enum RequestWrite: Sendable {
-    /// Written to the socket from the calling thread, as cnats's own requests are: a request
-    /// that nothing else in flight will carry along.
+    /// Written to the socket from the calling thread, as cnats's own requests are: a request a
+    /// caller waits on and that few others in flight would carry along.
     case now
-    /// Buffered, and written promptly from a dispatch thread with whatever else is buffered by
-    /// then (``NativeConnection/flushSoon()``): a few requests in flight together share writes,
-    /// and none waits for cnats's flusher.
-    case soon
     /// Buffered for cnats's flusher (up to 1 ms) or until the buffer fills: many requests in
-    /// flight keep the server busy, and a write per few requests would cost more than it saves.
+    /// flight keep the server busy, and a write per request would cost more than it saves.
     case buffered
 }
 
@@ -46,12 +42,10 @@ final class NativeConnection: @unchecked Sendable {
     private let idleClockCountsCycles = Atomic<Bool>(false)
     /// When the last application publish passed ``publishFollowsIdle()`` (idle clock units).
     private let lastPublish = Atomic<Int64>(0)
-    /// When the last request passed ``requestFollowsIdle()`` (idle clock units).
-    private let lastRequest = Atomic<Int64>(0)
     /// ``flushSoon()``'s state: idle, a flush running, or a flush running and another asked for.
     private let flushState = Atomic<UInt8>(FlushState.idle)
-    /// How many flushes ``flushSoon()`` ran (for tests of when bytes leave; one relaxed add per
-    /// flush, never per publish).
+    /// How many requests the connection wrote itself, at once or through ``flushSoon()`` (for
+    /// tests of when bytes leave; one relaxed add per write, next to a `send`).
     let promptWrites = Atomic<Int>(0)
     /// Whether ``startDrain(timeoutMilliseconds:)``'s second step ran (it runs once).
     private let connectionDrainStarted = Atomic<Bool>(false)
@@ -223,12 +217,6 @@ final class NativeConnection: @unchecked Sendable {
     @inline(__always)
     func publishFollowsIdle() -> Bool { followsIdle(since: lastPublish) }
 
-    /// ``publishFollowsIdle()`` for requests (JetStream publishes among them), on a clock of their
-    /// own: a request behind a few others that comes after a quiet spell of requests is written at
-    /// once, and a request never makes a core publish (a reply, say) look like part of a burst.
-    @inline(__always)
-    func requestFollowsIdle() -> Bool { followsIdle(since: lastRequest) }
-
     /// Whether the idle gap passed since `last`, which is set to now.
     @inline(__always)
     private func followsIdle(since last: borrowing Atomic<Int64>) -> Bool {
@@ -331,24 +319,15 @@ final class NativeConnection: @unchecked Sendable {
 
     /// Has cnats's buffer written promptly from a dispatch thread instead of by cnats's flusher,
     /// which sleeps 1 ms before it writes: that millisecond would be most of a request's round
-    /// trip to a nearby server. Two uses:
-    /// - a request that a caller waits on and that was buffered because others are in flight (a
-    ///   JetStream publish while other publishes await their acks): with four tasks publishing,
-    ///   each publish waited for the flusher and four ran slower than one;
-    /// - without cnats's internals, every message that should leave at once (requests, replies,
-    ///   pull requests): a consumer confirming each ack with `ackSync` would run at a quarter of
-    ///   the speed.
-    ///
-    /// With the internals the write is cnats's flusher's own (``NativeInternals/writeBuffered(_:)``:
-    /// the connection's lock and one `send`, no PING); without them `natsConnection_FlushTimeout`
-    /// writes the buffer and a PING, then waits at most 1 ms for the PONG.
+    /// trip to a nearby server. Only without cnats's internals (``canPublishNow`` false), for
+    /// every message that should leave at once (requests, replies, pull requests, JetStream
+    /// publishes a caller waits on): a consumer confirming each ack with `ackSync` would
+    /// otherwise run at a quarter of the speed. `natsConnection_FlushTimeout` writes the buffer
+    /// and a PING, then waits at most 1 ms for the PONG; nothing is flushed unless connected.
     ///
     /// Non-blocking. One flush runs at a time; calls while it runs ask for one more after it, so a
     /// burst costs a write per flush and at most one thread, publishes made during a flush leave
-    /// with the next one (that is where a burst coalesces), and a request waits at most for the
-    /// flush in progress. With the internals, nothing is written while disconnected (cnats keeps
-    /// what is published then in its reconnect buffer and sends it on reconnect); without them
-    /// nothing is flushed unless connected.
+    /// with the next one, and a request waits at most for the flush in progress.
     func flushSoon() {
         while true {
             let (exchanged, original) = flushState.compareExchange(
@@ -368,9 +347,7 @@ final class NativeConnection: @unchecked Sendable {
     /// this object, so the cnats connection outlives the call).
     private func runFlushes() {
         while true {
-            if let pointer, !NativeInternals.writeBuffered(pointer),
-                natsConnection_Status(pointer) == NATS_CONN_STATUS_CONNECTED
-            {
+            if let pointer, natsConnection_Status(pointer) == NATS_CONN_STATUS_CONNECTED {
                 // A timeout only means the PONG is still on its way: the bytes were written.
                 _ = natsConnection_FlushTimeout(pointer, 1)
             }
@@ -394,12 +371,6 @@ final class NativeConnection: @unchecked Sendable {
         write: RequestWrite
     ) throws(NATSError) {
         guard let pointer else { throw Self.notConnected }
-        // The first of a few after a quiet spell of requests is written at once (those close
-        // behind it are buffered and leave with the next prompt write): that saves it the hop to
-        // the dispatch thread. A request written at once counts for the spell too, so the one
-        // right behind a lone publish is buffered rather than given a write of its own.
-        var write = write
-        if write != .buffered, requestFollowsIdle(), write == .soon { write = .now }
         let now = write == .now
         let result: Result<Void, NATSError> = withUnsafeTemporaryAllocation(of: CChar.self, capacity: replyPrefix.count + 21) { buffer in
             var end = replyPrefix.count
@@ -440,10 +411,8 @@ final class NativeConnection: @unchecked Sendable {
             }
         }
         try result.get()
-        switch write {
-        case .now: if !Self.canPublishNow { flushSoon() }
-        case .soon: flushSoon()
-        case .buffered: break
+        if now {
+            if Self.canPublishNow { promptWrites.add(1, ordering: .relaxed) } else { flushSoon() }
         }
     }
 

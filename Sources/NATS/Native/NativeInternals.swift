@@ -7,10 +7,9 @@ import Glibc
 import Darwin
 #endif
 
-/// Seven cnats functions that nats.h does not declare, and the layout of a received message, which
-/// the module relies on to avoid cnats's per-message header maps, to write a request at once, to
-/// write buffered publishes without waiting for cnats's flusher, and to free messages without a
-/// hand-off to cnats's garbage-collector thread.
+/// Three cnats functions that nats.h does not declare, and the layout of a received message, which
+/// the module relies on to avoid cnats's per-message header maps, to write a request at once, and
+/// to free messages without a hand-off to cnats's garbage-collector thread.
 ///
 /// The functions are exported by libnats 3.x (they are what cnats's own public calls use) and
 /// have kept their signatures from 3.0 to 3.13 (see ``verifiedVersions``):
@@ -29,12 +28,6 @@ import Darwin
 ///   itself, so it frees them in place. (`natsMsg_Destroy` would skip a message cnats marked
 ///   "no destroy"; cnats marks only messages of its own `js_Subscribe` and fetch, which the
 ///   module does not use.)
-/// - `natsConn_lockAndRetain(connection)`, `natsConn_bufferFlush(connection)` and
-///   `natsConn_unlockAndRelease(connection)`: what cnats's flusher thread does once its 1 ms wait
-///   is over (take the connection's lock, write the buffer, unlock). The module calls them from a
-///   dispatch thread right after a publish that a caller waits on was buffered (see
-///   `NativeConnection.flushSoon`), so that its bytes leave within microseconds, not a millisecond.
-///   `nats_clearLastError()` clears the error a failed write records for that thread.
 ///
 /// They are looked up at run time (`dlsym`), not linked, and only for a libnats release whose
 /// sources were checked (``verifiedVersions``): with another version, with
@@ -51,9 +44,6 @@ enum NativeInternals {
     ) -> natsStatus
     typealias PublishMessage = @convention(c) (OpaquePointer?, OpaquePointer?, UnsafePointer<CChar>?, Bool) -> natsStatus
     typealias FreeMessage = @convention(c) (UnsafeMutableRawPointer?) -> Void
-    typealias ConnectionCall = @convention(c) (OpaquePointer?) -> Void
-    typealias BufferFlush = @convention(c) (OpaquePointer?) -> natsStatus
-    typealias ClearLastError = @convention(c) () -> Void
 
     /// The libnats releases whose internals were checked against their sources (nats.c git tags
     /// v3.0.0 to v3.13.0, every 3.x release there is): in each, `natsMsg_create`,
@@ -62,9 +52,7 @@ enum NativeInternals {
     /// lays out subject, NUL, reply, NUL, header block, NUL, payload in one allocation, which is
     /// also how the reader (`conn.c`, `natsConn_processMsg`) creates every received message;
     /// `natsMsgHeader_encode` sends an unparsed ("needs lift") block as it is; `natsMsg_free` is
-    /// unchanged; `natsConn_lockAndRetain`, `natsConn_bufferFlush` and `natsConn_unlockAndRelease`
-    /// are the same code in v3.0.0 and v3.13.0, and `nats_clearLastError` is in every one (3.10
-    /// moved it to `glib/glib_last_error.c`); cnats's mutexes are recursive in all of them; and the `natsMsg` struct is the same. Changes in between that the module does
+    /// unchanged; and the `natsMsg` struct is the same. Changes in between that the module does
     /// not depend on: 3.2 `natsMsg_create` accepts a NULL buffer; 3.3 `natsMsg_Destroy` skips
     /// "no destroy" messages; 3.4 `natsConn_publish` counts headers against `max_payload` (the
     /// module checks sizes itself first); 3.7 it skips the headers-support check while a retried
@@ -109,10 +97,6 @@ enum NativeInternals {
         let createMessage: CreateMessage
         let publishMessage: PublishMessage
         let freeMessage: FreeMessage
-        let lockAndRetain: ConnectionCall
-        let bufferFlush: BufferFlush
-        let unlockAndRelease: ConnectionCall
-        let clearLastError: ClearLastError
     }
 
     /// The path in use, and the functions when it is the internals' one. Decided once.
@@ -128,9 +112,7 @@ enum NativeInternals {
         // RTLD_DEFAULT: the process's global scope, where libnats was loaded as a dependency.
         let scope = UnsafeMutableRawPointer(bitPattern: 0)
         guard let create = dlsym(scope, "natsMsg_create"), let publish = dlsym(scope, "natsConn_publish"),
-            let free = dlsym(scope, "natsMsg_free"), let lock = dlsym(scope, "natsConn_lockAndRetain"),
-            let flush = dlsym(scope, "natsConn_bufferFlush"), let unlock = dlsym(scope, "natsConn_unlockAndRelease"),
-            let clear = dlsym(scope, "nats_clearLastError")
+            let free = dlsym(scope, "natsMsg_free")
         else {
             return (
                 NATSNativePath(
@@ -144,19 +126,14 @@ enum NativeInternals {
             Functions(
                 createMessage: unsafeBitCast(create, to: CreateMessage.self),
                 publishMessage: unsafeBitCast(publish, to: PublishMessage.self),
-                freeMessage: unsafeBitCast(free, to: FreeMessage.self),
-                lockAndRetain: unsafeBitCast(lock, to: ConnectionCall.self),
-                bufferFlush: unsafeBitCast(flush, to: BufferFlush.self),
-                unlockAndRelease: unsafeBitCast(unlock, to: ConnectionCall.self),
-                clearLastError: unsafeBitCast(clear, to: ClearLastError.self))
+                freeMessage: unsafeBitCast(free, to: FreeMessage.self))
         )
     }()
 
     private static var functions: Functions? { lookup.functions }
 
     /// The unexported functions the internals' path needs, as a failed lookup names them.
-    static let symbols =
-        "natsMsg_create, natsConn_publish, natsMsg_free, natsConn_lockAndRetain, natsConn_bufferFlush, natsConn_unlockAndRelease and nats_clearLastError"
+    static let symbols = "natsMsg_create, natsConn_publish and natsMsg_free"
 
     /// Which path the module takes through cnats, and why.
     static var selection: NATSNativePath { lookup.path }
@@ -168,7 +145,7 @@ enum NativeInternals {
         return String(cString: value) == "1"
     }
 
-    /// Whether the internals are in use (a verified libnats, the seven functions exported, not
+    /// Whether the internals are in use (a verified libnats, the three functions exported, not
     /// turned off).
     static var isAvailable: Bool { functions != nil }
 
@@ -205,32 +182,6 @@ enum NativeInternals {
     /// Only for messages from ``makeMessage(subject:reply:headerBlockAndPayload:headerLength:)``.
     static func publish(_ message: OpaquePointer, on connection: OpaquePointer, now: Bool) -> natsStatus {
         functions!.publishMessage(connection, message, nil, now)
-    }
-
-    /// Writes what cnats buffered for the connection, from this thread and without a PING: what
-    /// cnats's flusher thread does after its 1 ms wait (`natsConn_bufferFlush` under the
-    /// connection's lock), and like it only while the connection is connected or draining.
-    /// Otherwise the buffer is left alone: while cnats reconnects, publishes go to its reconnect
-    /// buffer, and bytes left in the write buffer by a write that failed are cnats's to drop
-    /// (it resets the buffer when it reconnects); writing them behind the reconnect buffer would
-    /// reorder the stream. cnats's mutex is recursive, so the status is read under the same lock
-    /// hold. The retain keeps the connection alive until the unlock. A write that fails leaves
-    /// the error to cnats's reader thread, which sees the broken socket and reconnects; the
-    /// error cnats records for this thread is cleared. `false` when the internals are not
-    /// available.
-    static func writeBuffered(_ connection: OpaquePointer) -> Bool {
-        guard let functions else { return false }
-        functions.lockAndRetain(connection)
-        switch natsConnection_Status(connection) {
-        case NATS_CONN_STATUS_CONNECTED, NATS_CONN_STATUS_DRAINING_SUBS, NATS_CONN_STATUS_DRAINING_PUBS:
-            // The error cnats records for this (shared dispatch) thread would otherwise be read
-            // as the detail of an unrelated failure later on it.
-            if functions.bufferFlush(connection) != NATS_OK { functions.clearLastError() }
-        default:
-            break
-        }
-        functions.unlockAndRelease(connection)
-        return true
     }
 
     /// Where a received message's header block is.
