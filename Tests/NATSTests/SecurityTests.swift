@@ -159,10 +159,15 @@ struct AuthenticationTests {
         configuration.authentication = .credentialsFile(path: path)
         let error = await natsError { _ = try await connectSecured(configuration) }
         #expect(error?.code == .authenticationFailed, "\(String(describing: error))")
-        try await Task.sleep(for: .milliseconds(200))
+        // The trace is read until its CONNECT line has arrived whole (under load, the server's
+        // log can lag behind the -ERR the client already has).
+        let connectTraced = await eventually {
+            let log = (try? String(contentsOfFile: server.logFile, encoding: .utf8)) ?? ""
+            return log.split(separator: "\n").contains { $0.contains("CONNECT") && $0.contains("\"sig\":") }
+        }
         let log = try String(contentsOfFile: server.logFile, encoding: .utf8)
+        #expect(connectTraced, "no traced CONNECT with a signature: \(log)")
         #expect(log.contains(jwt), "\(log)")
-        #expect(log.contains("\"sig\":"))
         #expect(!log.contains(user.seed))
     }
 
