@@ -39,13 +39,16 @@ public struct EventBusConformanceHarness: Sendable {
 }
 
 /// The durations the conformance checks use. Checks of timing (ack wait, nak delay, backoff) scale with
-/// ``ackWait``; every other wait is bounded by ``stepTimeout``, so a broken backend fails instead of hanging.
+/// ``ackWait``; every other wait is bounded by ``stepTimeout`` (or, where its length is the machine's pace,
+/// fails after ``stepTimeout`` without progress), and a whole check by ``checkTimeout``, so a broken backend
+/// fails instead of hanging.
 public struct ConformanceTiming: Sendable {
     /// The ack wait of subscriptions in timing checks; nak delays and backoff are fractions of it.
     public var ackWait: Duration
     /// How long a check watches that nothing more (or nothing early) arrives.
     public var quietPeriod: Duration
-    /// The most any single wait in a check may take before the check fails.
+    /// The most any single wait in a check may take before the check fails; a wait for many handlers to
+    /// finish (whose length is the machine's pace) fails after this long without progress instead.
     public var stepTimeout: Duration
     /// The most a whole check may take; past it the check fails and its buses are closed.
     public var checkTimeout: Duration

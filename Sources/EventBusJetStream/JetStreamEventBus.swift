@@ -11,8 +11,8 @@ import Synchronization
 /// - `publish` sends the event with `Nats-Msg-Id` = event id and returns when the stream stored
 ///   it (the receipt carries the stream sequence and whether it was a duplicate). Every publish,
 ///   lone or one of many, goes through one engine: a bounded window of publishes awaiting their
-///   acks on the bus's one connection. A publish that finds the window empty is written at once
-///   (one round trip); while others are in flight cnats batches the writes.
+///   acks on the bus's one connection. A publish that finds at most 15 others in the window is
+///   written at once (one round trip); beyond 16 in flight cnats batches the writes.
 ///   ``publish(contentsOf:)`` publishes a batch without a task per event.
 /// - `subscribe` with a group binds to the durable pull consumer of that group and pattern (created
 ///   on first use, named `<group>-<hash of the pattern>`); without a group it creates an ephemeral

@@ -86,8 +86,10 @@ public final class NATSConnection: Sendable {
     /// connected).
     package var bufferedBytes: Int { native.bufferedBytes }
 
-    /// How many times the connection flushed cnats's buffer itself instead of leaving it to
-    /// cnats's flusher (see `NativeConnection.flushSoon`); for tests of when bytes leave.
+    /// How many requests (JetStream publishes among them) the connection wrote itself instead of
+    /// leaving them to cnats's flusher: with cnats's internals each request written at once;
+    /// without them each prompt flush (`NativeConnection.flushSoon`, which also serves replies
+    /// and pull requests there). For tests of when bytes leave.
     package var promptWriteCount: Int { native.promptWrites.load(ordering: .relaxed) }
 
     /// Whether the connection is closed for good (``close()`` or ``drain(timeout:)`` finished, or

@@ -76,9 +76,10 @@ public final class NATSJetStreamPublisher: Sendable {
 
     /// Publishes a message; returns once it is sent (waiting first while the window is full).
     ///
-    /// A publish that finds no other in flight is written to the socket at once, so a lone
-    /// publish costs one round trip; while others are in flight it is left to cnats's flusher,
-    /// which writes a burst in few system calls.
+    /// A publish that finds at most 15 others in flight is written to the socket at once, so a
+    /// lone publish costs one round trip and a few tasks publishing do not wait for cnats's
+    /// flusher; with more in flight it is left to that flusher, which writes a burst in few
+    /// system calls.
     ///
     /// - Throws: validation errors as for a core publish, or ``NATSError/Code/connectionClosed``
     ///   when the connection or the publisher (``close()``) is closed. Failures after the message was sent
@@ -169,8 +170,13 @@ public final class NATSJetStreamPublisher: Sendable {
     /// alike either way (about 35,000), but with writes at once up to 64 in flight the process
     /// used 40-60% more CPU for them. Writing from the publishing thread rather than handing the
     /// write to a dispatch thread (which could carry several publishes in one `send`) saved that
-    /// hand-off's wake-up: 16 publishers 25,009 against 21,303 events/s and 36.6 against 46.3 µs
-    /// of client CPU per event (5 interleaved rounds); the hand-off seldom carried more than one.
+    /// hand-off's wake-up (the hand-off seldom carried more than one publish): 4 publishers
+    /// 13,909 against 12,663 events/s and 61.2 against 70.6 µs of client CPU per event, 16
+    /// publishers level (23,984 against 24,613 events/s, 39.6 against 41.6 µs; another set had
+    /// 25,009 against 21,303), medians of 5 interleaved rounds each. The publishing thread (one
+    /// of the concurrency pool's) makes the `send` under cnats's connection lock, as a lone
+    /// publish and every cnats request do; a full socket buffer would hold it there, but the
+    /// flusher thread would hold the same lock meanwhile.
     static let promptWriteLimit = 16
 
     private enum SlotAttempt { case taken(inFlight: Int), closed, cancelled, full }
@@ -409,8 +415,8 @@ public final class NATSPendingPublish: Sendable {
 extension NATSPendingPublish: ResponseReceiver {
     func receive(_ outcome: Result<NATSMessage, NATSError>) {
         // The window first, the waiter second: a task that publishes again as soon as it is
-        // resumed must find this publish gone, or it thinks itself not alone and leaves its
-        // publish to cnats's flusher (a millisecond's wait for a one-at-a-time publisher).
+        // resumed must find this publish gone, or it counts it among those in flight (which,
+        // at the window's limit of prompt writes, would leave its publish to cnats's flusher).
         complete(publisher.outcome(of: self, outcome), beforeResuming: publisher.completed)
     }
 }

@@ -44,8 +44,9 @@ final class NativeConnection: @unchecked Sendable {
     private let lastPublish = Atomic<Int64>(0)
     /// ``flushSoon()``'s state: idle, a flush running, or a flush running and another asked for.
     private let flushState = Atomic<UInt8>(FlushState.idle)
-    /// How many requests the connection wrote itself, at once or through ``flushSoon()`` (for
-    /// tests of when bytes leave; one relaxed add per write, next to a `send`).
+    /// With the internals, how many requests were written at once; without them, how many
+    /// flushes ``flushSoon()`` ran (for any message that should leave at once). For tests of
+    /// when bytes leave; one relaxed add per write, next to a `send`.
     let promptWrites = Atomic<Int>(0)
     /// Whether ``startDrain(timeoutMilliseconds:)``'s second step ran (it runs once).
     private let connectionDrainStarted = Atomic<Bool>(false)
@@ -311,10 +312,11 @@ final class NativeConnection: @unchecked Sendable {
         if status != NATS_OK { throw Self.failure(status, "publishing to '\(subject)'", on: pointer) }
     }
 
-    /// Whether ``publish(subject:replyPrefix:token:headers:payload:now:)`` can write a message
-    /// at once without blocking for anything but the socket: always with SendAsap, otherwise
-    /// through cnats's internal publish (see `NativeInternals`). Without them, messages that
-    /// should leave at once are published and ``flushSoon()`` writes them.
+    /// Whether ``publish(subject:replyPrefix:token:headers:payload:write:)`` and
+    /// ``publishNow(subject:replyTo:headers:payload:)`` can write a message at once without
+    /// blocking for anything but the socket: through cnats's internal publish (see
+    /// `NativeInternals`). Without it, messages that should leave at once are published and
+    /// ``flushSoon()`` writes them.
     static var canPublishNow: Bool { NativeInternals.isAvailable }
 
     /// Has cnats's buffer written promptly from a dispatch thread instead of by cnats's flusher,

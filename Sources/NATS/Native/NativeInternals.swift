@@ -32,10 +32,10 @@ import Darwin
 /// They are looked up at run time (`dlsym`), not linked, and only for a libnats release whose
 /// sources were checked (``verifiedVersions``): with another version, with
 /// `NATS_PUBLIC_API_ONLY=1`, or with a build that hides them, `isAvailable` is false and the
-/// module uses public calls only (header maps, and requests, replies and pull requests written by
-/// a flush from a dispatch thread, see `NativeConnection.flushSoon`), with the same behaviour and
-/// the old costs. ``selection`` says which path is in use
-/// and why; every connection logs it at connect. Tests cover both paths' wire format against
+/// module uses public calls only (header maps, and requests, JetStream publishes, replies and pull
+/// requests written by a flush from a dispatch thread, see `NativeConnection.flushSoon`), with the
+/// same behaviour and the old costs. ``selection`` says which path is in use and why; every
+/// connection logs it at connect. Tests cover both paths' wire format against
 /// cnats's own parser, and the gate itself.
 enum NativeInternals {
     typealias CreateMessage = @convention(c) (
