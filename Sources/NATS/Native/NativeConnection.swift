@@ -154,7 +154,18 @@ final class NativeConnection: @unchecked Sendable {
             throw error
         }
         var connection: OpaquePointer?
-        let status = natsConnection_Connect(&connection, options.pointer)
+        var refused = callbacks.unsendableSignatures.load(ordering: .relaxed)
+        var status = natsConnection_Connect(&connection, options.pointer)
+        // A signature the library could not send failed the attempt before it reached the
+        // server; a new connection gets a new nonce, whose signature begins with a zero byte
+        // once in 256 times. Three more attempts leave one connect in 2^32 failing so.
+        for _ in 0..<3 where status != NATS_OK {
+            let now = callbacks.unsendableSignatures.load(ordering: .relaxed)
+            guard now > refused else { break }
+            refused = now
+            connection = nil
+            status = natsConnection_Connect(&connection, options.pointer)
+        }
         guard status == NATS_OK, let connection else {
             Unmanaged<NativeConnectionCallbacks>.fromOpaque(closure).release()
             let servers = configuration.servers.map(\.description).joined(separator: ", ")
@@ -648,6 +659,9 @@ final class NativeConnectionCallbacks: @unchecked Sendable {
     var signer: NativeNKeySigner?
     /// The user JWT of a credentials file; set with `signer`.
     var userJWT: String?
+    /// Signatures refused because this libnats would leave them out of CONNECT (see
+    /// ``NativeNKeySigner/libraryDropsSignaturesStartingWithZero``); `open` connects again then.
+    let unsendableSignatures = Atomic<Int>(0)
 
     init(
         onEvent: @escaping @Sendable (NATSConnectionEvent) -> Void,

@@ -36,6 +36,14 @@ final class NativeNKeySigner: @unchecked Sendable {
         EVP_PKEY_free(key)  // OpenSSL wipes the private key when it frees it.
     }
 
+    /// Whether this process's libnats leaves a signature whose first byte is zero out of CONNECT:
+    /// before 3.10.0 its base64 encoder took the raw signature for a C string and encoded nothing
+    /// when the first byte was 0 (nats.c #705), so the server saw a JWT or NKey without a
+    /// signature and refused it. That is one connection attempt in 256, with any client of those
+    /// releases (Debian's is 3.4.1); the signature callback refuses such a signature instead, so
+    /// the attempt fails before it reaches the server and the next one signs a new nonce.
+    static let libraryDropsSignaturesStartingWithZero = nats_GetVersionNumber() < NativeInternals.version(3, 10, 0)
+
     /// The 64-byte Ed25519 signature of `message`, or `nil` if OpenSSL fails.
     func sign(_ message: UnsafeRawBufferPointer) -> [UInt8]? {
         guard let context = EVP_MD_CTX_new() else { return nil }
@@ -69,7 +77,8 @@ final class NativeNKeySigner: @unchecked Sendable {
 /// cnats's signature callback: the closure is the connection's retained callbacks box, which
 /// holds the signer for as long as cnats may call this.
 let nativeSignNonce: natsSignatureHandler = { errorText, signature, length, nonce, closure in
-    guard let signer = NativeConnectionCallbacks.from(closure).signer else { return NATS_ERR }
+    let callbacks = NativeConnectionCallbacks.from(closure)
+    guard let signer = callbacks.signer else { return NATS_ERR }
     // A server that does not require NKeys sends no nonce; cnats still asks for a signature,
     // which that server ignores.
     let status: natsStatus
@@ -78,8 +87,20 @@ let nativeSignNonce: natsSignatureHandler = { errorText, signature, length, nonc
     } else {
         status = "".withCString { signer.sign(nonce: $0, signature: signature, length: length) }
     }
-    if status != NATS_OK { errorText?.pointee = strdup("signing the server's nonce with the NKey seed failed") }
-    return status
+    if status != NATS_OK {
+        errorText?.pointee = strdup("signing the server's nonce with the NKey seed failed")
+        return status
+    }
+    if NativeNKeySigner.libraryDropsSignaturesStartingWithZero, let bytes = signature?.pointee, bytes[0] == 0 {
+        free(bytes)
+        signature?.pointee = nil
+        length?.pointee = 0
+        callbacks.unsendableSignatures.add(1, ordering: .relaxed)
+        errorText?.pointee = strdup(
+            "the signature of the server's nonce begins with a zero byte, which libnats before 3.10 leaves out of CONNECT; a new connection signs a new nonce")
+        return NATS_ERR
+    }
+    return NATS_OK
 }
 
 /// Reads a whole small file (credentials, seeds) as UTF-8; blocking, so only from the connect path,
