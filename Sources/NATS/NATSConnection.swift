@@ -567,10 +567,10 @@ public final class NATSConnection: Sendable {
 
     /// Validates a request whose outcome goes to `receiver` (a JetStream publish in a
     /// publisher's window) and starts it through `mux`; see
-    /// ``ResponseMux/start(subject:bytes:headers:timeout:receiver:write:)``.
+    /// ``ResponseMux/start(subject:bytes:headers:timeout:receiver:now:)``.
     func startRequest(
         subject: String, bytes: UnsafeRawBufferPointer, headers: NATSHeaders, timeout: Duration,
-        receiver: any ResponseReceiver, write: RequestWrite, through mux: ResponseMux
+        receiver: any ResponseReceiver, now: Bool, through mux: ResponseMux
     ) throws(NATSError) {
         try NATSValidation.validateSubject(subject, for: .publish)
         if !headers.isEmpty { try NATSValidation.validateHeaders(headers) }
@@ -579,7 +579,7 @@ public final class NATSConnection: Sendable {
             subject: subject, replyLength: mux.prefix.count + NATSValidation.decimalDigits(Int.max), headers: headers,
             payloadCount: bytes.count)
         do {
-            _ = try mux.start(subject: subject, bytes: bytes, headers: headers, timeout: timeout, receiver: receiver, write: write)
+            _ = try mux.start(subject: subject, bytes: bytes, headers: headers, timeout: timeout, receiver: receiver, now: now)
         } catch where error.code == .notConnected {
             throw notConnectedError()
         }

@@ -138,18 +138,18 @@ final class ResponseMux: Sendable {
 
     /// Registers a request and publishes it; returns its token for ``wait(token:)``.
     func start(subject: String, bytes: UnsafeRawBufferPointer, headers: NATSHeaders, timeout: Duration) throws(NATSError) -> UInt64 {
-        try start(subject: subject, bytes: bytes, headers: headers, timeout: timeout, receiver: nil, write: .now)
+        try start(subject: subject, bytes: bytes, headers: headers, timeout: timeout, receiver: nil, now: publishNow)
     }
 
     /// Registers a request whose outcome goes to `receiver` (exactly once: reply, "no
     /// responders", timeout or the connection closing; called on cnats's delivery thread or the
-    /// timer's queue) and publishes it; `write` says when its bytes leave (see ``RequestWrite``;
-    /// with SendAsap cnats writes every message itself).
+    /// timer's queue) and publishes it. With `now` false the message is left to cnats's flusher,
+    /// which batches a burst into few writes; with `now` it is written at once (as requests are).
     /// When publishing fails, this throws; `receiver` may have been handed an outcome just before
     /// (the connection closed between registering and writing), so it must keep only the first.
     func start(
         subject: String, bytes: UnsafeRawBufferPointer, headers: NATSHeaders, timeout: Duration,
-        receiver: (any ResponseReceiver)?, write: RequestWrite
+        receiver: (any ResponseReceiver)?, now: Bool
     ) throws(NATSError) -> UInt64 {
         let deadline = DispatchTime.now().uptimeNanoseconds &+ UInt64(clamping: timeout.nanosecondsClamped)
         let token = state.withLock { state -> UInt64? in
@@ -166,8 +166,7 @@ final class ResponseMux: Sendable {
         guard let token else { throw NATSError(.connectionClosed, "the connection is closed") }
         do {
             try native.publish(
-                subject: subject, replyPrefix: prefix, token: token, headers: headers, payload: bytes,
-                write: publishNow ? write : .buffered)
+                subject: subject, replyPrefix: prefix, token: token, headers: headers, payload: bytes, now: now && publishNow)
         } catch {
             _ = state.withLock { $0.waiters.removeValue(forKey: token) }
             throw error

@@ -132,14 +132,14 @@ public final class NATSJetStreamPublisher: Sendable {
     /// the record gets the outcome and leaves the window, and the error is thrown.
     @inline(never)
     private func write(_ record: NATSPendingPublish, after attempt: SlotAttempt) throws(NATSError) {
-        let write: RequestWrite
+        let now: Bool
         switch attempt {
         case .taken(let inFlight):
             // Alone or among a few: written at once from this thread (cnats's flusher would hold
             // each for a millisecond, which is all of their wait: four tasks publishing ran
             // slower than one). Many: they keep the server busy, and cnats's buffer coalesces
             // them into few writes.
-            write = inFlight <= Self.promptWriteLimit ? .now : .buffered
+            now = inFlight <= Self.promptWriteLimit
         case .closed: throw NATSError(.connectionClosed, "the publisher is closed")
         case .cancelled: throw NATSError(.cancelled, "waiting for room in the publish window was cancelled")
         case .full: preconditionFailure("a publish is written only once it has a place in the window")
@@ -149,7 +149,7 @@ public final class NATSJetStreamPublisher: Sendable {
                 Result { () throws(NATSError) in
                     try connection.startRequest(
                         subject: record.subject, bytes: bytes, headers: record.headers, timeout: configuration.ackTimeout,
-                        receiver: record, write: write, through: responses)
+                        receiver: record, now: now, through: responses)
                 }
             }.get()
         } catch {

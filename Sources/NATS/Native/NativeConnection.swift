@@ -8,17 +8,6 @@ import Glibc
 import Darwin
 #endif
 
-/// When the bytes of a request leave the process. With SendAsap cnats writes every message
-/// itself, so ``ResponseMux`` asks for ``buffered`` there.
-enum RequestWrite: Sendable {
-    /// Written to the socket from the calling thread, as cnats's own requests are: a request a
-    /// caller waits on and that few others in flight would carry along.
-    case now
-    /// Buffered for cnats's flusher (up to 1 ms) or until the buffer fills: many requests in
-    /// flight keep the server busy, and a write per request would cost more than it saves.
-    case buffered
-}
-
 /// Owns a `natsConnection`. cnats connections are thread-safe, so this class is `Sendable`;
 /// methods marked "blocking" must run on the blocking executor, never on the Swift concurrency pool.
 ///
@@ -227,16 +216,12 @@ final class NativeConnection: @unchecked Sendable {
     /// ``NativeIdleClock``) and three relaxed atomics per publish. Threads publishing at once may
     /// both see "idle": the cost is one extra write.
     @inline(__always)
-    func publishFollowsIdle() -> Bool { followsIdle(since: lastPublish) }
-
-    /// Whether the idle gap passed since `last`, which is set to now.
-    @inline(__always)
-    private func followsIdle(since last: borrowing Atomic<Int64>) -> Bool {
+    func publishFollowsIdle() -> Bool {
         let gap = idleGap.load(ordering: .relaxed)
         guard gap > 0 else { return false }
         let now = NativeIdleClock.now(cycleCounter: idleClockCountsCycles.load(ordering: .relaxed))
-        let previous = last.load(ordering: .relaxed)
-        last.store(now, ordering: .relaxed)
+        let previous = lastPublish.load(ordering: .relaxed)
+        lastPublish.store(now, ordering: .relaxed)
         return now &- previous >= gap
     }
 
@@ -323,7 +308,7 @@ final class NativeConnection: @unchecked Sendable {
         if status != NATS_OK { throw Self.failure(status, "publishing to '\(subject)'", on: pointer) }
     }
 
-    /// Whether ``publish(subject:replyPrefix:token:headers:payload:write:)`` and
+    /// Whether ``publish(subject:replyPrefix:token:headers:payload:now:)`` and
     /// ``publishNow(subject:replyTo:headers:payload:)`` can write a message at once without
     /// blocking for anything but the socket: through cnats's internal publish (see
     /// `NativeInternals`). Without it, messages that should leave at once are published and
@@ -373,18 +358,18 @@ final class NativeConnection: @unchecked Sendable {
     }
 
     /// Publishes a request whose reply subject is `replyPrefix` followed by `token` in decimal,
-    /// built on the stack (no allocation). Non-blocking; `write` says when its bytes leave (see
-    /// ``RequestWrite``).
+    /// built on the stack (no allocation). Non-blocking; with `now` the bytes are written to the
+    /// socket from this thread (as cnats's own request does) instead of by the flusher thread up
+    /// to a millisecond later, or without the internals (``canPublishNow``) by ``flushSoon()``.
     func publish(
         subject: String,
         replyPrefix: [UInt8],
         token: UInt64,
         headers: NATSHeaders,
         payload: UnsafeRawBufferPointer,
-        write: RequestWrite
+        now: Bool
     ) throws(NATSError) {
         guard let pointer else { throw Self.notConnected }
-        let now = write == .now
         let result: Result<Void, NATSError> = withUnsafeTemporaryAllocation(of: CChar.self, capacity: replyPrefix.count + 21) { buffer in
             var end = replyPrefix.count
             replyPrefix.withUnsafeBytes { UnsafeMutableRawPointer(buffer.baseAddress!).copyMemory(from: $0.baseAddress!, byteCount: end) }

@@ -117,7 +117,7 @@ enum NativeInternals {
             return (
                 NATSNativePath(
                     usesInternals: false, libraryVersion: gated.libraryVersion,
-                    reason: "libnats \(gated.libraryVersion) does not export \(symbols)"),
+                    reason: "libnats \(gated.libraryVersion) does not export natsMsg_create, natsConn_publish and natsMsg_free"),
                 nil
             )
         }
@@ -131,9 +131,6 @@ enum NativeInternals {
     }()
 
     private static var functions: Functions? { lookup.functions }
-
-    /// The unexported functions the internals' path needs, as a failed lookup names them.
-    static let symbols = "natsMsg_create, natsConn_publish and natsMsg_free"
 
     /// Which path the module takes through cnats, and why.
     static var selection: NATSNativePath { lookup.path }
