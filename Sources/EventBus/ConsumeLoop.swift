@@ -42,6 +42,21 @@ enum ConsumeLoop {
         extender: AckExtender?,
         handler: @escaping @Sendable (Delivery) async throws -> Void
     ) async throws {
+        if let executor = subscription.consumer?.taskExecutor {
+            try await withTaskExecutorPreference(executor) {
+                try await sequentialLoop(subscription, options: options, extender: extender, handler: handler)
+            }
+        } else {
+            try await sequentialLoop(subscription, options: options, extender: extender, handler: handler)
+        }
+    }
+
+    private static func sequentialLoop(
+        _ subscription: EventSubscription,
+        options: SubscriptionOptions,
+        extender: AckExtender?,
+        handler: @escaping @Sendable (Delivery) async throws -> Void
+    ) async throws {
         guard let extender else {
             try await loop(subscription, options: options, extender: nil, handler: handler)
             return

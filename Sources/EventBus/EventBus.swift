@@ -116,6 +116,13 @@ extension EventBus {
     /// cancelled with this task as `options.onCancel` says. Throws ``EventBusError/Code/invalidOption``
     /// before handling anything if the options are invalid or `handlerConcurrency` exceeds the consumer's
     /// limit of outstanding deliveries (`maxInFlight`; on JetStream, by default, the bus's `maxAckPending`).
+    ///
+    /// With one handler at a time, a backend may run the loop on the thread that receives its
+    /// deliveries (the JetStream bus does: the consumer's cnats delivery thread), so that an event
+    /// reaches the handler without waking a concurrency-pool thread for it. The handler's own child
+    /// tasks, and whatever resumes it after it awaits something else, run on the pool as usual. A
+    /// handler that blocks its thread holds up only this subscription's deliveries, as it would
+    /// anyway, instead of a thread of the pool.
     public func consume(
         _ subscription: EventSubscription,
         options: SubscriptionOptions,

@@ -115,13 +115,20 @@ package struct ConsumerSettings: Sendable {
     package var maxInFlightName: String
     /// The bus's logger.
     package var logger: Logger
+    /// Where `consume` runs its loop when handlers run one at a time: an executor the backend's
+    /// receiving thread can run the loop on when it hands over deliveries (see the NATS module's
+    /// `DeliveryThreadExecutor`); `nil` for the global executor.
+    package var taskExecutor: (any TaskExecutor)?
 
     /// Creates the settings.
-    package init(ackWait: Duration, maxInFlight: Int, maxInFlightName: String, logger: Logger) {
+    package init(
+        ackWait: Duration, maxInFlight: Int, maxInFlightName: String, logger: Logger, taskExecutor: (any TaskExecutor)? = nil
+    ) {
         self.ackWait = ackWait
         self.maxInFlight = maxInFlight
         self.maxInFlightName = maxInFlightName
         self.logger = logger
+        self.taskExecutor = taskExecutor
     }
 }
 

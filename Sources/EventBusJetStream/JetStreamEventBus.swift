@@ -507,7 +507,8 @@ public final class JetStreamEventBus: EventBus, Service {
         return EventSubscription(
             subscription,
             consumer: ConsumerSettings(
-                ackWait: effective.ackWait, maxInFlight: effective.maxInFlight, maxInFlightName: limitName, logger: logger))
+                ackWait: effective.ackWait, maxInFlight: effective.maxInFlight, maxInFlightName: limitName, logger: logger,
+                taskExecutor: subscription.deliveryExecutor))
     }
 
     /// Applies the bus's defaults where the options keep the library's.

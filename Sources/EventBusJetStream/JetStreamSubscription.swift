@@ -213,6 +213,14 @@ final class JetStreamSubscription: DeliverySource, Sendable {
             recoveries: consumerHealth.recoveries, lastError: consumerHealth.lastError.map { "\($0)" })
     }
 
+    /// The executor `consume` runs its loop on (see the NATS module's `deliveryExecutor`).
+    var deliveryExecutor: any TaskExecutor {
+        switch consumer {
+        case .pull(let pull): pull.deliveryExecutor
+        case .push(let push): push.deliveryExecutor
+        }
+    }
+
     func makeDeliveryIterator() -> any DeliveryIterator {
         switch consumer {
         case .pull(let pull): Iterator(subscription: self, pull: pull.makeAsyncIterator(), push: nil)

@@ -94,6 +94,9 @@ final class BoundedBatchBuffer<Element: Sendable>: Sendable {
     let limits: Limits
     private let wakeMessages: Int
     private let wakeBytes: Int
+    /// Runs the resumed consumer's next step on the producer's thread when the consumer's task
+    /// prefers it (see ``DeliveryThreadExecutor``).
+    let consumerExecutor = DeliveryThreadExecutor()
 
     init(limits: Limits) {
         self.limits = limits
@@ -140,7 +143,7 @@ final class BoundedBatchBuffer<Element: Sendable>: Sendable {
             }
             switch outcome {
             case .appended(let consumer):
-                consumer?.resume()
+                if let consumer { consumerExecutor.resume(consumer) }
                 return nil
             case .consumerWaitsForSmallBatch:
                 // The next append of this producer decides (it is on its way).
@@ -149,7 +152,7 @@ final class BoundedBatchBuffer<Element: Sendable>: Sendable {
                     defer { state.consumer = nil }
                     return state.consumer
                 }
-                consumer?.resume()
+                if let consumer { consumerExecutor.resume(consumer) }
                 return nil
             case .finished:
                 return element.take()

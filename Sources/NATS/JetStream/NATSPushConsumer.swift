@@ -48,6 +48,11 @@ public final class NATSPushConsumer: AsyncSequence, Sendable {
             waiting: handle.buffer.hasWaitingConsumer, finished: handle.buffer.isFinished)
     }
 
+    /// An executor for the task that iterates this consumer: a task that prefers it
+    /// (`withTaskExecutorPreference`) is run by the delivery thread that hands it messages while
+    /// it waits, instead of a concurrency-pool thread woken for it (see ``DeliveryThreadExecutor``).
+    package var deliveryExecutor: any TaskExecutor { handle.buffer.consumerExecutor }
+
     /// Messages received and not yet taken by an iterator (takes the buffer's lock: not per message).
     package var bufferedCount: Int { handle.buffer.bufferedCount }
 

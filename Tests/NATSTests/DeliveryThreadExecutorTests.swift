@@ -1,0 +1,154 @@
+import Foundation
+import Synchronization
+import Testing
+
+@testable import NATS
+import NATSTestSupport
+
+/// The buffer's consumer executor: a consumer task that prefers it runs the step a producer's
+/// append resumes on that producer's thread, and nothing else there.
+@Suite("Running a resumed consumer on the delivery thread")
+struct DeliveryThreadExecutorTests {
+    @Test func aConsumerPreferringTheExecutorRunsOnTheAppendingThreadBeforeAppendReturns() async throws {
+        let buffer = BoundedBatchBuffer<Int>(limits: .init(messages: 1_000, bytes: .max))
+        let steps = ThreadRecord()
+        let consumer = Task {
+            try await withTaskExecutorPreference(buffer.consumerExecutor) {
+                var received: [Int] = []
+                var batch: [Int] = []
+                while received.count < 3 {
+                    batch.removeAll(keepingCapacity: true)
+                    guard try await buffer.takeBatch(into: &batch) == .took else { break }
+                    steps.record()
+                    received += batch
+                }
+                return received
+            }
+        }
+        let producerThread = ThreadRecord()
+        let seenWhenAppendReturned = Mutex<[Int]>([])
+        for value in 0..<3 {
+            #expect(await eventually { buffer.hasWaitingConsumer })
+            let producer = Thread {
+                producerThread.record()
+                buffer.append(value, size: 1) { false }
+                seenWhenAppendReturned.withLock { $0.append(steps.count) }
+            }
+            producer.start()
+            #expect(await eventually { seenWhenAppendReturned.withLock { $0.count } == value + 1 })
+        }
+        let received = try await withDeadline(.seconds(30), "three single appends", onTimeout: { consumer.cancel() }) {
+            try await consumer.value
+        }
+        #expect(received == [0, 1, 2])
+        // Each step ran inside the append that resumed it, on that producer's thread.
+        #expect(seenWhenAppendReturned.withLock { $0 } == [1, 2, 3])
+        #expect(steps.threads == producerThread.threads)
+    }
+
+    @Test func childTasksAndStepsResumedElsewhereDoNotRunOnTheAppendingThread() async throws {
+        let buffer = BoundedBatchBuffer<Int>(limits: .init(messages: 1_000, bytes: .max))
+        let producerThread = ThreadRecord()
+        let inline = ThreadRecord()
+        let child = ThreadRecord()
+        let afterSleep = ThreadRecord()
+        let consumer = Task {
+            try await withTaskExecutorPreference(buffer.consumerExecutor) {
+                var batch: [Int] = []
+                let result = try await buffer.takeBatch(into: &batch)
+                inline.record()
+                // A child task inherits the preference; it must still run on the pool, in
+                // parallel, not on the delivery thread after this step.
+                async let childThread: Void = child.record()
+                await childThread
+                try await Task.sleep(for: .milliseconds(5))
+                afterSleep.record()
+                return (result, batch)
+            }
+        }
+        #expect(await eventually { buffer.hasWaitingConsumer })
+        let producer = Thread {
+            producerThread.record()
+            buffer.append(42, size: 1) { false }
+        }
+        producer.start()
+        let (result, batch) = try await withDeadline(.seconds(30), "the consumer's steps", onTimeout: { consumer.cancel() }) {
+            try await consumer.value
+        }
+        #expect(result == .took)
+        #expect(batch == [42])
+        let producerID = try #require(producerThread.threads.first)
+        #expect(inline.threads == [producerID])
+        #expect(child.threads.count == 1 && child.threads != [producerID])
+        #expect(afterSleep.threads.count == 1 && afterSleep.threads != [producerID])
+    }
+
+    @Test func aConsumerWithoutThePreferenceNeverRunsOnTheAppendingThread() async throws {
+        let buffer = BoundedBatchBuffer<Int>(limits: .init(messages: 1_000, bytes: .max))
+        let steps = ThreadRecord()
+        let consumer = Task {
+            var batch: [Int] = []
+            let result = try await buffer.takeBatch(into: &batch)
+            steps.record()
+            return (result, batch)
+        }
+        #expect(await eventually { buffer.hasWaitingConsumer })
+        let producerThread = ThreadRecord()
+        let producer = Thread {
+            producerThread.record()
+            buffer.append(7, size: 1) { false }
+        }
+        producer.start()
+        let (result, batch) = try await withDeadline(.seconds(30), "the consumer's step", onTimeout: { consumer.cancel() }) {
+            try await consumer.value
+        }
+        #expect(result == .took && batch == [7])
+        #expect(await eventually { producerThread.threads.count == 1 })
+        #expect(steps.threads.count == 1 && steps.threads != producerThread.threads)
+    }
+
+    @Test func aFullBufferStillHandsEverythingOverToAConsumerPreferringTheExecutor() async throws {
+        // A producer that finds the buffer full resumes the consumer the ordinary way before it
+        // blocks: the step cannot run on the thread that is about to wait for it.
+        let buffer = BoundedBatchBuffer<Int>(limits: .init(messages: 10, bytes: .max))
+        let consumer = Task {
+            try await withTaskExecutorPreference(buffer.consumerExecutor) {
+                var received: [Int] = []
+                var batch: [Int] = []
+                while received.count < 1_000 {
+                    batch.removeAll(keepingCapacity: true)
+                    guard try await buffer.takeBatch(into: &batch) == .took else { break }
+                    #expect(batch.count <= 10)
+                    received += batch
+                }
+                return received
+            }
+        }
+        let producer = Thread {
+            // "More coming" for most appends (deferred wake-ups), never for the last.
+            for value in 0..<1_000 { buffer.append(value, size: 1) { value % 7 != 0 && value < 999 } }
+        }
+        producer.start()
+        let received = try await withDeadline(.seconds(30), "1,000 elements through a buffer of 10", onTimeout: { consumer.cancel() }) {
+            try await consumer.value
+        }
+        #expect(received == Array(0..<1_000))
+    }
+}
+
+/// The threads that called ``record()``, in order.
+private final class ThreadRecord: Sendable {
+    private let storage = Mutex<[UInt]>([])
+
+    func record() {
+        #if canImport(Glibc)
+        let id = UInt(pthread_self())
+        #else
+        let id = UInt(bitPattern: pthread_self())
+        #endif
+        storage.withLock { $0.append(id) }
+    }
+
+    var threads: [UInt] { storage.withLock { $0 } }
+    var count: Int { threads.count }
+}
