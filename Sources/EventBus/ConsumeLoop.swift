@@ -42,21 +42,6 @@ enum ConsumeLoop {
         extender: AckExtender?,
         handler: @escaping @Sendable (Delivery) async throws -> Void
     ) async throws {
-        if let executor = subscription.consumer?.taskExecutor {
-            try await withTaskExecutorPreference(executor) {
-                try await sequentialLoop(subscription, options: options, extender: extender, handler: handler)
-            }
-        } else {
-            try await sequentialLoop(subscription, options: options, extender: extender, handler: handler)
-        }
-    }
-
-    private static func sequentialLoop(
-        _ subscription: EventSubscription,
-        options: SubscriptionOptions,
-        extender: AckExtender?,
-        handler: @escaping @Sendable (Delivery) async throws -> Void
-    ) async throws {
         guard let extender else {
             try await loop(subscription, options: options, extender: nil, handler: handler)
             return
@@ -74,24 +59,57 @@ enum ConsumeLoop {
         extender: AckExtender?,
         handler: @escaping @Sendable (Delivery) async throws -> Void
     ) async throws {
+        var iterator = subscription.makeAsyncIterator()
         do {
-            for try await delivery in subscription {
-                if let extender {
-                    extender.begin(delivery, slot: 0)
-                    try await DeliverySettlement.run(
-                        { delivery in
-                            defer { extender.end(slot: 0) }
-                            try await handler(delivery)
-                        }, on: delivery, options: options)
-                } else {
-                    try await DeliverySettlement.run(handler, on: delivery, options: options)
+            var ended = false
+            if let deliveryThread = subscription.consumer?.deliveryThread {
+                ended = try await withTaskExecutorPreference(deliveryThread.executor) {
+                    try await handleAll(
+                        from: &iterator, options: options, extender: extender, handler: handler, leavingAfterHopsOf: deliveryThread)
                 }
+            }
+            if !ended {
+                _ = try await handleAll(from: &iterator, options: options, extender: extender, handler: handler, leavingAfterHopsOf: nil)
             }
         } catch {
             await subscription.close()
             throw error
         }
         await subscription.close()
+    }
+
+    /// Handles deliveries until the subscription ends (returns true). With `deliveryThread`, the
+    /// loop runs where the backend's thread hands it a delivery, as a callback would, and returns
+    /// false once ``DeliveryThreadLoop/handlersLeavingBeforeTheLoopDoes`` handlers made its executor
+    /// pass work on to the pool: a handler that calls actors or waits on other work pays a queued
+    /// job for every hop back under the preference (the runtime switches in place only on the
+    /// global executor), where on the pool it pays none.
+    private static func handleAll(
+        from iterator: inout EventSubscription.Iterator,
+        options: SubscriptionOptions,
+        extender: AckExtender?,
+        handler: @escaping @Sendable (Delivery) async throws -> Void,
+        leavingAfterHopsOf deliveryThread: DeliveryThreadLoop?
+    ) async throws -> Bool {
+        var handlersThatLeft = 0
+        while let delivery = try await iterator.next() {
+            let forwardedBefore = deliveryThread?.forwardedJobCount()
+            if let extender {
+                extender.begin(delivery, slot: 0)
+                try await DeliverySettlement.run(
+                    { delivery in
+                        defer { extender.end(slot: 0) }
+                        try await handler(delivery)
+                    }, on: delivery, options: options)
+            } else {
+                try await DeliverySettlement.run(handler, on: delivery, options: options)
+            }
+            if let deliveryThread, deliveryThread.forwardedJobCount() != forwardedBefore {
+                handlersThatLeft += 1
+                if handlersThatLeft >= DeliveryThreadLoop.handlersLeavingBeforeTheLoopDoes { return false }
+            }
+        }
+        return true
     }
 
     // MARK: Several at once

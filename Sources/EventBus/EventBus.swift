@@ -119,10 +119,11 @@ extension EventBus {
     ///
     /// With one handler at a time, a backend may run the loop on the thread that receives its
     /// deliveries (the JetStream bus does: the consumer's cnats delivery thread), so that an event
-    /// reaches the handler without waking a concurrency-pool thread for it. The handler's own child
-    /// tasks, and whatever resumes it after it awaits something else, run on the pool as usual. A
-    /// handler that blocks its thread holds up only this subscription's deliveries, as it would
-    /// anyway, instead of a thread of the pool.
+    /// reaches the handler without waking a concurrency-pool thread for it, as a C callback would.
+    /// A handler that leaves that thread (it calls an actor, or awaits work that resumes it from
+    /// elsewhere) would pay a queued job for every hop back there, so after a few such handlers
+    /// the loop goes back to the pool for good. A handler that blocks its thread holds up only this
+    /// subscription's deliveries, as it would in any case, and no thread of the pool.
     public func consume(
         _ subscription: EventSubscription,
         options: SubscriptionOptions,

@@ -115,20 +115,42 @@ package struct ConsumerSettings: Sendable {
     package var maxInFlightName: String
     /// The bus's logger.
     package var logger: Logger
-    /// Where `consume` runs its loop when handlers run one at a time: an executor the backend's
-    /// receiving thread can run the loop on when it hands over deliveries (see the NATS module's
-    /// `DeliveryThreadExecutor`); `nil` for the global executor.
-    package var taskExecutor: (any TaskExecutor)?
+    /// Where `consume` runs its loop when handlers run one at a time (see ``DeliveryThreadLoop``);
+    /// `nil` for the global executor.
+    package var deliveryThread: DeliveryThreadLoop?
 
     /// Creates the settings.
     package init(
-        ackWait: Duration, maxInFlight: Int, maxInFlightName: String, logger: Logger, taskExecutor: (any TaskExecutor)? = nil
+        ackWait: Duration, maxInFlight: Int, maxInFlightName: String, logger: Logger,
+        deliveryThread: DeliveryThreadLoop? = nil
     ) {
         self.ackWait = ackWait
         self.maxInFlight = maxInFlight
         self.maxInFlightName = maxInFlightName
         self.logger = logger
-        self.taskExecutor = taskExecutor
+        self.deliveryThread = deliveryThread
+    }
+}
+
+/// How a backend lets `consume` run its loop on the thread that receives deliveries: an executor
+/// the loop prefers, which that thread runs the loop on when it hands a delivery over (instead of
+/// waking a concurrency-pool thread for it), and a count of the jobs it passed on to the global
+/// executor instead (work that left that thread: a handler's actor calls, its child tasks, steps
+/// resumed from elsewhere).
+package struct DeliveryThreadLoop: Sendable {
+    /// The executor the loop prefers.
+    package var executor: any TaskExecutor
+    /// Jobs the executor passed on to the global executor so far.
+    package var forwardedJobCount: @Sendable () -> Int
+
+    /// After this many handlers that made the executor pass work on, `consume`'s loop stops
+    /// preferring it for good.
+    package static let handlersLeavingBeforeTheLoopDoes = 4
+
+    /// Creates the description.
+    package init(executor: any TaskExecutor, forwardedJobCount: @escaping @Sendable () -> Int) {
+        self.executor = executor
+        self.forwardedJobCount = forwardedJobCount
     }
 }
 

@@ -508,7 +508,7 @@ public final class JetStreamEventBus: EventBus, Service {
             subscription,
             consumer: ConsumerSettings(
                 ackWait: effective.ackWait, maxInFlight: effective.maxInFlight, maxInFlightName: limitName, logger: logger,
-                taskExecutor: subscription.deliveryExecutor))
+                deliveryThread: subscription.deliveryThreadLoop))
     }
 
     /// Applies the bus's defaults where the options keep the library's.

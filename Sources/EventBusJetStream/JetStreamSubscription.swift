@@ -213,12 +213,15 @@ final class JetStreamSubscription: DeliverySource, Sendable {
             recoveries: consumerHealth.recoveries, lastError: consumerHealth.lastError.map { "\($0)" })
     }
 
-    /// The executor `consume` runs its loop on (see the NATS module's `deliveryExecutor`).
-    var deliveryExecutor: any TaskExecutor {
-        switch consumer {
-        case .pull(let pull): pull.deliveryExecutor
-        case .push(let push): push.deliveryExecutor
-        }
+    /// How `consume` runs its loop on the consumer's delivery thread (see the NATS module's
+    /// `DeliveryThreadExecutor`).
+    var deliveryThreadLoop: DeliveryThreadLoop {
+        let executor: DeliveryThreadExecutor =
+            switch consumer {
+            case .pull(let pull): pull.deliveryExecutor
+            case .push(let push): push.deliveryExecutor
+            }
+        return DeliveryThreadLoop(executor: executor, forwardedJobCount: { executor.forwardedJobCount })
     }
 
     func makeDeliveryIterator() -> any DeliveryIterator {

@@ -94,7 +94,7 @@ final class BoundedBatchBuffer<Element: Sendable>: Sendable {
     let limits: Limits
     private let wakeMessages: Int
     private let wakeBytes: Int
-    /// Runs the resumed consumer's next step on the producer's thread when the consumer's task
+    /// Runs the resumed consumer's next step on the producer's thread when the consumer's wait
     /// prefers it (see ``DeliveryThreadExecutor``).
     let consumerExecutor = DeliveryThreadExecutor()
 

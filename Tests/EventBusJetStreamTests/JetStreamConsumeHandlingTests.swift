@@ -65,4 +65,69 @@ struct JetStreamConsumeHandlingTests {
         }
         await bus.close()
     }
+
+    /// Publishes `count` events on `subject` one at a time, and waits until `handled` holds them all.
+    private func publish(_ count: Int, on subject: String, through bus: JetStreamEventBus, until handled: Collected<Int>) async throws {
+        for index in 0..<count {
+            try await bus.publish(Event(subject: subject, type: "t", source: "/test", data: Array("\(index)".utf8)))
+        }
+        #expect(await eventually(timeout: .seconds(30)) { handled.count >= count }, "handled \(handled.count) of \(count)")
+    }
+
+    @Test func aHandlerThatStaysOnTheDeliveryThreadIsRunThereForEveryEvent() async throws {
+        let server = try await NATSServerProcess.started()
+        defer { server.kill() }
+        let bus = try Self.bus(server) { _ in }
+        let options = SubscriptionOptions(group: "inline")
+        let subscription = try await bus.subscribe("inline.work", options: options)
+        let deliveryThread = try #require(subscription.consumer?.deliveryThread, "a JetStream group offers its delivery thread")
+        let handled = Collected<Int>()
+        let consumer = Task {
+            try await bus.consume(subscription, options: options) { delivery in
+                handled.append(Int(String(decoding: delivery.event.data, as: UTF8.self)) ?? -1)
+            }
+        }
+        try await publish(50, on: "inline.work", through: bus, until: handled)
+        #expect(handled.values == Array(0..<50))
+        // Entering the loop's preference from the pool is the one job passed on: every event
+        // was handled on the thread that received it, and nothing went through the pool.
+        #expect(deliveryThread.forwardedJobCount() <= 1, "forwarded \(deliveryThread.forwardedJobCount())")
+        consumer.cancel()
+        _ = await consumer.result
+        await bus.close()
+    }
+
+    @Test func aHandlerThatCallsAnActorSendsTheLoopBackToThePool() async throws {
+        let server = try await NATSServerProcess.started()
+        defer { server.kill() }
+        let bus = try Self.bus(server) { _ in }
+        let options = SubscriptionOptions(group: "actors")
+        let subscription = try await bus.subscribe("actor.work", options: options)
+        let deliveryThread = try #require(subscription.consumer?.deliveryThread)
+        let tally = Tally()
+        let handled = Collected<Int>()
+        let consumer = Task {
+            try await bus.consume(subscription, options: options) { delivery in
+                // Each return from the actor is a job queued on the preferred executor, which the
+                // loop stops paying for once a few handlers did this.
+                for _ in 0..<3 { await tally.add() }
+                handled.append(Int(String(decoding: delivery.event.data, as: UTF8.self)) ?? -1)
+            }
+        }
+        try await publish(40, on: "actor.work", through: bus, until: handled)
+        #expect(handled.values == Array(0..<40))
+        #expect(await tally.count == 120)
+        // Preferring the executor throughout would pass on at least one job per actor call (120).
+        let forwarded = deliveryThread.forwardedJobCount()
+        #expect(forwarded >= DeliveryThreadLoop.handlersLeavingBeforeTheLoopDoes && forwarded < 40, "forwarded \(forwarded)")
+        consumer.cancel()
+        _ = await consumer.result
+        await bus.close()
+    }
 }
+
+private actor Tally {
+    var count = 0
+    func add() { count += 1 }
+}
+

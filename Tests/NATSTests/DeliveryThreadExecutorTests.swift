@@ -46,21 +46,17 @@ struct DeliveryThreadExecutorTests {
         #expect(steps.threads == producerThread.threads)
     }
 
-    @Test func childTasksAndStepsResumedElsewhereDoNotRunOnTheAppendingThread() async throws {
+    @Test func aStepResumedByAnotherThreadRunsOnThePool() async throws {
         let buffer = BoundedBatchBuffer<Int>(limits: .init(messages: 1_000, bytes: .max))
         let producerThread = ThreadRecord()
         let inline = ThreadRecord()
-        let child = ThreadRecord()
         let afterSleep = ThreadRecord()
         let consumer = Task {
             try await withTaskExecutorPreference(buffer.consumerExecutor) {
                 var batch: [Int] = []
                 let result = try await buffer.takeBatch(into: &batch)
                 inline.record()
-                // A child task inherits the preference; it must still run on the pool, in
-                // parallel, not on the delivery thread after this step.
-                async let childThread: Void = child.record()
-                await childThread
+                // Resumed by the timer's thread: queued here, passed on to the global executor.
                 try await Task.sleep(for: .milliseconds(5))
                 afterSleep.record()
                 return (result, batch)
@@ -79,8 +75,73 @@ struct DeliveryThreadExecutorTests {
         #expect(batch == [42])
         let producerID = try #require(producerThread.threads.first)
         #expect(inline.threads == [producerID])
-        #expect(child.threads.count == 1 && child.threads != [producerID])
         #expect(afterSleep.threads.count == 1 && afterSleep.threads != [producerID])
+        #expect(buffer.consumerExecutor.forwardedJobCount >= 1)
+    }
+
+    @Test func aTaskThatKeepsQueuingItselfGetsOnlyABoundedRunOnTheDeliveryThread() async throws {
+        let buffer = BoundedBatchBuffer<Int>(limits: .init(messages: 1_000, bytes: .max))
+        let producerThread = ThreadRecord()
+        let yields = ThreadRecord()
+        let consumer = Task {
+            try await withTaskExecutorPreference(buffer.consumerExecutor) {
+                var batch: [Int] = []
+                _ = try await buffer.takeBatch(into: &batch)
+                for _ in 0..<100 {
+                    // Each yield queues the task here again, from the thread it runs on.
+                    await Task.yield()
+                    yields.record()
+                }
+            }
+        }
+        #expect(await eventually { buffer.hasWaitingConsumer })
+        let producer = Thread {
+            producerThread.record()
+            buffer.append(1, size: 1) { false }
+        }
+        producer.start()
+        try await withDeadline(.seconds(30), "100 yields", onTimeout: { consumer.cancel() }) {
+            try await consumer.value
+        }
+        let producerID = try #require(producerThread.threads.first)
+        #expect(yields.count == 100)
+        let onProducer = yields.threads.filter { $0 == producerID }.count
+        #expect(onProducer >= 1 && onProducer < DeliveryThreadExecutor.stepsPerResume)
+    }
+
+    @Test func aStepQueuedHereFromTheDeliveryThreadRunsThereToo() async throws {
+        // A hop back to the executor made while running on the delivery thread (a yield here;
+        // a switch back from other isolation in a handler) continues there, up to the bound.
+        let buffer = BoundedBatchBuffer<Int>(limits: .init(messages: 1_000, bytes: .max))
+        let afterWait = ThreadRecord()
+        let afterYield = ThreadRecord()
+        let consumer = Task {
+            try await withTaskExecutorPreference(buffer.consumerExecutor) {
+                var batch: [Int] = []
+                let result = try await buffer.takeBatch(into: &batch)
+                afterWait.record()
+                await Task.yield()
+                afterYield.record()
+                return (result, batch)
+            }
+        }
+        #expect(await eventually { buffer.hasWaitingConsumer })
+        // Entering the preference from a pool thread is the one job passed on.
+        let forwardedBeforeResume = buffer.consumerExecutor.forwardedJobCount
+        #expect(forwardedBeforeResume <= 1)
+        let producerThread = ThreadRecord()
+        let producer = Thread {
+            producerThread.record()
+            buffer.append(5, size: 1) { false }
+        }
+        producer.start()
+        let (result, batch) = try await withDeadline(.seconds(30), "the consumer's steps", onTimeout: { consumer.cancel() }) {
+            try await consumer.value
+        }
+        #expect(result == .took && batch == [5])
+        #expect(afterWait.threads == producerThread.threads)
+        #expect(afterYield.threads == producerThread.threads)
+        #expect(buffer.consumerExecutor.forwardedJobCount == forwardedBeforeResume)
     }
 
     @Test func aConsumerWithoutThePreferenceNeverRunsOnTheAppendingThread() async throws {

@@ -106,9 +106,10 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
     }
 
     /// An executor for the task that iterates this consumer: a task that prefers it
-    /// (`withTaskExecutorPreference`) is run by the delivery thread that hands it messages while
-    /// it waits, instead of a concurrency-pool thread woken for it (see ``DeliveryThreadExecutor``).
-    package var deliveryExecutor: any TaskExecutor { handle.buffer.consumerExecutor }
+    /// (`withTaskExecutorPreference`) and waits for messages is run by the delivery thread that
+    /// hands them over, instead of a concurrency-pool thread woken for it (see
+    /// ``DeliveryThreadExecutor``).
+    package var deliveryExecutor: DeliveryThreadExecutor { handle.buffer.consumerExecutor }
 
     /// Stops receiving: pull requests are abandoned and the iteration ends. Messages received
     /// and not yet handed out are redelivered by the server after their ack wait, except those an

@@ -49,9 +49,10 @@ public final class NATSPushConsumer: AsyncSequence, Sendable {
     }
 
     /// An executor for the task that iterates this consumer: a task that prefers it
-    /// (`withTaskExecutorPreference`) is run by the delivery thread that hands it messages while
-    /// it waits, instead of a concurrency-pool thread woken for it (see ``DeliveryThreadExecutor``).
-    package var deliveryExecutor: any TaskExecutor { handle.buffer.consumerExecutor }
+    /// (`withTaskExecutorPreference`) and waits for messages is run by the delivery thread that
+    /// hands them over, instead of a concurrency-pool thread woken for it (see
+    /// ``DeliveryThreadExecutor``).
+    package var deliveryExecutor: DeliveryThreadExecutor { handle.buffer.consumerExecutor }
 
     /// Messages received and not yet taken by an iterator (takes the buffer's lock: not per message).
     package var bufferedCount: Int { handle.buffer.bufferedCount }
