@@ -62,12 +62,7 @@ struct DeliveryThreadExecutorTests {
                 return (result, batch)
             }
         }
-        #expect(await eventually { buffer.hasWaitingConsumer })
-        let producer = Thread {
-            producerThread.record()
-            buffer.append(42, size: 1) { false }
-        }
-        producer.start()
+        await appendFromAThreadOfItsOwn(42, to: buffer, recordingIn: producerThread)
         let (result, batch) = try await withDeadline(.seconds(30), "the consumer's steps", onTimeout: { consumer.cancel() }) {
             try await consumer.value
         }
@@ -94,12 +89,7 @@ struct DeliveryThreadExecutorTests {
                 }
             }
         }
-        #expect(await eventually { buffer.hasWaitingConsumer })
-        let producer = Thread {
-            producerThread.record()
-            buffer.append(1, size: 1) { false }
-        }
-        producer.start()
+        await appendFromAThreadOfItsOwn(1, to: buffer, recordingIn: producerThread)
         try await withDeadline(.seconds(30), "100 yields", onTimeout: { consumer.cancel() }) {
             try await consumer.value
         }
@@ -130,11 +120,7 @@ struct DeliveryThreadExecutorTests {
         let forwardedBeforeResume = buffer.consumerExecutor.forwardedJobCount
         #expect(forwardedBeforeResume <= 1)
         let producerThread = ThreadRecord()
-        let producer = Thread {
-            producerThread.record()
-            buffer.append(5, size: 1) { false }
-        }
-        producer.start()
+        await appendFromAThreadOfItsOwn(5, to: buffer, recordingIn: producerThread)
         let (result, batch) = try await withDeadline(.seconds(30), "the consumer's steps", onTimeout: { consumer.cancel() }) {
             try await consumer.value
         }
@@ -153,13 +139,8 @@ struct DeliveryThreadExecutorTests {
             steps.record()
             return (result, batch)
         }
-        #expect(await eventually { buffer.hasWaitingConsumer })
         let producerThread = ThreadRecord()
-        let producer = Thread {
-            producerThread.record()
-            buffer.append(7, size: 1) { false }
-        }
-        producer.start()
+        await appendFromAThreadOfItsOwn(7, to: buffer, recordingIn: producerThread)
         let (result, batch) = try await withDeadline(.seconds(30), "the consumer's step", onTimeout: { consumer.cancel() }) {
             try await consumer.value
         }
@@ -195,6 +176,17 @@ struct DeliveryThreadExecutorTests {
         }
         #expect(received == Array(0..<1_000))
     }
+}
+
+/// Appends `value`, with nothing more coming, from a thread of its own once `buffer`'s consumer
+/// waits; `producer` records that thread.
+private func appendFromAThreadOfItsOwn(_ value: Int, to buffer: BoundedBatchBuffer<Int>, recordingIn producer: ThreadRecord) async {
+    #expect(await eventually { buffer.hasWaitingConsumer })
+    let thread = Thread {
+        producer.record()
+        buffer.append(value, size: 1) { false }
+    }
+    thread.start()
 }
 
 /// The threads that called ``record()``, in order.
