@@ -43,7 +43,8 @@ package final class DeliveryThreadExecutor: TaskExecutor, @unchecked Sendable {
 
     package init() {}
 
-    /// Jobs passed on to the global executor so far (for tests of what runs where).
+    /// Jobs passed on to the global executor so far: `consume` watches it to notice a handler
+    /// that left the delivery thread, and tests to see what ran where.
     package var forwardedJobCount: Int { forwarded.load(ordering: .relaxed) }
 
     package func enqueue(_ job: consuming ExecutorJob) {
@@ -68,16 +69,15 @@ package final class DeliveryThreadExecutor: TaskExecutor, @unchecked Sendable {
         let thread = pthread_self()
         capture.withLock { $0.thread = thread }
         continuation.resume()
-        var steps = 0
-        while let step = capture.withLock({ capture -> UnownedJob? in
-            steps += 1
-            // The last step allowed runs with its own enqueues forwarded.
-            if steps >= Self.stepsPerResume { capture.thread = nil }
-            defer { capture.job = nil }
-            return capture.job
-        }) {
-            step.runSynchronously(on: asUnownedTaskExecutor())
-            if steps >= Self.stepsPerResume { break }
+        for step in 1...Self.stepsPerResume {
+            let job = capture.withLock { capture -> UnownedJob? in
+                // The last step allowed runs with its own enqueues forwarded.
+                if step == Self.stepsPerResume { capture.thread = nil }
+                defer { capture.job = nil }
+                return capture.job
+            }
+            guard let job else { break }
+            job.runSynchronously(on: asUnownedTaskExecutor())
         }
         capture.withLock { $0.thread = nil }
     }
