@@ -84,7 +84,7 @@ enum ConsumeLoop {
     /// pass work on to the pool: a handler that calls actors or waits on other work pays a queued
     /// job for every hop back under the preference (the runtime switches in place only on the
     /// global executor), where on the pool it pays none.
-    private static func handleAll(
+    nonisolated(nonsending) private static func handleAll(
         from iterator: inout EventSubscription.Iterator,
         options: SubscriptionOptions,
         extender: AckExtender?,

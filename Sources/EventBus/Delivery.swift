@@ -3,6 +3,9 @@
 /// Settle each delivery exactly once: ``ack()`` when handled, ``nak(delay:)`` to have it redelivered,
 /// ``term(reason:)`` to give it up to the dead-letter subject. Acting twice throws
 /// ``EventBusError/Code/alreadyAcknowledged``.
+///
+/// The settling methods run on the caller's executor (`nonisolated(nonsending)`): an actor that
+/// acknowledges stays on the actor, with no hop to the global executor and back.
 public struct Delivery: Sendable, CustomStringConvertible {
     /// The delivered event.
     public let event: Event
@@ -56,31 +59,31 @@ public struct Delivery: Sendable, CustomStringConvertible {
     public var attempt: Int { deliveryCount }
 
     /// The event was handled; it is not delivered again.
-    public func ack() async throws {
+    nonisolated(nonsending) public func ack() async throws {
         try await acknowledger.ack()
         telemetry?.acked()
     }
 
     /// The event was not handled; it is delivered again after `delay`, or after the subscription's backoff
     /// when `delay` is `nil`. At the last attempt `maxDeliver` allows, it moves to the dead-letter subject.
-    public func nak(delay: Duration? = nil) async throws {
+    nonisolated(nonsending) public func nak(delay: Duration? = nil) async throws {
         try await acknowledger.nak(delay: delay)
         telemetry?.naked()
     }
 
     /// The event can never be handled: it is not delivered again and moves to the dead-letter subject with
     /// `reason` as its error. To drop an event you do not care about, ``ack()`` it instead.
-    public func term(reason: String? = nil) async throws {
+    nonisolated(nonsending) public func term(reason: String? = nil) async throws {
         try await acknowledger.term(reason: reason)
     }
 
     /// Restarts the ack wait while a long handler is still working.
-    public func inProgress() async throws {
+    nonisolated(nonsending) public func inProgress() async throws {
         try await acknowledger.inProgress()
     }
 
     /// Answers the requester that sent this event (see ``isRequest``).
-    public func respond(_ reply: Event) async throws {
+    nonisolated(nonsending) public func respond(_ reply: Event) async throws {
         try await acknowledger.respond(reply)
     }
 

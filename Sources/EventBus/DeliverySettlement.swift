@@ -6,7 +6,7 @@ public enum DeliverySettlement {
     ///
     /// A delivery the handler settled itself is left alone. Settling errors that only say the delivery or
     /// bus is gone, or that are retriable (the event comes back anyway), are not rethrown.
-    public static func run(
+    nonisolated(nonsending) public static func run(
         _ handler: @Sendable (Delivery) async throws -> Void,
         on delivery: Delivery,
         options: SubscriptionOptions
@@ -31,7 +31,7 @@ public enum DeliverySettlement {
         try await settle { try await delivery.ack() }
     }
 
-    private static func settleFailure(_ error: any Error, of delivery: Delivery, options: SubscriptionOptions) async throws {
+    nonisolated(nonsending) private static func settleFailure(_ error: any Error, of delivery: Delivery, options: SubscriptionOptions) async throws {
         let cancelled = error is CancellationError && Task.isCancelled
         if cancelled {
             // The consumer is going away, not failing: by default hand the event back at once, but never
@@ -52,7 +52,7 @@ public enum DeliverySettlement {
     }
 
     /// Runs a settling `action`, ignoring the errors that only say the delivery is settled or gone.
-    static func settle(_ action: () async throws -> Void) async throws {
+    nonisolated(nonsending) static func settle(_ action: nonisolated(nonsending) () async throws -> Void) async throws {
         do {
             try await action()
         } catch let error as EventBusError where error.code == .alreadyAcknowledged || error.code == .closed || error.isRetriable {

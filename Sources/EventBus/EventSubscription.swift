@@ -65,9 +65,12 @@ public struct EventSubscription: AsyncSequence, Sendable {
 
         /// The next delivery, or `nil` once the subscription has ended.
         ///
+        /// Runs on the caller's executor (`nonisolated(nonsending)`): a loop on an actor gets its
+        /// deliveries without hopping to the global executor and back for each.
+        ///
         /// Checks for cancellation first, so a cancelled task gets no more deliveries, even ones the backend
         /// already holds for it: the subscription closes and hands them back.
-        public mutating func next() async throws -> Delivery? {
+        nonisolated(nonsending) public mutating func next() async throws -> Delivery? {
             if Task.isCancelled {
                 lifetime.ended = true
                 await lifetime.source.close()
@@ -184,5 +187,9 @@ extension DeliverySource {
 /// A backend's iterator of deliveries.
 public protocol DeliveryIterator {
     /// The next delivery, or `nil` once the subscription has ended.
-    mutating func next() async throws -> Delivery?
+    ///
+    /// Runs on the caller's executor (`nonisolated(nonsending)`), as ``EventSubscription/Iterator/next()``
+    /// does, so an actor or a consumer thread iterating stays where it is. Declare the witness the same
+    /// way: a plain `async` one still conforms, but hops to the global executor and back on every call.
+    nonisolated(nonsending) mutating func next() async throws -> Delivery?
 }

@@ -73,7 +73,7 @@ struct NoopDeliverySource: DeliverySource {
         let source: NoopDeliverySource
 
         /// Polls for the end every 50 ms: there is nothing to deliver, so there is no one to wake it.
-        mutating func next() async throws -> Delivery? {
+        nonisolated(nonsending) mutating func next() async throws -> Delivery? {
             while !source.bus.isClosed && !source.closed.value.load(ordering: .relaxed) {
                 do {
                     try await Task.sleep(for: .milliseconds(50))

@@ -15,22 +15,22 @@ package final class RequestAcknowledger<Replier: RequestReplier>: DeliveryAcknow
     }
 
     /// Marks the request settled.
-    package func ack() async throws {
+    nonisolated(nonsending) package func ack() async throws {
         try markSettled("ack")
     }
 
     /// Marks the request settled; a request is never redelivered, so there is nothing to delay.
-    package func nak(delay: Duration?) async throws {
+    nonisolated(nonsending) package func nak(delay: Duration?) async throws {
         try markSettled("nak")
     }
 
     /// Marks the request settled; requests are not dead-lettered.
-    package func term(reason: String?) async throws {
+    nonisolated(nonsending) package func term(reason: String?) async throws {
         try markSettled("term")
     }
 
     /// Nothing to extend (a request has no ack wait); fails only once the request was settled.
-    package func inProgress() async throws {
+    nonisolated(nonsending) package func inProgress() async throws {
         let settled = flags.withLock { $0.settled }
         if settled {
             throw EventBusError(.alreadyAcknowledged, "request '\(replier.requestID)' was already settled")
@@ -38,7 +38,7 @@ package final class RequestAcknowledger<Replier: RequestReplier>: DeliveryAcknow
     }
 
     /// Validates `reply` and sends it, the first time only.
-    package func respond(_ reply: Event) async throws {
+    nonisolated(nonsending) package func respond(_ reply: Event) async throws {
         try reply.validateForPublish()
         let first = flags.withLock { flags in
             defer { flags.responded = true }

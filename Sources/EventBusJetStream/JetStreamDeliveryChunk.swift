@@ -119,13 +119,13 @@ struct JetStreamDeliveryAcknowledger: DeliveryAcknowledger {
         }
     }
 
-    func ack() async throws {
+    nonisolated(nonsending) func ack() async throws {
         try checkCurrent("ack")
         try perform("acknowledging") { (message) throws(NATSError) in try message.ack() }
         settled()
     }
 
-    func nak(delay: Duration?) async throws {
+    nonisolated(nonsending) func nak(delay: Duration?) async throws {
         try checkCurrent("nak")
         let attempt = attempt
         let options = subscription.options
@@ -140,19 +140,19 @@ struct JetStreamDeliveryAcknowledger: DeliveryAcknowledger {
         settled()
     }
 
-    func term(reason: String?) async throws {
+    nonisolated(nonsending) func term(reason: String?) async throws {
         try checkCurrent("term")
         try await deadLetter(error: reason ?? "terminated by the subscriber")
         try perform("ending") { (message) throws(NATSError) in try message.term(reason: reason) }
         settled()
     }
 
-    func inProgress() async throws {
+    nonisolated(nonsending) func inProgress() async throws {
         try checkCurrent("extend")
         try perform("extending the ack wait of") { (message) throws(NATSError) in try message.inProgress() }
     }
 
-    func respond(_ reply: Event) async throws {
+    nonisolated(nonsending) func respond(_ reply: Event) async throws {
         throw EventBusError(.notARequest, "'\(event.subject)' (sequence \(streamSequence)) is a published event, not a request")
     }
 

@@ -287,7 +287,7 @@ final class JetStreamSubscription: DeliverySource, Sendable {
             isPull = pull != nil
         }
 
-        mutating func next() async throws -> Delivery? {
+        nonisolated(nonsending) mutating func next() async throws -> Delivery? {
             while true {
                 var received: NATSJetStreamMessage?
                 do {

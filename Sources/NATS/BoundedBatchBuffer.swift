@@ -219,7 +219,11 @@ final class BoundedBatchBuffer<Element: Sendable>: Sendable {
 
     /// Replaces `batch` (which the caller has emptied) with everything pending, waiting while
     /// there is nothing.
-    func takeBatch(into batch: inout [Element]) async throws(NATSError) -> TakeResult {
+    ///
+    /// Runs on the caller's executor, as the iterators calling it do: a nonisolated async function
+    /// starts with a switch to the global executor, and under a task executor preference (a
+    /// consumer on its delivery thread) each switch reads the preference under the task's lock.
+    nonisolated(nonsending) func takeBatch(into batch: inout [Element]) async throws(NATSError) -> TakeResult {
         while true {
             let step: TakeStep = state.withLock { state in
                 if !state.pending.isEmpty {
@@ -278,7 +282,7 @@ final class BoundedBatchBuffer<Element: Sendable>: Sendable {
     /// more than the message itself. A wake-up is scheduled only when none is scheduled before
     /// the new deadline; when it runs early (the consumer waited again since), it schedules
     /// itself for the current deadline. So a busy consumer schedules about one per `timeout`.
-    func takeBatch(into batch: inout [Element], timeout: Duration) async throws(NATSError) -> TakeResult {
+    nonisolated(nonsending) func takeBatch(into batch: inout [Element], timeout: Duration) async throws(NATSError) -> TakeResult {
         // Fast path: something is pending already, no deadline needed.
         let ready = state.withLock { !$0.pending.isEmpty || $0.finished }
         if ready { return try await takeBatch(into: &batch) }

@@ -52,7 +52,8 @@ public struct NATSSubscription: AsyncSequence, Sendable {
         }
 
         /// The next message, or `nil` when the subscription has ended or the task was cancelled.
-        public mutating func next() async throws(NATSError) -> NATSMessage? {
+        /// Runs on the caller's executor (`nonisolated(nonsending)`): an actor iterating stays on it.
+        nonisolated(nonsending) public mutating func next() async throws(NATSError) -> NATSMessage? {
             if let message = batch.popLast() { return message }
             guard try await handle.buffer.takeBatch(into: &batch) == .took else {
                 handle.stop()

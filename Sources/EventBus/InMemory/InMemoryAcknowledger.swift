@@ -21,7 +21,7 @@ struct InMemoryAcknowledger: DeliveryAcknowledger {
     var index: Int { Int(truncatingIfNeeded: indexAndAttempt >> 32) }
     var attempt: UInt32 { UInt32(truncatingIfNeeded: indexAndAttempt) }
 
-    func ack() async throws {
+    nonisolated(nonsending) func ack() async throws {
         try claim()
         // Before its deadline the delivery cannot have been redelivered: the inbox may take the ack.
         if broker.clock.now < batch.deadline, batch.inbox.deferAck(sequence: sequence, attempt: attempt) {
@@ -30,7 +30,7 @@ struct InMemoryAcknowledger: DeliveryAcknowledger {
         try broker.settle(.ack, consumer: consumer, sequence: sequence, attempt: attempt)
     }
 
-    func nak(delay: Duration?) async throws {
+    nonisolated(nonsending) func nak(delay: Duration?) async throws {
         if let delay, delay < .zero {
             throw EventBusError(.invalidOption, "nak delay \(delay) must not be negative")
         }
@@ -38,17 +38,17 @@ struct InMemoryAcknowledger: DeliveryAcknowledger {
         try broker.settle(.nak(delay: delay), consumer: consumer, sequence: sequence, attempt: attempt)
     }
 
-    func term(reason: String?) async throws {
+    nonisolated(nonsending) func term(reason: String?) async throws {
         try claim()
         try broker.settle(.term(reason: reason), consumer: consumer, sequence: sequence, attempt: attempt)
     }
 
     /// May be repeated, so it claims nothing; the broker applies the inbox first and sees an earlier ack.
-    func inProgress() async throws {
+    nonisolated(nonsending) func inProgress() async throws {
         try broker.settle(.inProgress, consumer: consumer, sequence: sequence, attempt: attempt)
     }
 
-    func respond(_ reply: Event) async throws {
+    nonisolated(nonsending) func respond(_ reply: Event) async throws {
         throw EventBusError(
             .notARequest,
             "sequence \(sequence) was published, not requested; there is nobody to respond to"

@@ -65,7 +65,7 @@ final class InMemorySubscription: DeliverySource {
 struct InMemoryDeliveryIterator: DeliveryIterator {
     let cursor: InMemoryDeliveryCursor
 
-    mutating func next() async throws -> Delivery? {
+    nonisolated(nonsending) mutating func next() async throws -> Delivery? {
         // Most calls are answered from the batch already pulled: without a suspension point, and without
         // the cost of another async call's frame.
         if let buffered = cursor.nextBuffered() {
@@ -104,7 +104,7 @@ final class InMemoryDeliveryCursor {
         return batch[position - 1]
     }
 
-    func next() async -> Delivery? {
+    nonisolated(nonsending) func next() async -> Delivery? {
         if subscription.isClosed.load(ordering: .acquiring) {
             finish(closing: false)
             return nil

@@ -73,9 +73,9 @@ public struct CorrelatingEventBus: EventBus {
 struct CorrelatingAcknowledger: DeliveryAcknowledger {
     let base: any DeliveryAcknowledger
 
-    func ack() async throws { try await base.ack() }
-    func nak(delay: Duration?) async throws { try await base.nak(delay: delay) }
-    func term(reason: String?) async throws { try await base.term(reason: reason) }
-    func inProgress() async throws { try await base.inProgress() }
-    func respond(_ reply: Event) async throws { try await base.respond(CorrelatingEventBus.contextual(reply)) }
+    nonisolated(nonsending) func ack() async throws { try await base.ack() }
+    nonisolated(nonsending) func nak(delay: Duration?) async throws { try await base.nak(delay: delay) }
+    nonisolated(nonsending) func term(reason: String?) async throws { try await base.term(reason: reason) }
+    nonisolated(nonsending) func inProgress() async throws { try await base.inProgress() }
+    nonisolated(nonsending) func respond(_ reply: Event) async throws { try await base.respond(CorrelatingEventBus.contextual(reply)) }
 }

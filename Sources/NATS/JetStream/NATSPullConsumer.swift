@@ -148,7 +148,8 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
         var puller: Puller
 
         /// The next message; `nil` when stopped, cancelled, or the connection closed.
-        public mutating func next() async throws(NATSError) -> NATSJetStreamMessage? {
+        /// Runs on the caller's executor (`nonisolated(nonsending)`): an actor iterating stays on it.
+        nonisolated(nonsending) public mutating func next() async throws(NATSError) -> NATSJetStreamMessage? {
             guard puller.taken.enter() else { return nil }
             defer { puller.taken.leave() }
             return try await puller.next()
@@ -346,7 +347,7 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
             try replenish()
         }
 
-        mutating func next() async throws(NATSError) -> NATSJetStreamMessage? {
+        nonisolated(nonsending) mutating func next() async throws(NATSError) -> NATSJetStreamMessage? {
             while true {
                 while !taken.batch.isEmpty {
                     if receivedSinceReplenish >= topUpCheckInterval {

@@ -95,7 +95,8 @@ public final class NATSPushConsumer: AsyncSequence, Sendable {
         var silenceReported = false
 
         /// The next message; `nil` when stopped, cancelled, or the connection closed.
-        public mutating func next() async throws(NATSError) -> NATSJetStreamMessage? {
+        /// Runs on the caller's executor (`nonisolated(nonsending)`): an actor iterating stays on it.
+        nonisolated(nonsending) public mutating func next() async throws(NATSError) -> NATSJetStreamMessage? {
             guard taken.enter() else { return nil }
             defer { taken.leave() }
             while true {
