@@ -139,6 +139,13 @@ public struct NATSHeaders: Sendable, Hashable, Sequence, ExpressibleByDictionary
         }
     }
 
+    /// Makes room for at least `minimumCapacity` fields, so that adding that many allocates once
+    /// instead of growing the list a field at a time (four allocations for eight fields).
+    public mutating func reserveCapacity(_ minimumCapacity: Int) {
+        materialize()
+        parsed.reserveCapacity(minimumCapacity)
+    }
+
     /// Appends a value, keeping existing values of the same name.
     public mutating func add(_ value: String, for name: String) {
         materialize()

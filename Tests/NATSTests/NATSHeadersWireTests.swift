@@ -107,6 +107,16 @@ struct NATSHeadersWireTests {
         #expect(lazy.values(for: name) == ["v"])
     }
 
+    @Test func reservingRoomInReceivedHeadersKeepsTheirFields() throws {
+        let block = Array("NATS/1.0\r\nA: 1\r\nB: 2\r\nA: 3\r\n\r\n".utf8)
+        var headers = NATSHeaders(simpleBlock: NATSPayload(block))
+        headers.reserveCapacity(8)
+        headers.add("4", for: "C")
+        #expect(headers.map { "\($0.name)=\($0.value)" } == ["A=1", "B=2", "A=3", "C=4"])
+        #expect(headers.values(for: "A") == ["1", "3"])
+        #expect(parsed(String(decoding: encoded(headers), as: UTF8.self))?.map { "\($0.name)=\($0.value)" } == ["A=1", "B=2", "A=3", "C=4"])
+    }
+
     @Test func refusesWhatIsNotAHeaderBlock() {
         #expect(parsed("HTTP/1.1 200\r\n\r\n") == nil)
         #expect(parsed("NATS/1.0\r\nno colon here\r\n\r\n") == nil)
