@@ -15,8 +15,17 @@ public actor CountingActor {
     /// Jobs enqueued on the actor so far.
     public nonisolated var enqueuedJobs: Int { executor.enqueued.load(ordering: .acquiring) }
 
-    /// Runs `body` isolated to the actor.
-    public func run<Result: Sendable>(_ body: @Sendable (isolated CountingActor) async throws -> Result) async rethrows -> Result {
+    /// Runs `body` isolated to the actor; returns its result and the jobs enqueued on the actor
+    /// meanwhile (entering it is one).
+    public nonisolated func run<Result: Sendable>(
+        _ body: @Sendable (isolated CountingActor) async throws -> Result
+    ) async rethrows -> (result: Result, enqueuedJobs: Int) {
+        let before = enqueuedJobs
+        let result = try await isolatedRun(body)
+        return (result, enqueuedJobs - before)
+    }
+
+    private func isolatedRun<Result: Sendable>(_ body: @Sendable (isolated CountingActor) async throws -> Result) async rethrows -> Result {
         try await body(self)
     }
 }

@@ -19,9 +19,7 @@ struct NATSIterationIsolationTests {
         try await connection.flush()
         // Everything is in the subscription's buffer before the actor starts reading.
         #expect(await eventually { subscription.deliveredCount == Int64(count) })
-        let reader = CountingActor()
-        let jobsBefore = reader.enqueuedJobs
-        let received = try await reader.run { _ in
+        let (received, jobs) = try await CountingActor().run { _ in
             var iterator = subscription.makeAsyncIterator()
             var texts: [String] = []
             while texts.count < count, let message = try await iterator.next() {
@@ -31,7 +29,6 @@ struct NATSIterationIsolationTests {
         }
         #expect(received == (0..<count).map { "\($0)" })
         // Entering the actor is one job; a `next()` that left it would add one per message.
-        let jobs = reader.enqueuedJobs - jobsBefore
         #expect(jobs < 20, "\(jobs) jobs enqueued on the actor for \(count) messages")
         subscription.unsubscribe()
         await connection.close()
