@@ -57,7 +57,7 @@ public struct NATSOrderedConsumer: AsyncSequence, Sendable {
             self.owner = owner
         }
 
-        private mutating func recreate() async throws(NATSError) {
+        nonisolated(nonsending) private mutating func recreate() async throws(NATSError) {
             subscription?.stop()
             subscription = nil
             if let consumerName {
@@ -97,7 +97,8 @@ public struct NATSOrderedConsumer: AsyncSequence, Sendable {
         }
 
         /// The next message in stream order; `nil` when cancelled or the connection closed.
-        public mutating func next() async throws(NATSError) -> NATSJetStreamMessage? {
+        /// Runs on the caller's executor (`nonisolated(nonsending)`): an actor iterating stays on it.
+        nonisolated(nonsending) public mutating func next() async throws(NATSError) -> NATSJetStreamMessage? {
             if owner.control.isStopped {
                 await finish()
                 return nil
@@ -167,7 +168,7 @@ public struct NATSOrderedConsumer: AsyncSequence, Sendable {
         }
 
         /// Unsubscribes and deletes the server-side consumer (once).
-        private mutating func finish() async {
+        nonisolated(nonsending) private mutating func finish() async {
             owner.monitor.stopped()
             subscription?.stop()
             subscription = nil
