@@ -89,9 +89,10 @@ struct JetStreamConsumeHandlingTests {
         }
         try await publish(50, on: "inline.work", through: bus, until: handled)
         #expect(handled.values == Array(0..<50))
-        // Entering the loop's preference from the pool is the one job passed on: every event
-        // was handled on the thread that received it, and nothing went through the pool.
-        #expect(deliveryThread.forwardedJobCount() <= 1, "forwarded \(deliveryThread.forwardedJobCount())")
+        // Entering the loop's preference from the pool is one job passed on, and so is each
+        // wake-up of the idle wait by its timer (one a second without events: a slow machine or a
+        // sanitizer). Steps not run on the delivery thread would be passed on, one per event (50).
+        #expect(deliveryThread.forwardedJobCount() <= 4, "forwarded \(deliveryThread.forwardedJobCount())")
         consumer.cancel()
         _ = await consumer.result
         await bus.close()
