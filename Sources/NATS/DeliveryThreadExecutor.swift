@@ -71,14 +71,14 @@ package final class DeliveryThreadExecutor: TaskExecutor, @unchecked Sendable {
         continuation.resume()
         for step in 1...Self.stepsPerResume {
             let job = capture.withLock { capture -> UnownedJob? in
-                // The last step allowed runs with its own enqueues forwarded.
-                if step == Self.stepsPerResume { capture.thread = nil }
                 defer { capture.job = nil }
+                // Capturing ends with the last step allowed (which runs with its own enqueues
+                // forwarded) or once no step was queued, under the same lock hold.
+                if capture.job == nil || step == Self.stepsPerResume { capture.thread = nil }
                 return capture.job
             }
-            guard let job else { break }
+            guard let job else { return }
             job.runSynchronously(on: asUnownedTaskExecutor())
         }
-        capture.withLock { $0.thread = nil }
     }
 }
