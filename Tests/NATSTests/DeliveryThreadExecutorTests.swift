@@ -12,19 +12,7 @@ struct DeliveryThreadExecutorTests {
     @Test func aConsumerPreferringTheExecutorRunsOnTheAppendingThreadBeforeAppendReturns() async throws {
         let buffer = BoundedBatchBuffer<Int>(limits: .init(messages: 1_000, bytes: .max))
         let steps = ThreadRecord()
-        let consumer = Task {
-            try await withTaskExecutorPreference(buffer.consumerExecutor) {
-                var received: [Int] = []
-                var batch: [Int] = []
-                while received.count < 3 {
-                    batch.removeAll(keepingCapacity: true)
-                    guard try await buffer.takeBatch(into: &batch) == .took else { break }
-                    steps.record()
-                    received += batch
-                }
-                return received
-            }
-        }
+        let consumer = takingPreferringTheExecutor(3, from: buffer) { _ in steps.record() }
         let producerThread = ThreadRecord()
         let seenWhenAppendReturned = Mutex<[Int]>([])
         for value in 0..<3 {
@@ -153,19 +141,7 @@ struct DeliveryThreadExecutorTests {
         // A producer that finds the buffer full resumes the consumer the ordinary way before it
         // blocks: the step cannot run on the thread that is about to wait for it.
         let buffer = BoundedBatchBuffer<Int>(limits: .init(messages: 10, bytes: .max))
-        let consumer = Task {
-            try await withTaskExecutorPreference(buffer.consumerExecutor) {
-                var received: [Int] = []
-                var batch: [Int] = []
-                while received.count < 1_000 {
-                    batch.removeAll(keepingCapacity: true)
-                    guard try await buffer.takeBatch(into: &batch) == .took else { break }
-                    #expect(batch.count <= 10)
-                    received += batch
-                }
-                return received
-            }
-        }
+        let consumer = takingPreferringTheExecutor(1_000, from: buffer) { batch in #expect(batch.count <= 10) }
         let producer = Thread {
             // "More coming" for most appends (deferred wake-ups), never for the last.
             for value in 0..<1_000 { buffer.append(value, size: 1) { value % 7 != 0 && value < 999 } }
@@ -180,6 +156,26 @@ struct DeliveryThreadExecutorTests {
 
 /// Appends `value`, with nothing more coming, from a thread of its own once `buffer`'s consumer
 /// waits; `producer` records that thread.
+/// A consumer task preferring the buffer's executor that takes batches until it holds `count`
+/// elements (or the buffer ends), calling `onBatch` in the step that took each.
+private func takingPreferringTheExecutor(
+    _ count: Int, from buffer: BoundedBatchBuffer<Int>, onBatch: @escaping @Sendable ([Int]) -> Void
+) -> Task<[Int], any Error> {
+    Task {
+        try await withTaskExecutorPreference(buffer.consumerExecutor) {
+            var received: [Int] = []
+            var batch: [Int] = []
+            while received.count < count {
+                batch.removeAll(keepingCapacity: true)
+                guard try await buffer.takeBatch(into: &batch) == .took else { break }
+                onBatch(batch)
+                received += batch
+            }
+            return received
+        }
+    }
+}
+
 private func appendFromAThreadOfItsOwn(_ value: Int, to buffer: BoundedBatchBuffer<Int>, recordingIn producer: ThreadRecord) async {
     #expect(await eventually { buffer.hasWaitingConsumer })
     let thread = Thread {
