@@ -17,12 +17,8 @@ extension EventBus {
         let outcomes = await EventBusError.eachOfBatch(events) { event throws(EventBusError) in
             do {
                 return try await publish(event)
-            } catch let error as EventBusError {
-                throw error
-            } catch is CancellationError {
-                throw EventBusError.notSentBecauseCancelled(event)
             } catch {
-                throw EventBusError(.publishFailed, "publishing '\(event.subject)': \(error)", underlying: error)
+                throw EventBusError.batchFailure(error, of: event)
             }
         }
         return try EventBusError.receipts(from: outcomes)
@@ -49,6 +45,16 @@ extension EventBusError {
             }
         }
         return outcomes
+    }
+
+    /// A batch event's failure as an ``EventBusError``: an `EventBusError` as it is, a
+    /// cancellation as "not sent", anything else as `publishFailed`.
+    package static func batchFailure(_ error: any Error, of event: Event) -> EventBusError {
+        switch error {
+        case let error as EventBusError: error
+        case is CancellationError: notSentBecauseCancelled(event)
+        default: EventBusError(.publishFailed, "publishing '\(event.subject)': \(error)", underlying: error)
+        }
     }
 
     /// The outcome of a batch event that was not sent because the publishing task was cancelled.

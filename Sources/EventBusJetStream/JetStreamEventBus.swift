@@ -361,10 +361,16 @@ public final class JetStreamEventBus: EventBus, Service {
         // are not inlined into them: a task's frames that outgrow its allocator's first slab
         // cost a malloc each, and a service that publishes from a task per request or per event
         // pays that on every publish.
+        if telemetry.isActive { return try await publishObserved(event) }
+        let event = try checkedForPublish(event)
+        return try await publish(event, messageID: event.id)
+    }
+
+    /// A publish observed by the bus's telemetry (spans, metrics or trace logs).
+    @inline(never)
+    private func publishObserved(_ event: Event) async throws -> PublishReceipt {
         var event = event
-        guard let scope = try prepareForPublish(&event) else {
-            return try await publish(event, messageID: event.id)
-        }
+        guard let scope = try prepareForPublish(&event) else { return try await publish(event, messageID: event.id) }
         do {
             let receipt = try await publish(event, messageID: event.id)
             scope.succeeded(event, receipt)
@@ -375,12 +381,67 @@ public final class JetStreamEventBus: EventBus, Service {
         }
     }
 
+    @inline(__always)
     func publish(_ event: Event, messageID: String) async throws -> PublishReceipt {
-        // `ready()`'s frame holds its start path: a started bus skips it.
-        let ready: Ready
-        if let started = readyNow() { ready = started } else { ready = try await self.ready() }
-        let pending = try await send(event, messageID: messageID, on: ready)
-        return try Self.receipt(await pending.result(), subject: event.subject)
+        // A started bus with room in its window sends without suspending; the other cases wait
+        // in functions of their own, so that this frame (kept for the whole wait for the ack)
+        // holds little more than the publish's record.
+        let pending: NATSPendingPublish
+        if let ready = readyNow() {
+            switch try startPublish(event, messageID: messageID, on: ready) {
+            case .sent(let sent): pending = sent
+            case .windowFull(let record): pending = try await send(record, subject: event.subject)
+            }
+        } else {
+            pending = try await startAndPublish(event, messageID: messageID)
+        }
+        await pending.waitForOutcome()
+        return try Self.receipt(of: pending, subject: event.subject)
+    }
+
+    /// A publish handed to the window, or one waiting for room in it.
+    private enum PublishStart {
+        case sent(NATSPendingPublish)
+        case windowFull(NATSPendingPublish)
+    }
+
+    /// Builds an event's publish and sends it if the window has room (synchronous: its work
+    /// stays off the task's allocator).
+    ///
+    /// This and the other steps of a publish throw only ``EventBusError``, but untyped: a typed
+    /// throw keeps room for the error in each async caller's frame (with typed throws the lone
+    /// publish's frame was 368 bytes, without 128), and a task per publish pays for every slab
+    /// of frames it outgrows with a malloc.
+    @inline(never)
+    private func startPublish(_ event: Event, messageID: String, on ready: Ready) throws -> PublishStart {
+        let (subject, headers) = wireForm(of: event)
+        let record = ready.publisher.pendingPublish(
+            subject: subject, payload: event.data, headers: headers, options: .init(messageID: messageID))
+        do {
+            return try ready.publisher.sendIfRoom(record) ? .sent(record) : .windowFull(record)
+        } catch {
+            throw Self.publishError(error, subject: event.subject)
+        }
+    }
+
+    /// Starts the bus (or waits for its start), then sends the publish.
+    @inline(never)
+    private func startAndPublish(_ event: Event, messageID: String) async throws -> NATSPendingPublish {
+        switch try startPublish(event, messageID: messageID, on: try await ready()) {
+        case .sent(let pending): return pending
+        case .windowFull(let record): return try await send(record, subject: event.subject)
+        }
+    }
+
+    /// Sends a publish once the window has room (waiting while it is full); the outcome follows.
+    @inline(never)
+    private func send(_ record: NATSPendingPublish, subject: String) async throws -> NATSPendingPublish {
+        do {
+            try await record.publisher.send(record)
+            return record
+        } catch {
+            throw Self.publishError(error, subject: subject)
+        }
     }
 
     /// Checks an event before anything is sent and starts its telemetry (nil when off).
@@ -390,10 +451,20 @@ public final class JetStreamEventBus: EventBus, Service {
         return telemetry.preparePublish(&event)
     }
 
-    /// The receipt of a lone publish's outcome, or the error it throws.
+    /// Checks an event before anything is sent, with the telemetry off: the event as it is
+    /// published (trace context that fails the W3C checks dropped).
     @inline(never)
-    private static func receipt(_ outcome: Result<NATSPublishAck, NATSError>, subject: String) throws -> PublishReceipt {
-        switch outcome {
+    private func checkedForPublish(_ event: Event) throws -> Event {
+        var event = event
+        _ = try prepareForPublish(&event)
+        return event
+    }
+
+    /// The receipt of a lone publish's outcome, or the error it throws (read here, not in the
+    /// async caller, whose frame would keep room for it).
+    @inline(never)
+    private static func receipt(of pending: NATSPendingPublish, subject: String) throws -> PublishReceipt {
+        switch pending.outcomeOrCancelled {
         case .success(let ack):
             return PublishReceipt(sequence: ack.sequence, duplicate: ack.duplicate, stream: ack.stream)
         case .failure(let error) where error.code == .cancelled:
@@ -424,7 +495,14 @@ public final class JetStreamEventBus: EventBus, Service {
             throw error
         }
         let sent = await EventBusError.eachOfBatch(events) { event throws(EventBusError) in
-            try await send(event, messageID: event.id, on: ready)
+            do {
+                return switch try startPublish(event, messageID: event.id, on: ready) {
+                case .sent(let pending): pending
+                case .windowFull(let record): try await send(record, subject: event.subject)
+                }
+            } catch {
+                throw EventBusError.batchFailure(error, of: event)
+            }
         }
         var outcomes: [Result<PublishReceipt, EventBusError>] = []
         outcomes.reserveCapacity(events.count)
@@ -459,17 +537,6 @@ public final class JetStreamEventBus: EventBus, Service {
             }
         }
         return try EventBusError.receipts(from: outcomes)
-    }
-
-    /// Hands one event to the publish window (waiting while it is full); the outcome follows.
-    private func send(_ event: Event, messageID: String, on ready: Ready) async throws(EventBusError) -> NATSPendingPublish {
-        let (subject, headers) = wireForm(of: event)
-        do {
-            return try await ready.publisher.publish(
-                subject: subject, payload: event.data, headers: headers, options: .init(messageID: messageID))
-        } catch {
-            throw Self.publishError(error, subject: event.subject)
-        }
     }
 
     /// The NATS subject and headers an event is published with.

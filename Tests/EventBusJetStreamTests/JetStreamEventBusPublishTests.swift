@@ -61,6 +61,35 @@ struct JetStreamEventBusPublishTests {
         await bus.close()
     }
 
+    /// With a publish window of 4, most publishes find it full and wait for room (the path a
+    /// publish takes only under load); lone and batched publishes alike are stored once each.
+    @Test func publishesThatFindTheWindowFullWaitForRoomAndAreStoredOnce() async throws {
+        let server = try await NATSServerProcess.started()
+        defer { server.kill() }
+        var configuration = JetStreamEventBus.Configuration(connection: try NATSConnectionConfiguration(servers: [server.url]))
+        configuration.storage = .memory
+        configuration.maxPendingPublishes = 4
+        var logger = Logger(label: "test.bus")
+        logger.logLevel = .warning
+        let bus = JetStreamEventBus(configuration: configuration, logger: logger)
+
+        // The first publishes also start the bus: they wait for its start, then for room.
+        let lone = try await withThrowingTaskGroup(of: PublishReceipt.self) { group in
+            for index in 0..<200 {
+                group.addTask {
+                    try await bus.publish(Event(id: "full-\(index)", subject: "paths.full", type: "t", source: "/s", data: [3]))
+                }
+            }
+            return try await group.reduce(into: [PublishReceipt]()) { $0.append($1) }
+        }
+        let batch = try await bus.publish(
+            contentsOf: (0..<50).map { Event(id: "full-batch-\($0)", subject: "paths.full", type: "t", source: "/s", data: [4]) })
+        #expect(lone.allSatisfy { !$0.duplicate } && batch.allSatisfy { !$0.duplicate })
+        #expect(Set((lone + batch).map(\.sequence)) == Set(1...250), "each event stored once, at its own sequence")
+        #expect(batch.map(\.sequence) == Array(201...250), "a batch's receipts in its order")
+        await bus.close()
+    }
+
     /// DESIGN rule 13: an event whose NATS subject (after the bus's prefix) is longer than the
     /// server's control line fails alone, before the wire; the bus keeps working.
     @Test func aTooLongSubjectFailsAloneAndTheNextPublishSucceeds() async throws {

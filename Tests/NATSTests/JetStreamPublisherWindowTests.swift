@@ -29,6 +29,38 @@ struct JetStreamPublisherWindowTests {
         #expect(publisher.pendingCount == 0)
     }
 
+    /// Several tasks may wait for one publish's outcome: cancelling one of them ends its wait at
+    /// once with `cancelled` and leaves the publish and the other waiter alone, which then gets
+    /// the real outcome, as does every later wait.
+    @Test func aCancelledWaitForAnOutcomeLeavesTheOtherWaitersTheRealOne() async throws {
+        let held = try await HeldWindow.make()
+        defer { held.server.kill() }
+        let first = held.first
+        let cancelledWaiter = Task { await first.result() }
+        let otherWaiter = Task { await first.result() }
+        // Long enough for both to wait (the publish has no ack coming).
+        try await Task.sleep(for: .milliseconds(200))
+        cancelledWaiter.cancel()
+        guard case .failure(let cancelled) = await cancelledWaiter.value else {
+            Issue.record("the cancelled waiter got an outcome the publish does not have")
+            return
+        }
+        #expect(cancelled.code == .cancelled)
+        #expect(first.outcome == nil, "cancelling a wait does not end the publish")
+
+        await held.connection.close()
+        guard case .failure(let ended) = await otherWaiter.value else {
+            Issue.record("the publish cannot have been acked")
+            return
+        }
+        #expect(ended.code != .cancelled, "the other waiter gets the publish's own outcome: \(ended)")
+        guard case .failure(let recorded) = first.outcome, case .failure(let later) = await first.result() else {
+            Issue.record("the outcome should be recorded once the connection closed")
+            return
+        }
+        #expect(recorded.code == ended.code && later.code == ended.code)
+    }
+
     /// With room for one publish, publishes from many tasks wait their turn and each is stored
     /// once: the waiting path hands the window on as acks come back.
     @Test func publishesWaitingForRoomGoOutAsAcksComeBack() async throws {

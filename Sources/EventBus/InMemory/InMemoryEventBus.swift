@@ -63,6 +63,14 @@ public final class InMemoryEventBus: EventBus {
     /// Stores `event`; see ``EventBus/publish(_:)``.
     @discardableResult
     public func publish(_ event: Event) async throws -> PublishReceipt {
+        try publishNow(event)
+    }
+
+    /// The whole publish, synchronous: in the async function, its typed errors and telemetry
+    /// scope made a frame of over 1 KB, which the task's allocator cannot place in one of its
+    /// slabs (a malloc per publish from a task of its own); here they live on the thread's stack.
+    @inline(never)
+    private func publishNow(_ event: Event) throws -> PublishReceipt {
         try event.validateForPublish()
         var event = event
         guard let scope = broker.telemetry.preparePublish(&event) else {

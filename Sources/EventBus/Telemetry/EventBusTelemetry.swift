@@ -122,13 +122,13 @@ package final class EventBusTelemetry: Sendable {
     package struct PublishScope: Sendable {
         let telemetry: EventBusTelemetry
         let span: (any Span)?
-        let start: ContinuousClock.Instant?
+        let start: MonotonicInstant?
 
         /// The backend stored the event.
         package func succeeded(_ event: Event, _ receipt: PublishReceipt) {
             if let start {
                 telemetry.published?.increment()
-                telemetry.publishDuration?.recordNanoseconds(nanoseconds(since: start))
+                telemetry.publishDuration?.recordNanoseconds(start.nanosecondsElapsed)
             }
             if let span {
                 span.updateAttributes { attributes in
@@ -330,7 +330,7 @@ package final class ConsumerTelemetry: Sendable {
             }
             span = started
         }
-        let start: ContinuousClock.Instant? = metrics != nil ? .now : nil
+        let start: MonotonicInstant? = metrics != nil ? .now : nil
         metrics?.inFlight.increment()
         var failure: (any Error)?
         do {
@@ -343,7 +343,7 @@ package final class ConsumerTelemetry: Sendable {
             failure = error
         }
         if let metrics, let start {
-            metrics.handlerDuration.recordNanoseconds(nanoseconds(since: start))
+            metrics.handlerDuration.recordNanoseconds(start.nanosecondsElapsed)
             metrics.inFlight.decrement()
         }
         if let span, let failure {
@@ -359,10 +359,28 @@ package final class ConsumerTelemetry: Sendable {
     }
 }
 
-private func nanoseconds(since start: ContinuousClock.Instant) -> Int64 {
-    let elapsed = ContinuousClock.now - start
-    let (seconds, attoseconds) = elapsed.components
-    return seconds &* 1_000_000_000 &+ attoseconds / 1_000_000_000
+/// A point in time on `ContinuousClock`, kept as its distance from a fixed origin.
+///
+/// `ContinuousClock.Instant`'s layout is resilient (the standard library may change it), so an
+/// async function that keeps one across a suspension allocates room for it from its task at run
+/// time, on every call; a `Duration` has a fixed size and lives in the function's frame. On the
+/// path of every publish and every handled delivery.
+struct MonotonicInstant: Sendable {
+    private static let origin = ContinuousClock.now
+    private let sinceOrigin: Duration
+
+    private init(sinceOrigin: Duration) {
+        self.sinceOrigin = sinceOrigin
+    }
+
+    /// Now.
+    static var now: MonotonicInstant { MonotonicInstant(sinceOrigin: ContinuousClock.now - origin) }
+
+    /// The nanoseconds from this instant until now.
+    var nanosecondsElapsed: Int64 {
+        let (seconds, attoseconds) = ((ContinuousClock.now - Self.origin) - sinceOrigin).components
+        return seconds &* 1_000_000_000 &+ attoseconds / 1_000_000_000
+    }
 }
 
 /// Writes W3C trace context into an event's `traceParent` and `traceState`; other keys have no field to go

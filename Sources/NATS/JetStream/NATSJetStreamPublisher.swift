@@ -95,6 +95,7 @@ public final class NATSJetStreamPublisher: Sendable {
         // per publish, several per publish). The synchronous work lives in functions that are
         // not inlined into them, on the thread's stack.
         let record = pendingPublish(subject: subject, payload: payload, headers: headers, options: options)
+        if try sendIfRoom(record) { return record }
         try await send(record)
         return record
     }
@@ -109,7 +110,7 @@ public final class NATSJetStreamPublisher: Sendable {
     /// The record of a new publish: its headers with the options' and, unless given or turned
     /// off, a generated `Nats-Msg-Id`.
     @inline(never)
-    private func pendingPublish(
+    package func pendingPublish(
         subject: String, payload: some Sequence<UInt8>, headers: NATSHeaders, options: NATSPublishOptions
     ) -> NATSPendingPublish {
         var headers = headers
@@ -121,7 +122,24 @@ public final class NATSJetStreamPublisher: Sendable {
         return NATSPendingPublish(subject: subject, payload: NATSPayload(payload), headers: headers, publisher: self)
     }
 
-    private func send(_ record: NATSPendingPublish) async throws(NATSError) {
+    /// Sends `record` without suspending when the window has room and nobody waits for it:
+    /// true once it is written (or left to cnats's flusher); false, with nothing sent, when
+    /// the window is full, and then ``send(_:)`` waits for room.
+    ///
+    /// Publishing in two steps keeps a publish's async frames small: the common case suspends
+    /// only for the ack. Each async frame comes from the task's allocator, whose slabs hold
+    /// about 1 KB; a chain of frames that outgrows one costs a malloc per slab, and in a task
+    /// per publish that is paid on every publish.
+    @inline(never)
+    package func sendIfRoom(_ record: NATSPendingPublish) throws(NATSError) -> Bool {
+        let attempt = takeSlot(queued: false)
+        if case .full = attempt { return false }
+        try write(record, after: attempt)
+        return true
+    }
+
+    /// Sends `record`, waiting first while the window is full.
+    package func send(_ record: NATSPendingPublish) async throws(NATSError) {
         // One throwing call: every typed-throw site keeps room for a `NATSError` in this frame.
         var attempt = takeSlot(queued: false)
         if case .full = attempt { attempt = await waitForSlot() }
@@ -316,11 +334,12 @@ public final class NATSPendingPublish: Sendable {
     /// The headers sent, `Nats-Msg-Id` and expectations included.
     public let headers: NATSHeaders
     /// The window this publish holds a place in until its outcome is known.
-    private let publisher: NATSJetStreamPublisher
+    package let publisher: NATSJetStreamPublisher
 
     /// A task waiting for the outcome; the first has its own slot, so the usual single waiter
-    /// costs no array.
-    private typealias Waiter = (id: UInt64, continuation: UnsafeContinuation<Result<NATSPublishAck, NATSError>, Never>)
+    /// costs no array. A waiter is resumed without the outcome and reads it from the record: the
+    /// outcome is large, and a value that crosses a suspension is kept in the task's frame.
+    private typealias Waiter = (id: UInt64, continuation: UnsafeContinuation<Void, Never>)
 
     private struct State: ~Copyable {
         var outcome: Result<NATSPublishAck, NATSError>?
@@ -358,27 +377,39 @@ public final class NATSPendingPublish: Sendable {
     /// When the waiting task is cancelled this returns a ``NATSError/Code/cancelled`` failure at
     /// once; the publish itself goes on, and its outcome is still recorded in ``outcome``.
     public func result() async -> Result<NATSPublishAck, NATSError> {
+        await waitForOutcome()
+        return outcomeOrCancelled
+    }
+
+    /// Returns once the outcome is known, or at once when the waiting task is cancelled; then
+    /// ``outcomeOrCancelled`` has it.
+    package func waitForOutcome() async {
         let id = state.withLock { state -> UInt64 in
             defer { state.nextWaiterID += 1 }
             return state.nextWaiterID
         }
-        return await withTaskCancellationHandler {
-            await withUnsafeContinuation { continuation in
-                let known = state.withLock { state -> Result<NATSPublishAck, NATSError>? in
-                    if let outcome = state.outcome { return outcome }
-                    if Task.isCancelled { return .failure(Self.cancelled) }
+        await withTaskCancellationHandler {
+            await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
+                let waits = state.withLock { state -> Bool in
+                    if state.outcome != nil || Task.isCancelled { return false }
                     if state.firstWaiter == nil {
                         state.firstWaiter = (id, continuation)
                     } else {
                         state.moreWaiters.append((id, continuation))
                     }
-                    return nil
+                    return true
                 }
-                if let known { continuation.resume(returning: known) }
+                if !waits { continuation.resume() }
             }
         } onCancel: {
-            state.withLock { $0.removeWaiter(id) }?.continuation.resume(returning: .failure(Self.cancelled))
+            state.withLock { $0.removeWaiter(id) }?.continuation.resume()
         }
+    }
+
+    /// The outcome, or a ``NATSError/Code/cancelled`` failure while it is not known (after
+    /// ``waitForOutcome()`` returned, that is because the waiting task was cancelled).
+    package var outcomeOrCancelled: Result<NATSPublishAck, NATSError> {
+        state.withLock { $0.outcome } ?? .failure(Self.cancelled)
     }
 
     private static var cancelled: NATSError {
@@ -406,8 +437,8 @@ public final class NATSPendingPublish: Sendable {
         }
         guard done else { return false }
         beforeResuming()
-        first?.continuation.resume(returning: outcome)
-        for waiter in more { waiter.continuation.resume(returning: outcome) }
+        first?.continuation.resume()
+        for waiter in more { waiter.continuation.resume() }
         return done
     }
 }
