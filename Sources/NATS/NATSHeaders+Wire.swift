@@ -20,27 +20,38 @@ extension NATSHeaders {
     func encode(into buffer: UnsafeMutableRawBufferPointer) -> Int {
         // No headers: no block at all (a PUB, not an HPUB), as `encodedSize` says.
         if isEmpty { return 0 }
-        var offset = 0
-        func append(_ bytes: UnsafeRawBufferPointer) {
-            guard let source = bytes.baseAddress, !bytes.isEmpty else { return }
-            (buffer.baseAddress! + offset).copyMemory(from: source, byteCount: bytes.count)
-            offset += bytes.count
-        }
-        func append(_ first: UInt8, _ second: UInt8) {
-            buffer[offset] = first
-            buffer[offset + 1] = second
-            offset += 2
-        }
-        Self.versionLine.withUTF8Buffer { append(UnsafeRawBufferPointer($0)) }
+        // The offset is the closure's only capture, and the writing is in a static function:
+        // local functions capturing it, called from the closure, made every access to it a
+        // run-time exclusivity check (24 calls to `swift_beginAccess` in the specialized loop,
+        // 1.4% of a publisher's CPU).
+        var offset = Self.versionLine.withUTF8Buffer { Self.write(UnsafeRawBufferPointer($0), into: buffer, at: 0) }
         forEachFieldBytes { name, value in
-            append(name)
-            append(UInt8(ascii: ":"), UInt8(ascii: " "))
-            append(value)
-            append(0x0D, 0x0A)
+            offset = Self.writeField(name, value, into: buffer, at: offset)
             return true
         }
-        append(0x0D, 0x0A)
-        return offset
+        buffer[offset] = 0x0D
+        buffer[offset + 1] = 0x0A
+        return offset + 2
+    }
+
+    /// Writes `name: value\r\n` at `offset`; returns the offset after it.
+    private static func writeField(
+        _ name: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer, into buffer: UnsafeMutableRawBufferPointer, at offset: Int
+    ) -> Int {
+        var offset = write(name, into: buffer, at: offset)
+        buffer[offset] = UInt8(ascii: ":")
+        buffer[offset + 1] = UInt8(ascii: " ")
+        offset = write(value, into: buffer, at: offset + 2)
+        buffer[offset] = 0x0D
+        buffer[offset + 1] = 0x0A
+        return offset + 2
+    }
+
+    /// Copies `bytes` to `offset`; returns the offset after them.
+    private static func write(_ bytes: UnsafeRawBufferPointer, into buffer: UnsafeMutableRawBufferPointer, at offset: Int) -> Int {
+        guard let source = bytes.baseAddress, !bytes.isEmpty else { return offset }
+        (buffer.baseAddress! + offset).copyMemory(from: source, byteCount: bytes.count)
+        return offset + bytes.count
     }
 
     /// Parses a received header block. Returns `nil` when the block is not a NATS header block
