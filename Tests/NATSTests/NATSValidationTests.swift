@@ -72,6 +72,34 @@ struct NATSValidationTests {
         #expect(error?.message.contains("X-Key") == true)
     }
 
+    /// The eight-bytes-at-a-time scan for CR, LF and NUL finds each of them at every position of
+    /// values of every length up to 40 (whole words and the tail), and nothing in values made of
+    /// every other byte, UTF-8 continuation bytes and near misses (0x0B, 0x0C, 0x0E, 0x8D) included.
+    @Test func headerValueScanFindsLineBreaksAndNulAnywhereAndNothingElse() {
+        let others = (0...255).map(UInt8.init).filter { $0 != 0x0D && $0 != 0x0A && $0 != 0x00 }
+        for length in 1...40 {
+            let clean = (0..<length).map { others[($0 * 7 + length) % others.count] }
+            #expect(!clean.withUnsafeBytes { NATSValidation.containsLineBreakOrNul($0) }, "\(clean)")
+            for position in 0..<length {
+                for forbidden: UInt8 in [0x0D, 0x0A, 0x00] {
+                    var value = clean
+                    value[position] = forbidden
+                    #expect(value.withUnsafeBytes { NATSValidation.containsLineBreakOrNul($0) }, "\(forbidden) at \(position) of \(length)")
+                }
+            }
+        }
+        var all = others
+        all += Array(repeating: 0x80, count: 9)
+        #expect(!all.withUnsafeBytes { NATSValidation.containsLineBreakOrNul($0) })
+        #expect(![UInt8]().withUnsafeBytes { NATSValidation.containsLineBreakOrNul($0) })
+        // Through the public check: a value with a line break past the first word fails.
+        var headers = NATSHeaders()
+        headers["X-Long"] = "0123456789abcdef0123\n"
+        #expect(throws: NATSError.self) { try NATSValidation.validateHeaders(headers) }
+        headers["X-Long"] = "0123456789abcdef0123 ünïcode"
+        #expect(throws: Never.self) { try NATSValidation.validateHeaders(headers) }
+    }
+
     @Test func headerValueErrorKeepsAControlCharacterInTheNameVisible() {
         let error = #expect(throws: NATSError.self) { try NATSValidation.validateHeaderValue("a\nb", name: "X\u{0}Key") }
         #expect(error?.message.contains(#"X\0Key"#) == true, "\(error?.message ?? "")")
