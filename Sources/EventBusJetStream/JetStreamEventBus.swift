@@ -388,6 +388,8 @@ public final class JetStreamEventBus: EventBus, Service {
         // holds little more than the publish's record.
         let pending: NATSPendingPublish
         if let ready = readyNow() {
+            // `send(_:messageID:on:)` inlined by hand: as a call, its frame would join this
+            // task's chain of frames for the whole publish.
             switch try startPublish(event, messageID: messageID, on: ready) {
             case .sent(let sent): pending = sent
             case .windowFull(let record): pending = try await send(record, subject: event.subject)
@@ -427,7 +429,13 @@ public final class JetStreamEventBus: EventBus, Service {
     /// Starts the bus (or waits for its start), then sends the publish.
     @inline(never)
     private func startAndPublish(_ event: Event, messageID: String) async throws -> NATSPendingPublish {
-        switch try startPublish(event, messageID: messageID, on: try await ready()) {
+        try await send(event, messageID: messageID, on: try await ready())
+    }
+
+    /// Sends an event's publish: at once while the window has room, otherwise once it has.
+    @inline(never)
+    private func send(_ event: Event, messageID: String, on ready: Ready) async throws -> NATSPendingPublish {
+        switch try startPublish(event, messageID: messageID, on: ready) {
         case .sent(let pending): return pending
         case .windowFull(let record): return try await send(record, subject: event.subject)
         }
@@ -496,10 +504,7 @@ public final class JetStreamEventBus: EventBus, Service {
         }
         let sent = await EventBusError.eachOfBatch(events) { event throws(EventBusError) in
             do {
-                return switch try startPublish(event, messageID: event.id, on: ready) {
-                case .sent(let pending): pending
-                case .windowFull(let record): try await send(record, subject: event.subject)
-                }
+                return try await send(event, messageID: event.id, on: ready)
             } catch {
                 throw EventBusError.batchFailure(error, of: event)
             }
