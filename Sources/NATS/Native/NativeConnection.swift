@@ -417,7 +417,40 @@ final class NativeConnection: @unchecked Sendable {
     /// Sends a PING and waits for the PONG (blocking).
     func flush(timeoutMilliseconds: Int64) throws(NATSError) {
         guard let pointer else { throw Self.notConnected }
-        try NativeStatus.check(natsConnection_FlushTimeout(pointer, max(1, timeoutMilliseconds)), "flushing")
+        try NativeStatus.check(Self.flush(pointer, timeoutMilliseconds: timeoutMilliseconds), "flushing")
+    }
+
+    /// The first wait of ``flush(_:timeoutMilliseconds:)`` for its PONG, before it sends another
+    /// PING. Longer than a round trip to any server a client should use (a loaded host answers
+    /// in milliseconds, another continent in about 250 ms), so a flush sends one PING unless it
+    /// was stranded or the link is slower than that.
+    static let flushFirstWaitMilliseconds: Int64 = 250
+
+    /// `natsConnection_FlushTimeout` for up to `timeoutMilliseconds` in all, with a new PING
+    /// whenever a wait ends without its PONG: the first after ``flushFirstWaitMilliseconds``,
+    /// each later one twice as long as the one before, so a link slower than the first wait
+    /// still gets a PONG in time.
+    ///
+    /// Why not one wait: cnats (3.4.1, and its main branch as of 3.13) can strand a waiting
+    /// flush. A flush starting while no other is pending uses the connection's one cached
+    /// record for its PONG. When the PONG of flush A has arrived but A has not yet woken up
+    /// (its thread waits for the connection lock), a flush B that starts then takes that same
+    /// record for its own PING. If B's wait times out before its PONG (a flush of a millisecond,
+    /// as ``flushSoon()`` makes), B removes and clears the record without waking anyone, and no
+    /// PONG matches it any more: A sleeps until its whole timeout and reports a timeout from a
+    /// healthy server. Measured with cnats alone on loopback: 37 of 20,000 flushes of 300 ms, each beside one
+    /// flush of 1 ms, timed out that way; sent again after 50 ms, none did. The stranded wait
+    /// ends at its slice, and the PING sent then is answered like any other.
+    static func flush(_ connection: OpaquePointer, timeoutMilliseconds: Int64) -> natsStatus {
+        let timeout = max(1, timeoutMilliseconds)
+        let deadline = nats_Now() + timeout
+        var wait = min(timeout, flushFirstWaitMilliseconds)
+        while true {
+            let status = natsConnection_FlushTimeout(connection, wait)
+            let remaining = deadline - nats_Now()
+            guard status == NATS_TIMEOUT, remaining > 0 else { return status }
+            wait = min(remaining, wait * 2)
+        }
     }
 
     /// ``flush(timeoutMilliseconds:)`` for a round trip that confirms what the server accepted.
@@ -433,9 +466,8 @@ final class NativeConnection: @unchecked Sendable {
     /// carried over to the recovered connection and refused again, every time. A second round trip
     /// is answered after that -ERR, so it tells.
     static func confirmingFlush(_ connection: OpaquePointer, timeoutMilliseconds: Int64) -> natsStatus {
-        let timeout = max(1, timeoutMilliseconds)
-        let status = natsConnection_FlushTimeout(connection, timeout)
-        return status == NATS_TIMEOUT ? natsConnection_FlushTimeout(connection, timeout) : status
+        let status = flush(connection, timeoutMilliseconds: timeoutMilliseconds)
+        return status == NATS_TIMEOUT ? flush(connection, timeoutMilliseconds: timeoutMilliseconds) : status
     }
 
     /// The server's reason when it refused subscribing to `subject`: cnats records the `-ERR` as

@@ -1,0 +1,40 @@
+import Foundation
+import NATSTestSupport
+import Testing
+
+@testable import NATS
+
+/// Flushes that overlap (see `NativeConnection.flush(_:timeoutMilliseconds:)`): cnats can leave
+/// a flush waiting for a PONG that already came, until its whole timeout, when a flush of a
+/// millisecond starts and times out at the wrong moment beside it.
+@Suite("Flushes beside other flushes", .tags(.server))
+struct FlushRaceTests {
+    /// Each flush starts a few hundred microseconds after a flush of a millisecond (the kind the
+    /// connection makes to write requests at once without cnats's internals), which gives the
+    /// race above thousands of chances; the server is healthy and local, so every flush must get
+    /// its PONG. Without the fresh PING after the first wait, 2 and 13 of the 6,000 timed out in two
+    /// runs here.
+    @Test(.timeLimit(.minutes(2)))
+    func aFlushBesideMillisecondFlushesGetsItsPong() async throws {
+        let server = try await NATSServerProcess.started(jetStream: false)
+        defer { server.kill() }
+        let connection = try await connect(to: server)
+        let native = try connection.connected()
+        let failures = try await offCooperativePool { () -> [String] in
+            var generator = SystemRandomNumberGenerator()
+            var failures: [String] = []
+            for attempt in 0..<6_000 {
+                native.flushSoon()
+                usleep(UInt32.random(in: 0..<300, using: &generator))
+                do throws(NATSError) {
+                    try native.flush(timeoutMilliseconds: 2_000)
+                } catch {
+                    failures.append("flush \(attempt): \(error)")
+                }
+            }
+            return failures
+        }
+        #expect(failures.isEmpty, "\(failures.count) flushes failed: \(failures.prefix(3))")
+        await connection.close()
+    }
+}
