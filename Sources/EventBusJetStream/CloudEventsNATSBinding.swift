@@ -165,19 +165,21 @@ public enum CloudEventsNATSBinding {
         if found.mayBeStructured, let event = structuredEvent(subject: subject, headers: headers, payload: payload) {
             return event
         }
+        // The strings move from `found` into the event: read as copies, each of the longer ones
+        // cost a retain here and a release when `found` went away, on every event received.
         return Event(
-            id: found.value(.id) ?? headers[Header.messageID] ?? Event.makeID(),
+            id: found.take(.id) ?? headers[Header.messageID] ?? Event.makeID(),
             subject: subject,
-            type: found.value(.type) ?? "",
-            source: found.value(.source) ?? "",
+            type: found.take(.type) ?? "",
+            source: found.take(.source) ?? "",
             time: found.time,
-            dataContentType: found.value(.dataContentType) ?? found.value(.contentType),
+            dataContentType: found.take(.dataContentType) ?? found.take(.contentType),
             data: payload,
             extensions: extensions,
-            correlationID: found.value(.correlationID),
-            causationID: found.value(.causationID),
-            traceParent: found.value(.traceParent),
-            traceState: found.value(.traceState))
+            correlationID: found.take(.correlationID),
+            causationID: found.take(.causationID),
+            traceParent: found.take(.traceParent),
+            traceState: found.take(.traceState))
     }
 
     /// The attribute headers ``event(subject:headers:payload:)`` looks for.
@@ -329,21 +331,24 @@ public enum CloudEventsNATSBinding {
             if folded![header.rawValue] == nil { folded![header.rawValue] = CloudEventsNATSBinding.text(of: header, value) }
         }
 
-        func value(_ header: KnownHeader) -> String? {
+        /// The value found for `header`, moved out (a second take gives nil).
+        mutating func take(_ header: KnownHeader) -> String? {
             let exact: String? =
                 switch header {
-                case .id: id
-                case .source: source
-                case .type: type
-                case .contentType: contentType
-                case .dataContentType: dataContentType
-                case .correlationID: correlationID
-                case .causationID: causationID
-                case .traceParent: traceParent
-                case .traceState: traceState
+                case .id: id.take()
+                case .source: source.take()
+                case .type: type.take()
+                case .contentType: contentType.take()
+                case .dataContentType: dataContentType.take()
+                case .correlationID: correlationID.take()
+                case .causationID: causationID.take()
+                case .traceParent: traceParent.take()
+                case .traceState: traceState.take()
                 case .time, .specVersion, .subject, .messageID: nil
                 }
-            return exact ?? folded?[header.rawValue] ?? nil
+            if let exact { return exact }
+            guard folded != nil else { return nil }
+            return folded![header.rawValue].take()
         }
     }
 

@@ -313,10 +313,11 @@ final class JetStreamSubscription: DeliverySource, Sendable {
         for message: consuming NATSJetStreamMessage, subjects: inout (nats: String, bus: String)?,
         chunk: inout JetStreamDeliveryChunk?
     ) -> Delivery {
-        let configuration = bus.configuration
+        // The bus's configuration is read only where a prefix is needed: held across the calls
+        // below, its two prefixes were retained and released on every event.
         guard let position = message.deliveryPosition else {
             // A request: core NATS, never stored.
-            let subject = bus.busSubject(fromNATS: message.subject, prefix: configuration.requestSubjectPrefix)
+            let subject = bus.busSubject(fromNATS: message.subject, prefix: bus.configuration.requestSubjectPrefix)
             let event = CloudEventsNATSBinding.event(subject: subject, headers: message.headers, payload: message.payload.bytes)
             return Delivery(
                 event: event, deliveryCount: 1, sequence: 0, subject: subject, isRequest: true,
@@ -328,7 +329,7 @@ final class JetStreamSubscription: DeliverySource, Sendable {
         if let last = subjects, last.nats == natsSubject {
             subject = last.bus
         } else {
-            subject = bus.busSubject(fromNATS: natsSubject, prefix: configuration.subjectPrefix)
+            subject = bus.busSubject(fromNATS: natsSubject, prefix: bus.configuration.subjectPrefix)
             subjects = (natsSubject, subject)
         }
         let event = bus.telemetry.checkedReceived(
