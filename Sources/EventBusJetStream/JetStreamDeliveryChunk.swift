@@ -56,6 +56,12 @@ final class JetStreamDeliveryChunk: @unchecked Sendable {
     @inline(__always)
     func slot(_ index: Int) -> UnsafePointer<Slot> { UnsafePointer(slots + index) }
 
+    /// The message in the slot of a delivery that was handed out, where it lies.
+    @inline(__always)
+    func message(_ index: Int) -> UnsafePointer<NATSJetStreamMessage> {
+        UnsafePointer(slots + index).pointer(to: \.message)!
+    }
+
     /// Deliveries not settled and still the newest of their event that this process knows of.
     var outstandingCount: Int {
         (0..<filled.load(ordering: .acquiring)).reduce(0) { $0 + (isOutstanding($1) ? 1 : 0) }
@@ -78,7 +84,7 @@ final class JetStreamDeliveryChunk: @unchecked Sendable {
             // A superseded attempt's ack subject would act on the live delivery: leave it alone.
             guard isOutstanding(index) else { continue }
             let slot = slot(index)
-            if (try? slot.pointee.message.nak()) != nil {
+            if (try? NATSJetStreamMessage.nak(at: message(index), delay: nil)) != nil {
                 subscription.ledger.settled(sequence: slot.pointee.streamSequence, attempt: slot.pointee.deliveryCount)
             }
         }
@@ -111,9 +117,13 @@ struct JetStreamDeliveryAcknowledger: DeliveryAcknowledger {
         subscription.ledger.settled(sequence: streamSequence, attempt: slot.pointee.deliveryCount)
     }
 
-    private func perform(_ what: String, _ action: (borrowing NATSJetStreamMessage) throws(NATSError) -> Void) throws(EventBusError) {
+    /// Runs a settlement on the slot's message where it lies (see the NATS module's
+    /// `NATSJetStreamMessage.ack(at:)`: a method called on it would copy it first).
+    private func perform(
+        _ what: String, _ action: (UnsafePointer<NATSJetStreamMessage>) throws(NATSError) -> Void
+    ) throws(EventBusError) {
         do {
-            try action(slot.pointee.message)
+            try action(chunk.message(index))
         } catch {
             throw EventBusError(mapping: error, what: "\(what) '\(event.subject)' (sequence \(streamSequence))", fallback: .backendUnavailable)
         }
@@ -121,7 +131,7 @@ struct JetStreamDeliveryAcknowledger: DeliveryAcknowledger {
 
     nonisolated(nonsending) func ack() async throws {
         try checkCurrent("ack")
-        try perform("acknowledging") { (message) throws(NATSError) in try message.ack() }
+        try perform("acknowledging") { (message) throws(NATSError) in try NATSJetStreamMessage.ack(at: message) }
         settled()
     }
 
@@ -132,10 +142,12 @@ struct JetStreamDeliveryAcknowledger: DeliveryAcknowledger {
         if options.isFinalAttempt(attempt) {
             let limit = options.maxDeliver ?? attempt
             try await deadLetter(error: "negatively acknowledged on attempt \(attempt), the last of \(limit)")
-            try perform("ending") { (message) throws(NATSError) in try message.term(reason: "dead-lettered after \(attempt) attempts") }
+            try perform("ending") { (message) throws(NATSError) in
+                try NATSJetStreamMessage.term(at: message, reason: "dead-lettered after \(attempt) attempts")
+            }
         } else {
             let wait = delay ?? options.backoffDelay(afterAttempt: attempt)
-            try perform("rejecting") { (message) throws(NATSError) in try message.nak(delay: wait) }
+            try perform("rejecting") { (message) throws(NATSError) in try NATSJetStreamMessage.nak(at: message, delay: wait) }
         }
         settled()
     }
@@ -143,13 +155,13 @@ struct JetStreamDeliveryAcknowledger: DeliveryAcknowledger {
     nonisolated(nonsending) func term(reason: String?) async throws {
         try checkCurrent("term")
         try await deadLetter(error: reason ?? "terminated by the subscriber")
-        try perform("ending") { (message) throws(NATSError) in try message.term(reason: reason) }
+        try perform("ending") { (message) throws(NATSError) in try NATSJetStreamMessage.term(at: message, reason: reason) }
         settled()
     }
 
     nonisolated(nonsending) func inProgress() async throws {
         try checkCurrent("extend")
-        try perform("extending the ack wait of") { (message) throws(NATSError) in try message.inProgress() }
+        try perform("extending the ack wait of") { (message) throws(NATSError) in try NATSJetStreamMessage.inProgress(at: message) }
     }
 
     nonisolated(nonsending) func respond(_ reply: Event) async throws {

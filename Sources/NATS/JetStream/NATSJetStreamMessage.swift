@@ -211,31 +211,33 @@ public struct NATSJetStreamMessage: Sendable {
 
     /// Tells the server to redeliver the message, after `delay` if given.
     public func nak(delay: Duration? = nil) throws(NATSError) {
-        if let delay, delay > .zero {
-            try act(.nak, body: "-NAK {\"delay\":\(delay.nanosecondsClamped)}")
-        } else {
-            try act(.nak, body: "-NAK")
-        }
+        try act(.nak, body: Self.nakBody(delay: delay))
     }
 
     /// Tells the server that work on the message is still going on: its ack wait starts again.
     public func inProgress() throws(NATSError) {
         guard let acknowledgement else { throw MessageAcknowledgement.noReply(subject: subject) }
-        if acknowledgement.isDone {
-            throw NATSError(.alreadyAcknowledged, "message \(describe) was already acknowledged; inProgress has no effect")
-        }
+        if acknowledgement.isDone { throw inProgressAfterSettlement }
         try connection.publishToServerSubject(acknowledgement, body: "+WPI")
     }
 
     /// Tells the server never to redeliver the message. The reason, if given, shows in the
     /// server's advisories.
     public func term(reason: String? = nil) throws(NATSError) {
-        if let reason, !reason.isEmpty {
-            let cleaned = reason.replacing("\r", with: " ").replacing("\n", with: " ")
-            try act(.term, body: "+TERM \(cleaned)")
-        } else {
-            try act(.term, body: "+TERM")
-        }
+        try act(.term, body: Self.termBody(reason: reason))
+    }
+
+    private static func nakBody(delay: Duration?) -> String {
+        if let delay, delay > .zero { "-NAK {\"delay\":\(delay.nanosecondsClamped)}" } else { "-NAK" }
+    }
+
+    private static func termBody(reason: String?) -> String {
+        guard let reason, !reason.isEmpty else { return "+TERM" }
+        return "+TERM \(reason.replacing("\r", with: " ").replacing("\n", with: " "))"
+    }
+
+    private var inProgressAfterSettlement: NATSError {
+        NATSError(.alreadyAcknowledged, "message \(describe) was already acknowledged; inProgress has no effect")
     }
 
     private var describe: String {
@@ -245,16 +247,22 @@ public struct NATSJetStreamMessage: Sendable {
 
     private func claim(_ action: MessageAcknowledgement.Action) throws(NATSError) -> MessageAcknowledgement {
         guard let acknowledgement else { throw MessageAcknowledgement.noReply(subject: subject) }
-        if let previous = acknowledgement.claim(action) {
-            throw NATSError(
-                .alreadyAcknowledged,
-                "message \(describe) was already acknowledged with \(previous); \(action) is not sent")
-        }
+        if let previous = acknowledgement.claim(action) { throw settled(with: previous, before: action) }
         return acknowledgement
     }
 
+    private func settled(with previous: MessageAcknowledgement.Action, before action: MessageAcknowledgement.Action) -> NATSError {
+        NATSError(.alreadyAcknowledged, "message \(describe) was already acknowledged with \(previous); \(action) is not sent")
+    }
+
     private func act(_ action: MessageAcknowledgement.Action, body: String) throws(NATSError) {
-        let acknowledgement = try claim(action)
+        try Self.send(body, claimed: try claim(action), on: connection)
+    }
+
+    /// Sends a claimed settlement; the claim is given back if it could not be sent.
+    private static func send(
+        _ body: String, claimed acknowledgement: MessageAcknowledgement, on connection: NATSConnection
+    ) throws(NATSError) {
         do {
             // The ack subject came from the server: sent from the record's bytes, not validated again.
             try connection.publishToServerSubject(acknowledgement, body: body)
@@ -262,5 +270,44 @@ public struct NATSJetStreamMessage: Sendable {
             acknowledgement.release()
             throw error
         }
+    }
+}
+
+/// Settling a message that stays where its owner keeps it (package API: the EventBus keeps its
+/// deliveries' messages in chunks of slots).
+///
+/// A method called on a message read from such memory works on a copy of it, which costs a
+/// retain and a release of each of its references (the payload slab, shared with newer messages,
+/// among them) on every settlement; these read only the two references a settlement needs.
+/// Each behaves as the method of the same name.
+extension NATSJetStreamMessage {
+    package static func ack(at message: UnsafePointer<NATSJetStreamMessage>) throws(NATSError) {
+        try act(.ack, body: "+ACK", at: message)
+    }
+
+    package static func nak(at message: UnsafePointer<NATSJetStreamMessage>, delay: Duration?) throws(NATSError) {
+        try act(.nak, body: nakBody(delay: delay), at: message)
+    }
+
+    package static func term(at message: UnsafePointer<NATSJetStreamMessage>, reason: String?) throws(NATSError) {
+        try act(.term, body: termBody(reason: reason), at: message)
+    }
+
+    package static func inProgress(at message: UnsafePointer<NATSJetStreamMessage>) throws(NATSError) {
+        guard let acknowledgement = message.pointee.acknowledgement else {
+            throw MessageAcknowledgement.noReply(subject: message.pointee.subject)
+        }
+        if acknowledgement.isDone { throw message.pointee.inProgressAfterSettlement }
+        try message.pointee.connection.publishToServerSubject(acknowledgement, body: "+WPI")
+    }
+
+    private static func act(
+        _ action: MessageAcknowledgement.Action, body: String, at message: UnsafePointer<NATSJetStreamMessage>
+    ) throws(NATSError) {
+        guard let acknowledgement = message.pointee.acknowledgement else {
+            throw MessageAcknowledgement.noReply(subject: message.pointee.subject)
+        }
+        if let previous = acknowledgement.claim(action) { throw message.pointee.settled(with: previous, before: action) }
+        try send(body, claimed: acknowledgement, on: message.pointee.connection)
     }
 }
