@@ -27,14 +27,19 @@ struct FlushRaceTests {
                 native.flushSoon()
                 usleep(UInt32.random(in: 0..<300, using: &generator))
                 do throws(NATSError) {
-                    try native.flush(timeoutMilliseconds: 2_000)
+                    // Long enough that a PONG late on a loaded machine is no failure; a stranded
+                    // flush without the second PING fails whatever the timeout.
+                    try native.flush(timeoutMilliseconds: 5_000)
                 } catch {
                     failures.append("flush \(attempt): \(error)")
                 }
             }
             return failures
         }
-        #expect(failures.isEmpty, "\(failures.count) flushes failed: \(failures.prefix(3))")
         await connection.close()
+        #expect(failures.isEmpty, "\(failures.count) flushes failed: \(failures.prefix(3))")
+        // How often the race struck (each such flush sent a second PING); it varies by machine
+        // and run, so it is reported, not asserted.
+        print("FlushRaceTests: \(native.flushesSentAgain.load(ordering: .relaxed)) of 6,000 flushes sent a second PING")
     }
 }

@@ -37,6 +37,10 @@ final class NativeConnection: @unchecked Sendable {
     /// flushes ``flushSoon()`` ran (for any message that should leave at once). For tests of
     /// when bytes leave; one relaxed add per write, next to a `send`.
     let promptWrites = Atomic<Int>(0)
+    /// The round trip of this connection's last flush that got its PONG, in milliseconds.
+    private let lastFlushRoundTrip = Atomic<Int64>(0)
+    /// How many of this connection's flushes sent a second PING (see ``flush(_:timeoutMilliseconds:firstWait:)``).
+    let flushesSentAgain = Atomic<Int>(0)
     /// Whether ``startDrain(timeoutMilliseconds:)``'s second step ran (it runs once).
     private let connectionDrainStarted = Atomic<Bool>(false)
     /// Whether cnats accepted the connection's drain (it then flushes the publishes and closes).
@@ -417,19 +421,42 @@ final class NativeConnection: @unchecked Sendable {
     /// Sends a PING and waits for the PONG (blocking).
     func flush(timeoutMilliseconds: Int64) throws(NATSError) {
         guard let pointer else { throw Self.notConnected }
-        try NativeStatus.check(Self.flush(pointer, timeoutMilliseconds: timeoutMilliseconds), "flushing")
+        try NativeStatus.check(noted(Self.flush(pointer, timeoutMilliseconds: timeoutMilliseconds, firstWait: firstFlushWait)), "flushing")
     }
 
-    /// The first wait of ``flush(_:timeoutMilliseconds:)`` for its PONG, before it sends another
-    /// PING. Longer than a round trip to any server a client should use (a loaded host answers
-    /// in milliseconds, another continent in about 250 ms), so a flush sends one PING unless it
-    /// was stranded or the link is slower than that.
+    /// The first wait of ``flush(_:timeoutMilliseconds:firstWait:)`` for its PONG before it sends
+    /// another PING, when nothing is known of the connection's round trip. Longer than a round trip
+    /// to any server a client should use (a loaded host answers in milliseconds, another continent
+    /// in about 250 ms), so a flush sends one PING unless it was stranded.
     static let flushFirstWaitMilliseconds: Int64 = 250
 
-    /// `natsConnection_FlushTimeout` for up to `timeoutMilliseconds` in all, with a new PING
-    /// whenever a wait ends without its PONG: the first after ``flushFirstWaitMilliseconds``,
-    /// each later one twice as long as the one before, so a link slower than the first wait
-    /// still gets a PONG in time.
+    /// The first wait of this connection's flushes: ``flushFirstWaitMilliseconds``, or twice the
+    /// round trip of its last flush when that was longer, so that a slow link pays the second
+    /// PING once, not on every flush.
+    private var firstFlushWait: Int64 {
+        max(Self.flushFirstWaitMilliseconds, 2 * lastFlushRoundTrip.load(ordering: .relaxed))
+    }
+
+    /// Keeps what a flush learned: its round trip when it got its PONG, and whether it had to
+    /// send a second PING.
+    private func noted(_ flush: FlushOutcome) -> natsStatus {
+        if flush.status == NATS_OK { lastFlushRoundTrip.store(flush.roundTripMilliseconds, ordering: .relaxed) }
+        if flush.sentAgain { flushesSentAgain.add(1, ordering: .relaxed) }
+        return flush.status
+    }
+
+    /// What ``flush(_:timeoutMilliseconds:firstWait:)`` did.
+    struct FlushOutcome {
+        var status: natsStatus
+        /// From the PING that was answered to its PONG (0 unless `status` is `NATS_OK`).
+        var roundTripMilliseconds: Int64 = 0
+        /// Whether the first wait ended without the PONG, so a second PING was sent.
+        var sentAgain = false
+    }
+
+    /// `natsConnection_FlushTimeout` for up to `timeoutMilliseconds` in all, in two waits: the
+    /// first for `firstWait`, then, if its PONG has not come, a new PING and a wait for the rest
+    /// of the time.
     ///
     /// Why not one wait: cnats (3.4.1, and its main branch as of 3.13) can strand a waiting
     /// flush. A flush starting while no other is pending uses the connection's one cached
@@ -440,24 +467,46 @@ final class NativeConnection: @unchecked Sendable {
     /// PONG matches it any more: A sleeps until its whole timeout and reports a timeout from a
     /// healthy server. Measured with cnats alone on loopback: 37 of 20,000 flushes of 300 ms,
     /// each beside one flush of 1 ms, timed out that way; sent again after 50 ms, none did. The
-    /// stranded wait ends at its slice, and the PING sent then is answered like any other.
-    static func flush(_ connection: OpaquePointer, timeoutMilliseconds: Int64) -> natsStatus {
+    /// stranded wait ends with the first wait, and the PING sent then is answered like any other.
+    ///
+    /// Why two waits, not more: a wait that ends drops its PING's record, so a PONG counts only
+    /// if it comes within the wait of its own PING. The second wait keeps all of the remaining
+    /// time, so any round trip up to the timeout less the first wait still succeeds.
+    ///
+    /// cnats sends a PING without checking the write, and a flush whose PING could not be written
+    /// returns at once with success. A second PING goes out when a PONG is late, which is also
+    /// when a connection is being lost: success from it counts only while the connection is still
+    /// connected (or draining), otherwise the flush reports `NATS_CONNECTION_DISCONNECTED` (the
+    /// first PING keeps cnats's behaviour).
+    static func flush(_ connection: OpaquePointer, timeoutMilliseconds: Int64, firstWait: Int64) -> FlushOutcome {
         let timeout = max(1, timeoutMilliseconds)
-        // Monotonic: cnats's `nats_Now()` reads the wall clock, which may jump.
-        let deadline = ContinuousClock.now + .milliseconds(timeout)
-        var wait = min(timeout, flushFirstWaitMilliseconds)
-        while true {
-            let status = natsConnection_FlushTimeout(connection, wait)
-            let remaining = (deadline - ContinuousClock.now).millisecondsClamped
-            guard status == NATS_TIMEOUT, remaining > 0 else { return status }
-            wait = min(remaining, wait * 2)
+        // Monotonic (cnats's own waits use the wall clock): how long the second wait may take.
+        let start = ContinuousClock.now
+        let status = natsConnection_FlushTimeout(connection, min(timeout, max(1, firstWait)))
+        guard status == NATS_TIMEOUT else {
+            return FlushOutcome(status: status, roundTripMilliseconds: (ContinuousClock.now - start).millisecondsClamped)
         }
+        let remaining = (start + .milliseconds(timeout) - ContinuousClock.now).millisecondsClamped
+        guard remaining > 0 else { return FlushOutcome(status: status) }
+        let again = ContinuousClock.now
+        var outcome = FlushOutcome(status: natsConnection_FlushTimeout(connection, remaining), sentAgain: true)
+        if outcome.status == NATS_OK {
+            outcome.roundTripMilliseconds = (ContinuousClock.now - again).millisecondsClamped
+            switch natsConnection_Status(connection) {
+            case NATS_CONN_STATUS_CONNECTED, NATS_CONN_STATUS_DRAINING_SUBS, NATS_CONN_STATUS_DRAINING_PUBS: break
+            default: outcome.status = NATS_CONNECTION_DISCONNECTED
+            }
+        }
+        return outcome
     }
 
     /// ``flush(timeoutMilliseconds:)`` for a round trip that confirms what the server accepted.
     func confirmingFlush(timeoutMilliseconds: Int64) throws(NATSError) {
         guard let pointer else { throw Self.notConnected }
-        try NativeStatus.check(Self.confirmingFlush(pointer, timeoutMilliseconds: timeoutMilliseconds), "flushing")
+        let timeout = timeoutMilliseconds
+        var status = noted(Self.flush(pointer, timeoutMilliseconds: timeout, firstWait: firstFlushWait))
+        if status == NATS_TIMEOUT { status = noted(Self.flush(pointer, timeoutMilliseconds: timeout, firstWait: firstFlushWait)) }
+        try NativeStatus.check(status, "flushing")
     }
 
     /// A PING/PONG that confirms what was sent before it, asked once more after a timeout: a process
@@ -467,8 +516,9 @@ final class NativeConnection: @unchecked Sendable {
     /// carried over to the recovered connection and refused again, every time. A second round trip
     /// is answered after that -ERR, so it tells.
     static func confirmingFlush(_ connection: OpaquePointer, timeoutMilliseconds: Int64) -> natsStatus {
-        let status = flush(connection, timeoutMilliseconds: timeoutMilliseconds)
-        return status == NATS_TIMEOUT ? flush(connection, timeoutMilliseconds: timeoutMilliseconds) : status
+        let status = flush(connection, timeoutMilliseconds: timeoutMilliseconds, firstWait: flushFirstWaitMilliseconds).status
+        guard status == NATS_TIMEOUT else { return status }
+        return flush(connection, timeoutMilliseconds: timeoutMilliseconds, firstWait: flushFirstWaitMilliseconds).status
     }
 
     /// The server's reason when it refused subscribing to `subject`: cnats records the `-ERR` as
