@@ -390,10 +390,10 @@ public final class NATSConnection: Sendable {
     /// Waits until the server has processed everything published so far (a PING/PONG round trip).
     ///
     /// Throws `.timeout` when no PONG came within `timeout`. A PONG that is 250 ms late (or twice
-    /// the last flush's round trip, if longer) is asked for again with a new PING, awaited for the
-    /// rest of `timeout`: cnats can leave a flush waiting for a PONG that already arrived when
-    /// another flush times out beside it (see the README, "A flush is never left waiting for a
-    /// PONG that came").
+    /// the last flush's round trip, if longer, up to 1 s) is asked for again with a new PING,
+    /// awaited for the rest of `timeout`: cnats can leave a flush waiting for a PONG that already
+    /// arrived when another flush times out beside it (see the README, "A flush is never left
+    /// waiting for a PONG that came").
     public func flush(timeout: Duration = .seconds(5)) async throws(NATSError) {
         let native = try connected()
         try await blocking.run { () throws(NATSError) in

@@ -430,11 +430,17 @@ final class NativeConnection: @unchecked Sendable {
     /// in about 250 ms), so a flush sends one PING unless it was stranded.
     static let flushFirstWaitMilliseconds: Int64 = 250
 
+    /// The longest first wait: a flush that waited through a reconnect measures the reconnect as
+    /// its round trip, and a stranded flush should not wait that long before its second PING.
+    static let flushFirstWaitLimitMilliseconds: Int64 = 1_000
+
     /// The first wait of this connection's flushes: ``flushFirstWaitMilliseconds``, or twice the
-    /// round trip of its last flush when that was longer, so that a slow link pays the second
-    /// PING once, not on every flush.
+    /// round trip of its last flush when that was longer (up to
+    /// ``flushFirstWaitLimitMilliseconds``), so that a slow link pays the second PING once, not on
+    /// every flush.
     private var firstFlushWait: Int64 {
-        max(Self.flushFirstWaitMilliseconds, 2 * lastFlushRoundTrip.load(ordering: .relaxed))
+        let learned = min(2 * lastFlushRoundTrip.load(ordering: .relaxed), Self.flushFirstWaitLimitMilliseconds)
+        return max(Self.flushFirstWaitMilliseconds, learned)
     }
 
     /// Keeps what a flush learned: its round trip when it got its PONG, and whether it had to
