@@ -131,9 +131,24 @@ public final class NATSServerProcess: @unchecked Sendable {
         terminate(signal: SIGKILL)
     }
 
-    /// Freezes the process (SIGSTOP): it keeps its sockets but answers nothing.
+    /// Freezes the process (SIGSTOP): it keeps its sockets but answers nothing. Returns once the
+    /// kernel reports it stopped (at most about a second): `kill` only queues the signal, and a
+    /// server thread running on the other core answered a PING sent right after it.
     public func pause() {
-        if let pid { _ = Glibc.kill(pid, SIGSTOP) }
+        guard let pid else { return }
+        _ = Glibc.kill(pid, SIGSTOP)
+        for _ in 0..<1_000 {
+            if Self.isStopped(pid) { return }
+            usleep(1_000)
+        }
+    }
+
+    /// Whether `/proc` shows the process stopped (state `T`).
+    private static func isStopped(_ pid: Int32) -> Bool {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+            let close = stat.lastIndex(of: ")")
+        else { return false }
+        return stat[close...].dropFirst().drop(while: { $0 == " " }).first == "T"
     }
 
     /// Resumes a paused process (SIGCONT).

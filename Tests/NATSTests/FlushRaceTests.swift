@@ -7,7 +7,7 @@ import Testing
 /// Flushes that overlap (see `NativeConnection.flush(_:timeoutMilliseconds:)`): cnats can leave
 /// a flush waiting for a PONG that already came, until its whole timeout, when a flush of a
 /// millisecond starts and times out at the wrong moment beside it.
-@Suite("Flushes beside other flushes", .tags(.server))
+@Suite("Flushes beside other flushes, and late PONGs", .tags(.server))
 struct FlushRaceTests {
     /// Each flush starts a few hundred microseconds after a flush of a millisecond (the kind the
     /// connection makes to write requests at once without cnats's internals), which gives the
@@ -41,5 +41,29 @@ struct FlushRaceTests {
         // How often the race struck (each such flush sent a second PING); it varies by machine
         // and run, so it is reported, not asserted.
         print("FlushRaceTests: \(native.flushesSentAgain.load(ordering: .relaxed)) of 6,000 flushes sent a second PING")
+    }
+
+    /// A server that answers late is no failure: frozen for 2 s, it answers the second PING, sent
+    /// after the first wait, within the flush's timeout. The next flush, on a server that
+    /// answers at once again, needs one PING.
+    @Test(.timeLimit(.minutes(1)))
+    func aFlushOutlastsAServerThatAnswersLate() async throws {
+        let server = try await NATSServerProcess.started(jetStream: false)
+        defer { server.kill() }
+        let connection = try await connect(to: server)
+        let native = try connection.connected()
+        try await connection.flush()
+        let before = native.flushesSentAgain.load(ordering: .relaxed)
+        server.pause()
+        let resume = Task {
+            try? await Task.sleep(for: .seconds(2))
+            server.resume()
+        }
+        try await connection.flush(timeout: .seconds(8))
+        await resume.value
+        #expect(native.flushesSentAgain.load(ordering: .relaxed) == before + 1, "one second PING for the late answer")
+        try await connection.flush(timeout: .seconds(5))
+        #expect(native.flushesSentAgain.load(ordering: .relaxed) == before + 1, "no second PING once the server answers at once")
+        await connection.close()
     }
 }
