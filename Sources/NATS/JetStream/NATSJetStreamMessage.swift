@@ -216,9 +216,7 @@ public struct NATSJetStreamMessage: Sendable {
 
     /// Tells the server that work on the message is still going on: its ack wait starts again.
     public func inProgress() throws(NATSError) {
-        guard let acknowledgement else { throw MessageAcknowledgement.noReply(subject: subject) }
-        if acknowledgement.isDone { throw inProgressAfterSettlement }
-        try connection.publishToServerSubject(acknowledgement, body: "+WPI")
+        try connection.publishToServerSubject(try Self.unsettled(acknowledgement) { self }, body: "+WPI")
     }
 
     /// Tells the server never to redeliver the message. The reason, if given, shows in the
@@ -236,23 +234,40 @@ public struct NATSJetStreamMessage: Sendable {
         return "+TERM \(reason.replacing("\r", with: " ").replacing("\n", with: " "))"
     }
 
-    private var inProgressAfterSettlement: NATSError {
-        NATSError(.alreadyAcknowledged, "message \(describe) was already acknowledged; inProgress has no effect")
-    }
-
     private var describe: String {
         if let metadata { return "'\(subject)' (stream \(metadata.stream) sequence \(metadata.streamSequence))" }
         return "'\(subject)'"
     }
 
     private func claim(_ action: MessageAcknowledgement.Action) throws(NATSError) -> MessageAcknowledgement {
-        guard let acknowledgement else { throw MessageAcknowledgement.noReply(subject: subject) }
-        if let previous = acknowledgement.claim(action) { throw settled(with: previous, before: action) }
+        try Self.claim(action, on: acknowledgement) { self }
+    }
+
+    /// Claims `acknowledgement` (the record of `message`, read only for an error) for a final
+    /// action.
+    private static func claim(
+        _ action: MessageAcknowledgement.Action, on acknowledgement: MessageAcknowledgement?,
+        of message: () -> NATSJetStreamMessage
+    ) throws(NATSError) -> MessageAcknowledgement {
+        guard let acknowledgement else { throw MessageAcknowledgement.noReply(subject: message().subject) }
+        if let previous = acknowledgement.claim(action) {
+            throw NATSError(
+                .alreadyAcknowledged,
+                "message \(message().describe) was already acknowledged with \(previous); \(action) is not sent")
+        }
         return acknowledgement
     }
 
-    private func settled(with previous: MessageAcknowledgement.Action, before action: MessageAcknowledgement.Action) -> NATSError {
-        NATSError(.alreadyAcknowledged, "message \(describe) was already acknowledged with \(previous); \(action) is not sent")
+    /// `acknowledgement` (the record of `message`, read only for an error) while no final action
+    /// was taken, for ``inProgress()``.
+    private static func unsettled(
+        _ acknowledgement: MessageAcknowledgement?, of message: () -> NATSJetStreamMessage
+    ) throws(NATSError) -> MessageAcknowledgement {
+        guard let acknowledgement else { throw MessageAcknowledgement.noReply(subject: message().subject) }
+        if acknowledgement.isDone {
+            throw NATSError(.alreadyAcknowledged, "message \(message().describe) was already acknowledged; inProgress has no effect")
+        }
+        return acknowledgement
     }
 
     private func act(_ action: MessageAcknowledgement.Action, body: String) throws(NATSError) {
@@ -294,20 +309,14 @@ extension NATSJetStreamMessage {
     }
 
     package static func inProgress(at message: UnsafePointer<NATSJetStreamMessage>) throws(NATSError) {
-        guard let acknowledgement = message.pointee.acknowledgement else {
-            throw MessageAcknowledgement.noReply(subject: message.pointee.subject)
-        }
-        if acknowledgement.isDone { throw message.pointee.inProgressAfterSettlement }
+        let acknowledgement = try unsettled(message.pointee.acknowledgement) { message.pointee }
         try message.pointee.connection.publishToServerSubject(acknowledgement, body: "+WPI")
     }
 
     private static func act(
         _ action: MessageAcknowledgement.Action, body: String, at message: UnsafePointer<NATSJetStreamMessage>
     ) throws(NATSError) {
-        guard let acknowledgement = message.pointee.acknowledgement else {
-            throw MessageAcknowledgement.noReply(subject: message.pointee.subject)
-        }
-        if let previous = acknowledgement.claim(action) { throw message.pointee.settled(with: previous, before: action) }
+        let acknowledgement = try claim(action, on: message.pointee.acknowledgement) { message.pointee }
         try send(body, claimed: acknowledgement, on: message.pointee.connection)
     }
 }
