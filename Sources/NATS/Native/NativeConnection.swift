@@ -509,9 +509,7 @@ final class NativeConnection: @unchecked Sendable {
     /// ``flush(timeoutMilliseconds:)`` for a round trip that confirms what the server accepted.
     func confirmingFlush(timeoutMilliseconds: Int64) throws(NATSError) {
         guard let pointer else { throw Self.notConnected }
-        let timeout = timeoutMilliseconds
-        var status = noted(Self.flush(pointer, timeoutMilliseconds: timeout, firstWait: firstFlushWait))
-        if status == NATS_TIMEOUT { status = noted(Self.flush(pointer, timeoutMilliseconds: timeout, firstWait: firstFlushWait)) }
+        let status = Self.confirmingFlush(pointer, timeoutMilliseconds: timeoutMilliseconds, firstWait: firstFlushWait, note: noted)
         try NativeStatus.check(status, "flushing")
     }
 
@@ -521,10 +519,15 @@ final class NativeConnection: @unchecked Sendable {
     /// (`maximum subscriptions exceeded`). Taken as a slow answer, a refused subscription would be
     /// carried over to the recovered connection and refused again, every time. A second round trip
     /// is answered after that -ERR, so it tells.
-    static func confirmingFlush(_ connection: OpaquePointer, timeoutMilliseconds: Int64) -> natsStatus {
-        let status = flush(connection, timeoutMilliseconds: timeoutMilliseconds, firstWait: flushFirstWaitMilliseconds).status
+    ///
+    /// `note` sees each flush's outcome and gives its status (a connection keeps what it learned).
+    static func confirmingFlush(
+        _ connection: OpaquePointer, timeoutMilliseconds: Int64, firstWait: Int64 = flushFirstWaitMilliseconds,
+        note: (FlushOutcome) -> natsStatus = { $0.status }
+    ) -> natsStatus {
+        let status = note(flush(connection, timeoutMilliseconds: timeoutMilliseconds, firstWait: firstWait))
         guard status == NATS_TIMEOUT else { return status }
-        return flush(connection, timeoutMilliseconds: timeoutMilliseconds, firstWait: flushFirstWaitMilliseconds).status
+        return note(flush(connection, timeoutMilliseconds: timeoutMilliseconds, firstWait: firstWait))
     }
 
     /// The server's reason when it refused subscribing to `subject`: cnats records the `-ERR` as
