@@ -9,6 +9,19 @@ import Testing
 /// millisecond starts and times out at the wrong moment beside it.
 @Suite("Flushes beside other flushes, and late PONGs", .tags(.server))
 struct FlushRaceTests {
+    /// A server without JetStream, a connection to it and its native side (the caller kills the
+    /// server).
+    func connected() async throws -> (NATSServerProcess, NATSConnection, NativeConnection) {
+        let server = try await NATSServerProcess.started(jetStream: false)
+        do {
+            let connection = try await connect(to: server)
+            return (server, connection, try connection.connected())
+        } catch {
+            server.kill()
+            throw error
+        }
+    }
+
     /// Each flush starts a few hundred microseconds after a flush of a millisecond (the kind the
     /// connection makes to write requests at once without cnats's internals), which gives the
     /// race above thousands of chances; the server is healthy and local, so every flush must get
@@ -16,10 +29,8 @@ struct FlushRaceTests {
     /// runs here.
     @Test(.timeLimit(.minutes(2)))
     func aFlushBesideMillisecondFlushesGetsItsPong() async throws {
-        let server = try await NATSServerProcess.started(jetStream: false)
+        let (server, connection, native) = try await connected()
         defer { server.kill() }
-        let connection = try await connect(to: server)
-        let native = try connection.connected()
         let failures = try await offCooperativePool { () -> [String] in
             var generator = SystemRandomNumberGenerator()
             var failures: [String] = []
@@ -48,10 +59,8 @@ struct FlushRaceTests {
     /// answers at once again, needs one PING.
     @Test(.timeLimit(.minutes(1)))
     func aFlushOutlastsAServerThatAnswersLate() async throws {
-        let server = try await NATSServerProcess.started(jetStream: false)
+        let (server, connection, native) = try await connected()
         defer { server.kill() }
-        let connection = try await connect(to: server)
-        let native = try connection.connected()
         try await connection.flush()
         let before = native.flushesSentAgain.load(ordering: .relaxed)
         server.pause()
