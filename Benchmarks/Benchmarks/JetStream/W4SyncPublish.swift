@@ -8,6 +8,10 @@ import NATS
 // W4: 20,000 JetStream publishes of 128 bytes, one at a time, each waiting for its ack (what
 // `EventBus.publish` does for one publisher). Messages per second. The stream is purged before
 // every iteration (unmeasured), and afterwards it must hold exactly the messages published.
+// "NATS events" and "NATS publisher events" publish the messages the EventBus sends (a new
+// event's CloudEvents headers and `Nats-Msg-Id` per publish) through the NATS module's
+// `publish` and through its `NATSJetStreamPublisher` (the bus's path): what the module alone
+// achieves on the bus's messages, the like-for-like ceiling of "W4 EventBus".
 
 func registerW4() {
     let configuration = BenchmarkSettings.live(metrics: BenchmarkMetrics.throughputWorkload, scalingFactor: .kilo)
@@ -18,6 +22,8 @@ func registerW4() {
 
     registerW4NATS(name: "W4 NATS", configuration: configuration, sendAsap: false)
     registerW4NATS(name: "W4 NATS send-asap", configuration: configuration, sendAsap: true)
+    registerW4NATSEvents(name: "W4 NATS events", configuration: configuration, throughPublisher: false)
+    registerW4NATSEvents(name: "W4 NATS publisher events", configuration: configuration, throughPublisher: true)
 
     liveBenchmark("W4 EventBus", configuration: configuration) { benchmark, fixture in
         let (bus, admin) = fixture
@@ -96,5 +102,43 @@ private func registerW4Raw(name: String, configuration: Benchmark.Configuration,
             js: try RawJetStream.workloadStream(on: server), subject: RawCString(Workload.jetStreamSubject),
             iterations: IterationCounter()
         )
+    }
+}
+
+/// The NATS module's W4 on the EventBus's messages: each publish builds a new benchmark event's
+/// headers (as the bus does) and awaits its ack, through `jetStream().publish` or, with
+/// `throughPublisher`, through a `NATSJetStreamPublisher` as the bus does.
+private func registerW4NATSEvents(name: String, configuration: Benchmark.Configuration, throughPublisher: Bool) {
+    let messages = Workload.w4Messages
+    liveBenchmark(name, configuration: configuration) { benchmark, module in
+        let (connection, admin) = module
+        try admin.purge(stream: Workload.streamName)
+        let js = connection.jetStream()
+        let publisher = throughPublisher ? try await js.makePublisher() : nil
+        benchmark.startMeasurement()
+        let meter = ThroughputMeter()
+        for _ in 0..<messages {
+            let event = benchmarkEvent()
+            let headers = CloudEventsNATSBinding.headers(for: event)
+            let options = NATSPublishOptions(messageID: event.id)
+            if let publisher {
+                let pending = try await publisher.publish(
+                    subject: Workload.jetStreamSubject, payload: event.data, headers: headers, options: options)
+                blackHole(try await pending.ack())
+            } else {
+                blackHole(
+                    try await js.publish(
+                        subject: Workload.jetStreamSubject, payload: event.data, headers: headers, options: options))
+            }
+        }
+        meter.finish(benchmark, operations: messages)
+        benchmark.stopMeasurement()
+        try admin.expectMessageCount(stream: Workload.streamName, messages)
+        await publisher?.close()
+    } setup: { server -> (connection: NATSConnection, admin: RawJetStream) in
+        let admin = try RawJetStream.workloadStream(on: server)
+        return (connection: try await NATSConnection.connectForBenchmark(server, sendAsap: false), admin: admin)
+    } teardown: { module in
+        await module.connection.close()
     }
 }
