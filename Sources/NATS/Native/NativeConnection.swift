@@ -492,9 +492,9 @@ final class NativeConnection: @unchecked Sendable {
         guard status == NATS_TIMEOUT else {
             return FlushOutcome(status: status, roundTripMilliseconds: (ContinuousClock.now - start).millisecondsClamped)
         }
-        let remaining = (start + .milliseconds(timeout) - ContinuousClock.now).millisecondsClamped
-        guard remaining > 0 else { return FlushOutcome(status: status) }
         let again = ContinuousClock.now
+        let remaining = (start + .milliseconds(timeout) - again).millisecondsClamped
+        guard remaining > 0 else { return FlushOutcome(status: status) }
         var outcome = FlushOutcome(status: natsConnection_FlushTimeout(connection, remaining), sentAgain: true)
         if outcome.status == NATS_OK {
             outcome.roundTripMilliseconds = (ContinuousClock.now - again).millisecondsClamped
