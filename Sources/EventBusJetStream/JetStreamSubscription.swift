@@ -218,8 +218,8 @@ final class JetStreamSubscription: DeliverySource, Sendable {
     var deliveryThreadLoop: DeliveryThreadLoop {
         let executor: DeliveryThreadExecutor =
             switch consumer {
-            case .pull(let pull): pull.deliveryExecutor
-            case .push(let push): push.deliveryExecutor
+            case .pull(let pull): pull.deliveryThreadExecutor
+            case .push(let push): push.deliveryThreadExecutor
             }
         return DeliveryThreadLoop(executor: executor, forwardedJobCount: { executor.forwardedJobCount })
     }

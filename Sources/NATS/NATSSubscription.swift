@@ -33,6 +33,31 @@ public struct NATSSubscription: AsyncSequence, Sendable {
         handle.native.drain(timeoutMilliseconds: Swift.max(1, timeout.millisecondsClamped))
     }
 
+    /// A task executor that lets the delivery thread which receives this subscription's messages run
+    /// the task iterating it, instead of waking a concurrency-pool thread for every hand-over.
+    ///
+    /// Iterate from a task that prefers it:
+    ///
+    /// ```swift
+    /// let worker = Task(executorPreference: subscription.deliveryExecutor) {
+    ///     for try await message in subscription { handle(message) }
+    /// }
+    /// ```
+    ///
+    /// A task iterating the ordinary way waits on a pool thread, and each message that ends its
+    /// wait goes through the global executor, which wakes that thread: a second thread wake-up
+    /// after cnats's own (its reader thread waking the delivery thread), about 15 µs at p50 on a
+    /// 2-core machine. Under this preference the loop's next step runs on the delivery thread
+    /// before the message's hand-over returns, as a handler would.
+    ///
+    /// Keep the loop's body quick and non-blocking: while it runs, the delivery thread delivers
+    /// nothing else (messages wait in cnats's queue, within the subscription's limits). A body that
+    /// awaits work elsewhere (an actor, a sleep, another sequence) gets it back as a job passed
+    /// through this executor to the global executor, about 2 µs per hop: iterate such a loop from
+    /// an ordinary task. Work started before the first wait, and anything resumed by another
+    /// thread, runs on the pool as usual.
+    public var deliveryExecutor: any TaskExecutor { handle.buffer.consumerExecutor }
+
     /// Creates the iterator. Call once.
     public func makeAsyncIterator() -> Iterator {
         Iterator(handle: handle, token: IterationToken(handle: handle))

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// Thread-safe list of values collected by a test.
 public final class Collected<Value: Sendable>: @unchecked Sendable {
@@ -68,4 +69,33 @@ public struct TimedOut: Error, CustomStringConvertible {
     public var what: String
     /// Says what did not finish, and how long was allowed.
     public var description: String { "\(what) did not finish within \(timeout)" }
+}
+
+/// The threads that called ``record()``, in order: where a test's code ran.
+public final class ThreadRecord: Sendable {
+    private let storage = Mutex<[UInt]>([])
+
+    /// An empty record.
+    public init() {}
+
+    /// Records the kernel's thread id: a `pthread_t` is the address of the thread's descriptor,
+    /// which a thread started after the producer's exit may get again (seen under
+    /// ThreadSanitizer, where the pool started a thread for the resumed step).
+    public func record() {
+        #if os(Linux)
+        // "<pid>/task/<tid>"
+        let link = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/thread-self")) ?? ""
+        let id = UInt(link.split(separator: "/").last ?? "") ?? 0
+        #else
+        var id64: UInt64 = 0
+        pthread_threadid_np(nil, &id64)
+        let id = UInt(id64)
+        #endif
+        storage.withLock { $0.append(id) }
+    }
+
+    /// The recorded thread ids, one per ``record()`` call.
+    public var threads: [UInt] { storage.withLock { $0 } }
+    /// How many calls were recorded.
+    public var count: Int { threads.count }
 }

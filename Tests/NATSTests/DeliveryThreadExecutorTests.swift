@@ -184,27 +184,3 @@ private func appendFromAThreadOfItsOwn(_ value: Int, to buffer: BoundedBatchBuff
     }
     thread.start()
 }
-
-/// The threads that called ``record()``, in order.
-private final class ThreadRecord: Sendable {
-    private let storage = Mutex<[UInt]>([])
-
-    /// Records the kernel's thread id: a `pthread_t` is the address of the thread's descriptor,
-    /// which a thread started after the producer's exit may get again (seen under
-    /// ThreadSanitizer, where the pool started a thread for the resumed step).
-    func record() {
-        #if os(Linux)
-        // "<pid>/task/<tid>"
-        let link = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/thread-self")) ?? ""
-        let id = UInt(link.split(separator: "/").last ?? "") ?? 0
-        #else
-        var id64: UInt64 = 0
-        pthread_threadid_np(nil, &id64)
-        let id = UInt(id64)
-        #endif
-        storage.withLock { $0.append(id) }
-    }
-
-    var threads: [UInt] { storage.withLock { $0 } }
-    var count: Int { threads.count }
-}

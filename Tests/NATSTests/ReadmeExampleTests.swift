@@ -36,4 +36,27 @@ struct ReadmeExampleTests {
         #expect(seen == ["orders.created 42 order 42"])
         #expect(connection.isClosed)
     }
+
+    /// "Iterating on the delivery thread": the responder iterating from a task that prefers the
+    /// subscription's executor answers requests, and ends when the connection closes.
+    @Test func responderIteratingOnTheDeliveryThreadAnswers() async throws {
+        let server = try await NATSServerProcess.started(jetStream: false)
+        defer { server.kill() }
+        let connection = try await NATSConnection.connect(configuration: try NATSConnectionConfiguration(servers: [server.url]))
+        let requests = try await connection.subscribe(to: "echo")
+
+        let responder = Task(executorPreference: requests.deliveryExecutor) {
+            for try await request in requests {
+                guard let replyTo = request.replyTo else { continue }
+                try connection.publish(subject: replyTo, payload: request.payload)
+            }
+        }
+
+        for index in 0..<20 {
+            let reply = try await connection.request(subject: "echo", payload: Array("ping \(index)".utf8), timeout: .seconds(5))
+            #expect(reply.payload.string == "ping \(index)")
+        }
+        await connection.close()
+        try await withDeadline(.seconds(30), "the responder's loop after close") { try await responder.value }
+    }
 }

@@ -90,17 +90,22 @@ func registerW3() {
         name: "W3 NATS send-asap requester", configuration: configuration, requesterSendsAsap: true, iteratorResponder: false)
     registerW3NATS(
         name: "W3 NATS iterator responder", configuration: configuration, requesterSendsAsap: false, iteratorResponder: true)
+    registerW3NATS(
+        name: "W3 NATS iterator responder on delivery thread", configuration: configuration, requesterSendsAsap: false,
+        iteratorResponder: true, onDeliveryThread: true)
 }
 
 /// The NATS module's W3. The responder's connection uses the default configuration and answers
 /// with a plain publish from a handler subscription on the delivery thread (as raw's callback
-/// does), or, with `iteratorResponder`, from a task iterating the subscription. The requester
-/// uses the default configuration, or SendAsap.
+/// does), or, with `iteratorResponder`, from a task iterating the subscription (one that prefers
+/// the subscription's `deliveryExecutor` with `onDeliveryThread`). The requester uses the default
+/// configuration, or SendAsap.
 private func registerW3NATS(
     name: String,
     configuration: Benchmark.Configuration,
     requesterSendsAsap: Bool,
-    iteratorResponder: Bool
+    iteratorResponder: Bool,
+    onDeliveryThread: Bool = false
 ) {
     let module = SetupBox<(server: BenchmarkServer, requester: NATSConnection, responder: NATSConnection, echo: Task<Void, Never>?, handler: NATSHandlerSubscription?)>()
     Benchmark(name, configuration: configuration) { benchmark in
@@ -128,7 +133,10 @@ private func registerW3NATS(
         let responder = try await NATSConnection.connectForBenchmark(server, sendAsap: false)
         if iteratorResponder {
             let requests = try await responder.subscribe(to: subject)
-            let task = Task { await echo(requests, on: responder) }
+            let task =
+                onDeliveryThread
+                ? Task(executorPreference: requests.deliveryExecutor) { await echo(requests, on: responder) }
+                : Task { await echo(requests, on: responder) }
             module.value = (server, requester, responder, task, nil)
         } else {
             let handler = try await responder.subscribe(to: subject) { request in

@@ -51,10 +51,13 @@ private final class Receipts: Sendable {
         startWatchdog(progress: { self.count.load(ordering: .relaxed) }, onStall: { self.signal.fail() })
     }
 
-    /// A task that takes the time of each message `consumer` delivers and acks it.
-    func receive<Consumer: AsyncSequence & Sendable>(_ consumer: Consumer) -> Task<Void, any Error>
+    /// A task that takes the time of each message `consumer` delivers and acks it, preferring
+    /// `executor` if given.
+    func receive<Consumer: AsyncSequence & Sendable>(
+        _ consumer: Consumer, preferring executor: (any TaskExecutor)? = nil
+    ) -> Task<Void, any Error>
     where Consumer.Element == NATSJetStreamMessage {
-        Task {
+        Task(executorPreference: executor) { [self] in
             for try await message in consumer {
                 received()
                 try message.ack()
@@ -93,6 +96,7 @@ func registerW8() {
     registerW8NATS(name: "W8 NATS send-asap", configuration: configuration, sendAsap: true)
     registerW8NATS(name: "W8 NATS handler", configuration: configuration, sendAsap: false, handler: true)
     registerW8NATS(name: "W8 NATS pull", configuration: configuration, sendAsap: false, pull: true)
+    registerW8NATS(name: "W8 NATS on delivery thread", configuration: configuration, sendAsap: false, onDeliveryThread: true)
     registerW8EventBusConsume(configuration: configuration)
     // With metrics and tracing bootstrapped (BenchmarkTelemetry); compare with the line above.
     registerW8EventBusConsume(configuration: configuration, instrumented: true)
@@ -254,17 +258,19 @@ private func registerW8Raw(name: String, configuration: Benchmark.Configuration,
 /// The NATS module's W8: `jetStream().publish` on a connection with the default configuration
 /// or with SendAsap (both write the request at once through the connection's request
 /// multiplexer); the subscriber's connection has the default configuration and iterates its push
-/// consumer in a task, or (`handler`) takes the time and acks in a handler on cnats's delivery
-/// thread, as raw's callback does, or (`pull`) iterates a pull consumer in a task, as the
-/// EventBus's groups do (separating what the pull consumer costs from what the bus adds).
+/// consumer in a task (one preferring the consumer's `deliveryExecutor` with `onDeliveryThread`),
+/// or (`handler`) takes the time and acks in a handler on cnats's delivery thread, as raw's
+/// callback does, or (`pull`) iterates a pull consumer in a task, as the EventBus's groups do
+/// (separating what the pull consumer costs from what the bus adds).
 private func registerW8NATS(
-    name: String, configuration: Benchmark.Configuration, sendAsap: Bool, handler: Bool = false, pull: Bool = false
+    name: String, configuration: Benchmark.Configuration, sendAsap: Bool, handler: Bool = false, pull: Bool = false,
+    onDeliveryThread: Bool = false
 ) {
     let messages = Workload.w8Messages
     liveBenchmark(name, configuration: configuration) { benchmark, module in
         let (publisher, subscriber, iterations) = module
         let iteration = iterations.next()
-        let variant = sendAsap ? "asap." : handler ? "handler." : pull ? "pull." : ""
+        let variant = sendAsap ? "asap." : handler ? "handler." : pull ? "pull." : onDeliveryThread ? "delivery." : ""
         let durable = "w8-nats-\(variant.replacing(".", with: "-"))\(iteration)"
         let consumerConfiguration = NATSConsumerConfiguration.workload(
             durable: durable, deliverSubject: pull ? nil : "w8.deliver.nats.\(variant)\(iteration)", deliverNew: true)
@@ -287,7 +293,7 @@ private func registerW8NATS(
             stopSubscriber = subscription.unsubscribe
         } else {
             let consumer = try await js.pushConsumer(stream: Workload.streamName, configuration: consumerConfiguration)
-            receiver = receipts.receive(consumer)
+            receiver = receipts.receive(consumer, preferring: onDeliveryThread ? consumer.deliveryExecutor : nil)
             stopSubscriber = consumer.stop
         }
         let watchdog = receipts.watch()

@@ -105,11 +105,33 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
         monitor.observe(observer)
     }
 
-    /// An executor for the task that iterates this consumer: a task that prefers it
-    /// (`withTaskExecutorPreference`) and waits for messages is run by the delivery thread that
-    /// hands them over, instead of a concurrency-pool thread woken for it (see
-    /// ``DeliveryThreadExecutor``).
-    package var deliveryExecutor: DeliveryThreadExecutor { handle.buffer.consumerExecutor }
+    /// A task executor that lets the delivery thread which receives this consumer's messages run
+    /// the task iterating it, instead of waking a concurrency-pool thread for every hand-over.
+    ///
+    /// Iterate from a task that prefers it:
+    ///
+    /// ```swift
+    /// let worker = Task(executorPreference: consumer.deliveryExecutor) {
+    ///     for try await message in consumer { try handle(message); try message.ack() }
+    /// }
+    /// ```
+    ///
+    /// A task iterating the ordinary way waits on a pool thread, and each message that ends its
+    /// wait goes through the global executor, which wakes that thread: a second thread wake-up
+    /// after cnats's own (its reader thread waking the delivery thread), about 15 µs at p50 on a
+    /// 2-core machine. Under this preference the loop's next step runs on the delivery thread
+    /// before the message's hand-over returns, as a handler would.
+    ///
+    /// Keep the loop's body quick and non-blocking: while it runs, the delivery thread delivers
+    /// nothing else (messages wait in cnats's queue, within the subscription's limits). A body that
+    /// awaits work elsewhere (an actor, a sleep, another sequence) gets it back as a job passed
+    /// through this executor to the global executor, about 2 µs per hop: iterate such a loop from
+    /// an ordinary task. Work started before the first wait, and anything resumed by another
+    /// thread, runs on the pool as usual.
+    public var deliveryExecutor: any TaskExecutor { deliveryThreadExecutor }
+
+    /// ``deliveryExecutor`` as its own type, for `consume` (which watches the jobs it passes on).
+    package var deliveryThreadExecutor: DeliveryThreadExecutor { handle.buffer.consumerExecutor }
 
     /// Stops receiving: pull requests are abandoned and the iteration ends. Messages received
     /// and not yet handed out are redelivered by the server after their ack wait, except those an
