@@ -104,6 +104,7 @@ COMPARISONS = [
     ("W8", "EventBus", "W8", "raw", "p99", 1.20, "against plain 128-byte messages"),
     ("W8", "EventBus", "W8", "raw events", "p50", 1.15, "subscribe loop against raw publishing the same messages (CloudEvents headers, id)"),
     ("W8", "EventBus consume", "W8", "raw events", "p50", 1.15, "`consume` with a group against raw publishing the same messages"),
+    ("W8", "EventBus on delivery thread", "W8", "raw events", None, None, "subscribe loop in a task preferring the subscription's `deliveryExecutor`"),
     ("W8", "NATS pull", "W8", "raw", None, None, "subscriber iterating a pull consumer in a task, as the bus's groups do"),
     ("ES1", "EventStore", "ES1", "raw", None, None, "`append` of one event expecting `.exactly(version)` against js_PublishMsg with ExpectLastSubjectSeq"),
     ("ES2", "EventStore", "ES2", "raw", None, None, "`append` of 100 events against the same atomic batch built by hand"),

@@ -45,6 +45,26 @@ public struct EventSubscription: AsyncSequence, Sendable {
         self.consumer = consumer
     }
 
+    /// An executor that lets the thread receiving this subscription's deliveries run the task
+    /// iterating it, or `nil` when the backend has no such thread (the in-memory bus).
+    ///
+    /// On JetStream it is the consumer's cnats delivery thread. A task iterating the ordinary way
+    /// waits on a concurrency-pool thread, woken through the global executor for every delivery
+    /// that ends its wait; one that prefers this executor goes on where the delivery arrived:
+    ///
+    /// ```swift
+    /// let worker = Task(executorPreference: subscription.deliveryExecutor) {  // nil: the global executor
+    ///     for try await delivery in subscription { try handle(delivery.event); try await delivery.ack() }
+    /// }
+    /// ```
+    ///
+    /// The loop's body then holds up the subscription's deliveries while it runs, as a handler on
+    /// that thread would: keep it quick and non-blocking. A body that awaits other work per
+    /// delivery (an actor, a sleep) gets each step back through the executor as a job passed to the
+    /// global executor: iterate that loop from an ordinary task, or use `consume`, which prefers
+    /// this executor itself and stops once its handlers keep leaving the thread.
+    public var deliveryExecutor: (any TaskExecutor)? { consumer?.deliveryThread?.executor }
+
     /// Starts iterating.
     public func makeAsyncIterator() -> Iterator {
         Iterator(base: source.makeDeliveryIterator(), lifetime: IterationLifetime(source: source))

@@ -98,6 +98,42 @@ struct JetStreamConsumeHandlingTests {
         await bus.close()
     }
 
+    @Test func aSubscribeLoopPreferringTheDeliveryExecutorRunsOnTheDeliveryThread() async throws {
+        let server = try await NATSServerProcess.started()
+        defer { server.kill() }
+        let bus = try Self.bus(server) { _ in }
+        let subscription = try await bus.subscribe("loop.work", options: SubscriptionOptions(group: "loop"))
+        let deliveryThread = try #require(subscription.consumer?.deliveryThread)
+        let executor = try #require(subscription.deliveryExecutor, "a JetStream subscription offers its delivery thread")
+        let started = ThreadRecord()
+        let bodies = ThreadRecord()
+        let handled = Collected<Int>()
+        let loop = Task(executorPreference: executor) {
+            started.record()
+            for try await delivery in subscription {
+                bodies.record()
+                try await delivery.ack()
+                handled.append(Int(String(decoding: delivery.event.data, as: UTF8.self)) ?? -1)
+            }
+        }
+        // One at a time, so that each event ends a wait of the loop.
+        for index in 0..<30 {
+            try await bus.publish(Event(subject: "loop.work", type: "t", source: "/test", data: Array("\(index)".utf8)))
+            #expect(await eventually(timeout: .seconds(30)) { handled.count > index }, "handled \(handled.count)")
+        }
+        #expect(handled.values == Array(0..<30))
+        // Each step after a wait ran on the one delivery thread, not the pool thread the task
+        // started on; the executor passed on the task's start and at most a few timer wake-ups
+        // of the idle wait (a step resumed the ordinary way would be one per event).
+        #expect(Set(bodies.threads).count == 1, "bodies ran on \(Set(bodies.threads).count) threads")
+        #expect(Set(bodies.threads) != Set(started.threads))
+        #expect(deliveryThread.forwardedJobCount() <= 10, "forwarded \(deliveryThread.forwardedJobCount())")
+        loop.cancel()
+        _ = await loop.result
+        await subscription.close()
+        await bus.close()
+    }
+
     @Test func aHandlerThatCallsAnActorSendsTheLoopBackToThePool() async throws {
         let server = try await NATSServerProcess.started()
         defer { server.kill() }

@@ -42,6 +42,17 @@ struct InMemoryEventBusTests {
         await bus.close()
     }
 
+    @Test func aSubscriptionOffersNoDeliveryExecutorAndIteratesUnderANilPreference() async throws {
+        let bus = try InMemoryEventBus()
+        let subscription = try await bus.subscribe("n", options: .init(group: "plain"))
+        // No delivery thread in one process: the README's loop runs on the global executor.
+        #expect(subscription.deliveryExecutor == nil)
+        try await bus.publish(makeEvent("n", "1"))
+        let loop = Task(executorPreference: subscription.deliveryExecutor) { try await take(1, from: subscription) }
+        #expect(try await loop.value.map(\.sequence) == [1])
+        await bus.close()
+    }
+
     @Test func payloadBytesAndAgeBoundTheLogToo() async throws {
         let bySize = try InMemoryEventBus(configuration: .init(maxBytes: 100))
         for _ in 0..<10 {

@@ -87,7 +87,6 @@ private final class Receipts: Sendable {
 
 func registerW8() {
     let configuration = BenchmarkSettings.live(metrics: BenchmarkMetrics.latencyWorkload)
-    let messages = Workload.w8Messages
 
     registerW8Raw(name: "W8 raw", configuration: configuration, eventHeaders: false)
     registerW8Raw(name: "W8 raw events", configuration: configuration, eventHeaders: true)
@@ -101,12 +100,22 @@ func registerW8() {
     // With metrics and tracing bootstrapped (BenchmarkTelemetry); compare with the line above.
     registerW8EventBusConsume(configuration: configuration, instrumented: true)
 
-    liveBenchmark("W8 EventBus", configuration: configuration) { benchmark, fixture in
+    registerW8EventBusLoop(name: "W8 EventBus", configuration: configuration, onDeliveryThread: false)
+    registerW8EventBusLoop(name: "W8 EventBus on delivery thread", configuration: configuration, onDeliveryThread: true)
+}
+
+/// "W8 EventBus": the subscribing bus's subscribe loop with a group that starts with new events,
+/// iterated by a task (one preferring the subscription's `deliveryExecutor` with
+/// `onDeliveryThread`), acking each delivery.
+private func registerW8EventBusLoop(name: String, configuration: Benchmark.Configuration, onDeliveryThread: Bool) {
+    let messages = Workload.w8Messages
+    liveBenchmark(name, configuration: configuration) { benchmark, fixture in
         let (publisher, subscriber, iterations) = fixture
         let subscription = try await subscriber.subscribe(
-            Workload.eventSubject, options: .init(group: "w8-bus-\(iterations.next())", start: .new))
+            Workload.eventSubject,
+            options: .init(group: "w8-bus-\(onDeliveryThread ? "delivery-" : "")\(iterations.next())", start: .new))
         let receipts = Receipts()
-        let receiver = Task {
+        let receiver = Task(executorPreference: onDeliveryThread ? subscription.deliveryExecutor : nil) {
             for try await delivery in subscription {
                 receipts.received()
                 try await delivery.ack()
