@@ -77,6 +77,7 @@ COMPARISONS = [
     ("W5", "NATS", "W5", "raw", None, None, "publisher defaults: a Nats-Msg-Id header per message"),
     ("W6", "NATS", "W6", "raw", "throughput", 0.95, ""),
     ("W7", "NATS", "W7", "raw", "throughput", 0.95, ""),
+    ("W7", "NATS on delivery thread", "W7", "raw", None, None, "push consumer iterated by a task that prefers its `deliveryExecutor`"),
     ("W8", "NATS", "W8", "raw", "latency", 1.10, "publisher with default configuration, subscriber iterating in a task"),
     ("W8", "NATS send-asap", "W8", "raw", "latency", 1.10, "publisher connection with SendAsap"),
     ("W8", "NATS handler", "W8", "raw", "latency", 1.10, "subscriber with a handler push consumer, as raw's callback"),

@@ -124,9 +124,12 @@ struct JetStreamConsumeHandlingTests {
         #expect(handled.values == Array(0..<30))
         // Each step after a wait ran on the one delivery thread, not the pool thread the task
         // started on; the executor passed on the task's start and at most a few timer wake-ups
-        // of the idle wait (a step resumed the ordinary way would be one per event).
-        #expect(Set(bodies.threads).count == 1, "bodies ran on \(Set(bodies.threads).count) threads")
-        #expect(Set(bodies.threads) != Set(started.threads))
+        // of the idle wait (a step resumed the ordinary way would be one per event). The first
+        // event is left out: the loop's first pull request goes out from its start on the pool,
+        // and the event may be buffered before the loop waits for it.
+        let afterFirst = Set(bodies.threads.dropFirst())
+        #expect(afterFirst.count == 1, "bodies ran on \(afterFirst.count) threads")
+        #expect(afterFirst != Set(started.threads))
         #expect(deliveryThread.forwardedJobCount() <= 10, "forwarded \(deliveryThread.forwardedJobCount())")
         loop.cancel()
         _ = await loop.result

@@ -7,7 +7,8 @@ import NATS
 /// W6 and W7 through the NATS module: per iteration a new durable consumer that `makeConsumer`
 /// creates on the preloaded stream, acking every message, then stopped and deleted. With
 /// `consumerMeasured` creating it is part of the measured time, as it is in that workload's raw
-/// variant.
+/// variant. With `executor` the messages are taken by a task that prefers the executor it gives
+/// (the consumer's `deliveryExecutor`), otherwise by the benchmark's own task.
 func registerNATSConsume<Consumer: AsyncSequence & Sendable>(
     name: String,
     configuration: Benchmark.Configuration,
@@ -16,7 +17,8 @@ func registerNATSConsume<Consumer: AsyncSequence & Sendable>(
     consumerMeasured: Bool,
     asEvents: Bool = false,
     makeConsumer: @escaping @Sendable (_ js: NATSJetStream, _ durable: String, _ iteration: Int) async throws -> Consumer,
-    stop: @escaping @Sendable (Consumer) -> Void
+    stop: @escaping @Sendable (Consumer) -> Void,
+    executor: (@Sendable (Consumer) -> any TaskExecutor)? = nil
 ) where Consumer.Element == NATSJetStreamMessage {
     liveBenchmark(name, configuration: configuration) { benchmark, module in
         let (connection, iterations) = module
@@ -28,7 +30,12 @@ func registerNATSConsume<Consumer: AsyncSequence & Sendable>(
         let meter = ThroughputMeter()
         let consumer: Consumer
         if let createdFirst { consumer = createdFirst } else { consumer = try await makeConsumer(js, durable, iteration) }
-        let received = try await receiveAndAck(consumer, count: messages)
+        let received =
+            if let executor {
+                try await Task(executorPreference: executor(consumer)) { try await receiveAndAck(consumer, count: messages) }.value
+            } else {
+                try await receiveAndAck(consumer, count: messages)
+            }
         try await connection.flush()
         meter.finish(benchmark, operations: messages)
         benchmark.stopMeasurement()

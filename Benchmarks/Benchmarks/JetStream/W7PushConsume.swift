@@ -53,6 +53,15 @@ func registerW7() {
                 configuration: .workload(durable: durable, deliverSubject: "w7.deliver.nats.\(iteration)"))
         },
         stop: { $0.stop() })
+    registerNATSConsume(
+        name: "W7 NATS on delivery thread", configuration: configuration, messages: messages,
+        durablePrefix: "w7-nats-delivery", consumerMeasured: true,
+        makeConsumer: { js, durable, iteration in
+            try await js.pushConsumer(
+                stream: Workload.streamName,
+                configuration: .workload(durable: durable, deliverSubject: "w7.deliver.nats.delivery.\(iteration)"))
+        },
+        stop: { $0.stop() }, executor: { $0.deliveryExecutor })
 
     registerEventBusConsume(
         name: "W7 EventBus", configuration: configuration, messages: messages, groupPrefix: "w7-bus",

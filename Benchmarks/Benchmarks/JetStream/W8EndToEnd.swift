@@ -33,6 +33,16 @@ private let rawReceive: natsMsgHandler = { _, _, message, closure in
     clock.arrived.signal()
 }
 
+/// A task running `operation`, preferring `executor` if given. Without one it is a plain `Task`:
+/// a task created with a `nil` preference still carries a (null) preference record, which the
+/// runtime reads at every switch, and the baselines must not pay for what they compare against.
+private func task(
+    preferring executor: (any TaskExecutor)?, _ operation: @escaping @Sendable () async throws -> Void
+) -> Task<Void, any Error> {
+    if let executor { return Task(executorPreference: executor, operation: operation) }
+    return Task(operation: operation)
+}
+
 /// The receipt times of the NATS and EventBus subscribers, handed to the publishing task.
 private final class Receipts: Sendable {
     let signal = AsyncSignal()
@@ -57,12 +67,13 @@ private final class Receipts: Sendable {
         _ consumer: Consumer, preferring executor: (any TaskExecutor)? = nil
     ) -> Task<Void, any Error>
     where Consumer.Element == NATSJetStreamMessage {
-        Task(executorPreference: executor) { [self] in
+        @Sendable func loop() async throws {
             for try await message in consumer {
                 received()
                 try message.ack()
             }
         }
+        return task(preferring: executor, loop)
     }
 
     /// The measured part: `messages` publishes one at a time, each timed from its start until
@@ -115,7 +126,7 @@ private func registerW8EventBusLoop(name: String, configuration: Benchmark.Confi
             Workload.eventSubject,
             options: .init(group: "w8-bus-\(onDeliveryThread ? "delivery-" : "")\(iterations.next())", start: .new))
         let receipts = Receipts()
-        let receiver = Task(executorPreference: onDeliveryThread ? subscription.deliveryExecutor : nil) {
+        let receiver = task(preferring: onDeliveryThread ? subscription.deliveryExecutor : nil) {
             for try await delivery in subscription {
                 receipts.received()
                 try await delivery.ack()
