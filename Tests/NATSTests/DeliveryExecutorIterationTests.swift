@@ -16,13 +16,9 @@ struct DeliveryExecutorIterationTests {
         let connection = try await connect(to: server)
         let subscription = try await connection.subscribe(to: "inline.core")
         let run = PreferredLoop(executor: subscription.deliveryExecutor)
-        let worker = run.start(subscription) { _ in }
-        for index in 0..<Self.count {
-            try await run.whenWaiting(subscription.handle.buffer)
+        try await run.handleOneAtATime(subscription, waitingOn: subscription.handle.buffer, settle: { _ in }) { index in
             try connection.publish(subject: "inline.core", payload: Array("\(index)".utf8))
-            try await run.whenHandled(index + 1)
         }
-        try await run.finished(worker)
         run.expectRanOnTheDeliveryThread(forwarded: subscription.handle.buffer.consumerExecutor.forwardedJobCount)
 
         // The `break` unsubscribed from the delivery thread; the connection goes on.
@@ -42,17 +38,11 @@ struct DeliveryExecutorIterationTests {
         let consumer = try await js.pushConsumer(
             stream: "INLINEPUSH", configuration: NATSConsumerConfiguration(durableName: "inline-push"))
         let run = PreferredLoop(executor: consumer.deliveryExecutor)
-        let worker = run.start(consumer) { try $0.ack() }
-        for index in 0..<Self.count {
-            try await run.whenWaiting(consumer.handle.buffer)
+        try await run.handleOneAtATime(consumer, waitingOn: consumer.handle.buffer, settle: { try $0.ack() }) { index in
             _ = try await js.publish(subject: "inline.push", payload: Array("\(index)".utf8))
-            try await run.whenHandled(index + 1)
         }
-        try await run.finished(worker)
         run.expectRanOnTheDeliveryThread(forwarded: consumer.deliveryThreadExecutor.forwardedJobCount)
-        try await connection.flush()
-        #expect(await eventually { (try? await js.consumerInfo(stream: "INLINEPUSH", name: "inline-push").ackPendingCount) == 0 })
-        await connection.close()
+        try await Self.expectAllAcked(js, connection, stream: "INLINEPUSH", consumer: "inline-push")
     }
 
     @Test func aPullConsumerIteratedOnItsDeliveryThread() async throws {
@@ -61,18 +51,19 @@ struct DeliveryExecutorIterationTests {
         try await js.ensureConsumer(stream: "INLINEPULL", NATSConsumerConfiguration(durableName: "inline-pull"))
         let consumer = try await js.pullConsumer(stream: "INLINEPULL", name: "inline-pull")
         let run = PreferredLoop(executor: consumer.deliveryExecutor)
-        let worker = run.start(consumer) { try $0.ack() }
-        for index in 0..<Self.count {
-            try await run.whenWaiting(consumer.handle.buffer)
+        try await run.handleOneAtATime(consumer, waitingOn: consumer.handle.buffer, settle: { try $0.ack() }) { index in
             _ = try await js.publish(subject: "inline.pull", payload: Array("\(index)".utf8))
-            try await run.whenHandled(index + 1)
         }
-        try await run.finished(worker)
         // A pull consumer's idle wait also ends by its timer (a job from another thread), at
         // most about once a second here.
         run.expectRanOnTheDeliveryThread(forwarded: consumer.deliveryThreadExecutor.forwardedJobCount, timerWakeups: 10)
+        try await Self.expectAllAcked(js, connection, stream: "INLINEPULL", consumer: "inline-pull")
+    }
+
+    /// Every message the loop acked reached the server; closes the connection.
+    static func expectAllAcked(_ js: NATSJetStream, _ connection: NATSConnection, stream: String, consumer: String) async throws {
         try await connection.flush()
-        #expect(await eventually { (try? await js.consumerInfo(stream: "INLINEPULL", name: "inline-pull").ackPendingCount) == 0 })
+        #expect(await eventually { (try? await js.consumerInfo(stream: stream, name: consumer).ackPendingCount) == 0 })
         await connection.close()
     }
 
@@ -107,6 +98,22 @@ private struct PreferredLoop: Sendable {
                 if handled.count == DeliveryExecutorIterationTests.count { break }
             }
         }
+    }
+
+    /// Starts the loop over `messages`, then publishes each message with `publish` once the loop
+    /// waits for it (so that it ends a wait) and only after the previous one was handled, and
+    /// returns when the loop has ended with a `break`.
+    func handleOneAtATime<Messages: AsyncSequence & Sendable, Element>(
+        _ messages: Messages, waitingOn buffer: BoundedBatchBuffer<Element>,
+        settle: @escaping @Sendable (Messages.Element) throws -> Void, publish: (Int) async throws -> Void
+    ) async throws where Messages.Element: PayloadCarrying {
+        let worker = start(messages, settle: settle)
+        for index in 0..<DeliveryExecutorIterationTests.count {
+            try await whenWaiting(buffer)
+            try await publish(index)
+            try await whenHandled(index + 1)
+        }
+        try await finished(worker)
     }
 
     /// Returns once the loop waits for its next message (so that the message ends a wait).
