@@ -241,19 +241,57 @@ public final class NATSServerProcess: @unchecked Sendable {
         return FileManager.default.currentDirectoryPath
     }
 
-    /// A free TCP port on 127.0.0.1 (the kernel picks one; it is free again once the socket closes).
+    /// A free TCP port on 127.0.0.1 for a server or listener a test starts, not handed out before
+    /// by this process.
+    ///
+    /// Picked at random below the kernel's ephemeral range (`ip_local_port_range`), and checked
+    /// by binding it. A port the kernel picks (bind to port 0) comes from the ephemeral range,
+    /// which every outgoing connection also draws its local port from: between this call and the
+    /// server binding the port, a client connection elsewhere in the test run could take it (seen
+    /// once: "can't listen to the monitor port ... address already in use").
     public static func freePort() throws -> Int {
+        let (ephemeralLow, _) = ephemeralPortRange()
+        let low = 10_000
+        let high = max(low + 1_000, ephemeralLow) - 1
+        for _ in 0..<200 {
+            let candidate = Int.random(in: low...high)
+            guard handedOutPorts.withLock({ $0.insert(candidate).inserted }) else { continue }
+            if (try? bindLoopback(port: candidate)) != nil { return candidate }
+        }
+        // Nothing free below the ephemeral range: let the kernel pick.
+        let port = try bindLoopback(port: 0)
+        handedOutPorts.withLock { _ = $0.insert(port) }
+        return port
+    }
+
+    /// Ports ``freePort()`` returned in this process: never handed out twice, even once free again.
+    private static let handedOutPorts = Mutex<Set<Int>>([])
+
+    /// The kernel's ephemeral port range (Linux's default where it cannot be read).
+    private static func ephemeralPortRange() -> (Int, Int) {
+        #if os(Linux)
+        if let text = try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8) {
+            let numbers = text.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" }).compactMap { Int($0) }
+            if numbers.count == 2 { return (numbers[0], numbers[1]) }
+        }
+        #endif
+        return (32_768, 60_999)
+    }
+
+    /// Binds a TCP socket to 127.0.0.1:`port` (0: the kernel picks), closes it, and returns the
+    /// port bound; throws if it cannot be bound.
+    private static func bindLoopback(port: Int) throws -> Int {
         let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard descriptor >= 0 else { throw Failure(description: "socket() failed: \(errno)") }
         defer { close(descriptor) }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = 0
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
         let bound = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
-        guard bound == 0 else { throw Failure(description: "bind() failed: \(errno)") }
+        guard bound == 0 else { throw Failure(description: "bind() to port \(port) failed: \(errno)") }
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
         _ = withUnsafeMutablePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(descriptor, $0, &length) }
