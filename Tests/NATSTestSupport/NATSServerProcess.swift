@@ -250,9 +250,8 @@ public final class NATSServerProcess: @unchecked Sendable {
     /// server binding the port, a client connection elsewhere in the test run could take it (seen
     /// once: "can't listen to the monitor port ... address already in use").
     public static func freePort() throws -> Int {
-        let (ephemeralLow, _) = ephemeralPortRange()
         let low = 10_000
-        let high = max(low + 1_000, ephemeralLow) - 1
+        let high = max(low + 1_000, firstEphemeralPort()) - 1
         for _ in 0..<200 {
             let candidate = Int.random(in: low...high)
             guard handedOutPorts.withLock({ $0.insert(candidate).inserted }) else { continue }
@@ -267,15 +266,16 @@ public final class NATSServerProcess: @unchecked Sendable {
     /// Ports ``freePort()`` returned in this process: never handed out twice, even once free again.
     private static let handedOutPorts = Mutex<Set<Int>>([])
 
-    /// The kernel's ephemeral port range (Linux's default where it cannot be read).
-    private static func ephemeralPortRange() -> (Int, Int) {
+    /// The lowest port of the kernel's ephemeral range (Linux's default where it cannot be read).
+    private static func firstEphemeralPort() -> Int {
         #if os(Linux)
-        if let text = try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8) {
-            let numbers = text.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" }).compactMap { Int($0) }
-            if numbers.count == 2 { return (numbers[0], numbers[1]) }
+        if let text = try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8),
+            let first = text.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" }).first.flatMap({ Int($0) })
+        {
+            return first
         }
         #endif
-        return (32_768, 60_999)
+        return 32_768
     }
 
     /// Binds a TCP socket to 127.0.0.1:`port` (0: the kernel picks), closes it, and returns the

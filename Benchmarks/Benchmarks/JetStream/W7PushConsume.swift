@@ -45,23 +45,21 @@ func registerW7() {
     registerW7Raw(name: "W7 raw", configuration: configuration, eventHeaders: false)
     registerW7Raw(name: "W7 raw events", configuration: configuration, eventHeaders: true)
 
+    // The module's push consumer, each iteration's on a deliver subject of its own under `prefix`.
+    func pushConsumer(deliverSubjectPrefix prefix: String) -> @Sendable (NATSJetStream, String, Int) async throws -> NATSPushConsumer {
+        { js, durable, iteration in
+            try await js.pushConsumer(
+                stream: Workload.streamName, configuration: .workload(durable: durable, deliverSubject: "\(prefix).\(iteration)"))
+        }
+    }
     registerNATSConsume(
         name: "W7 NATS", configuration: configuration, messages: messages, durablePrefix: "w7-nats", consumerMeasured: true,
-        makeConsumer: { js, durable, iteration in
-            try await js.pushConsumer(
-                stream: Workload.streamName,
-                configuration: .workload(durable: durable, deliverSubject: "w7.deliver.nats.\(iteration)"))
-        },
-        stop: { $0.stop() })
+        makeConsumer: pushConsumer(deliverSubjectPrefix: "w7.deliver.nats"), stop: { $0.stop() })
     registerNATSConsume(
         name: "W7 NATS on delivery thread", configuration: configuration, messages: messages,
         durablePrefix: "w7-nats-delivery", consumerMeasured: true,
-        makeConsumer: { js, durable, iteration in
-            try await js.pushConsumer(
-                stream: Workload.streamName,
-                configuration: .workload(durable: durable, deliverSubject: "w7.deliver.nats.delivery.\(iteration)"))
-        },
-        stop: { $0.stop() }, executor: { $0.deliveryExecutor })
+        makeConsumer: pushConsumer(deliverSubjectPrefix: "w7.deliver.nats.delivery"), stop: { $0.stop() },
+        executor: { $0.deliveryExecutor })
 
     registerEventBusConsume(
         name: "W7 EventBus", configuration: configuration, messages: messages, groupPrefix: "w7-bus",

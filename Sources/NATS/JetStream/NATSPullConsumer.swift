@@ -108,28 +108,14 @@ public final class NATSPullConsumer: AsyncSequence, Sendable {
     /// A task executor that lets the delivery thread which receives this consumer's messages run
     /// the task iterating it, instead of waking a concurrency-pool thread for every hand-over.
     ///
-    /// Iterate from a task that prefers it:
-    ///
     /// ```swift
     /// let worker = Task(executorPreference: consumer.deliveryExecutor) {
     ///     for try await message in consumer { try handle(message); try message.ack() }
     /// }
     /// ```
     ///
-    /// A task iterating the ordinary way waits on a pool thread, and each message that ends its
-    /// wait goes through the global executor, which wakes that thread: a second thread wake-up
-    /// after cnats's own (its reader thread waking the delivery thread), 4-15 µs at p50 on a
-    /// 2-core machine (W3 and W8 in docs/performance.md). Under this preference the loop's next
-    /// step runs on the delivery thread before the message's hand-over returns, as a handler
-    /// would; the task's start, and any step resumed from another thread (a timer, a reply),
-    /// run on the pool as usual.
-    ///
-    /// Keep the loop's body quick and non-blocking: while it runs, the delivery thread delivers
-    /// nothing else (messages wait in cnats's queue, within the subscription's limits). Child
-    /// tasks inherit the preference, and each hop of an awaited call (an actor, a sleep, another
-    /// sequence) becomes a job queued on this executor, most of them passed on to the global
-    /// executor: about 2 µs per actor call, against 0.06 µs from an ordinary task. Iterate a
-    /// loop that awaits such work per message from an ordinary task.
+    /// What it saves and costs, and the rules for the loop's body (quick, non-blocking, no
+    /// per-message awaits on other work), are those of ``NATSSubscription/deliveryExecutor``.
     public var deliveryExecutor: any TaskExecutor { deliveryThreadExecutor }
 
     /// ``deliveryExecutor`` as its own type, for `consume` (which watches the jobs it passes on).
