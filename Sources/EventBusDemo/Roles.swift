@@ -180,11 +180,28 @@ enum Roles {
             // The history first: an order billed before its history began would be refused by
             // .noEvents. A retry of this append with the same event is recognised.
             try await store.append([event], to: Demo.history(of: order), expectedVersion: .noEvents)
-            try await bus.publish(event)
+            try await publishRetrying(event, on: bus)
             counters.update { $0.published += 1 }
             report("PUBLISHED \(orderID) history=\(try Demo.history(of: order).id)")
         }
     }
+}
+
+/// Publishes `event`, retrying what the bus calls retriable (no stream answered while a stream
+/// leader is elected, say, just after a cluster started) a few times with a growing pause. The
+/// event keeps its id, so a retry of a publish that was stored after all is stored once.
+private func publishRetrying(_ event: Event, on bus: any EventBus) async throws {
+    var pause = Duration.milliseconds(250)
+    for _ in 0..<4 {
+        do {
+            try await bus.publish(event)
+            return
+        } catch let error as EventBusError where error.isRetriable {
+            try await Task.sleep(for: pause)
+            pause *= 2
+        }
+    }
+    try await bus.publish(event)
 }
 
 /// When a role last did something, so that a role process can stop once the work is done.
